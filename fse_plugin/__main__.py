@@ -1,0 +1,3 @@
+from fse_plugin.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The 25-class face-semantic label set of FSErasing and the 19-class FaceSynthetics set.
+
+Left/right are the subject's sides, so a horizontal image flip must also swap the ids of
+mirror pairs (``MIRROR``); ``flip_mask`` does both.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+CLASSES: tuple[str, ...] = (
+    "background", "right_cheek", "left_cheek", "right_chin", "left_chin",
+    "right_forehead", "left_forehead", "middle_forehead", "around_right_eye", "around_left_eye",
+    "nose", "right_eye", "left_eye", "right_brow", "left_brow",
+    "right_ear", "left_ear", "mouth", "upper_lip", "lower_lip",
+    "neck", "hair", "clothing", "glasses", "headwear",
+)
+NUM_CLASSES = len(CLASSES)
+SKIN_IDS: tuple[int, ...] = tuple(range(1, 10))
+
+MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14), (15, 16))
+
+
+def _mirror_permutation(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    perm = np.arange(n, dtype=np.int64)
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+MIRROR: np.ndarray = _mirror_permutation(NUM_CLASSES, MIRROR_PAIRS)
+"""MIRROR[k] is the id of class k seen in a horizontally flipped image."""
+
+# Colours chosen so that mirror pairs are related hues and neighbours contrast (RGB, uint8).
+PALETTE: np.ndarray = np.array([
+    [0, 0, 0], [230, 159, 0], [255, 200, 80], [180, 100, 40], [220, 140, 90],
+    [120, 60, 160], [170, 110, 210], [210, 170, 240], [0, 130, 110], [80, 200, 170],
+    [240, 60, 60], [0, 90, 200], [90, 170, 255], [110, 60, 20], [170, 120, 70],
+    [200, 200, 0], [250, 250, 120], [150, 0, 60], [255, 90, 150], [200, 40, 110],
+    [130, 130, 130], [60, 40, 20], [40, 90, 40], [0, 220, 255], [250, 120, 0],
+], dtype=np.uint8)
+
+# FaceSynthetics (microsoft/FaceSynthetics) 19 classes; 255 marks ignored pixels.
+FS19_CLASSES: tuple[str, ...] = (
+    "BACKGROUND", "SKIN", "NOSE", "RIGHT_EYE", "LEFT_EYE", "RIGHT_BROW", "LEFT_BROW", "RIGHT_EAR",
+    "LEFT_EAR", "MOUTH_INTERIOR", "TOP_LIP", "BOTTOM_LIP", "NECK", "HAIR", "BEARD", "CLOTHING",
+    "GLASSES", "HEADWEAR", "FACEWEAR",
+)
+FS19_IGNORE = 255
+
+_FS19_NAME_TO_25 = {
+    "BACKGROUND": "background", "NOSE": "nose", "RIGHT_EYE": "right_eye", "LEFT_EYE": "left_eye",
+    "RIGHT_BROW": "right_brow", "LEFT_BROW": "left_brow", "RIGHT_EAR": "right_ear", "LEFT_EAR": "left_ear",
+    "MOUTH_INTERIOR": "mouth", "TOP_LIP": "upper_lip", "BOTTOM_LIP": "lower_lip", "NECK": "neck",
+    "HAIR": "hair", "CLOTHING": "clothing", "GLASSES": "glasses", "HEADWEAR": "headwear",
+}
+
+FS19_TO_25: np.ndarray = np.full(256, -1, dtype=np.int16)
+"""Lookup table 19-class id -> 25-class id; -1 where no single id exists (SKIN splits into the
+nine skin sub-regions, BEARD and FACEWEAR have no 25-class id, 255 is ignore)."""
+for _i, _n in enumerate(FS19_CLASSES):
+    if _n in _FS19_NAME_TO_25:
+        FS19_TO_25[_i] = CLASSES.index(_FS19_NAME_TO_25[_n])
+
+L25_TO_FS19: np.ndarray = np.zeros(NUM_CLASSES, dtype=np.uint8)
+"""Lookup table 25-class id -> 19-class id (the nine skin sub-regions collapse to SKIN)."""
+for _i, _n in enumerate(FS19_CLASSES):
+    if FS19_TO_25[_i] >= 0:
+        L25_TO_FS19[FS19_TO_25[_i]] = _i
+L25_TO_FS19[list(SKIN_IDS)] = FS19_CLASSES.index("SKIN")
+
+_NAME_TO_ID = {n: i for i, n in enumerate(CLASSES)}
+_NAME_TO_ID.update({n.replace("brow", "blow"): i for n, i in _NAME_TO_ID.items() if "brow" in n})  # seed typo
+_NAME_TO_ID["headware"] = _NAME_TO_ID["headwear"]  # seed typo
+
+
+def class_id(name: str | int) -> int:
+    """Id of a class given by name (case-insensitive) or id; raises KeyError/ValueError naming it."""
+    if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+        if not 0 <= int(name) < NUM_CLASSES:
+            raise ValueError(f"class id {name} outside 0..{NUM_CLASSES - 1}")
+        return int(name)
+    key = str(name).strip().lower()
+    if key not in _NAME_TO_ID:
+        raise KeyError(f"unknown face class {name!r}; known classes: {', '.join(CLASSES)}")
+    return _NAME_TO_ID[key]
+
+
+def class_ids(names: Iterable[str | int]) -> list[int]:
+    """Ids for a list of names and/or ids, order kept, duplicates refused."""
+    ids = [class_id(n) for n in names]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate classes in {list(names)!r}")
+    return ids
+
+
+def class_name(cid: int) -> str:
+    return CLASSES[class_id(cid)]
+
+
+def colorize(mask: np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
+    """HxW label map -> HxWx3 uint8 RGB picture."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"colorize expects an HxW label map, got shape {mask.shape}")
+    if mask.size and int(mask.max()) >= len(palette):
+        raise ValueError(f"label {int(mask.max())} has no colour (palette has {len(palette)})")
+    return palette[mask]
+
+
+def mirror_ids(mask: np.ndarray) -> np.ndarray:
+    """Swap left/right ids without moving pixels (for an image that is flipped elsewhere)."""
+    return MIRROR.astype(np.asarray(mask).dtype)[mask]
+
+
+def flip_mask(mask: np.ndarray) -> np.ndarray:
+    """Horizontal flip of an HxW label map that keeps the anatomy right."""
+    return np.ascontiguousarray(mirror_ids(mask)[..., ::-1])
+
+
+def fs19_to_25(seg19: np.ndarray, skin_split: np.ndarray | None = None) -> np.ndarray:
+    """Convert a FaceSynthetics 19-class map to 25 classes.
+
+    SKIN needs the skin sub-region map (``skin_split``, values 1..9 where SKIN) because the
+    split follows landmarks, not the 19-class map; pixels without a 25-class id (BEARD, FACEWEAR,
+    IGNORE, or SKIN without a split) become 255 (ignore).
+    """
+    seg19 = np.asarray(seg19)
+    out = FS19_TO_25[seg19].astype(np.int16)
+    if skin_split is not None:
+        skin = seg19 == FS19_CLASSES.index("SKIN")
+        out[skin] = np.asarray(skin_split)[skin]
+    out[out < 0] = 255
+    return out.astype(np.uint8)
+
+
+def parse_class_list(spec: str | Sequence[str | int] | None) -> list[int]:
+    """Comma-separated names/ids (CLI) or a sequence (config) -> ids; None means all 25."""
+    if spec is None:
+        return list(range(NUM_CLASSES))
+    if isinstance(spec, str):
+        spec = [s for s in (t.strip() for t in spec.split(",")) if s]
+        spec = [int(s) if s.isdigit() else s for s in spec]
+    return class_ids(spec)

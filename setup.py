@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fse_plugin",
+    version="0.1.0",
+    description="FSErasing and FS-CAM for face recognition, as a plugin for insightface arcface_torch",
+    packages=find_packages(include=["fse_plugin", "fse_plugin.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
+        "scikit-learn>=1.3",
+        "grad-cam>=1.5.4",
+        "easydict>=1.10",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.2"],
+        "mxnet": ["mxnet==1.9.1", "numpy<1.24"],
+    },
+    entry_points={"console_scripts": ["fse = fse_plugin.cli:main"]},
+)
