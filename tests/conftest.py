@@ -15,3 +15,26 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def synth_rec(tmp_path_factory) -> Path:
+    """An insightface-layout rec of synthetic faces (12 identities x 6 images) with gt_masks.npz."""
+    from fse_plugin import synth
+    return Path(synth.write_rec(tmp_path_factory.mktemp("synth_rec"), n_identities=12, images_per_identity=6, seed=0))
+
+
+@pytest.fixture(scope="session")
+def synth_bin(tmp_path_factory) -> Path:
+    """A synthetic verification pack (.bin, 40 pairs of held-out identities) with its .masks.npy."""
+    from fse_plugin import synth
+    return Path(synth.write_pairs_bin(tmp_path_factory.mktemp("synth_bin") / "synth.bin", n_pairs=40, seed=1))
+
+
+@pytest.fixture(scope="session")
+def arcface_torch_dir() -> Path:
+    """Pristine arcface_torch checkout from $ARCFACE_TORCH_DIR (tests copy it before patching)."""
+    path = os.environ.get("ARCFACE_TORCH_DIR")
+    if not path or not Path(path, "train_v2.py").is_file():
+        pytest.skip("ARCFACE_TORCH_DIR not set to an arcface_torch checkout")
+    return Path(path)
