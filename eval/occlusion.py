@@ -1,0 +1,11 @@
+"""Semantic-occlusion benchmark: erase each face region (and groups) in the probe images and report the drop.
+Example: python eval/occlusion.py --pack lfw.bin --masks lfw.masks.npy --weights base/model.pt --weights2 fse/model.pt --network r50
+
+Same flags as `fse eval occlusion` (see --help); flags in fse_plugin.cli, code in fse_plugin.evaluation.
+"""
+import sys
+
+from fse_plugin.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["eval", "occlusion", *sys.argv[1:]]))
