@@ -1,7 +1,7 @@
 from easydict import EasyDict as edict
 
-# MS1MV3, ResNet-50, 8 GPUs: upstream arcface_torch configs/ms1mv3_r50.py plus one line, config.fse (see configs/README.md).
-# Copy into arcface_torch/configs/ after `fse patch-arcface`; delete the fse line for vanilla training.
+# MS1MV3, ResNet-50, 8 GPUs: arcface_torch configs/ms1mv3_r50.py + config.fse (configs/README.md).
+# Copy into arcface_torch/configs/ after `fse patch-arcface`; without the fse line: vanilla.
 
 config = edict()
 config.margin_list = (1.0, 0.5, 0.0)

@@ -17,6 +17,46 @@ def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], 
 
 
 # === section: synth ===
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="fse_demo/synth", help="output folder (default: ./fse_demo/synth)")
+    p.add_argument("--ids", type=int, default=20, help="training identities in rec/train.rec")
+    p.add_argument("--per-id", type=int, default=10, help="aligned images per training identity")
+    p.add_argument("--pairs", type=int, default=200, help="pairs in rec/synth_val.bin (held-out identities; 0 = none)")
+    p.add_argument("--facesynthetics", type=int, default=32, help="512x512 frames in facesynthetics/ (0 = none)")
+    p.add_argument("--ijb", type=int, default=8, help="identities in the IJB-C-style set IJBC/ (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="render processes (default: by size, up to all cores)")
+
+
+@command("synth", "write a synthetic demo dataset with exact face-parsing masks (rec, .bin, FaceSynthetics, IJB)",
+         _synth_args)
+def _synth(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from fse_plugin import synth
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    done = []
+    rec = synth.write_rec(out / "rec", args.ids, args.per_id, args.seed, workers=args.workers, progress=True)
+    done.append(("train.rec/.idx/property + gt_masks.npz", rec, f"{args.ids * args.per_id} aligned 112x112 faces"
+                 f" of {args.ids} identities"))
+    if args.pairs:
+        pack = synth.write_pairs_bin(rec / "synth_val.bin", args.pairs, args.seed, workers=args.workers, progress=True)
+        done.append(("verification pack + .masks.npy", pack, f"{args.pairs} pairs of held-out identities"
+                     " (config.val_targets = ['synth_val'])"))
+    if args.facesynthetics:
+        fs = synth.write_facesynthetics(out / "facesynthetics", args.facesynthetics, args.seed, workers=args.workers,
+                                        progress=True)
+        done.append(("FaceSynthetics layout + labels_25", fs, f"{args.facesynthetics} frames 512x512 (parser data)"))
+    if args.ijb:
+        ijb = synth.write_ijb(out / "IJBC", "IJBC", n_identities=args.ijb, seed=args.seed, workers=args.workers,
+                              progress=True)
+        done.append(("IJB-C-style meta/ + loose_crop/", ijb, f"{args.ijb} held-out identities (eval_ijbc --target IJBC)"))
+    print(f"synthetic data written in {time.perf_counter() - t0:.1f} s under {out.resolve()}")
+    for what, path, note in done:
+        print(f"  {what:40s} {Path(path).resolve()}  ({note})")
+    return 0
 # === end: synth ===
 
 # === section: parser ===
@@ -85,6 +125,103 @@ def _eval_parser(args: argparse.Namespace) -> int:
 # === end: parser ===
 
 # === section: maskcache ===
+def _precompute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rec", required=True, help="dataset dir with train.rec/train.idx (or a .rec file)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--parser", help="parser checkpoint: its masks of every image record are cached")
+    src.add_argument("--from-labels", metavar="NPZ", help="cache given masks instead (arrays keys, masks; e.g. synth gt_masks.npz)")
+    p.add_argument("--out", default=None, help="cache directory (default: REC/fse_masks)")
+    p.add_argument("--batch-size", type=int, default=256, help="parser batch (per rank)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers decoding JPEGs")
+    p.add_argument("--encode-workers", type=int, default=1, help="processes run-length/zlib encoding masks (0: in the main process)")
+    p.add_argument("--chunk-size", type=int, default=None, help="masks per chunk file (default 16384): the unit of resume and of sharding")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+    p.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the GPU (torchvision nvJPEG, batched)")
+    p.add_argument("--overwrite", action="store_true", help="replace a cache or unfinished build for another rec/parser/setting at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("precompute", "run the parser over every image of a rec and write its mask cache (resumable; torchrun for several GPUs)",
+         _precompute_args)
+def _precompute(args: argparse.Namespace) -> int:
+    import sys
+
+    import numpy as np
+
+    from fse_plugin import maskcache
+    chunk = args.chunk_size or maskcache.DEFAULT_CHUNK_SIZE
+    try:
+        if args.from_labels:
+            with np.load(args.from_labels, allow_pickle=False) as z:
+                if "keys" not in z or "masks" not in z:
+                    raise maskcache.CacheError(f"{args.from_labels}: needs arrays 'keys' and 'masks', has {list(z.keys())}")
+                keys, masks = z["keys"], z["masks"]
+            maskcache.build_from_labels(args.rec, keys, masks, args.out, chunk_size=chunk, overwrite=args.overwrite,
+                                        progress=not args.quiet, labels_path=args.from_labels)
+        else:
+            maskcache.precompute(args.rec, args.parser, args.out, batch_size=args.batch_size, device=args.device,
+                                 num_workers=args.workers, chunk_size=chunk, encode_workers=args.encode_workers,
+                                 amp=args.amp, gpu_decode=args.gpu_decode, overwrite=args.overwrite,
+                                 progress=not args.quiet)
+    except (maskcache.CacheError, ValueError) as e:
+        print(f"fse precompute: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="cache_command", metavar="{info,verify}", required=True)
+    info = sub.add_parser("info", help="size, bytes per mask, class frequencies of a mask cache")
+    info.add_argument("path", help="cache directory (or a rec dir holding fse_masks/)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    verify = sub.add_parser("verify", help="check every chunk and entry, and that the cache belongs to --rec")
+    verify.add_argument("path", help="cache directory (or a rec dir holding fse_masks/)")
+    verify.add_argument("--rec", required=True, help="the dataset the cache must belong to")
+    verify.add_argument("--parser", default=None, help="also require that this checkpoint made the masks")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("cache", "inspect (info) or check (verify) a mask cache", _cache_args)
+def _cache(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from fse_plugin import maskcache
+    from fse_plugin.labels import CLASSES
+    try:
+        cache = maskcache.MaskCache(args.path)
+        if args.cache_command == "verify":
+            report = cache.verify(args.rec, args.parser, progress=not args.quiet)
+            print(f"OK: {report['masks']} masks in {report['chunks']} chunks decode and match their checksums and "
+                  f"counts; the cache belongs to {args.rec}" + (f" and {args.parser}" if args.parser else "")
+                  + f" ({report['missing']} images without a mask)")
+            return 0
+    except maskcache.CacheError as e:
+        print(f"fse cache {args.cache_command}: {e}", file=sys.stderr)
+        return 1
+    m, freq = cache.manifest, cache.class_frequencies()
+    extra = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file())
+    summary = {"path": str(cache.path), "masks": len(cache), "height": cache.height, "width": cache.width,
+               "chunks": len(m["chunks"]), "bytes": m["data_bytes"] + extra, "bytes_per_mask": cache.bytes_per_mask,
+               "missing": len(m["missing"]), "rec": m.get("rec_path"), "parser": m["parser"],
+               "class_pixel_fraction": dict(zip(CLASSES, freq.pixels.round(6).tolist())),
+               "class_image_fraction": dict(zip(CLASSES, freq.images.round(6).tolist()))}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    raw = cache.height * cache.width
+    print(f"mask cache {cache.path}\n  {len(cache)} masks {cache.height}x{cache.width} ({m['codec']}, format "
+          f"{m['format_version']}) in {len(m['chunks'])} chunks of {m['chunk_size']}\n"
+          f"  size {summary['bytes'] / 1e6:.2f} MB, {cache.bytes_per_mask:.0f} bytes/mask "
+          f"(raw {raw}: {raw / cache.bytes_per_mask:.1f}x smaller)\n"
+          f"  source {m.get('rec_path')} ({m['source']['records']} records, {m['source']['layout']} layout)\n"
+          f"  masks from {m['parser']['kind']} {m['parser'].get('path')} (sha256 {m['parser']['sha256'][:16]}..)\n"
+          f"  images without a mask: {len(m['missing'])}")
+    print(f"  class frequencies over {freq.masks} masks:\n  {'id':>3} {'class':<18} {'pixels %':>9} {'images %':>9}")
+    for i, name in enumerate(CLASSES):
+        print(f"  {i:>3} {name:<18} {100 * freq.pixels[i]:>9.2f} {100 * freq.images[i]:>9.1f}")
+    return 0
 # === end: maskcache ===
 
 # === section: dataset ===
@@ -210,7 +347,7 @@ def _eval_common_args(p, batch_size, masks_for):
     g = p.add_argument_group(f"masks ({masks_for})")
     g.add_argument("--masks", help=".npy uint8 [N,112,112]; packs: default <pack minus .bin>.masks.npy; "
                                    "IJB: one per row of the 5pts file")
-    g.add_argument("--mask-cache", help="mask cache dir keyed by pack image index or IJB meta row")
+    g.add_argument("--mask-cache", help="mask cache dir: its i-th mask (key order) is pack image i or IJB meta row i")
     g.add_argument("--parser", help="parser checkpoint: predict the masks (saved under --out for reuse)")
     g = p.add_argument_group("FS-CAM")
     g.add_argument("--fscam", metavar="OUT_DIR", help="also explain pairs with FS-CAM (fse_plugin.cam) into OUT_DIR")

@@ -83,9 +83,8 @@ def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = Non
         cfg["masks"] = maskcache.default_cache_path(rec_dir)
     masks = Path(str(cfg["masks"])).expanduser()
     if not masks.exists():
-        rec = rec_dir if rec_dir is not None else "<rec dir>"
-        raise _key_error("masks", f"no mask cache at {masks}; build it with `fse precompute --rec {rec} "
-                                  f"--parser CKPT --out {masks}`")
+        cmd = maskcache.rebuild_command(masks, None if rec_dir is None else str(rec_dir))
+        raise _key_error("masks", f"no mask cache at {masks}; build it with: {cmd}")
     cfg["masks"] = str(masks)
     return cfg
 

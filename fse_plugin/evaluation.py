@@ -6,10 +6,11 @@ the same float64/float32 steps, the same folds, thresholds and point picking. Wh
 
 * ``load_bin`` uses a restricted unpickler (a pack is untrusted input; plain pickle runs code) and
   OpenCV instead of mxnet (mxnet does not import with numpy >= 1.24).
-* VAL@FAR: upstream interpolates the threshold with ``interp1d(far_train, thresholds)``, which raises on
-  repeated FAR values with current scipy (insightface #2152). Here each FAR plateau is represented by its
-  first (smallest) threshold, then ``np.interp`` - so the threshold never goes past the point where the
-  training FAR first exceeds the target; identical to upstream when the FAR values are distinct.
+* VAL@FAR: upstream interpolates the threshold with ``interp1d(far_train, thresholds, 'slinear')``, which
+  raises on repeated FAR values with current scipy (insightface #2152) - and FAR values always repeat.
+  ``far_threshold`` interpolates linearly between the last threshold of the FAR value below the target
+  and the first threshold of the one above (what ``interp1d(kind='linear')`` does with repeats); where
+  the FAR values are distinct that is upstream's 'slinear' interpolation.
 * IJB alignment uses ``fse_plugin.align`` (Umeyama least squares, the same template) instead of skimage.
 * The IJB meta files are checked against each other (upstream silently pairs rows by position).
 """
@@ -227,11 +228,12 @@ def pack_masks_path(pack: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------------------------------
 
 def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC/HWC RGB -> float32 NCHW/CHW in [-1, 1] with upstream's exact ops ((x / 255) - 0.5) / 0.5."""
+    """uint8 NHWC/HWC RGB -> contiguous float32 NCHW/CHW in [-1, 1] with upstream's exact ops
+    ((x / 255) - 0.5) / 0.5 and memory layout, so that embeddings match upstream's bit for bit."""
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {x.dtype}")
-    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(2, 0, 1)
+    x = (x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(2, 0, 1)).contiguous()
     return ((x.float() / 255) - 0.5) / 0.5
 
 
@@ -364,15 +366,25 @@ def kfold_accuracy(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray 
 
 
 def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
-    """Threshold at which FAR reaches ``target``, robust to repeated FAR values (insightface #2152).
+    """Threshold at which the training FAR reaches ``target``, robust to repeated FAR values (#2152).
 
-    FAR is non-decreasing in the threshold; each FAR plateau keeps its first threshold, then linear
-    interpolation (upstream's 'slinear' interp1d over distinct values). 0.0 if FAR never reaches it.
+    FAR is a non-decreasing step function of the threshold. Between two FAR values a < target < b the
+    threshold is interpolated linearly from the last threshold with FAR a to the first with FAR b (at
+    FAR == target exactly: the last threshold with that FAR) - upstream's 'slinear' interpolation where
+    the FAR values are distinct, ``interp1d(kind='linear')`` with repeats. 0.0 if FAR never reaches it.
     """
+    far = np.asarray(far, dtype=np.float64)
     if np.max(far) < target:
         return 0.0
     values, first = np.unique(far, return_index=True)
-    return float(np.interp(target, values, thresholds[first]))
+    last = np.r_[first[1:] - 1, len(far) - 1]
+    j = int(np.searchsorted(values, target, side="right")) - 1
+    if j < 0:
+        return float(thresholds[0])
+    if values[j] == target or j == len(values) - 1:
+        return float(thresholds[last[j]])
+    lo, hi = thresholds[last[j]], thresholds[first[j + 1]]
+    return float((hi - lo) / (values[j + 1] - values[j]) * (target - values[j]) + lo)
 
 
 def val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
@@ -806,7 +818,7 @@ class RegionErasing:
         if mask is None:
             raise ValueError(f"image {key}: no mask to erase {self!r} with")
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0]))
-        return erase(img, torch.from_numpy(np.ascontiguousarray(mask)), self.class_ids, self.fill, generator)
+        return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
 
     def __repr__(self) -> str:
         names = ",".join(labels.class_name(c) for c in self.class_ids)
@@ -814,17 +826,21 @@ class RegionErasing:
 
 
 class CacheMasks:
-    """A ``MaskCache`` (keyed by pack image index or IJB meta row) as an indexable mask source."""
+    """A ``MaskCache`` as the mask source of a pack or an IJB set: image i (pack index or meta row) has the
+    i-th mask of the cache in key order - e.g. a cache of a rec written from those images in order."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, n_images: int) -> None:
         from fse_plugin.maskcache import MaskCache
         self.cache = MaskCache(path)
         self.path = path
+        if len(self.cache) != n_images:
+            raise ValueError(f"{path}: mask cache holds {len(self.cache)} masks for {n_images} images")
 
-    def __getitem__(self, key: int) -> np.ndarray:
-        mask = self.cache.get(int(key))
+    def __getitem__(self, index: int) -> np.ndarray:
+        key = int(self.cache.keys[int(index)])
+        mask = self.cache.get(key)
         if mask is None:
-            raise KeyError(f"{self.path}: mask cache has no mask for key {key}")
+            raise KeyError(f"{self.path}: no mask for image {index} (cache key {key})")
         return mask
 
     def __len__(self) -> int:
@@ -835,7 +851,7 @@ def open_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (
     """Masks for ``n_images`` images from a ``.npy`` [N,H,W] uint8 file (memory-mapped) or a mask-cache dir."""
     path = Path(path)
     if path.is_dir():
-        return CacheMasks(path)
+        return CacheMasks(path, n_images)
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: {path}")
     try:
@@ -1169,7 +1185,7 @@ def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Pa
     if args.masks:
         return open_masks(args.masks, len(images), images.shape[1:3])
     if args.mask_cache:
-        return CacheMasks(args.mask_cache)
+        return CacheMasks(args.mask_cache, len(images))
     if args.parser:
         from fse_plugin.cam import predict_pack_masks
         masks = predict_pack_masks(args.parser, images, str(resolve_device(args.device)), args.batch_size)
@@ -1186,7 +1202,7 @@ def _ijb_masks(args: argparse.Namespace, meta: IJBMeta, rows: np.ndarray, out: P
     if args.masks:
         return open_masks(args.masks, len(meta.names))
     if args.mask_cache:
-        return CacheMasks(args.mask_cache)
+        return CacheMasks(args.mask_cache, len(meta.names))
     if args.parser:
         return predict_ijb_masks(args.parser, meta, rows, out / f"{meta.target.lower()}_masks.npy", args.batch_size,
                                  args.device, not args.quiet)

@@ -314,20 +314,20 @@ def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
                   device: str | torch.device = "cpu", amp: bool = False) -> np.ndarray:
     """Argmax label maps ``uint8 [N,H,W]`` for uint8 RGB faces ``[N,H,W,3]`` (numpy, or a tensor on any device).
 
-    Moves ``model`` to ``device`` (channels_last on CUDA) and runs it under inference_mode in
-    batches; ``amp`` enables bf16 autocast (meant for CUDA; CPUs without bf16 units get slower).
+    Moves ``model`` to ``device`` in channels_last (cuDNN's and oneDNN's fast layout: measured 1.2-1.4x
+    faster on CPU too) and runs it under inference_mode in batches; ``amp`` enables bf16 autocast
+    (meant for CUDA; CPUs without bf16 units get slower).
     """
     device = torch.device(device)
     if images.ndim != 4:
         raise ValueError(f"predict_masks expects uint8 images [N,H,W,C], got shape {tuple(images.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(device, memory_format=fmt).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()
     out = np.empty(tuple(images.shape[:3]), dtype=np.uint8)
     with torch.inference_mode(), _autocast(device, amp):
         for s in range(0, len(images), batch_size):
-            x = normalize(_batch_to(images[s:s + batch_size], device)).contiguous(memory_format=fmt)
+            x = normalize(_batch_to(images[s:s + batch_size], device)).contiguous(memory_format=torch.channels_last)
             out[s:s + len(x)] = model(x).argmax(1).to(torch.uint8).cpu().numpy()
     return out
 
@@ -339,7 +339,7 @@ def forward_throughput(model: nn.Module, batch_size: int = 64, device: str | tor
     The yardstick for ``fse precompute``: everything it adds (decode, encode, IO) should hide behind this.
     """
     device = torch.device(device)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    fmt = torch.channels_last
     model = model.to(device, memory_format=fmt).eval()
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size, model.in_channels), dtype=torch.uint8, generator=g).to(device)
@@ -759,8 +759,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
         writer = SummaryWriter(str(out / "tb"))
     meta = {"seed": seed, "val_fraction": val_fraction, "time_budget": time_budget, "lr": lr,
             "batch_size": batch_size, "world_size": world, "data": str(Path(data).resolve())}
-    t_start, val_cost, last_val = time.perf_counter(), 0.0, {}
-    epoch, stop = start_epoch, False
+    t_start, val_cost, last_val, last_loss = time.perf_counter(), 0.0, {}, float("nan")
+    epoch = start_epoch
 
     def elapsed() -> float:
         e = torch.tensor([elapsed0 + time.perf_counter() - t_start], dtype=torch.float64)
@@ -797,13 +797,14 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
             step += 1
             if step % log_every == 0 or step == 1:
                 lv = loss.detach()
-                if world > 1:
+                if world > 1:  # the mean over ranks, not rank 0's shard alone
                     torch.distributed.all_reduce(lv)
                     lv = lv / world
+                last_loss = float(lv)
                 if writer is not None:
-                    writer.add_scalar("train/loss", float(lv), step)
+                    writer.add_scalar("train/loss", last_loss, step)
                     writer.add_scalar("train/lr", cur_lr, step)
-                bar.set_postfix(loss=f"{float(lv):.4f}", lr=f"{cur_lr:.2e}")
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{cur_lr:.2e}")
         bar.close()
         epoch += 1
         stop = stop or epoch >= epochs
@@ -825,15 +826,17 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
                         elapsed=elapsed0 + time.perf_counter() - t_start, **ckpt_meta)
             if progress:
                 scores = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())
-                print(f"epoch {epoch}/{epochs} step {step} loss {float(loss):.4f} {scores}"
+                print(f"epoch {epoch}/{epochs} step {step} loss {last_loss:.4f} {scores}"
                       f"  elapsed {elapsed0 + time.perf_counter() - t_start:.0f}s", flush=True)
         if world > 1:
             torch.distributed.barrier()
         val_cost = time.perf_counter() - t_val
-        model.train()
+        model.to(memory_format=fmt).train()  # predict_masks switched it to channels_last
         stop = stop or not budget_left(elapsed())
     if writer is not None:
         writer.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return {"epochs": epoch, "steps": step, "elapsed": elapsed0 + time.perf_counter() - t_start,
             "best_val_miou": best, **last_val, "last": str(out / "last.pt"), "best": str(out / "best.pt"),
             "cache": str(aligned.path), "n_train": len(train_idx), "n_val": len(val_idx)}

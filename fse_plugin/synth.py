@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import pickle
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
@@ -269,15 +270,22 @@ def _curve(ctrl: np.ndarray, n: int) -> np.ndarray:
     return (1 - t) ** 3 * c[0] + 3 * (1 - t) ** 2 * t * c[1] + 3 * (1 - t) * t ** 2 * c[2] + t ** 3 * c[3]
 
 
+@lru_cache(maxsize=512)
+def _unit(n: int, t0: float, t1: float, power: float) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(t0, t1, n, endpoint=(t1 - t0) < 2 * math.pi - 1e-9)
+    c, s = np.cos(t), np.sin(t)
+    return np.sign(c) * np.abs(c) ** (2 / power), np.sign(s) * np.abs(s) ** (2 / power)
+
+
 def _ellipse(cx: float, cy: float, ax: float, ay: float, n: int = 16, rot: float = 0.0,
              t0: float = 0.0, t1: float = 2 * math.pi, power: float = 2.0) -> np.ndarray:
     """Points on a (super)ellipse; power > 2 gives rounded rectangles."""
-    t = np.linspace(t0, t1, n, endpoint=(t1 - t0) < 2 * math.pi - 1e-9)
-    c, s = np.cos(t), np.sin(t)
-    x = ax * np.sign(c) * np.abs(c) ** (2 / power)
-    y = ay * np.sign(s) * np.abs(s) ** (2 / power)
-    cr, sr = math.cos(rot), math.sin(rot)
-    return np.stack([cx + x * cr - y * sr, cy + x * sr + y * cr], 1)
+    ux, uy = _unit(n, float(t0), float(t1), float(power))
+    x, y = ax * ux, ay * uy
+    if rot:
+        cr, sr = math.cos(rot), math.sin(rot)
+        x, y = x * cr - y * sr, x * sr + y * cr
+    return np.stack([cx + x, cy + y], 1)
 
 
 def _mirror(p: np.ndarray) -> np.ndarray:
@@ -287,13 +295,16 @@ def _mirror(p: np.ndarray) -> np.ndarray:
 
 
 class _Geo:
-    """Collects named 3-D parts; z = head surface depth + offset, or a constant."""
+    """Collects named parts (canonical 2-D points with a depth): z = head surface + offset, or as given."""
 
     def __init__(self, idn: Identity, chin_y: float):
         self.idn = idn
         self.yc = (idn.skull_top + chin_y) / 2
         self.hy = (chin_y - idn.skull_top) / 2 * 1.08
-        self.parts: dict[str, np.ndarray] = {}
+        self.names: list[str] = []
+        self.pts: list[np.ndarray] = []
+        self.zs: list[np.ndarray] = []
+        self.on_surface: list[bool] = []
 
     def z(self, pts: np.ndarray) -> np.ndarray:
         """Depth of the head surface (an ellipsoid) under canonical points; 0 outside the face."""
@@ -301,21 +312,27 @@ class _Geo:
         v = (pts[:, 1] - self.yc) / self.hy
         return self.idn.depth * np.sqrt(np.clip(1 - u * u - v * v, 0, None))
 
-    def surface(self, name: str, pts: np.ndarray, off: float | np.ndarray = 0.0) -> np.ndarray:
+    def surface(self, name: str, pts: np.ndarray | list, off: float | np.ndarray = 0.0) -> None:
+        self.add(name, pts, off, on_surface=True)
+
+    def add(self, name: str, pts: np.ndarray | list, z: float | np.ndarray, on_surface: bool = False) -> None:
         pts = np.asarray(pts, np.float64)
-        return self.add(name, pts, self.z(pts) + off)
+        self.names.append(name)
+        self.pts.append(pts)
+        self.zs.append(np.full(len(pts), z) if np.ndim(z) == 0 else np.asarray(z, np.float64))
+        self.on_surface.append(on_surface)
 
-    def add(self, name: str, pts: np.ndarray, z: float | np.ndarray) -> np.ndarray:
-        pts = np.asarray(pts, np.float64)
-        p = np.empty((len(pts), 3))
-        p[:, :2] = pts
-        p[:, 2] = z
-        self.parts[name] = p
-        return pts
+    def finish(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(names, cumulative ends, all points N x 3), surface depths computed in one pass."""
+        sizes = [len(p) for p in self.pts]
+        flat = np.empty((sum(sizes), 3))
+        flat[:, :2] = np.concatenate(self.pts)
+        flat[:, 2] = np.concatenate(self.zs) + np.repeat(self.on_surface, sizes) * self.z(flat[:, :2])
+        return self.names, np.cumsum(sizes), flat
 
 
-def _build(idn: Identity, lk: Look) -> dict[str, np.ndarray]:
-    """All parts of one face as 3-D point arrays (canonical frame), plus 'ldmk' (70 x 3)."""
+def _build(idn: Identity, lk: Look) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """All parts of one face in the canonical frame (see ``_Geo.finish``); the last part is 'ldmk' (70)."""
     o = 9.0 * lk.mouth_open  # mouth opening (jaw drop) in px
     chin_y = idn.chin_y + 0.6 * o
     g = _Geo(idn, chin_y)
@@ -558,7 +575,7 @@ def _build(idn: Identity, lk: Look) -> dict[str, np.ndarray]:
     lz = g.z(lm) + lz
     lz[:17] = 0.0  # the jaw line is the outline
     g.add("ldmk", lm, lz)
-    return g.parts
+    return g.finish()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -609,10 +626,6 @@ def frame_matrix(points5: np.ndarray, look: Look, size: int, frame: str = "align
     return (j @ s)[:2]
 
 
-def _ipts(p: np.ndarray) -> np.ndarray:
-    return np.round(p * _ONE).astype(np.int32)
-
-
 def _shade(c: Sequence[int], f: float, towards: Sequence[int] | None = None) -> tuple[int, ...]:
     """Colour scaled by f, or blended towards another colour by f."""
     c = np.asarray(c, np.float32)
@@ -621,69 +634,83 @@ def _shade(c: Sequence[int], f: float, towards: Sequence[int] | None = None) -> 
 
 
 class _Canvas:
-    """Image and mask drawn together; the mask never anti-aliases."""
+    """Image and mask drawn together; the mask never anti-aliases.
+
+    Points are int32 in 1/16 pixel (cv2 ``shift``), rounded once per image.
+    """
 
     def __init__(self, size: int, scale: float):
         self.size = size
         self.scale = scale  # output pixels per canonical unit
-        self.img = np.zeros((size, size, 3), np.uint8)
+        self.img = np.empty((size, size, 3), np.uint8)
         self.mask = np.zeros((size, size), np.uint8)
 
     def fill(self, pts: np.ndarray, colour: Sequence[int], cid: int | None = None) -> None:
-        p = [_ipts(pts)]
-        cv2.fillPoly(self.img, p, colour, cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(self.img, [pts], colour, cv2.LINE_AA, _SHIFT)
         if cid is not None:
-            cv2.fillPoly(self.mask, p, int(cid), cv2.LINE_8, _SHIFT)
+            cv2.fillPoly(self.mask, [pts], cid, cv2.LINE_8, _SHIFT)
 
     def line(self, pts: np.ndarray, colour: Sequence[int], width: float, cid: int | None = None,
              closed: bool = False) -> None:
-        t = max(1, int(round(width * self.scale)))
-        p = [_ipts(pts)]
-        cv2.polylines(self.img, p, closed, colour, t, cv2.LINE_AA, _SHIFT)
+        t = max(1, round(width * self.scale))
+        cv2.polylines(self.img, [pts], closed, colour, t, cv2.LINE_AA, _SHIFT)
         if cid is not None:
-            cv2.polylines(self.mask, p, closed, int(cid), t, cv2.LINE_8, _SHIFT)
+            cv2.polylines(self.mask, [pts], closed, cid, t, cv2.LINE_8, _SHIFT)
 
     def dot(self, centre: np.ndarray, radius: float, colour: Sequence[int]) -> None:
-        cv2.circle(self.img, tuple(int(v) for v in _ipts(centre)), max(_ONE // 2, int(radius * self.scale * _ONE)),
+        cv2.circle(self.img, (int(centre[0]), int(centre[1])), max(_ONE // 2, int(radius * self.scale * _ONE)),
                    colour, -1, cv2.LINE_AA, _SHIFT)
 
-    def inside(self, cid: int, pts: np.ndarray, draw: Callable[[np.ndarray, np.ndarray], None]) -> None:
-        """Image-only drawing clipped to the pixels currently labelled ``cid`` (iris in the eye, teeth
-        in the mouth): draw(sub_image, offset) on a copy of the bounding box, keep the ``cid`` pixels."""
-        x0, y0 = np.floor(pts.min(0)).astype(int) - 1
-        x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size), min(y1, self.size)
+    def inside(self, cid: int, polys: Sequence[tuple[np.ndarray, Sequence[int]]]) -> None:
+        """Image-only polygons clipped to the pixels currently labelled ``cid`` (iris in the eye, teeth in
+        the mouth): drawn on a copy of their bounding box, of which only the ``cid`` pixels are kept."""
+        allp = np.concatenate([p for p, _ in polys])
+        x0, y0 = np.maximum((allp.min(0) >> _SHIFT) - 1, 0)
+        x1, y1 = np.minimum((allp.max(0) >> _SHIFT) + 2, self.size)
         if x1 <= x0 or y1 <= y0:
             return
         sub = self.img[y0:y1, x0:x1]
         tmp = sub.copy()
-        draw(tmp, np.array([x0, y0], np.float64))
-        sel = self.mask[y0:y1, x0:x1] == cid
-        sub[sel] = tmp[sel]
+        off = np.array([x0, y0], np.int32) * _ONE
+        for p, colour in polys:
+            cv2.fillPoly(tmp, [p - off], colour, cv2.LINE_AA, _SHIFT)
+        cv2.copyTo(tmp, (self.mask[y0:y1, x0:x1] == cid).view(np.uint8), sub)
 
 
-_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+@lru_cache(maxsize=8)
+def _noise_bank(n: int) -> np.ndarray:
+    """Fixed standard-normal values; an image takes a slice at a random offset (cheaper than drawing anew)."""
+    return np.random.default_rng(0x5EED).standard_normal(n, dtype=np.float32)
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    if size not in _GRIDS:
-        g = np.linspace(-1, 1, size, dtype=np.float32)
-        _GRIDS[size] = (g[None, :].repeat(size, 0), g[:, None].repeat(size, 1))
-    return _GRIDS[size]
+def _ramp(size: int, corners: np.ndarray) -> np.ndarray:
+    """size x size x 3 field, bilinear between 4 corner values ([2, 2, 3], rows top/bottom)."""
+    return cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _linear_corners(angle: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Corner values of a linear ramp from a to b along direction ``angle``."""
+    g = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)  # (x, y) of TL, TR, BL, BR
+    t = 0.5 + (g @ np.array([math.cos(angle), math.sin(angle)], np.float32))[:, None] / (2 * math.sqrt(2))
+    return (np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t).reshape(2, 2, 3)
+
+
+_SKIN_PARTS = (("sk_half_r", "right_cheek"), ("sk_half_l", "left_cheek"), ("sk_fh_r", "right_forehead"),
+               ("sk_fh_l", "left_forehead"), ("sk_fh_m", "middle_forehead"), ("sk_ae_r", "around_right_eye"),
+               ("sk_ae_l", "around_left_eye"), ("sk_ch_r", "right_chin"), ("sk_ch_l", "left_chin"))
 
 
 def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint parts back to front into image and mask, then light, blur and noise the image."""
     cv = _Canvas(size, scale)
     rng = _rng(lk.noise_seed)
-    gx, gy = _grid(size)
     c1, c2, ang = lk.background
-    t = (gx * math.cos(ang) + gy * math.sin(ang) + 1)[..., None] * 0.5
-    cv.img[:] = np.asarray(c1, np.float32) * (1 - t) + np.asarray(c2, np.float32) * t
+    cv.img[:] = _ramp(size, _linear_corners(ang, c1, c2)).astype(np.uint8)
     for _ in range(lk.clutter):  # background objects (image only)
         c = rng.uniform(0, size, 2)
         r = rng.uniform(0.05, 0.3) * size
-        col = tuple(int(v) for v in rng.integers(0, 256, 3))
-        cv.fill(_ellipse(c[0], c[1], r, r * rng.uniform(0.3, 1), 12, rot=rng.uniform(0, 3), power=rng.choice([2, 6])), col)
+        shape = _ellipse(c[0], c[1], r, r * rng.uniform(0.3, 1), 12, rot=rng.uniform(0, 3), power=rng.choice([2, 6]))
+        cv.fill(np.round(shape * _ONE).astype(np.int32), tuple(int(v) for v in rng.integers(0, 256, 3)))
 
     skin, hair = idn.skin, idn.hair_colour
     if "hair_back" in P:
@@ -697,19 +724,16 @@ def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: f
         if name in P:
             cv.fill(P[name], hair, _C["hair"])
 
-    # face skin: the nine sub-regions inside the face outline
+    # face skin: the nine sub-regions, inside the face outline only
     face = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(face, [_ipts(P["face"])], 1, cv2.LINE_8, _SHIFT)
+    cv2.fillPoly(face, [P["face"]], 1, cv2.LINE_8, _SHIFT)
     part = np.zeros((size, size), np.uint8)
-    for name, cname in (("sk_half_r", "right_cheek"), ("sk_half_l", "left_cheek"), ("sk_fh_r", "right_forehead"),
-                        ("sk_fh_l", "left_forehead"), ("sk_fh_m", "middle_forehead"), ("sk_ae_r", "around_right_eye"),
-                        ("sk_ae_l", "around_left_eye"), ("sk_ch_r", "right_chin"), ("sk_ch_l", "left_chin")):
-        cv2.fillPoly(part, [_ipts(P[name])], _C[cname], cv2.LINE_8, _SHIFT)
-    sel = face.astype(bool)
-    cv.mask[sel] = part[sel]
+    for name, cname in _SKIN_PARTS:
+        cv2.fillPoly(part, [P[name]], _C[cname], cv2.LINE_8, _SHIFT)
+    cv2.copyTo(part, face, cv.mask)
     cv.fill(P["face"], _shade(skin, 0.9))
     centre = P["face"].mean(0)
-    cv.fill(centre + (P["face"] - centre) * 0.9, skin)
+    cv.fill((centre + (P["face"] - centre) * 0.9).astype(np.int32), skin)
 
     # marks on the skin (image only; later parts hide them where they overlap)
     if "blush_r" in P:
@@ -731,21 +755,14 @@ def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: f
         cv.fill(P[name], _shade(skin, 0.45))
     if "mouth" in P:
         cv.fill(P["mouth"], (95, 25, 35), _C["mouth"])
-        teeth = P["teeth"]
-        cv.inside(_C["mouth"], teeth, lambda im, off: cv2.fillPoly(im, [_ipts(teeth - off)], (232, 228, 215),
-                                                                   cv2.LINE_AA, _SHIFT))
+        cv.inside(_C["mouth"], [(P["teeth"], (232, 228, 215))])
     cv.fill(P["lip_up"], idn.lip_colour, _C["upper_lip"])
     cv.fill(P["lip_lo"], _shade(idn.lip_colour, 1.08), _C["lower_lip"])
     open_eye = idn.eye_h * lk.eye_open >= 0.35
     for name, cname in (("eye_r", "right_eye"), ("eye_l", "left_eye")):
         if open_eye:
             cv.fill(P[name], (236, 232, 226), _C[cname])
-            iris, pupil = P[name + "_iris"], P[name + "_pupil"]
-
-            def draw_iris(im, off, iris=iris, pupil=pupil):
-                cv2.fillPoly(im, [_ipts(iris - off)], idn.iris, cv2.LINE_AA, _SHIFT)
-                cv2.fillPoly(im, [_ipts(pupil - off)], (12, 10, 10), cv2.LINE_AA, _SHIFT)
-            cv.inside(_C[cname], P[name], draw_iris)
+            cv.inside(_C[cname], [(P[name + "_iris"], idn.iris), (P[name + "_pupil"], (12, 10, 10))])
         cv.line(P[name + "_lash"], (30, 22, 20), 0.7)
     for name, cname in (("brow_r", "right_brow"), ("brow_l", "left_brow")):
         cv.fill(P[name], idn.brow_colour, _C[cname])
@@ -770,30 +787,30 @@ def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: f
         if "fold" in P:
             cv.fill(P["fold"], _shade(col, 0.85))
 
-    # photometry: directional light, colour tint, blur, sensor noise
+    # photometry: directional light with colour tint, blur, sensor noise (cv2: fast at any size)
     direction, strength, bright = lk.light
-    light = bright * (1 + strength * (gx * math.cos(direction) + gy * math.sin(direction)))
-    img = cv.img.astype(np.float32) * light[..., None] * np.asarray(lk.tint, np.float32)
+    tint = np.asarray(lk.tint, np.float32) * bright
+    light = _ramp(size, _linear_corners(direction, tint * (1 - strength), tint * (1 + strength)))
+    img = cv2.multiply(cv.img, light, dtype=cv2.CV_32F)
     if lk.blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), lk.blur * scale)
     if lk.noise > 0:
-        img += rng.standard_normal(img.shape, dtype=np.float32) * lk.noise
-    return np.clip(img, 0, 255).astype(np.uint8), cv.mask
+        n = img.size
+        bank = _noise_bank(max(4 * n, 1 << 20))
+        o = int(rng.integers(len(bank) - n))
+        img = cv2.scaleAdd(bank[o:o + n].reshape(img.shape), lk.noise, img)
+    return cv2.convertScaleAbs(cv2.max(img, 0.0)), cv.mask
 
 
 def render(identity: Identity, look: Look, size: int = 112, frame: str = "aligned") -> Render:
     """Image, exact 25-class mask and 70 landmarks of ``identity`` under ``look`` (see ``frame_matrix``)."""
-    parts = _build(identity, look)
-    names = list(parts)
-    ends = np.cumsum([len(parts[n]) for n in names])
-    flat = _project(np.concatenate([parts[n] for n in names]), look)
-    ldmk = flat[ends[-2]:ends[-1]] if names[-1] == "ldmk" else None
-    m = frame_matrix(five_points_from_68(ldmk), look, size, frame)
+    names, ends, pts = _build(identity, look)
+    flat = _project(pts, look)
+    m = frame_matrix(five_points_from_68(flat[ends[-2]:]), look, size, frame)
     flat = flat @ m[:, :2].T + m[:, 2]
-    out = dict(zip(names, np.split(flat, ends[:-1])))
-    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
-    img, mask = _draw(identity, look, out, size, scale)
-    return Render(img, mask, out["ldmk"].astype(np.float32))
+    parts = dict(zip(names, np.split(np.round(flat * _ONE).astype(np.int32), ends[:-1])))
+    img, mask = _draw(identity, look, parts, size, math.sqrt(abs(np.linalg.det(m[:, :2]))))
+    return Render(img, mask, flat[ends[-2]:].astype(np.float32))
 
 
 def render_aligned(identity: Identity, rng: np.random.Generator, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
@@ -805,3 +822,249 @@ def render_aligned(identity: Identity, rng: np.random.Generator, size: int = 112
 def render_loose(identity: Identity, rng: np.random.Generator, size: int = 512) -> Render:
     """One loosely cropped face (FaceSynthetics framing) with mask and 70 landmarks."""
     return render(identity, sample_look(identity, rng), size, "loose")
+
+
+# ----------------------------------------------------------------------------------------------
+# writers (each image is seeded by its own key, so any number of worker processes gives the same bytes)
+# ----------------------------------------------------------------------------------------------
+_identity = lru_cache(maxsize=4096)(_sample_identity)  # writers render many images per identity
+
+
+def image_spec(seed: int, stream: int, ident: int, image: int) -> tuple[Identity, Look]:
+    """Identity and look of image ``image`` of identity ``ident`` as the writers render it (e.g. to
+    re-render a record at another size or frame, or without the alignment jitter)."""
+    idn = _identity((int(seed), int(stream), int(ident)))
+    return idn, sample_look(idn, _rng(seed, stream, ident, image + 1))
+
+
+def _image(seed: int, stream: int, ident: int, image: int, size: int, frame: str) -> Render:
+    return render(*image_spec(seed, stream, ident, image), size, frame)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("cv2 failed to encode a JPEG")
+    return buf.tobytes()
+
+
+def _default_workers(n_items: int) -> int:
+    return max(1, min(os.cpu_count() or 1, n_items // 500))
+
+
+def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress: bool) -> Iterator:
+    """Ordered map over jobs, in worker processes when there are enough jobs to pay for them."""
+    workers = _default_workers(len(jobs)) if workers is None else max(1, int(workers))
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        if workers == 1:
+            for job in jobs:
+                yield fn(job)
+                bar.update()
+            return
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            for out in pool.imap(fn, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers)))):
+                yield out
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _rec_job(job: tuple[int, int, int, int, int, int]) -> tuple[bytes, np.ndarray]:
+    from fse_plugin.recordio import IRHeader, pack_img
+    seed, ident, image, key, size, quality = job
+    r = _image(seed, TRAIN, ident, image, size, "aligned")
+    rec = pack_img(IRHeader(0, float(ident), key, 0), np.ascontiguousarray(r.image[..., ::-1]), quality=quality)
+    return rec, r.mask
+
+
+def write_rec(out_dir: str | os.PathLike, n_identities: int, images_per_identity: int, seed: int, *,
+              size: int = 112, quality: int = 95, workers: int | None = None, progress: bool = False) -> Path:
+    """insightface-layout ``train.rec``/``train.idx``/``property`` of aligned faces plus ``gt_masks.npz``.
+
+    Layout as insightface's rec_builder: images at keys 1..N (IRHeader(0, label, key, 0)), then one
+    image-less record per identity with label [first_key, end_key), then record 0 with label
+    [first identity key, end] and id2=1. Identity ``i`` (label ``i``) is identity ``i`` of the TRAIN
+    stream. ``gt_masks.npz`` holds ``keys`` (int64, in ``recordio.image_index`` order) and ``masks``
+    (uint8 [N, size, size], the exact aligned masks). Returns ``out_dir``.
+    """
+    from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, image_index, pack
+    if n_identities < 1 or images_per_identity < 1:
+        raise ValueError(f"need n_identities >= 1 and images_per_identity >= 1, got {n_identities}, "
+                         f"{images_per_identity}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = n_identities * images_per_identity
+    jobs = [(int(seed), i, j, 1 + i * images_per_identity + j, size, quality)
+            for i in range(n_identities) for j in range(images_per_identity)]
+    masks = np.empty((n, size, size), np.uint8)
+    rec = MXIndexedRecordIO(str(out / "train.idx"), str(out / "train.rec"), "w")
+    try:
+        for k, (buf, mask) in enumerate(_pmap(_rec_job, jobs, workers, "train.rec", progress)):
+            rec.write_idx(jobs[k][3], buf)
+            masks[k] = mask
+        for i in range(n_identities):
+            first = 1 + i * images_per_identity
+            rec.write_idx(n + 1 + i, pack(IRHeader(0, [first, first + images_per_identity], n + 1 + i, 0), b""))
+        rec.write_idx(0, pack(IRHeader(0, [n + 1, n + 1 + n_identities], 0, 1), b""))
+    finally:
+        rec.close()
+    (out / "property").write_text(f"{n_identities},{size},{size}\n")
+    index = image_index(out)
+    np.savez_compressed(out / "gt_masks.npz", keys=index.keys.astype(np.int64), masks=masks[index.keys - 1])
+    return out
+
+
+def _pair_job(job: tuple[int, int, int, int]) -> tuple[bytes, np.ndarray]:
+    seed, ident, image, quality = job
+    r = _image(seed, HELDOUT, ident, image, 112, "aligned")
+    return _jpeg(r.image, quality), r.mask
+
+
+def pair_plan(n_pairs: int, seed: int, n_identities: int | None = None) -> list[tuple[int, int, bool]]:
+    """(identity a, identity b, same) of each pair of ``write_pairs_bin``: pairs alternate same /
+    different, so every contiguous fold of the 10-fold protocol holds both kinds."""
+    n_ids = max(2, n_pairs // 2) if n_identities is None else int(n_identities)
+    if n_ids < 2:
+        raise ValueError(f"need at least 2 identities for different pairs, got {n_ids}")
+    plan = []
+    for p in range(n_pairs):
+        rng = _rng(seed, _PAIR_STREAM, p)
+        a = int(rng.integers(n_ids))
+        same = p % 2 == 0
+        b = a if same else int((a + 1 + rng.integers(n_ids - 1)) % n_ids)
+        plan.append((a, b, same))
+    return plan
+
+
+def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_identities: int | None = None,
+                    quality: int = 95, workers: int | None = None, progress: bool = False) -> Path:
+    """Verification pack (.bin as insightface: pickle of (2P JPEG bytes, P bools)) of held-out identities.
+
+    Identities come from the HELDOUT stream, disjoint from every ``write_rec`` identity whatever the seeds
+    (see the module docstring); pair ``p`` shows images ``2p`` and ``2p+1`` (``pair_plan`` says whose).
+    Also writes ``<path minus .bin>.masks.npy``: uint8 [2P, 112, 112] exact masks in image order.
+    """
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for p, (a, b, _) in enumerate(pair_plan(n_pairs, seed, n_identities)):
+        jobs += [(int(seed), a, 2 * p, quality), (int(seed), b, 2 * p + 1, quality)]
+    bins, masks = [], np.empty((2 * n_pairs, 112, 112), np.uint8)
+    for k, (buf, mask) in enumerate(_pmap(_pair_job, jobs, workers, path.name, progress)):
+        bins.append(buf)
+        masks[k] = mask
+    issame = [same for _, _, same in pair_plan(n_pairs, seed, n_identities)]
+    with open(path, "wb") as f:
+        pickle.dump((bins, issame), f, protocol=4)
+    np.save(path.with_suffix("").with_name(path.stem + ".masks.npy"), masks)
+    return path
+
+
+def _fs_job(job: tuple[str, int, int, int, float]) -> int:
+    out, seed, frame_id, size, missing_25 = job
+    r = _image(seed, PARSER, frame_id, 0, size, "loose")
+    with_25 = int(_rng(seed, PARSER, frame_id, 0, 25).random() >= missing_25)
+    stem = os.path.join(out, f"{frame_id:06d}")
+    cv2.imwrite(stem + ".png", np.ascontiguousarray(r.image[..., ::-1]))
+    cv2.imwrite(stem + "_seg.png", L25_TO_FS19[r.mask])
+    np.savetxt(stem + "_ldmks.txt", r.landmarks, fmt="%.4f")
+    if with_25:
+        cv2.imwrite(os.path.join(out, "labels_25", f"{frame_id:06d}_seg.png"), r.mask)
+        cv2.imwrite(os.path.join(out, "labels_9", f"{frame_id:06d}_seg.png"),
+                    np.where(r.mask <= max(SKIN_IDS), r.mask, 0).astype(np.uint8))
+    return with_25
+
+
+def write_facesynthetics(out_dir: str | os.PathLike, n_images: int, seed: int, *, size: int = 512,
+                         missing_25: float = 0.12, workers: int | None = None, progress: bool = False) -> Path:
+    """FaceSynthetics-layout folder with the FSErasing 25-class labels.
+
+    ``{id:06d}.png`` (size x size RGB), ``{id:06d}_seg.png`` (19 classes), ``{id:06d}_ldmks.txt`` (70 rows
+    ``x y``: 68 iBUG points, right pupil, left pupil), ``labels_25/{id:06d}_seg.png``, ``labels_9/`` (the
+    nine skin sub-regions) and ``anno_list.csv`` (frame_id,with_25). About ``missing_25`` of the frames get
+    with_25=0 and no 25-class label, as frames where the released labels failed. Frame ``i`` is identity
+    ``i`` of the PARSER stream (its image 0, see ``image_spec``). Returns ``out_dir``.
+    """
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images}")
+    out = Path(out_dir)
+    (out / "labels_25").mkdir(parents=True, exist_ok=True)
+    (out / "labels_9").mkdir(parents=True, exist_ok=True)
+    jobs = [(str(out), int(seed), i, size, missing_25) for i in range(n_images)]
+    flags = list(_pmap(_fs_job, jobs, workers, "facesynthetics", progress))
+    with open(out / "anno_list.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame_id", "with_25"])
+        w.writerows(enumerate(flags))
+    return out
+
+
+def _ijb_job(job: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, float]:
+    out, seed, ident, media, frame, name = job
+    idn = _identity((seed, HELDOUT, ident))
+    base = sample_look(idn, _rng(seed, HELDOUT, ident, 10_000_000 + media))  # one video / photo
+    rng = _rng(seed, HELDOUT, ident, 10_000_000 + media, frame)
+    look = replace(base, yaw=float(np.clip(base.yaw + rng.normal(0, 4), -45, 45)),
+                   pitch=base.pitch + float(rng.normal(0, 2)), noise_seed=int(rng.integers(2 ** 31)),
+                   loose=(base.loose[0] * 0.7, base.loose[1] + float(rng.normal(0, 3)),
+                          base.loose[2] + float(rng.normal(0, 0.02)), base.loose[3] + float(rng.normal(0, 0.02))))
+    size = int(rng.integers(140, 260))
+    r = render(idn, look, size, "loose")
+    cv2.imwrite(os.path.join(out, "loose_crop", f"{name}.jpg"), np.ascontiguousarray(r.image[..., ::-1]),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return five_points_from_68(r.landmarks), float(rng.uniform(0.5, 1.0))
+
+
+def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", *, n_identities: int = 20,
+              templates_per_identity: int = 3, media_per_template: int = 2, images_per_media: int = 2,
+              n_impostor: int | None = None, seed: int = 0, workers: int | None = None,
+              progress: bool = False) -> Path:
+    """IJB-B/C-style 1:1 set of held-out synthetic faces, readable by upstream eval_ijbc.py.
+
+    ``meta/{t}_face_tid_mid.txt`` (``name tid mid``), ``meta/{t}_name_5pts_score.txt`` (``name x1 y1 ..
+    x5 y5 faceness``, same row order), ``meta/{t}_template_pair_label.txt`` (``t1 t2 label``) with
+    ``t`` = name.lower(); ``loose_crop/<n>.jpg`` are larger, non-aligned faces of varying size whose 5 points
+    are the true landmark positions. Media are videos (frames share one look, jittered); all genuine
+    template pairs are listed, plus ``n_impostor`` different-identity pairs (all of them if None).
+    """
+    t = name.lower()
+    if t not in ("ijbc", "ijbb"):
+        raise ValueError(f"name must be 'IJBC' or 'IJBB', got {name!r}")
+    if min(n_identities, templates_per_identity, media_per_template, images_per_media) < 1 or n_identities < 2:
+        raise ValueError("need n_identities >= 2 and at least one template, media and image each")
+    out = Path(out_dir)
+    (out / "meta").mkdir(parents=True, exist_ok=True)
+    (out / "loose_crop").mkdir(parents=True, exist_ok=True)
+    jobs, rows = [], []
+    tid = mid = 0
+    owner = {}
+    for i in range(n_identities):
+        for _ in range(templates_per_identity):
+            tid += 1
+            owner[tid] = i
+            for _ in range(media_per_template):
+                mid += 1
+                for f in range(images_per_media):
+                    jobs.append((str(out / ""), int(seed), i, mid, f, len(jobs) + 1))
+                    rows.append((f"{len(jobs)}.jpg", tid, mid))
+    results = list(_pmap(_ijb_job, jobs, workers, name, progress))
+    with open(out / "meta" / f"{t}_face_tid_mid.txt", "w") as f:
+        f.writelines(f"{n} {a} {b}\n" for n, a, b in rows)
+    with open(out / "meta" / f"{t}_name_5pts_score.txt", "w") as f:
+        for (n, _, _), (p5, score) in zip(rows, results):
+            f.write(n + " " + " ".join(f"{v:.3f}" for v in p5.reshape(-1)) + f" {score:.4f}\n")
+    tids = sorted(owner)
+    genuine = [(a, b) for a in tids for b in tids if a < b and owner[a] == owner[b]]
+    impostor = [(a, b) for a in tids for b in tids if a < b and owner[a] != owner[b]]
+    rng = _rng(seed, _IJB_STREAM, 0)
+    if n_impostor is not None and n_impostor < len(impostor):
+        impostor = [impostor[k] for k in sorted(rng.choice(len(impostor), n_impostor, replace=False))]
+    pairs = [(a, b, 1) for a, b in genuine] + [(a, b, 0) for a, b in impostor]
+    order = rng.permutation(len(pairs))
+    with open(out / "meta" / f"{t}_template_pair_label.txt", "w") as f:
+        f.writelines("%d %d %d\n" % pairs[k] for k in order)
+    return out

@@ -1,0 +1,129 @@
+"""FS-CAM images/s against the model's plain batched forward (same run), and every CAM method's cost per image.
+
+    python benchmarks/cam.py --threads 2 --images 64 --method-images 4 --rise-n 500
+    python benchmarks/cam.py --device cuda --amp --network r50 --arcface-dir DIR --images 1024 --batch-size 520
+
+Goal: FS-CAM images/s >= 0.9 x (forward images/s / 26), 26 = the reference's 1 + 25 forwards per image.
+Faces are synthetic aligned 112x112 with exact masks (fse_plugin.synth), explained as verification pairs
+(target = cosine to the partner's clean embedding, computed once beforehand and not timed; its cost is one
+forward per image). Forwards/backwards per image are counted with hooks on the model. Random weights:
+costs do not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from fse_plugin import cam, synth
+from fse_plugin.backbone import load_backbone
+
+
+def faces(n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """2 * n_pairs aligned faces (a-sides then b-sides, two looks of one identity) and masks."""
+    rng = np.random.default_rng(seed)
+    ids = synth.make_identities(n_pairs, seed)
+    a = [synth.render_aligned(i, rng) for i in ids]
+    b = [synth.render_aligned(i, rng) for i in ids]
+    return np.stack([r[0] for r in a + b]), np.stack([r[1] for r in a + b])
+
+
+class Counter:
+    """Images through the model's forward, and images whose output was backpropagated."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.forward = self.backward = 0
+        self.handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+
+    def _pre(self, module, inputs) -> None:
+        self.forward += inputs[0].shape[0]
+
+    def _post(self, module, inputs, out) -> None:
+        if out.requires_grad:
+            out.register_hook(self._grad)
+
+    def _grad(self, grad: torch.Tensor) -> None:
+        self.backward += grad.shape[0]
+
+    def reset(self) -> None:
+        self.forward = self.backward = 0
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, reps: int = 1) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--network", default="tiny")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--arcface-dir", default=None)
+    ap.add_argument("--images", type=int, default=64, help="faces for the FS-CAM vs forward comparison")
+    ap.add_argument("--method-images", type=int, default=4, help="faces per method in the cost table")
+    ap.add_argument("--methods", default=",".join(cam.METHODS))
+    ap.add_argument("--batch-size", type=int, default=260)
+    ap.add_argument("--rise-n", type=int, default=8000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (forward, FS-CAM, ablation, RISE)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    model = load_backbone(args.weights, args.network, arcface_dir=args.arcface_dir).to(args.device).eval()
+    images, masks = faces(args.images // 2, args.seed)
+    x = cam.as_input(images).float().contiguous()
+    p = len(x) // 2
+    target = cam.pair_target(model, x[:p], x[p:], args.batch_size, args.amp)
+    present = float(np.mean([len(set(np.unique(m).tolist()) - {cam.IGNORE}) for m in masks]))
+
+    # warm-up (cuDNN autotune, allocator), then the two timings side by side
+    cam.batched_forward(model, x[:args.batch_size], args.batch_size, args.amp)
+    cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.amp)
+    t_fwd = timed(lambda: cam.batched_forward(model, x, args.batch_size, args.amp), args.device, args.reps)
+    t_cam = timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size, args.amp), args.device, args.reps)
+    fwd_ips, cam_ips = len(x) / t_fwd, len(x) / t_cam
+    goal = 0.9 * fwd_ips / 26
+    dev = args.device + (" bf16" if args.amp else "")
+    print(f"network {args.network}, {len(x)} synthetic 112x112 faces ({present:.1f} regions present on average), "
+          f"batch {args.batch_size}, device {dev}, {args.threads} CPU threads")
+    print(f"plain forward : {fwd_ips:10.1f} images/s")
+    print(f"FS-CAM        : {cam_ips:10.1f} images/s  = {cam_ips / (fwd_ips / 26):.2f} x (forward/26)  "
+          f"(goal >= 0.90: {'met' if cam_ips >= goal else 'NOT met'}); {1 + present:.1f} forwards/image")
+
+    counter = Counter(model)
+    n = min(args.method_images, len(x))
+    xs, ms, ts = x[:n], masks[:n], target.take(slice(0, n))
+    print(f"\ncost per image ({n} faces each; RISE with N={args.rise_n})")
+    print(f"{'method':>13} {'ms/image':>10} {'forwards':>9} {'backwards':>10}")
+    for method in cam.parse_methods(args.methods):
+        cam_obj = None
+        if method in cam.PIXEL_METHODS:
+            opts = {"n_masks": args.rise_n, "batch_size": args.batch_size, "amp": args.amp} if method == "rise" else {}
+            cam_obj = cam.make_pixel_cam(method, model, None, **opts)
+            if method == "scorecam":
+                cam_obj.batch_size = args.batch_size
+        counter.reset()
+        sec = timed(lambda: cam.run_method(method, model, xs, torch.as_tensor(ms), ts, args.batch_size, args.amp,
+                                           cam=cam_obj), args.device)
+        if cam_obj is not None:
+            cam_obj.__exit__(None, None, None)
+        print(f"{method:>13} {1000 * sec / n:>10.1f} {counter.forward / n:>9.1f} {counter.backward / n:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Dataset benchmark: FSEMXFaceDataset with erasing on vs off, and vs arcface_torch's MXFaceDataset pipeline.
+
+    python benchmarks/dataset.py [--rec DIR] [--samples 3000] [--repeats 5]
+
+One process, one thread (what a DataLoader worker gets), the same rec, the same run. Each variant
+reads ``--samples`` random records through ``__getitem__``; the variants take turns for
+``--repeats`` rounds and the best round of each counts (robust to a shared machine). Variants:
+
+* ``fse p=1.0``: FSErasing as the reference (every sample erased, one random region, N(0,1) fill);
+* ``fse p=0.5``: the config line of configs/README.md;
+* ``off``: the same dataset with ``fse=None`` (decode, flip, normalise);
+* ``upstream``: MXFaceDataset's pipeline reproduced: MXIndexedRecordIO.read_idx + unpack,
+  ``mx.image.imdecode`` (mxnet when importable, else cv2 decode to RGB), torchvision
+  ToPILImage -> RandomHorizontalFlip -> ToTensor -> Normalize(0.5, 0.5).
+
+Without ``--rec``, a synthetic rec (fse_plugin.synth, 112x112 JPEG q95 as insightface) and a mask
+cache of its exact masks are written to a temporary dir. With ``--rec``, ``<rec>/fse_masks`` (or
+``--masks``) must exist.
+"""
+from __future__ import annotations
+
+import argparse
+import numbers
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+from fse_plugin.dataset import FSEMXFaceDataset  # noqa: E402
+
+try:
+    import mxnet as mx
+    MX = "mxnet"
+except ImportError:
+    import fse_plugin.mxcompat as mx  # fse_plugin.recordio + cv2 decode, RGB like mx.image.imdecode
+    MX = "fse_plugin.mxcompat (mxnet not importable)"
+
+
+class UpstreamPipeline(torch.utils.data.Dataset):
+    """arcface_torch MXFaceDataset's per-sample work, for timing (keys from fse_plugin's image_index)."""
+
+    def __init__(self, root_dir: str, keys: np.ndarray):
+        self.transform = transforms.Compose([
+            transforms.ToPILImage(), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])])
+        self.imgrec = mx.recordio.MXIndexedRecordIO(os.path.join(root_dir, "train.idx"),
+                                                    os.path.join(root_dir, "train.rec"), "r")
+        self.keys = keys
+
+    def __getitem__(self, index: int):
+        header, img = mx.recordio.unpack(self.imgrec.read_idx(int(self.keys[index])))
+        label = header.label if isinstance(header.label, numbers.Number) else header.label[0]
+        sample = self.transform(mx.image.imdecode(img).asnumpy())
+        return sample, torch.tensor(label, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _synth(tmp: Path, identities: int, per_identity: int) -> Path:
+    from fse_plugin import maskcache, synth
+    rec = synth.write_rec(tmp / "rec", n_identities=identities, images_per_identity=per_identity, seed=0)
+    gt = np.load(rec / "gt_masks.npz")
+    maskcache.build_from_labels(rec, gt["keys"], gt["masks"], progress=False)
+    return rec
+
+
+def _rate(ds, order: list[int]) -> float:
+    t = time.perf_counter()
+    for i in order:
+        ds[i]
+    return len(order) / (time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rec", help="rec dir (train.rec/train.idx); default: a synthetic one")
+    ap.add_argument("--masks", help="mask cache (default <rec>/fse_masks)")
+    ap.add_argument("--identities", type=int, default=100)
+    ap.add_argument("--per-identity", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=3000, help="samples per variant and round")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    import cv2
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(args.rec) if args.rec else _synth(Path(tmp), args.identities, args.per_identity)
+        masks = args.masks or str(rec / "fse_masks")
+        variants = {
+            "fse p=1.0": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0)),
+            "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
+            "off": FSEMXFaceDataset(rec, 0),
+        }
+        variants["upstream"] = UpstreamPipeline(str(rec), variants["off"].keys)
+        n = len(variants["off"])
+        order = np.random.default_rng(0).integers(0, n, args.samples).tolist()
+        torch.manual_seed(0)
+        for ds in variants.values():  # warm the page cache and code paths
+            _rate(ds, order[:200])
+        best = {k: 0.0 for k in variants}
+        for _ in range(args.repeats):
+            for name, ds in variants.items():
+                best[name] = max(best[name], _rate(ds, order))
+        print(f"rec: {rec} ({n} images), {args.samples} samples x {args.repeats} rounds, best round, "
+              f"1 thread; upstream decode via {MX}; python {sys.version.split()[0]}, torch {torch.__version__}")
+        for name, rate in best.items():
+            print(f"  {name:10s} {rate:8.0f} samples/s")
+        print(f"erasing on / off          (goal >= 0.9): p=1.0 {best['fse p=1.0'] / best['off']:.2f}, "
+              f"p=0.5 {best['fse p=0.5'] / best['off']:.2f}")
+        print(f"FSEMXFaceDataset / upstream (goal >= 2): off {best['off'] / best['upstream']:.2f}, "
+              f"p=1.0 {best['fse p=1.0'] / best['upstream']:.2f}, p=0.5 {best['fse p=0.5'] / best['upstream']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""FSErasing: draw distributions, p, fill modes, locality, flips, determinism, the batched form."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from fse_plugin import synth
+from fse_plugin.erasing import FILLS, FSErasing, HorizontalFlipPair, erase, erase_batch, flip_pair
+from fse_plugin.labels import CLASSES, MIRROR, NUM_CLASSES, class_id
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Six synthetic aligned faces: (normalised images [6,3,112,112], masks uint8 [6,112,112])."""
+    ids = synth.make_identities(3, seed=5)
+    rng = np.random.default_rng(0)
+    pairs = [synth.render_aligned(ids[i % 3], rng) for i in range(6)]
+    imgs = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im, _ in pairs])
+    return imgs, torch.from_numpy(np.stack([m for _, m in pairs]))
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_class_draws_uniform_over_all_25():
+    t, g = FSErasing(), gen(1)
+    mask = torch.zeros(4, 4, dtype=torch.uint8)
+    draws = [t.choose(mask, g) for _ in range(5000)]
+    assert all(len(d) == 1 for d in draws)
+    counts = np.bincount([d[0] for d in draws], minlength=NUM_CLASSES)
+    assert counts.min() > 0 and chisquare(counts).pvalue > 1e-3
+
+
+def test_range_and_without_replacement_and_subset():
+    t, g = FSErasing(n_erase=(1, 3), classes=["nose", "mouth", "left_eye", "right_eye", 0]), gen(2)
+    draws = [t.choose(None, g) for _ in range(3000)]
+    sizes = np.bincount([len(d) for d in draws], minlength=4)
+    assert sizes[0] == 0 and chisquare(sizes[1:]).pvalue > 1e-3  # 1, 2, 3 equally likely (inclusive)
+    assert all(len(set(d)) == len(d) for d in draws)
+    allowed = {class_id(c) for c in ["nose", "mouth", "left_eye", "right_eye"]} | {0}
+    flat = [c for d in draws for c in d]
+    assert set(flat) == allowed
+    assert chisquare(np.bincount(flat)[sorted(allowed)]).pvalue > 1e-3
+
+
+def test_present_only_and_fixed(faces):
+    _, masks = faces
+    g = gen(3)
+    t = FSErasing(n_erase=2, present_only=True)
+    for m in masks:
+        present = set(torch.unique(m).tolist())
+        for _ in range(20):
+            d = t.choose(m, g)
+            assert len(d) == 2 and set(d) <= present
+    few = torch.zeros(8, 8, dtype=torch.uint8)
+    few[:2] = class_id("nose")
+    assert sorted(FSErasing(n_erase=3, present_only=True).choose(few, g)) == [0, class_id("nose")]
+    fixed = FSErasing(n_erase=["left_eye", "right_eye"])
+    assert fixed.choose(None, g) == [12, 11]
+
+
+def test_p_respected():
+    img, mask = torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8)  # small: many draws, quickly
+    g = gen(4)
+    t = FSErasing(p=0.3, fill=1.0)
+    changed = sum(bool(t(img, mask, g).any()) for _ in range(3000)) / 3000
+    assert abs(changed - 0.3 / NUM_CLASSES) < 4 * (0.012 * 0.988 / 3000) ** 0.5  # background drawn 1/25
+    t = FSErasing(p=0.3, classes=["background"], fill=1.0)
+    changed = sum(bool(t(img, mask, g).any()) for _ in range(3000)) / 3000
+    assert abs(changed - 0.3) < 4 * (0.3 * 0.7 / 3000) ** 0.5
+    assert not any(FSErasing(p=0.0)(img, mask, g).any() for _ in range(50))
+
+
+@pytest.mark.parametrize("fill", FILLS + (0.25,))
+def test_each_fill_changes_only_its_regions(faces, fill):
+    imgs, masks = faces
+    img, mask = imgs[0], masks[0]
+    ids = [class_id("background"), class_id("hair")]
+    before = img.clone()
+    out = erase(img, mask, ids, fill, gen(5))
+    assert torch.equal(img, before), "erase must not modify its input"
+    region = (mask == ids[0]) | (mask == ids[1])
+    assert region.sum() > 500
+    assert torch.equal(out[:, ~region], img[:, ~region])
+    assert not torch.equal(out[:, region], img[:, region])
+    for c in ids:
+        r = out[:, mask == c]
+        if fill == "random":
+            assert abs(float(r.mean())) < 0.1 and abs(float(r.std()) - 1) < 0.1
+        elif fill == "random_1":
+            assert torch.equal(r, r[:, :1].expand_as(r))
+        elif fill == "region_mean":
+            assert torch.allclose(r, img[:, mask == c].mean(1, keepdim=True).expand_as(r), atol=1e-5)
+        elif fill == "image_mean":
+            assert torch.allclose(r, img.mean((1, 2)).unsqueeze(1).expand_as(r), atol=1e-5)
+        elif fill == 0.25:
+            assert torch.all(r == 0.25)
+    if fill == "random_1":  # one colour per region, not one for all
+        assert not torch.equal(out[:, mask == ids[0]][:, 0], out[:, mask == ids[1]][:, 0])
+
+
+def test_random_mix_is_half_and_half():
+    img, mask = torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8)
+    g = gen(6)
+    one_colour = 0
+    for _ in range(1000):
+        r = erase(img, mask, [0], "random_mix", g)[0]
+        one_colour += bool(torch.all(r == r[0, 0]))
+    assert abs(one_colour / 1000 - 0.5) < 0.06
+
+
+def test_absent_class_and_bad_arguments(faces):
+    img, mask = faces[0][0], faces[1][0]
+    absent = next(c for c in range(NUM_CLASSES) if not (mask == c).any())
+    assert torch.equal(erase(img, mask, [absent], "random", gen()), img)
+    with pytest.raises(ValueError, match="fill"):
+        erase(img, mask, [0], "blur")
+    with pytest.raises(ValueError, match="mask shape"):
+        erase(img, mask[:10], [0])
+    with pytest.raises(ValueError, match="p must be"):
+        FSErasing(p=1.5)
+    with pytest.raises(KeyError, match="unknown face class 'nostril'"):
+        FSErasing(classes=["nose", "nostril"])
+    with pytest.raises(ValueError, match="exceeds"):
+        FSErasing(n_erase=3, classes=["nose", "mouth"])
+    with pytest.raises(ValueError, match="lo <= hi"):
+        FSErasing(n_erase=(3, 1))
+    with pytest.raises(ValueError, match="either"):
+        FSErasing(n_erase=["nose"], classes=["mouth"])
+
+
+def test_determinism_by_generator(faces):
+    img, mask = faces[0][0], faces[1][0]
+    t = FSErasing(n_erase=(1, 4), fill="random_mix")
+    a = [t(img, mask, gen(7)) for _ in range(2)]
+    assert torch.equal(a[0], a[1])
+    outs = {t(img, mask, gen(s)).sum().item() for s in range(8)}
+    assert len(outs) > 4
+    torch.manual_seed(11)
+    x = t(img, mask)
+    torch.manual_seed(11)
+    assert torch.equal(x, t(img, mask))  # no generator: torch's default one (seeded per worker)
+
+
+def test_flip_pair_swaps_left_right(faces):
+    imgs, masks = faces
+    img, mask = imgs[0], masks[0]
+    W = mask.shape[1]
+    re, le = class_id("right_eye"), class_id("left_eye")
+    assert (mask == re).nonzero()[:, 1].float().mean() < W / 2  # subject's right eye on the image left
+    fimg, fmask = flip_pair(img, mask)
+    assert torch.equal(fimg, img.flip(-1))
+    assert torch.equal(fmask, torch.from_numpy(MIRROR)[mask.long()].flip(-1).to(mask.dtype))
+    assert (fmask == re).nonzero()[:, 1].float().mean() < W / 2  # still the image-left eye
+    assert torch.equal((fmask == re), (mask == le).flip(-1))
+    # numpy HWC path (the dataset's) agrees with the tensor path
+    nimg, nmask = flip_pair(img.permute(1, 2, 0).numpy(), mask.numpy())
+    assert np.array_equal(nimg, fimg.permute(1, 2, 0).numpy()) and np.array_equal(nmask, fmask.numpy())
+    assert np.array_equal(flip_pair(img.numpy().transpose(1, 2, 0), mask.numpy().astype(np.int64))[1],
+                          fmask.numpy().astype(np.int64))
+    # batched tensors and ids >= 25 (ignore) kept
+    bm = masks.clone()
+    bm[:, 0, 0] = 255
+    fb = flip_pair(imgs, bm)[1]
+    assert fb.shape == bm.shape and torch.all(fb[:, 0, -1] == 255)
+    g = gen(8)
+    hf = HorizontalFlipPair(p=0.5)
+    small, small_mask = torch.arange(6.0).view(1, 2, 3), torch.tensor([[11, 0, 12], [1, 0, 2]], dtype=torch.uint8)
+    outs = [hf(small, small_mask, g) for _ in range(1000)]
+    flipped = [o for o in outs if not torch.equal(o[0], small)]
+    assert abs(len(flipped) / 1000 - 0.5) < 0.06
+    assert all(torch.equal(m, torch.tensor([[11, 0, 12], [1, 0, 2]], dtype=torch.uint8)) for _, m in flipped)
+    assert repr(hf) == "HorizontalFlipPair(p=0.5)"
+
+
+def test_repr():
+    assert repr(FSErasing()) == "FSErasing(p=1.0, n_erase=1, classes=all 25, present_only=False, fill='random')"
+    assert repr(FSErasing(p=0.5, n_erase=(1, 2), classes="nose,mouth", fill=0.0)) == (
+        "FSErasing(p=0.5, n_erase=(1, 2), classes=['nose', 'mouth'], present_only=False, fill=0.0)")
+    assert "n_erase=['left_eye']" in repr(FSErasing(n_erase=["left_eye"]))
+
+
+def test_batch_draws_match_single_distribution():
+    g = gen(9)
+    t = FSErasing(n_erase=(0, 3), classes=list(range(1, NUM_CLASSES)), p=0.8)
+    masks = torch.zeros(4000, 2, 2, dtype=torch.uint8)
+    sel = t.draw_batch(masks, g)
+    assert sel.shape == (4000, NUM_CLASSES) and not sel[:, 0].any()
+    n = sel.sum(1)
+    assert abs(float((n == 0).float().mean()) - (0.2 + 0.8 / 4)) < 0.03
+    assert chisquare(np.bincount(n[n > 0].numpy(), minlength=4)[1:]).pvalue > 1e-3
+    assert chisquare(sel[:, 1:].sum(0).numpy()).pvalue > 1e-3
+    present = torch.zeros(500, 4, 4, dtype=torch.uint8)
+    present[:, 0] = 7
+    present[:, 1] = 255  # not a class: never drawn
+    sel = FSErasing(n_erase=3, present_only=True).draw_batch(present, g)
+    assert torch.equal(sel.nonzero()[:, 1].unique(), torch.tensor([0, 7]))
+    fixed = FSErasing(n_erase=["nose"]).draw_batch(masks[:5], g)
+    assert torch.equal(fixed.nonzero()[:, 1], torch.full((5,), class_id("nose")))
+
+
+@pytest.mark.parametrize("fill", FILLS + (-0.5,))
+def test_batch_erase_changes_only_selected_regions(faces, fill):
+    imgs, masks = faces
+    sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
+    sel[0, 0] = sel[1, class_id("hair")] = sel[2, [0, 10]] = True  # samples 3..5: nothing
+    out = erase_batch(imgs, masks, sel, fill, gen(10))
+    region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
+    assert torch.equal(out.permute(1, 0, 2, 3)[:, ~region], imgs.permute(1, 0, 2, 3)[:, ~region])
+    assert torch.equal(out[3:], imgs[3:])
+    if fill in ("region_mean", "image_mean", -0.5):  # deterministic fills equal the single-image core
+        for b in range(3):
+            ids = sel[b].nonzero().squeeze(1).tolist()
+            assert torch.allclose(out[b], erase(imgs[b], masks[b], ids, fill), atol=1e-5)
+    else:
+        assert not torch.equal(out[:3], imgs[:3])
+    if fill == "random_1":
+        r = out[2][:, masks[2] == 10]
+        assert torch.equal(r, r[:, :1].expand_as(r))
+
+
+def test_fsErasing_batch_end_to_end(faces):
+    imgs, masks = faces
+    t = FSErasing(p=1.0, n_erase=2, present_only=True, fill=3.0)
+    out = t.batch(imgs, masks, gen(12))
+    erased = (out == 3.0).all(1)
+    for b in range(len(imgs)):
+        ids = masks[b][erased[b]].unique()
+        assert len(ids) == 2 and torch.equal(erased[b], torch.isin(masks[b], ids))
+

@@ -1,0 +1,470 @@
+"""Evaluation: safe pack loading, the .bin and IJB protocols against plain computations (and upstream
+arcface_torch when ARCFACE_TORCH_DIR is set), the occlusion benchmark, the CLI, and bad input."""
+import ast
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import interp1d
+from sklearn.metrics import roc_curve
+from sklearn.model_selection import KFold
+
+from fse_plugin import evaluation as ev
+from fse_plugin.backbone import iresnet_tiny
+from fse_plugin.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_model(seed: int, num_features: int = 512) -> torch.nn.Module:
+    """A narrow tiny backbone with non-trivial BN statistics, so embeddings differ per image."""
+    torch.manual_seed(seed)
+    model = iresnet_tiny(num_features, widths=(8, 8, 16, 16))
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Fake un-normalised embeddings [2, 2P, D] (image, flip) of pairs alternating genuine / impostor."""
+    rng = np.random.default_rng(seed)
+    issame = np.arange(n_pairs) % 2 == 0
+    ids = rng.normal(size=(2 * n_pairs, dim))
+    ids[1::2][issame] = ids[0::2][issame]
+    views = np.stack([ids + noise * rng.normal(size=ids.shape) for _ in range(2)]) * rng.uniform(5, 30, (1, 2 * n_pairs, 1))
+    return views.astype(np.float32), issame
+
+
+# ---------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def pack(synth_bin):
+    images, issame = ev.load_bin(synth_bin)
+    return images, issame, np.load(ev.pack_masks_path(synth_bin))
+
+
+@pytest.fixture(scope="session")
+def ijb_root(tmp_path_factory) -> Path:
+    """IJB-C-style set from synth (5 identities x 2 templates x 2 media x 1 image = 20 images)."""
+    from fse_plugin import synth
+    return Path(synth.write_ijb(tmp_path_factory.mktemp("ijb") / "IJBC", "IJBC", n_identities=5,
+                                templates_per_identity=2, media_per_template=2, images_per_media=1, seed=3, workers=1))
+
+
+@pytest.fixture(scope="session")
+def ijb_masks(ijb_root, pack, tmp_path_factory) -> Path:
+    """synth.write_ijb writes no masks: every row gets the per-pixel mode of the synth pack's aligned masks
+    (the same renderer, the same alignment), enough to erase plausible regions."""
+    masks = pack[2]
+    mode = np.argmax(np.stack([(masks == c).sum(0) for c in range(25)]), 0).astype(np.uint8)
+    n = len(ev.read_ijb_meta(ijb_root).names)
+    path = tmp_path_factory.mktemp("ijb_masks") / "ijbc_masks.npy"
+    np.save(path, np.repeat(mode[None], n, 0))
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "model.pt"
+    torch.save(small_model(0).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def upstream(arcface_torch_dir):
+    """Upstream eval/verification.py, imported with a stub mxnet (only its load_bin needs mxnet)."""
+    stub = types.ModuleType("mxnet")
+    stub.ndarray = types.ModuleType("mxnet.ndarray")
+    saved = {k: sys.modules.get(k) for k in ("mxnet", "mxnet.ndarray")}
+    sys.modules.update({"mxnet": stub, "mxnet.ndarray": stub.ndarray})
+    try:
+        spec = importlib.util.spec_from_file_location("upstream_verification", arcface_torch_dir / "eval" / "verification.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    # current scipy's interp1d raises on repeated FAR values (insightface #2152): same rule as ours
+    module.interpolate = SimpleNamespace(
+        interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y), float(t))))
+    return module
+
+
+@pytest.fixture(scope="session")
+def upstream_ijb(arcface_torch_dir):
+    """image2template_feature and verification from eval_ijbc.py (which runs its pipeline on import)."""
+    source = (arcface_torch_dir / "eval_ijbc.py").read_text()
+    tree = ast.parse(source)
+    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("image2template_feature", "verification")]
+    import sklearn.preprocessing
+    namespace = {"np": np, "sklearn": sklearn}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "eval_ijbc.py", "exec"), namespace)
+    return SimpleNamespace(**{n.name: namespace[n.name] for n in keep})
+
+
+# ---------------------------------------------------------------------------------------- packs
+
+def test_fixture_pack_loads_like_plain_decoding(fixtures_dir):
+    path = fixtures_dir / "bin" / "tiny_pairs.bin"
+    images, issame = ev.load_bin(path)
+    with open(path, "rb") as f:  # trusted fixture: plain pickle as the independent reference
+        bins, plain_issame = pickle.load(f, encoding="bytes")
+    assert images.dtype == np.uint8 and images.shape == (2 * len(plain_issame), 112, 112, 3)
+    assert issame.tolist() == list(plain_issame)
+    for i, b in enumerate(bins):
+        ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(b), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(images[i], ref)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("as_arrays", [False, True])
+def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
+    """bytes or 1-D uint8 arrays, pickle protocols 2 (py2-era) to 5; bools as a list or a bool array."""
+    bins, issame = ev.read_pack(synth_bin)
+    items = [np.frombuffer(b, np.uint8) for b in bins] if as_arrays else bins
+    path = tmp_path / "variant.bin"
+    path.write_bytes(pickle.dumps((items, np.asarray(issame) if as_arrays else issame.tolist()), protocol=protocol))
+    images, got = ev.load_bin(path)
+    np.testing.assert_array_equal(images, pack[0])
+    np.testing.assert_array_equal(got, pack[1])
+
+
+def test_pack_resized_to_image_size(synth_bin, tmp_path):
+    bins, issame = ev.read_pack(synth_bin)
+    big = [cv2.imencode(".png", cv2.resize(cv2.imdecode(np.frombuffer(b, np.uint8), 1), (128, 128)))[1].tobytes()
+           for b in bins[:4]]
+    path = tmp_path / "big.bin"
+    path.write_bytes(pickle.dumps((big, issame[:2].tolist())))
+    assert ev.load_bin(path)[0].shape == (4, 112, 112, 3)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pack_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps(([b"x", _Evil(marker)], [True])))
+    with pytest.raises(ev.PackError, match=r"evil\.bin.*(posix|os|nt)\.system"):
+        ev.load_bin(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload, match", [
+    (lambda: ([np.array([b"a"], dtype=object)] * 2, [True]), "dtype object"),
+    (lambda: ([np.zeros(3, np.float32)] * 2, [True]), "float32"),
+    (lambda: (types.SimpleNamespace(), [True]), "global types.SimpleNamespace"),
+    (lambda: ({"a": 1}, [True]), "images must be a list"),
+    (lambda: ([b"x", b"y", b"z"], [True]), "3 images for 1 pairs"),
+    (lambda: ([b"x", b"y"], [1]), r"issame\[0\] is 1"),
+    (lambda: ([b"x", 5], [True]), "image 1 is a int"),
+])
+def test_bad_packs(tmp_path, payload, match):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(pickle.dumps(payload(), protocol=4))
+    with pytest.raises(ev.PackError, match=match):
+        ev.load_bin(path)
+
+
+def test_truncated_and_undecodable_packs(synth_bin, tmp_path):
+    data = Path(synth_bin).read_bytes()
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ev.PackError, match="cut.bin: not a readable verification pack"):
+        ev.load_bin(cut)
+    bins, issame = ev.read_pack(synth_bin)
+    bins[5] = b"not a jpeg"
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(pickle.dumps((bins, issame.tolist())))
+    with pytest.raises(ev.PackError, match=r"broken.bin: image 5 \(pair 2\): cannot decode"):
+        ev.load_bin(broken)
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        ev.load_bin(tmp_path / "missing.bin")
+
+
+# ---------------------------------------------------------------------------------------- .bin protocol
+
+def plain_protocol(views: np.ndarray, issame: np.ndarray, far_target: float = 1e-3):
+    """Independent loop-per-threshold computation of the protocol, with sklearn KFold; the VAL threshold from
+    scipy's interp1d(kind='linear'), which tolerates repeated FAR values (upstream's 'slinear' does not)."""
+    emb = views[0].astype(np.float64) + views[1].astype(np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    dist = ((emb[0::2] - emb[1::2]) ** 2).sum(1)
+    thresholds, fine = np.arange(0, 4, 0.01), np.arange(0, 4, 0.001)
+    accs, vals, fars = [], [], []
+    for train, test in KFold(n_splits=10, shuffle=False).split(dist):
+        train_acc = [np.mean((dist[train] < t) == issame[train]) for t in thresholds]
+        best = thresholds[int(np.argmax(train_acc))]
+        accs.append(np.mean((dist[test] < best) == issame[test]))
+        far_train = np.array([np.mean(dist[train][~issame[train]] < t) for t in fine])
+        t = float(interp1d(far_train, fine, kind="linear")(far_target)) if far_train.max() >= far_target else 0.0
+        vals.append(np.mean(dist[test][issame[test]] < t))
+        fars.append(np.mean(dist[test][~issame[test]] < t))
+    norms = np.linalg.norm(views.reshape(-1, views.shape[-1]).astype(np.float64), axis=1)
+    return np.mean(accs), np.std(accs), norms.mean(), np.mean(vals), np.std(vals), np.mean(fars)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_protocol_matches_plain_computation(seed):
+    views, issame = structured_views(400, seed)
+    r = ev.evaluate_embeddings(views, issame)
+    acc, std, xnorm, val, val_std, far = plain_protocol(views, issame)
+    assert r.accuracy == pytest.approx(acc, abs=1e-12) and r.accuracy_std == pytest.approx(std, abs=1e-12)
+    assert r.xnorm == pytest.approx(xnorm, rel=1e-12)
+    assert (r.val, r.val_std, r.far) == pytest.approx((val, val_std, far), abs=1e-12)
+    assert 0.5 < r.accuracy < 1.0 and 0 < r.val < 1 and len(r.fold_accuracy) == 10
+
+
+def test_far_threshold_with_repeated_far_values():
+    far = np.array([0, 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2, 0.5])
+    th = np.arange(len(far)) / 10
+    got = [ev.far_threshold(far, th, t) for t in (0.0, 0.05, 0.1, 0.15, 0.2, 0.5)]
+    assert got == pytest.approx([0.2, 0.25, 0.4, 0.45, 0.7, 0.8])
+    assert ev.far_threshold(far, th, 0.6) == 0.0  # never reached: upstream's 0.0
+    distinct = np.array([0.0, 0.1, 0.3])
+    assert ev.far_threshold(distinct, np.array([0.0, 1.0, 2.0]), 0.2) == pytest.approx(1.5)  # plain linear
+
+
+def test_val_without_impostors_in_a_fold_does_not_crash():
+    views, issame = structured_views(20, 0)
+    issame[:] = True
+    r = ev.evaluate_embeddings(views, issame)  # upstream divides by zero here
+    assert np.isnan(r.far) and r.val == 0.0  # FAR never reaches 1e-3 on train: threshold 0, as upstream
+
+
+def test_equal_to_upstream_verification(upstream, pack):
+    """Same model, same images: upstream test() and ours agree to the last bit (accuracy, std, XNorm, VAL)."""
+    images, issame, _ = pack
+    model = small_model(1)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()  # what upstream load_bin holds
+    acc1, std1, acc2, std2, xnorm, embeddings_list = upstream.test(([x, torch.flip(x, dims=[3])], issame.tolist()),
+                                                                   model, 20, 10)
+    views = ev.embed(model, images, 20, progress=False)
+    np.testing.assert_array_equal(embeddings_list[0], views[0])
+    np.testing.assert_array_equal(embeddings_list[1], views[1])
+    r = ev.evaluate_embeddings(views, issame)
+    assert (r.accuracy, r.accuracy_std, r.xnorm) == (np.mean([acc2]), std2, xnorm)
+    sv, si = structured_views(300, 0)
+    _, _, accuracy, val, val_std, far = upstream.evaluate(ev.fuse_views(sv), si.tolist())
+    mine = ev.evaluate_embeddings(sv, si)
+    assert (mine.accuracy, mine.accuracy_std) == (np.mean(accuracy), np.std(accuracy))
+    assert (mine.val, mine.val_std, mine.far) == (val, val_std, far) and 0 < val < 1
+
+
+def test_embed_checks_output(pack):
+    images = pack[0][:4]
+    with pytest.raises(ValueError, match="128-d embeddings, expected embedding_size=512"):
+        ev.embed(small_model(0, 128), images, 4, embedding_size=512, progress=False)
+    with pytest.raises(ValueError, match=r"model output \(4, 8, 112, 112\) for a batch of 4"):
+        ev.embed(small_model(0).stem, images, 4, progress=False)
+    with pytest.raises(ValueError, match="expected embeddings"):
+        ev.evaluate_embeddings(np.zeros((2, 6, 8)), np.ones(4, bool))
+
+
+# ---------------------------------------------------------------------------------------- IJB
+
+def test_ijb_matches_plain_and_saves(ijb_root, tmp_path):
+    meta = ev.read_ijb_meta(ijb_root, "IJBC")
+    assert len(meta.names) == 20 and meta.points5.shape == (20, 5, 2)
+    model = small_model(2)
+    result = ev.evaluate_ijb(model, meta, out_dir=tmp_path, name="tiny", batch_size=8, progress=False)
+    scores = np.load(result.scores_path)
+    assert Path(result.roc_path).is_file() and scores.shape == (len(meta.p1),)
+    # plain: per-image features, per-template loops with np.where, cosine, upstream's nearest-FAR pick
+    faces = ev.IJBFaces(meta)
+    x = torch.stack([ev.to_input(faces.image(i)) for i in range(20)])
+    with torch.no_grad():
+        f = (model(x) + model(torch.flip(x, dims=[3]))).numpy() * meta.faceness[:, None]
+    tfeat = {}
+    for t in np.unique(meta.templates):
+        rows = np.where(meta.templates == t)[0]
+        medias = [f[rows][meta.medias[rows] == m].mean(0) for m in np.unique(meta.medias[rows])]
+        v = np.sum(medias, 0).astype(np.float64)
+        tfeat[t] = v / np.linalg.norm(v)
+    plain = np.array([tfeat[a] @ tfeat[b] for a, b in zip(meta.p1, meta.p2)])
+    np.testing.assert_allclose(scores, plain, atol=1e-5)
+    fpr, tpr, _ = roc_curve(meta.labels, scores)
+    fpr, tpr = np.flipud(fpr), np.flipud(tpr)
+    expect = [tpr[min(zip(abs(fpr - far), range(len(fpr))))[1]] for far in ev.IJB_FARS]
+    assert result.tar == expect
+
+
+def test_ijb_equal_to_upstream_functions(upstream_ijb):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(300, 64)).astype(np.float32)
+    templates = rng.integers(1, 40, 300)
+    medias = rng.integers(1, 25, 300)
+    mine, unique = ev.template_features(feats, templates, medias)
+    theirs, their_unique = upstream_ijb.image2template_feature(feats, templates, medias)
+    np.testing.assert_array_equal(unique, their_unique)
+    np.testing.assert_array_equal(mine, theirs)
+    p1, p2 = rng.choice(unique, 500), rng.choice(unique, 500)
+    np.testing.assert_array_equal(ev.pair_scores(mine, unique, p1, p2), upstream_ijb.verification(theirs, their_unique, p1, p2))
+
+
+def _copy_ijb(root: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "IJBC"
+    shutil.copytree(root / "meta", dst / "meta")
+    (dst / "loose_crop").symlink_to(root / "loose_crop")
+    return dst
+
+
+def _edit(path: Path, row: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[row] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("file, row, text, match", [
+    ("template_pair_label", 3, "1 999 1", r"template_pair_label.txt: row 4: template 999 \(tid_2\) has no image"),
+    ("template_pair_label", 0, "1 2", "template_pair_label.txt: row 1: expected 3 columns"),
+    ("template_pair_label", 1, "1 2 7", "template_pair_label.txt: row 2: label 7 is not 0 or 1"),
+    ("face_tid_mid", 2, "3.jpg x 2", "face_tid_mid.txt: row 3: column tid is 'x'"),
+    ("name_5pts_score", 4, "ghost.jpg 1 2 3 4 5 6 7 8 9 10 0.9", "name_5pts_score.txt: row 5: image 'ghost.jpg' is not in"),
+    ("name_5pts_score", 6, "7.jpg 1 2 3 4 5 6 7 8 9 0.9", "name_5pts_score.txt: row 7: expected 12 columns"),
+    ("name_5pts_score", 0, "2.jpg 1 2 3 4 5 6 7 8 9 10 0.9", "row 1: image '2.jpg' is row 2 of"),
+])
+def test_ijb_bad_meta(ijb_root, tmp_path, file, row, text, match):
+    root = _copy_ijb(ijb_root, tmp_path)
+    _edit(ev.ijb_meta_files(root)[file], row, text)
+    with pytest.raises(ev.MetaError, match=match):
+        ev.read_ijb_meta(root)
+
+
+def test_ijb_missing_meta_and_bad_image(ijb_root, tmp_path):
+    root = _copy_ijb(ijb_root, tmp_path)
+    ev.ijb_meta_files(root)["face_tid_mid"].unlink()
+    with pytest.raises(FileNotFoundError, match="ijbc_face_tid_mid.txt: missing IJB meta file"):
+        ev.read_ijb_meta(root)
+    root = tmp_path / "copy2"
+    shutil.copytree(ijb_root, root)
+    (root / "loose_crop" / "3.jpg").write_bytes(b"garbage")
+    with pytest.raises(ev.MetaError, match=r"3.jpg: missing or undecodable image \(row 3 of .*name_5pts_score.txt\)"):
+        ev.evaluate_ijb(small_model(0), root, batch_size=8, progress=False)
+
+
+# ---------------------------------------------------------------------------------------- occlusion
+
+def test_groups_and_regions():
+    assert ev.parse_groups("none") == {}
+    assert ev.parse_groups("eyes=right_eye,left_eye; m=17") == {"eyes": [11, 12], "m": [17]}
+    assert list(ev.parse_groups(None)) == list(ev.DEFAULT_GROUPS)
+    regions = ev.occlusion_regions("nose,mouth", "x=glasses")
+    assert regions == [("nose", [10]), ("mouth", [17]), ("x", [23])]
+    assert len(ev.occlusion_regions(None, "none")) == 25
+    for bad in ("eyes", "a=nosee", "a=nose;a=mouth", "=nose"):
+        with pytest.raises((ValueError, KeyError)):
+            ev.parse_groups(bad)
+
+
+def test_occlusion_pack_two_models(pack):
+    images, issame, masks = pack
+    masks = masks.copy()
+    masks[masks == 24] = 0  # headwear absent from every probe: skipped
+    models = {"a": small_model(3), "b": small_model(4)}
+    regions = ev.occlusion_regions("nose,headwear", "eyes=right_eye,left_eye")
+    report = ev.occlusion_pack(models, images, issame, masks, regions, fill=0.0, seed=5, batch_size=40, progress=False)
+    assert [r.region for r in report.rows] == ["nose", "eyes"] and report.skipped == ["headwear"]
+    # independent: erase nose in every probe by hand, embed everything, protocol
+    from fse_plugin.erasing import erase
+    x = torch.stack([ev.to_input(im) for im in images])
+    for k in range(1, len(x), 2):
+        x[k] = erase(x[k], torch.from_numpy(masks[k]), [10], 0.0)
+    for name, model in models.items():
+        with torch.no_grad():
+            views = np.stack([model(x).numpy(), model(torch.flip(x, dims=[3])).numpy()])
+        expect = ev.evaluate_embeddings(views, issame).accuracy * 100
+        assert report.rows[0].score[name] == pytest.approx(expect, abs=1e-9)
+        assert report.rows[0].drop[name] == pytest.approx(report.clean[name] - expect)
+    assert report.rows[0].n_probes == int((masks[1::2] == 10).any((1, 2)).sum())
+    assert "skipped (absent in every probe): headwear" in report.table()
+
+
+def test_region_erasing_is_seeded_per_image(pack):
+    images, _, masks = pack
+    er = ev.RegionErasing(["nose"], "random", seed=1)
+    x = ev.to_input(images[3])
+    a, b = er(x, masks[3], 3), er(x, masks[3], 3)
+    assert torch.equal(a, b) and not torch.equal(a, er(x, masks[3], 5))
+    changed = (a != x).any(0).numpy()
+    assert changed.any() and not changed[masks[3] != 10].any()
+
+
+def test_occlusion_ijb(ijb_root, ijb_masks):
+    meta = ev.read_ijb_meta(ijb_root)
+    masks = ev.open_masks(ijb_masks, len(meta.names))
+    model = small_model(5)
+    report = ev.occlusion_ijb({"m": model}, meta, masks, [("nose", [10]), ("glasses", [23])], far=1e-1,
+                              batch_size=10, progress=False)
+    clean = ev.evaluate_ijb(model, meta, batch_size=10, fars=[1e-1], progress=False).tar[0] * 100
+    assert report.clean["m"] == pytest.approx(clean)
+    assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"
+    assert [r.region for r in report.rows] + report.skipped == ["nose", "glasses"]
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+def test_cli_verification_with_config_and_fscam(synth_bin, weights, tmp_path):
+    data = tmp_path / "rec"
+    data.mkdir()
+    shutil.copy(synth_bin, data / "lfw.bin")
+    shutil.copy(ev.pack_masks_path(synth_bin), data / "lfw.masks.npy")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.network = 'tiny'\n"
+                   f"config.embedding_size = 512\nconfig.rec = {str(data)!r}\nconfig.val_targets = ['lfw', 'agedb_30']\n"
+                   f"config.fse_eval = dict(batch_size=40, fscam_limit=2)\n")
+    out = tmp_path / "out"
+    rc = cli_main(["eval", "verification", "--config", str(cfg), "--weights", str(weights), "--out", str(out),
+                   "--fscam", str(tmp_path / "cam"), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    doc = json.loads((out / "verification.json").read_text())
+    assert [r["name"] for r in doc["results"]] == ["lfw"] and doc["model"]["network"] == "tiny"
+    images, issame = ev.load_bin(synth_bin)
+    from fse_plugin.backbone import load_backbone
+    expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images, 40, progress=False), issame)
+    assert doc["results"][0]["accuracy"] == expect.accuracy and doc["results"][0]["xnorm"] == expect.xnorm
+    assert (tmp_path / "cam" / "lfw" / "region_scores.json").is_file()
+
+
+def test_cli_occlusion_pack(synth_bin, weights, tmp_path):
+    rc = cli_main(["eval", "occlusion", "--pack", str(synth_bin), "--weights", str(weights), "--name", "base",
+                   "--weights2", str(weights), "--name2", "fse", "--classes", "mouth", "--groups", "none",
+                   "--fill", "-1", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--batch-size", "40"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "occlusion_synth.json").read_text())
+    assert doc["models"] == ["base", "fse"] and doc["fill"] == -1.0 and doc["rows"][0]["region"] == "mouth"
+    assert doc["rows"][0]["score"]["base"] == doc["rows"][0]["score"]["fse"]  # the same weights twice
+    assert (tmp_path / "occlusion_synth.png").is_file() and (tmp_path / "occlusion_synth.csv").is_file()
+
+
+def test_cli_ijb_and_scripts(ijb_root, weights, tmp_path):
+    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--weights", str(weights), "--out", str(tmp_path),
+                   "--quiet", "--device", "cpu", "--batch-size", "10", "--fars", "0.01,0.1"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "ijbc_results.json").read_text())
+    assert doc["fars"] == [0.01, 0.1] and len(doc["tar"]) == 2 and (tmp_path / "ijbc.npy").is_file()
+    for script in ("verification", "ijb", "occlusion"):
+        res = subprocess.run([sys.executable, str(REPO / "eval" / f"{script}.py"), "--help"], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "--weights" in res.stdout

@@ -1,0 +1,306 @@
+"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume, torchrun."""
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fse_plugin import maskcache as mc
+from fse_plugin import recordio, synth
+from fse_plugin.cli import main as cli_main
+from fse_plugin.labels import CLASSES, NUM_CLASSES
+from fse_plugin.parser import UNetRes18, load_parser, predict_masks, save_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = dict(batch_size=8, device="cpu", chunk_size=16, progress=False)  # 72 synth images -> 5 chunks
+
+
+def _files(d: Path) -> dict:
+    """Every file of a cache except build_info.json (timings: the one file allowed to differ)."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != mc.BUILD_INFO}
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="session")
+def gt(synth_rec):
+    with np.load(synth_rec / "gt_masks.npz") as z:
+        return z["keys"], z["masks"]
+
+
+@pytest.fixture(scope="session")
+def parsers(tmp_path_factory):
+    """Two tiny random parsers (feature_scale 16) saved with save_parser: masks are deterministic, not good."""
+    d = tmp_path_factory.mktemp("parsers")
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append(save_parser(UNetRes18(feature_scale=16), d / f"tiny{seed}.pt"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def ref_cache(synth_rec, parsers, tmp_path_factory):
+    """Uninterrupted single-process build with a DataLoader worker and an encode process."""
+    return mc.precompute(synth_rec, parsers[0], tmp_path_factory.mktemp("ref") / "cache", num_workers=1,
+                         encode_workers=1, **RUN)
+
+
+@pytest.fixture(scope="session")
+def labels_cache(synth_rec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("labels") / "cache"
+    assert cli_main(["precompute", "--rec", str(synth_rec), "--from-labels", str(synth_rec / "gt_masks.npz"),
+                     "--out", str(out), "--chunk-size", "32", "--quiet"]) == 0
+    return out
+
+
+def test_codec_round_trip_edge_cases():
+    rng = np.random.default_rng(0)
+    masks = np.stack([
+        np.zeros((112, 112), np.uint8),  # one run of 12544: split into 255-pixel pieces
+        np.full((112, 112), 24, np.uint8),
+        (np.indices((112, 112)).sum(0) % 2).astype(np.uint8) * 23,  # every pixel its own run
+        rng.integers(0, NUM_CLASSES, (112, 112), dtype=np.uint8),
+        np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), 112 * 112 // NUM_CLASSES + 1)[:112 * 112].reshape(112, 112),
+    ])
+    blobs = mc.encode_masks(masks)
+    assert len(blobs) == len(masks)
+    for b, m in zip(blobs, masks):
+        out = mc.decode_mask(b, 112, 112)
+        assert out.dtype == np.uint8 and out.flags.writeable and np.array_equal(out, m)
+    odd = rng.integers(0, 3, (3, 7, 13), dtype=np.uint8)
+    assert all(np.array_equal(mc.decode_mask(b, 7, 13), m) for b, m in zip(mc.encode_masks(odd), odd))
+    with pytest.raises(ValueError, match="zlib"):
+        mc.decode_mask(blobs[3][:-3], 112, 112)
+    with pytest.raises(ValueError, match="pixels"):
+        mc.decode_mask(blobs[0], 112, 111)
+    with pytest.raises(ValueError, match="uint8"):
+        mc.encode_masks(masks.astype(np.int32))
+
+
+def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, gt):
+    keys, masks = gt
+    cache = mc.MaskCache(labels_cache)
+    assert len(cache) == len(keys) and (cache.height, cache.width) == (112, 112)
+    assert np.array_equal(cache.keys, np.sort(keys))
+    for k, m in zip(keys.tolist(), masks):
+        assert np.array_equal(cache.get(k), m)
+    assert cache.bytes_per_mask <= 1000, cache.bytes_per_mask
+    m = cache.manifest
+    reader = recordio.open_rec(synth_rec)
+    assert m["source"]["records"] == len(reader) and m["source"]["image_records"] == len(keys)
+    assert m["source"]["idx_sha256"] == mc.sha256_file(synth_rec / "train.idx")
+    assert len(m["source"]["sample_keys"]) == mc.FINGERPRINT_SAMPLES and len(m["source"]["sample_sha256"]) == 64
+    assert m["labels"] == {"name": "fse25", "classes": list(CLASSES)}
+    assert m["parser"]["kind"] == "labels" and m["format_version"] == mc.FORMAT_VERSION and m["missing"] == []
+    cache.check_source(synth_rec)
+    freq = cache.class_frequencies()
+    assert freq.pixels.sum() == pytest.approx(1.0)
+    expected = np.bincount(masks.ravel(), minlength=NUM_CLASSES) / masks.size
+    assert np.allclose(freq.pixels, expected)
+    assert np.allclose(freq.images, [(masks == c).any((1, 2)).mean() for c in range(NUM_CLASSES)])
+    with pytest.raises(KeyError, match="not an image key"):
+        cache.get(0)  # the insightface header record
+
+
+def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
+    keys, masks = gt
+    with pytest.raises(ValueError, match="1 image keys without a mask"):
+        mc.build_from_labels(synth_rec, keys[1:], masks[1:], tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="are 112x112"):
+        mc.build_from_labels(synth_rec, keys, masks[:, :100], tmp_path / "c", progress=False)
+
+
+class _CacheDataset(torch.utils.data.Dataset):
+    def __init__(self, cache, keys):
+        self.cache, self.keys = cache, keys
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        k = int(self.keys[i])
+        return k, torch.from_numpy(self.cache.get(k))
+
+
+def test_random_access_in_dataloader_workers(labels_cache, gt):
+    keys, masks = gt
+    truth = dict(zip(keys.tolist(), masks))
+    cache = mc.MaskCache(labels_cache)
+    assert np.array_equal(cache.get(int(keys[5])), truth[int(keys[5])])  # chunks mapped before the fork
+    order = np.random.default_rng(0).permutation(keys)
+    loader = torch.utils.data.DataLoader(_CacheDataset(cache, order), batch_size=8, num_workers=2)
+    seen = 0
+    for ks, ms in loader:
+        for k, m in zip(ks.tolist(), ms.numpy()):
+            assert np.array_equal(m, truth[k])
+            seen += 1
+    assert seen == len(keys)
+    clone = pickle.loads(pickle.dumps(cache))  # spawned workers: state is the path + manifest, maps reopen lazily
+    assert not clone._chunks and np.array_equal(clone.get(int(keys[-1])), truth[int(keys[-1])])
+
+
+def test_precompute_stores_the_parser_masks(ref_cache, synth_rec, parsers):
+    cache = mc.MaskCache(ref_cache)
+    reader = recordio.open_rec(synth_rec)
+    images = np.stack([mc._read_image(reader, k) for k in cache.keys.tolist()])
+    expected = predict_masks(load_parser(parsers[0]), images, batch_size=RUN["batch_size"])  # same batches
+    got = np.stack([cache.get(k) for k in cache.keys.tolist()])
+    assert np.array_equal(got, expected)
+    m = cache.manifest
+    assert m["parser"]["sha256"] == mc.sha256_file(parsers[0]) and m["parser"]["kind"] == "checkpoint"
+    assert m["inference"] == {"batch_size": 8, "device": "cpu", "amp": False, "decoder": "cpu"}
+    assert len(m["chunks"]) == 5 and m["n_missing"] == 0
+    assert mc.precompute(synth_rec, parsers[0], ref_cache, num_workers=0, encode_workers=0, **RUN) == ref_cache
+
+
+def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_path):
+    cache = mc.MaskCache(ref_cache)
+    cache.check_source(synth_rec, parsers[0])
+    other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=2, seed=5)
+    with pytest.raises(mc.CacheMismatchError, match=r"another record file.*fse precompute --rec .*other"):
+        cache.check_source(other)
+    with pytest.raises(mc.CacheMismatchError, match=r"another parser.*fse precompute .*tiny1\.pt"):
+        cache.check_source(synth_rec, parsers[1])
+    work = tmp_path / "cache"
+    shutil.copytree(ref_cache, work)
+    with pytest.raises(mc.CacheMismatchError, match="--overwrite"):
+        mc.precompute(synth_rec, parsers[1], work, num_workers=0, encode_workers=0, **RUN)
+    assert mc.MaskCache(work).manifest["spec_id"] == cache.manifest["spec_id"]  # refused: left untouched
+    mc.precompute(synth_rec, parsers[1], work, num_workers=0, encode_workers=0, overwrite=True, **RUN)
+    assert mc.MaskCache(work).manifest["parser"]["sha256"] == mc.sha256_file(parsers[1])
+    assert cli_main(["cache", "verify", str(work), "--rec", str(other), "--quiet"]) == 1
+
+
+def _damaged(ref: Path, tmp: Path, name: str) -> Path:
+    d = tmp / name
+    shutil.copytree(ref, d)
+    return d
+
+
+def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
+    chunk = Path(mc.CHUNK_DIR) / "000002.fsmc"
+    d = _damaged(ref_cache, tmp_path, "truncated")
+    (d / chunk).write_bytes((d / chunk).read_bytes()[:-100])
+    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: truncated.*Rebuild it with: fse precompute --rec"):
+        mc.MaskCache(d)
+
+    d = _damaged(ref_cache, tmp_path, "missing")
+    (d / chunk).unlink()
+    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: missing chunk 2 of 5.*fse precompute"):
+        mc.MaskCache(d)
+
+    d = _damaged(ref_cache, tmp_path, "manifest")
+    (d / mc.MANIFEST).write_text('{"format": "fse-maskcache", "chunks": [')
+    with pytest.raises(mc.CacheError, match=r"manifest\.json: corrupt manifest.*fse precompute"):
+        mc.MaskCache(d)
+
+    d = _damaged(ref_cache, tmp_path, "keys")
+    (d / mc.KEYS_FILE).unlink()
+    with pytest.raises(mc.CacheError, match=r"keys\.npy: missing"):
+        mc.MaskCache(d)
+
+    d = _damaged(ref_cache, tmp_path, "bitflip")  # same size, one byte changed inside an entry
+    data = bytearray((d / chunk).read_bytes())
+    ch = mc._Chunk(ref_cache / chunk, {})
+    pos, row = ch.data_start + int(ch.offsets[3]) + 5, 2 * 16 + 3
+    ch.close()
+    data[pos] ^= 0x5A
+    (d / chunk).write_bytes(bytes(data))
+    cache = mc.MaskCache(d)
+    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: entry 3 .*damaged"):
+        cache.get(int(cache.keys[row]))
+    with pytest.raises(mc.CacheError, match="crc32 mismatch"):
+        cache.verify()
+    assert cli_main(["cache", "verify", str(d), "--rec", str(d), "--quiet"]) == 1
+    assert "crc32 mismatch" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, tmp_path):
+    out = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from fse_plugin import maskcache as mc
+        write, n = mc._atomic_write, []
+        def dying_write(path, data):  # third chunk: half written to its temporary file, then kill -9
+            if path.suffix == ".fsmc":
+                n.append(path)
+                if len(n) == 3:
+                    path.with_name(f"{{path.name}}.tmp{{os.getpid()}}").write_bytes(data[:len(data) // 2])
+                    os.kill(os.getpid(), signal.SIGKILL)
+            write(path, data)
+        mc._atomic_write = dying_write
+        mc.precompute({str(synth_rec)!r}, {str(parsers[0])!r}, {str(out)!r}, batch_size=8, device="cpu",
+                      num_workers=1, chunk_size=16, encode_workers=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=_env(), start_new_session=True)
+    try:
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+    finally:
+        try:  # the killed run's DataLoader worker and encoder process, if still alive
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    done = sorted((out / mc.CHUNK_DIR).glob("*.fsmc"))
+    assert len(done) == 2 and list((out / mc.CHUNK_DIR).glob("*.tmp*")) and not (out / mc.MANIFEST).exists()
+    with pytest.raises(mc.CacheError, match="unfinished build"):
+        mc.MaskCache(out)
+    kept = {p.name: p.stat().st_ino for p in done}
+    mc.precompute(synth_rec, parsers[0], out, num_workers=0, encode_workers=0, **RUN)
+    assert {p.name: p.stat().st_ino for p in done} == kept  # finished chunks were kept, not recomputed
+    assert _files(out) == _files(ref_cache)
+
+
+def test_torchrun_two_processes_identical(ref_cache, synth_rec, parsers, tmp_path):
+    out = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fse_plugin",
+           "precompute", "--rec", str(synth_rec), "--parser", str(parsers[0]), "--out", str(out),
+           "--batch-size", "8", "--chunk-size", "16", "--device", "cpu", "--workers", "0", "--encode-workers", "0",
+           "--quiet"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _files(out) == _files(ref_cache)
+    assert json.loads((out / mc.BUILD_INFO).read_text())["world_size"] == 2
+
+
+def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
+    rec = tmp_path / "rec"
+    shutil.copytree(synth_rec, rec)
+    reader = recordio.open_rec(rec)
+    key = int(recordio.image_index(reader).keys[10])
+    offset = reader.offset(key)
+    reader.close()
+    with open(rec / "train.rec", "r+b") as f:  # wipe the JPEG start marker: record intact, image not
+        f.seek(offset + 8 + 24)
+        f.write(b"\0\0\0\0")
+    out = mc.precompute(rec, parsers[0], None, num_workers=1, encode_workers=0, **RUN)
+    assert out == rec / "fse_masks"
+    assert "undecodable images: 1" in capfd.readouterr().err
+    cache = mc.MaskCache(rec)  # a rec dir finds its default cache
+    assert cache.get(key) is None and cache.get(key + 1) is not None
+    assert [d["key"] for d in cache.manifest["missing"]] == [key]
+    assert "cannot decode image" in cache.manifest["missing"][0]["reason"]
+    assert cache.verify(rec)["missing"] == 1
+
+
+def test_cli_info_and_verify(labels_cache, synth_rec, capsys):
+    assert cli_main(["cache", "info", str(labels_cache)]) == 0
+    out = capsys.readouterr().out
+    assert "72 masks 112x112" in out and "bytes/mask" in out and "left_brow" in out
+    assert cli_main(["cache", "info", str(labels_cache), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["masks"] == 72 and info["bytes_per_mask"] < 1000
+    assert sum(info["class_pixel_fraction"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert cli_main(["cache", "verify", str(labels_cache), "--rec", str(synth_rec), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("OK: 72 masks")
