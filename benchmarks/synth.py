@@ -66,7 +66,8 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"target {TARGET:,} aligned faces/min on 2 cores")
-    print(f"{'measurement':44s} {'wall/min':>9s} {'x target':>8s} {'CPU ms/face':>11s} {'2-core/min':>10s} {'x target':>8s}")
+    print(f"{'measurement':44s} {'wall/min':>9s} {'x target':>8s} {'CPU ms/face':>11s} {'2-core/min':>10s}"
+          f" {'x target':>8s}")
     for name, n, wall, cpu in rows:
         two = 2 * 60 * n / cpu
         print(f"{name:44s} {60 * n / wall:9,.0f} {60 * n / wall / TARGET:8.2f} {1000 * cpu / n:11.2f} {two:10,.0f} "

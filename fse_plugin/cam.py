@@ -42,6 +42,8 @@ IGNORE = 255
 
 PIXEL_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "xgradcam", "layercam", "eigencam",
                                   "hirescam", "eigengradcam", "rise", "groupcam")
+GRADIENT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigengradcam",
+                                      "groupcam")
 REGION_METHODS: tuple[str, ...] = ("fscam", "ablation")
 METHODS: tuple[str, ...] = REGION_METHODS + PIXEL_METHODS
 
@@ -56,13 +58,18 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Model input: uint8 RGB ``[N,H,W,3]`` is normalised as arcface_torch does; float ``[N,3,H,W]``
     is taken as already normalised to [-1, 1]."""
     t = torch.as_tensor(images)
-    if t.dtype == torch.uint8:
+    if t.dtype == torch.uint8 and t.ndim == 4 and t.shape[3] == 3:
         from fse_plugin.evaluation import to_input  # upstream's exact ((x / 255) - 0.5) / 0.5
         return to_input(t)
     if not t.is_floating_point() or t.ndim != 4 or t.shape[1] != 3:
         raise ValueError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
                          f"{tuple(t.shape)}")
     return t
+
+
+def _images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Images as a tensor, not yet normalised (uint8 faces are normalised chunk by chunk)."""
+    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
 
 
 def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = None, where: str = "masks") -> torch.Tensor:
@@ -93,13 +100,16 @@ def _autocast(device: torch.device, amp: bool):
 
 
 @torch.no_grad()
-def batched_forward(model: nn.Module, x: torch.Tensor, batch_size: int = 256, amp: bool = False) -> torch.Tensor:
-    """``model(x)`` in batches on the model's device; float32 outputs stay on that device."""
+def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 256,
+                    amp: bool = False) -> torch.Tensor:
+    """``model(x)`` in batches on the model's device; float32 outputs stay on that device.
+    ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by batch (no float copy of all)."""
     dev = model_device(model)
+    x = _images(x)
     outs = []
     for i in range(0, len(x), batch_size):
         with _autocast(dev, amp):
-            out = model(x[i:i + batch_size].to(dev, non_blocking=True))
+            out = model(as_input(x[i:i + batch_size]).to(dev, non_blocking=True))
         outs.append(out.float())
     return torch.cat(outs)
 
@@ -226,21 +236,21 @@ class EmbeddingTarget(Target):
 def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
                 amp: bool = False) -> EmbeddingTarget:
     """Targets for ``cat([images1, images2])``: each image scored against its partner's clean embedding."""
-    emb = batched_forward(model, torch.cat([as_input(images1), as_input(images2)]), batch_size, amp)
+    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, amp)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())
 
 
 def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256, amp: bool = False) -> EmbeddingTarget:
     """Each image scored against its own clean embedding (what of the face makes it itself)."""
-    return EmbeddingTarget(batched_forward(model, as_input(images), batch_size, amp).cpu())
+    return EmbeddingTarget(batched_forward(model, images, batch_size, amp).cpu())
 
 
 def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int], batch_size: int = 256,
                     amp: bool = False) -> EmbeddingTarget:
     """Each image scored against the centroid of the OTHER images of its identity (its own clean
     embedding when it is the only one), so the score measures identity, not self-similarity."""
-    emb = F.normalize(batched_forward(model, as_input(images), batch_size, amp).cpu(), dim=1)
+    emb = F.normalize(batched_forward(model, images, batch_size, amp).cpu(), dim=1)
     labels_t = torch.as_tensor(np.asarray(labels)).long()
     if len(labels_t) != len(emb):
         raise ValueError(f"{len(labels_t)} labels for {len(emb)} images")
@@ -279,13 +289,39 @@ def paint(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return table.gather(1, idx.flatten(1).cpu()).view(idx.shape)
 
 
-def _region_variants(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _region_variants(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(image index, class id) of every region present in each image of the chunk."""
     present = (m[:, None] == torch.arange(NUM_CLASSES, device=m.device)[None, :, None, None]).flatten(2).any(2)
     return present.nonzero(as_tuple=True)
 
 
 @torch.no_grad()
+def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
+                   target: Target | None, batch_size: int, amp: bool,
+                   variant: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loop shared by FS-CAM and ablation: per chunk of ~batch_size/26 images, the clean images and
+    ``variant(images, masks, class)`` of every present region go through the model in one batch.
+    Returns (clean scores [N], region scores [N,25] with NaN where absent, masks)."""
+    x = _images(images)
+    m = as_masks(masks, (len(x), *as_input(x[:1]).shape[2:]))
+    target = ClassTarget() if target is None else target
+    _check_target(target, len(x))
+    dev = model_device(model)
+    clean = torch.empty(len(x))
+    scores = torch.full((len(x), NUM_CLASSES), float("nan"))
+    per_chunk = max(1, batch_size // (NUM_CLASSES + 1))
+    for s in range(0, len(x), per_chunk):
+        xb, mb = as_input(x[s:s + per_chunk]).to(dev).float(), m[s:s + per_chunk].to(dev)
+        n = len(xb)
+        img, cls = _region_variants(mb)
+        out = batched_forward(model, torch.cat([xb, variant(xb[img], mb[img], cls)]), batch_size, amp)
+        t = target.take(slice(s, s + n)).resolve(out[:n])
+        clean[s:s + n] = t.score(out[:n], torch.arange(n, device=dev)).cpu()
+        scores[s + img.cpu(), cls.cpu()] = t.score(out[n:], img).cpu()
+    return clean, scores, m
+
+
 def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
            target: Target | None = None, batch_size: int = 260, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """FS-CAM of each image: ``(scores [N,25] float32, NaN where the class is absent; maps [N,H,W])``.
@@ -297,24 +333,11 @@ def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Ten
     the map is ``sum_k mask_k * s_k``, min-max normalised per image, constant within each region.
     Absent classes cost nothing: their score would be that of an all-zero image in every region.
     """
-    x = as_input(images)
-    m = as_masks(masks, (x.shape[0], *x.shape[2:]))
-    target = ClassTarget() if target is None else target
-    _check_target(target, len(x))
-    dev = model_device(model)
-    scores = torch.full((len(x), NUM_CLASSES), float("nan"))
-    per_chunk = max(1, batch_size // (NUM_CLASSES + 1))
-    for s in range(0, len(x), per_chunk):
-        xb, mb = x[s:s + per_chunk].to(dev), m[s:s + per_chunk].to(dev)
-        img, cls = _region_variants(xb, mb)
-        keep = xb[img] * (mb[img] == cls[:, None, None])[:, None]
-        out = batched_forward(model, torch.cat([xb, keep]), batch_size, amp)
-        t = target.take(slice(s, s + len(xb))).resolve(out[:len(xb)])
-        scores[s + img.cpu(), cls.cpu()] = t.score(out[len(xb):], img).cpu()
+    _, scores, m = _score_regions(model, images, masks, target, batch_size, amp,
+                                  lambda xi, mi, cls: xi * (mi == cls[:, None, None])[:, None])
     return scores, paint(normalise_scores(scores), m)
 
 
-@torch.no_grad()
 def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
                     target: Target | None = None, fill: str | float = 0.0, batch_size: int = 260,
                     seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,24 +348,13 @@ def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: 
     random fills drawn from a generator seeded with ``seed``. The map is the per-image min-max of
     the drops. Costs 1 + (present regions) forwards per image, like FS-CAM.
     """
-    from fse_plugin.erasing import erase_batch
-    x = as_input(images)
-    m = as_masks(masks, (x.shape[0], *x.shape[2:]))
-    target = ClassTarget() if target is None else target
-    _check_target(target, len(x))
-    dev = model_device(model)
+    from fse_plugin.erasing import check_fill, erase_batch
+    fill = check_fill(fill)
     gen = torch.Generator().manual_seed(seed)
-    drops = torch.full((len(x), NUM_CLASSES), float("nan"))
-    per_chunk = max(1, batch_size // (NUM_CLASSES + 1))
-    for s in range(0, len(x), per_chunk):
-        xb, mb = x[s:s + per_chunk].to(dev).float(), m[s:s + per_chunk].to(dev)
-        img, cls = _region_variants(xb, mb)
-        erased = erase_batch(xb[img], mb[img], F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
-        out = batched_forward(model, torch.cat([xb, erased]), batch_size, amp)
-        t = target.take(slice(s, s + len(xb))).resolve(out[:len(xb)])
-        idx = img.to(dev)
-        clean = t.score(out[:len(xb)], torch.arange(len(xb), device=dev))
-        drops[s + img.cpu(), cls.cpu()] = (clean[idx] - t.score(out[len(xb):], idx)).cpu()
+    clean, scores, m = _score_regions(
+        model, images, masks, target, batch_size, amp,
+        lambda xi, mi, cls: erase_batch(xi, mi, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen))
+    drops = clean[:, None] - scores
     return drops, paint(normalise_scores(drops), m)
 
 
@@ -593,8 +605,8 @@ def region_stats(values: np.ndarray | torch.Tensor, ci: str = "bootstrap", level
     present = ~np.isnan(v)
     n = present.sum(0)
     filled = np.where(present, v, 0.0)
+    mean = region_mean(v)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(0) / n
         lo, hi = np.full(NUM_CLASSES, np.nan), np.full(NUM_CLASSES, np.nan)
         ok = n >= 2
         if ci == "t":
@@ -647,12 +659,26 @@ def _denormalise(x: torch.Tensor) -> np.ndarray:
     return ((x.float().permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
 
 
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot as plt
+    return plt
+
+
+def _save_figure(fig, path: str | os.PathLike, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_overlay_grid(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray], path: str | os.PathLike,
                       row_labels: Sequence[str] | None = None, title: str = "") -> Path:
     """PNG grid: one row per image, columns image, mask, then each method's map over the image."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
     cols = ["image", "mask", *maps]
     n = len(images)
     fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.7 * n + 0.4), squeeze=False)
@@ -668,21 +694,14 @@ def plot_overlay_grid(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, 
                 ax.set_title(cols[j], fontsize=8)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path, title)
 
 
 def plot_region_bars(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: str | os.PathLike,
                      title: str = "", xlabel: str = "importance") -> Path:
     """Per-region bar chart with 95% intervals: ``stats[method][series]`` -> one panel per method,
     one bar colour per series (one model, or two models side by side)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
     methods = list(stats)
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 7.0), squeeze=False, sharey=True)
     y = np.arange(NUM_CLASSES)
@@ -702,12 +721,7 @@ def plot_region_bars(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
     axes[0, 0].set_yticks(y)
     axes[0, 0].set_yticklabels(CLASSES, fontsize=7)
     axes[0, 0].invert_yaxis()
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -727,7 +741,8 @@ def run_method(method: str, model: nn.Module, x: torch.Tensor, masks: torch.Tens
         return {"importance": normalise_scores(drops).numpy(), "drop": drops.numpy()}, maps.numpy()
     if cam is None:
         raise ValueError(f"pixel method {method!r} needs a CAM object (make_pixel_cam)")
-    maps = run_pixel_cam(cam, x, target, batch_size=max(1, min(len(x), 16)))
+    x = as_input(x)
+    maps = run_pixel_cam(cam, x, resolve_target(model, x, target), batch_size=max(1, min(len(x), 16)))
     mean, share = aggregate_per_region(maps, masks)
     return {"importance": mean, "share": share}, maps
 
@@ -753,7 +768,8 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
             progress: bool = True) -> dict[str, Any]:
     """Explain ``images`` (uint8 [N,H,W,3]) with ``masks`` [N,H,W] under each model and method.
 
-    ``make_target(model, x)`` builds the target of every image for a model (x normalised, CPU).
+    ``make_target(model, images)`` builds the target of every image for a model (images as given:
+    uint8 NHWC or normalised float NCHW; normalised chunk by chunk, so a whole pack fits in memory).
     Writes to ``out_dir``: overlay_<model>.png, importance_<model>.png, compare.png (two models),
     region_scores.csv (per image), region_stats.csv, region_scores.json, report.md|html.
     Returns ``{"tables": {model: {method: {kind: [N,25]}}}, "stats": {model: {method: {kind: stats}}},
@@ -764,19 +780,19 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
     options = {k: dict(v) for k, v in (options or {}).items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = np.asarray(images)
-    x = as_input(images).float().contiguous()
-    m = as_masks(masks, (len(x), *x.shape[2:]))
-    if not len(x):
+    data = _images(images)
+    if not len(data):
         raise ValueError("nothing to explain: no images")
-    grid = min(grid, len(x))
+    size = tuple(as_input(data[:1]).shape[2:])
+    m = as_masks(masks, (len(data), *size))
+    grid = min(grid, len(data))
     tables: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     grid_maps: dict[str, dict[str, np.ndarray]] = {}
     timing: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         model = model.to(device).eval()
-        target = make_target(model, x)
-        _check_target(target, len(x))
+        target = make_target(model, data)
+        _check_target(target, len(data))
         tables[name], grid_maps[name], timing[name] = {}, {}, {}
         for method in methods:
             cam = make_pixel_cam(method, model, target_layer, **options.get(method, {})) \
@@ -784,9 +800,9 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
             parts: dict[str, list[np.ndarray]] = {}
             maps_keep = []
             t0 = time.perf_counter()
-            bar = tqdm(range(0, len(x), chunk), desc=f"{name}:{method}", unit="chunk", disable=not progress)
+            bar = tqdm(range(0, len(data), chunk), desc=f"{name}:{method}", unit="chunk", disable=not progress)
             for s in bar:
-                xb, mb = x[s:s + chunk], m[s:s + chunk]
+                xb, mb = as_input(data[s:s + chunk]).float().contiguous(), m[s:s + chunk]
                 tb, maps = run_method(method, model, xb, mb, target.take(slice(s, s + len(xb))), batch_size, amp,
                                       fill, seed, cam)
                 for kind, v in tb.items():
@@ -795,7 +811,7 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
                     maps_keep.append(maps[:grid - s])
             if cam is not None:
                 cam.__exit__(None, None, None)
-            timing[name][method] = 1000 * (time.perf_counter() - t0) / len(x)
+            timing[name][method] = 1000 * (time.perf_counter() - t0) / len(data)
             tables[name][method] = {k: np.concatenate(v) for k, v in parts.items()}
             grid_maps[name][method] = np.concatenate(maps_keep)[:grid]
 
@@ -809,8 +825,8 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
                       for method in methods}
 
     files: dict[str, Path] = {}
-    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(len(x))]
-    img_grid, mask_grid = images[:grid] if images.dtype == np.uint8 else _denormalise(x[:grid]), m[:grid].numpy()
+    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(len(data))]
+    img_grid, mask_grid = _to_uint8(data[:grid]), m[:grid].numpy()
     for name in names:
         files[f"overlay_{name}"] = plot_overlay_grid(img_grid, mask_grid, grid_maps[name], out / f"overlay_{name}.png",
                                                      labels[:grid], title=name)
@@ -823,7 +839,7 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
             title=f"{names[0]} vs {names[1]}: per-region importance, mean and 95% interval ({ci})")
     files["region_scores_csv"] = _write_scores_csv(out / "region_scores.csv", tables, labels)
     files["region_stats_csv"] = _write_stats_csv(out / "region_stats.csv", stats, comparison, names)
-    doc = {"meta": {**(meta or {}), "n_images": len(x), "methods": methods, "models": names, "ci": ci,
+    doc = {"meta": {**(meta or {}), "n_images": len(data), "methods": methods, "models": names, "ci": ci,
                     "ms_per_image": timing, "classes": list(CLASSES)},
            "stats": {name: {method: {kind: {k: _nan_to_none(v) for k, v in st.items()} for kind, st in kinds.items()}
                             for method, kinds in per.items()} for name, per in stats.items()},
@@ -834,7 +850,7 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
                              for method, kinds in per.items()} for name, per in tables.items()}}
     files["region_scores_json"] = out / "region_scores.json"
     files["region_scores_json"].write_text(json.dumps(doc, indent=1))
-    rep = write_report(out, stats, comparison, files, names, methods, ci, meta={**(meta or {}), "images": len(x)},
+    rep = write_report(out, stats, comparison, files, names, methods, ci, meta={**(meta or {}), "images": len(data)},
                        timing=timing, fmt=report)
     files["report"] = rep
     return {"tables": tables, "stats": stats, "comparison": comparison, "files": files, "report": rep,
@@ -974,12 +990,21 @@ def explain_pairs(model: nn.Module, images1: np.ndarray, images2: np.ndarray, ma
             return ClassTarget()
         raise ValueError(f"pair target must be 'pair', 'self' or 'class', got {target!r}")
 
+    _warn_self_gradients(target, methods)
     models = {names[0]: model} if model2 is None else {names[0]: model, names[1]: model2}
     kwargs.setdefault("row_labels", [f"pair {i} {side}" for side in "ab" for i in range(p)])
     kwargs.setdefault("meta", {})
     kwargs["meta"] = {"target": target, **kwargs["meta"]}
     return explain(models, images, masks, out_dir, make_target, methods, device=device, batch_size=batch_size,
                    **kwargs)
+
+
+def _warn_self_gradients(target: str, methods: Sequence[str]) -> None:
+    """Cosine to the image's own embedding is at its maximum on the clean image: its gradient is 0."""
+    grads = [m for m in parse_methods(methods) if m in GRADIENT_METHODS]
+    if target == "self" and grads:
+        log.warning("target 'self' has zero gradient at the clean image: %s maps are noise; use 'pair' or "
+                    "'identity' for gradient CAMs", ", ".join(grads))
 
 
 def _to_uint8(images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -1065,33 +1090,32 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
     ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
     """
     from fse_plugin.recordio import decode_image, image_index, open_rec, unpack
-    reader = open_rec(rec)
-    idx = image_index(reader)
     cache, source = None, f"parser {parser}"
-    if parser is None:
-        from fse_plugin.maskcache import MaskCache, default_cache_path
-        rec_dir = Path(reader.rec_path).parent
-        source = f"mask cache {mask_cache or default_cache_path(rec_dir)}"
-        cache = MaskCache(mask_cache or default_cache_path(rec_dir))
-        cache.check_source(rec_dir)
     images, masks, labels, keys = [], [], [], []
-    for key, label in zip(idx.keys.tolist(), idx.labels.tolist()):
-        if limit is not None and len(images) >= limit:
-            break
-        mask = cache.get(key) if cache is not None else None
-        if cache is not None and mask is None:
-            continue
-        img = decode_image(unpack(reader.read(key))[1])
-        if images and img.shape != images[0].shape:
-            raise ValueError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones "
-                             f"{images[0].shape}")
-        if mask is not None and mask.shape != img.shape[:2]:
-            raise ValueError(f"mask cache: record {key} mask {mask.shape} does not fit image {img.shape[:2]}")
-        images.append(img)
-        masks.append(mask)
-        labels.append(label)
-        keys.append(key)
-    reader.close()
+    with open_rec(rec) as reader:
+        if parser is None:
+            from fse_plugin.maskcache import MaskCache, default_cache_path
+            rec_dir = Path(reader.rec_path).parent
+            path = mask_cache or default_cache_path(rec_dir)
+            cache, source = MaskCache(path), f"mask cache {path}"
+            cache.check_source(rec_dir)
+        idx = image_index(reader)
+        for key, label in zip(idx.keys.tolist(), idx.labels.tolist()):
+            if limit is not None and len(images) >= limit:
+                break
+            mask = cache.get(key) if cache is not None else None
+            if cache is not None and mask is None:
+                continue  # no mask for this record (e.g. undecodable when the cache was built)
+            img = decode_image(unpack(reader.read(key))[1])
+            if images and img.shape != images[0].shape:
+                raise ValueError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones "
+                                 f"{images[0].shape}")
+            if mask is not None and mask.shape != img.shape[:2]:
+                raise ValueError(f"{source}: record {key} mask {mask.shape} does not fit image {img.shape[:2]}")
+            images.append(img)
+            masks.append(mask)
+            labels.append(label)
+            keys.append(key)
     if not images:
         raise ValueError(f"{rec}: no images with masks to explain")
     images_np = np.stack(images)
@@ -1119,6 +1143,7 @@ def explain_rec(model: nn.Module, rec: str | os.PathLike, out_dir: str | os.Path
             return ClassTarget()
         raise ValueError(f"rec target must be 'identity', 'self' or 'class', got {target!r}")
 
+    _warn_self_gradients(target, methods)
     models = {names[0]: model} if model2 is None else {names[0]: model, names[1]: model2}
     kwargs.setdefault("row_labels", [f"key {k} id {lab}" for k, lab in zip(keys, labels)])
     kwargs["meta"] = {"rec": str(rec), "masks": source, "target": target, **kwargs.get("meta", {})}

@@ -412,6 +412,29 @@ def _eval(args):
 # === end: evaluation ===
 
 # === section: demo ===
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from fse_plugin.demo import FULL
+    p.add_argument("--out", default="fse_demo", help="output folder (default ./fse_demo)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in about 2 minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--p", type=float, default=0.5, help="FSErasing probability of the erasing model")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, value in vars(FULL).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                       help=f"override the size {name} (full default {value})")
+
+
+@command("demo", "the whole pipeline on synthetic faces: synth, parser, mask cache, training with and "
+         "without FSErasing, evaluation, occlusion, FS-CAM, report", _demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fse_plugin.demo import FULL, QUICK, run_demo
+    base = QUICK if args.quick else FULL
+    sizes = replace(base, **{k: getattr(args, k) for k in vars(base) if getattr(args, k) is not None})
+    run_demo(args.out, sizes, seed=args.seed, p=args.p, device=args.device, progress=not args.quiet)
+    return 0
 # === end: demo ===
 
 

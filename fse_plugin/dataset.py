@@ -11,7 +11,6 @@ is applied in [-1, 1] space. All draws come from torch's default generator, whic
 from __future__ import annotations
 
 import logging
-import numbers
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -21,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fse_plugin import maskcache, recordio
-from fse_plugin.erasing import FSErasing, check_fill, erase_, flip_pair
+from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_, flip_pair
 from fse_plugin.labels import parse_class_list
 
 log = logging.getLogger(__name__)
@@ -56,14 +55,14 @@ def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = Non
         raise _key_error(unknown[0], f"unknown key; known keys: {', '.join(FSE_DEFAULTS)}")
     cfg = {**FSE_DEFAULTS, **fse}
     for key in ("p", "flip"):
-        v = cfg[key]
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
-            raise _key_error(key, f"must be a probability in [0, 1], got {v!r}")
-        cfg[key] = float(v)
+        try:
+            cfg[key] = check_probability(cfg[key], "value")
+        except ValueError as e:
+            raise _key_error(key, str(e)) from None
     try:
         cfg["classes"] = None if cfg["classes"] is None else parse_class_list(cfg["classes"])
-    except (KeyError, ValueError) as e:
-        raise _key_error("classes", str(e).strip('"')) from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise _key_error("classes", e.args[0]) from None
     if cfg["classes"] == []:
         raise _key_error("classes", "empty list of classes")
     try:
@@ -75,7 +74,7 @@ def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = Non
     try:
         FSErasing(**_erasing_kwargs(cfg))
     except (KeyError, ValueError) as e:
-        raise _key_error("n_erase", str(e).strip('"')) from None
+        raise _key_error("n_erase", e.args[0]) from None
     if cfg["masks"] is None:
         if rec_dir is None:
             raise _key_error("masks", "missing: give the mask cache path (or the rec dir to default to "

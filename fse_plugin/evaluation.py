@@ -28,7 +28,7 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -114,9 +114,10 @@ class _PackUnpickler(pickle.Unpickler):
         return dt
 
     def _reconstruct_checked(self, subtype, shape, typecode):
-        if subtype is not self._NDArrayToken:
-            raise self._refuse(f"numpy _reconstruct of {subtype!r}")
-        return self._reconstruct(np.ndarray, shape, typecode)
+        # numpy always writes _reconstruct(ndarray, (0,), b'b'), then sets dtype and data from the state
+        if subtype is not self._NDArrayToken or tuple(shape) != (0,) or typecode not in (b"b", "b"):
+            raise self._refuse(f"numpy _reconstruct({subtype!r}, {shape!r}, {typecode!r})")
+        return self._reconstruct(np.ndarray, (0,), b"b")
 
     def _frombuffer_checked(self, buf, dtype, shape, order):
         if not isinstance(dtype, np.dtype) or dtype not in _PACK_DTYPES:
@@ -926,24 +927,30 @@ def _occlusion_loop(models: Mapping[str, nn.Module], regions: Sequence[tuple[str
     return rows, skipped
 
 
+def _size_of(embedding_size: int | Mapping[str, int | None] | None, model: str) -> int | None:
+    return embedding_size.get(model) if isinstance(embedding_size, Mapping) else embedding_size
+
+
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
                    regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
                    device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
-                   embedding_size: int | None = None, name: str = "pack", progress: bool = True) -> OcclusionReport:
+                   embedding_size: int | Mapping[str, int | None] | None = None, name: str = "pack",
+                   progress: bool = True) -> OcclusionReport:
     """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
 
     Only probes that contain the region are re-embedded: erasing an absent class changes nothing.
+    ``embedding_size`` (checked) is one size or one per model name.
     """
     probe_keys = np.arange(1, len(images), 2)
     presence = class_presence(masks, probe_keys)
-    clean_views = {m: embed(model, images, batch_size, device, True, fp16, num_workers, embedding_size, progress,
-                            f"{m} clean") for m, model in models.items()}
+    clean_views = {m: embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
+                            progress, f"{m} clean") for m, model in models.items()}
     clean = {m: evaluate_embeddings(v, issame, n_folds, name).accuracy * 100 for m, v in clean_views.items()}
 
     def score(m: str, keys: np.ndarray, eraser: RegionErasing) -> float:
         views = clean_views[m].copy()
         views[:, keys] = embed(models[m], FaceImages(images, masks, eraser, keys), batch_size, device, True, fp16,
-                               num_workers, embedding_size, progress, f"{m} {eraser.class_ids}")
+                               num_workers, _size_of(embedding_size, m), progress, f"{m} {eraser.class_ids}")
         return evaluate_embeddings(views, issame, n_folds, name).accuracy * 100
 
     rows, skipped = _occlusion_loop(models, regions, presence, probe_keys, clean, score, fill, seed, progress)
@@ -953,7 +960,7 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
 def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, regions: Sequence[tuple[str, list[int]]],
                   far: float = 1e-4, fill: Any = "random", seed: int = 0, batch_size: int = 128,
                   device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
-                  embedding_size: int | None = None, progress: bool = True) -> OcclusionReport:
+                  embedding_size: int | Mapping[str, int | None] | None = None, progress: bool = True) -> OcclusionReport:
     """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
     each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2."""
     probe_rows = meta.probe_rows()
@@ -961,14 +968,14 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, re
     clean_feats, clean_templates, clean = {}, {}, {}
     for m, model in models.items():
         clean_feats[m] = ijb_image_features(model, meta, None, None, None, batch_size, device, fp16, num_workers,
-                                            embedding_size, progress, f"{m} clean")
+                                            _size_of(embedding_size, m), progress, f"{m} clean")
         clean_templates[m] = template_features(clean_feats[m], meta.templates, meta.medias)
         clean[m] = tar_at_far(meta.labels, pair_scores(*clean_templates[m], meta.p1, meta.p2), [far])[0][0] * 100
 
     def score(m: str, rows: np.ndarray, eraser: RegionErasing) -> float:
         feats = clean_feats[m].copy()
         feats[rows] = ijb_image_features(models[m], meta, rows, masks, eraser, batch_size, device, fp16, num_workers,
-                                         embedding_size, progress, f"{m} {eraser.class_ids}")
+                                         _size_of(embedding_size, m), progress, f"{m} {eraser.class_ids}")
         probe = template_features(feats[probe_rows], meta.templates[probe_rows], meta.medias[probe_rows])
         return tar_at_far(meta.labels, pair_scores(*clean_templates[m], meta.p1, meta.p2, *probe), [far])[0][0] * 100
 
@@ -1178,6 +1185,10 @@ def _models(args: argparse.Namespace, cfg: Mapping[str, Any] | None, second: boo
         specs.append(model_spec(args, cfg, "2"))
         if specs[1]["name"] == specs[0]["name"]:
             specs[0]["name"], specs[1]["name"] = f"{specs[0]['name']}-1", f"{specs[1]['name']}-2"
+    for s in specs:
+        if s["weights"] is None:
+            raise ValueError(f"model {s['name']!r}: no weights - pass --weights{'2' if s is not specs[0] else ''} "
+                             "(or a config whose output/model.pt exists); a randomly initialised network says nothing")
     return {s["name"]: build_model(s, args.arcface_dir) for s in specs}, specs
 
 
@@ -1219,6 +1230,8 @@ def run_verification(args: argparse.Namespace, p: argparse.ArgumentParser | None
     cfg = _apply_config(args, p)
     packs = list(args.pack)
     data_dir = args.data_dir or (cfg or {}).get("rec")
+    if args.targets and not data_dir:
+        raise ValueError("--targets names packs in --data-dir (or the config's rec): give one")
     if data_dir and (args.targets or not packs):
         targets = args.targets.split(",") if args.targets else list((cfg or {}).get("val_targets") or PACK_NAMES)
         for t in targets:
@@ -1235,9 +1248,8 @@ def run_verification(args: argparse.Namespace, p: argparse.ArgumentParser | None
     results = []
     for pack in packs:
         images, issame = load_bin(pack, tuple(args.image_size))
-        views = embed(model, images, args.batch_size, args.device, True, args.fp16, args.num_workers,
-                      specs[0]["embedding_size"], not args.quiet, Path(pack).stem)
-        result = evaluate_embeddings(views, issame, args.folds, Path(pack).stem)
+        result = evaluate_pack(model, (images, issame), args.batch_size, args.device, args.fp16, args.folds,
+                               specs[0]["embedding_size"], Path(pack).stem, not args.quiet)
         print(result)
         results.append(result)
         if args.fscam:
@@ -1278,10 +1290,14 @@ def run_occlusion(args: argparse.Namespace, p: argparse.ArgumentParser | None = 
     cfg = _apply_config(args, p)
     models, specs = _models(args, cfg, second=True)
     regions = occlusion_regions(args.classes, args.groups)
-    fill = float(args.fill) if isinstance(args.fill, str) and args.fill.replace(".", "", 1).lstrip("-").isdigit() else args.fill
+    try:
+        fill = float(args.fill)
+    except ValueError:
+        fill = args.fill
     out = Path(args.out)
     common = dict(fill=fill, seed=args.seed, batch_size=args.batch_size, device=args.device, fp16=args.fp16,
-                  num_workers=args.num_workers, embedding_size=specs[0]["embedding_size"], progress=not args.quiet)
+                  num_workers=args.num_workers, embedding_size={s["name"]: s["embedding_size"] for s in specs},
+                  progress=not args.quiet)
     if args.pack:
         images, issame = load_bin(args.pack)
         masks = _pack_masks(args, args.pack, images, out)

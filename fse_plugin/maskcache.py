@@ -36,6 +36,7 @@ complete, so a killed run resumes where it stopped; under torchrun each rank tak
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import mmap
 import os
@@ -416,8 +417,12 @@ def _read_manifest(path: Path) -> dict:
     if not mpath.is_file():
         spec_path = path / BUILD_SPEC
         if spec_path.is_file():
+            try:
+                cmd = json.loads(spec_path.read_bytes())["command"]
+            except (ValueError, KeyError, TypeError):
+                cmd = "the same fse precompute command"
             raise CacheError(f"{mpath} missing: {path} is an unfinished build (killed or still running). "
-                             f"Rerun the same fse precompute command to resume it.")
+                             f"Resume it with: {cmd}")
         raise CacheError(f"{mpath} missing: {path} is not a mask cache. {_rebuild_hint(path, None)}")
     try:
         m = json.loads(mpath.read_bytes())
@@ -442,9 +447,13 @@ def _read_manifest(path: Path) -> dict:
                          f"{m['chunk_size']} (corrupt manifest). {hint}")
     try:
         bytes.fromhex(m["spec_id"])
+        if m["keys"].get("contiguous") and not isinstance(m["keys"].get("first"), int):
+            raise ValueError("keys.first")
         for i, c in enumerate(m["chunks"]):
-            if c["file"] != str(_chunk_path(Path(), i)) or not isinstance(c["bytes"], int):
-                raise ValueError(f"chunk entry {i}")
+            start, stop = _chunk_rows(i, m["count"], m["chunk_size"])
+            if (c["file"] != str(_chunk_path(Path(), i)) or not isinstance(c["bytes"], int)
+                    or c["row_start"] != start or c["rows"] != stop - start):
+                raise ValueError(f"chunk entry {i} is not {start}..{stop - 1} in {_chunk_path(Path(), i)}")
     except (ValueError, KeyError, TypeError) as e:
         raise CacheError(f"{mpath}: corrupt manifest ({e}). {hint}") from None
     return m
@@ -706,8 +715,12 @@ def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     return ", ".join(keys) or "nothing"
 
 
-def _prepare(out: Path, spec: dict, overwrite: bool) -> bool:
-    """Make ``out`` ready for this build (rank 0 only); True if it already holds this very cache."""
+def _prepare(out: Path, spec: dict, overwrite: bool, command: str) -> bool:
+    """Make ``out`` ready for this build (rank 0 only); True if it already holds this very cache.
+
+    ``build_spec.json`` marks an unfinished build: its spec decides whether a rerun may resume, and
+    ``command`` (the same build without --overwrite) is what error messages tell the user to rerun.
+    """
     out.mkdir(parents=True, exist_ok=True)
     (out / CHUNK_DIR).mkdir(exist_ok=True)
     sid = _spec_id(spec).hex()
@@ -735,8 +748,8 @@ def _prepare(out: Path, spec: dict, overwrite: bool) -> bool:
                 f"Add --overwrite to replace it, or choose another --out.")
     if spath.is_file() and not overwrite:
         try:
-            old = json.loads(spath.read_bytes())
-        except ValueError:
+            old = json.loads(spath.read_bytes()).get("spec")
+        except (ValueError, AttributeError):
             old = None
         if old != spec:
             what = _spec_diff(old, spec) if isinstance(old, dict) else "unreadable build_spec.json"
@@ -748,7 +761,7 @@ def _prepare(out: Path, spec: dict, overwrite: bool) -> bool:
     for p in (out / CHUNK_DIR).glob("*.tmp*"):  # left by a killed writer
         p.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
-    _atomic_write(spath, json.dumps(spec, indent=1, sort_keys=True).encode())
+    _atomic_write(spath, json.dumps({"spec": spec, "command": command}, indent=1, sort_keys=True).encode())
     return False
 
 
@@ -805,7 +818,6 @@ def _finalize(out: Path, spec: dict, keys: np.ndarray, rec_path: str, producer_p
         missing += [{"key": k, "reason": r} for k, r in cm["errors"]]
         pixels += np.asarray(cm["class_pixels"], np.int64)
         images += np.asarray(cm["class_images"], np.int64)
-    import io
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(keys, dtype="<i8"), allow_pickle=False)
     _atomic_write(out / KEYS_FILE, buf.getvalue())
@@ -855,6 +867,8 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
     rebuild messages. Single process (it only encodes), resumable like :func:`precompute`.
     """
     from tqdm import tqdm
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("a cache from labels is built by one process (it only encodes): run it without torchrun")
     t0 = time.perf_counter()
     src = _scan_source(rec_dir)
     out = Path(out) if out is not None else default_cache_path(rec_dir)
@@ -879,16 +893,17 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
             h.update(np.ascontiguousarray(masks[order[s:s + 4096]]).tobytes())
         spec = _spec(src.fingerprint, {"kind": "labels", "sha256": h.hexdigest()}, size[0], size[1],
                      len(keys), chunk_size, None)
-        if not _prepare(out, spec, overwrite):
+        lp = meta.get("labels_path")
+        rec_abs = str(Path(src.reader.rec_path).parent.resolve())
+        cmd = rebuild_command(out, rec_abs, labels=str(Path(lp).resolve()) if lp else "NPZ").removesuffix(" --overwrite")
+        if not _prepare(out, spec, overwrite, cmd):
             todo = _todo(out, spec, 0, 1)
             for c in tqdm(todo, desc="encode", unit="chunk", disable=not progress):
                 s, e = _chunk_rows(c, spec["count"], chunk_size)
                 batch = np.ascontiguousarray(masks[order[s:e]])
                 blobs, pixels, images = _encode_batch(batch, np.ones(len(batch), bool))
                 _write_chunk(out, spec, c, src.keys, blobs, [], pixels, images)
-            lp = meta.get("labels_path")
-            manifest = _finalize(out, spec, src.keys, str(Path(src.reader.rec_path).parent.resolve()),
-                                 str(Path(lp).resolve()) if lp else None, _versions(), meta)
+            manifest = _finalize(out, spec, src.keys, rec_abs, str(Path(lp).resolve()) if lp else None, _versions(), meta)
             _summary(out, manifest, time.perf_counter() - t0, 0, 1)
     finally:
         src.reader.close()
@@ -1051,13 +1066,27 @@ class _InlineExecutor:
         pass
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Encoder process initializer: quit once the parent is gone, so a kill -9 leaves no orphan waiting on its queue."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _encoder(workers: int):
     if workers <= 0:
         return _InlineExecutor()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    # spawn, not fork: the parent holds CUDA and OpenMP threads that a forked child must not inherit.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # fork where there is one (instant, and no __main__ re-import as with spawn): the workers only run
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
+    methods = multiprocessing.get_all_start_methods()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if "fork" in methods else "spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 class _ChunkAssembler:
@@ -1118,6 +1147,52 @@ def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
     return value
 
 
+def _compute_chunks(out: Path, spec: dict, src: _Source, todo: list[int], parser_ckpt: Path, dev, amp: bool,
+                    batch_size: int, num_workers: int, encode_workers: int, gpu_decode: bool,
+                    progress: bool, desc: str) -> tuple[int, float]:
+    """The pipeline of one rank: DataLoader decode -> parser -> encode processes -> chunk files.
+
+    Returns (masks computed, seconds of the loop).
+    """
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+    from fse_plugin.parser import load_parser
+
+    height, width = spec["height"], spec["width"]
+    sampler = _ChunkBatches(todo, spec["chunk_size"], spec["count"], batch_size)
+    loader = DataLoader(_RecordImages(src.reader, src.keys, height, width, gpu_decode), batch_sampler=sampler,
+                        num_workers=num_workers, collate_fn=_Collate(height, width), pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if num_workers else None)
+    infer = _Inference(load_parser(parser_ckpt), dev, amp, (height, width))
+    pool = _encoder(encode_workers)
+    asm = _ChunkAssembler(out, spec, src.keys, max_pending=4 * max(1, encode_workers) + 2)
+    bar = tqdm(total=sampler.rows, unit="mask", desc=desc, disable=not progress, smoothing=0.05)
+
+    def hand_over(batch: dict, result: Callable) -> None:
+        masks, extra = result()
+        errors = sorted((int(i), str(r)) for i, r in [*batch["errors"], *extra])
+        valid = np.ones(len(masks), bool)
+        valid[[i for i, _ in errors]] = False
+        asm.add(int(batch["rows"][0]), len(masks), errors, pool.submit(_encode_batch, masks, valid))
+        bar.update(len(masks))
+
+    t0 = time.perf_counter()
+    try:
+        prev = None
+        for batch in loader:  # batch i+1 is queued on the GPU before batch i is collected
+            cur = (batch, infer.launch(batch))
+            if prev is not None:
+                hand_over(*prev)
+            prev = cur
+        if prev is not None:
+            hand_over(*prev)
+        asm.flush(final=True)
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return sampler.rows, time.perf_counter() - t0
+
+
 def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
                batch_size: int = 256, device: str = "auto", num_workers: int = 4, *,
                chunk_size: int = DEFAULT_CHUNK_SIZE, encode_workers: int = 1, amp: bool | None = None,
@@ -1127,83 +1202,56 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     Decoding happens in ``num_workers`` DataLoader workers and run-length/zlib encoding in
     ``encode_workers`` processes, both overlapped with inference. Under torchrun (gloo on CPU, nccl on
     CUDA, RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a shared
-    filesystem) rank r computes chunks r, r + world, ... and rank 0 merges. Completed chunks survive a
+    filesystem) rank r computes chunks r, r + world, ...; the other ranks return once their chunks are
+    written, rank 0 waits for all chunk files and writes the manifest. Completed chunks survive a
     kill; rerunning the same command resumes, and the result is byte-identical to an uninterrupted or
     single-process run. Undecodable images are recorded in the manifest with their reason.
     ``amp`` (bf16) defaults to on for CUDA; ``gpu_decode`` decodes JPEGs with nvJPEG in batches.
     """
     import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
+    import torch.distributed as dist
     from fse_plugin import parser as fparser
 
     t0 = time.perf_counter()
-    dev = fparser._resolve_device(device)
-    rank, world, dev = fparser._dist_env(dev)
-    amp = dev.type == "cuda" if amp is None else bool(amp)
-    if gpu_decode and dev.type != "cuda":
-        raise ValueError("gpu_decode needs a CUDA device")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = Path(out) if out is not None else default_cache_path(rec_dir)
     parser_ckpt = Path(parser_ckpt)
     if not parser_ckpt.is_file():
         raise FileNotFoundError(f"parser checkpoint not found: {parser_ckpt}")
-    src = _scan_source(rec_dir)
+    out = Path(out) if out is not None else default_cache_path(rec_dir)
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    rank, world, dev = fparser._dist_env(fparser._resolve_device(device))
+    amp = dev.type == "cuda" if amp is None else bool(amp)
+    src = None
     try:
+        if gpu_decode and dev.type != "cuda":
+            raise ValueError("gpu_decode needs a CUDA device")
+        src = _scan_source(rec_dir)
         height, width = _probe_size(src.reader, src.keys)
         spec = _spec(src.fingerprint, {"kind": "checkpoint", "sha256": sha256_file(parser_ckpt)}, height, width,
                      len(src.keys), chunk_size, {"batch_size": int(batch_size), "device": dev.type, "amp": amp,
                                                  "decoder": "nvjpeg" if gpu_decode else "cpu"})
-        if _coordinate(lambda: _prepare(out, spec, overwrite), rank, world):
+        rec_abs = str(Path(src.reader.rec_path).parent.resolve())
+        cmd = rebuild_command(out, rec_abs, str(parser_ckpt.resolve())).removesuffix(" --overwrite")
+        if _coordinate(lambda: _prepare(out, spec, overwrite, cmd), rank, world):
             if rank == 0:
                 print(f"mask cache {out} is complete and up to date", file=sys.stderr)
             return out
         todo = _todo(out, spec, rank, world)
-        computed, compute_seconds = 0, 0.0
+        computed, seconds = 0, 0.0
         if todo:
-            model = fparser.load_parser(parser_ckpt)
-            sampler = _ChunkBatches(todo, chunk_size, len(src.keys), batch_size)
-            loader = DataLoader(_RecordImages(src.reader, src.keys, height, width, gpu_decode),
-                                batch_sampler=sampler, num_workers=num_workers, collate_fn=_Collate(height, width),
-                                pin_memory=dev.type == "cuda", prefetch_factor=4 if num_workers else None)
-            infer = _Inference(model, dev, amp, (height, width))
-            pool = _encoder(encode_workers)
-            asm = _ChunkAssembler(out, spec, src.keys, max_pending=4 * max(1, encode_workers) + 2)
-            bar = tqdm(total=sampler.rows, unit="mask", unit_scale=True, desc=f"precompute rank {rank}/{world}",
-                       disable=not progress or rank != 0, smoothing=0.05)
-
-            def hand_over(batch: dict, result: Callable) -> None:
-                masks, extra = result()
-                errors = sorted(batch["errors"] + extra)
-                valid = np.ones(len(masks), bool)
-                valid[[i for i, _ in errors]] = False
-                asm.add(int(batch["rows"][0]), len(masks), errors, pool.submit(_encode_batch, masks, valid))
-                bar.update(len(masks))
-
-            t_compute = time.perf_counter()
-            try:
-                prev = None
-                for batch in loader:  # batch i+1 is queued on the GPU before batch i is collected
-                    cur = (batch, infer.launch(batch))
-                    if prev is not None:
-                        hand_over(*prev)
-                    prev = cur
-                if prev is not None:
-                    hand_over(*prev)
-                asm.flush(final=True)
-            finally:
-                bar.close()
-                pool.shutdown(wait=True, cancel_futures=True)
-            computed, compute_seconds = sampler.rows, time.perf_counter() - t_compute
-        if rank != 0:
-            return out
-        if world > 1:
-            _wait_for_chunks(out, spec)
-        created = _versions(torch=torch.__version__)
-        manifest = _finalize(out, spec, src.keys, str(Path(src.reader.rec_path).parent.resolve()),
-                             str(parser_ckpt.resolve()), created, {})
-        _summary(out, manifest, time.perf_counter() - t0, computed, world, compute_seconds)
+            computed, seconds = _compute_chunks(out, spec, src, todo, parser_ckpt, dev, amp, batch_size, num_workers,
+                                                encode_workers, gpu_decode, progress and rank == 0,
+                                                f"precompute rank {rank}/{world}")
+        if rank == 0:
+            if world > 1:
+                _wait_for_chunks(out, spec)
+            manifest = _finalize(out, spec, src.keys, rec_abs, str(parser_ckpt.resolve()),
+                                 _versions(torch=torch.__version__), {})
+            _summary(out, manifest, time.perf_counter() - t0, computed, world, seconds)
     finally:
-        src.reader.close()
+        if src is not None:
+            src.reader.close()
+        if world > 1 and owns_group and dist.is_initialized():
+            dist.destroy_process_group()
     return out

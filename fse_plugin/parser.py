@@ -454,8 +454,12 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
     ids = read_anno_list(root)
     cache = Path(cache_dir) / f"aligned{size}_{_fingerprint(root, ids, size)}"
     if not (cache / "meta.json").is_file():
-        images = np.empty((len(ids), size, size, 3), np.uint8)
-        masks = np.empty((len(ids), size, size), np.uint8)
+        # written straight into .npy memmaps in a temporary folder, renamed when complete: a killed run
+        # leaves no half cache, and 88k faces never need to fit in RAM at once
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(ids), size, size, 3))
+        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(ids), size, size))
         jobs = [(str(root), int(f), size) for f in ids]
         if workers > 0:
             import multiprocessing as mp
@@ -469,10 +473,9 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
         finally:
             if pool is not None:
                 pool.terminate()
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        np.save(tmp / "images.npy", images)
-        np.save(tmp / "masks.npy", masks)
+        images.flush()
+        masks.flush()
+        del images, masks
         np.save(tmp / "frame_ids.npy", ids)
         (tmp / "meta.json").write_text(json.dumps({"source": str(root.resolve()), "size": size, "count": len(ids),
                                                    "label_set": LABEL_SET, "format": _FORMAT}))
@@ -697,7 +700,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
     the run and anneals the learning rate to zero exactly when it runs out. ``resume`` (a path, or
     ``'auto'`` for ``out/last.pt``) continues from the saved epoch with the saved optimizer, split and
     elapsed time. Under torchrun each rank trains on a DistributedSampler shard; rank 0 writes.
-    Returns a summary dict (epochs done, steps, elapsed seconds, best/last val scores, paths).
+    Returns a summary dict (epochs done, steps, elapsed seconds, this process's CPU seconds, which
+    shows how much of the wall-clock a shared machine really gave, best/last val scores, paths).
     """
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader
@@ -759,7 +763,7 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
         writer = SummaryWriter(str(out / "tb"))
     meta = {"seed": seed, "val_fraction": val_fraction, "time_budget": time_budget, "lr": lr,
             "batch_size": batch_size, "world_size": world, "data": str(Path(data).resolve())}
-    t_start, val_cost, last_val, last_loss = time.perf_counter(), 0.0, {}, float("nan")
+    t_start, cpu_start, val_cost, last_val, last_loss = time.perf_counter(), time.process_time(), 0.0, {}, float("nan")
     epoch = start_epoch
 
     def elapsed() -> float:
@@ -827,7 +831,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
             if progress:
                 scores = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())
                 print(f"epoch {epoch}/{epochs} step {step} loss {last_loss:.4f} {scores}"
-                      f"  elapsed {elapsed0 + time.perf_counter() - t_start:.0f}s", flush=True)
+                      f"  elapsed {elapsed0 + time.perf_counter() - t_start:.0f}s"
+                      f" (cpu {time.process_time() - cpu_start:.0f}s this run)", flush=True)
         if world > 1:
             torch.distributed.barrier()
         val_cost = time.perf_counter() - t_val
@@ -838,6 +843,7 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"epochs": epoch, "steps": step, "elapsed": elapsed0 + time.perf_counter() - t_start,
+            "cpu_seconds": time.process_time() - cpu_start,
             "best_val_miou": best, **last_val, "last": str(out / "last.pt"), "best": str(out / "best.pt"),
             "cache": str(aligned.path), "n_train": len(train_idx), "n_val": len(val_idx)}
 

@@ -310,8 +310,9 @@ class _Index:
         for value in (int(self.offsets.min()), int(self.offsets.max())):  # no argmax: it copies read-only arrays
             p = int(np.flatnonzero(self.offsets == value)[0])
             if not 0 <= value <= rec.size - 8:
-                raise _error(rec.path, self.keys[p], value, f"offset from {self.path} line {p + 1} is outside the"
-                             f" file ({rec.size} bytes); the .idx does not belong to this .rec or the .rec is truncated")
+                raise _error(rec.path, self.keys[p], value, f"offset from {self.path} line {p + 1} is outside"
+                             f" the file ({rec.size} bytes); the .idx does not belong to this .rec or the .rec"
+                             " is truncated")
             rec.read_record(value, self.keys[p], limit=0)
 
 

@@ -36,13 +36,13 @@ import pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fse_plugin.align import ARCFACE_TEMPLATE, five_points_from_68, similarity_transform
+from fse_plugin.align import ARCFACE_TEMPLATE, align_mask, five_points_from_68, similarity_transform
 from fse_plugin.labels import CLASSES, L25_TO_FS19, SKIN_IDS
 
 TRAIN, HELDOUT, PARSER = 0, 1, 2
@@ -614,16 +614,14 @@ def frame_matrix(points5: np.ndarray, look: Look, size: int, frame: str = "align
     (a detector is never exact); 'loose': a larger, rotated, shifted crop (FaceSynthetics, IJB loose_crop).
     """
     if frame == "aligned":
-        s = np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)), [0, 0, 1]])
         dx, dy, ls, rot = look.jitter
         j = _about_centre(size, math.exp(ls), rot, dx * size / 112, dy * size / 112)
     elif frame == "loose":
         k, rot, dx, dy = look.loose
-        s = np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)), [0, 0, 1]])
         j = _about_centre(size, k, rot, dx * size, dy * size)
     else:
         raise ValueError(f"frame must be 'aligned' or 'loose', got {frame!r}")
-    return (j @ s)[:2]
+    return (j @ np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)), [0, 0, 1]]))[:2]
 
 
 def _shade(c: Sequence[int], f: float, towards: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -863,7 +861,7 @@ def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress
                 bar.update()
             return
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
+        with multiprocessing.get_context(method).Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             for out in pool.imap(fn, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers)))):
                 yield out
                 bar.update()
@@ -950,14 +948,15 @@ def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_ident
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    plan = pair_plan(n_pairs, seed, n_identities)
     jobs = []
-    for p, (a, b, _) in enumerate(pair_plan(n_pairs, seed, n_identities)):
+    for p, (a, b, _) in enumerate(plan):
         jobs += [(int(seed), a, 2 * p, quality), (int(seed), b, 2 * p + 1, quality)]
     bins, masks = [], np.empty((2 * n_pairs, 112, 112), np.uint8)
     for k, (buf, mask) in enumerate(_pmap(_pair_job, jobs, workers, path.name, progress)):
         bins.append(buf)
         masks[k] = mask
-    issame = [same for _, _, same in pair_plan(n_pairs, seed, n_identities)]
+    issame = [same for _, _, same in plan]
     with open(path, "wb") as f:
         pickle.dump((bins, issame), f, protocol=4)
     np.save(path.with_suffix("").with_name(path.stem + ".masks.npy"), masks)
@@ -1003,7 +1002,7 @@ def write_facesynthetics(out_dir: str | os.PathLike, n_images: int, seed: int, *
     return out
 
 
-def _ijb_job(job: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, float]:
+def _ijb_job(job: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, float, np.ndarray]:
     out, seed, ident, media, frame, name = job
     idn = _identity((seed, HELDOUT, ident))
     base = sample_look(idn, _rng(seed, HELDOUT, ident, 10_000_000 + media))  # one video / photo
@@ -1016,7 +1015,8 @@ def _ijb_job(job: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, floa
     r = render(idn, look, size, "loose")
     cv2.imwrite(os.path.join(out, "loose_crop", f"{name}.jpg"), np.ascontiguousarray(r.image[..., ::-1]),
                 [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return five_points_from_68(r.landmarks), float(rng.uniform(0.5, 1.0))
+    p5 = five_points_from_68(r.landmarks)
+    return p5, float(rng.uniform(0.5, 1.0)), align_mask(r.mask, p5)
 
 
 def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", *, n_identities: int = 20,
@@ -1030,6 +1030,8 @@ def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", *, n_identities: i
     ``t`` = name.lower(); ``loose_crop/<n>.jpg`` are larger, non-aligned faces of varying size whose 5 points
     are the true landmark positions. Media are videos (frames share one look, jittered); all genuine
     template pairs are listed, plus ``n_impostor`` different-identity pairs (all of them if None).
+    ``gt_masks.npy`` (uint8 [N, 112, 112], rows in 5pts-file order) holds each image's exact mask aligned
+    with its 5 points (``align.align_mask``), i.e. the mask of the face the protocol embeds.
     """
     t = name.lower()
     if t not in ("ijbc", "ijbb"):
@@ -1055,8 +1057,9 @@ def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", *, n_identities: i
     with open(out / "meta" / f"{t}_face_tid_mid.txt", "w") as f:
         f.writelines(f"{n} {a} {b}\n" for n, a, b in rows)
     with open(out / "meta" / f"{t}_name_5pts_score.txt", "w") as f:
-        for (n, _, _), (p5, score) in zip(rows, results):
+        for (n, _, _), (p5, score, _) in zip(rows, results):
             f.write(n + " " + " ".join(f"{v:.3f}" for v in p5.reshape(-1)) + f" {score:.4f}\n")
+    np.save(out / "gt_masks.npy", np.stack([m for _, _, m in results]))
     tids = sorted(owner)
     genuine = [(a, b) for a in tids for b in tids if a < b and owner[a] == owner[b]]
     impostor = [(a, b) for a in tids for b in tids if a < b and owner[a] != owner[b]]

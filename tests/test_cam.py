@@ -14,7 +14,7 @@ from easydict import EasyDict
 from torch import nn
 
 from fse_plugin import cam
-from fse_plugin.labels import CLASSES, NUM_CLASSES
+from fse_plugin.labels import NUM_CLASSES
 
 H = W = 64
 PLANTED = 10  # nose

@@ -229,3 +229,13 @@ def test_fsErasing_batch_end_to_end(faces):
         ids = masks[b][erased[b]].unique()
         assert len(ids) == 2 and torch.equal(erased[b], torch.isin(masks[b], ids))
 
+
+
+def test_autograd_images_take_the_batched_path(faces):
+    imgs, masks = faces
+    img = imgs[0].clone().requires_grad_(True)
+    out = erase(img, masks[0], [0, class_id("hair")], "region_mean")
+    assert torch.allclose(out, erase(imgs[0], masks[0], [0, class_id("hair")], "region_mean"), atol=1e-5)
+    out.sum().backward()  # gradients flow to the pixels that were kept
+    kept = ~((masks[0] == 0) | (masks[0] == class_id("hair")))
+    assert torch.all(img.grad[:, kept] == 1)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pickle
+import runpy
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,11 @@ from fse_plugin.cli import main as cli_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_model(seed: int, num_features: int = 512) -> torch.nn.Module:
-    """A narrow tiny backbone with non-trivial BN statistics, so embeddings differ per image."""
+def small_model(seed: int, num_features: int = 64) -> torch.nn.Module:
+    """A cheap stand-in backbone (pool, linear: ~0.1 ms per image): the protocols only need embeddings that
+    depend on the pixels; the real backbones go through the same code (CLI tests use iresnet_tiny)."""
     torch.manual_seed(seed)
-    model = iresnet_tiny(num_features, widths=(8, 8, 16, 16))
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_var.uniform_(0.5, 2.0)
-            m.running_mean.uniform_(-0.1, 0.1)
-    return model.eval()
+    return torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, num_features)).eval()
 
 
 def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +46,15 @@ def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5)
 
 
 # ---------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Per-image tensor ops are tiny: one intra-op thread avoids barrier waits on a busy 2-core machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
 
 @pytest.fixture(scope="session")
 def pack(synth_bin):
@@ -65,22 +71,35 @@ def ijb_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ijb_masks(ijb_root, pack, tmp_path_factory) -> Path:
-    """synth.write_ijb writes no masks: every row gets the per-pixel mode of the synth pack's aligned masks
-    (the same renderer, the same alignment), enough to erase plausible regions."""
-    masks = pack[2]
-    mode = np.argmax(np.stack([(masks == c).sum(0) for c in range(25)]), 0).astype(np.uint8)
-    n = len(ev.read_ijb_meta(ijb_root).names)
-    path = tmp_path_factory.mktemp("ijb_masks") / "ijbc_masks.npy"
-    np.save(path, np.repeat(mode[None], n, 0))
+def ijb_masks(ijb_root) -> Path:
+    """synth's exact aligned masks, one per row of the 5pts file."""
+    path = ijb_root / "gt_masks.npy"
+    assert path.is_file(), "synth.write_ijb writes gt_masks.npy"
     return path
 
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> Path:
+    """arcface_torch-style model.pt (state_dict) of the built-in tiny backbone."""
     path = tmp_path_factory.mktemp("weights") / "model.pt"
-    torch.save(small_model(0).state_dict(), path)
+    torch.manual_seed(0)
+    torch.save(iresnet_tiny().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def scripted(tmp_path_factory) -> Path:
+    """A TorchScript model file (what --network torchscript loads)."""
+    path = tmp_path_factory.mktemp("scripted") / "cheap.pt"
+    torch.jit.script(small_model(7)).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_bin(tmp_path_factory) -> Path:
+    """A 10-pair pack (with masks) for the end-to-end runs of the real tiny backbone."""
+    from fse_plugin import synth
+    return Path(synth.write_pairs_bin(tmp_path_factory.mktemp("small_bin") / "lfw.bin", n_pairs=10, seed=2, workers=1))
 
 
 @pytest.fixture(scope="session")
@@ -276,8 +295,8 @@ def test_embed_checks_output(pack):
     images = pack[0][:4]
     with pytest.raises(ValueError, match="128-d embeddings, expected embedding_size=512"):
         ev.embed(small_model(0, 128), images, 4, embedding_size=512, progress=False)
-    with pytest.raises(ValueError, match=r"model output \(4, 8, 112, 112\) for a batch of 4"):
-        ev.embed(small_model(0).stem, images, 4, progress=False)
+    with pytest.raises(ValueError, match=r"model output \(4, 3, 28, 28\) for a batch of 4"):
+        ev.embed(small_model(0)[0], images, 4, progress=False)
     with pytest.raises(ValueError, match="expected embeddings"):
         ev.evaluate_embeddings(np.zeros((2, 6, 8)), np.ones(4, bool))
 
@@ -425,32 +444,36 @@ def test_occlusion_ijb(ijb_root, ijb_masks):
 
 # ---------------------------------------------------------------------------------------- CLI
 
-def test_cli_verification_with_config_and_fscam(synth_bin, weights, tmp_path):
+def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     data = tmp_path / "rec"
     data.mkdir()
-    shutil.copy(synth_bin, data / "lfw.bin")
-    shutil.copy(ev.pack_masks_path(synth_bin), data / "lfw.masks.npy")
-    cfg = tmp_path / "cfg.py"
+    shutil.copy(small_bin, data / "lfw.bin")
+    shutil.copy(ev.pack_masks_path(small_bin), data / "lfw.masks.npy")
+    (tmp_path / "work_dirs" / "cfg").mkdir(parents=True)
+    shutil.copy(weights, tmp_path / "work_dirs" / "cfg" / "model.pt")
+    cfg = tmp_path / "configs" / "cfg.py"
+    cfg.parent.mkdir()
     cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.network = 'tiny'\n"
                    f"config.embedding_size = 512\nconfig.rec = {str(data)!r}\nconfig.val_targets = ['lfw', 'agedb_30']\n"
-                   f"config.fse_eval = dict(batch_size=40, fscam_limit=2)\n")
+                   f"config.output = None\nconfig.fse_eval = dict(batch_size=20, fscam_limit=2, fscam={str(tmp_path / 'cam')!r})\n")
     out = tmp_path / "out"
-    rc = cli_main(["eval", "verification", "--config", str(cfg), "--weights", str(weights), "--out", str(out),
-                   "--fscam", str(tmp_path / "cam"), "--quiet", "--device", "cpu"])
+    rc = cli_main(["eval", "verification", "--config", str(cfg), "--out", str(out), "--quiet", "--device", "cpu"])
     assert rc == 0
     doc = json.loads((out / "verification.json").read_text())
     assert [r["name"] for r in doc["results"]] == ["lfw"] and doc["model"]["network"] == "tiny"
-    images, issame = ev.load_bin(synth_bin)
+    assert doc["model"]["weights"] == str(tmp_path / "work_dirs" / "cfg" / "model.pt")  # config output/model.pt
+    images, issame = ev.load_bin(small_bin)
     from fse_plugin.backbone import load_backbone
-    expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images, 40, progress=False), issame)
+    expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images, 20, progress=False), issame)
     assert doc["results"][0]["accuracy"] == expect.accuracy and doc["results"][0]["xnorm"] == expect.xnorm
-    assert (tmp_path / "cam" / "lfw" / "region_scores.json").is_file()
+    assert (tmp_path / "cam" / "lfw" / "region_scores.json").is_file()  # FS-CAM via config.fse_eval
 
 
-def test_cli_occlusion_pack(synth_bin, weights, tmp_path):
-    rc = cli_main(["eval", "occlusion", "--pack", str(synth_bin), "--weights", str(weights), "--name", "base",
-                   "--weights2", str(weights), "--name2", "fse", "--classes", "mouth", "--groups", "none",
-                   "--fill", "-1", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--batch-size", "40"])
+def test_cli_occlusion_pack_torchscript(synth_bin, scripted, tmp_path):
+    rc = cli_main(["eval", "occlusion", "--pack", str(synth_bin), "--network", "torchscript", "--weights",
+                   str(scripted), "--name", "base", "--weights2", str(scripted), "--name2", "fse", "--classes", "mouth",
+                   "--groups", "none", "--fill", "-1", "--out", str(tmp_path), "--quiet", "--device", "cpu",
+                   "--embedding-size", "64"])
     assert rc == 0
     doc = json.loads((tmp_path / "occlusion_synth.json").read_text())
     assert doc["models"] == ["base", "fse"] and doc["fill"] == -1.0 and doc["rows"][0]["region"] == "mouth"
@@ -458,13 +481,72 @@ def test_cli_occlusion_pack(synth_bin, weights, tmp_path):
     assert (tmp_path / "occlusion_synth.png").is_file() and (tmp_path / "occlusion_synth.csv").is_file()
 
 
-def test_cli_ijb_and_scripts(ijb_root, weights, tmp_path):
-    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--weights", str(weights), "--out", str(tmp_path),
-                   "--quiet", "--device", "cpu", "--batch-size", "10", "--fars", "0.01,0.1"])
+def test_cli_ijb_and_ijb_occlusion(ijb_root, ijb_masks, scripted, tmp_path):
+    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights", str(scripted),
+                   "--out", str(tmp_path), "--quiet", "--device", "cpu", "--fars", "0.01,0.1"])
     assert rc == 0
     doc = json.loads((tmp_path / "ijbc_results.json").read_text())
     assert doc["fars"] == [0.01, 0.1] and len(doc["tar"]) == 2 and (tmp_path / "ijbc.npy").is_file()
-    for script in ("verification", "ijb", "occlusion"):
-        res = subprocess.run([sys.executable, str(REPO / "eval" / f"{script}.py"), "--help"], capture_output=True,
-                             text=True, timeout=60)
-        assert res.returncode == 0 and "--weights" in res.stdout
+    rc = cli_main(["eval", "occlusion", "--ijb-root", str(ijb_root), "--masks", str(ijb_masks), "--network",
+                   "torchscript", "--weights", str(scripted), "--classes", "nose", "--groups", "none", "--far", "0.1",
+                   "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert rc == 0 and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"] == "nose"
+
+
+
+@pytest.mark.parametrize("script", ["verification", "ijb", "occlusion"])
+def test_eval_scripts_mirror_cli(script, monkeypatch, capsys):
+    path = REPO / "eval" / f"{script}.py"
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(path), run_name="__main__")
+    assert done.value.code == 0 and f"fse eval {script}" in capsys.readouterr().out
+    if script == "ijb":  # and runnable as a plain script
+        res = subprocess.run([sys.executable, str(path), "--root"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "expected one argument" in res.stderr
+
+
+def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
+    """--mask-cache (i-th key = image i) gives the --masks result; --parser predicts and saves masks."""
+    from fse_plugin import maskcache, recordio
+    from fse_plugin.parser import UNetRes18, save_parser
+    images, _ = ev.load_bin(small_bin)
+    masks = np.load(ev.pack_masks_path(small_bin))
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    writer = recordio.MXIndexedRecordIO(str(rec / "train.idx"), str(rec / "train.rec"), "w")
+    for i, im in enumerate(images):
+        writer.write_idx(i, recordio.pack_img(recordio.IRHeader(0, 0.0, i, 0), im[..., ::-1]))
+    writer.close()
+    cache = maskcache.build_from_labels(rec, recordio.image_index(rec).keys, masks, progress=False)
+    torch.manual_seed(0)
+    parser = save_parser(UNetRes18(feature_scale=16), tmp_path / "parser.pt")
+    common = ["eval", "occlusion", "--pack", str(small_bin), "--network", "torchscript", "--weights", str(scripted),
+              "--classes", "nose,mouth", "--groups", "none", "--folds", "5", "--quiet", "--device", "cpu"]
+    docs = {}
+    for source, flag in (("file", ["--masks", str(ev.pack_masks_path(small_bin))]), ("cache", ["--mask-cache", str(cache)]),
+                         ("parser", ["--parser", str(parser)])):
+        assert cli_main(common + flag + ["--out", str(tmp_path / source)]) == 0
+        docs[source] = json.loads((tmp_path / source / "occlusion_lfw.json").read_text())
+    assert docs["file"]["rows"] == docs["cache"]["rows"]
+    predicted = np.load(tmp_path / "parser" / "lfw.masks.npy")
+    assert predicted.shape == masks.shape and predicted.dtype == np.uint8
+    with pytest.raises(ValueError, match="mask cache holds 20 masks for 7 images"):
+        ev.CacheMasks(cache, 7)
+    with pytest.raises(ValueError, match=r"masks are uint8 \(20, 112, 112\), expected uint8 \(21, 112, 112\)"):
+        ev.open_masks(ev.pack_masks_path(small_bin), 21)
+
+
+def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
+    from fse_plugin.parser import UNetRes18, save_parser
+    torch.manual_seed(0)
+    parser = save_parser(UNetRes18(feature_scale=16), tmp_path / "parser.pt")
+    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights", str(scripted),
+                   "--parser", str(parser), "--fscam", str(tmp_path / "cam"), "--fscam-limit", "2", "--out",
+                   str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    assert rc == 0 and (tmp_path / "cam" / "region_scores.json").is_file()
+    meta = ev.read_ijb_meta(ijb_root)
+    rows = np.concatenate(ev.ijb_fscam_rows(meta, "same", 2))
+    masks = np.load(tmp_path / "out" / "ijbc_masks.npy")
+    assert (masks[rows] != 255).any((1, 2)).all()  # predicted where FS-CAM needs them, 255 elsewhere
+    assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()

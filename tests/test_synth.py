@@ -262,6 +262,9 @@ def test_ijb_layout_parses_like_upstream(tmp_path):
         assert p5[0, 0] < p5[1, 0] and p5[3, 0] < p5[4, 0]  # image-left eye / mouth corner first
         m = estimate_norm(p5)
         assert 0.2 < np.sqrt(abs(np.linalg.det(m[:, :2]))) < 2.0  # a loose crop, not an aligned one
+    masks = np.load(out / "gt_masks.npy")
+    assert masks.shape == (24, 112, 112) and masks.dtype == np.uint8
+    assert np.isin([11, 12, 10, 18, 19], masks).all() and (masks > 0).mean() > 0.4  # aligned faces
     with pytest.raises(ValueError, match="IJBC"):
         synth.write_ijb(tmp_path / "bad", "LFW")
 
