@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="FSErasing and FS-CAM for face recognition, as a plugin for insightface arcface_torch",
     packages=find_packages(include=["fse_plugin", "fse_plugin.*"]),
+    package_data={"fse_plugin.patches": ["*.patch"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -471,8 +471,8 @@ class MaskCache:
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
-        if not (path / MANIFEST).is_file() and (path / DEFAULT_DIRNAME / MANIFEST).is_file():
-            path = path / DEFAULT_DIRNAME  # a rec dir holding the default cache
+        if not (path / MANIFEST).is_file() and (path / "train.rec").is_file():
+            path = path / DEFAULT_DIRNAME  # a rec dir: its default cache
         self.path = path
         self.manifest = _read_manifest(path)
         self._hint = _rebuild_hint(path, self.manifest)

@@ -6,7 +6,7 @@ from scipy.stats import chisquare
 
 from fse_plugin import synth
 from fse_plugin.erasing import FILLS, FSErasing, HorizontalFlipPair, erase, erase_batch, flip_pair
-from fse_plugin.labels import CLASSES, MIRROR, NUM_CLASSES, class_id
+from fse_plugin.labels import MIRROR, NUM_CLASSES, class_id
 
 
 @pytest.fixture(scope="module")

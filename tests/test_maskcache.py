@@ -263,7 +263,7 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
             pass
     done = sorted((out / mc.CHUNK_DIR).glob("*.fsmc"))
     assert len(done) == 2 and list((out / mc.CHUNK_DIR).glob("*.tmp*")) and not (out / mc.MANIFEST).exists()
-    with pytest.raises(mc.CacheError, match="unfinished build"):
+    with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: fse precompute --rec .* --parser "):
         mc.MaskCache(out)
     kept = {p.name: p.stat().st_ino for p in done}
     mc.precompute(synth_rec, parsers[0], out, num_workers=0, encode_workers=0, **RUN)

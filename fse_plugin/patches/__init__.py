@@ -86,8 +86,7 @@ def _explain(patch: Path, stderr: str) -> str:
     return "; ".join(reasons) or stderr.strip()
 
 
-def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = False,
-                  patches: list[Path] | None = None) -> list[PatchResult]:
+def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = False) -> list[PatchResult]:
     """Apply (or with ``reverse`` revert) every patch to the arcface_torch dir at ``path``.
 
     All patches are checked before any is applied, so a failure leaves the tree untouched; a patch
@@ -96,7 +95,7 @@ def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = 
     if shutil.which("git") is None:
         raise PatchError("git is needed to apply the patches (it is used as a plain patch tool)")
     target = find_arcface_dir(path)
-    patches = patch_files() if patches is None else [Path(p) for p in patches]
+    patches = patch_files()
     if not patches:
         raise PatchError(f"no *.patch files found in {PACKAGE_DIR}")
     plan = []
