@@ -122,9 +122,13 @@ def main() -> None:
             cam_obj = cam.make_pixel_cam(method, model, None, **opts)
             if method == "scorecam":
                 cam_obj.batch_size = args.batch_size
+        def run(k: int, method: str = method, cam_obj=cam_obj):
+            return cam.run_method(method, model, xs[:k], torch.as_tensor(ms[:k]), ts.take(slice(0, k)),
+                                  args.batch_size, args.amp, cam=cam_obj)
+        if method != "rise":
+            run(1)  # warm-up: first-call costs (autograd, hooks, allocator) are not per-image costs
         counter.reset()
-        sec = timed(lambda: cam.run_method(method, model, xs, torch.as_tensor(ms), ts, args.batch_size, args.amp,
-                                           cam=cam_obj), args.device)[0]
+        sec = timed(lambda: run(n), args.device)[0]
         if cam_obj is not None:
             cam_obj.__exit__(None, None, None)
         print(f"{method:>13} {1000 * sec / n:>10.1f} {counter.forward / n:>9.1f} {counter.backward / n:>10.1f}")

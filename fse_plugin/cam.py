@@ -1035,29 +1035,6 @@ def predict_pack_masks(parser_ckpt: str | os.PathLike, images: np.ndarray, devic
     return predict_masks(load_parser(parser_ckpt, map_location=device), images, batch_size=batch_size, device=device)
 
 
-def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
-              parser: str | os.PathLike | None = None, device: str = "cpu",
-              batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """A verification pack with masks: ``(images uint8 [2P,H,W,3], issame [P], masks [2P,H,W], source)``.
-
-    Masks come from ``masks`` (.npy), else ``parser`` (predicted), else ``<pack minus .bin>.masks.npy``.
-    """
-    from fse_plugin.evaluation import load_bin, pack_masks_path
-    images, issame = load_bin(str(bin_path))
-    images, issame = np.asarray(images), np.asarray(issame, dtype=bool)
-    stem_masks = pack_masks_path(bin_path)
-    if masks is not None:
-        source, m = str(masks), load_mask_file(masks, len(images), images.shape[1:3])
-    elif parser is not None:
-        source, m = f"parser {parser}", predict_pack_masks(parser, images, device, batch_size)
-    elif stem_masks.is_file():
-        source, m = str(stem_masks), load_mask_file(stem_masks, len(images), images.shape[1:3])
-    else:
-        raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
-                                f"{stem_masks.name} beside the pack")
-    return images, issame, m, source
-
-
 def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
     """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
     issame = np.asarray(issame, dtype=bool)
@@ -1067,18 +1044,41 @@ def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = No
     return idx[:limit] if limit is not None else idx
 
 
+def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
+              parser: str | os.PathLike | None = None, pairs: str = "all", limit: int | None = None,
+              device: str = "cpu", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, np.ndarray]:
+    """Selected pairs of a verification pack with masks:
+    ``(images uint8 [2n,H,W,3] in pack order a,b,a,b..., issame [n], masks [2n,H,W], source, pair indices [n])``.
+
+    Masks come from ``masks`` (.npy of the whole pack), else ``parser`` (predicted for the selected
+    images only), else ``<pack minus .bin>.masks.npy``. Pairs: see ``select_pairs``.
+    """
+    from fse_plugin.evaluation import load_bin, pack_masks_path
+    images, issame = load_bin(str(bin_path))
+    sel = select_pairs(issame, pairs, limit)
+    if not len(sel):
+        raise ValueError(f"{bin_path}: no {pairs!r} pairs to explain")
+    keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
+    stem_masks = pack_masks_path(bin_path)
+    if masks is None and parser is None and not stem_masks.is_file():
+        raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
+                                f"{stem_masks.name} beside the pack")
+    if parser is not None and masks is None:
+        source, m = f"parser {parser}", predict_pack_masks(parser, images[keep], device, batch_size)
+    else:
+        source = str(masks if masks is not None else stem_masks)
+        m = load_mask_file(source, len(images), images.shape[1:3])[keep]
+    return images[keep], np.asarray(issame)[sel], m, source, sel
+
+
 def explain_bin(model: nn.Module, bin_path: str | os.PathLike, out_dir: str | os.PathLike,
                 masks: str | os.PathLike | None = None, parser: str | os.PathLike | None = None,
                 pairs: str = "same", limit: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """``explain_pairs`` on (the first ``limit`` ``pairs`` of) a .bin pack; masks as in ``load_pack``."""
-    images, issame, m, source = load_pack(bin_path, masks, parser, kwargs.get("device", "cpu"))
-    sel = select_pairs(issame, pairs, limit)
-    if not len(sel):
-        raise ValueError(f"{bin_path}: no {pairs!r} pairs to explain")
-    kwargs.setdefault("meta", {})
-    kwargs["meta"] = {"pack": str(bin_path), "masks": source, "pairs": f"{len(sel)} {pairs}", **kwargs["meta"]}
+    images, _, m, source, sel = load_pack(bin_path, masks, parser, pairs, limit, kwargs.get("device", "cpu"))
+    kwargs["meta"] = {"pack": str(bin_path), "masks": source, "pairs": f"{len(sel)} {pairs}", **kwargs.get("meta", {})}
     kwargs.setdefault("row_labels", [f"pair {i} {side}" for side in "ab" for i in sel])
-    return explain_pairs(model, images[2 * sel], images[2 * sel + 1], m[2 * sel], m[2 * sel + 1], out_dir, **kwargs)
+    return explain_pairs(model, images[0::2], images[1::2], m[0::2], m[1::2], out_dir, **kwargs)
 
 
 def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str | os.PathLike | None = None,
@@ -1201,14 +1201,15 @@ class FSCAMCallback:
         masks = self.opts["masks"]
         if isinstance(masks, Mapping):
             masks = masks.get(name)
-        images, issame, m, source = load_pack(path, masks, None if masks else self.opts["parser"]) \
-            if masks or self.opts["parser"] or path.with_suffix(".masks.npy").is_file() else (None,) * 4
-        if images is None:
+        parser = None if masks else self.opts["parser"]
+        from fse_plugin.evaluation import pack_masks_path
+        if not (masks or parser or pack_masks_path(path).is_file()):
             log.warning("fse_cam: no masks for %s (no %s, no masks/parser in config.fse_cam)", path,
-                        path.with_suffix(".masks.npy").name)
+                        pack_masks_path(path).name)
             return
-        sel = select_pairs(issame, "same", int(self.opts["pairs"]))
-        order = np.concatenate([2 * sel, 2 * sel + 1])
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # train_v2 has set this rank's device
+        images, _, m, source, sel = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)
+        order = np.concatenate([np.arange(0, len(images), 2), np.arange(1, len(images), 2)])  # a-sides, b-sides
         self.packs.append((name, images[order], m[order]))
         log.info("fse_cam: %s: %d genuine pairs, masks from %s", name, len(sel), source)
 

@@ -10,7 +10,9 @@ Format (version 1): a directory, ``<rec_dir>/fse_masks`` by default.
   mask size, label set, the source fingerprint (record count, sha256 of the image keys and of the
   .idx, sha256 of a fixed sample of record bytes), the parser checkpoint's (or label file's) sha256,
   per chunk rows/bytes/crc32, undecodable keys with their reasons, class pixel/image counts, versions.
-* ``keys.npy``: int64 image keys, ascending; row ``i`` of the cache is the mask of ``keys[i]``.
+* ``keys.npy``: int64 image keys, ascending; row ``i`` of the cache is the mask of ``keys[i]``. Key to
+  row is arithmetic for contiguous keys (insightface and im2rec recs), else a binary search in the
+  memory-mapped keys; row to entry is two offsets in the chunk's table: no scan, no per-key dict.
 * ``chunks/NNNNNN.fsmc``: rows ``[i * chunk_size, (i + 1) * chunk_size)``, one file each::
 
       header  <8s "FSEMASK1", u32 version, 8s spec_id, u32 index, u64 row_start, u32 rows,
@@ -560,6 +562,8 @@ class MaskCache:
 
     def get_row(self, row: int) -> np.ndarray | None:
         """Mask of row ``row`` (rows follow ``keys``); None where the image had no mask."""
+        if not 0 <= row < self._count:
+            raise IndexError(f"row {row} out of range for mask cache {self.path} ({self._count} masks)")
         c, i = divmod(row, self.chunk_size)
         ch = self._chunk(c)
         blob = ch.blob(i)
@@ -772,8 +776,9 @@ def _todo(out: Path, spec: dict, rank: int, world: int) -> list[int]:
             if not _chunk_ok(_chunk_path(out, c), _expect(spec, sid, c))]
 
 
-def _write_chunk(out: Path, spec: dict, index: int, keys: np.ndarray, blobs: Sequence[bytes],
-                 errors: Sequence[tuple[int, str]], pixels: np.ndarray, images: np.ndarray) -> None:
+def _write_chunk(out: Path, spec: dict, index: int, blobs: Sequence[bytes], errors: Sequence[tuple[int, str]],
+                 pixels: np.ndarray, images: np.ndarray) -> None:
+    """One chunk file, atomically; ``errors`` are (key, reason) of the rows with an empty entry."""
     start, stop = _chunk_rows(index, spec["count"], spec["chunk_size"])
     if len(blobs) != stop - start:
         raise AssertionError(f"chunk {index}: {len(blobs)} entries for rows {start}..{stop - 1}")
@@ -902,7 +907,7 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
                 s, e = _chunk_rows(c, spec["count"], chunk_size)
                 batch = np.ascontiguousarray(masks[order[s:e]])
                 blobs, pixels, images = _encode_batch(batch, np.ones(len(batch), bool))
-                _write_chunk(out, spec, c, src.keys, blobs, [], pixels, images)
+                _write_chunk(out, spec, c, blobs, [], pixels, images)
             manifest = _finalize(out, spec, src.keys, rec_abs, str(Path(lp).resolve()) if lp else None, _versions(), meta)
             _summary(out, manifest, time.perf_counter() - t0, 0, 1)
     finally:
@@ -1016,7 +1021,7 @@ class _Inference:
                 try:
                     imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device))
                 except RuntimeError as e:
-                    errors.append((p, f"nvjpeg: {str(e).splitlines()[0]}"))
+                    errors.append((p, f"decode_jpeg: {str(e).splitlines()[0]}"))
                     imgs.append(None)
         for p, img in zip(pos, imgs):
             if img is None:
@@ -1120,7 +1125,7 @@ class _ChunkAssembler:
                 pixels += p
                 images += n
                 errors += [(int(self.keys[s + i]), reason) for i, reason in errs]
-            _write_chunk(self.out, self.spec, c, self.keys, blobs, errors, pixels, images)
+            _write_chunk(self.out, self.spec, c, blobs, errors, pixels, images)
             self.written += 1
             for _ in mine:
                 self.parts.popleft()

@@ -303,6 +303,23 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
     assert cache.verify(rec)["missing"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 points to TorchCodec
+def test_batched_jpeg_decode_path(synth_rec, parsers):
+    """The --gpu-decode path (batched torchvision decode_jpeg, one-by-one fallback naming the bad image), run on CPU."""
+    reader = recordio.open_rec(synth_rec)
+    keys = recordio.image_index(reader).keys[:4]
+    ds = mc._RecordImages(reader, keys, 112, 112, keep_jpeg=True)
+    items = [ds[i] for i in range(4)]
+    items[2] = (2, None, b"\xff\xd8\xff" + b"not a jpeg" * 8, None)
+    batch = mc._Collate(112, 112)(items)
+    assert batch["jpeg_pos"] == [0, 1, 2, 3] and not batch["images"].any()
+    x = batch["images"].clone()
+    errors = mc._Inference(load_parser(parsers[0]), torch.device("cpu"), False, (112, 112))._gpu_decode(x, batch)
+    assert [p for p, _ in errors] == [2] and errors[0][1].startswith("decode_jpeg")
+    for i in (0, 1, 3):
+        assert np.array_equal(x[i].numpy(), mc._read_image(reader, int(keys[i])))
+
+
 def test_cli_info_and_verify(labels_cache, synth_rec, capsys):
     assert cli_main(["cache", "info", str(labels_cache)]) == 0
     out = capsys.readouterr().out
