@@ -5,11 +5,13 @@
 
 Forward-only = normalise + network + argmax on a uint8 batch already on the device
 (``fse_plugin.parser.forward_throughput``), the ceiling that ``fse precompute`` is measured against.
-Ratios are relative to the first scale listed, all measured in this one run.
+Ratios are relative to the first scale listed, all measured in this one run. ``img/CPU-s`` divides by
+the process's CPU time (all threads), which other jobs on a shared machine distort far less than wall time.
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,17 +45,21 @@ def main() -> None:
         model = UNetRes18(feature_scale=fs)
         params = sum(p.numel() for p in model.parameters())
         gflop = gflop_per_image(model, args.size)
+        cpu0 = time.process_time()
         ips = forward_throughput(model, args.batch_size, args.device, args.amp, iters=args.iters, size=args.size)
-        rows.append((fs, params, gflop, ips))
+        # images per CPU-second (all threads; warm-up batch included): robust to other jobs on a shared machine
+        ipc = args.batch_size * (args.iters + 1) / (time.process_time() - cpu0)
+        rows.append((fs, params, gflop, ips, ipc))
         del model
 
     base = rows[0]
     print(f"parser forward-only, {args.size}x{args.size}, batch {args.batch_size}, device {args.device}"
           f"{' bf16' if args.amp else ''}, {args.threads} CPU threads; ratios vs feature_scale {base[0]}")
-    print(f"{'scale':>5} {'params (M)':>11} {'GFLOP/img':>10} {'img/s':>9} {'params x':>9} {'GFLOP x':>8} {'speed x':>8}")
-    for fs, params, gflop, ips in rows:
-        print(f"{fs:>5} {params / 1e6:>11.2f} {gflop:>10.2f} {ips:>9.1f} {params / base[1]:>9.3f} "
-              f"{gflop / base[2]:>8.3f} {ips / base[3]:>8.2f}")
+    print(f"{'scale':>5} {'params (M)':>11} {'GFLOP/img':>10} {'img/s':>9} {'img/CPU-s':>10} {'params x':>9} "
+          f"{'GFLOP x':>8} {'speed x':>8} {'CPU-speed x':>11}")
+    for fs, params, gflop, ips, ipc in rows:
+        print(f"{fs:>5} {params / 1e6:>11.2f} {gflop:>10.2f} {ips:>9.1f} {ipc:>10.1f} {params / base[1]:>9.3f} "
+              f"{gflop / base[2]:>8.3f} {ips / base[3]:>8.2f} {ipc / base[4]:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -795,7 +795,7 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
         _check_target(target, len(data))
         tables[name], grid_maps[name], timing[name] = {}, {}, {}
         for method in methods:
-            cam = make_pixel_cam(method, model, target_layer, **options.get(method, {})) \
+            cam_obj = make_pixel_cam(method, model, target_layer, **options.get(method, {})) \
                 if method in PIXEL_METHODS else None
             parts: dict[str, list[np.ndarray]] = {}
             maps_keep = []
@@ -804,13 +804,13 @@ def explain(models: Mapping[str, nn.Module], images: np.ndarray, masks: np.ndarr
             for s in bar:
                 xb, mb = as_input(data[s:s + chunk]).float().contiguous(), m[s:s + chunk]
                 tb, maps = run_method(method, model, xb, mb, target.take(slice(s, s + len(xb))), batch_size, amp,
-                                      fill, seed, cam)
+                                      fill, seed, cam_obj)
                 for kind, v in tb.items():
                     parts.setdefault(kind, []).append(v)
                 if s < grid:
                     maps_keep.append(maps[:grid - s])
-            if cam is not None:
-                cam.__exit__(None, None, None)
+            if cam_obj is not None:
+                cam_obj.__exit__(None, None, None)  # removes the library's hooks from the model
             timing[name][method] = 1000 * (time.perf_counter() - t0) / len(data)
             tables[name][method] = {k: np.concatenate(v) for k, v in parts.items()}
             grid_maps[name][method] = np.concatenate(maps_keep)[:grid]
@@ -991,12 +991,20 @@ def explain_pairs(model: nn.Module, images1: np.ndarray, images2: np.ndarray, ma
         raise ValueError(f"pair target must be 'pair', 'self' or 'class', got {target!r}")
 
     _warn_self_gradients(target, methods)
-    models = {names[0]: model} if model2 is None else {names[0]: model, names[1]: model2}
+    models = _models(model, model2, names)
     kwargs.setdefault("row_labels", [f"pair {i} {side}" for side in "ab" for i in range(p)])
     kwargs.setdefault("meta", {})
     kwargs["meta"] = {"target": target, **kwargs["meta"]}
     return explain(models, images, masks, out_dir, make_target, methods, device=device, batch_size=batch_size,
                    **kwargs)
+
+
+def _models(model: nn.Module, model2: nn.Module | None, names: Sequence[str]) -> dict[str, nn.Module]:
+    if model2 is None:
+        return {names[0]: model}
+    if names[0] == names[1]:
+        raise ValueError(f"the two models need different names, got {names[0]!r} twice")
+    return {names[0]: model, names[1]: model2}
 
 
 def _warn_self_gradients(target: str, methods: Sequence[str]) -> None:
@@ -1144,7 +1152,7 @@ def explain_rec(model: nn.Module, rec: str | os.PathLike, out_dir: str | os.Path
         raise ValueError(f"rec target must be 'identity', 'self' or 'class', got {target!r}")
 
     _warn_self_gradients(target, methods)
-    models = {names[0]: model} if model2 is None else {names[0]: model, names[1]: model2}
+    models = _models(model, model2, names)
     kwargs.setdefault("row_labels", [f"key {k} id {lab}" for k, lab in zip(keys, labels)])
     kwargs["meta"] = {"rec": str(rec), "masks": source, "target": target, **kwargs.get("meta", {})}
     return explain(models, images, masks, out_dir, make_target, methods, device=device, batch_size=batch_size,

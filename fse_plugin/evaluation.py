@@ -1170,9 +1170,10 @@ def _apply_config(args: argparse.Namespace, p: argparse.ArgumentParser | None = 
         return None
     cfg = load_config(args.config)
     extra = dict(cfg.get("fse_eval") or {})
-    unknown = sorted(k for k in extra if not hasattr(args, k))
+    known = {a.dest for a in p._actions if a.dest not in ("help", "config")} if p is not None else set(vars(args))
+    unknown = sorted(set(extra) - known)
     if unknown:
-        raise ValueError(f"{args.config}: config.fse_eval has unknown keys {unknown}")
+        raise ValueError(f"{args.config}: config.fse_eval has unknown keys {unknown}; known: {sorted(known)}")
     for k, v in extra.items():
         if p is None or getattr(args, k) == p.get_default(k):
             setattr(args, k, v)

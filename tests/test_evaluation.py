@@ -550,3 +550,15 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     masks = np.load(tmp_path / "out" / "ijbc_masks.npy")
     assert (masks[rows] != 255).any((1, 2)).all()  # predicted where FS-CAM needs them, 255 elsewhere
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
+
+
+def test_config_errors(tmp_path):
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text("config = dict(network='tiny', fse_eval=dict(batch_sise=3))\n")
+    with pytest.raises(ValueError, match=r"config.fse_eval has unknown keys \['batch_sise'\]"):
+        cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"])
+    cfg.write_text("config = dict(network='tiny', output=None)\n")
+    with pytest.raises(ValueError, match="no weights - pass --weights"):
+        cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"])
+    with pytest.raises(ValueError, match="--targets names packs in --data-dir"):
+        cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"])
