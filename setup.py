@@ -1,3 +1,5 @@
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -5,7 +7,7 @@ setup(
     version="0.1.0",
     description="FSErasing and FS-CAM for face recognition, as a plugin for insightface arcface_torch",
     packages=find_packages(include=["fse_plugin", "fse_plugin.*"]),
-    package_data={"fse_plugin.patches": ["*.patch"]},
+    data_files=[("share/fse_plugin/patches", sorted(glob.glob("patches/*.patch")))],
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

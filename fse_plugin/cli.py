@@ -65,7 +65,9 @@ def _train_parser_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, tb/ (tensorboard), cache/ (aligned faces)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32, help="per rank")
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (warm-up, then cosine to 0)")
+    p.add_argument("--lr", type=float, default=5e-3, help="AdamW peak learning rate (warm-up, then cosine to 0)")
+    p.add_argument("--class-weight-power", type=float, default=0.5,
+                   help="cross-entropy class weights (pixels/class pixels)**POWER; 0 = unweighted")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--feature-scale", type=int, default=None, help="channel divisor: 1 = published size (default: parser.DEFAULT_FEATURE_SCALE)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (deterministic by --seed)")
@@ -89,6 +91,7 @@ def _train_parser(args: argparse.Namespace) -> int:
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         feature_scale=args.feature_scale or parser.DEFAULT_FEATURE_SCALE, val_fraction=args.val_fraction,
         seed=args.seed, workers=args.workers, device=args.device, amp=args.amp, time_budget=args.time_budget,
+        class_weight_power=args.class_weight_power,
         resume=args.resume, cache_dir=args.cache_dir, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
@@ -233,7 +236,7 @@ def _patch_args(p):
 
 @command("patch-arcface", "apply the plugin's patches to an arcface_torch checkout (config.fse hook)", _patch_args)
 def _patch_arcface(args):
-    from fse_plugin.patches import PatchError, apply_patches
+    from fse_plugin.patching import PatchError, apply_patches
     try:
         results = apply_patches(args.dir, reverse=args.reverse, check=args.check)
     except PatchError as e:

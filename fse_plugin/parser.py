@@ -580,6 +580,26 @@ class ParsingDataset(torch.utils.data.Dataset):
         return torch.from_numpy(img), torch.from_numpy(mask.astype(np.int64))
 
 
+def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES, power: float = 0.5) -> torch.Tensor:
+    """Cross-entropy weights ``(pixels / class pixels) ** power``, mean 1 over the classes present.
+
+    Why: eyes, brows and lips cover ~0.3% of an aligned face each; plain cross-entropy learns them
+    hundreds of steps after skin and hair, while mean F1 counts every class equally. With power 0.5, a
+    feature_scale-8 parser overfitting one batch for 150 steps reached mean F1 0.73 instead of 0.37
+    (power 1 starves the background). ``power=0`` gives plain cross-entropy.
+    """
+    counts = np.zeros(n_classes, np.int64)
+    for s in range(0, len(masks), 256):
+        chunk = np.asarray(masks[s:s + 256]).ravel()
+        counts += np.bincount(chunk[chunk < n_classes], minlength=n_classes)[:n_classes]
+    present = counts > 0
+    w = np.ones(n_classes)
+    if present.any():
+        w[present] = (counts.sum() / counts[present]) ** power
+        w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
 # ------------------------------------------------------------------------------------------- metrics
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int = NUM_CLASSES,
@@ -689,13 +709,14 @@ def _lr_at(progress: float, step: int, base_lr: float, warmup_steps: int) -> flo
 
 
 def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int = 30, batch_size: int = 32,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, feature_scale: int = DEFAULT_FEATURE_SCALE,
+                 lr: float = 5e-3, weight_decay: float = 1e-4, feature_scale: int = DEFAULT_FEATURE_SCALE,
                  val_fraction: float = 0.1, seed: int = 0, workers: int = 2, device: str = "auto",
-                 amp: bool = True, time_budget: float | None = None, resume: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, warmup_steps: int = 50, log_every: int = 10,
-                 progress: bool = True) -> dict[str, Any]:
+                 amp: bool = True, time_budget: float | None = None, class_weight_power: float = 0.5,
+                 resume: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                 warmup_steps: int = 50, log_every: int = 10, progress: bool = True) -> dict[str, Any]:
     """Train a parser on a FaceSynthetics-layout folder; writes ``last.pt`` each epoch and ``best.pt`` (val mIoU).
 
+    The loss is cross-entropy weighted by :func:`class_weights` (``class_weight_power``).
     ``time_budget`` (seconds of training incl. validation, excluding the one-off alignment) stops
     the run and anneals the learning rate to zero exactly when it runs out. ``resume`` (a path, or
     ``'auto'`` for ``out/last.pt``) continues from the saved epoch with the saved optimizer, split and
@@ -751,7 +772,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
     if len(loader) == 0:
         raise ValueError(f"{data}: {len(train_ds)} training faces give no batch of {batch_size} on {world} rank(s)")
     total_steps = max(1, epochs * len(loader))
-    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    weight = class_weights(aligned.masks[train_idx[::max(1, len(train_idx) // 4096)]], power=class_weight_power)
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(dev), ignore_index=IGNORE_INDEX)
 
     start_epoch = int(state["epoch"]) if state else 0
     step = int(state["step"]) if state else 0
@@ -762,6 +784,7 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"))
     meta = {"seed": seed, "val_fraction": val_fraction, "time_budget": time_budget, "lr": lr,
+            "class_weights": weight.tolist(),
             "batch_size": batch_size, "world_size": world, "data": str(Path(data).resolve())}
     t_start, cpu_start, val_cost, last_val, last_loss = time.perf_counter(), time.process_time(), 0.0, {}, float("nan")
     epoch = start_epoch

@@ -860,8 +860,15 @@ def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress
                 yield fn(job)
                 bar.update()
             return
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        # Not plain fork: a caller that already ran cv2 or torch thread pools (a test session, a demo)
+        # can leave their locks held in a forked child, which then hangs. The forkserver is a clean
+        # single-threaded process that has imported this module once.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])
+        else:
+            ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             for out in pool.imap(fn, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers)))):
                 yield out
                 bar.update()

@@ -16,11 +16,11 @@ import torch
 
 from fse_plugin import cli, maskcache, mxcompat, recordio
 from fse_plugin.dataset import validate_fse_config
-from fse_plugin.patches import PACKAGE_DIR, PatchError, apply_patches, find_arcface_dir, patch_files
+from fse_plugin.patching import PATCH_DIRS, PatchError, apply_patches, find_arcface_dir, patch_files
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"ms1mv3_r50_fse": "ms1mv3_r50", "ms1mv3_r50_onegpu_fse": "ms1mv3_r50_onegpu", "wf4m_r50_fse": "wf4m_r50"}
-DATASET_PATCH = PACKAGE_DIR / "0001-fse-dataset.patch"
+DATASET_PATCH = PATCH_DIRS[0] / "0001-fse-dataset.patch"
 
 
 def _hunks(patch: Path) -> list[list[str]]:

@@ -1,7 +1,7 @@
-"""The plugin's patches for insightface ``recognition/arcface_torch`` and ``fse patch-arcface``.
+"""``fse patch-arcface``: applies the plugin's patches to insightface ``recognition/arcface_torch``.
 
-The ``*.patch`` files ship inside the package (this directory), so an installed plugin can patch a
-checkout; in a source checkout, patches in the repository's top-level ``patches/`` are applied too.
+The ``*.patch`` files live in the repository's top-level ``patches/``; a non-editable install
+carries them to ``<prefix>/share/fse_plugin/patches`` (setup.py ``data_files``).
 Applying uses ``git apply`` as a plain patch tool (no repository needed): every patch is checked
 first, already-applied ones are detected with ``--reverse --check`` and skipped, and a patch that
 does not apply is reported with its file and hunk before anything is changed.
@@ -12,11 +12,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-_REPO_DIR = PACKAGE_DIR.parents[1] / "patches"  # only in a source checkout (see patch_files)
+PATCH_DIRS = (Path(__file__).resolve().parents[1] / "patches",  # source checkout / editable install
+              Path(sys.prefix) / "share" / "fse_plugin" / "patches")  # pip install .
 
 
 class PatchError(RuntimeError):
@@ -31,14 +32,12 @@ class PatchResult:
 
 
 def patch_files() -> list[Path]:
-    """All patches in name order: the package's, plus a source checkout's ``patches/`` dir."""
-    found: dict[str, Path] = {p.name: p for p in PACKAGE_DIR.glob("*.patch")}
-    if (_REPO_DIR.parent / "setup.py").is_file() and (_REPO_DIR.parent / "fse_plugin").is_dir():
-        for p in _REPO_DIR.glob("*.patch"):
-            if p.name in found and found[p.name].read_bytes() != p.read_bytes():
-                raise PatchError(f"{p} and {found[p.name]} differ; keep one copy of {p.name}")
-            found.setdefault(p.name, p)
-    return [found[name] for name in sorted(found)]
+    """The patches in name order, from the first of ``PATCH_DIRS`` that has any."""
+    for folder in PATCH_DIRS:
+        found = sorted(folder.glob("*.patch"))
+        if found:
+            return found
+    raise PatchError(f"no *.patch files found in {' or '.join(map(str, PATCH_DIRS))}")
 
 
 def find_arcface_dir(path: str | os.PathLike) -> Path:
@@ -96,8 +95,6 @@ def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = 
         raise PatchError("git is needed to apply the patches (it is used as a plain patch tool)")
     target = find_arcface_dir(path)
     patches = patch_files()
-    if not patches:
-        raise PatchError(f"no *.patch files found in {PACKAGE_DIR}")
     plan = []
     for patch in (reversed(patches) if reverse else patches):
         forward = ("--reverse",) if reverse else ()
