@@ -40,8 +40,8 @@ class DemoSizes:
 
 
 FULL = DemoSizes()
-QUICK = DemoSizes(fs_images=120, ids=24, per_id=6, pairs=60, parser_seconds=15.0, recognizer_seconds=10.0,
-                  cam_pairs=4, occlusion_pairs=40)
+QUICK = DemoSizes(fs_images=100, ids=24, per_id=6, pairs=40, parser_seconds=15.0, recognizer_seconds=8.0,
+                  cam_pairs=3, occlusion_pairs=16)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, fse: di
             nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
             opt.step()
             steps += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.n = min(round(seconds), round(time.perf_counter() - start))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
         epoch += 1

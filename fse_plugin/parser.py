@@ -796,8 +796,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
             torch.distributed.all_reduce(e, op=torch.distributed.ReduceOp.MAX)
         return float(e.item())
 
-    def budget_left(now: float) -> bool:
-        return time_budget is None or now + val_cost < time_budget
+    def budget_left(now: float) -> bool:  # leave room for one more validation + checkpoint (x1.5: noisy machines)
+        return time_budget is None or now + 1.5 * val_cost < time_budget
 
     stop = start_epoch >= epochs or not budget_left(elapsed0)
     while not stop:
@@ -843,19 +843,18 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
                 last_val = {"val_miou": m.mean_iou, "val_mf1": m.mean_f1}
                 writer.add_scalar("val/mIoU", m.mean_iou, step)
                 writer.add_scalar("val/mF1", m.mean_f1, step)
-            score = last_val.get("val_miou", -float("inf"))
-            is_best = score > best
+            score = last_val.get("val_miou", -1.0)
+            is_best = score > best or not len(val_idx)  # without a held-out split the newest is "best"
             best = max(best, score)
             ckpt_meta = {**meta, **last_val, "epoch": epoch, "step": step, "best_val_miou": best}
             if is_best:
                 save_parser(model, out / "best.pt", **ckpt_meta)
             save_parser(model, out / "last.pt", optimizer=opt.state_dict(),
                         elapsed=elapsed0 + time.perf_counter() - t_start, **ckpt_meta)
-            if progress:
-                scores = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())
-                print(f"epoch {epoch}/{epochs} step {step} loss {last_loss:.4f} {scores}"
-                      f"  elapsed {elapsed0 + time.perf_counter() - t_start:.0f}s"
-                      f" (cpu {time.process_time() - cpu_start:.0f}s this run)", flush=True)
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in last_val.items())  # one line per epoch, bars or not
+            print(f"epoch {epoch}/{epochs} step {step} loss {last_loss:.4f} {scores}"
+                  f"  elapsed {elapsed0 + time.perf_counter() - t_start:.0f}s"
+                  f" (cpu {time.process_time() - cpu_start:.0f}s this run)", flush=True)
         if world > 1:
             torch.distributed.barrier()
         val_cost = time.perf_counter() - t_val

@@ -375,6 +375,17 @@ def test_metrics_hand_made_case():
     assert m.mean_f1 == pytest.approx((6 / 7 + 6 / 8) / 2) and m.present.sum() == 2
 
 
+def test_class_weights():
+    masks = np.zeros((2, 10, 20), np.uint8)
+    masks[:, :, :5] = 1  # 300 px of class 0, 100 px of class 1, nothing else
+    masks[0, 0, 0] = P.IGNORE_INDEX  # ignored pixels are not counted
+    w = P.class_weights(masks, power=0.5).numpy()
+    raw = np.sqrt(399 / np.array([300, 99]))
+    np.testing.assert_allclose(w[:2], raw / raw.mean(), rtol=1e-6)
+    assert np.all(w[2:] == 1) and w[1] > w[0]
+    np.testing.assert_array_equal(P.class_weights(masks, power=0).numpy(), np.ones(NUM_CLASSES))
+
+
 def test_eval_parser_cli(fake_fs, trained, capsys):
     out, _ = trained
     csv_path = out / "eval.csv"
