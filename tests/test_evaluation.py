@@ -47,15 +47,6 @@ def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5)
 
 # ---------------------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Per-image tensor ops are tiny: one intra-op thread avoids barrier waits on a busy 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="session")
 def pack(synth_bin):
     images, issame = ev.load_bin(synth_bin)

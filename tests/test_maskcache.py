@@ -33,15 +33,6 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Parser inference on 1 thread: on 2 shared cores, 2 OpenMP threads can run 10x slower under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def gt(synth_rec):
     with np.load(synth_rec / "gt_masks.npz") as z:
