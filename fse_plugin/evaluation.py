@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from fse_plugin import labels
 from fse_plugin.align import align_image
+from fse_plugin.parser import resolve_device
 from fse_plugin.recordio import decode_image
 
 THRESHOLDS = np.arange(0, 4, 0.01)
@@ -262,12 +263,6 @@ class FaceImages(Dataset):
         if self.transform is not None:
             x = self.transform(x, None if self.masks is None else self.masks[key], key)
         return x, index
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ CLASSES: tuple[str, ...] = (
     "neck", "hair", "clothing", "glasses", "headwear",
 )
 NUM_CLASSES = len(CLASSES)
+LABEL_SET = "fse25"
+"""Name of this label set, stored in parser checkpoints and mask-cache manifests."""
 SKIN_IDS: tuple[int, ...] = tuple(range(1, 10))
 
 MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14), (15, 16))

@@ -56,7 +56,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from fse_plugin import __version__, recordio
-from fse_plugin.labels import CLASSES, NUM_CLASSES
+from fse_plugin.labels import CLASSES, LABEL_SET, NUM_CLASSES
 
 FORMAT_NAME = "fse-maskcache"
 FORMAT_VERSION = 1
@@ -348,7 +348,7 @@ def _probe_size(reader: recordio.RecordReader, keys: np.ndarray) -> tuple[int, i
 
 
 def _labels_entry() -> dict:
-    return {"name": "fse25", "classes": list(CLASSES)}
+    return {"name": LABEL_SET, "classes": list(CLASSES)}
 
 
 def _spec(fingerprint: dict, producer: dict, height: int, width: int, count: int, chunk_size: int,
@@ -1225,7 +1225,7 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
         raise FileNotFoundError(f"parser checkpoint not found: {parser_ckpt}")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
-    rank, world, dev = fparser._dist_env(fparser._resolve_device(device))
+    rank, world, dev = fparser.dist_env(fparser.resolve_device(device))
     amp = dev.type == "cuda" if amp is None else bool(amp)
     src = None
     try:

@@ -28,9 +28,8 @@ from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 from torchvision.transforms.v2 import functional as TF
 
 from fse_plugin.align import align_image, align_mask, five_points_from_68
-from fse_plugin.labels import CLASSES, NUM_CLASSES, flip_mask
+from fse_plugin.labels import CLASSES, LABEL_SET, NUM_CLASSES, flip_mask
 
-LABEL_SET = "fse25"
 IGNORE_INDEX = 255
 """Label value that the loss and the metrics skip (FaceSynthetics' IGNORE, pixels an augmentation invents)."""
 
@@ -684,13 +683,14 @@ def evaluate_parser(model: nn.Module, images: np.ndarray, masks: np.ndarray, bat
 
 # ------------------------------------------------------------------------------------------- training
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' is CUDA when available, else CPU."""
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def _dist_env(device: torch.device) -> tuple[int, int, torch.device]:
+def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world_size, device) under torchrun (gloo on CPU, nccl on CUDA); (0, 1, device) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -733,7 +733,7 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
     from tqdm import tqdm
 
     out = Path(out)
-    rank, world, dev = _dist_env(_resolve_device(device))
+    rank, world, dev = dist_env(resolve_device(device))
     amp = bool(amp) and dev.type == "cuda"
     state = None
     if resume is not None:
@@ -903,5 +903,5 @@ def evaluate_checkpoint(data: str | os.PathLike, parser_ckpt: str | os.PathLike,
     idx = splits[split]
     if not len(idx):
         raise ValueError(f"{data}: the {split!r} split is empty (val_fraction {fraction})")
-    metrics = evaluate_parser(model, aligned.images[idx], aligned.masks[idx], batch_size, _resolve_device(device), amp)
+    metrics = evaluate_parser(model, aligned.images[idx], aligned.masks[idx], batch_size, resolve_device(device), amp)
     return metrics, {"n": len(idx), "val_fraction": fraction, "seed": seed, "frame_ids": aligned.frame_ids[idx]}

@@ -129,16 +129,21 @@ def test_split_records_match_dmlc_layout(tmp_path):
     assert seq.read() == payloads[0]
 
 
-def test_split_records_random_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    payloads = []
-    for _ in range(300):
-        b = bytearray(rng.bytes(int(rng.integers(0, 200))))
+def random_payloads(rng: np.random.Generator, n: int, max_len: int) -> list[bytes]:
+    """Random payloads with up to 3 magic words planted at any (aligned or unaligned) position."""
+    out = []
+    for _ in range(n):
+        b = bytearray(rng.bytes(int(rng.integers(0, max_len))))
         for _ in range(int(rng.integers(0, 4))):
             if len(b) >= 4:
                 p = int(rng.integers(0, len(b) - 3))
                 b[p:p + 4] = M
-        payloads.append(bytes(b))
+        out.append(bytes(b))
+    return out
+
+
+def test_split_records_random_round_trip(tmp_path):
+    payloads = random_payloads(np.random.default_rng(0), 300, 200)
     rec, idx = write_rec(tmp_path, payloads)
     reader = R.RecordReader(rec, idx)
     data = rec.read_bytes()
@@ -444,15 +449,7 @@ def test_byte_identical_to_real_mxnet(tmp_path):
     py = _mxnet_python()
     if py is None:
         pytest.skip("no mxnet (set FSE_MXNET_PYTHON to an interpreter that has mxnet 1.9.1)")
-    rng = np.random.default_rng(7)
-    payloads = [p for p, _ in SPLIT_CASES]
-    for _ in range(200):
-        b = bytearray(rng.bytes(int(rng.integers(0, 300))))
-        for _ in range(int(rng.integers(0, 4))):
-            if len(b) >= 4:
-                p = int(rng.integers(0, len(b) - 3))
-                b[p:p + 4] = M
-        payloads.append(bytes(b))
+    payloads = [p for p, _ in SPLIT_CASES] + random_payloads(np.random.default_rng(7), 200, 300)
     frames = tmp_path / "frames.bin"
     frames.write_bytes(b"".join(struct.pack("<I", len(p)) + p for p in payloads))
     ours_rec, ours_idx = write_rec(tmp_path, payloads, name="ours")
