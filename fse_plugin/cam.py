@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -667,8 +668,9 @@ def _pyplot():
 
 
 def _save_figure(fig, path: str | os.PathLike, title: str) -> Path:
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if title:  # wrapped to the figure's width (a one-panel chart is narrower than its title)
+        chars = max(20, int(fig.get_figwidth() * 72 / (0.6 * 9)))
+        fig.suptitle(textwrap.fill(title, chars), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)

@@ -418,7 +418,7 @@ def _eval(args):
 def _demo_args(p: argparse.ArgumentParser) -> None:
     from fse_plugin.demo import FULL
     p.add_argument("--out", default="fse_demo", help="output folder (default ./fse_demo)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in about 2 minutes")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in about a minute")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--p", type=float, default=0.5, help="FSErasing probability of the erasing model")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
