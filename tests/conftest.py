@@ -8,8 +8,21 @@ import torch
 # spend more time in barrier waits than they gain (10x slower under load).
 torch.set_num_threads(1)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = Path(os.environ.get("FSE_FIXTURES", SHARED / "fixtures"))
+
+
+def _find_fixtures() -> Path:
+    """$FSE_FIXTURES, else the nearest ``shared/fixtures`` beside the repo or one of its parents
+    (the checkout may sit deeper than ``<work>/main`` in CI)."""
+    if os.environ.get("FSE_FIXTURES"):
+        return Path(os.environ["FSE_FIXTURES"])
+    repo = Path(__file__).resolve().parents[1]
+    for parent in repo.parents:
+        if (parent / "shared" / "fixtures").is_dir():
+            return parent / "shared" / "fixtures"
+    return repo.parent / "shared" / "fixtures"
+
+
+FIXTURES = _find_fixtures()
 
 
 @pytest.fixture(scope="session")
