@@ -94,14 +94,19 @@ def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, fse: di
     head = ArcMarginHead(512, num_classes).to(device)
     opt = torch.optim.SGD([{"params": backbone.parameters()}, {"params": head.parameters()}], lr=lr,
                           momentum=0.9, weight_decay=5e-4)
-    budget, unit = (steps, "step") if steps > 0 else (seconds, "s")
+    counted = steps > 0
+    budget = steps if counted else seconds
     start, step, epoch, losses = time.perf_counter(), 0, 0, []
-    bar = tqdm(total=round(budget), desc="train " + ("fse" if fse else "baseline"), unit=unit, disable=not progress)
+
+    def spent() -> float:
+        return step if counted else time.perf_counter() - start
+
+    bar = tqdm(total=round(budget), desc="train " + ("fse" if fse else "baseline"), unit="step" if counted else "s",
+               disable=not progress)
     done = False
     while not done:
         for img, label in loader:
-            used = step if steps > 0 else time.perf_counter() - start
-            frac = used / budget
+            frac = spent() / budget
             if frac >= 1.0:
                 done = True
                 break
@@ -115,7 +120,7 @@ def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, fse: di
             opt.step()
             step += 1
             losses.append(float(loss.detach()))
-            bar.n = min(round(budget), round(step if steps > 0 else time.perf_counter() - start))
+            bar.n = min(round(budget), round(spent()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
         epoch += 1
     bar.close()

@@ -9,7 +9,6 @@ import torch
 torch.set_num_threads(1)
 
 
-
 def _find_fixtures() -> Path:
     """$FSE_FIXTURES, else the nearest ``shared/fixtures`` beside the repo or one of its parents
     (the checkout may sit deeper than ``<work>/main`` in CI)."""
@@ -37,6 +36,17 @@ def synth_rec(tmp_path_factory) -> Path:
     """An insightface-layout rec of synthetic faces (12 identities x 6 images) with gt_masks.npz."""
     from fse_plugin import synth
     return Path(synth.write_rec(tmp_path_factory.mktemp("synth_rec"), n_identities=12, images_per_identity=6, seed=0))
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_rec, tmp_path_factory) -> Path:
+    """Mask cache of ``synth_rec``'s ground-truth masks (read-only: tests share it)."""
+    import numpy as np
+
+    from fse_plugin import maskcache
+    gt = np.load(synth_rec / "gt_masks.npz")
+    return maskcache.build_from_labels(synth_rec, gt["keys"], gt["masks"], out=tmp_path_factory.mktemp("synth_cache"),
+                                       progress=False)
 
 
 @pytest.fixture(scope="session")

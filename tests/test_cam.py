@@ -328,13 +328,11 @@ def test_cli_end_to_end(synth_bin, tmp_path):
     assert "![baseline overlays](overlay_baseline.png)" in report and "fse vs baseline" in report
 
 
-def test_explain_rec_with_mask_cache(synth_rec, tmp_path):
-    from fse_plugin import maskcache
+def test_explain_rec_with_mask_cache(synth_rec, synth_cache, tmp_path):
     gt = np.load(synth_rec / "gt_masks.npz")
-    cache = maskcache.build_from_labels(synth_rec, gt["keys"], gt["masks"], out=tmp_path / "cache")
     from fse_plugin.backbone import iresnet_tiny
     torch.manual_seed(0)
-    res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec", limit=8, mask_cache=cache,
+    res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec", limit=8, mask_cache=synth_cache,
                           methods=("fscam",), grid=2, progress=False)
     assert res["tables"]["model"]["fscam"]["score"].shape == (8, NUM_CLASSES)
     presence = ~np.isnan(res["tables"]["model"]["fscam"]["score"])

@@ -23,10 +23,8 @@ def gt(synth_rec):
 
 
 @pytest.fixture(scope="module")
-def cache(synth_rec, gt, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("fse_cache") / "fse_masks"
-    keys = np.array(list(gt), np.int64)
-    return str(maskcache.build_from_labels(synth_rec, keys, np.stack(list(gt.values())), out=out, progress=False))
+def cache(synth_cache) -> str:
+    return str(synth_cache)
 
 
 def upstream_sample(rec_dir: Path, key: int) -> torch.Tensor:

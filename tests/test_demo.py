@@ -24,18 +24,13 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
             assert (out / line[line.index("(") + 1:-1]).is_file(), line
 
 
-def test_recognizer_counted_in_steps_repeats_bit_for_bit(synth_rec, tmp_path):
+def test_recognizer_counted_in_steps_repeats_bit_for_bit(synth_rec, synth_cache, tmp_path):
     """A step budget makes the demo's training reproducible (a time budget cannot be); erasing on."""
-    import numpy as np
     import torch
 
-    from fse_plugin import maskcache
     from fse_plugin.demo import train_recognizer
 
-    gt = np.load(synth_rec / "gt_masks.npz")
-    cache = tmp_path / "masks"
-    maskcache.build_from_labels(synth_rec, gt["keys"], gt["masks"], out=cache)
-    runs = [train_recognizer(synth_rec, tmp_path / f"m{i}.pt", dict(masks=str(cache), p=1.0), steps=3, seed=5,
+    runs = [train_recognizer(synth_rec, tmp_path / f"m{i}.pt", dict(masks=str(synth_cache), p=1.0), steps=3, seed=5,
                              batch_size=16, progress=False) for i in range(2)]
     assert [r["steps"] for r in runs] == [3, 3]
     a, b = (torch.load(r["weights"], weights_only=True) for r in runs)
