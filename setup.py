@@ -22,7 +22,7 @@ setup(
         "easydict>=1.10",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.2"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "ruff>=0.6"],
         "mxnet": ["mxnet==1.9.1", "numpy<1.24"],
     },
     entry_points={"console_scripts": ["fse = fse_plugin.cli:main"]},

@@ -28,6 +28,7 @@ import sklearn.preprocessing
 import torch
 
 from fse_plugin import evaluation as ev
+from fse_plugin.common import to_input
 from fse_plugin.backbone import iresnet_tiny
 
 
@@ -103,7 +104,7 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
     images = rng.integers(0, 256, (n_images, 112, 112, 3), dtype=np.uint8)
     ev.embed(model, images[:batch_size], batch_size, progress=False)  # warm-up
     t_embed, c_embed, _ = timed(lambda: ev.embed(model, images, batch_size, progress=False))
-    x = ev.to_input(images)
+    x = to_input(images)
 
     @torch.no_grad()
     def bare():

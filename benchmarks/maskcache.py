@@ -30,7 +30,7 @@ import torch
 
 from fse_plugin import maskcache as mc
 from fse_plugin import synth
-from fse_plugin.parser import UNetRes18, forward_throughput, load_parser, save_parser
+from fse_plugin.parsing import UNetRes18, forward_throughput, load_parser, save_parser
 
 
 # ---- codec candidates (measurement only; the cache uses mc.encode_masks / mc.decode_mask) ----

@@ -1,7 +1,7 @@
 """Semantic-occlusion benchmark: erase each face region (and groups) in the probe images and report the drop.
 Example: python eval/occlusion.py --pack lfw.bin --masks lfw.masks.npy --weights base/model.pt --weights2 fse/model.pt --network r50
 
-Same flags as `fse eval occlusion` (see --help); flags in fse_plugin.cli, code in fse_plugin.evaluation.
+Same flags as `fse eval occlusion` (see --help); flags in fse_plugin.cli.evaluate, code in fse_plugin.evaluation.
 """
 import sys
 

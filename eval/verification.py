@@ -1,7 +1,7 @@
 """LFW-style .bin packs (lfw, cfp_fp, agedb_30, ...): 10-fold Accuracy-Flip, XNorm, VAL@FAR=1e-3.
 Example: python eval/verification.py --data-dir faces_emore --targets lfw,cfp_fp,agedb_30 --network r50 --weights work_dirs/ms1mv3_r50/model.pt
 
-Same flags as `fse eval verification` (see --help); flags in fse_plugin.cli, code in fse_plugin.evaluation.
+Same flags as `fse eval verification` (see --help); flags in fse_plugin.cli.evaluate, code in fse_plugin.evaluation.
 """
 import sys
 

@@ -27,7 +27,6 @@ import math
 import os
 import textwrap
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,6 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fse_plugin import evaluation as ev
+from fse_plugin.common import autocast, load_masks, masks_path_for, model_device, resolve_device, to_input, to_uint8
+from fse_plugin.parsing import masks_from_checkpoint
 from fse_plugin.labels import CLASSES, NUM_CLASSES, colorize
 
 IGNORE = 255
@@ -60,7 +62,6 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     is taken as already normalised to [-1, 1]."""
     t = torch.as_tensor(images)
     if t.dtype == torch.uint8 and t.ndim == 4 and t.shape[3] == 3:
-        from fse_plugin.evaluation import to_input  # upstream's exact ((x / 255) - 0.5) / 0.5
         return to_input(t)
     if not t.is_floating_point() or t.ndim != 4 or t.shape[1] != 3:
         raise ValueError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
@@ -89,17 +90,6 @@ def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = Non
     return m
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA/CPU when asked: FS-CAM ranks regions, bf16 keeps the ranking."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
 @torch.no_grad()
 def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 256,
                     amp: bool = False) -> torch.Tensor:
@@ -109,7 +99,7 @@ def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: 
     x = _images(x)
     outs = []
     for i in range(0, len(x), batch_size):
-        with _autocast(dev, amp):
+        with autocast(dev, amp):
             out = model(as_input(x[i:i + batch_size]).to(dev, non_blocking=True))
         outs.append(out.float())
     return torch.cat(outs)
@@ -656,10 +646,6 @@ def overlay_strip(images: np.ndarray, masks: np.ndarray, maps: Sequence[np.ndarr
     return np.concatenate(rows, 0)
 
 
-def _denormalise(x: torch.Tensor) -> np.ndarray:
-    return ((x.float().permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-
-
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -1020,39 +1006,12 @@ def _warn_self_gradients(target: str, methods: Sequence[str]) -> None:
 def _to_uint8(images: np.ndarray | torch.Tensor) -> np.ndarray:
     """uint8 NHWC for pictures; normalised float NCHW inputs are mapped back."""
     t = torch.as_tensor(images)
-    return t.numpy() if t.dtype == torch.uint8 else _denormalise(as_input(t))
+    return t.numpy() if t.dtype == torch.uint8 else to_uint8(as_input(t))
 
 
 # ----------------------------------------------------------------------------------------------
 # data: a .bin pack with masks, or a rec with its mask cache
 # ----------------------------------------------------------------------------------------------
-
-def load_mask_file(path: str | os.PathLike, n: int, size: tuple[int, int]) -> np.ndarray:
-    """``.npy`` label maps [n,H,W] (no pickle), checked against the pack."""
-    try:
-        masks = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read masks ({e})") from None
-    if masks.shape != (n, *size):
-        raise ValueError(f"{path}: masks of shape {masks.shape}, the images need {(n, *size)}")
-    as_masks(masks, where=str(path))
-    return masks.astype(np.uint8)
-
-
-def predict_pack_masks(parser_ckpt: str | os.PathLike, images: np.ndarray, device: str = "cpu",
-                       batch_size: int = 64) -> np.ndarray:
-    from fse_plugin.parser import load_parser, predict_masks
-    return predict_masks(load_parser(parser_ckpt, map_location=device), images, batch_size=batch_size, device=device)
-
-
-def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
-    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
-    issame = np.asarray(issame, dtype=bool)
-    if which not in ("same", "diff", "all"):
-        raise ValueError(f"pairs must be 'same', 'diff' or 'all', got {which!r}")
-    idx = np.arange(len(issame)) if which == "all" else np.flatnonzero(issame if which == "same" else ~issame)
-    return idx[:limit] if limit is not None else idx
-
 
 def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
               parser: str | os.PathLike | None = None, pairs: str = "all", limit: int | None = None,
@@ -1063,21 +1022,21 @@ def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = Non
     Masks come from ``masks`` (.npy of the whole pack), else ``parser`` (predicted for the selected
     images only), else ``<pack minus .bin>.masks.npy``. Pairs: see ``select_pairs``.
     """
-    from fse_plugin.evaluation import load_bin, pack_masks_path
-    images, issame = load_bin(str(bin_path))
-    sel = select_pairs(issame, pairs, limit)
+    images, issame = ev.load_bin(str(bin_path))
+    sel = ev.select_pairs(issame, pairs, limit)
     if not len(sel):
         raise ValueError(f"{bin_path}: no {pairs!r} pairs to explain")
     keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
-    stem_masks = pack_masks_path(bin_path)
+    stem_masks = masks_path_for(bin_path)
     if masks is None and parser is None and not stem_masks.is_file():
         raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
                                 f"{stem_masks.name} beside the pack")
     if parser is not None and masks is None:
-        source, m = f"parser {parser}", predict_pack_masks(parser, images[keep], device, batch_size)
+        source, m = f"parser {parser}", masks_from_checkpoint(parser, images[keep], device, batch_size)
     else:
         source = str(masks if masks is not None else stem_masks)
-        m = load_mask_file(source, len(images), images.shape[1:3])[keep]
+        m = np.asarray(load_masks(source, len(images), images.shape[1:3])[keep])
+        as_masks(m, where=source)
     return images[keep], np.asarray(issame)[sel], m, source, sel
 
 
@@ -1129,7 +1088,7 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
     if not images:
         raise ValueError(f"{rec}: no images with masks to explain")
     images_np = np.stack(images)
-    masks_np = predict_pack_masks(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
+    masks_np = masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
     return images_np, masks_np, np.asarray(labels), np.asarray(keys), source
 
 
@@ -1159,6 +1118,57 @@ def explain_rec(model: nn.Module, rec: str | os.PathLike, out_dir: str | os.Path
     kwargs["meta"] = {"rec": str(rec), "masks": source, "target": target, **kwargs.get("meta", {})}
     return explain(models, images, masks, out_dir, make_target, methods, device=device, batch_size=batch_size,
                    **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation glue: FS-CAM of the pairs of a pack or an IJB set (``fse eval ... --fscam``)
+# ----------------------------------------------------------------------------------------------
+
+def fscam_pairs(models: Mapping[str, nn.Module], images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray,
+                masks2: np.ndarray, out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",),
+                device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
+                progress: bool = True) -> Path:
+    """FS-CAM (and any other ``cam`` method) of verification pairs for one or two models side by side,
+    through ``cam.explain_pairs``; returns the report path."""
+    names = list(models)
+    result = explain_pairs(models[names[0]], images1, images2, masks1, masks2, out_dir, parse_methods(methods),
+                           model2=models[names[1]] if len(names) > 1 else None, device=str(resolve_device(device)),
+                           names=(names[0], names[1] if len(names) > 1 else "model2"), meta=dict(meta or {}),
+                           progress=progress)
+    return Path(result["report"])
+
+
+def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
+               out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",), pairs: str = "same",
+               limit: int | None = 64, device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
+               progress: bool = True) -> Path:
+    """FS-CAM of the first ``limit`` ``pairs`` ('same', 'diff', 'all') of a pack."""
+    sel = ev.select_pairs(issame, pairs, limit)
+    if not len(sel):
+        raise ValueError(f"no {pairs!r} pairs to explain")
+    return fscam_pairs(models, images[2 * sel], images[2 * sel + 1], ev.stack_masks(masks, 2 * sel),
+                       ev.stack_masks(masks, 2 * sel + 1), out_dir, methods, device,
+                       {"pairs": f"{len(sel)} {pairs}", **(meta or {})}, progress)
+
+
+def ijb_fscam_rows(meta: "ev.IJBMeta", pairs: str = "same", limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Meta rows of the images FS-CAM explains for IJB: each selected template pair is represented by the
+    first image (in meta order) of each of its two templates."""
+    sel = ev.select_pairs(meta.labels == 1, pairs, limit)
+    unique, first = np.unique(meta.templates, return_index=True)
+    return first[np.searchsorted(unique, meta.p1[sel])], first[np.searchsorted(unique, meta.p2[sel])]
+
+
+def fscam_ijb(models: Mapping[str, nn.Module], meta: "ev.IJBMeta", masks: Any, out_dir: str | os.PathLike,
+              methods: str | Sequence[str] = ("fscam",), pairs: str = "same", limit: int | None = 64,
+              device: str | torch.device = "cpu", progress: bool = True) -> Path:
+    rows1, rows2 = ijb_fscam_rows(meta, pairs, limit)
+    if not len(rows1):
+        raise ValueError(f"{meta.files['template_pair_label']}: no {pairs!r} pairs to explain")
+    faces = ev.IJBFaces(meta)
+    images = lambda rows: np.stack([faces.image(r) for r in rows])  # noqa: E731
+    return fscam_pairs(models, images(rows1), images(rows2), ev.stack_masks(masks, rows1), ev.stack_masks(masks, rows2),
+                       out_dir, methods, device, {"benchmark": meta.target, "pairs": f"{len(rows1)} {pairs}"}, progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1212,10 +1222,9 @@ class FSCAMCallback:
         if isinstance(masks, Mapping):
             masks = masks.get(name)
         parser = None if masks else self.opts["parser"]
-        from fse_plugin.evaluation import pack_masks_path
-        if not (masks or parser or pack_masks_path(path).is_file()):
+        if not (masks or parser or masks_path_for(path).is_file()):
             log.warning("fse_cam: no masks for %s (no %s, no masks/parser in config.fse_cam)", path,
-                        pack_masks_path(path).name)
+                        masks_path_for(path).name)
             return
         device = "cuda" if torch.cuda.is_available() else "cpu"  # train_v2 has set this rank's device
         images, _, m, source, sel = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fse_plugin import maskcache, recordio
+from fse_plugin.common import NORM_LUT, FSEError
 from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_, flip_pair
 from fse_plugin.labels import parse_class_list
 
@@ -29,14 +30,10 @@ FSE_DEFAULTS: dict[str, Any] = dict(masks=None, p=1.0, n_erase=1, classes=None, 
                                     fill="random", flip=0.5)
 """Keys of ``config.fse`` and their defaults (masks None = ``<rec>/fse_masks``)."""
 
-# ToTensor + Normalize(0.5, 0.5) for every uint8 value, computed with the same float32 ops as
-# torchvision so the lookup is bit-identical to upstream's transform.
-_NORM_LUT = ((torch.arange(256, dtype=torch.float32) / 255 - 0.5) / 0.5).numpy().reshape(1, 256)
-
 _MISSING_SLOTS = 1024  # one counter per DataLoader worker (+ the main process): exact without locks
 
 
-class FSEConfigError(ValueError):
+class FSEConfigError(FSEError):
     """A bad ``config.fse`` entry; the message names the key."""
 
 
@@ -140,7 +137,7 @@ class FSEMXFaceDataset(Dataset):
             img, mask = flip_pair(img, mask)
         out = np.empty((3, *img.shape[:2]), np.float32)
         for c in range(3):  # HWC uint8 -> CHW [-1, 1] planes: ToTensor + Normalize without PIL
-            cv2.LUT(img[:, :, c], _NORM_LUT, dst=out[c])
+            cv2.LUT(img[:, :, c], NORM_LUT, dst=out[c])
         sample = torch.from_numpy(out)
         if mask is not None:
             erase_(sample, mask, self.erasing.choose(mask), self.erasing.fill)

@@ -9,7 +9,6 @@ sizes are flags. The recognition loop here is for the demo only: real training i
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fse_plugin import labels
+from fse_plugin.common import masks_path_for, to_uint8, warmup_cosine
 
 
 @dataclass
@@ -110,9 +110,8 @@ def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, fse: di
             if frac >= 1.0:
                 done = True
                 break
-            warm = min(1.0, (step + 1) / 50)
             for g in opt.param_groups:
-                g["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * frac))
+                g["lr"] = warmup_cosine(frac, step, lr, 50)
             loss = head(backbone(img.to(device)), label.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,10 +151,6 @@ def _save_rgb(path: Path, rgb: np.ndarray, scale: int = 2) -> Path:
     return path
 
 
-def _to_uint8(t: torch.Tensor) -> np.ndarray:
-    return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
 def erased_samples(rec_dir: Path, masks_path: Path, path: Path, n: int = 8, seed: int = 0) -> Path:
     """Row 1: faces; row 2: their cached masks; rows 3-4: two FSErasing draws each."""
     from fse_plugin import recordio
@@ -175,7 +170,7 @@ def erased_samples(rec_dir: Path, masks_path: Path, path: Path, n: int = 8, seed
         mask = cache.get(int(keys[i]))
         x = torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1)
         m = torch.from_numpy(mask)
-        draws = [_to_uint8(eraser(x, m, generator=gen)) for _ in range(2)]
+        draws = [to_uint8(eraser(x, m, generator=gen)) for _ in range(2)]
         cols.append(np.concatenate([img, labels.colorize(mask)] + draws, 0))
     return _save_rgb(path, np.concatenate(cols, 1))
 
@@ -185,7 +180,7 @@ def parser_vs_truth(rec_dir: Path, masks_path: Path, path: Path, n: int = 8) -> 
     cache against the synthetic ground truth (the parser's accuracy on the actual training data)."""
     from fse_plugin import recordio
     from fse_plugin.maskcache import MaskCache
-    from fse_plugin.parser import ParserMetrics, confusion_matrix
+    from fse_plugin.parsing import ParserMetrics, confusion_matrix
 
     gt = np.load(rec_dir / "gt_masks.npz")
     keys, truth = gt["keys"], gt["masks"]
@@ -238,7 +233,7 @@ def pack_roc(models: dict[str, nn.Module], images: np.ndarray, issame: np.ndarra
 def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed: int = 0, p: float = 0.5,
              device: str = "cpu", progress: bool = True) -> Path:
     """Run every stage into ``out`` and return the path of ``report.md``."""
-    from fse_plugin import cam, evaluation, maskcache, parser, synth
+    from fse_plugin import cam, evaluation, maskcache, parsing, synth
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +258,7 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     # 0.91 in 10 minutes against 0.84 for the default 4; batch 32 gets a quarter of the steps and
     # reached 0.29 in 4 minutes). benchmarks/README.md, parser.
     timed = sizes.parser_epochs <= 0
-    summary = parser.train_parser(fs_dir, out / "parser", epochs=1000 if timed else sizes.parser_epochs, batch_size=8,
+    summary = parsing.train_parser(fs_dir, out / "parser", epochs=1000 if timed else sizes.parser_epochs, batch_size=8,
                                   time_budget=sizes.parser_seconds if timed else None, seed=seed, feature_scale=8,
                                   workers=0, device=device, progress=progress)
     parser_ckpt = Path(summary["best"])
@@ -286,7 +281,7 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     from fse_plugin.backbone import load_backbone
     models = {name: load_backbone(r["weights"], network="tiny") for name, r in runs.items()}
     images, issame = evaluation.load_bin(pack)
-    pack_masks = np.load(evaluation.pack_masks_path(pack))
+    pack_masks = np.load(masks_path_for(pack))
     results = {name: evaluation.evaluate_pack(m, (images, issame), name=name, progress=False)
                for name, m in models.items()}
     roc_png = pack_roc(models, images, issame, out / "roc.png")

@@ -16,17 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from fse_plugin.labels import MIRROR, NUM_CLASSES, class_name, parse_class_list
+from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
 
 FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "region_mean", "image_mean")
 Fill = Union[str, float]
 NErase = Union[int, tuple, list]
-
-# MIRROR as a 256-entry uint8 table: ids >= NUM_CLASSES (e.g. 255 'ignore') stay as they are, and
-# cv2.LUT flips a 112x112 mask in ~2 us where fancy indexing takes ~30 us per sample.
-_MIRROR_LUT = np.arange(256, dtype=np.uint8)
-_MIRROR_LUT[:NUM_CLASSES] = MIRROR
-
 
 def check_fill(fill: Fill) -> Fill:
     """Return ``fill`` if it is a known mode or a finite number, else raise ValueError."""
@@ -309,17 +303,11 @@ def flip_pair(img: torch.Tensor | np.ndarray, mask=None) -> tuple:
     ``mask`` None flips the image alone (a sample the dataset does not erase).
     """
     if isinstance(img, np.ndarray):
-        img = cv2.flip(img, 1)
-        if mask is None:
-            return img, None
-        mask = np.asarray(mask)
-        if mask.dtype == np.uint8 and mask.ndim == 2:  # the cache's masks: 2 us instead of ~30 us
-            return img, cv2.LUT(cv2.flip(mask, 1), _MIRROR_LUT)
-        return img, np.ascontiguousarray(_MIRROR_LUT.astype(mask.dtype)[mask][..., ::-1])
+        return cv2.flip(img, 1), None if mask is None else flip_mask(mask)
     if mask is None:
         return img.flip(-1), None
     mask = torch.as_tensor(mask)
-    lut = torch.from_numpy(_MIRROR_LUT).to(device=mask.device, dtype=mask.dtype)
+    lut = torch.from_numpy(MIRROR_LUT).to(device=mask.device, dtype=mask.dtype)
     return img.flip(-1), lut[mask.long()].flip(-1)
 
 

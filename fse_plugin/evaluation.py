@@ -16,7 +16,6 @@ the same float64/float32 steps, the same folds, thresholds and point picking. Wh
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib
 import importlib.util
@@ -42,7 +41,7 @@ from tqdm import tqdm
 
 from fse_plugin import labels
 from fse_plugin.align import align_image
-from fse_plugin.parser import resolve_device
+from fse_plugin.common import FSEError, load_masks, resolve_device, to_input
 from fse_plugin.recordio import decode_image
 
 THRESHOLDS = np.arange(0, 4, 0.01)
@@ -63,11 +62,11 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
 the nose, and the lower face a medical mask covers."""
 
 
-class PackError(ValueError):
+class PackError(FSEError):
     """A verification pack that is malformed or unsafe; the message names the file and the item."""
 
 
-class MetaError(ValueError):
+class MetaError(FSEError):
     """IJB meta files or images that are missing or disagree; the message names the file and the row."""
 
 
@@ -219,25 +218,9 @@ def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) 
     return images, issame
 
 
-def pack_masks_path(pack: str | os.PathLike) -> Path:
-    """``<pack minus .bin>.masks.npy``: where synth and ``fse eval occlusion`` keep a pack's parser masks."""
-    pack = Path(pack)
-    return pack.with_name(pack.name[:-4] + ".masks.npy" if pack.name.endswith(".bin") else pack.name + ".masks.npy")
-
-
 # ----------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------
-
-def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC/HWC RGB -> contiguous float32 NCHW/CHW in [-1, 1] with upstream's exact ops
-    ((x / 255) - 0.5) / 0.5 and memory layout, so that embeddings match upstream's bit for bit."""
-    x = torch.as_tensor(images)
-    if x.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images, got {x.dtype}")
-    x = (x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(2, 0, 1)).contiguous()
-    return ((x.float() / 255) - 0.5) / 0.5
-
 
 class FaceImages(Dataset):
     """Aligned faces -> (normalised CHW tensor, position). ``keys`` picks (and orders) the images used;
@@ -848,15 +831,7 @@ def open_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (
     path = Path(path)
     if path.is_dir():
         return CacheMasks(path, n_images)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    try:
-        masks = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a mask array ({e})") from None
-    if masks.dtype != np.uint8 or masks.ndim != 3 or masks.shape[0] != n_images or masks.shape[1:] != tuple(size):
-        raise ValueError(f"{path}: masks are {masks.dtype} {masks.shape}, expected uint8 ({n_images}, {size[0]}, {size[1]})")
-    return masks
+    return load_masks(path, n_images, size)
 
 
 def class_presence(masks: Any, keys: Sequence[int]) -> np.ndarray:
@@ -1029,11 +1004,20 @@ def stack_masks(masks: Any, keys: Sequence[int]) -> np.ndarray:
     return np.stack([np.asarray(masks[int(k)]) for k in keys]).astype(np.uint8)
 
 
+def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
+    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
+    issame = np.asarray(issame, dtype=bool)
+    if which not in ("same", "diff", "all"):
+        raise ValueError(f"pairs must be 'same', 'diff' or 'all', got {which!r}")
+    idx = np.arange(len(issame)) if which == "all" else np.flatnonzero(issame if which == "same" else ~issame)
+    return idx[:limit] if limit is not None else idx
+
+
 def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Sequence[int], out_path: str | os.PathLike,
                       batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
     """Parser masks of the aligned images of ``rows``, in a [N,112,112] ``.npy`` beside the results (255 in
     rows not predicted), memory-mapped: IJB-C's 469k masks take 5.9 GB. Reusable with ``--masks``."""
-    from fse_plugin.parser import load_parser, predict_masks
+    from fse_plugin.parsing import load_parser, predict_masks
     device = resolve_device(device)
     parser = load_parser(parser_ckpt, map_location=device)
     out_path = Path(out_path)
@@ -1047,56 +1031,6 @@ def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Seque
         masks[chunk] = predict_masks(parser, np.stack([faces.image(r) for r in chunk]), batch_size, device)
     masks.flush()
     return masks
-
-
-def fscam_pairs(models: Mapping[str, nn.Module], images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray,
-                masks2: np.ndarray, out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",),
-                device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
-                progress: bool = True) -> Path:
-    """FS-CAM (and any other ``cam`` method) of verification pairs for one or two models side by side,
-    through ``cam.explain_pairs``; returns the report path."""
-    from fse_plugin.cam import explain_pairs, parse_methods
-    names = list(models)
-    result = explain_pairs(models[names[0]], images1, images2, masks1, masks2, out_dir, parse_methods(methods),
-                           model2=models[names[1]] if len(names) > 1 else None, device=str(resolve_device(device)),
-                           names=(names[0], names[1] if len(names) > 1 else "model2"), meta=dict(meta or {}),
-                           progress=progress)
-    return Path(result["report"])
-
-
-def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-               out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",), pairs: str = "same",
-               limit: int | None = 64, device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
-               progress: bool = True) -> Path:
-    """FS-CAM of the first ``limit`` ``pairs`` ('same', 'diff', 'all') of a pack."""
-    from fse_plugin.cam import select_pairs
-    sel = select_pairs(issame, pairs, limit)
-    if not len(sel):
-        raise ValueError(f"no {pairs!r} pairs to explain")
-    return fscam_pairs(models, images[2 * sel], images[2 * sel + 1], stack_masks(masks, 2 * sel),
-                       stack_masks(masks, 2 * sel + 1), out_dir, methods, device,
-                       {"pairs": f"{len(sel)} {pairs}", **(meta or {})}, progress)
-
-
-def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Meta rows of the images FS-CAM explains for IJB: each selected template pair is represented by the
-    first image (in meta order) of each of its two templates."""
-    from fse_plugin.cam import select_pairs
-    sel = select_pairs(meta.labels == 1, pairs, limit)
-    unique, first = np.unique(meta.templates, return_index=True)
-    return first[np.searchsorted(unique, meta.p1[sel])], first[np.searchsorted(unique, meta.p2[sel])]
-
-
-def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_dir: str | os.PathLike,
-              methods: str | Sequence[str] = ("fscam",), pairs: str = "same", limit: int | None = 64,
-              device: str | torch.device = "cpu", progress: bool = True) -> Path:
-    rows1, rows2 = ijb_fscam_rows(meta, pairs, limit)
-    if not len(rows1):
-        raise ValueError(f"{meta.files['template_pair_label']}: no {pairs!r} pairs to explain")
-    faces = IJBFaces(meta)
-    images = lambda rows: np.stack([faces.image(r) for r in rows])  # noqa: E731
-    return fscam_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1), stack_masks(masks, rows2),
-                       out_dir, methods, device, {"benchmark": meta.target, "pairs": f"{len(rows1)} {pairs}"}, progress)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1153,173 +1087,3 @@ def model_spec(args: Any, cfg: Mapping[str, Any] | None, suffix: str = "") -> di
 def build_model(spec: Mapping[str, Any], arcface_dir: str | None = None) -> nn.Module:
     from fse_plugin.backbone import load_backbone
     return load_backbone(spec["weights"], spec["network"], spec["embedding_size"] or 512, arcface_dir)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line: `fse eval verification|ijb|occlusion` and eval/*.py
-# ----------------------------------------------------------------------------------------------------
-
-def _apply_config(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> dict[str, Any] | None:
-    """Load --config; its ``fse_eval`` dict fills flags left at their defaults (CLI wins)."""
-    if not args.config:
-        return None
-    cfg = load_config(args.config)
-    extra = dict(cfg.get("fse_eval") or {})
-    known = {a.dest for a in p._actions if a.dest not in ("help", "config")} if p is not None else set(vars(args))
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise ValueError(f"{args.config}: config.fse_eval has unknown keys {unknown}; known: {sorted(known)}")
-    for k, v in extra.items():
-        if p is None or getattr(args, k) == p.get_default(k):
-            setattr(args, k, v)
-    return cfg
-
-
-def _models(args: argparse.Namespace, cfg: Mapping[str, Any] | None, second: bool = False) -> tuple[dict[str, nn.Module], list[dict]]:
-    specs = [model_spec(args, cfg)]
-    if second and (args.weights2 or args.network2):
-        specs.append(model_spec(args, cfg, "2"))
-        if specs[1]["name"] == specs[0]["name"]:
-            specs[0]["name"], specs[1]["name"] = f"{specs[0]['name']}-1", f"{specs[1]['name']}-2"
-    for s in specs:
-        if s["weights"] is None:
-            raise ValueError(f"model {s['name']!r}: no weights - pass --weights{'2' if s is not specs[0] else ''} "
-                             "(or a config whose output/model.pt exists); a randomly initialised network says nothing")
-    return {s["name"]: build_model(s, args.arcface_dir) for s in specs}, specs
-
-
-def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Path) -> Any:
-    if args.masks:
-        return open_masks(args.masks, len(images), images.shape[1:3])
-    if args.mask_cache:
-        return CacheMasks(args.mask_cache, len(images))
-    if args.parser:
-        from fse_plugin.cam import predict_pack_masks
-        masks = predict_pack_masks(args.parser, images, str(resolve_device(args.device)), args.batch_size)
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / pack_masks_path(pack).name, masks)
-        return masks
-    if pack_masks_path(pack).is_file():
-        return open_masks(pack_masks_path(pack), len(images), images.shape[1:3])
-    raise FileNotFoundError(f"{pack}: no masks: pass --masks, --mask-cache or --parser, or put "
-                            f"{pack_masks_path(pack).name} beside the pack")
-
-
-def _ijb_masks(args: argparse.Namespace, meta: IJBMeta, rows: np.ndarray, out: Path) -> Any:
-    if args.masks:
-        return open_masks(args.masks, len(meta.names))
-    if args.mask_cache:
-        return CacheMasks(args.mask_cache, len(meta.names))
-    if args.parser:
-        return predict_ijb_masks(args.parser, meta, rows, out / f"{meta.target.lower()}_masks.npy", args.batch_size,
-                                 args.device, not args.quiet)
-    raise ValueError(f"{meta.root}: IJB masks need --masks, --mask-cache or --parser")
-
-
-def _write_json(path: Path, doc: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    return path
-
-
-def run_verification(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> int:
-    cfg = _apply_config(args, p)
-    packs = list(args.pack)
-    data_dir = args.data_dir or (cfg or {}).get("rec")
-    if args.targets and not data_dir:
-        raise ValueError("--targets names packs in --data-dir (or the config's rec): give one")
-    if data_dir and (args.targets or not packs):
-        targets = args.targets.split(",") if args.targets else list((cfg or {}).get("val_targets") or PACK_NAMES)
-        for t in targets:
-            path = Path(data_dir) / f"{t.strip()}.bin"
-            if path.is_file():
-                packs.append(str(path))
-            else:
-                print(f"verification: {path} not found, skipped", file=sys.stderr)
-    if not packs:
-        raise ValueError("no verification pack: pass --pack PATH or --data-dir DIR (--targets lfw,cfp_fp,...)")
-    models, specs = _models(args, cfg)
-    (name, model), = models.items()
-    out = Path(args.out)
-    results = []
-    for pack in packs:
-        images, issame = load_bin(pack, tuple(args.image_size))
-        result = evaluate_pack(model, (images, issame), args.batch_size, args.device, args.fp16, args.folds,
-                               specs[0]["embedding_size"], Path(pack).stem, not args.quiet)
-        print(result)
-        results.append(result)
-        if args.fscam:
-            masks = _pack_masks(args, pack, images, out)
-            report = fscam_pack(models, images, issame, masks, Path(args.fscam) / Path(pack).stem, args.fscam_methods,
-                                args.fscam_pairs, args.fscam_limit, args.device, {"pack": pack}, not args.quiet)
-            print(f"FS-CAM report: {report}")
-    print(format_table([[r.name, r.n_pairs, f"{r.accuracy * 100:.3f}", f"{r.accuracy_std * 100:.3f}", f"{r.xnorm:.4f}",
-                         f"{r.val * 100:.3f}"] for r in results],
-                       ["pack", "pairs", "Accuracy-Flip %", "std", "XNorm", "VAL@FAR=1e-3 %"]))
-    path = _write_json(out / "verification.json", {"model": specs[0], "results": [asdict(r) for r in results]})
-    print(f"results: {path}")
-    return 0
-
-
-def run_ijb(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> int:
-    cfg = _apply_config(args, p)
-    models, specs = _models(args, cfg)
-    (name, model), = models.items()
-    meta = read_ijb_meta(args.root, args.target)
-    out = Path(args.out)
-    fars = [float(f) for f in str(args.fars).split(",") if f.strip()]
-    result = evaluate_ijb(model, meta, meta.target, out, name, args.batch_size, args.device, args.fp16, args.num_workers,
-                          specs[0]["embedding_size"], fars, not args.quiet)
-    print(result)
-    path = _write_json(out / f"{meta.target.lower()}_results.json", {"model": specs[0], **asdict(result)})
-    print(f"results: {path}\nscores: {result.scores_path}\nROC: {result.roc_path}")
-    if args.fscam:
-        rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit))
-        masks = _ijb_masks(args, meta, rows, out)
-        report = fscam_ijb(models, meta, masks, args.fscam, args.fscam_methods, args.fscam_pairs, args.fscam_limit,
-                           args.device, not args.quiet)
-        print(f"FS-CAM report: {report}")
-    return 0
-
-
-def run_occlusion(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> int:
-    cfg = _apply_config(args, p)
-    models, specs = _models(args, cfg, second=True)
-    regions = occlusion_regions(args.classes, args.groups)
-    try:
-        fill = float(args.fill)
-    except ValueError:
-        fill = args.fill
-    out = Path(args.out)
-    common = dict(fill=fill, seed=args.seed, batch_size=args.batch_size, device=args.device, fp16=args.fp16,
-                  num_workers=args.num_workers, embedding_size={s["name"]: s["embedding_size"] for s in specs},
-                  progress=not args.quiet)
-    if args.pack:
-        images, issame = load_bin(args.pack)
-        masks = _pack_masks(args, args.pack, images, out)
-        report = occlusion_pack(models, images, issame, masks, regions, n_folds=args.folds, name=Path(args.pack).stem,
-                                **common)
-    else:
-        meta = read_ijb_meta(args.ijb_root, args.target)
-        probe_rows = meta.probe_rows()
-        fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
-        masks = _ijb_masks(args, meta, np.union1d(probe_rows, fscam_rows).astype(np.int64), out)
-        report = occlusion_ijb(models, meta, masks, regions, args.far, **common)
-    print(report.table())
-    paths = write_occlusion_report(report, out, f"occlusion_{report.benchmark.lower()}")
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-    if args.fscam:
-        if args.pack:
-            path = fscam_pack(models, images, issame, masks, args.fscam, args.fscam_methods, args.fscam_pairs,
-                              args.fscam_limit, args.device, {"pack": args.pack}, not args.quiet)
-        else:
-            path = fscam_ijb(models, meta, masks, args.fscam, args.fscam_methods, args.fscam_pairs, args.fscam_limit,
-                             args.device, not args.quiet)
-        print(f"FS-CAM report: {path}")
-    return 0
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Run ``fse eval <protocol>`` (flags: the evaluation section of ``fse_plugin.cli``)."""
-    runs = {"verification": run_verification, "ijb": run_ijb, "occlusion": run_occlusion}
-    return runs[args.protocol](args, getattr(args, "_eval_parser", None))

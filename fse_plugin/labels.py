@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
 
 CLASSES: tuple[str, ...] = (
@@ -33,6 +34,10 @@ def _mirror_permutation(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
 
 MIRROR: np.ndarray = _mirror_permutation(NUM_CLASSES, MIRROR_PAIRS)
 """MIRROR[k] is the id of class k seen in a horizontally flipped image."""
+
+MIRROR_LUT: np.ndarray = np.arange(256, dtype=np.uint8)
+"""MIRROR as a 256-entry uint8 table (cv2.LUT / tensor indexing); ids >= 25 map to themselves."""
+MIRROR_LUT[:NUM_CLASSES] = MIRROR
 
 # Colours chosen so that mirror pairs are related hues and neighbours contrast (RGB, uint8).
 PALETTE: np.ndarray = np.array([
@@ -111,30 +116,13 @@ def colorize(mask: np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
     return palette[mask]
 
 
-def mirror_ids(mask: np.ndarray) -> np.ndarray:
-    """Swap left/right ids without moving pixels (for an image that is flipped elsewhere)."""
-    return MIRROR.astype(np.asarray(mask).dtype)[mask]
-
-
 def flip_mask(mask: np.ndarray) -> np.ndarray:
-    """Horizontal flip of an HxW label map that keeps the anatomy right."""
-    return np.ascontiguousarray(mirror_ids(mask)[..., ::-1])
-
-
-def fs19_to_25(seg19: np.ndarray, skin_split: np.ndarray | None = None) -> np.ndarray:
-    """Convert a FaceSynthetics 19-class map to 25 classes.
-
-    SKIN needs the skin sub-region map (``skin_split``, values 1..9 where SKIN) because the
-    split follows landmarks, not the 19-class map; pixels without a 25-class id (BEARD, FACEWEAR,
-    IGNORE, or SKIN without a split) become 255 (ignore).
-    """
-    seg19 = np.asarray(seg19)
-    out = FS19_TO_25[seg19].astype(np.int16)
-    if skin_split is not None:
-        skin = seg19 == FS19_CLASSES.index("SKIN")
-        out[skin] = np.asarray(skin_split)[skin]
-    out[out < 0] = 255
-    return out.astype(np.uint8)
+    """Horizontal flip of an HxW (or ...xHxW) label map that keeps the anatomy right: pixels move
+    and left/right ids swap; ids outside the 25 classes (255 'ignore') stay as they are."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.uint8 and mask.ndim == 2:  # the cache's masks: cv2 does it in ~2 us, numpy ~30 us
+        return cv2.LUT(cv2.flip(mask, 1), MIRROR_LUT)
+    return np.ascontiguousarray(MIRROR_LUT.astype(mask.dtype)[mask][..., ::-1])
 
 
 def parse_class_list(spec: str | Sequence[str | int] | None) -> list[int]:

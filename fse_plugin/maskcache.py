@@ -31,7 +31,7 @@ Format (version 1): a directory, ``<rec_dir>/fse_masks`` by default.
 * ``build_info.json``: time, host, world size and speed of the build; the one file that differs
   between two builds of the same cache (everything else is byte-identical, by construction).
 
-Building (``fse precompute``) writes each chunk atomically (temporary file + rename) as soon as it is
+Building (``fse cache build``) writes each chunk atomically (temporary file + rename) as soon as it is
 complete, so a killed run resumes where it stopped; under torchrun each rank takes every
 ``world_size``-th chunk and rank 0 writes ``keys.npy`` and the manifest once all chunks exist.
 """
@@ -56,6 +56,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from fse_plugin import __version__, recordio
+from fse_plugin.common import FSEError, autocast, dist_env, resolve_device, to_input
 from fse_plugin.labels import CLASSES, LABEL_SET, NUM_CLASSES
 
 FORMAT_NAME = "fse-maskcache"
@@ -80,7 +81,7 @@ _MAGIC = b"FSEMASK1"
 _END = b"FSEMEND1"
 
 
-class CacheError(RuntimeError):
+class CacheError(FSEError):
     """A mask cache is missing, incomplete, damaged or unreadable; the message says how to rebuild."""
 
 
@@ -381,10 +382,10 @@ def _expect(spec: Mapping[str, Any], spec_id: bytes, index: int) -> dict:
 
 def rebuild_command(cache: str | os.PathLike, rec: str | None = None, parser: str | None = None,
                     labels: str | None = None) -> str:
-    """The ``fse precompute`` command line that (re)builds ``cache``; placeholders where a path is unknown."""
+    """The ``fse cache build`` command line that (re)builds ``cache``; placeholders where a path is unknown."""
     q = shlex.quote
     src = f"--from-labels {q(labels)}" if labels else f"--parser {q(parser) if parser else 'CKPT'}"
-    return f"fse precompute --rec {q(rec) if rec else 'REC_DIR'} {src} --out {q(str(cache))} --overwrite"
+    return f"fse cache build --rec {q(rec) if rec else 'REC_DIR'} {src} --out {q(str(cache))} --overwrite"
 
 
 def _rebuild_hint(cache: Path, manifest: Mapping[str, Any] | None) -> str:
@@ -422,7 +423,7 @@ def _read_manifest(path: Path) -> dict:
             try:
                 cmd = json.loads(spec_path.read_bytes())["command"]
             except (ValueError, KeyError, TypeError):
-                cmd = "the same fse precompute command"
+                cmd = "the same fse cache build command"
             raise CacheError(f"{mpath} missing: {path} is an unfinished build (killed or still running). "
                              f"Resume it with: {cmd}")
         raise CacheError(f"{mpath} missing: {path} is not a mask cache. {_rebuild_hint(path, None)}")
@@ -995,7 +996,7 @@ class _Inference:
     """Parser forward + argmax for one batch, GPU work queued so the CPU prepares the next batch meanwhile.
 
     CPU: ``parser.predict_masks`` (what ``parser.forward_throughput`` measures). CUDA: channels_last
-    (via ``parser.normalize``'s NHWC view), bf16 autocast, uint8 upload from pinned memory with
+    (via ``common.to_input``'s NHWC view), bf16 autocast, uint8 upload from pinned memory with
     non_blocking copies, optional nvJPEG decoding (``torchvision.io.decode_jpeg`` on the GPU, batched),
     argmax as uint8 downloaded into pinned memory; ``result()`` waits on a CUDA event.
     """
@@ -1036,15 +1037,14 @@ class _Inference:
         """Queue one batch; the returned function gives (masks uint8 [B,H,W], extra errors)."""
         torch = self.torch
         if not self.cuda:
-            from fse_plugin.parser import predict_masks
+            from fse_plugin.parsing import predict_masks
             masks = predict_masks(self.model, batch["images"], batch_size=len(batch["images"]),
                                   device=self.device, amp=self.amp)
             return lambda: (masks, [])
-        from fse_plugin.parser import normalize
         x = batch["images"].to(self.device, non_blocking=True)
         errors = self._gpu_decode(x, batch) if batch["jpeg"] else []
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            m = self.model(normalize(x).contiguous(memory_format=torch.channels_last)).argmax(1).to(torch.uint8)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
         host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(m, non_blocking=True)
         done = torch.cuda.Event()
@@ -1161,7 +1161,7 @@ def _compute_chunks(out: Path, spec: dict, src: _Source, todo: list[int], parser
     """
     from torch.utils.data import DataLoader
     from tqdm import tqdm
-    from fse_plugin.parser import load_parser
+    from fse_plugin.parsing import load_parser
 
     height, width = spec["height"], spec["width"]
     sampler = _ChunkBatches(todo, spec["chunk_size"], spec["count"], batch_size)
@@ -1215,7 +1215,6 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     """
     import torch
     import torch.distributed as dist
-    from fse_plugin import parser as fparser
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -1225,7 +1224,7 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
         raise FileNotFoundError(f"parser checkpoint not found: {parser_ckpt}")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
-    rank, world, dev = fparser.dist_env(fparser.resolve_device(device))
+    rank, world, dev = dist_env(resolve_device(device))
     amp = dev.type == "cuda" if amp is None else bool(amp)
     src = None
     try:

@@ -16,11 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fse_plugin.common import FSEError
+
 PATCH_DIRS = (Path(__file__).resolve().parents[1] / "patches",  # source checkout / editable install
               Path(sys.prefix) / "share" / "fse_plugin" / "patches")  # pip install .
 
 
-class PatchError(RuntimeError):
+class PatchError(FSEError):
     """A patch cannot be applied (or reverted); the message names the patch, file and hunk."""
 
 

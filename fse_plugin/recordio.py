@@ -32,6 +32,8 @@ from typing import Any, Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from fse_plugin.common.errors import FSEError
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _CHUNK = struct.Struct("<II")  # magic, lrec
@@ -49,7 +51,7 @@ IRHeader = namedtuple("HEADER", ["flag", "label", "id", "id2"])
 IRHeader.__doc__ = "Image record header (as mxnet): flag = number of float labels if > 0, label, id, id2."
 
 
-class RecordIOError(ValueError):
+class RecordIOError(FSEError):
     """A record or index file is missing, truncated, corrupt, or does not belong to its partner."""
 
 

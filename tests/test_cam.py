@@ -311,7 +311,7 @@ def test_cli_end_to_end(synth_bin, tmp_path):
     from fse_plugin.cli import main
     w1, w2 = _save_tiny(tmp_path / "a.pt", 0), _save_tiny(tmp_path / "b.pt", 1)
     out = tmp_path / "out"
-    rc = main(["cam", "--bin", str(synth_bin), "--weights", str(w1), "--weights2", str(w2), "--methods",
+    rc = main(["cam", "--pack", str(synth_bin), "--weights", str(w1), "--weights2", str(w2), "--methods",
                "fscam,ablation,gradcam", "--limit", "2", "--grid", "2", "--out", str(out), "--quiet"])
     assert rc == 0
     for name in ("overlay_baseline.png", "overlay_fse.png", "importance_baseline.png", "importance_fse.png",

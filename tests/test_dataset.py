@@ -143,7 +143,7 @@ def test_distributed_sampler_workers_and_seeds(synth_rec, cache):
 
 def test_foreign_cache_refused(cache, tmp_path):
     other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=3, seed=1)
-    with pytest.raises(maskcache.CacheMismatchError, match="fse precompute --rec"):
+    with pytest.raises(maskcache.CacheMismatchError, match="fse cache build --rec"):
         FSEMXFaceDataset(other, 0, fse=dict(masks=cache))
 
 
@@ -172,7 +172,7 @@ def test_config_normalised(synth_rec, cache, tmp_path):
     cfg = validate_fse_config(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0), synth_rec)
     assert cfg == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0,
                        flip=0.5)
-    with pytest.raises(FSEConfigError, match="fse precompute --rec"):
+    with pytest.raises(FSEConfigError, match="fse cache build --rec"):
         validate_fse_config(dict(), tmp_path)  # default <rec>/fse_masks, not built
     with pytest.raises(FSEConfigError, match="must be a dict"):
         validate_fse_config(0.5, synth_rec)

@@ -23,7 +23,9 @@ from sklearn.model_selection import KFold
 
 from fse_plugin import evaluation as ev
 from fse_plugin.backbone import iresnet_tiny
+from fse_plugin.cam import ijb_fscam_rows
 from fse_plugin.cli import main as cli_main
+from fse_plugin.common import masks_path_for, to_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5)
 @pytest.fixture(scope="session")
 def pack(synth_bin):
     images, issame = ev.load_bin(synth_bin)
-    return images, issame, np.load(ev.pack_masks_path(synth_bin))
+    return images, issame, np.load(masks_path_for(synth_bin))
 
 
 @pytest.fixture(scope="session")
@@ -303,7 +305,7 @@ def test_ijb_matches_plain_and_saves(ijb_root, tmp_path):
     assert Path(result.roc_path).is_file() and scores.shape == (len(meta.p1),)
     # plain: per-image features, per-template loops with np.where, cosine, upstream's nearest-FAR pick
     faces = ev.IJBFaces(meta)
-    x = torch.stack([ev.to_input(faces.image(i)) for i in range(20)])
+    x = torch.stack([to_input(faces.image(i)) for i in range(20)])
     with torch.no_grad():
         f = (model(x) + model(torch.flip(x, dims=[3]))).numpy() * meta.faceness[:, None]
     tfeat = {}
@@ -398,7 +400,7 @@ def test_occlusion_pack_two_models(pack):
     assert [r.region for r in report.rows] == ["nose", "eyes"] and report.skipped == ["headwear"]
     # independent: erase nose in every probe by hand, embed everything, protocol
     from fse_plugin.erasing import erase
-    x = torch.stack([ev.to_input(im) for im in images])
+    x = torch.stack([to_input(im) for im in images])
     for k in range(1, len(x), 2):
         x[k] = erase(x[k], torch.from_numpy(masks[k]), [10], 0.0)
     for name, model in models.items():
@@ -414,7 +416,7 @@ def test_occlusion_pack_two_models(pack):
 def test_region_erasing_is_seeded_per_image(pack):
     images, _, masks = pack
     er = ev.RegionErasing(["nose"], "random", seed=1)
-    x = ev.to_input(images[3])
+    x = to_input(images[3])
     a, b = er(x, masks[3], 3), er(x, masks[3], 3)
     assert torch.equal(a, b) and not torch.equal(a, er(x, masks[3], 5))
     changed = (a != x).any(0).numpy()
@@ -439,7 +441,7 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     data = tmp_path / "rec"
     data.mkdir()
     shutil.copy(small_bin, data / "lfw.bin")
-    shutil.copy(ev.pack_masks_path(small_bin), data / "lfw.masks.npy")
+    shutil.copy(masks_path_for(small_bin), data / "lfw.masks.npy")
     (tmp_path / "work_dirs" / "cfg").mkdir(parents=True)
     shutil.copy(weights, tmp_path / "work_dirs" / "cfg" / "model.pt")
     cfg = tmp_path / "configs" / "cfg.py"
@@ -500,9 +502,9 @@ def test_eval_scripts_mirror_cli(script, monkeypatch, capsys):
 def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
     """--mask-cache (i-th key = image i) gives the --masks result; --parser predicts and saves masks."""
     from fse_plugin import maskcache, recordio
-    from fse_plugin.parser import UNetRes18, save_parser
+    from fse_plugin.parsing import UNetRes18, save_parser
     images, _ = ev.load_bin(small_bin)
-    masks = np.load(ev.pack_masks_path(small_bin))
+    masks = np.load(masks_path_for(small_bin))
     rec = tmp_path / "rec"
     rec.mkdir()
     writer = recordio.MXIndexedRecordIO(str(rec / "train.idx"), str(rec / "train.rec"), "w")
@@ -515,7 +517,7 @@ def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
     common = ["eval", "occlusion", "--pack", str(small_bin), "--network", "torchscript", "--weights", str(scripted),
               "--classes", "nose,mouth", "--groups", "none", "--folds", "5", "--quiet", "--device", "cpu"]
     docs = {}
-    for source, flag in (("file", ["--masks", str(ev.pack_masks_path(small_bin))]), ("cache", ["--mask-cache", str(cache)]),
+    for source, flag in (("file", ["--masks", str(masks_path_for(small_bin))]), ("cache", ["--mask-cache", str(cache)]),
                          ("parser", ["--parser", str(parser)])):
         assert cli_main(common + flag + ["--out", str(tmp_path / source)]) == 0
         docs[source] = json.loads((tmp_path / source / "occlusion_lfw.json").read_text())
@@ -525,11 +527,11 @@ def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
     with pytest.raises(ValueError, match="mask cache holds 20 masks for 7 images"):
         ev.CacheMasks(cache, 7)
     with pytest.raises(ValueError, match=r"masks are uint8 \(20, 112, 112\), expected uint8 \(21, 112, 112\)"):
-        ev.open_masks(ev.pack_masks_path(small_bin), 21)
+        ev.open_masks(masks_path_for(small_bin), 21)
 
 
 def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
-    from fse_plugin.parser import UNetRes18, save_parser
+    from fse_plugin.parsing import UNetRes18, save_parser
     torch.manual_seed(0)
     parser = save_parser(UNetRes18(feature_scale=16), tmp_path / "parser.pt")
     rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights", str(scripted),
@@ -537,19 +539,20 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
                    str(tmp_path / "out"), "--quiet", "--device", "cpu"])
     assert rc == 0 and (tmp_path / "cam" / "region_scores.json").is_file()
     meta = ev.read_ijb_meta(ijb_root)
-    rows = np.concatenate(ev.ijb_fscam_rows(meta, "same", 2))
+    rows = np.concatenate(ijb_fscam_rows(meta, "same", 2))
     masks = np.load(tmp_path / "out" / "ijbc_masks.npy")
     assert (masks[rows] != 255).any((1, 2)).all()  # predicted where FS-CAM needs them, 255 elsewhere
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
 
 
-def test_config_errors(tmp_path):
+def test_config_errors(tmp_path, capsys):
+    """User errors are one line on stderr, exit status 2, naming the file/key."""
     cfg = tmp_path / "cfg.py"
     cfg.write_text("config = dict(network='tiny', fse_eval=dict(batch_sise=3))\n")
-    with pytest.raises(ValueError, match=r"config.fse_eval has unknown keys \['batch_sise'\]"):
-        cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"])
+    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
+    assert "config.fse_eval has unknown keys ['batch_sise']" in capsys.readouterr().err
     cfg.write_text("config = dict(network='tiny', output=None)\n")
-    with pytest.raises(ValueError, match="no weights - pass --weights"):
-        cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"])
-    with pytest.raises(ValueError, match="--targets names packs in --data-dir"):
-        cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"])
+    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
+    assert "no weights - pass --weights" in capsys.readouterr().err
+    assert cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"]) == 2
+    assert "--targets names packs in --data-dir" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.cli import main as cli_main
 from fse_plugin.labels import CLASSES, NUM_CLASSES
-from fse_plugin.parser import UNetRes18, load_parser, predict_masks, save_parser
+from fse_plugin.parsing import UNetRes18, load_parser, predict_masks, save_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = dict(batch_size=8, device="cpu", chunk_size=16, progress=False)  # 72 synth images -> 5 chunks
@@ -60,7 +60,7 @@ def ref_cache(synth_rec, parsers, tmp_path_factory):
 @pytest.fixture(scope="session")
 def labels_cache(synth_rec, tmp_path_factory):
     out = tmp_path_factory.mktemp("labels") / "cache"
-    assert cli_main(["precompute", "--rec", str(synth_rec), "--from-labels", str(synth_rec / "gt_masks.npz"),
+    assert cli_main(["cache", "build", "--rec", str(synth_rec), "--from-labels", str(synth_rec / "gt_masks.npz"),
                      "--out", str(out), "--chunk-size", "32", "--quiet"]) == 0
     return out
 
@@ -169,9 +169,9 @@ def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_pa
     cache = mc.MaskCache(ref_cache)
     cache.check_source(synth_rec, parsers[0])
     other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=2, seed=5)
-    with pytest.raises(mc.CacheMismatchError, match=r"another record file.*fse precompute --rec .*other"):
+    with pytest.raises(mc.CacheMismatchError, match=r"another record file.*fse cache build --rec .*other"):
         cache.check_source(other)
-    with pytest.raises(mc.CacheMismatchError, match=r"another parser.*fse precompute .*tiny1\.pt"):
+    with pytest.raises(mc.CacheMismatchError, match=r"another parser.*fse cache build .*tiny1\.pt"):
         cache.check_source(synth_rec, parsers[1])
     work = tmp_path / "cache"
     shutil.copytree(ref_cache, work)
@@ -180,7 +180,7 @@ def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_pa
     assert mc.MaskCache(work).manifest["spec_id"] == cache.manifest["spec_id"]  # refused: left untouched
     mc.precompute(synth_rec, parsers[1], work, num_workers=0, encode_workers=0, overwrite=True, **RUN)
     assert mc.MaskCache(work).manifest["parser"]["sha256"] == mc.sha256_file(parsers[1])
-    assert cli_main(["cache", "verify", str(work), "--rec", str(other), "--quiet"]) == 1
+    assert cli_main(["cache", "verify", str(work), "--rec", str(other), "--quiet"]) == 2
 
 
 def _damaged(ref: Path, tmp: Path, name: str) -> Path:
@@ -193,17 +193,17 @@ def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
     chunk = Path(mc.CHUNK_DIR) / "000002.fsmc"
     d = _damaged(ref_cache, tmp_path, "truncated")
     (d / chunk).write_bytes((d / chunk).read_bytes()[:-100])
-    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: truncated.*Rebuild it with: fse precompute --rec"):
+    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: truncated.*Rebuild it with: fse cache build --rec"):
         mc.MaskCache(d)
 
     d = _damaged(ref_cache, tmp_path, "missing")
     (d / chunk).unlink()
-    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: missing chunk 2 of 5.*fse precompute"):
+    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: missing chunk 2 of 5.*fse cache build"):
         mc.MaskCache(d)
 
     d = _damaged(ref_cache, tmp_path, "manifest")
     (d / mc.MANIFEST).write_text('{"format": "fse-maskcache", "chunks": [')
-    with pytest.raises(mc.CacheError, match=r"manifest\.json: corrupt manifest.*fse precompute"):
+    with pytest.raises(mc.CacheError, match=r"manifest\.json: corrupt manifest.*fse cache build"):
         mc.MaskCache(d)
 
     d = _damaged(ref_cache, tmp_path, "keys")
@@ -223,7 +223,7 @@ def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
         cache.get(int(cache.keys[row]))
     with pytest.raises(mc.CacheError, match="crc32 mismatch"):
         cache.verify()
-    assert cli_main(["cache", "verify", str(d), "--rec", str(d), "--quiet"]) == 1
+    assert cli_main(["cache", "verify", str(d), "--rec", str(d), "--quiet"]) == 2
     assert "crc32 mismatch" in capsys.readouterr().err
 
 
@@ -254,7 +254,7 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
             pass
     done = sorted((out / mc.CHUNK_DIR).glob("*.fsmc"))
     assert len(done) == 2 and list((out / mc.CHUNK_DIR).glob("*.tmp*")) and not (out / mc.MANIFEST).exists()
-    with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: fse precompute --rec .* --parser "):
+    with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: fse cache build --rec .* --parser "):
         mc.MaskCache(out)
     kept = {p.name: p.stat().st_ino for p in done}
     mc.precompute(synth_rec, parsers[0], out, num_workers=0, encode_workers=0, **RUN)
@@ -265,8 +265,8 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
 def test_torchrun_two_processes_identical(ref_cache, synth_rec, parsers, tmp_path):
     out = tmp_path / "cache"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fse_plugin",
-           "precompute", "--rec", str(synth_rec), "--parser", str(parsers[0]), "--out", str(out),
-           "--batch-size", "8", "--chunk-size", "16", "--device", "cpu", "--workers", "0", "--encode-workers", "0",
+           "cache", "build", "--rec", str(synth_rec), "--parser", str(parsers[0]), "--out", str(out),
+           "--batch-size", "8", "--chunk-size", "16", "--device", "cpu", "--num-workers", "0", "--encode-workers", "0",
            "--quiet"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]

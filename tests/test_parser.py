@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,9 +11,11 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score, jaccard_score
 
-from fse_plugin import parser as P
+from fse_plugin import parsing as P
 from fse_plugin.align import ARCFACE_TEMPLATE
 from fse_plugin.cli import main as cli_main
+from fse_plugin.common import to_input
+from fse_plugin.erasing import flip_pair
 from fse_plugin.labels import MIRROR, NUM_CLASSES, PALETTE, class_id
 
 SMALL = 16  # feature_scale for fast tests (widths 4..64)
@@ -35,7 +35,7 @@ def _canonical_face(size: int = 112) -> np.ndarray:
         cv2.rectangle(m, (int(x) - 9, int(y) - 12), (int(x) + 9, int(y) - 8), class_id(brow), -1)
     nx, ny = ARCFACE_TEMPLATE[2]
     cv2.fillPoly(m, [np.array([[nx, ny - 18], [nx - 7, ny + 2], [nx + 7, ny + 2]], np.int32)], class_id("nose"))
-    (lx, ly), (rx, ry) = ARCFACE_TEMPLATE[3], ARCFACE_TEMPLATE[4]
+    (lx, ly), (rx, _) = ARCFACE_TEMPLATE[3], ARCFACE_TEMPLATE[4]
     cv2.ellipse(m, (int((lx + rx) / 2), int(ly) - 2), (int((rx - lx) / 2), 3), 0, 0, 360, class_id("upper_lip"), -1)
     cv2.ellipse(m, (int((lx + rx) / 2), int(ly) + 3), (int((rx - lx) / 2), 3), 0, 0, 360, class_id("lower_lip"), -1)
     m[100:, 30:82] = class_id("neck")
@@ -219,15 +219,6 @@ def test_load_parser_refuses_unsafe_and_foreign_files(tmp_path):
 
 # -------------------------------------------------------------------------------------------- inference
 
-def test_normalize():
-    img = np.array([[[0, 255, 128]]], np.uint8)
-    x = P.normalize(img)
-    assert x.shape == (1, 3, 1, 1) and x.dtype == torch.float32
-    assert torch.allclose(x.flatten(), torch.tensor([-1.0, 1.0, 128 / 127.5 - 1]), atol=1e-6)
-    with pytest.raises(ValueError, match="uint8"):
-        P.normalize(np.zeros((1, 4, 4, 3), np.float32))
-
-
 def test_predict_masks_batches_agree():
     model = _small_model()
     imgs = np.random.default_rng(0).integers(0, 256, (7, 48, 48, 3), dtype=np.uint8)
@@ -236,7 +227,7 @@ def test_predict_masks_batches_agree():
     assert a.shape == (7, 48, 48) and a.dtype == np.uint8 and a.max() < NUM_CLASSES
     np.testing.assert_array_equal(a, b)
     with torch.no_grad():
-        ref = model(P.normalize(imgs)).argmax(1).numpy()
+        ref = model(to_input(imgs)).argmax(1).numpy()
     np.testing.assert_array_equal(a, ref)
     assert P.predict_masks(model, imgs, batch_size=4, amp=True).shape == (7, 48, 48)  # bf16 autocast path
 
@@ -246,7 +237,7 @@ def test_predict_masks_batches_agree():
 def test_flip_keeps_anatomy():
     mask = _canonical_face()
     img = PALETTE[mask]
-    fimg, fmask = P.hflip_pair(img, mask)
+    fimg, fmask = flip_pair(img, mask)
     np.testing.assert_array_equal(fimg, img[:, ::-1])
     np.testing.assert_array_equal(fmask[:, ::-1], MIRROR[mask])  # pixels moved AND ids swapped
     for m in (mask, fmask):  # the subject's right eye stays on the image-left, as on any frontal face
@@ -310,7 +301,7 @@ def test_load_frame_errors_name_the_file(tmp_path):
 # --------------------------------------------------------------------------------------------- training
 
 def _train_loss(model, aligned, idx):
-    x = P.normalize(np.asarray(aligned.images[idx]))
+    x = to_input(np.asarray(aligned.images[idx]))
     y = torch.from_numpy(np.asarray(aligned.masks[idx]).astype(np.int64))
     with torch.no_grad():
         # train-mode BN (batch statistics): a few steps move the weights far more than the running averages
@@ -389,7 +380,7 @@ def test_class_weights():
 def test_eval_parser_cli(fake_fs, trained, capsys):
     out, _ = trained
     csv_path = out / "eval.csv"
-    assert cli_main(["eval-parser", "--data", str(fake_fs), "--parser", str(out / "best.pt"), "--csv", str(csv_path),
+    assert cli_main(["parser", "eval", "--data", str(fake_fs), "--parser", str(out / "best.pt"), "--csv", str(csv_path),
                      "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "val split, 8 faces" in printed and "mean over" in printed
@@ -399,8 +390,8 @@ def test_eval_parser_cli(fake_fs, trained, capsys):
     assert float(rows[-1]["f1"]) == pytest.approx(metrics.mean_f1) and info["n"] == 8
 
 
-@pytest.mark.parametrize("cmd", ["train-parser", "eval-parser"])
+@pytest.mark.parametrize("cmd", ["train", "eval"])
 def test_cli_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
-        cli_main([cmd, "--help"])
+        cli_main(["parser", cmd, "--help"])
     assert e.value.code == 0 and "--data" in capsys.readouterr().out

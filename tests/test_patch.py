@@ -58,7 +58,7 @@ def test_patch_failure_is_clear_and_changes_nothing(tmp_path, capsys):
     with pytest.raises(PatchError, match=r"0001-fse-dataset.patch does not apply .*Nothing was changed"):
         apply_patches(tmp_path)
     assert (fake / "dataset.py").read_text() == "print('not upstream')\n"
-    assert cli.main(["patch-arcface", str(tmp_path / "nowhere")]) == 1
+    assert cli.main(["patch-arcface", str(tmp_path / "nowhere")]) == 2
     assert "not an arcface_torch dir" in capsys.readouterr().err
 
 

@@ -4,7 +4,7 @@ The module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSE
 ``models/unet.py``) so that its released checkpoint loads with :func:`load_parser`; the code is our own.
 Training reads a FaceSynthetics-layout folder, aligns it once to ArcFace 112x112 (cached as ``.npy``
 files that every epoch and DataLoader worker memory-maps) and keeps left/right labels right under
-flips. The same model later labels millions of recognition images (``fse precompute``), so
+flips. The same model later labels millions of recognition images (``fse cache build``), so
 :func:`predict_masks` is the batched inference entry point (CPU or CUDA, bf16, channels_last).
 """
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -28,7 +26,9 @@ from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 from torchvision.transforms.v2 import functional as TF
 
 from fse_plugin.align import align_image, align_mask, five_points_from_68
-from fse_plugin.labels import CLASSES, LABEL_SET, NUM_CLASSES, flip_mask
+from fse_plugin.common import FSEError, autocast, dist_env, resolve_device, to_input, warmup_cosine
+from fse_plugin.erasing import flip_pair
+from fse_plugin.labels import CLASSES, LABEL_SET, NUM_CLASSES
 
 IGNORE_INDEX = 255
 """Label value that the loss and the metrics skip (FaceSynthetics' IGNORE, pixels an augmentation invents)."""
@@ -133,7 +133,7 @@ class UNetRes18(nn.Module):
 
 # ------------------------------------------------------------------------------------------ checkpoints
 
-class ParserCheckpointError(ValueError):
+class ParserCheckpointError(FSEError):
     """A parser checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 
@@ -283,24 +283,6 @@ def save_parser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
 
 # ------------------------------------------------------------------------------------------- inference
 
-def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 RGB ``[N,H,W,C]`` (or one ``[H,W,C]``) -> float ``[N,C,H,W]`` in [-1, 1], on the input's device.
-
-    Same as ToTensor + Normalize(0.5, 0.5) in arcface_torch. The result keeps NHWC memory order
-    (a permuted view made float), which is channels_last: what cuDNN wants, with no extra copy.
-    """
-    t = torch.as_tensor(images)
-    if t.ndim == 3:
-        t = t[None]
-    if t.dtype != torch.uint8 or t.ndim != 4:
-        raise ValueError(f"normalize expects uint8 images [N,H,W,C] or [H,W,C], got {t.dtype} {tuple(t.shape)}")
-    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
-
-
 def _batch_to(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """A uint8 batch on ``device``: uint8 crosses the bus (4x less than float), pinned for async copies."""
     t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, dtype=np.uint8))
@@ -324,31 +306,36 @@ def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = np.empty(tuple(images.shape[:3]), dtype=np.uint8)
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), autocast(device, amp):
         for s in range(0, len(images), batch_size):
-            x = normalize(_batch_to(images[s:s + batch_size], device)).contiguous(memory_format=torch.channels_last)
+            x = to_input(_batch_to(images[s:s + batch_size], device), channels_last=True)
             out[s:s + len(x)] = model(x).argmax(1).to(torch.uint8).cpu().numpy()
     return out
+
+
+def masks_from_checkpoint(parser_ckpt: str | os.PathLike, images: np.ndarray, device: str | torch.device = "cpu",
+                          batch_size: int = 64) -> np.ndarray:
+    """``predict_masks`` with the parser of a checkpoint file (loaded onto ``device``)."""
+    return predict_masks(load_parser(parser_ckpt, map_location=device), images, batch_size=batch_size, device=device)
 
 
 def forward_throughput(model: nn.Module, batch_size: int = 64, device: str | torch.device = "cpu",
                        amp: bool = False, iters: int = 5, warmup: int = 1, size: int = 112) -> float:
     """Images/s of the parser's forward + argmax alone on a random uint8 batch already on ``device``.
 
-    The yardstick for ``fse precompute``: everything it adds (decode, encode, IO) should hide behind this.
+    The yardstick for ``fse cache build``: everything it adds (decode, encode, IO) should hide behind this.
     """
     device = torch.device(device)
-    fmt = torch.channels_last
-    model = model.to(device, memory_format=fmt).eval()
+    model = model.to(device, memory_format=torch.channels_last).eval()
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size, model.in_channels), dtype=torch.uint8, generator=g).to(device)
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), autocast(device, amp):
         for i in range(warmup + iters):
             if i == warmup:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
-            model(normalize(batch).contiguous(memory_format=fmt)).argmax(1).to(torch.uint8)
+            model(to_input(batch, channels_last=True)).argmax(1).to(torch.uint8)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return batch_size * iters / (time.perf_counter() - t0)
@@ -498,11 +485,6 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 # --------------------------------------------------------------------------------------- augmentation
 
-def hflip_pair(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal flip of image and labels; left/right ids swap so the mask keeps the anatomy."""
-    return np.ascontiguousarray(img[:, ::-1]), flip_mask(mask)
-
-
 def affine_pair(img: np.ndarray, mask: np.ndarray, angle: float, scale: float, shift: tuple[float, float],
                 fill: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
     """Rotate/scale about the centre and shift; image bilinear, labels nearest, invented border = ``fill``."""
@@ -544,7 +526,7 @@ class ParserAugment:
 
     def __call__(self, img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if rng.random() < self.flip:
-            img, mask = hflip_pair(img, mask)
+            img, mask = flip_pair(img, mask)
         if rng.random() < self.p_affine:
             h, w = mask.shape
             shift = tuple(rng.uniform(-self.translate, self.translate) * s for s in (w, h))
@@ -683,33 +665,6 @@ def evaluate_parser(model: nn.Module, images: np.ndarray, masks: np.ndarray, bat
 
 # ------------------------------------------------------------------------------------------- training
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' is CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device) under torchrun (gloo on CPU, nccl on CUDA); (0, 1, device) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _lr_at(progress: float, step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up, then cosine to zero over ``progress`` in [0, 1] (steps or wall-clock, whichever is further)."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    return base_lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int = 30, batch_size: int = 32,
                  lr: float = 5e-3, weight_decay: float = 1e-4, feature_scale: int = DEFAULT_FEATURE_SCALE,
                  val_fraction: float = 0.1, seed: int = 0, workers: int = 2, device: str = "auto",
@@ -820,12 +775,12 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike, *, epochs: int
                 stop = True
                 break
             progress_frac = max(step / total_steps, now / time_budget if time_budget else 0.0)
-            cur_lr = _lr_at(progress_frac, step, lr, warmup_steps)
+            cur_lr = warmup_cosine(progress_frac, step, lr, warmup_steps)
             for g in opt.param_groups:
                 g["lr"] = cur_lr
-            x = normalize(images.to(dev, non_blocking=True)).contiguous(memory_format=fmt)
+            x = to_input(images.to(dev, non_blocking=True), channels_last=fmt == torch.channels_last)
             y = masks.to(dev, non_blocking=True)
-            with _autocast(dev, amp):
+            with autocast(dev, amp):
                 loss = loss_fn(net(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,82 @@
+"""``fse cam``: FS-CAM and pixel CAMs per face region for one model or two: overlays, charts, CSV/JSON, report."""
+from __future__ import annotations
+
+import argparse
+
+from fse_plugin.cli.grammar import command, fill_value, renamed
+
+HELP = "FS-CAM and pixel CAMs per face region: overlays, charts, CSV/JSON, report"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    command(sub, "cam", HELP, add_args, run)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    renamed(src, "--bin", src.add_argument("--pack", help="verification pack (.bin); masks from --masks, --parser or "
+                                                          "<pack>.masks.npy"))
+    src.add_argument("--rec", help="rec dir (train.rec/.idx) or .rec file; masks from its mask cache or --parser")
+    p.add_argument("--masks", help="masks .npy [2P,H,W] for --pack")
+    p.add_argument("--mask-cache", help="mask cache for --rec (default <rec_dir>/fse_masks)")
+    p.add_argument("--parser", help="parser checkpoint: predict the masks instead")
+    p.add_argument("--network", default="tiny", help="tiny | torchscript | arcface_torch name (r50, r100, ...)")
+    p.add_argument("--weights", help="model.pt state_dict (or the scripted file for torchscript)")
+    renamed(p, "--model2", p.add_argument("--weights2", help="second model to compare (e.g. FSErasing-trained)"))
+    p.add_argument("--network2", help="network of the second model (default --network)")
+    p.add_argument("--name", default="baseline", help="label of the first model")
+    p.add_argument("--name2", default="fse", help="label of the second model")
+    p.add_argument("--arcface-dir", help="arcface_torch checkout (default $ARCFACE_TORCH_DIR)")
+    renamed(p, "--num-features", p.add_argument("--embedding-size", type=int, default=512))
+    p.add_argument("--methods", default="fscam,ablation",
+                   help="comma list of fscam, ablation, gradcam, gradcam++, scorecam, xgradcam, layercam, eigencam, "
+                        "hirescam, eigengradcam, rise, groupcam")
+    p.add_argument("--target", choices=("pair", "self", "identity", "class"), default=None,
+                   help="score explained: pair (other image of the pair; default for --pack), identity (centroid of "
+                        "the identity's other images; default for --rec), self (own clean embedding; zero gradient, "
+                        "so not for gradient CAMs), class (softmax of the argmax class: classifiers)")
+    p.add_argument("--pairs", choices=("same", "diff", "all"), default="same", help="which pairs of the pack")
+    p.add_argument("--limit", type=int, default=None, help="at most N pairs (--pack) or images (--rec, default 256)")
+    p.add_argument("--fill", default="0", help="ablation fill: a number, random, random_1, region_mean, image_mean")
+    p.add_argument("--target-layer", help="layer for pixel CAMs, dotted name (default layer4 / layers[-1])")
+    p.add_argument("--rise-n", type=int, default=8000, help="RISE masks")
+    p.add_argument("--rise-s", type=int, default=7, help="RISE grid size")
+    p.add_argument("--rise-p1", type=float, default=0.1, help="RISE keep probability")
+    renamed(p, "--groups", p.add_argument("--groupcam-groups", type=int, default=32, help="Group-CAM channel groups"))
+    p.add_argument("--batch-size", type=int, default=260, help="forward batch (FS-CAM: ~batch/26 images at once)")
+    renamed(p, "--chunk", p.add_argument("--chunk-size", type=int, default=32,
+                                         help="images per step (progress granularity, memory)"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                   help="bf16 autocast for fscam/ablation/rise")
+    p.add_argument("--ci", choices=("bootstrap", "t"), default="bootstrap", help="95%% interval: image bootstrap or t")
+    p.add_argument("--grid", type=int, default=8, help="images in the overlay grids")
+    p.add_argument("--report", choices=("md", "html"), default="md")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fse_plugin import cam
+    from fse_plugin.backbone import load_backbone
+    from fse_plugin.common import resolve_device
+    device = str(resolve_device(args.device))
+    model = load_backbone(args.weights, args.network, args.embedding_size, args.arcface_dir)
+    model2 = None if args.weights2 is None else load_backbone(args.weights2, args.network2 or args.network,
+                                                              args.embedding_size, args.arcface_dir)
+    kw = dict(methods=cam.parse_methods(args.methods), model2=model2, names=(args.name, args.name2),
+              device=device, batch_size=args.batch_size, chunk=args.chunk_size, grid=args.grid, ci=args.ci,
+              seed=args.seed, report=args.report, target_layer=args.target_layer, fill=fill_value(args.fill),
+              amp=args.amp, progress=not args.quiet,
+              options={"rise": {"n_masks": args.rise_n, "s": args.rise_s, "p1": args.rise_p1, "seed": args.seed,
+                                "amp": args.amp},
+                       "groupcam": {"groups": args.groupcam_groups}})
+    if args.pack:
+        res = cam.explain_bin(model, args.pack, args.out, masks=args.masks, parser=args.parser, pairs=args.pairs,
+                              limit=args.limit, target=args.target or "pair", **kw)
+    else:
+        res = cam.explain_rec(model, args.rec, args.out, limit=args.limit or 256, mask_cache=args.mask_cache,
+                              parser=args.parser, target=args.target or "identity", **kw)
+    print(f"report: {res['report']}")
+    return 0

@@ -1,0 +1,84 @@
+"""The ``fse`` grammar: ``fse COMMAND [ACTION] --flags``, one spelling per flag, old spellings hidden.
+
+Every command module calls ``command`` to declare a leaf (its flags and the function that runs it)
+and ``renamed`` for a flag spelled differently in an earlier release; both keep working with a
+deprecation note on stderr, and neither shows in ``--help``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+__all__ = ["command", "renamed", "group", "fill_value"]
+
+Runner = Callable[[argparse.Namespace], "int | None"]
+
+
+def _deprecated(run: Runner, old: str, new: str) -> Runner:
+    def wrapper(args: argparse.Namespace) -> int | None:
+        print(f"fse: '{old}' is deprecated; use '{new}'", file=sys.stderr)
+        return run(args)
+    return wrapper
+
+
+def command(sub: argparse._SubParsersAction, name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None],
+            run: Runner, prog: str | None = None, old_names: tuple[str, ...] = (),
+            old_sub: Any = None) -> argparse.ArgumentParser:
+    """Declare ``fse ... NAME``: a parser with ``add_args``'s flags and ``--debug``, run by ``run(args)``.
+
+    ``old_names`` are earlier spellings of the same command, registered hidden in ``old_sub`` (the
+    top-level subparsers, for commands that moved under a group); they run the same code.
+    """
+    p = sub.add_parser(name, help=help, description=help)
+    _leaf(p, add_args, run, prog or p.prog)
+    for old in old_names:
+        q = (old_sub or sub).add_parser(old, description=f"deprecated spelling of '{prog or p.prog}'")
+        _leaf(q, add_args, _deprecated(run, f"fse {old}", prog or p.prog), prog or p.prog)
+    return p
+
+
+def _leaf(p: argparse.ArgumentParser, add_args: Callable[[argparse.ArgumentParser], None], run: Runner,
+          prog: str) -> None:
+    add_args(p)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error (also FSE_DEBUG=1)")
+    p.set_defaults(run=run, prog=prog, cli_parser=p)
+
+
+def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """``fse NAME ACTION``: a command whose actions are subcommands (``fse cache build|info|verify``)."""
+    p = sub.add_parser(name, help=help, description=help)
+    return p.add_subparsers(dest=f"{name}_action", metavar="ACTION", required=True)
+
+
+class _Renamed(argparse.Action):
+    """An old flag spelling: stores into the new flag's destination, with a note on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: argparse.Action, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new.option_strings[0]}", file=sys.stderr)
+        if self.nargs == 0:
+            values = True if isinstance(self.new, argparse.BooleanOptionalAction) else self.new.const
+        if isinstance(self.new, argparse._AppendAction):
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+
+
+def renamed(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: argparse.Action) -> None:
+    """Accept ``old`` as a hidden, deprecated spelling of the flag ``new`` (the Action add_argument returned)."""
+    zero = new.nargs == 0
+    p.add_argument(old, dest=new.dest, action=_Renamed, new=new, nargs=0 if zero else new.nargs,
+                   type=None if zero else new.type, choices=new.choices, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+
+
+def fill_value(text: str) -> str | float:
+    """A ``--fill`` flag: a number (a constant in normalised [-1, 1] space) or a fill mode name."""
+    try:
+        return float(text)
+    except ValueError:
+        return text

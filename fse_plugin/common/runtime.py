@@ -1,0 +1,45 @@
+"""Where a computation runs: device choice, torchrun's process group, and autocast."""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import ContextManager
+
+import torch
+from torch import nn
+
+__all__ = ["resolve_device", "dist_env", "autocast", "model_device"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' is CUDA when available, else CPU; anything else as torch reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device) under torchrun (gloo on CPU, nccl on CUDA, the process group started
+    once); (0, 1, device) in a plain process. On CUDA each rank takes ``cuda:LOCAL_RANK``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16) -> ContextManager:
+    """torch.autocast on ``device`` when ``enabled`` (bf16 unless told otherwise), else a no-op."""
+    return torch.autocast(torch.device(device).type, dtype=dtype) if enabled else nullcontext()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
