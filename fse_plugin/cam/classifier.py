@@ -85,8 +85,8 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
         return TargetChoice(kind, TARGETS[kind] + why)
     if headless and not scripted:
         raise FSEError(f"--target class needs a classifier head, and {_source(weights[headless[0]])} has none "
-                       "(arcface_torch's model.pt holds the backbone only; its checkpoint_gpu_0.pt of a one-GPU "
-                       f"run holds the head too); or choose --target {default}")
+                       "(arcface_torch's model.pt holds the backbone only): pass a checkpoint with the head, or "
+                       f"choose --target {default}")
     if headless:
         return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, argmax class "
                                   "of each clean image")

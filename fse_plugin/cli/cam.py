@@ -23,9 +23,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parser", help="parser checkpoint: predict the masks instead")
     p.add_argument("--network", default="tiny", help="tiny | torchscript | arcface_torch name (r50, r100, ...)")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--weights", help="checkpoint: model.pt (backbone) or one with the classifier head (arcface_torch's "
-                                     "checkpoint_gpu_0.pt); plain, module.-prefixed, {'state_dict'|'model': ...}; "
-                                     "the scripted file for torchscript")
+    w.add_argument("--weights", help="checkpoint: model.pt (backbone only) or one with the classifier head (see "
+                                     "fse_plugin.backbone.load_recognizer); plain, module.-prefixed, "
+                                     "{'state_dict'|'model': ...}; the scripted file for torchscript")
     w.add_argument("--random-weights", action="store_true",
                    help="explain a randomly initialised model instead of --weights (a test and debugging aid)")
     renamed(p, "--model2", p.add_argument("--weights2", help="second model to compare (e.g. FSErasing-trained)"))
