@@ -102,3 +102,32 @@ def load_backbone(weights: str | os.PathLike | None, network: str = "tiny", num_
         except RuntimeError as e:
             raise RuntimeError(f"{weights}: weights do not fit network {network!r}: {e}") from None
     return model.eval()
+
+
+def load_recognizer(weights: str | os.PathLike | None, network: str = "tiny", embedding_size: int = 512,
+                    arcface_dir: str | os.PathLike | None = None, map_location: str = "cpu",
+                    config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
+    """(backbone in eval mode, classifier head weight [num_classes, embedding_size] or None).
+
+    TEMPORARY minimal version on the cam branch (the evaluation branch brings the real one; keep
+    that one at merge): a plain/``module.``/``{'state_dict'|'model': ...}`` backbone state_dict, or
+    arcface_torch's ``checkpoint_gpu_R.pt`` (``state_dict_backbone`` + ``state_dict_softmax_fc.weight``).
+    """
+    if config_path is not None:
+        raise NotImplementedError("config_path: see the evaluation branch's load_recognizer")
+    if network == "torchscript" or weights is None:
+        return load_backbone(weights, network, embedding_size, arcface_dir, map_location), None
+    state = torch.load(str(weights), map_location=map_location, weights_only=True)
+    head = None
+    if isinstance(state, dict) and "state_dict_backbone" in state:
+        head = state.get("state_dict_softmax_fc", {}).get("weight")
+        state = state["state_dict_backbone"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    model = load_backbone(None, network, embedding_size, arcface_dir, map_location)
+    try:
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"{weights}: weights do not fit network {network!r}: {e}") from None
+    return model.eval(), head

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, NamedTuple
 
 from fse_plugin.cli.grammar import command, fill_value, renamed
 
@@ -21,7 +22,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-cache", help="mask cache for --rec (default <rec_dir>/fse_masks)")
     p.add_argument("--parser", help="parser checkpoint: predict the masks instead")
     p.add_argument("--network", default="tiny", help="tiny | torchscript | arcface_torch name (r50, r100, ...)")
-    p.add_argument("--weights", help="model.pt state_dict (or the scripted file for torchscript)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", help="checkpoint: model.pt (backbone only) or one with the classifier head (see "
+                                     "fse_plugin.backbone.load_recognizer); plain, module.-prefixed, "
+                                     "{'state_dict'|'model': ...}; the scripted file for torchscript")
+    w.add_argument("--random-weights", action="store_true",
+                   help="explain a randomly initialised model instead of --weights (a test and debugging aid)")
     renamed(p, "--model2", p.add_argument("--weights2", help="second model to compare (e.g. FSErasing-trained)"))
     p.add_argument("--network2", help="network of the second model (default --network)")
     p.add_argument("--name", default="baseline", help="label of the first model")
@@ -31,10 +37,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="fscam,ablation",
                    help="comma list of fscam, ablation, gradcam, gradcam++, scorecam, xgradcam, layercam, eigencam, "
                         "hirescam, eigengradcam, rise, groupcam")
-    p.add_argument("--target", choices=("pair", "self", "identity", "class"), default=None,
-                   help="score explained: pair (other image of the pair; default for --pack), identity (centroid of "
-                        "the identity's other images; default for --rec), self (own clean embedding; zero gradient, "
-                        "so not for gradient CAMs), class (softmax of the argmax class: classifiers)")
+    p.add_argument("--target", choices=("class", "pair", "identity", "self"), default=None,
+                   help="score explained: class (the reference: softmax of the argmax identity logit of the "
+                        "checkpoint's classifier head; default when every checkpoint has one), else pair (other image "
+                        "of the pair; default for --pack), identity (centroid of the identity's other images; default "
+                        "for --rec), self (own clean embedding; zero gradient, so not for gradient CAMs)")
+    p.add_argument("--logit-scale", type=float, default=64.0,
+                   help="s of the identity logits s * cos(embedding, head row) (arcface_torch's margin loss s)")
     p.add_argument("--pairs", choices=("same", "diff", "all"), default="same", help="which pairs of the pack")
     p.add_argument("--limit", type=int, default=None, help="at most N pairs (--pack) or images (--rec, default 256)")
     p.add_argument("--fill", default="0", help="ablation fill: a number, random, random_1, region_mean, image_mean")
@@ -57,26 +66,52 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
 
 
+class Loaded(NamedTuple):
+    name: str
+    weights: str | None
+    network: str
+    backbone: Any
+    head: Any
+
+
+def _load_models(args: argparse.Namespace) -> list[Loaded]:
+    """The first model and, with --weights2, the second: backbone and classifier head (or None)."""
+    from fse_plugin.backbone import load_recognizer
+    specs = [(args.name, args.weights, args.network)]
+    if args.weights2 is not None:
+        specs.append((args.name2, args.weights2, args.network2 or args.network))
+    return [Loaded(name, weights, network, *load_recognizer(weights, network, args.embedding_size, args.arcface_dir))
+            for name, weights, network in specs]
+
+
 def run(args: argparse.Namespace) -> int:
     from fse_plugin import cam
-    from fse_plugin.backbone import load_backbone
-    from fse_plugin.common import resolve_device
+    from fse_plugin.common import FSEError, resolve_device
+    if args.weights is None and not args.random_weights:
+        raise FSEError("no --weights: pass the checkpoint to explain (or --random-weights to explain an untrained "
+                       "model on purpose, for tests and debugging)")
     device = str(resolve_device(args.device))
-    model = load_backbone(args.weights, args.network, args.embedding_size, args.arcface_dir)
-    model2 = None if args.weights2 is None else load_backbone(args.weights2, args.network2 or args.network,
-                                                              args.embedding_size, args.arcface_dir)
-    kw = dict(methods=cam.parse_methods(args.methods), model2=model2, names=(args.name, args.name2),
-              device=device, batch_size=args.batch_size, chunk=args.chunk_size, grid=args.grid, ci=args.ci,
-              seed=args.seed, report=args.report, target_layer=args.target_layer, fill=fill_value(args.fill),
-              amp=args.amp, progress=not args.quiet,
+    loaded = _load_models(args)
+    choice = cam.choose_target(args.target, "pair" if args.pack else "identity",
+                               {m.name: None if m.head is None else len(m.head) for m in loaded},
+                               {m.name: m.weights for m in loaded}, args.logit_scale,
+                               scripted=all(m.network == "torchscript" for m in loaded))
+    print(f"FS-CAM target: {choice.description}")
+    models = [cam.explained_model(m.backbone, m.head, choice.kind, args.logit_scale) for m in loaded]
+    meta = {"target_description": choice.description,
+            **{f"weights {m.name}": m.weights or "random (--random-weights)" for m in loaded}}
+    kw = dict(methods=cam.parse_methods(args.methods), model2=models[1] if len(models) > 1 else None,
+              names=(args.name, args.name2), device=device, batch_size=args.batch_size, chunk=args.chunk_size,
+              grid=args.grid, ci=args.ci, seed=args.seed, report=args.report, target_layer=args.target_layer,
+              fill=fill_value(args.fill), amp=args.amp, progress=not args.quiet, target=choice.kind, meta=meta,
               options={"rise": {"n_masks": args.rise_n, "s": args.rise_s, "p1": args.rise_p1, "seed": args.seed,
                                 "amp": args.amp},
                        "groupcam": {"groups": args.groupcam_groups}})
     if args.pack:
-        res = cam.explain_bin(model, args.pack, args.out, masks=args.masks, parser=args.parser, pairs=args.pairs,
-                              limit=args.limit, target=args.target or "pair", **kw)
+        res = cam.explain_bin(models[0], args.pack, args.out, masks=args.masks, parser=args.parser, pairs=args.pairs,
+                              limit=args.limit, **kw)
     else:
-        res = cam.explain_rec(model, args.rec, args.out, limit=args.limit or 256, mask_cache=args.mask_cache,
-                              parser=args.parser, target=args.target or "identity", **kw)
+        res = cam.explain_rec(models[0], args.rec, args.out, limit=args.limit or 256, mask_cache=args.mask_cache,
+                              parser=args.parser, **kw)
     print(f"report: {res['report']}")
     return 0

@@ -1,0 +1,67 @@
+"""FS-CAM: region-level explanations of face recognition models, for embedding models too.
+
+FS-CAM asks, for each of the 25 face-parsing regions, how much of the model's score survives when
+only that region is kept (everything else 0 in normalised space). The score is a *target*: the
+softmax probability of a class (the reference; for arcface_torch checkpoints the identity logits of
+their classifier head) or the cosine similarity of the embedding to a reference embedding (the
+other image of a verification pair, the image's own clean embedding, or an identity centroid).
+
+The same targets drive region ablation, the pixel CAMs of pytorch-grad-cam, and RISE and Group-CAM
+(ours: the library lacks them). Every pixel map is aggregated per region; dataset-level statistics
+give each region's mean importance with a 95% interval, for one model or two side by side.
+
+Modules, in the order data flows:
+
+- ``inputs``: faces as model inputs, masks checked, batched forwards
+- ``targets``: ``Target``, ``ClassTarget``, ``EmbeddingTarget``, pair / self / identity targets
+- ``classifier``: ``IdentityLogits`` (backbone + the checkpoint's ArcFace head), which target runs
+- ``regions``: ``fs_cam`` and ``region_ablation``
+- ``rise``, ``group_cam``: ``RISE`` and ``GroupCAM`` (a pytorch-grad-cam ``BaseCAM``)
+- ``pixel``: every pixel CAM by name, aggregated per region; ``methods``: all methods by name
+- ``stats``: per-region means and intervals, two models compared
+- ``plots``, ``report``: pictures, CSV/JSON and the report page
+- ``data``: pack pairs or rec images with their masks
+- ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
+- ``evaluation_glue``: ``fse eval ... --fscam``; ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
+"""
+from fse_plugin.cam.callback import FSCAMCallback
+from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model
+from fse_plugin.cam.data import load_pack, load_rec
+from fse_plugin.cam.evaluation_glue import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
+from fse_plugin.cam.explain import explain, explain_bin, explain_pairs, explain_rec
+from fse_plugin.cam.inputs import IGNORE, as_input, as_masks, batched_forward
+from fse_plugin.cam.methods import METHODS, parse_methods, run_method
+from fse_plugin.cam.pixel import (GRADIENT_METHODS, PIXEL_METHODS, aggregate_per_region, default_target_layer,
+                                  make_pixel_cam, pixel_cam, resolve_layer, run_pixel_cam)
+from fse_plugin.cam.plots import overlay, overlay_grid_figure, overlay_strip, plot_overlay_grid, plot_region_bars
+from fse_plugin.cam.regions import REGION_METHODS, fs_cam, normalise_scores, paint, region_ablation
+from fse_plugin.cam.rise import RISE
+from fse_plugin.cam.stats import compare_stats, region_mean, region_stats
+from fse_plugin.cam.targets import (TARGETS, ClassTarget, EmbeddingTarget, Target, identity_target, pair_target,
+                                    resolve_target, self_target)
+
+__all__ = [
+    "FSCAMCallback",
+    "ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model",
+    "load_pack", "load_rec",
+    "fscam_ijb", "fscam_pack", "fscam_pairs", "ijb_fscam_rows",
+    "explain", "explain_bin", "explain_pairs", "explain_rec",
+    "IGNORE", "as_input", "as_masks", "batched_forward",
+    "METHODS", "parse_methods", "run_method",
+    "GRADIENT_METHODS", "PIXEL_METHODS", "aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam",
+    "resolve_layer", "run_pixel_cam",
+    "overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid", "plot_region_bars",
+    "REGION_METHODS", "fs_cam", "normalise_scores", "paint", "region_ablation",
+    "RISE", "GroupCAM",
+    "compare_stats", "region_mean", "region_stats",
+    "TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target", "pair_target", "resolve_target",
+    "self_target",
+]
+
+
+def __getattr__(name: str):
+    """``GroupCAM`` on first use: its module imports pytorch-grad-cam (seconds), which plain FS-CAM never needs."""
+    if name == "GroupCAM":
+        from fse_plugin.cam.group_cam import GroupCAM
+        return GroupCAM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,92 @@
+"""Faces to explain with their masks: pairs of a ``.bin`` pack, or the first images of a rec."""
+from __future__ import annotations
+
+import os
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fse_plugin.cam.inputs import as_masks
+from fse_plugin.common import FSEError, load_masks, masks_path_for
+from fse_plugin.evaluation import load_bin, select_pairs
+from fse_plugin.maskcache import MaskCache, default_cache_path
+from fse_plugin.parsing import masks_from_checkpoint
+from fse_plugin.recordio import RecordReader, decode_image, image_index, open_rec, unpack
+
+__all__ = ["load_pack", "load_rec"]
+
+
+def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
+              parser: str | os.PathLike | None = None, pairs: str = "all", limit: int | None = None,
+              device: str = "cpu", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, np.ndarray]:
+    """Selected pairs of a verification pack with masks:
+    ``(images uint8 [2n,H,W,3] in pack order a,b,a,b..., issame [n], masks [2n,H,W], source, pair indices [n])``.
+
+    Masks come from ``masks`` (.npy of the whole pack), else ``parser`` (predicted for the selected
+    images only), else ``<pack minus .bin>.masks.npy``. Pairs: see ``evaluation.select_pairs``.
+    """
+    images, issame = load_bin(str(bin_path))
+    sel = select_pairs(issame, pairs, limit)
+    if not len(sel):
+        raise FSEError(f"{bin_path}: no {pairs!r} pairs to explain")
+    keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
+    stem_masks = masks_path_for(bin_path)
+    if masks is None and parser is None and not stem_masks.is_file():
+        raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
+                                f"{stem_masks.name} beside the pack")
+    if parser is not None and masks is None:
+        source, m = f"parser {parser}", masks_from_checkpoint(parser, images[keep], device, batch_size)
+    else:
+        source = str(masks if masks is not None else stem_masks)
+        m = np.asarray(load_masks(source, len(images), images.shape[1:3])[keep])
+        as_masks(m, where=source)
+    return images[keep], np.asarray(issame)[sel], m, source, sel
+
+
+def _open_cache(reader: RecordReader, mask_cache: str | os.PathLike | None) -> tuple[MaskCache, str]:
+    """The rec's mask cache (``mask_cache`` or ``<rec_dir>/fse_masks``), checked against the rec."""
+    rec_dir = Path(reader.rec_path).parent
+    path = mask_cache or default_cache_path(rec_dir)
+    cache = MaskCache(path)
+    cache.check_source(rec_dir)
+    return cache, f"mask cache {path}"
+
+
+def _records(reader: RecordReader, cache: MaskCache | None,
+             source: str) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
+    """(key, label, image, mask or None) in key order; records the cache has no mask for are skipped
+    (e.g. undecodable when the cache was built). All images must share one shape."""
+    idx = image_index(reader)
+    shape = None
+    for key, label in zip(idx.keys.tolist(), idx.labels.tolist()):
+        mask = cache.get(key) if cache is not None else None
+        if cache is not None and mask is None:
+            continue
+        img = decode_image(unpack(reader.read(key))[1])
+        if shape is not None and img.shape != shape:
+            raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones {shape}")
+        if mask is not None and mask.shape != img.shape[:2]:
+            raise FSEError(f"{source}: record {key} mask {mask.shape} does not fit image {img.shape[:2]}")
+        shape = img.shape
+        yield key, label, img, mask
+
+
+def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str | os.PathLike | None = None,
+             parser: str | os.PathLike | None = None, device: str = "cpu",
+             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The first ``limit`` images of a rec with masks: ``(images, masks, labels, keys, source)``.
+
+    Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default
+    ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
+    """
+    with open_rec(rec) as reader:
+        cache, source = _open_cache(reader, mask_cache) if parser is None else (None, f"parser {parser}")
+        rows = list(islice(_records(reader, cache, source), limit))
+    if not rows:
+        raise FSEError(f"{rec}: no images with masks to explain")
+    keys, labels, images, masks = (list(col) for col in zip(*rows))
+    images_np = np.stack(images)
+    masks_np = masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
+    return images_np, masks_np, np.asarray(labels), np.asarray(keys), source

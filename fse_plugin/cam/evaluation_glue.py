@@ -1,0 +1,72 @@
+"""FS-CAM of the pairs a verification protocol just scored: ``fse eval verification|ijb --fscam OUT_DIR``.
+
+The evaluation code does not import ``cam``; its CLI calls these after the protocol ran, with the
+models, images and masks it already holds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fse_plugin.cam.explain import explain_pairs
+from fse_plugin.cam.methods import parse_methods
+from fse_plugin.common import FSEError, resolve_device
+from fse_plugin.evaluation import IJBFaces, IJBMeta, select_pairs, stack_masks
+
+__all__ = ["fscam_pairs", "fscam_pack", "ijb_fscam_rows", "fscam_ijb"]
+
+
+def fscam_pairs(models: Mapping[str, nn.Module], images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray,
+                masks2: np.ndarray, out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",),
+                device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
+                progress: bool = True) -> Path:
+    """FS-CAM (and any other ``cam`` method) of verification pairs for one or two models side by side,
+    through ``explain_pairs``; returns the report path."""
+    names = list(models)
+    result = explain_pairs(models[names[0]], images1, images2, masks1, masks2, out_dir, parse_methods(methods),
+                           model2=models[names[1]] if len(names) > 1 else None, device=str(resolve_device(device)),
+                           names=(names[0], names[1] if len(names) > 1 else "model2"), meta=dict(meta or {}),
+                           progress=progress)
+    return Path(result["report"])
+
+
+def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
+               out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",), pairs: str = "same",
+               limit: int | None = 64, device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
+               progress: bool = True) -> Path:
+    """FS-CAM of the first ``limit`` ``pairs`` ('same', 'diff', 'all') of a pack."""
+    sel = select_pairs(issame, pairs, limit)
+    if not len(sel):
+        raise FSEError(f"no {pairs!r} pairs to explain")
+    return fscam_pairs(models, images[2 * sel], images[2 * sel + 1], stack_masks(masks, 2 * sel),
+                       stack_masks(masks, 2 * sel + 1), out_dir, methods, device,
+                       {"pairs": f"{len(sel)} {pairs}", **(meta or {})}, progress)
+
+
+def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Meta rows of the images FS-CAM explains for IJB: each selected template pair is represented by the
+    first image (in meta order) of each of its two templates."""
+    sel = select_pairs(meta.labels == 1, pairs, limit)
+    unique, first = np.unique(meta.templates, return_index=True)
+    return first[np.searchsorted(unique, meta.p1[sel])], first[np.searchsorted(unique, meta.p2[sel])]
+
+
+def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_dir: str | os.PathLike,
+              methods: str | Sequence[str] = ("fscam",), pairs: str = "same", limit: int | None = 64,
+              device: str | torch.device = "cpu", progress: bool = True) -> Path:
+    """FS-CAM of the first ``limit`` template pairs of an IJB set (see ``ijb_fscam_rows``)."""
+    rows1, rows2 = ijb_fscam_rows(meta, pairs, limit)
+    if not len(rows1):
+        raise FSEError(f"{meta.files['template_pair_label']}: no {pairs!r} pairs to explain")
+    faces = IJBFaces(meta)
+
+    def images(rows: np.ndarray) -> np.ndarray:
+        return np.stack([faces.image(r) for r in rows])
+
+    return fscam_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1), stack_masks(masks, rows2),
+                       out_dir, methods, device, {"benchmark": meta.target, "pairs": f"{len(rows1)} {pairs}"}, progress)
