@@ -21,6 +21,9 @@ NUM_CLASSES = len(CLASSES)
 LABEL_SET = "fse25"
 """Name of this label set, stored in parser checkpoints and mask-cache manifests."""
 SKIN_IDS: tuple[int, ...] = tuple(range(1, 10))
+IGNORE_INDEX = 255
+"""Label value of pixels no class claims (FaceSynthetics' IGNORE, borders an augmentation invents):
+losses and metrics skip it, flips keep it."""
 
 MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14), (15, 16))
 
@@ -54,7 +57,7 @@ FS19_CLASSES: tuple[str, ...] = (
     "LEFT_EAR", "MOUTH_INTERIOR", "TOP_LIP", "BOTTOM_LIP", "NECK", "HAIR", "BEARD", "CLOTHING",
     "GLASSES", "HEADWEAR", "FACEWEAR",
 )
-FS19_IGNORE = 255
+FS19_IGNORE = IGNORE_INDEX
 
 _FS19_NAME_TO_25 = {
     "BACKGROUND": "background", "NOSE": "nose", "RIGHT_EYE": "right_eye", "LEFT_EYE": "left_eye",
