@@ -25,7 +25,7 @@ def sample():
     out = []
     for i in range(40):
         for j in range(3):
-            out.append((i, synth._image(5, synth.TRAIN, i, j, 112, "aligned")))
+            out.append((i, synth.render_image(5, synth.TRAIN, i, j, 112, "aligned")))
     return out
 
 
@@ -183,13 +183,13 @@ def test_rec_layout_labels_and_gt_masks(synth_rec):
         assert list(h.label) == [1 + 4 * 6, 1 + 5 * 6]
         for k in (1, 20, 72):  # masks sit at their record's key; images decode to the rendered face
             ident, image = divmod(k - 1, 6)
-            ref = synth._image(0, synth.TRAIN, ident, image, 112, "aligned")
+            ref = synth.render_image(0, synth.TRAIN, ident, image, 112, "aligned")
             row = int(np.nonzero(gt["keys"] == k)[0][0])
             assert np.array_equal(gt["masks"][row], ref.mask)
             hdr, payload = unpack(r.read(k))
             assert isinstance(hdr, IRHeader) and hdr.label == ident and hdr.id == k
             img = decode_image(payload).astype(int)
-            other = synth._image(0, synth.TRAIN, ident, (image + 1) % 6, 112, "aligned").image
+            other = synth.render_image(0, synth.TRAIN, ident, (image + 1) % 6, 112, "aligned").image
             assert img.shape == (112, 112, 3) and np.abs(img - ref.image).mean() < 8 < np.abs(img - other).mean()
 
 
@@ -204,7 +204,7 @@ def test_pairs_bin_structure_and_masks(synth_bin):
     assert [same for _, _, same in plan] == issame and all((a == b) == same for a, b, same in plan)
     for k in (0, 1, 37):  # held-out identities: the pack images are HELDOUT-stream renders
         ident = plan[k // 2][k % 2]
-        ref = synth._image(1, synth.HELDOUT, ident, k, 112, "aligned")
+        ref = synth.render_image(1, synth.HELDOUT, ident, k, 112, "aligned")
         img = cv2.imdecode(np.frombuffer(bins[k], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         assert np.array_equal(masks[k], ref.mask) and np.abs(img.astype(int) - ref.image).mean() < 8
 
