@@ -1,9 +1,9 @@
 """Face geometry in the canonical aligned 112x112 frame: every part as 2-D points with a depth.
 
 Parts are named by the subject's side: suffix ``_r`` is the subject's right, on the image-left of the
-canonical (frontal, unflipped) face, ``_l`` the subject's left. Which class id a part gets is the
-renderer's business (``render._SIDED``), since the label set names some classes by the subject's side
-and some by the image's. Depth z points toward the camera: the head surface is an ellipsoid, and
+canonical (frontal, unflipped) face, ``_l`` the subject's left. Which class id a part gets is
+``rendering``'s business, since the label set names some classes by the subject's side and some by the
+image's (``labels.SIDE``). Depth z points toward the camera: the head surface is an ellipsoid, and
 parts sit on it (``surface``) or at a fixed depth (``add``), so a yawed head hides the far ear and
 moves the nose more than the outline. :func:`build` lists all parts of one face and its 70 landmarks
 (68 iBUG points, point 0 on the image-left; the image-left pupil; the image-right pupil).

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fse_plugin.align import align_mask, five_points_from_68
 from fse_plugin.labels import L25_TO_FS19, SKIN_IDS
 from fse_plugin.synth.identity import HELDOUT, PARSER, TRAIN, identity_of, keyed_rng, sample_look
-from fse_plugin.synth.render import render, render_image
+from fse_plugin.synth.rendering import render, render_image
 
 __all__ = ["pair_plan", "write_facesynthetics", "write_ijb", "write_pairs_bin", "write_rec"]
 
@@ -180,10 +180,12 @@ def write_facesynthetics(out_dir: str | os.PathLike, n_images: int, seed: int, *
     """FaceSynthetics-layout folder with the FSErasing 25-class labels.
 
     ``{id:06d}.png`` (size x size RGB), ``{id:06d}_seg.png`` (19 classes), ``{id:06d}_ldmks.txt`` (70 rows
-    ``x y``: 68 iBUG points, right pupil, left pupil), ``labels_25/{id:06d}_seg.png``, ``labels_9/`` (the
-    nine skin sub-regions) and ``anno_list.csv`` (frame_id,with_25). About ``missing_25`` of the frames get
-    with_25=0 and no 25-class label, as frames where the released labels failed. Frame ``i`` is identity
-    ``i`` of the PARSER stream (its image 0, see ``image_spec``). Returns ``out_dir``.
+    ``x y``: 68 iBUG points, image-left pupil, image-right pupil), ``labels_25/{id:06d}_seg.png``,
+    ``labels_9/`` (the nine skin sub-regions) and ``anno_list.csv`` (frame_id,with_25). The 19-class map
+    is the 25-class one with the skin parts merged, so its RIGHT_EYE, RIGHT_BROW and RIGHT_EAR lie on the
+    image-right like the 25-class right_eye, right_brow, right_ear (``labels.SIDE``). About ``missing_25``
+    of the frames get with_25=0 and no 25-class label, as frames where the released labels failed.
+    Frame ``i`` is identity ``i`` of the PARSER stream (its image 0, see ``image_spec``). Returns ``out_dir``.
     """
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from fse_plugin.align import ARCFACE_TEMPLATE, five_points_from_68, similarity_transform
-from fse_plugin.labels import CLASSES
+from fse_plugin.labels import CLASSES, MIRROR, SIDE
 from fse_plugin.synth.geometry import build, ellipse
 from fse_plugin.synth.identity import X0, Identity, Look, image_spec, keyed_rng, sample_look
 
@@ -29,7 +29,7 @@ _ONE = 1 << _SHIFT
 class Render(NamedTuple):
     image: np.ndarray  # RGB uint8 HxWx3
     mask: np.ndarray  # uint8 HxW, 25-class ids
-    landmarks: np.ndarray  # float32 [70, 2] output pixels: 68 iBUG points, right pupil, left pupil
+    landmarks: np.ndarray  # float32 [70, 2] output pixels: 68 iBUG points, image-left pupil, image-right pupil
 
 
 def _project(p: np.ndarray, lk: Look) -> np.ndarray:
@@ -139,11 +139,21 @@ def _linear_corners(angle: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 
-_SKIN_PARTS = (("sk_half_r", "right_cheek"), ("sk_half_l", "left_cheek"), ("sk_fh_r", "right_forehead"),
-               ("sk_fh_l", "left_forehead"), ("sk_fh_m", "middle_forehead"), ("sk_ae_r", "around_right_eye"),
-               ("sk_ae_l", "around_left_eye"), ("sk_ch_r", "right_chin"), ("sk_ch_l", "left_chin"))
-_SIDED = {"ear_r": "right_ear", "ear_l": "left_ear", "eye_r": "right_eye", "eye_l": "left_eye",
-          "brow_r": "right_brow", "brow_l": "left_brow"}
+def _label(name: str) -> int:
+    """Class id of a part the geometry names by the subject's side (``right_ear`` for ``ear_r``): the same
+    class where the label set names it by the subject's side, its mirror where by the image's side
+    (``labels.SIDE``), since the subject's right lies on the image-left."""
+    cid = _C[name]
+    return int(MIRROR[cid]) if SIDE[cid] == "image" else cid
+
+
+_SKIN_PARTS = tuple((part, _label(name)) for part, name in (
+    ("sk_half_r", "right_cheek"), ("sk_half_l", "left_cheek"), ("sk_fh_r", "right_forehead"),
+    ("sk_fh_l", "left_forehead"), ("sk_fh_m", "middle_forehead"), ("sk_ae_r", "around_right_eye"),
+    ("sk_ae_l", "around_left_eye"), ("sk_ch_r", "right_chin"), ("sk_ch_l", "left_chin")))
+_SIDED = {part: _label(f"{'right' if part.endswith('_r') else 'left'}_{part[:-2]}")
+          for part in ("ear_r", "ear_l", "eye_r", "eye_l", "brow_r", "brow_l")}
+"""Class id of each sided part: the ears, eyes and brows are named by the image's side."""
 
 
 def _background(cv: _Canvas, lk: Look, rng: np.random.Generator) -> None:
@@ -166,7 +176,7 @@ def _behind_face(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray])
     cv.fill(P["neck"], _shade(skin, 0.82), _C["neck"])
     cv.fill(P["clothing"], lk.clothing_colour, _C["clothing"])
     for name in ("ear_r", "ear_l"):
-        cv.fill(P[name], _shade(skin, 0.92), _C[_SIDED[name]])
+        cv.fill(P[name], _shade(skin, 0.92), _SIDED[name])
         cv.fill(P[name + "_in"], _shade(skin, 0.75))
     for name in ("strand_r", "strand_l"):
         if name in P:
@@ -179,8 +189,8 @@ def _face_skin(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray]) -
     face = np.zeros((size, size), np.uint8)
     cv2.fillPoly(face, [P["face"]], 1, cv2.LINE_8, _SHIFT)
     part = np.zeros((size, size), np.uint8)
-    for name, cname in _SKIN_PARTS:
-        cv2.fillPoly(part, [P[name]], _C[cname], cv2.LINE_8, _SHIFT)
+    for name, cid in _SKIN_PARTS:
+        cv2.fillPoly(part, [P[name]], cid, cv2.LINE_8, _SHIFT)
     cv2.copyTo(part, face, cv.mask)
     cv.fill(P["face"], _shade(skin, 0.9))
     centre = P["face"].mean(0)
@@ -217,13 +227,13 @@ def _features(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray]) ->
     cv.fill(P["lip_lo"], _shade(idn.lip_colour, 1.08), _C["lower_lip"])
     open_eye = idn.eye_h * lk.eye_open >= 0.35
     for name in ("eye_r", "eye_l"):
-        cid = _C[_SIDED[name]]
+        cid = _SIDED[name]
         if open_eye:
             cv.fill(P[name], (236, 232, 226), cid)
             cv.inside(cid, [(P[name + "_iris"], idn.iris), (P[name + "_pupil"], (12, 10, 10))])
         cv.line(P[name + "_lash"], (30, 22, 20), 0.7)
     for name in ("brow_r", "brow_l"):
-        cv.fill(P[name], idn.brow_colour, _C[_SIDED[name]])
+        cv.fill(P[name], idn.brow_colour, _SIDED[name])
 
 
 def _on_top(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray]) -> None:
