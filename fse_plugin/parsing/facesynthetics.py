@@ -11,12 +11,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing as mp
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fse_plugin.align import align_image, align_mask, five_points_from_68
 from fse_plugin.common import FSEError
@@ -133,15 +136,12 @@ def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Pa
                  progress: bool) -> None:
     """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when complete:
     a killed run leaves no half cache, and 88k faces never need to fit in RAM at once."""
-    from tqdm import tqdm
-
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(ids), size, size, 3))
     masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(ids), size, size))
     jobs = [(str(root), int(f), size, str(labels)) for f in ids]
     if workers > 0:
-        import multiprocessing as mp
         pool = mp.get_context("spawn").Pool(workers)
         results = pool.imap(_load_frame_job, jobs, chunksize=16)
     else:
@@ -159,7 +159,6 @@ def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Pa
     (tmp / "meta.json").write_text(json.dumps({"source": str(root.resolve()), "size": size, "count": len(ids),
                                                "label_set": LABEL_SET, "format": FORMAT}))
     if cache.exists():  # another process finished first
-        import shutil
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, cache)

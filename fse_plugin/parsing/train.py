@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from fse_plugin.common import FSEError, autocast, dist_env, resolve_device, to_input, warmup_cosine
 from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
@@ -171,8 +175,6 @@ def _aligned_on_every_rank(data: str | os.PathLike, cache_dir: Path, out: Path, 
 def _model_and_optimizer(feature_scale: int, seed: int, lr: float, weight_decay: float, state: dict | None,
                          dev: torch.device, world: int) -> tuple[UNetRes18, nn.Module, torch.optim.Optimizer]:
     """Seeded model (or the resumed one) on ``dev``, its DDP wrapper under torchrun, and AdamW."""
-    from torch.nn.parallel import DistributedDataParallel
-
     torch.manual_seed(seed)
     model = UNetRes18(feature_scale=feature_scale)
     if state is not None:
@@ -192,11 +194,8 @@ def _train_format(dev: torch.device) -> torch.memory_format:
 
 
 def _train_loader(dataset: ParsingDataset, batch_size: int, rank: int, world: int, workers: int, seed: int,
-                  dev: torch.device, data: str | os.PathLike) -> torch.utils.data.DataLoader:
+                  dev: torch.device, data: str | os.PathLike) -> DataLoader:
     """Shuffled batches of this rank's shard (a DistributedSampler, also with one rank: same order either way)."""
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
-
     drop_last = len(dataset) >= 2 * batch_size * world
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -210,7 +209,7 @@ class _Run:
     """One training run's moving parts and progress; :meth:`train_epoch` and :meth:`end_epoch` are its steps."""
 
     def __init__(self, model: UNetRes18, net: nn.Module, opt: torch.optim.Optimizer,
-                 loader: torch.utils.data.DataLoader, loss_fn: nn.Module, budget: _Budget, clock: _Clock, *,
+                 loader: DataLoader, loss_fn: nn.Module, budget: _Budget, clock: _Clock, *,
                  rank: int, world: int, dev: torch.device, amp: bool, lr: float, warmup_steps: int, log_every: int,
                  progress: bool, out: Path, meta: dict[str, Any], state: dict[str, Any] | None) -> None:
         self.model, self.net, self.opt, self.loader, self.loss_fn = model, net, opt, loader, loss_fn
@@ -230,8 +229,6 @@ class _Run:
 
     def train_epoch(self) -> bool:
         """One pass over the loader; True when the step or time budget ran out during it."""
-        from tqdm import tqdm
-
         self.loader.sampler.set_epoch(self.epoch)
         self.loader.dataset.set_epoch(self.epoch)
         self.net.train()

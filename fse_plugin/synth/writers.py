@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fse_plugin.align import align_mask, five_points_from_68
 from fse_plugin.labels import L25_TO_FS19, SKIN_IDS
+from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, image_index, pack, pack_img
 from fse_plugin.synth.identity import HELDOUT, PARSER, TRAIN, identity_of, keyed_rng, sample_look
 from fse_plugin.synth.rendering import render, render_image
 
@@ -67,7 +68,6 @@ def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress
 
 
 def _rec_job(job: tuple[int, int, int, int, int, int]) -> tuple[bytes, np.ndarray]:
-    from fse_plugin.recordio import IRHeader, pack_img
     seed, ident, image, key, size, quality = job
     r = render_image(seed, TRAIN, ident, image, size, "aligned")
     rec = pack_img(IRHeader(0, float(ident), key, 0), np.ascontiguousarray(r.image[..., ::-1]), quality=quality)
@@ -84,7 +84,6 @@ def write_rec(out_dir: str | os.PathLike, n_identities: int, images_per_identity
     stream. ``gt_masks.npz`` holds ``keys`` (int64, in ``recordio.image_index`` order) and ``masks``
     (uint8 [N, size, size], the exact aligned masks). Returns ``out_dir``.
     """
-    from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, image_index, pack
     if n_identities < 1 or images_per_identity < 1:
         raise ValueError(f"need n_identities >= 1 and images_per_identity >= 1, got {n_identities}, "
                          f"{images_per_identity}")
