@@ -100,7 +100,6 @@ def evaluate_parser(model: nn.Module, images: np.ndarray, masks: np.ndarray, bat
     return ParserMetrics.from_confusion(conf)
 
 
-
 def evaluate_checkpoint(data: str | os.PathLike, parser_ckpt: str | os.PathLike, split: str = "val",
                         val_fraction: float | None = None, seed: int | None = None, batch_size: int = 64,
                         device: str = "auto", amp: bool = False, cache_dir: str | os.PathLike | None = None,

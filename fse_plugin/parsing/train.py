@@ -77,7 +77,6 @@ def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES, power: float 
     return torch.tensor(w, dtype=torch.float32)
 
 
-
 class _Budget:
     """How long a run trains and how far along its schedule it is.
 

@@ -39,7 +39,6 @@ _IRIS_COLOURS = np.array([(52, 32, 20), (92, 58, 32), (128, 98, 52), (74, 112, 6
                           (112, 124, 136)], np.float32)
 
 
-
 def keyed_rng(*key: int) -> np.random.Generator:
     """The generator of one key (seed, stream, identity, image ...): each draw is reproducible alone."""
     return np.random.default_rng([int(k) for k in key])
@@ -47,7 +46,6 @@ def keyed_rng(*key: int) -> np.random.Generator:
 
 def _colour(rng: np.random.Generator, base: np.ndarray, jitter: float) -> tuple[int, ...]:
     return tuple(int(v) for v in np.clip(base + rng.normal(0, jitter, 3), 0, 255))
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +225,6 @@ def sample_look(identity: Identity, rng: np.random.Generator) -> Look:
         noise=float(u(0, 6)), blur=float(u(0.4, 1.0)) if rng.random() < 0.3 else 0.0,
         noise_seed=int(rng.integers(2 ** 31)),
     )
-
 
 
 @lru_cache(maxsize=4096)

@@ -138,7 +138,6 @@ def _linear_corners(angle: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t).reshape(2, 2, 3)
 
 
-
 def _label(name: str) -> int:
     """Class id of a part the geometry names by the subject's side (``right_ear`` for ``ear_r``): the same
     class where the label set names it by the subject's side, its mirror where by the image's side
