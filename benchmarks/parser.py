@@ -4,7 +4,7 @@
     python benchmarks/parser.py --device cuda --amp --batch-size 512 --scales 1 2 4   # GPU: bf16, channels_last
 
 Forward-only = normalise + network + argmax on a uint8 batch already on the device
-(``fse_plugin.parsing.forward_throughput``), the ceiling that ``fse precompute`` is measured against.
+(``fse_plugin.parsing.forward_throughput``), the ceiling that ``fse cache build`` is measured against.
 Ratios are relative to the first scale listed, all measured in this one run. ``img/CPU-s`` divides by
 the process's CPU time (all threads), which other jobs on a shared machine distort far less than wall time.
 """

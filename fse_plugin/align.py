@@ -8,6 +8,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+__all__ = ["ARCFACE_TEMPLATE", "align_image", "align_mask", "estimate_norm", "five_points_from_68",
+           "similarity_transform"]
+
 ARCFACE_TEMPLATE: np.ndarray = np.array([
     [38.2946, 51.6963],  # image-left eye
     [73.5318, 51.5014],  # image-right eye
@@ -23,7 +26,8 @@ def five_points_from_68(ldmks: np.ndarray) -> np.ndarray:
     p = np.asarray(ldmks, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] < 68 or p.shape[1] < 2:
         raise ValueError(f"expected at least 68 landmarks of (x, y), got shape {p.shape}")
-    return np.stack([p[36:40:3, :2].mean(0), p[42:46:3, :2].mean(0), p[30, :2], p[48, :2], p[54, :2]]).astype(np.float32)
+    eyes = p[36:40:3, :2].mean(0), p[42:46:3, :2].mean(0)  # mean of each eye's two corners
+    return np.stack([*eyes, p[30, :2], p[48, :2], p[54, :2]]).astype(np.float32)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -1,7 +1,36 @@
 """The 25-class face-semantic label set of FSErasing and the 19-class FaceSynthetics set.
 
-Left/right are the subject's sides, so a horizontal image flip must also swap the ids of
-mirror pairs (``MIRROR``); ``flip_mask`` does both.
+Left and right follow the authors' labels_25 maps, and they name different classes by different
+sides. The nine skin parts, which the authors cut from MediaPipe Face Mesh, are named by the
+*subject's* sides: right_cheek lies on the image-left of a frontal face. The eyes, brows and ears,
+kept from FaceSynthetics' own classes, are named by the *image's* sides: right_eye lies on the
+image-right. ``SIDE`` records the rule per class. Where each class lies in a frontal ArcFace-aligned
+112x112 face (midline x = 56; "x" are mean positions measured on eight of the authors' maps):
+
+==  =================  =========  ================================================
+id  class              side rule  lies on
+==  =================  =========  ================================================
+1   right_cheek        subject    image-left  (1, 3, 5, 8 together: mean x ~30)
+2   left_cheek         subject    image-right (2, 4, 6, 9 together: mean x ~70)
+3   right_chin         subject    image-left
+4   left_chin          subject    image-right
+5   right_forehead     subject    image-left
+6   left_forehead      subject    image-right
+7   middle_forehead    none       the midline
+8   around_right_eye   subject    image-left, round the image-left eye
+9   around_left_eye    subject    image-right, round the image-right eye
+11  right_eye          image      image-right (x ~70)
+12  left_eye           image      image-left  (x ~37)
+13  right_brow         image      image-right (x ~72)
+14  left_brow          image      image-left  (x ~38)
+15  right_ear          image      image-right edge (x ~98)
+16  left_ear           image      image-left edge  (x ~6)
+==  =================  =========  ================================================
+
+All other classes (background, nose, mouth, lips, neck, hair, clothing, glasses, headwear) have no side.
+So around_right_eye (8, image-left) surrounds left_eye (12, image-left). A horizontal flip moves every
+pixel to the other side of the image, so under either rule each sided class must swap with its partner
+(``MIRROR``) for the mask to keep telling the truth; ``flip_mask`` does both.
 """
 from __future__ import annotations
 
@@ -9,6 +38,10 @@ from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
+
+__all__ = ["CLASSES", "NUM_CLASSES", "LABEL_SET", "SKIN_IDS", "IGNORE_INDEX", "MIRROR_PAIRS", "SIDE", "MIRROR",
+           "MIRROR_LUT", "PALETTE", "FS19_CLASSES", "FS19_IGNORE", "FS19_TO_25", "L25_TO_FS19", "class_id", "class_ids",
+           "class_name", "colorize", "flip_mask", "parse_class_list"]
 
 CLASSES: tuple[str, ...] = (
     "background", "right_cheek", "left_cheek", "right_chin", "left_chin",
@@ -21,8 +54,16 @@ NUM_CLASSES = len(CLASSES)
 LABEL_SET = "fse25"
 """Name of this label set, stored in parser checkpoints and mask-cache manifests."""
 SKIN_IDS: tuple[int, ...] = tuple(range(1, 10))
+IGNORE_INDEX = 255
+"""Label value of pixels no class claims (FaceSynthetics' IGNORE, borders an augmentation invents):
+losses and metrics skip it, flips keep it."""
 
 MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14), (15, 16))
+
+SIDE: tuple[str | None, ...] = tuple(
+    "subject" if 1 <= k <= 9 and k != 7 else "image" if 11 <= k <= 16 else None for k in range(len(CLASSES)))
+"""SIDE[k]: whose side the name of class k refers to: 'subject' (right_* on the image-left of a frontal
+face), 'image' (right_* on the image-right), or None for classes without a side (see the table above)."""
 
 
 def _mirror_permutation(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -54,7 +95,7 @@ FS19_CLASSES: tuple[str, ...] = (
     "LEFT_EAR", "MOUTH_INTERIOR", "TOP_LIP", "BOTTOM_LIP", "NECK", "HAIR", "BEARD", "CLOTHING",
     "GLASSES", "HEADWEAR", "FACEWEAR",
 )
-FS19_IGNORE = 255
+FS19_IGNORE = IGNORE_INDEX
 
 _FS19_NAME_TO_25 = {
     "BACKGROUND": "background", "NOSE": "nose", "RIGHT_EYE": "right_eye", "LEFT_EYE": "left_eye",

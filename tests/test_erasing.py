@@ -148,11 +148,11 @@ def test_flip_pair_swaps_left_right(faces):
     img, mask = imgs[0], masks[0]
     W = mask.shape[1]
     re, le = class_id("right_eye"), class_id("left_eye")
-    assert (mask == re).nonzero()[:, 1].float().mean() < W / 2  # subject's right eye on the image left
+    assert (mask == re).nonzero()[:, 1].float().mean() > W / 2  # right_eye (the image's side) on the image-right
     fimg, fmask = flip_pair(img, mask)
     assert torch.equal(fimg, img.flip(-1))
     assert torch.equal(fmask, torch.from_numpy(MIRROR)[mask.long()].flip(-1).to(mask.dtype))
-    assert (fmask == re).nonzero()[:, 1].float().mean() < W / 2  # still the image-left eye
+    assert (fmask == re).nonzero()[:, 1].float().mean() > W / 2  # still the image-right eye
     assert torch.equal((fmask == re), (mask == le).flip(-1))
     # numpy HWC path (the dataset's) agrees with the tensor path
     nimg, nmask = flip_pair(img.permute(1, 2, 0).numpy(), mask.numpy())

@@ -59,3 +59,15 @@ def test_colorize_and_facesynthetics_mapping():
         if L.FS19_TO_25[i] >= 0:
             assert L.L25_TO_FS19[L.FS19_TO_25[i]] == i, name
     assert L.FS19_TO_25[skin] == -1 and L.FS19_TO_25[L.FS19_CLASSES.index("BEARD")] == -1
+
+
+def test_side_rule_per_class():
+    """As the authors' labels_25 maps lie: skin parts by the subject's sides, eyes/brows/ears by the image's."""
+    assert [L.CLASSES[k] for k in range(25) if L.SIDE[k] == "subject"] == [
+        "right_cheek", "left_cheek", "right_chin", "left_chin", "right_forehead", "left_forehead", "around_right_eye",
+        "around_left_eye"]
+    assert [L.CLASSES[k] for k in range(25) if L.SIDE[k] == "image"] == [
+        "right_eye", "left_eye", "right_brow", "left_brow", "right_ear", "left_ear"]
+    paired = {c for p in L.MIRROR_PAIRS for c in p}
+    assert {k for k in range(25) if L.SIDE[k] is not None} == paired  # a sided class has a mirror partner
+    assert all(L.SIDE[a] == L.SIDE[b] for a, b in L.MIRROR_PAIRS)

@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score, jaccard_score
 from fse_plugin import parsing as P
 from fse_plugin.align import ARCFACE_TEMPLATE
 from fse_plugin.cli import main as cli_main
-from fse_plugin.common import to_input
+from fse_plugin.common import FSEError, to_input
 from fse_plugin.erasing import flip_pair
 from fse_plugin.labels import MIRROR, NUM_CLASSES, PALETTE, class_id
 
@@ -24,13 +24,14 @@ SMALL = 16  # feature_scale for fast tests (widths 4..64)
 # ----------------------------------------------------------------------------- a tiny FaceSynthetics folder
 
 def _canonical_face(size: int = 112) -> np.ndarray:
-    """A 25-class label map in ArcFace-aligned coordinates: subject's right (ids 1, 11, 13 ...) on image-left."""
+    """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels: right_cheek (1) on the
+    image-left (the subject's right), right_eye and right_brow (11, 13) on the image-right (the image's right)."""
     m = np.zeros((size, size), np.uint8)
     cx = int(ARCFACE_TEMPLATE[2, 0])
     cv2.ellipse(m, (cx, 40), (40, 30), 0, 180, 360, class_id("hair"), -1)
     cv2.ellipse(m, (cx, 62), (36, 46), 0, 0, 360, 1, -1)
     m[:, cx:][m[:, cx:] == 1] = 2  # image-right half of the face is the subject's left cheek
-    for (x, y), eye, brow in zip(ARCFACE_TEMPLATE[:2], ("right_eye", "left_eye"), ("right_brow", "left_brow")):
+    for (x, y), eye, brow in zip(ARCFACE_TEMPLATE[:2], ("left_eye", "right_eye"), ("left_brow", "right_brow")):
         cv2.ellipse(m, (int(x), int(y)), (8, 4), 0, 0, 360, class_id(eye), -1)
         cv2.rectangle(m, (int(x) - 9, int(y) - 12), (int(x) + 9, int(y) - 8), class_id(brow), -1)
     nx, ny = ARCFACE_TEMPLATE[2]
@@ -42,10 +43,11 @@ def _canonical_face(size: int = 112) -> np.ndarray:
     return m
 
 
-def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160, skip: tuple[int, ...] = ()) -> Path:
+def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160, skip: tuple[int, ...] = (),
+                              labels: str = "labels_25") -> Path:
     """FaceSynthetics layout: {id:06d}.png, _ldmks.txt (70 rows), labels_25/{id:06d}_seg.png, anno_list.csv."""
     rng = np.random.default_rng(seed)
-    (root / "labels_25").mkdir(parents=True, exist_ok=True)
+    (root / labels).mkdir(parents=True, exist_ok=True)
     canon = _canonical_face()
     rows = []
     for fid in range(n):
@@ -55,8 +57,9 @@ def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160
         fwd = np.hstack([a, t[:, None]])  # aligned -> image
         seg = cv2.warpAffine(canon, fwd, (side, side), flags=cv2.INTER_NEAREST)
         img = PALETTE[seg].astype(np.float32) * rng.uniform(0.7, 1.1) + rng.normal(0, 12, (side, side, 3))
-        cv2.imwrite(str(root / f"{fid:06d}.png"), cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "labels_25" / f"{fid:06d}_seg.png"), seg)
+        bgr = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(root / f"{fid:06d}.png"), bgr)
+        cv2.imwrite(str(root / labels / f"{fid:06d}_seg.png"), seg)
         p5 = ARCFACE_TEMPLATE.astype(np.float64) @ a.T + t
         l68 = np.zeros((70, 2))
         l68[[36, 39]], l68[[42, 45]], l68[30], l68[48], l68[54] = p5[0], p5[1], p5[2], p5[3], p5[4]
@@ -240,9 +243,11 @@ def test_flip_keeps_anatomy():
     fimg, fmask = flip_pair(img, mask)
     np.testing.assert_array_equal(fimg, img[:, ::-1])
     np.testing.assert_array_equal(fmask[:, ::-1], MIRROR[mask])  # pixels moved AND ids swapped
-    for m in (mask, fmask):  # the subject's right eye stays on the image-left, as on any frontal face
-        xs_r, xs_l = np.nonzero(m == class_id("right_eye"))[1], np.nonzero(m == class_id("left_eye"))[1]
-        assert xs_r.mean() < 56 < xs_l.mean()
+    def mean_x(m, name):
+        return np.nonzero(m == class_id(name))[1].mean()
+    for m in (mask, fmask):  # right_eye (named by the image's side) stays on the image-right, right_cheek
+        assert mean_x(m, "left_eye") < 56 < mean_x(m, "right_eye")  # (named by the subject's) on the image-left
+        assert mean_x(m, "right_cheek") < 56 < mean_x(m, "left_cheek")
     aug = P.ParserAugment(flip=1.0, p_affine=0.0, brightness=0, contrast=0, saturation=0, hue=0)
     _, amask = aug(img, mask, np.random.default_rng(0))
     np.testing.assert_array_equal(amask, fmask)
@@ -288,6 +293,21 @@ def test_prepare_dataset_aligns_and_caches(fake_fs, tmp_path):
     assert b.path == a.path and (b.path / "images.npy").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.parametrize("folder", ["labels_25", "labels25"])
+def test_label_folder_either_spelling(tmp_path, folder):
+    """The authors' README names the folder labels_25 and labels25 (labels_9 and labels9): both are read."""
+    root = write_fake_facesynthetics(tmp_path / "fs", n=3, labels=folder)
+    assert P.label_dir(root) == root / folder
+    a = P.prepare_dataset(root, tmp_path / "cache", progress=False)
+    assert a.masks.shape == (3, 112, 112) and (a.masks == _canonical_face()[None]).mean() > 0.97
+    for nine in ("labels_9", "labels9"):
+        (root / nine).mkdir()
+        assert P.label_dir(root, 9) == root / nine
+        (root / nine).rmdir()
+    with pytest.raises(FSEError, match="labels_9/ or labels9/"):
+        P.label_dir(root, 9)
+
+
 def test_load_frame_errors_name_the_file(tmp_path):
     root = write_fake_facesynthetics(tmp_path / "fs", n=2)
     cv2.imwrite(str(root / "labels_25" / "000001_seg.png"), np.full((160, 160), 30, np.uint8))
@@ -328,10 +348,42 @@ def test_training_decreases_loss_and_resume_continues(fake_fs, trained):
     assert again["epoch"] == 5 and again["feature_scale"] == SMALL and again["elapsed"] > last["elapsed"]
 
 
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
+    """A step budget is the whole schedule: the same seed gives the same weights, a generous time budget
+    (a safety stop) changes nothing, and the summary carries the held-out scores the demo's floor reads."""
+    kw = dict(batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2, workers=0, device="cpu", warmup_steps=2,
+              progress=False, cache_dir=tmp_path / "cache")
+    a = P.train_parser(fake_fs, tmp_path / "a", steps=10, **kw)
+    b = P.train_parser(fake_fs, tmp_path / "b", steps=10, time_budget=3600.0, **kw)
+    assert a["steps"] == b["steps"] == 10 and a["epochs"] == 2  # 31 faces: 7 batches of 4 per epoch
+    wa, wb = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["val_mf1"] == b["val_mf1"] and 0 <= a["val_mf1"] <= 1 and 0 <= a["val_miou"] <= 1
+    assert a["best_val_miou"] >= a["val_miou"] and np.isfinite(a["best_val_mf1"])
+    c = P.train_parser(fake_fs, tmp_path / "c", epochs=2, **kw)  # the same 2 epochs, cut at step 10 above
+    assert c["steps"] == 14 and not torch.equal(_weights(tmp_path / "c" / "last.pt")["final.bias"], wa["final.bias"])
+    with pytest.raises(FSEError, match="epochs, steps or a time budget"):
+        P.train_parser(fake_fs, tmp_path / "d", epochs=None, **kw)
+
+
+def test_budget_schedule():
+    from fse_plugin.parsing.train import _Budget
+    steps = _Budget.of(epochs=3, steps=None, time_budget=5.0, per_epoch=10)
+    assert (steps.steps, steps.epochs) == (30, 3) and steps.progress(15, elapsed=4.9) == 0.5  # time: a stop only
+    assert _Budget.of(epochs=3, steps=25, time_budget=None, per_epoch=10).epochs == 3  # steps win over epochs
+    timed = _Budget.of(epochs=None, steps=None, time_budget=10.0, per_epoch=10)
+    assert timed.steps is None and timed.progress(3, elapsed=5.0) == 0.5 and not timed.epochs_done(10 ** 6)
+    assert "steps=30" in repr(steps)
+
+
 def test_time_budget_stops_training(fake_fs, tmp_path):
-    s = P.train_parser(fake_fs, tmp_path, epochs=1000, batch_size=8, feature_scale=SMALL, workers=0, device="cpu",
-                       time_budget=1.0, progress=False)
-    assert s["epochs"] < 1000 and s["elapsed"] < 30
+    s = P.train_parser(fake_fs, tmp_path, epochs=None, batch_size=8, feature_scale=SMALL, workers=0, device="cpu",
+                       time_budget=1.0, progress=False)  # a timed run: no step budget
+    assert s["elapsed"] < 30 and torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] is None
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         P.train_parser(fake_fs, tmp_path, resume=tmp_path / "nothing.pt", progress=False)
 
@@ -388,6 +440,15 @@ def test_eval_parser_cli(fake_fs, trained, capsys):
     assert len(rows) == NUM_CLASSES + 1 and rows[-1]["class"] == "mean_present"
     metrics, info = P.evaluate_checkpoint(fake_fs, out / "best.pt", device="cpu")
     assert float(rows[-1]["f1"]) == pytest.approx(metrics.mean_f1) and info["n"] == 8
+
+
+def test_train_cli_step_budget(fake_fs, tmp_path, capsys):
+    assert cli_main(["parser", "train", "--data", str(fake_fs), "--out", str(tmp_path), "--steps", "3",
+                     "--batch-size", "4", "--feature-scale", str(SMALL), "--num-workers", "0", "--device", "cpu",
+                     "--quiet"]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert "steps=3 " in summary and "val_mf1=" in summary and "best_val_mf1=" in summary
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] == 3
 
 
 @pytest.mark.parametrize("cmd", ["train", "eval"])

@@ -12,7 +12,7 @@ import pytest
 
 from fse_plugin import synth
 from fse_plugin.align import ARCFACE_TEMPLATE, align_mask, estimate_norm, five_points_from_68
-from fse_plugin.labels import CLASSES, L25_TO_FS19, MIRROR_PAIRS, SKIN_IDS, class_id, class_ids
+from fse_plugin.labels import CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS, class_id, class_ids
 
 
 def _frontal(look: synth.Look) -> synth.Look:
@@ -25,7 +25,7 @@ def sample():
     out = []
     for i in range(40):
         for j in range(3):
-            out.append((i, synth._image(5, synth.TRAIN, i, j, 112, "aligned")))
+            out.append((i, synth.render_image(5, synth.TRAIN, i, j, 112, "aligned")))
     return out
 
 
@@ -97,29 +97,45 @@ def test_all_classes_occur_with_plausible_sizes(sample):
     assert (skin > 0.15).all() and (skin < 0.8).all()
 
 
-def test_left_right_are_the_subjects_sides():
+def _mean_x(mask: np.ndarray, cid: int) -> float:
+    return float(np.nonzero(mask == cid)[1].mean())
+
+
+def test_left_right_follow_the_authors_labels():
+    """As in the authors' labels_25 maps: skin parts on the subject's sides, eyes, brows, ears on the image's."""
     ids = synth.make_identities(12, seed=21)
     for k, idn in enumerate(ids):
         look = _frontal(synth.sample_look(idn, np.random.default_rng(k)))
         look = replace(look, hair_style="short", headwear=None, glasses=None, eye_open=1.0)
         r = synth.render(idn, look, 112)
-        xs = np.arange(112)[None, :].repeat(112, 0)
         for right, left in MIRROR_PAIRS:
             if (r.mask == right).sum() < 3 or (r.mask == left).sum() < 3:
                 continue
-            assert xs[r.mask == right].mean() < 56 < xs[r.mask == left].mean(), (CLASSES[right], CLASSES[left])
-        for name in ("right_eye", "right_brow", "right_cheek", "right_ear"):
-            sel = r.mask == class_id(name)
-            assert sel.any() and xs[sel].max() < 56, name
-        # landmarks: iBUG 36..41 and the right pupil (68) are on the image-left
+            image_left, image_right = (right, left) if SIDE[right] == "subject" else (left, right)
+            assert _mean_x(r.mask, image_left) < 56 < _mean_x(r.mask, image_right), (CLASSES[right], CLASSES[left])
+        for name in ("eye", "brow", "ear"):  # wholly on their image side
+            left = np.nonzero(r.mask == class_id("left_" + name))[1]
+            right = np.nonzero(r.mask == class_id("right_" + name))[1]
+            assert len(left) and len(right) and left.max() < 56 < right.min(), name
+        # landmarks: iBUG 36..41 and pupil row 68 are on the image-left, inside the left_eye class
         assert r.landmarks[36:42, 0].max() < 56 < r.landmarks[42:48, 0].min()
         assert r.landmarks[68, 0] < 56 < r.landmarks[69, 0] and r.landmarks[0, 0] < r.landmarks[16, 0]
 
 
+def test_side_means_in_aligned_faces(sample):
+    """Mean x over the posed, aligned sample: where the authors' maps put each sided class (midline 56)."""
+    xs = {name: np.mean([_mean_x(r.mask, class_id(name)) for _, r in sample if (r.mask == class_id(name)).sum() > 3])
+          for name in ("right_cheek", "left_cheek", "right_eye", "left_eye", "right_brow", "left_brow", "right_ear",
+                       "left_ear")}
+    assert xs["right_cheek"] < 56 < xs["left_cheek"]
+    assert xs["left_eye"] < 56 < xs["right_eye"] and xs["left_brow"] < 56 < xs["right_brow"]
+    assert xs["left_ear"] < 20 and xs["right_ear"] > 92  # at the image edges, as the authors' ~6 and ~98
+
+
 def test_posed_faces_keep_sides(sample):
     for _, r in sample:
-        for right, left in ((11, 12), (13, 14), (1, 2)):
-            a, b = np.nonzero(r.mask == right)[1], np.nonzero(r.mask == left)[1]
+        for image_left, image_right in ((12, 11), (14, 13), (1, 2)):
+            a, b = np.nonzero(r.mask == image_left)[1], np.nonzero(r.mask == image_right)[1]
             if len(a) > 3 and len(b) > 3:
                 assert a.mean() < b.mean()
 
@@ -135,7 +151,7 @@ def test_mask_and_landmarks_agree(sample):
         for corner in (48, 54):  # mouth corners touch the lips
             x, y = np.round(lm[corner]).astype(int)
             assert np.isin(r.mask[y - 2:y + 3, x - 2:x + 3], class_ids(["upper_lip", "lower_lip", "mouth"])).any()
-        for pupil, eye in ((68, 11), (69, 12)):
+        for pupil, eye in ((68, class_id("left_eye")), (69, class_id("right_eye"))):  # image-left, -right
             if (r.mask == eye).sum() > 5:  # open eye, not behind sunglasses
                 total += 1
                 hits += label(lm[pupil]) == eye
@@ -183,13 +199,13 @@ def test_rec_layout_labels_and_gt_masks(synth_rec):
         assert list(h.label) == [1 + 4 * 6, 1 + 5 * 6]
         for k in (1, 20, 72):  # masks sit at their record's key; images decode to the rendered face
             ident, image = divmod(k - 1, 6)
-            ref = synth._image(0, synth.TRAIN, ident, image, 112, "aligned")
+            ref = synth.render_image(0, synth.TRAIN, ident, image, 112, "aligned")
             row = int(np.nonzero(gt["keys"] == k)[0][0])
             assert np.array_equal(gt["masks"][row], ref.mask)
             hdr, payload = unpack(r.read(k))
             assert isinstance(hdr, IRHeader) and hdr.label == ident and hdr.id == k
             img = decode_image(payload).astype(int)
-            other = synth._image(0, synth.TRAIN, ident, (image + 1) % 6, 112, "aligned").image
+            other = synth.render_image(0, synth.TRAIN, ident, (image + 1) % 6, 112, "aligned").image
             assert img.shape == (112, 112, 3) and np.abs(img - ref.image).mean() < 8 < np.abs(img - other).mean()
 
 
@@ -204,7 +220,7 @@ def test_pairs_bin_structure_and_masks(synth_bin):
     assert [same for _, _, same in plan] == issame and all((a == b) == same for a, b, same in plan)
     for k in (0, 1, 37):  # held-out identities: the pack images are HELDOUT-stream renders
         ident = plan[k // 2][k % 2]
-        ref = synth._image(1, synth.HELDOUT, ident, k, 112, "aligned")
+        ref = synth.render_image(1, synth.HELDOUT, ident, k, 112, "aligned")
         img = cv2.imdecode(np.frombuffer(bins[k], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         assert np.array_equal(masks[k], ref.mask) and np.abs(img.astype(int) - ref.image).mean() < 8
 
@@ -225,6 +241,12 @@ def test_facesynthetics_folder_and_alignment_round_trip(tmp_path):
             continue
         m25 = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(L25_TO_FS19[m25], seg)
+        # the 19-class RIGHT_EYE/_BROW/_EAR lie on the image-right, as the 25-class ids they share
+        fs19 = align_mask(seg, five_points_from_68(ldmks))
+        for name in ("RIGHT_EYE", "RIGHT_BROW", "RIGHT_EAR"):
+            right, left = FS19_CLASSES.index(name), FS19_CLASSES.index(name.replace("RIGHT", "LEFT"))
+            if (fs19 == right).sum() > 3 and (fs19 == left).sum() > 3:
+                assert _mean_x(fs19, left) < 56 < _mean_x(fs19, right), name
         # aligning the 512 frame by its own landmarks gives the aligned render of the same look
         idn, look = synth.image_spec(2, synth.PARSER, i, 0)
         ref = synth.render(idn, replace(look, jitter=(0.0, 0.0, 0.0, 0.0)), 112, "aligned")

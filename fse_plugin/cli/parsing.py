@@ -23,7 +23,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="FaceSynthetics-layout folder (images, _ldmks.txt, labels_25/, anno_list.csv)")
     p.add_argument("--out", required=True,
                    help="output folder: last.pt, best.pt, tb/ (tensorboard), cache/ (aligned faces)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="step budget in epochs (default 30; with --time-budget alone: none, a timed run)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="step budget in optimizer steps (overrides --epochs); the learning rate reaches 0 at the end")
     p.add_argument("--batch-size", type=int, default=32, help="per rank")
     p.add_argument("--lr", type=float, default=5e-3, help="AdamW peak learning rate (warm-up, then cosine to 0)")
     p.add_argument("--class-weight-power", type=float, default=0.5,
@@ -39,7 +42,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast on CUDA (default on; --no-amp for float32)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop after this much training time; the learning rate anneals to 0 exactly then")
+                   help="safety stop after this much training time; without --epochs/--steps a timed run whose "
+                        "learning rate anneals to 0 exactly then (not repeatable)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue from CKPT (default OUT/last.pt): epoch, optimizer, split, elapsed time")
     p.add_argument("--cache-dir", default=None, help="where aligned faces are cached (default OUT/cache)")
@@ -48,8 +52,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from fse_plugin import parsing
+    timed = args.epochs is None and args.steps is None and args.time_budget is not None
+    epochs = None if timed else 30 if args.epochs is None else args.epochs
     summary = parsing.train_parser(
-        args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        args.data, args.out, epochs=epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay,
         feature_scale=args.feature_scale or parsing.DEFAULT_FEATURE_SCALE, val_fraction=args.val_fraction,
         seed=args.seed, workers=args.num_workers, device=args.device, amp=args.amp, time_budget=args.time_budget,
         class_weight_power=args.class_weight_power,
