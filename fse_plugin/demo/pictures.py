@@ -1,12 +1,9 @@
-"""The demo's pictures: labelled grids a reader can read without the captions, and the ROC.
-
-Grids of aligned faces carry their row labels at the left and, where a row shows label maps, a
-legend of the class colours (``labels.PALETTE`` / ``labels.CLASSES``) of the classes present.
-"""
+"""The demo's pictures: erased training samples and the parser against ground truth as labelled
+grids (row labels, class-colour legend: ``study.pictures.labelled_grid``), and the ROC."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -14,51 +11,9 @@ from torch import nn
 
 from fse_plugin import labels
 from fse_plugin.common import to_input, to_uint8
+from fse_plugin.study.pictures import labelled_grid, present_classes, pyplot
 
-__all__ = ["labelled_grid", "erased_samples", "parser_vs_truth", "pack_roc"]
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], path: str | Path,
-                  classes: Sequence[int] = (), title: str = "") -> Path:
-    """Save rows of equally sized RGB tiles as one picture with ``row_labels`` at the left and a colour
-    legend of ``classes`` (label ids) below."""
-    from matplotlib.patches import Patch
-    plt = _pyplot()
-    grid = np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
-    h, w = rows[0][0].shape[:2]
-    legend_rows = -(-len(classes) // 5)
-    fig_w = 1.6 + grid.shape[1] / 80
-    fig_h = 0.4 + grid.shape[0] / 80 + 0.22 * legend_rows
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_yticks([(i + 0.5) * h for i in range(len(rows))], list(row_labels))
-    ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    if classes:
-        handles = [Patch(facecolor=labels.PALETTE[c] / 255.0, edgecolor="0.5", label=f"{c} {labels.CLASSES[c]}")
-                   for c in classes]
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False, handlelength=1.2,
-                   columnspacing=1.0)
-    fig.tight_layout(rect=(0, 0.22 * legend_rows / fig_h, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _present(masks: Sequence[np.ndarray]) -> list[int]:
-    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks])) if c < labels.NUM_CLASSES]
+__all__ = ["erased_samples", "parser_vs_truth", "pack_roc"]
 
 
 def _rec_faces(rec_dir: Path, n: int) -> tuple[list[int], list[np.ndarray]]:
@@ -83,7 +38,7 @@ def erased_samples(rec_dir: Path, masks_path: Path, path: Path, n: int = 8, seed
     draws = [[to_uint8(eraser(to_input(img), torch.from_numpy(m), generator=gen)) for img, m in zip(faces, masks)]
              for _ in range(2)]
     return labelled_grid([faces, [labels.colorize(m) for m in masks], *draws],
-                         ["face", "cached mask", "erased, draw 1", "erased, draw 2"], path, _present(masks),
+                         ["face", "cached mask", "erased, draw 1", "erased, draw 2"], path, present_classes(masks),
                          "FSErasing on training faces (masks from the demo's parser)")
 
 
@@ -101,7 +56,7 @@ def parser_vs_truth(rec_dir: Path, masks_path: Path, path: Path, n: int = 8) -> 
     keys, faces = _rec_faces(Path(rec_dir), n)
     shown_truth, shown_pred = [truth[k] for k in keys], [cache.get(k) for k in keys]
     labelled_grid([faces, [labels.colorize(m) for m in shown_truth], [labels.colorize(m) for m in shown_pred]],
-                  ["face", "ground truth", "parser"], path, _present(shown_truth + shown_pred),
+                  ["face", "ground truth", "parser"], path, present_classes(shown_truth + shown_pred),
                   f"the demo's parser on training faces (mean F1 {scores.mean_f1:.3f} over the rec)")
     return Path(path), {"mean_f1": float(scores.mean_f1), "mean_iou": float(scores.mean_iou),
                         "pixel_accuracy": float((pred == gt["masks"]).mean())}
@@ -112,7 +67,7 @@ def pack_roc(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.nda
     from sklearn.metrics import auc, roc_curve
 
     from fse_plugin.evaluation import embed, fuse_views
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, model in models.items():
         emb = fuse_views(embed(model, images, progress=False))

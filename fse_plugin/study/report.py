@@ -90,8 +90,9 @@ def plot_study(res: StudyResults, out: Path) -> dict[str, Path]:
     return paths
 
 
-def write_study_report(out: Path, res: StudyResults, facts: dict[str, Any]) -> Path:
-    """study.json (facts + results), table.md, the plots and report.md; returns report.md's path."""
+def write_study_report(out: Path, res: StudyResults, facts: dict[str, Any], probes_png: Path) -> Path:
+    """study.json (facts + results), table.md, the plots and report.md (linking ``probes_png``, the
+    probe samples); returns report.md's path."""
     out = Path(out)
     (out / "study.json").write_text(json.dumps({**facts, **res.to_json()}, indent=2, default=str))
     tables = results_table(res) + "\n\n" + differences_table(res) + "\n"
@@ -120,7 +121,7 @@ def write_study_report(out: Path, res: StudyResults, facts: dict[str, Any]) -> P
               f"![accuracy]({plots['accuracy'].name})", "",
               "## Paired differences from 'off'", "", differences_table(res), "",
               f"![differences]({plots['differences'].name})", "",
-              "## Metrics", ""]
+              "## Probes and metrics", "", f"![probes]({Path(probes_png).name})", ""]
     lines += [f"- `{m}`: {describe(m)}" for m in res.metrics]
     lines += ["", "Per-run scores and training summaries: `study.json` (`runs`)."]
     report = out / "report.md"

@@ -17,6 +17,7 @@ import torch
 from fse_plugin.common import FSEError
 from fse_plugin.study import data
 from fse_plugin.study.clock import StageClock
+from fse_plugin.study.pictures import probe_samples
 from fse_plugin.study.probes import ProbeSet, add_drops, build_probes, score_model
 from fse_plugin.study.results import RunResult, summarise
 from fse_plugin.study.report import write_study_report
@@ -95,6 +96,7 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
     cache, parser, warning = _prepare_masks(out, synthetic, sizes, masks, device, progress)
     clock("parser and mask cache")
     probes = build_probes(synthetic.pack, regions=regions)
+    probes_png = probe_samples(probes, out / "probes.png")
     clock("probes")
     train = _trainer(trainer, out, synthetic, cache, sizes, device, progress, arcface or {})
     settings = {"sizes": asdict(sizes), "masks": masks, "trainer": repr(train), "regions": regions,
@@ -112,7 +114,7 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
              "parser": {k: parser[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in parser},
              "warning": warning, "timings_s": clock.total(),
              "runs": [asdict(r) for r in runs]}
-    report = write_study_report(out, results, facts)
+    report = write_study_report(out, results, facts, probes_png)
     print(f"[study] report: {report}")
     return report
 

@@ -75,19 +75,31 @@ def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_random: int = 200
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Per-seed differences ``a - b``: their mean, ``confidence`` t-interval and two paired tests."""
+    """Per-seed differences ``a - b``: their mean with its t-interval (``ci``) and two paired tests."""
     values: tuple[float, ...]
-    mean: float
-    lo: float
-    hi: float
+    ci: Interval
     t_test_p: float
     sign_flip_p: float
-    n: int
-    confidence: float = 0.95
+
+    @property
+    def mean(self) -> float:
+        return self.ci.mean
+
+    @property
+    def lo(self) -> float:
+        return self.ci.lo
+
+    @property
+    def hi(self) -> float:
+        return self.ci.hi
+
+    @property
+    def n(self) -> int:
+        return self.ci.n
 
     def to_json(self) -> dict[str, Any]:
-        return {"mean": _num(self.mean), "ci95": [_num(self.lo), _num(self.hi)], "t_test_p": _num(self.t_test_p),
-                "sign_flip_p": _num(self.sign_flip_p), "n": self.n, "values": [float(v) for v in self.values]}
+        return {**self.ci.to_json(), "t_test_p": _num(self.t_test_p), "sign_flip_p": _num(self.sign_flip_p),
+                "values": [float(v) for v in self.values]}
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedDifference:
@@ -108,5 +120,4 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
         p = 0.0 if d[0] != 0 else 1.0
     else:
         p = float(stats.ttest_rel(x, y).pvalue)
-    return PairedDifference(tuple(float(v) for v in d), ci.mean, ci.lo, ci.hi, p, sign_flip_p(d), int(d.size),
-                            confidence)
+    return PairedDifference(tuple(float(v) for v in d), ci, p, sign_flip_p(d))
