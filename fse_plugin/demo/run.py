@@ -22,7 +22,7 @@ import torch
 from fse_plugin.demo.pictures import erased_samples, pack_roc, parser_vs_truth
 from fse_plugin.demo.report import clean_verdict, write_report
 from fse_plugin.study import data
-from fse_plugin.study.clock import StageClock
+from fse_plugin.study.clock import StageClock, warn_if_busy
 from fse_plugin.study.recognizer import train_recognizer
 
 __all__ = ["DemoSizes", "FULL", "QUICK", "run_demo"]
@@ -125,6 +125,7 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("demo")
+    warn_if_busy("demo")
     synthetic = data.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, seed, progress)
     clock("synthesise")
     parser = data.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed, device,

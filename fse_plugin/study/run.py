@@ -16,7 +16,7 @@ import torch
 
 from fse_plugin.common import FSEError
 from fse_plugin.study import data
-from fse_plugin.study.clock import StageClock
+from fse_plugin.study.clock import StageClock, warn_if_busy
 from fse_plugin.study.pictures import probe_samples
 from fse_plugin.study.probes import ProbeSet, add_drops, build_probes, score_model
 from fse_plugin.study.results import RunResult, summarise
@@ -91,6 +91,7 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("study")
+    warn_if_busy("study")
     synthetic = data.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, 0, progress)
     clock("synthesise")
     cache, parser, warning = _prepare_masks(out, synthetic, sizes, masks, device, progress)
