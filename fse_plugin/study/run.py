@@ -80,14 +80,7 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
     (upstream train_v2.py; ``arcface`` holds ArcfaceTrainer's arguments: arcface_dir, network,
     nproc_per_node, batch_size, launch). ``regions`` adds the mean over the 25 single regions.
     """
-    if masks not in ("parser", "gt"):
-        raise FSEError(f"--masks must be 'parser' or 'gt', got {masks!r}")
-    if sizes.seeds < 1 or sizes.steps < 1:
-        raise FSEError(f"a study needs at least one seed and one step (got seeds={sizes.seeds}, steps={sizes.steps})")
-    chosen = parse_variants(list(variants))
-    if trainer == "arcface":  # refuse before minutes of data preparation
-        from fse_plugin.study.arcface import ArcfaceTrainer
-        ArcfaceTrainer.check(chosen, (arcface or {}).get("launch"))
+    chosen = _check(sizes, variants, masks, trainer, arcface)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("study")
@@ -109,15 +102,28 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
     results = summarise(runs, [v.name for v in chosen])
     facts = {"config": {"sizes": asdict(sizes), "steps": sizes.steps, "batch_size": sizes.batch_size,
                         "variants": {v.name: {"fse": v.fse, "random_erasing": v.random_erasing} for v in chosen},
-                        "masks": masks, "trainer": trainer, "trainer_detail": repr(train), "device": device,
-                        "torch_threads": torch.get_num_threads(), "regions": regions,
+                        **settings, "trainer": trainer, "trainer_detail": repr(train), "device": device,
                         "repeatable": not any(r.train.get("stopped_by_time") for r in runs)},
              "parser": {k: parser[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in parser},
-             "warning": warning, "timings_s": clock.total(),
-             "runs": [asdict(r) for r in runs]}
+             "warning": warning, "timings_s": clock.total(), "runs": [asdict(r) for r in runs]}
     report = write_study_report(out, results, facts, probes_png)
     print(f"[study] report: {report}")
     return report
+
+
+def _check(sizes: StudySizes, variants: Sequence[str], masks: str, trainer: str, arcface: dict | None) -> list[Variant]:
+    """Refuse bad settings before minutes of data preparation; returns the parsed variants."""
+    if masks not in ("parser", "gt"):
+        raise FSEError(f"--masks must be 'parser' or 'gt', got {masks!r}")
+    if trainer not in ("builtin", "arcface"):
+        raise FSEError(f"--trainer must be 'builtin' or 'arcface', got {trainer!r}")
+    if sizes.seeds < 1 or sizes.steps < 1:
+        raise FSEError(f"a study needs at least one seed and one step (got seeds={sizes.seeds}, steps={sizes.steps})")
+    chosen = parse_variants(list(variants))
+    if trainer == "arcface":
+        from fse_plugin.study.arcface import ArcfaceTrainer
+        ArcfaceTrainer.check(chosen, (arcface or {}).get("launch"))
+    return chosen
 
 
 def _trainer(kind: str, out: Path, synthetic: data.SyntheticSet, cache: Path, sizes: StudySizes, device: str,
@@ -125,8 +131,6 @@ def _trainer(kind: str, out: Path, synthetic: data.SyntheticSet, cache: Path, si
     if kind == "builtin":
         from fse_plugin.study.recognizer import BuiltinTrainer
         return BuiltinTrainer(synthetic.rec, cache, sizes.steps, sizes.batch_size, device, progress=progress)
-    if kind == "arcface":
-        from fse_plugin.study.arcface import ArcfaceTrainer
-        return ArcfaceTrainer(study_dir=out, rec_dir=synthetic.rec, masks=cache, steps=sizes.steps,
-                              **{"batch_size": sizes.batch_size, **arcface})
-    raise FSEError(f"--trainer must be 'builtin' or 'arcface', got {kind!r}")
+    from fse_plugin.study.arcface import ArcfaceTrainer
+    return ArcfaceTrainer(study_dir=out, rec_dir=synthetic.rec, masks=cache, steps=sizes.steps,
+                          **{"batch_size": sizes.batch_size, **arcface})
