@@ -27,6 +27,10 @@ def clean_verdict(base: Any, fse: Any) -> dict[str, Any]:
     return {"outcome": v.outcome, "sentence": v.sentence, "difference": d.to_json()}
 
 
+def _score(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"
+
+
 def _rel(out: Path, path: Any) -> str:
     return os.path.relpath(str(path), str(out))
 
@@ -71,7 +75,7 @@ def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: dict[str, A
         "## FSErasing samples (faces, cached parser masks, two erasing draws)", "",
         f"![erased]({_rel(out, pictures['erased'])})", "",
         "## Parser (trained for the demo) against synthetic ground truth", "",
-        f"Validation mean F1 {facts['parser_quality']['val_mean_f1'] or float('nan'):.3f} (quality floor "
+        f"Validation mean F1 {_score(facts['parser_quality']['val_mean_f1'])} (quality floor "
         f"{facts['parser_quality']['floor']}). On all {n_rec} training images of the rec: mean F1 "
         f"{rec['mean_f1']:.3f}, mean IoU {rec['mean_iou']:.3f}, pixel accuracy {rec['pixel_accuracy']:.3f}.", "",
         f"![parser]({_rel(out, pictures['parser'])})", "",

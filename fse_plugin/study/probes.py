@@ -4,7 +4,7 @@ regions erased in the probe, and with rendered occluders drawn on the probe.
 All three use the pack's 10-fold protocol (``evaluation.evaluate_embeddings``) on the same pairs;
 only the second image of each pair (the probe) changes. Erased regions come from the pack's masks
 (``evaluation.occlusion_pack``: the groups eyes+brows, upper_face and lower_face, and with
-``regions`` the mean over the 25 single classes). Occluders (``fse_plugin.occluders``) are drawn
+``single_regions`` the mean over the 25 single classes). Occluders (``fse_plugin.occluders``) are drawn
 once per pair with a seeded generator, so every model sees the same occluded probes.
 
 Metric names: ``clean``, ``erased:<group>``, ``erased:regions_mean``, ``occluder:<kind>`` (accuracy
@@ -43,15 +43,16 @@ def occluded_probes(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
                      for i, img in enumerate(images[1::2])])
 
 
-def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, regions: bool = False,
+def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, single_regions: bool = False,
                  seed: int = 0) -> ProbeSet:
-    """Load the pack and its ``.masks.npy`` and draw the occluded probes."""
+    """Load the pack and its ``.masks.npy`` and draw the occluded probes; the erased regions are the
+    default groups, and with ``single_regions`` also each class alone (absent ones are skipped)."""
     from fse_plugin import evaluation
     from fse_plugin.common import masks_path_for
     images, issame = evaluation.load_bin(pack)
     masks = np.load(masks_path_for(pack))
     groups = list(evaluation.parse_groups(None).items())
-    chosen = evaluation.occlusion_regions(None, "") + groups if regions else groups
+    chosen = evaluation.occlusion_regions(None, "") + groups if single_regions else groups
     return ProbeSet(images, np.asarray(issame), masks, chosen, {k: occluded_probes(images, k, seed) for k in occluders},
                     seed)
 

@@ -89,7 +89,7 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
     clock("synthesise")
     cache, parser, warning = _prepare_masks(out, synthetic, sizes, masks, device, progress)
     clock("parser and mask cache")
-    probes = build_probes(synthetic.pack, regions=regions)
+    probes = build_probes(synthetic.pack, single_regions=regions)
     probes_png = probe_samples(probes, out / "probes.png")
     clock("probes")
     train = _trainer(trainer, out, synthetic, cache, sizes, device, progress, arcface or {})
