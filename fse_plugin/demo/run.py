@@ -35,7 +35,7 @@ class DemoSizes:
     ids: int = field(default=300, metadata={"help": "training identities of the rec"})
     per_id: int = field(default=16, metadata={"help": "faces per training identity"})
     pairs: int = field(default=600, metadata={"help": "verification pairs of held-out identities"})
-    parser_epochs: int = field(default=9, metadata={"help": "parser epochs (135 steps of batch 8 each at full size)"})
+    parser_epochs: int = field(default=10, metadata={"help": "parser epochs (118 steps of batch 8 each at full size)"})
     recognizer_steps: int = field(default=350, metadata={"help": "steps of batch 64 per recognizer"})
     cam_pairs: int = field(default=16, metadata={"help": "genuine pairs explained with FS-CAM"})
     occlusion_pairs: int = field(default=300, metadata={"help": "pairs of the occlusion benchmark"})
