@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from fse_plugin.cli.grammar import command
 
@@ -17,21 +17,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_args(p: argparse.ArgumentParser) -> None:
     from fse_plugin.demo import FULL
     p.add_argument("--out", default="fse_demo", help="output folder (default ./fse_demo)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in about a minute")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in a minute or two")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--p", type=float, default=0.5, help="FSErasing probability of the erasing model")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine); scores "
+                        "repeat bit for bit for the same seed and thread count")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    for name, value in vars(FULL).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                       help=f"override the size {name} (full default {value})")
+    g = p.add_argument_group("sizes (budgets are counted; the seconds are optional safety stops, 0 = none, and a "
+                             "run they stop is marked not repeatable)")
+    for f in fields(FULL):
+        value = getattr(FULL, f.name)
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None,
+                       help=f"{f.metadata['help']} (full default {value})")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from fse_plugin.common import resolve_device
     from fse_plugin.demo import FULL, QUICK, run_demo
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     base = QUICK if args.quick else FULL
-    sizes = replace(base, **{k: getattr(args, k) for k in vars(base) if getattr(args, k) is not None})
+    sizes = replace(base, **{f.name: getattr(args, f.name) for f in fields(base) if getattr(args, f.name) is not None})
     run_demo(args.out, sizes, seed=args.seed, p=args.p, device=str(resolve_device(args.device)),
              progress=not args.quiet)
     return 0

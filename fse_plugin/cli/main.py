@@ -12,12 +12,12 @@ import os
 import sys
 from typing import Sequence
 
-from fse_plugin.cli import cache, cam, demo, evaluate, parsing, patch, synth
+from fse_plugin.cli import cache, cam, demo, evaluate, parsing, patch, study, synth
 from fse_plugin.common import FSEError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (synth, parsing, cache, evaluate, cam, demo, patch)
+COMMANDS = (synth, parsing, cache, evaluate, cam, demo, study, patch)
 """Command modules in ``fse --help`` order; each has ``register(subparsers)``."""
 
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
