@@ -91,9 +91,9 @@ def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
         e = _erased(img)
         if e.any():  # whole regions (one or two) of the mask, flipped with the image or not
             m, region = gt[int(ds.keys[i])], e.numpy()
-            ok = [np.array_equal(region, np.isin(shown, np.unique(shown[region]))) and len(np.unique(shown[region])) <= 2
-                  for shown in (m, flip_mask(m))]
-            assert any(ok), i
+            whole = [np.array_equal(region, np.isin(shown, np.unique(shown[region])))
+                     and len(np.unique(shown[region])) <= 2 for shown in (m, flip_mask(m))]
+            assert any(whole), i
             erased += 1
     assert 8 < erased < 32  # p=0.5 (less for absent classes)
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 the patched arcface_torch end to end (a config with the one added line, its own get_config and
 get_dataloader). train_v2.py itself runs in test_train_v2.py."""
 import filecmp
-import importlib.util
+import ast
 import itertools
 import json
 import re
@@ -11,13 +11,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from scipy import interpolate
 from scipy.interpolate import interp1d
+from sklearn.model_selection import KFold
 
 from fse_plugin import cli, maskcache, mxcompat, recordio
 from fse_plugin.dataset import validate_fse_config
@@ -249,35 +251,23 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
 
 # ---------------------------------------------------------------------------- the compat patch's VAL@FAR
 
-def _module(path: Path, name: str, stub_mxnet: bool = False) -> types.ModuleType:
-    """Import ``path`` as ``name``; with ``stub_mxnet`` an empty mxnet stands in (pristine upstream
-    imports it at the top; only its load_bin uses it)."""
-    saved = {k: sys.modules.get(k) for k in ("mxnet", "mxnet.ndarray")}
-    if stub_mxnet:
-        stub = types.ModuleType("mxnet")
-        stub.ndarray = types.ModuleType("mxnet.ndarray")
-        sys.modules.update({"mxnet": stub, "mxnet.ndarray": stub.ndarray})
-    try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+def _val_functions(path: Path) -> SimpleNamespace:
+    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports mxnet at
+    the top, and nothing of mxnet is needed here."""
+    wanted = {"LFold", "calculate_val", "calculate_val_far"}
+    body = [node for node in ast.parse(path.read_text()).body if getattr(node, "name", None) in wanted]
+    scope = {"np": np, "interpolate": interpolate, "KFold": KFold}
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)
+    return SimpleNamespace(**{name: scope[name] for name in wanted})
 
 
 @pytest.fixture(scope="module")
-def verification_modules(arcface_torch_dir, tmp_path_factory) -> tuple[types.ModuleType, types.ModuleType]:
-    """(upstream eval/verification.py, the same with all patches applied)."""
+def verification_modules(arcface_torch_dir, tmp_path_factory) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """(upstream eval/verification.py's VAL@FAR, the same with all patches applied)."""
     tree = tmp_path_factory.mktemp("compat") / "arcface_torch"
     shutil.copytree(arcface_torch_dir, tree)
     apply_patches(tree)
-    return (_module(arcface_torch_dir / "eval" / "verification.py", "upstream_verification", stub_mxnet=True),
-            _module(tree / "eval" / "verification.py", "patched_verification"))
+    return tuple(_val_functions(root / "eval" / "verification.py") for root in (arcface_torch_dir, tree))
 
 
 def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

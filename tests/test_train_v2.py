@@ -1,7 +1,8 @@
 """Upstream arcface_torch's own ``train_v2.py``, patched by ``fse patch-arcface``, trains a few steps
 and verifies: with and without ``config.fse``, with ``config.fse_cam``, on a synthetic rec and val
 pack. On CPU through tests/arcface_harness.py (CPU stand-ins for its CUDA calls); with CUDA the
-harness changes nothing (nccl, the GPU)."""
+harness changes nothing (nccl, the GPU). ``FSE_TRAIN_NPROC=N`` launches it with torchrun on N
+processes (N GPUs with CUDA; gloo processes without)."""
 import json
 import math
 import os
@@ -32,7 +33,7 @@ CONFIG = textwrap.dedent("""
     config.embedding_size = 128
     config.sample_rate = 1.0
     config.fp16 = False
-    config.batch_size = 8
+    config.batch_size = {batch_size}
     config.lr = 0.1
     config.verbose = 3
     config.frequent = 1
@@ -73,9 +74,14 @@ def scalars(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def train(tree: Path, rec: Path, name: str, out: Path, extra: str = "") -> tuple[str, dict]:
     """Run ``train_v2.py configs/NAME`` (the harness); returns (training.log, tensorboard scalars)."""
-    (tree / "configs" / f"{name}.py").write_text(CONFIG.format(output=str(out), rec=str(rec)) + extra)
-    run = subprocess.run([sys.executable, str(HARNESS), str(tree), f"configs/{name}"], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    nproc = int(os.environ.get("FSE_TRAIN_NPROC", "1"))
+    (tree / "configs" / f"{name}.py").write_text(
+        CONFIG.format(output=str(out), rec=str(rec), batch_size=8 // nproc) + extra)  # 8 per step in all
+    launch = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  f"--nproc_per_node={nproc}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    run = subprocess.run([*launch, str(HARNESS), str(tree), f"configs/{name}"], capture_output=True, text=True,
+                         timeout=600, env={**env, "PYTHONPATH": str(REPO)})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return (out / "training.log").read_text(), scalars(out / "tensorboard")
 
