@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from fse_plugin import maskcache, recordio
 from fse_plugin.common import NORM_LUT, FSEError
 from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_batch_
-from fse_plugin.labels import MIRROR_LUT, class_ids
+from fse_plugin.labels import class_ids
 
 __all__ = ["FSE_DEFAULTS", "FSEConfigError", "FSEMXFaceDataset", "open_mask_cache", "validate_fse_config"]
 
@@ -222,7 +222,7 @@ class FSEMXFaceDataset(Dataset):
             self._erase(samples, masks, flip, keys)
         if self.transform is not None:
             samples = [self.transform(s) for s in samples]
-        labels = torch.from_numpy(np.asarray(self.labels[np.asarray(indices)], np.int64)).unbind(0)
+        labels = torch.from_numpy(np.asarray(self.labels[np.asarray(indices, np.intp)], np.int64)).unbind(0)
         return list(zip(samples, labels))
 
     def _erase(self, samples: list[torch.Tensor], masks: dict[int, np.ndarray | None], flip: np.ndarray,
@@ -237,9 +237,9 @@ class FSEMXFaceDataset(Dataset):
                     f"{self.fse['masks']}: mask of record {keys[b]} is {masks[b].shape[1]}x{masks[b].shape[0]}, "
                     f"its image in {self.reader.rec_path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild "
                     f"the cache for {self.root_dir}")
-        shown = _flip_masks(np.stack([masks[b] for b in rows]), flip[rows])
-        selected = self.erasing.select_batch(shown).numpy()
-        erase_batch_([samples[b] for b in rows], shown, selected, self.erasing.fill)
+        unflipped = [masks[b] for b in rows]  # flipped images: their masks are read mirrored, not flipped
+        selected = self.erasing.select_batch(unflipped, mirrored=flip[rows]).numpy()
+        erase_batch_([samples[b] for b in rows], unflipped, selected, self.erasing.fill, mirrored=flip[rows])
 
     def _image(self, key: int) -> np.ndarray:
         _, payload = recordio.unpack(self.reader.read(key))
@@ -281,16 +281,6 @@ class FSEMXFaceDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root_dir={self.root_dir!r}, records={len(self)}, "
                 f"flip={self.flip_p}, erasing={self.erasing!r}, masks={self.fse and self.fse['masks']!r})")
-
-
-def _flip_masks(masks: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """[R,H,W] uint8 masks, those with ``flip`` flipped as ``labels.flip_mask`` does (pixels mirrored,
-    left/right ids swapped), two cv2 calls for them all: a stack of masks is one tall image."""
-    if flip.any():
-        R, H, W = masks.shape
-        flipped = masks[flip].reshape(-1, W)
-        masks[flip] = cv2.LUT(cv2.flip(flipped, 1), MIRROR_LUT).reshape(-1, H, W)
-    return masks
 
 
 def _sample(img: np.ndarray, flip: bool) -> torch.Tensor:

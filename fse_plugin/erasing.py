@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
+from fse_plugin.labels import MIRROR, MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
 
 __all__ = ["FILLS", "FSErasing", "HorizontalFlipPair", "check_fill", "check_probability", "erase", "erase_",
            "erase_batch", "erase_batch_", "flip_pair"]
@@ -122,59 +122,77 @@ def erase(img: torch.Tensor, mask, class_ids: Sequence[int], fill: Fill = "rando
 
 
 def erase_batch_(imgs: torch.Tensor | Sequence[torch.Tensor], masks, selected, fill: Fill = "random",
-                 generator: torch.Generator | None = None) -> torch.Tensor | Sequence[torch.Tensor]:
+                 generator: torch.Generator | None = None, mirrored=None) -> torch.Tensor | Sequence[torch.Tensor]:
     """In-place ``erase_batch``; returns ``imgs``.
 
-    imgs: a [B,C,H,W] tensor, or a list of B [C,H,W] tensors (a dataset's samples); masks [B,H,W]
-    and selected [B,K] bool, tensors or numpy. On CPU (contiguous, no grad) only the erased pixels
-    are touched: numpy over views of the same memory, N(0,1) drawn for those pixels alone, a
-    handful of calls per batch plus three assignments per erased image. Elsewhere it is
-    ``erase_batch`` copied back.
+    imgs: a [B,C,H,W] tensor, or a list of B [C,H,W] tensors (a dataset's samples); masks: [B,H,W]
+    or a list of B [H,W]; selected [B,K] bool (tensors or numpy). mirrored: optional [B] bool, rows
+    whose image was flipped horizontally but whose mask was not: the mask is read mirrored (pixels
+    and left/right ids), which is cheaper than flipping it. On CPU (contiguous, no grad) only the
+    erased pixels are touched: numpy over views of the same memory, N(0,1) drawn for those pixels
+    alone in one torch call per batch. Elsewhere it is ``erase_batch`` copied back.
     """
     fill = check_fill(fill)
     rows = list(imgs) if isinstance(imgs, torch.Tensor) else imgs
     if len(masks) != len(rows) or selected.ndim != 2 or selected.shape[0] != len(rows):
-        raise ValueError(f"erase_batch_ needs B images, [B,H,W] masks and selected [B,K]; got {len(rows)}, "
-                         f"{tuple(masks.shape)} and {tuple(selected.shape)}")
+        raise ValueError(f"erase_batch_ needs B images, B masks and selected [B,K]; got {len(rows)}, {len(masks)} "
+                         f"and {tuple(selected.shape)}")
+    mirrored = np.zeros(len(rows), bool) if mirrored is None else _numpy(mirrored).astype(bool)
     if all(_on_numpy(img) for img in rows):
-        _erase_numpy([img.numpy() for img in rows], _numpy(masks), _numpy(selected).astype(bool, copy=False), fill,
-                     generator)
+        _erase_numpy([img.numpy() for img in rows], [_numpy(m) for m in masks], _numpy(selected).astype(bool),
+                     fill, generator, mirrored)
         return imgs
     device = rows[0].device
-    masks, selected = (torch.as_tensor(x if isinstance(x, torch.Tensor) else np.ascontiguousarray(x)).to(device)
-                       for x in (masks, selected))
-    for img, new in zip(rows, erase_batch(torch.stack(rows), masks, selected, fill, generator)):
+    masks = torch.stack([flip_pair(rows[0], torch.as_tensor(_numpy(m)))[1] if f else torch.as_tensor(_numpy(m))
+                         for m, f in zip(masks, mirrored)]).to(device)
+    for img, new in zip(rows, erase_batch(torch.stack(rows), masks, torch.as_tensor(_numpy(selected)).to(device),
+                                          fill, generator)):
         img.copy_(new)
     return imgs
 
 
-def _regions(masks: np.ndarray, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, flat pixel index) of every pixel whose class is selected for its row (ids >= K never are)."""
-    R, K = selected.shape
-    if (selected.sum(1) == 1).all():  # the common case: one class per row, one compare for the batch
-        region = masks == selected.argmax(1).astype(masks.dtype).reshape(R, 1, 1)
-    elif masks.dtype == np.uint8 and K <= 256:  # the cache's masks: a 256-entry table lookup per row
-        lut = np.zeros((R, 256), np.uint8)
-        lut[:, :K] = selected
-        region = np.empty(masks.shape, np.uint8)
-        for j in range(R):
-            cv2.LUT(masks[j], lut[j], dst=region[j])
-        region = region.view(np.bool_)
-    else:
-        labels = masks.reshape(R, -1).astype(np.int64)
-        known = (labels >= 0) & (labels < K)
-        region = np.take_along_axis(selected, np.where(known, labels, 0), 1) & known
-    flat = region.reshape(-1).nonzero()[0]  # 1-D nonzero on bool: numpy's fast path (2-D is 10x slower)
-    return np.divmod(flat, region.size // R)
+def _region(mask: np.ndarray, selected: np.ndarray, single: int) -> np.ndarray:
+    """Bool [H,W]: pixels whose class is selected (ids >= K never are); ``single`` the one selected
+    class, or -1 when there are several."""
+    if single >= 0:  # the common case: one compare
+        return mask == single
+    K = len(selected)
+    if mask.dtype == np.uint8 and K <= 256:  # the cache's masks: a 256-entry table lookup
+        lut = np.zeros(256, np.uint8)
+        lut[:K] = selected
+        return cv2.LUT(mask, lut).view(np.bool_)
+    labels = mask.astype(np.int64)
+    known = (labels >= 0) & (labels < K)
+    return selected[np.where(known, labels, 0)] & known
 
 
-def _fill_values(fill: Fill, planes: list[np.ndarray], row: np.ndarray, pix: np.ndarray, cls: np.ndarray | None,
+def _pixels(mask: np.ndarray, selected: np.ndarray, single: int, mirror: bool,
+            with_classes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flat indices of the erased pixels of one image (and their classes), its mask read mirrored if
+    ``mirror`` (the image was flipped, the mask not)."""
+    mask = np.ascontiguousarray(mask)
+    if mirror:  # class k of the flipped image is class MIRROR[k] of the unflipped mask, columns reversed
+        selected = selected[MIRROR_LUT[:len(selected)]]
+        single = int(MIRROR_LUT[single]) if single >= 0 else -1
+    region = _region(mask, selected, single)
+    if mirror:
+        region = cv2.flip(region.view(np.uint8), 1).view(np.bool_)
+    pix = region.reshape(-1).nonzero()[0]  # numpy's nonzero is fast on bool only (7x slower on uint8)
+    if not with_classes:
+        return pix, None
+    shown = flip_mask(mask) if mirror else mask
+    return pix, shown.reshape(-1)[pix].astype(np.intp)
+
+
+def _fill_values(fill: Fill, planes: list[np.ndarray], pixels: list[np.ndarray], cls: np.ndarray | None,
                  K: int, generator: torch.Generator | None) -> np.ndarray:
-    """Fill of every erased pixel, [C, N]. planes: [C,H*W] views of the rows; row,
-    pix: each pixel's row and flat index; cls: its class."""
-    C, R, N = planes[0].shape[0], len(planes), len(pix)
+    """Fill of every erased pixel, [C, N], in the order of ``pixels``. planes: [C,H*W] views of the
+    erased images; pixels: their erased flat indices; cls: each pixel's class."""
+    C, R = planes[0].shape[0], len(planes)
+    row = np.repeat(np.arange(R), [len(p) for p in pixels])
+    N = len(row)
 
-    def colours() -> np.ndarray:  # one N(0,1) colour per (row, class), per pixel: [C, N]
+    def colours() -> np.ndarray:  # one N(0,1) colour per (image, class), per pixel: [C, N]
         return torch.randn((R, K, C), generator=generator).numpy()[row, cls].T
 
     if fill == "random":
@@ -189,36 +207,37 @@ def _fill_values(fill: Fill, planes: list[np.ndarray], row: np.ndarray, pix: np.
     if fill == "region_mean":
         group = row * K + cls
         counts = np.maximum(np.bincount(group, minlength=R * K), 1)
-        values = np.stack(planes)[row, :, pix].T  # [C, N]
+        values = np.concatenate([p[:, i] for p, i in zip(planes, pixels)], 1)  # [C, N]
         return np.stack([(np.bincount(group, v, R * K) / counts)[group] for v in values]).astype(values.dtype)
     if fill == "image_mean":
         return np.stack([p.mean(1) for p in planes])[row].T
     return np.full((C, N), fill, np.float32)
 
 
-def _erase_numpy(planes: list[np.ndarray], masks: np.ndarray, selected: np.ndarray, fill: Fill,
-                 generator: torch.Generator | None) -> None:
+def _erase_numpy(planes: list[np.ndarray], masks: list[np.ndarray], selected: np.ndarray, fill: Fill,
+                 generator: torch.Generator | None, mirrored: np.ndarray) -> None:
     """The CPU core: each ``planes[b]`` [C,H,W] (contiguous) erased in place where ``selected[b]`` says."""
-    rows = np.flatnonzero(selected.any(1))
-    if not rows.size:
+    rows = np.flatnonzero(selected.any(1)).tolist()
+    if not rows:
         return
-    for r in rows.tolist():
-        if planes[r].shape[1:] != masks.shape[1:]:
-            raise ValueError(f"mask shape {masks.shape[1:]} does not match image shape {planes[r].shape}")
-    masks, selected = masks[rows], selected[rows]
-    row, pix = _regions(masks, selected)
-    if not pix.size:  # only absent classes chosen: the images stay as they are (reference behaviour)
+    single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
+    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
+    found = []
+    for r in rows:
+        if masks[r].shape != planes[r].shape[1:]:
+            raise ValueError(f"mask shape {masks[r].shape} does not match image shape {planes[r].shape}")
+        found.append(_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), per_class))
+    pixels = [p for p, _ in found]
+    if not sum(len(p) for p in pixels):  # only absent classes chosen: the images stay as they are (reference)
         return
-    flat = [planes[r].reshape(planes[r].shape[0], -1) for r in rows.tolist()]
-    cls = None
-    if fill in ("random_1", "random_mix", "random_mix_sample", "region_mean"):
-        cls = masks.reshape(len(rows), -1)[row, pix].astype(np.intp)
-    values = _fill_values(fill, flat, row, pix, cls, selected.shape[1], generator)
-    bounds = np.searchsorted(row, np.arange(len(rows) + 1)).tolist()
-    for f, a, b in zip(flat, bounds[:-1], bounds[1:]):
-        p = pix[a:b]
+    flat = [planes[r].reshape(planes[r].shape[0], -1) for r in rows]
+    cls = np.concatenate([c for _, c in found]) if per_class else None
+    values = _fill_values(fill, flat, pixels, cls, selected.shape[1], generator)
+    start = 0
+    for f, pix in zip(flat, pixels):
         for k in range(len(f)):  # 1-D fancy assignment per channel: faster than one 2-D one
-            f[k][p] = values[k, a:b]
+            f[k][pix] = values[k, start:start + len(pix)]
+        start += len(pix)
 
 
 def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor, fill: Fill = "random",
@@ -359,12 +378,13 @@ class FSErasing:
         apply = _rand(masks.shape[0], generator, torch.empty(0, device=masks.device)) < self.p
         return self.select_batch(masks, generator) & apply.unsqueeze(1)
 
-    def select_batch(self, masks: torch.Tensor | Sequence[np.ndarray],
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+    def select_batch(self, masks: torch.Tensor | Sequence[np.ndarray], generator: torch.Generator | None = None,
+                     mirrored=None) -> torch.Tensor:
         """``choose`` for B masks at once (ignores ``p``): selected [B,NUM_CLASSES] bool.
 
         masks: a [B,H,W] tensor (the result is on its device) or a list of B [H,W] arrays (CPU);
-        they matter only with present_only."""
+        they matter only with present_only. mirrored: [B] bool, rows whose image was flipped but
+        whose mask was not (see ``erase_batch_``)."""
         B = len(masks)
         device = masks.device if isinstance(masks, torch.Tensor) else torch.device("cpu")
         like = torch.empty(0, device=device)
@@ -379,7 +399,11 @@ class FSErasing:
             return selected
         allowed = self._allowed.to(device).expand(B, NUM_CLASSES)
         if self.present_only:
-            allowed = allowed & _present(masks).to(device)
+            present = _present(masks)
+            if mirrored is not None:  # class k of a flipped image is class MIRROR[k] of its unflipped mask
+                flip = torch.as_tensor(_numpy(mirrored), dtype=torch.bool, device=present.device)
+                present = torch.where(flip.unsqueeze(1), present[:, torch.from_numpy(MIRROR)], present)
+            allowed = allowed & present.to(device)
         if self.lo == self.hi:
             n = torch.full((B,), self.lo, device=device)
         else:

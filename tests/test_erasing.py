@@ -283,3 +283,20 @@ def test_in_place_forms_agree_with_the_batched_one(faces, fill):
         single = erase_(imgs[2].clone(), masks[2], [0, 10, 21], fill)
         assert torch.allclose(single, ref[2], atol=1e-5)
     assert torch.equal(out[3:], imgs[3:])
+
+
+@pytest.mark.parametrize("fill", FILLS + (0.5,))
+def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
+    """The dataset leaves the masks of flipped images unflipped and says so (``mirrored``): the same
+    pixels, classes and draws as with flipped masks."""
+    imgs, masks = faces
+    flipped_imgs, flipped_masks = flip_pair(imgs, masks)
+    sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
+    sel[0, class_id("right_eye")] = sel[1, [class_id("right_cheek"), class_id("hair")]] = True
+    sel[2, [0, class_id("left_brow")]] = sel[3, class_id("left_ear")] = True
+    a = erase_batch_(flipped_imgs.clone(), list(masks.numpy()), sel, fill, gen(15), mirrored=[True] * len(imgs))
+    b = erase_batch_(flipped_imgs.clone(), flipped_masks, sel, fill, gen(15))
+    assert torch.equal(a, b) and not torch.equal(a, flipped_imgs)
+    t = FSErasing(n_erase=2, present_only=True)
+    assert torch.equal(t.select_batch(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
+                       t.select_batch(flipped_masks, gen(16)))
