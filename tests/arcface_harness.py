@@ -9,7 +9,8 @@ CUDA + nccl; without CUDA, and only then, the CUDA-only calls it makes get CPU s
 run time (the patched tree itself stays CUDA code): nccl -> gloo, ``Tensor.cuda()`` /
 ``Module.cuda()`` -> no-op, ``torch.cuda.Stream`` / ``stream`` / ``current_stream`` / ``set_device``
 -> stand-ins, DDP ``device_ids`` -> None, ``.to(<int device>)`` -> cpu, ``torch.cuda.amp`` GradScaler
--> a disabled one. With CUDA nothing is changed (nccl, the GPU, fp16 as configured).
+-> a disabled one, and (several ranks) ``sync_random_seed``'s device "cuda" -> cpu. With CUDA
+nothing is changed (nccl, the GPU, fp16 as configured).
 """
 from __future__ import annotations
 
@@ -94,10 +95,12 @@ def cpu_stand_ins() -> None:
 def run_train_v2(arcface_dir: str, config: str) -> None:
     """``python train_v2.py CONFIG`` inside ``arcface_dir`` (its imports and relative config path)."""
     single_process_env()
-    if not torch.cuda.is_available():
-        cpu_stand_ins()
     os.chdir(arcface_dir)
     sys.path.insert(0, os.getcwd())
+    if not torch.cuda.is_available():
+        cpu_stand_ins()
+        from utils import utils_distributed_sampler  # the DistributedSampler's seed broadcast
+        utils_distributed_sampler.sync_random_seed.__defaults__ = (None, "cpu")
     sys.argv = ["train_v2.py", config]
     runpy.run_path("train_v2.py", run_name="__main__")
 
