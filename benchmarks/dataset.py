@@ -1,21 +1,26 @@
 """Dataset benchmark: FSEMXFaceDataset with erasing on vs off, and vs arcface_torch's MXFaceDataset pipeline.
 
-    python benchmarks/dataset.py [--rec DIR] [--samples 3000] [--repeats 5]
+    python benchmarks/dataset.py [--rec DIR] [--samples 3072] [--batch-size 128] [--repeats 5]
 
-One process, one thread (what a DataLoader worker gets), the same rec, the same run. Each variant
-reads ``--samples`` random records through ``__getitem__``; the variants take turns for
-``--repeats`` rounds and the best round of each counts (robust to a shared machine). Variants:
+One process, one thread (what a DataLoader worker gets), the same rec, the same run. A worker's
+job per batch is timed as torch's fetcher does it: the dataset's ``__getitems__`` (or
+``__getitem__`` per index where it has none), then ``default_collate``. ``--samples`` random
+records are cut into batches; for each batch the variants take turns, ``--repeats`` times, and
+each variant's best time per batch counts (interleaved at batch granularity, so a burst of load on
+a shared machine hits all variants alike). Process CPU time. Variants:
 
 * ``fse p=1.0``: FSErasing as the reference (every sample erased, one random region, N(0,1) fill);
 * ``fse p=0.5``: the config line of configs/README.md;
 * ``off``: the same dataset with ``fse=None`` (decode, flip, normalise);
+* ``fse p=1.0, masks in RAM``: diagnostic, every mask decoded up front (splits the mask cache's
+  decode from erasing's cost);
 * ``upstream``: MXFaceDataset's pipeline reproduced: MXIndexedRecordIO.read_idx + unpack,
   ``mx.image.imdecode`` (mxnet when importable, else cv2 decode to RGB), torchvision
   ToPILImage -> RandomHorizontalFlip -> ToTensor -> Normalize(0.5, 0.5).
 
 With ``--mxnet-python PY`` (an interpreter that imports mxnet, e.g. a venv with numpy 1.23.5 and no
 torch), ``upstream (mxnet)`` adds mxnet's own read_idx + unpack + imdecode().asnumpy(), timed in a child
-process under PY, to the torchvision transform timed here on the same images.
+process under PY, to the torchvision transform timed here on the same images (dataset only).
 
 Without ``--rec``, a synthetic rec (fse_plugin.synth, 112x112 JPEG q95 as insightface) and a mask
 cache of its exact masks are written to a temporary dir. With ``--rec``, ``<rec>/fse_masks`` (or
@@ -35,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from fse_plugin import recordio  # noqa: E402
@@ -113,13 +119,15 @@ def _synth(tmp: Path, identities: int, per_identity: int) -> Path:
     return rec
 
 
-def _rate(ds, order: list[int]) -> float:
-    """Samples per second of process CPU time: on a shared machine, wall time mostly measures the
-    neighbours; one thread, so CPU time is what a dedicated core would take."""
-    t = time.process_time()
-    for i in order:
-        ds[i]
-    return len(order) / (time.process_time() - t)
+def _fetch(ds, indices: list[int]) -> tuple[float, float]:
+    """CPU seconds of one worker batch (torch's _MapDatasetFetcher): the dataset's ``__getitems__`` if it
+    has one, else ``__getitem__`` per index; then default_collate. Returns (dataset, collate)."""
+    t0 = time.process_time()
+    getitems = getattr(ds, "__getitems__", None)
+    samples = getitems(indices) if getitems else [ds[i] for i in indices]
+    t1 = time.process_time()
+    default_collate(samples)
+    return t1 - t0, time.process_time() - t1
 
 
 class InMemoryMasks:
@@ -132,13 +140,59 @@ class InMemoryMasks:
         return self.masks[key]
 
 
+def _variants(rec: Path, masks: str) -> dict:
+    variants = {
+        "fse p=1.0": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0)),
+        "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
+        "off": FSEMXFaceDataset(rec, 0),
+    }
+    variants["fse p=1.0, masks in RAM"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0))
+    variants["fse p=1.0, masks in RAM"].masks = InMemoryMasks(variants["fse p=1.0"].masks, variants["off"].keys)
+    variants["upstream"] = UpstreamPipeline(str(rec), variants["off"].keys)
+    return variants
+
+
+def _report(dataset: dict[str, float], worker: dict[str, float], n: int) -> None:
+    print(f"  {'variant':26s} {'worker (fetch + collate)':>26s} {'dataset only':>22s}")
+    for name in dataset:
+        w = f"{n / worker[name]:8.0f}/s {1e6 * worker[name] / n:6.0f} us" if name in worker else ""
+        print(f"  {name:26s} {w:>26s} {n / dataset[name]:8.0f}/s {1e6 * dataset[name] / n:6.0f} us")
+    for mode, t in (("worker", worker), ("dataset only", dataset)):
+        on_off = {k: t["off"] / t[k] for k in ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM")}
+        vs_up = {k: t["upstream"] / t[k] for k in ("off", "fse p=1.0", "fse p=0.5")}
+        print(f"[{mode}] erasing on / off (goal >= 0.9): p=1.0 {on_off['fse p=1.0']:.2f}, "
+              f"p=0.5 {on_off['fse p=0.5']:.2f}"
+              f" (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}); FSEMXFaceDataset / upstream "
+              f"(goal >= 2): off {vs_up['off']:.2f}, p=1.0 {vs_up['fse p=1.0']:.2f}, p=0.5 {vs_up['fse p=0.5']:.2f}")
+    if "upstream (mxnet)" in dataset:
+        mx_t = dataset["upstream (mxnet)"]
+        print(f"[dataset only] FSEMXFaceDataset / upstream with mxnet: off {mx_t / dataset['off']:.2f}, "
+              f"p=1.0 {mx_t / dataset['fse p=1.0']:.2f}, p=0.5 {mx_t / dataset['fse p=0.5']:.2f}")
+
+
+def _measure(variants: dict, batches: list[list[int]], repeats: int) -> tuple[dict, dict]:
+    """Per variant, the sum over batches of its best (dataset, collate) time per batch."""
+    best = {name: [(float("inf"), float("inf"))] * len(batches) for name in variants}
+    for r in range(repeats):
+        for i, batch in enumerate(batches):
+            names = list(variants)
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
+                d, c = _fetch(variants[name], batch)
+                b = best[name][i]
+                best[name][i] = (min(b[0], d), min(b[1], c))
+    dataset = {name: sum(d for d, _ in v) for name, v in best.items()}
+    worker = {name: sum(d + c for d, c in v) for name, v in best.items()}
+    return dataset, worker
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rec", help="rec dir (train.rec/train.idx); default: a synthetic one")
     ap.add_argument("--masks", help="mask cache (default <rec>/fse_masks)")
     ap.add_argument("--identities", type=int, default=100)
     ap.add_argument("--per-identity", type=int, default=20)
-    ap.add_argument("--samples", type=int, default=3000, help="samples per variant and round")
+    ap.add_argument("--samples", type=int, default=3072, help="samples per variant and round")
+    ap.add_argument("--batch-size", type=int, default=128, help="per-GPU batch (arcface_torch's configs: 128)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--mxnet-python", help="interpreter with mxnet for the 'upstream (mxnet)' figure")
     args = ap.parse_args(argv)
@@ -147,42 +201,22 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
         rec = Path(args.rec) if args.rec else _synth(Path(tmp), args.identities, args.per_identity)
-        masks = args.masks or str(rec / "fse_masks")
-        variants = {
-            "fse p=1.0": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0)),
-            "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
-            "off": FSEMXFaceDataset(rec, 0),
-        }
-        variants["fse p=1.0, masks in RAM"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0))
-        variants["fse p=1.0, masks in RAM"].masks = InMemoryMasks(variants["fse p=1.0"].masks, variants["off"].keys)
-        variants["upstream"] = UpstreamPipeline(str(rec), variants["off"].keys)
+        variants = _variants(rec, args.masks or str(rec / "fse_masks"))
         n = len(variants["off"])
         order = np.random.default_rng(0).integers(0, n, args.samples).tolist()
+        batches = [order[s:s + args.batch_size] for s in range(0, len(order), args.batch_size)]
         torch.manual_seed(0)
-        for ds in variants.values():  # warm the page cache and code paths
-            _rate(ds, order[:200])
-        best = {k: 0.0 for k in variants}
-        for _ in range(args.repeats):
-            for name, ds in variants.items():
-                best[name] = max(best[name], _rate(ds, order))
+        _measure(variants, batches[:2], 1)  # warm the page cache and code paths
+        dataset, worker = _measure(variants, batches, args.repeats)
         if args.mxnet_python:
             keys = [int(variants["off"].keys[i]) for i in order]
-            best["upstream (mxnet)"], version = _mxnet_upstream(args.mxnet_python, rec, keys, args.repeats,
-                                                                variants["upstream"].transform)
+            rate, version = _mxnet_upstream(args.mxnet_python, rec, keys, args.repeats, variants["upstream"].transform)
+            dataset["upstream (mxnet)"] = len(order) / rate
             print(f"mxnet {version} via {args.mxnet_python}")
-        print(f"rec: {rec} ({n} images), {args.samples} samples x {args.repeats} rounds, best round, 1 thread, "
-              f"CPU time; upstream decode via {MX}; python {sys.version.split()[0]}, torch {torch.__version__}")
-        for name, rate in best.items():
-            print(f"  {name:24s} {rate:8.0f} samples/s  {1e6 / rate:6.0f} us/sample")
-        print(f"erasing on / off          (goal >= 0.9): p=1.0 {best['fse p=1.0'] / best['off']:.2f}, "
-              f"p=0.5 {best['fse p=0.5'] / best['off']:.2f} (p=1.0 with masks in RAM: "
-              f"{best['fse p=1.0, masks in RAM'] / best['off']:.2f})")
-        print(f"FSEMXFaceDataset / upstream (goal >= 2): off {best['off'] / best['upstream']:.2f}, "
-              f"p=1.0 {best['fse p=1.0'] / best['upstream']:.2f}, p=0.5 {best['fse p=0.5'] / best['upstream']:.2f}")
-        if "upstream (mxnet)" in best:
-            mxr = best["upstream (mxnet)"]
-            print(f"FSEMXFaceDataset / upstream with mxnet    : off {best['off'] / mxr:.2f}, "
-                  f"p=1.0 {best['fse p=1.0'] / mxr:.2f}, p=0.5 {best['fse p=0.5'] / mxr:.2f}")
+        print(f"rec: {rec} ({n} images), {args.samples} samples in batches of {args.batch_size}, best of "
+              f"{args.repeats} per batch, 1 thread, CPU time; upstream decode via {MX}; python "
+              f"{sys.version.split()[0]}, torch {torch.__version__}")
+        _report(dataset, worker, len(order))
     return 0
 
 

@@ -5,14 +5,21 @@
 (RGB, horizontal flip with p=0.5 drawn as ``torch.rand(1) < p``, ToTensor + Normalize(0.5, 0.5),
 bit for bit) without PIL round trips: cv2 decode, cv2 flip, a 256-entry lookup table into
 channel planes. With ``fse`` set, each sample's mask is read from the mask cache and FSErasing
-is applied in [-1, 1] space. All draws come from torch's default generator, which arcface_torch's
-``worker_init_fn`` seeds per worker (num_workers * rank + worker_id + seed), so runs repeat.
+is applied in [-1, 1] space, a whole batch at a time (``__getitems__``, what DataLoader workers
+call): a few numpy and torch calls per batch instead of per sample. All draws come from torch's
+default generator, which arcface_torch's ``worker_init_fn`` seeds per worker
+(num_workers * rank + worker_id + seed), so runs repeat.
+
+A record whose mask is missing from the cache (its image was undecodable when the cache was
+built) or damaged is served un-erased and counted; the training goes on.
 """
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -21,30 +28,88 @@ from torch.utils.data import Dataset
 
 from fse_plugin import maskcache, recordio
 from fse_plugin.common import NORM_LUT, FSEError
-from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_, flip_pair
-from fse_plugin.labels import parse_class_list
+from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_batch_
+from fse_plugin.labels import class_ids
+
+__all__ = ["FSE_DEFAULTS", "FSEConfigError", "FSEMXFaceDataset", "open_mask_cache", "validate_fse_config"]
 
 log = logging.getLogger(__name__)
 
 FSE_DEFAULTS: dict[str, Any] = dict(masks=None, p=1.0, n_erase=1, classes=None, present_only=False,
-                                    fill="random", flip=0.5)
+                                    fill="random", flip=0.5, verify=False)
 """Keys of ``config.fse`` and their defaults (masks None = ``<rec>/fse_masks``)."""
 
-_MISSING_SLOTS = 1024  # one counter per DataLoader worker (+ the main process): exact without locks
+_SLOTS = 1024  # counters per DataLoader worker (+ the main process): exact without locks
+_LOGGED = 16  # damaged keys remembered per slot, so each is logged once over all workers and epochs
+_MISSING, _DAMAGED = 0, 1
 
 
 class FSEConfigError(FSEError):
-    """A bad ``config.fse`` entry; the message names the key."""
+    """A bad ``config.fse`` entry (or the mask cache it names); the message names the key."""
 
 
 def _key_error(key: str, what: str) -> FSEConfigError:
     return FSEConfigError(f"config.fse.{key}: {what}")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _class_list(value: Any, key: str) -> list[int]:
+    """Class names or int ids (a list/tuple, or a comma string of names) -> ids; strings are never ids."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise _key_error(key, f"must be a list of class names or ids, e.g. ['nose', 'mouth'] or [10, 17]; "
+                              f"got {type(value).__name__} {value!r}")
+    for item in items:
+        if isinstance(item, str) and item.strip().lstrip("-").isdigit():
+            raise _key_error(key, f"{item!r} is a string, not a class: write the id as an int ({item.strip()}) or "
+                                  f"the class name")
+        if not (isinstance(item, str) or _is_int(item)):
+            raise _key_error(key, f"{item!r} is not a class name or id")
+    try:
+        ids = class_ids(i.strip() if isinstance(i, str) else i for i in items)
+    except (KeyError, ValueError) as e:
+        raise _key_error(key, e.args[0]) from None
+    if not ids:
+        raise _key_error(key, "empty list of classes")
+    return ids
+
+
+def _n_erase(value: Any) -> int | tuple[int, int] | list[int]:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value):
+        return int(value[0]), int(value[1])
+    if isinstance(value, str) and any(t.strip().isdigit() for t in value.split(",")):
+        raise _key_error("n_erase", f"{value!r} is a string, not a count or a class: write a number of regions "
+                                    f"as an int (n_erase={value.strip()}) or the classes to erase as a list")
+    if isinstance(value, (list, str)):
+        return _class_list(value, "n_erase")
+    raise _key_error("n_erase", f"must be an int (how many regions), a (lo, hi) tuple of ints or a list of "
+                                f"classes erased every time; got {type(value).__name__} {value!r}")
+
+
+def _masks_path(value: Any, rec_dir: str | Path | None) -> str:
+    if value is None:
+        if rec_dir is None:
+            raise _key_error("masks", "missing: give the mask cache path (or the rec dir to default to "
+                                      "<rec>/fse_masks)")
+        value = maskcache.default_cache_path(rec_dir)
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise _key_error("masks", f"must be the path of a mask cache directory, got {value!r}")
+    masks = Path(value).expanduser()
+    if not masks.exists():
+        cmd = maskcache.rebuild_command(masks, None if rec_dir is None else str(rec_dir))
+        raise _key_error("masks", f"no mask cache at {masks}; build it with: {cmd}")
+    return str(masks)
+
+
 def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = None) -> dict[str, Any]:
     """Check ``config.fse`` at start-up and return it normalised (defaults filled, classes as ids,
-    masks as an existing path). Raises FSEConfigError naming the bad key, so a typo fails before
-    any worker starts rather than inside one."""
+    masks as an existing path). Every key is type-checked; a string is never taken for a class id or
+    a number. Raises FSEConfigError naming the key, so a typo fails before any worker starts."""
     if not isinstance(fse, Mapping):
         raise FSEConfigError(f"config.fse must be a dict such as dict(masks=..., p=0.5), got {fse!r}")
     unknown = sorted(set(fse) - set(FSE_DEFAULTS))
@@ -56,32 +121,20 @@ def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = Non
             cfg[key] = check_probability(cfg[key], "value")
         except ValueError as e:
             raise _key_error(key, str(e)) from None
+    for key in ("present_only", "verify"):
+        if not isinstance(cfg[key], bool):
+            raise _key_error(key, f"must be True or False, got {cfg[key]!r}")
+    cfg["classes"] = None if cfg["classes"] is None else _class_list(cfg["classes"], "classes")
+    cfg["n_erase"] = _n_erase(cfg["n_erase"])
     try:
-        cfg["classes"] = None if cfg["classes"] is None else parse_class_list(cfg["classes"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise _key_error("classes", e.args[0]) from None
-    if cfg["classes"] == []:
-        raise _key_error("classes", "empty list of classes")
-    try:
-        check_fill(cfg["fill"])
+        cfg["fill"] = check_fill(cfg["fill"])
     except ValueError as e:
         raise _key_error("fill", str(e)) from None
-    if not isinstance(cfg["present_only"], bool):
-        raise _key_error("present_only", f"must be True or False, got {cfg['present_only']!r}")
     try:
         FSErasing(**_erasing_kwargs(cfg))
     except (KeyError, ValueError) as e:
         raise _key_error("n_erase", e.args[0]) from None
-    if cfg["masks"] is None:
-        if rec_dir is None:
-            raise _key_error("masks", "missing: give the mask cache path (or the rec dir to default to "
-                                      "<rec>/fse_masks)")
-        cfg["masks"] = maskcache.default_cache_path(rec_dir)
-    masks = Path(str(cfg["masks"])).expanduser()
-    if not masks.exists():
-        cmd = maskcache.rebuild_command(masks, None if rec_dir is None else str(rec_dir))
-        raise _key_error("masks", f"no mask cache at {masks}; build it with: {cmd}")
-    cfg["masks"] = str(masks)
+    cfg["masks"] = _masks_path(cfg["masks"], rec_dir)
     return cfg
 
 
@@ -89,13 +142,34 @@ def _erasing_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: cfg[k] for k in ("p", "n_erase", "classes", "present_only", "fill")}
 
 
+def open_mask_cache(path: str | Path, rec_dir: str | Path, verify: bool = False,
+                    progress: bool = False) -> maskcache.MaskCache:
+    """The mask cache of ``config.fse.masks``, checked against the rec before the first step.
+
+    Always: it belongs to ``rec_dir`` and every file's structure is sound (``MaskCache.check``,
+    cheap). ``verify``: every entry is read and decoded too (``MaskCache.verify``, ~20 us per mask
+    on one core). A problem is an FSEConfigError naming config.fse.masks and the rebuild command.
+    """
+    try:
+        cache = maskcache.MaskCache(path)
+        cache.check_source(rec_dir)
+        if verify:
+            cache.verify(progress=progress)
+        else:
+            cache.check()
+    except maskcache.CacheError as e:
+        raise _key_error("masks", str(e)) from e
+    return cache
+
+
 class FSEMXFaceDataset(Dataset):
     """arcface_torch's MXFaceDataset contract, read with fse_plugin.recordio, optionally FSErasing.
 
     root_dir: dir with train.rec/train.idx. fse: None (plain upstream pipeline, faster) or the
     ``config.fse`` dict (see ``FSE_DEFAULTS``). transform: optional callable applied last to the
-    normalised image tensor. A record without a mask in the cache is served un-erased and counted
-    in ``missing_masks`` (summed over all DataLoader workers).
+    normalised image tensor. A record without a mask in the cache, or whose mask is damaged, is
+    served un-erased and counted in ``missing_masks`` / ``damaged_masks`` (summed over all
+    DataLoader workers); the first missing one and each damaged one is logged once.
     """
 
     def __init__(self, root_dir: str | Path, local_rank: int, fse: Mapping[str, Any] | None = None,
@@ -112,54 +186,109 @@ class FSEMXFaceDataset(Dataset):
         self.erasing = self.masks = None
         if self.fse is not None:
             self.erasing = FSErasing(**_erasing_kwargs(self.fse))
-            self.masks = maskcache.MaskCache(self.fse["masks"])
-            self.masks.check_source(self.root_dir)  # CacheMismatchError says how to rebuild
-        # Shared memory, so counts made in forked or spawned workers are seen here.
-        self._missing = torch.zeros(_MISSING_SLOTS, dtype=torch.int64).share_memory_()
+            self.masks = open_mask_cache(self.fse["masks"], self.root_dir, self.fse["verify"], local_rank == 0)
+            # Shared memory, so counts made in forked or spawned workers are seen here.
+            self._counts = torch.zeros(_SLOTS, 2, dtype=torch.int64).share_memory_()
+            self._logged = torch.full((_SLOTS, _LOGGED), -1, dtype=torch.int64).share_memory_()
+            log.info("%r", self)  # in arcface_torch's training.log: erasing is on, with these settings
 
     @property
     def missing_masks(self) -> int:
         """Samples served un-erased because the cache has no mask for their record."""
-        return int(self._missing.sum())
+        return 0 if self.fse is None else int(self._counts[:, _MISSING].sum())
+
+    @property
+    def damaged_masks(self) -> int:
+        """Samples served un-erased because their mask (or its chunk file) failed the cache's checks."""
+        return 0 if self.fse is None else int(self._counts[:, _DAMAGED].sum())
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = int(self.keys[index])
-        _, payload = recordio.unpack(self.reader.read(key))
-        img = recordio.decode_image(payload)
-        flip = float(torch.rand(1)) < self.flip_p  # as RandomHorizontalFlip: one draw per sample
-        mask = None
-        if self.erasing is not None and float(torch.rand(1)) < self.erasing.p:
-            mask = self._mask(key, img.shape[:2])  # read only for samples that get erased
-        if flip:
-            img, mask = flip_pair(img, mask)
-        out = np.empty((3, *img.shape[:2]), np.float32)
-        for c in range(3):  # HWC uint8 -> CHW [-1, 1] planes: ToTensor + Normalize without PIL
-            cv2.LUT(img[:, :, c], NORM_LUT, dst=out[c])
-        sample = torch.from_numpy(out)
-        if mask is not None:
-            erase_(sample, mask, self.erasing.choose(mask), self.erasing.fill)
-        if self.transform is not None:
-            sample = self.transform(sample)
-        return sample, torch.tensor(int(self.labels[index]), dtype=torch.long)
+        return self.__getitems__([index])[0]
 
-    def _mask(self, key: int, shape: tuple[int, int]) -> np.ndarray | None:
-        mask = self.masks.get(key)
-        if mask is None:
-            info = torch.utils.data.get_worker_info()
-            slot = 0 if info is None else 1 + info.id % (_MISSING_SLOTS - 1)
-            if self._missing[slot] == 0:
-                log.warning("%s: no mask for record %d; serving it un-erased (counted in missing_masks)",
-                            self.fse["masks"], key)
-            self._missing[slot] += 1
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The samples of a batch (what a DataLoader worker asks for); with erasing on, its draws and
+        erasing are done for the whole batch at once."""
+        keys = [int(self.keys[i]) for i in indices]
+        if self.erasing is None:  # upstream's draws: one torch.rand(1) per sample, as RandomHorizontalFlip
+            samples = [_sample(self._image(key), float(torch.rand(1)) < self.flip_p) for key in keys]
+        else:
+            flip, erase = (torch.rand(len(keys), 2).numpy() < (self.flip_p, self.erasing.p)).T
+            masks = {b: self._mask(keys[b]) for b in np.flatnonzero(erase).tolist()}  # together: warm caches
+            # one array per sample, as upstream: the allocator reuses them (one batch array would page-fault)
+            samples = [_sample(self._image(key), f) for key, f in zip(keys, flip)]
+            self._erase(samples, masks, flip, keys)
+        if self.transform is not None:
+            samples = [self.transform(s) for s in samples]
+        labels = torch.from_numpy(np.asarray(self.labels[np.asarray(indices, np.intp)], np.int64)).unbind(0)
+        return list(zip(samples, labels))
+
+    def _erase(self, samples: list[torch.Tensor], masks: dict[int, np.ndarray | None], flip: np.ndarray,
+               keys: list[int]) -> None:
+        """FSErasing of the samples that drew it and have a mask, with one set of draws for them all."""
+        rows = [b for b, m in masks.items() if m is not None]
+        if not rows:
+            return
+        for b in rows:
+            if masks[b].shape != samples[b].shape[1:]:
+                raise maskcache.CacheError(
+                    f"{self.fse['masks']}: mask of record {keys[b]} is {masks[b].shape[1]}x{masks[b].shape[0]}, "
+                    f"its image in {self.reader.rec_path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild "
+                    f"the cache for {self.root_dir}")
+        unflipped = [masks[b] for b in rows]  # flipped images: their masks are read mirrored, not flipped
+        selected = self.erasing.select_batch(unflipped, mirrored=flip[rows]).numpy()
+        erase_batch_([samples[b] for b in rows], unflipped, selected, self.erasing.fill, mirrored=flip[rows])
+
+    def _image(self, key: int) -> np.ndarray:
+        _, payload = recordio.unpack(self.reader.read(key))
+        try:
+            return recordio.decode_image(payload)
+        except ValueError as e:
+            raise recordio.RecordIOError(f"{self.reader.rec_path}: record {key}: {e} (a damaged JPEG?)") from None
+
+    def _slot(self) -> int:
+        info = torch.utils.data.get_worker_info()
+        return 0 if info is None else 1 + info.id % (_SLOTS - 1)
+
+    def _mask(self, key: int) -> np.ndarray | None:
+        try:
+            mask = self.masks.get(key)
+        except maskcache.DamagedEntryError as e:
+            self._damaged(key, e)
             return None
-        if mask.shape != shape:
-            raise ValueError(f"{self.fse['masks']}: mask of record {key} is {mask.shape[1]}x{mask.shape[0]}, "
-                             f"its image {shape[1]}x{shape[0]}; rebuild the cache for {self.root_dir}")
+        if mask is None:
+            if self._counts[:, _MISSING].sum() == 0:
+                log.warning("%s: no mask for record %d of %s (undecodable when the cache was built); serving it "
+                            "un-erased. Further ones are counted in missing_masks, not logged", self.fse["masks"],
+                            key, self.reader.rec_path)
+            self._counts[self._slot(), _MISSING] += 1
         return mask
+
+    def _damaged(self, key: int, error: maskcache.DamagedEntryError) -> None:
+        """Count it; log each damaged key once over all workers and epochs (the first _LOGGED per slot)."""
+        slot = self._slot()
+        self._counts[slot, _DAMAGED] += 1
+        if bool((self._logged == key).any()):
+            return
+        free = (self._logged[slot] < 0).nonzero()
+        if len(free):
+            self._logged[slot, int(free[0])] = key
+            log.warning("record %d of %s: damaged mask, serving it un-erased (counted in damaged_masks; "
+                        "`fse cache verify` checks the whole cache): %s", key, self.reader.rec_path, error)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root_dir={self.root_dir!r}, records={len(self)}, "
                 f"flip={self.flip_p}, erasing={self.erasing!r}, masks={self.fse and self.fse['masks']!r})")
+
+
+def _sample(img: np.ndarray, flip: bool) -> torch.Tensor:
+    """HWC uint8 RGB -> CHW float32 in [-1, 1], flipped if asked: ToTensor + Normalize(0.5, 0.5), bit
+    for bit, through a 256-entry lookup table per channel plane."""
+    if flip:
+        img = cv2.flip(img, 1)
+    out = np.empty((3, *img.shape[:2]), np.float32)
+    for c in range(3):
+        cv2.LUT(img[:, :, c], NORM_LUT, dst=out[c])
+    return torch.from_numpy(out)

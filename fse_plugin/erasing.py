@@ -1,11 +1,12 @@
 """FSErasing: erase random face-semantic regions of normalised training faces.
 
-The functional core ``erase`` / ``erase_`` (one image) and ``erase_batch`` (a batch, vectorised for
-GPU tensors) replace the pixels of the chosen classes of a 25-class label map; ``FSErasing`` draws
-which classes, torchvision-style. Erasing works in the normalised [-1, 1] space, after
-ToTensor + Normalize(0.5, 0.5), as the reference does, so N(0, 1) fills have the image's scale.
-All randomness comes from a ``torch.Generator`` (or torch's default one, which arcface_torch seeds
-per DataLoader worker), so a run is reproducible.
+The functional core ``erase`` / ``erase_`` (one image), ``erase_batch`` (a batch, torch ops without a
+loop or host sync, for GPU tensors) and ``erase_batch_`` (in place; on CPU a numpy path that touches
+only the erased pixels, what the dataset calls once per batch) replace the pixels of the chosen
+classes of a 25-class label map; ``FSErasing`` draws which classes, torchvision-style. Erasing works
+in the normalised [-1, 1] space, after ToTensor + Normalize(0.5, 0.5), as the reference does, so
+N(0, 1) fills have the image's scale. All randomness comes from a ``torch.Generator`` (or torch's
+default one, which arcface_torch seeds per DataLoader worker), so a run is reproducible.
 """
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ import cv2
 import numpy as np
 import torch
 
-from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
+from fse_plugin.labels import MIRROR, MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
 
-FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "region_mean", "image_mean")
+__all__ = ["FILLS", "FSErasing", "HorizontalFlipPair", "check_fill", "check_probability", "erase", "erase_",
+           "erase_batch", "erase_batch_", "flip_pair"]
+
+FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "random_mix_sample", "region_mean", "image_mean")
 Fill = Union[str, float]
 NErase = Union[int, tuple, list]
+
 
 def check_fill(fill: Fill) -> Fill:
     """Return ``fill`` if it is a known mode or a finite number, else raise ValueError."""
@@ -59,59 +64,42 @@ def _randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torc
 
 
 def _on_numpy(img: torch.Tensor) -> bool:
-    return img.is_cpu and not img.requires_grad
+    return img.is_cpu and not img.requires_grad and img.is_contiguous()
 
 
-def _one_sample(img: torch.Tensor, mask, class_ids: Sequence[int], fill: Fill,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """``erase`` through ``erase_batch`` (GPU tensors, or images that need autograd)."""
+def _numpy(x) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _selection(class_ids: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """[1, K] bool row with ``class_ids`` set (K covers every id given, at least the 25 classes)."""
     ids = [int(c) for c in class_ids]
-    selected = torch.zeros(1, max([NUM_CLASSES, *(c + 1 for c in ids)]), dtype=torch.bool)
+    selected = torch.zeros(1, max([NUM_CLASSES, *(c + 1 for c in ids)]), dtype=torch.bool, device=device)
     selected[0, ids] = True
-    mask = torch.as_tensor(np.ascontiguousarray(mask) if isinstance(mask, np.ndarray) else mask, device=img.device)
-    return erase_batch(img.unsqueeze(0), mask.unsqueeze(0), selected, fill, generator)[0]
+    return selected
+
+
+def _check_pair(img: torch.Tensor, mask) -> None:
+    if tuple(mask.shape) != tuple(img.shape[-2:]):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(img.shape)}")
+
+
+def _check_batch(imgs: torch.Tensor, masks, selected) -> None:
+    if imgs.dim() != 4 or tuple(masks.shape) != (imgs.shape[0], *imgs.shape[2:]):
+        raise ValueError(f"erase_batch needs imgs [B,C,H,W] and masks [B,H,W], got "
+                         f"{tuple(imgs.shape)} and {tuple(masks.shape)}")
+    if selected.ndim != 2 or selected.shape[0] != imgs.shape[0]:
+        raise ValueError(f"selected must be [B,K] bool, got {tuple(selected.shape)}")
 
 
 def erase_(img: torch.Tensor, mask, class_ids: Sequence[int], fill: Fill = "random",
            generator: torch.Generator | None = None) -> torch.Tensor:
-    """In-place ``erase`` (``img`` must be contiguous); returns ``img``.
-
-    The dataset uses it on the tensor it has just built, saving a copy per sample. On CPU the
-    indexing goes through numpy views of the same memory (torch's per-op overhead would triple
-    the cost); the per-pixel noise still comes from torch's generator.
-    """
-    if img.dim() != 3 or not img.is_contiguous():
-        raise ValueError(f"erase_ needs a contiguous [C,H,W] tensor, got shape {tuple(img.shape)}")
-    C, H, W = img.shape
-    if tuple(mask.shape) != (H, W):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(img.shape)}")
-    fill = check_fill(fill)
-    if not _on_numpy(img):
-        return img.copy_(_one_sample(img, mask, class_ids, fill, generator))
-    if fill == "random_mix":  # per-pixel noise or one colour per region, 50/50 per sample
-        fill = "random" if _coin(generator) < 0.5 else "random_1"
-    flat = img.numpy().reshape(C, H * W)
-    labels = (mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).reshape(H * W)
-    image_mean = flat.mean(1).tolist() if fill == "image_mean" else None
-    for c in class_ids:
-        idx = (labels == c).nonzero()[0]  # labels is 1-D: flatnonzero minus its Python wrappers
-        if not idx.size:  # absent class: the image stays as it is (reference behaviour)
-            continue
-        if fill == "random":
-            noise = torch.randn((C, idx.size), generator=generator, dtype=img.dtype).numpy()
-            for k in range(C):  # 1-D fancy assignment per channel: 3x faster than 2-D
-                flat[k][idx] = noise[k]
-            continue
-        if fill == "random_1":
-            colour = torch.randn(C, generator=generator, dtype=img.dtype).tolist()
-        elif fill == "region_mean":
-            colour = flat[:, idx].mean(1).tolist()
-        elif fill == "image_mean":
-            colour = image_mean
-        else:
-            colour = [fill] * C
-        for k in range(C):
-            flat[k][idx] = colour[k]
+    """In-place ``erase`` (``img`` [C,H,W]); returns ``img``."""
+    if img.dim() != 3:
+        raise ValueError(f"erase_ needs a [C,H,W] tensor, got shape {tuple(img.shape)}")
+    _check_pair(img, mask)
+    mask = mask.unsqueeze(0) if isinstance(mask, torch.Tensor) else np.asarray(mask)[None]
+    erase_batch_([img], mask, _selection(class_ids, img.device), fill, generator)
     return img
 
 
@@ -119,17 +107,137 @@ def erase(img: torch.Tensor, mask, class_ids: Sequence[int], fill: Fill = "rando
           generator: torch.Generator | None = None) -> torch.Tensor:
     """Copy of ``img`` [C,H,W] (normalised) whose pixels of ``class_ids`` in ``mask`` [H,W] are replaced.
 
-    fill: 'random' per-pixel N(0,1); 'random_1' one N(0,1) colour per region; 'random_mix' either of
-    those with probability 1/2; 'region_mean' each region's own mean colour; 'image_mean' the
-    image's mean colour; a number: that constant. Pixels outside the regions never change.
-    CPU tensors take a numpy fast path; CUDA tensors (use a CUDA generator) and tensors that
-    require grad go through ``erase_batch``.
+    fill: 'random' per-pixel N(0,1); 'random_1' one N(0,1) colour per region; 'random_mix' per
+    region either of those with probability 1/2 (the reference); 'random_mix_sample' the same coin
+    once per image; 'region_mean' each region's own mean colour; 'image_mean' the image's mean
+    colour; a number: that constant. Pixels outside the regions never change. CPU tensors take a
+    numpy fast path; CUDA tensors (use a CUDA generator) and tensors that require grad go through
+    ``erase_batch``.
     """
+    _check_pair(img, mask)
     if not _on_numpy(img):
-        if tuple(mask.shape) != tuple(img.shape[-2:]):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(img.shape)}")
-        return _one_sample(img, mask, class_ids, check_fill(fill), generator)
+        mask = torch.as_tensor(np.ascontiguousarray(mask) if isinstance(mask, np.ndarray) else mask, device=img.device)
+        return erase_batch(img.unsqueeze(0), mask.unsqueeze(0), _selection(class_ids, img.device), fill, generator)[0]
     return erase_(img.clone(memory_format=torch.contiguous_format), mask, class_ids, fill, generator)
+
+
+def erase_batch_(imgs: torch.Tensor | Sequence[torch.Tensor], masks, selected, fill: Fill = "random",
+                 generator: torch.Generator | None = None, mirrored=None) -> torch.Tensor | Sequence[torch.Tensor]:
+    """In-place ``erase_batch``; returns ``imgs``.
+
+    imgs: a [B,C,H,W] tensor, or a list of B [C,H,W] tensors (a dataset's samples); masks: [B,H,W]
+    or a list of B [H,W]; selected [B,K] bool (tensors or numpy). mirrored: optional [B] bool, rows
+    whose image was flipped horizontally but whose mask was not: the mask is read mirrored (pixels
+    and left/right ids), which is cheaper than flipping it. On CPU (contiguous, no grad) only the
+    erased pixels are touched: numpy over views of the same memory, N(0,1) drawn for those pixels
+    alone in one torch call per batch. Elsewhere it is ``erase_batch`` copied back.
+    """
+    fill = check_fill(fill)
+    rows = list(imgs) if isinstance(imgs, torch.Tensor) else imgs
+    if len(masks) != len(rows) or selected.ndim != 2 or selected.shape[0] != len(rows):
+        raise ValueError(f"erase_batch_ needs B images, B masks and selected [B,K]; got {len(rows)}, {len(masks)} "
+                         f"and {tuple(selected.shape)}")
+    mirrored = np.zeros(len(rows), bool) if mirrored is None else _numpy(mirrored).astype(bool)
+    if all(_on_numpy(img) for img in rows):
+        _erase_numpy([img.numpy() for img in rows], [_numpy(m) for m in masks], _numpy(selected).astype(bool),
+                     fill, generator, mirrored)
+        return imgs
+    device = rows[0].device
+    masks = torch.stack([flip_pair(rows[0], torch.as_tensor(_numpy(m)))[1] if f else torch.as_tensor(_numpy(m))
+                         for m, f in zip(masks, mirrored)]).to(device)
+    for img, new in zip(rows, erase_batch(torch.stack(rows), masks, torch.as_tensor(_numpy(selected)).to(device),
+                                          fill, generator)):
+        img.copy_(new)
+    return imgs
+
+
+def _region(mask: np.ndarray, selected: np.ndarray, single: int) -> np.ndarray:
+    """Bool [H,W]: pixels whose class is selected (ids >= K never are); ``single`` the one selected
+    class, or -1 when there are several."""
+    if single >= 0:  # the common case: one compare
+        return mask == single
+    K = len(selected)
+    if mask.dtype == np.uint8 and K <= 256:  # the cache's masks: a 256-entry table lookup
+        lut = np.zeros(256, np.uint8)
+        lut[:K] = selected
+        return cv2.LUT(mask, lut).view(np.bool_)
+    labels = mask.astype(np.int64)
+    known = (labels >= 0) & (labels < K)
+    return selected[np.where(known, labels, 0)] & known
+
+
+def _pixels(mask: np.ndarray, selected: np.ndarray, single: int, mirror: bool,
+            with_classes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flat indices of the erased pixels of one image (and their classes), its mask read mirrored if
+    ``mirror`` (the image was flipped, the mask not)."""
+    mask = np.ascontiguousarray(mask)
+    if mirror:  # class k of the flipped image is class MIRROR[k] of the unflipped mask, columns reversed
+        selected = selected[MIRROR_LUT[:len(selected)]]
+        single = int(MIRROR_LUT[single]) if single >= 0 else -1
+    region = _region(mask, selected, single)
+    if mirror:
+        region = cv2.flip(region.view(np.uint8), 1).view(np.bool_)
+    pix = region.reshape(-1).nonzero()[0]  # numpy's nonzero is fast on bool only (7x slower on uint8)
+    if not with_classes:
+        return pix, None
+    shown = flip_mask(mask) if mirror else mask
+    return pix, shown.reshape(-1)[pix].astype(np.intp)
+
+
+def _fill_values(fill: Fill, planes: list[np.ndarray], pixels: list[np.ndarray], cls: np.ndarray | None,
+                 K: int, generator: torch.Generator | None) -> np.ndarray:
+    """Fill of every erased pixel, [C, N], in the order of ``pixels``. planes: [C,H*W] views of the
+    erased images; pixels: their erased flat indices; cls: each pixel's class."""
+    C, R = planes[0].shape[0], len(planes)
+    row = np.repeat(np.arange(R), [len(p) for p in pixels])
+    N = len(row)
+
+    def colours() -> np.ndarray:  # one N(0,1) colour per (image, class), per pixel: [C, N]
+        return torch.randn((R, K, C), generator=generator).numpy()[row, cls].T
+
+    if fill == "random":
+        return torch.randn((C, N), generator=generator).numpy()
+    if fill == "random_1":
+        return colours()
+    if fill in ("random_mix", "random_mix_sample"):  # the reference tosses per region
+        coin = (torch.rand((R, K) if fill == "random_mix" else (R, 1), generator=generator) < 0.5).numpy()
+        use_noise = coin[row, cls] if fill == "random_mix" else coin[row, 0]
+        noise = torch.randn((C, N), generator=generator).numpy()
+        return np.where(use_noise, noise, colours())
+    if fill == "region_mean":
+        group = row * K + cls
+        counts = np.maximum(np.bincount(group, minlength=R * K), 1)
+        values = np.concatenate([p[:, i] for p, i in zip(planes, pixels)], 1)  # [C, N]
+        return np.stack([(np.bincount(group, v, R * K) / counts)[group] for v in values]).astype(values.dtype)
+    if fill == "image_mean":
+        return np.stack([p.mean(1) for p in planes])[row].T
+    return np.full((C, N), fill, np.float32)
+
+
+def _erase_numpy(planes: list[np.ndarray], masks: list[np.ndarray], selected: np.ndarray, fill: Fill,
+                 generator: torch.Generator | None, mirrored: np.ndarray) -> None:
+    """The CPU core: each ``planes[b]`` [C,H,W] (contiguous) erased in place where ``selected[b]`` says."""
+    rows = np.flatnonzero(selected.any(1)).tolist()
+    if not rows:
+        return
+    single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
+    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
+    found = []
+    for r in rows:
+        if masks[r].shape != planes[r].shape[1:]:
+            raise ValueError(f"mask shape {masks[r].shape} does not match image shape {planes[r].shape}")
+        found.append(_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), per_class))
+    pixels = [p for p, _ in found]
+    if not sum(len(p) for p in pixels):  # only absent classes chosen: the images stay as they are (reference)
+        return
+    flat = [planes[r].reshape(planes[r].shape[0], -1) for r in rows]
+    cls = np.concatenate([c for _, c in found]) if per_class else None
+    values = _fill_values(fill, flat, pixels, cls, selected.shape[1], generator)
+    start = 0
+    for f, pix in zip(flat, pixels):
+        for k in range(len(f)):  # 1-D fancy assignment per channel: faster than one 2-D one
+            f[k][pix] = values[k, start:start + len(pix)]
+        start += len(pix)
 
 
 def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor, fill: Fill = "random",
@@ -137,15 +245,10 @@ def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor,
     """Batched ``erase`` without a Python loop over samples or a host sync (GPU friendly).
 
     imgs [B,C,H,W] float, masks [B,H,W] integer (uint8 is fine), selected [B,K] bool: class k is
-    erased in sample b. Ids >= K in a mask are never erased. 'random_mix' is drawn per sample.
-    Returns a new tensor.
+    erased in sample b. Ids >= K in a mask are never erased. Returns a new tensor.
     """
     fill = check_fill(fill)
-    if imgs.dim() != 4 or masks.shape != (imgs.shape[0], *imgs.shape[2:]):
-        raise ValueError(f"erase_batch needs imgs [B,C,H,W] and masks [B,H,W], got "
-                         f"{tuple(imgs.shape)} and {tuple(masks.shape)}")
-    if selected.dim() != 2 or selected.shape[0] != imgs.shape[0]:
-        raise ValueError(f"selected must be [B,K] bool, got {tuple(selected.shape)}")
+    _check_batch(imgs, masks, selected)
     B, C, H, W = imgs.shape
     K = selected.shape[1]
     ids = masks.reshape(B, H * W).long()
@@ -154,16 +257,18 @@ def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor,
     region = (selected.to(imgs.device).gather(1, ids) & known).view(B, 1, H, W)
 
     def per_region(table: torch.Tensor) -> torch.Tensor:  # table [B,K,C] -> [B,C,H,W]
-        return table.gather(1, ids.unsqueeze(2).expand(B, H * W, C)).transpose(1, 2).reshape(B, C, H, W)
+        return table.gather(1, ids.unsqueeze(2).expand(B, H * W, table.shape[2])).transpose(1, 2).reshape(
+            B, table.shape[2], H, W)
 
     if fill == "random":
         values = _randn(imgs.shape, generator, imgs)
     elif fill == "random_1":
         values = per_region(_randn((B, K, C), generator, imgs))
-    elif fill == "random_mix":
-        coin = _rand(B, generator, imgs) < 0.5
+    elif fill in ("random_mix", "random_mix_sample"):
+        coin = _rand((B, K) if fill == "random_mix" else (B, 1), generator, imgs) < 0.5
+        coin = per_region(coin.expand(B, K).unsqueeze(2).to(imgs.dtype)).bool()
         noise = _randn(imgs.shape, generator, imgs)
-        values = torch.where(coin.view(B, 1, 1, 1), noise, per_region(_randn((B, K, C), generator, imgs)))
+        values = torch.where(coin, noise, per_region(_randn((B, K, C), generator, imgs)))
     elif fill == "region_mean":
         pix = imgs.reshape(B, C, H * W).transpose(1, 2)
         sums = torch.zeros(B, K, C, dtype=imgs.dtype, device=imgs.device)
@@ -178,6 +283,18 @@ def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor,
     return torch.where(region, values, imgs)
 
 
+def _present(masks: torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
+    """[B, NUM_CLASSES] bool: which classes each mask holds (ids >= NUM_CLASSES ignored)."""
+    if not isinstance(masks, torch.Tensor):
+        return torch.from_numpy(np.stack([np.bincount(_numpy(m).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] > 0
+                                          for m in masks]))
+    B = masks.shape[0]  # ids >= NUM_CLASSES land in one spare column: no host sync
+    ids = masks.reshape(B, -1).long().clamp(max=NUM_CLASSES)
+    present = torch.zeros(B, NUM_CLASSES + 1, dtype=torch.bool, device=masks.device)
+    present.scatter_(1, ids, True)
+    return present[:, :NUM_CLASSES]
+
+
 def _normalize_n_erase(n_erase: NErase, n_classes: int) -> tuple[int, int, list[int] | None]:
     """-> (lo, hi, fixed): draw lo..hi classes (inclusive), or erase exactly ``fixed``."""
     if isinstance(n_erase, bool):
@@ -188,6 +305,9 @@ def _normalize_n_erase(n_erase: NErase, n_classes: int) -> tuple[int, int, list[
             isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in n_erase):
         lo, hi = int(n_erase[0]), int(n_erase[1])
     elif isinstance(n_erase, (list, str)):
+        if isinstance(n_erase, str) and any(t.strip().isdigit() for t in n_erase.split(",")):
+            raise ValueError(f"n_erase {n_erase!r} is a string: give a number of regions as an int "
+                             f"(n_erase={n_erase.strip()}) or classes to erase as a list (n_erase=[...])")
         fixed = parse_class_list(n_erase)
         if not fixed:
             raise ValueError("n_erase: the fixed list of classes is empty")
@@ -214,6 +334,8 @@ class FSErasing:
     def __init__(self, p: float = 1.0, n_erase: NErase = 1, classes: str | Sequence[str | int] | None = None,
                  present_only: bool = False, fill: Fill = "random") -> None:
         self.p = check_probability(p)
+        if not (classes is None or isinstance(classes, (str, list, tuple))):
+            raise ValueError(f"classes must be a list of class names/ids or an 'a,b' string, got {classes!r}")
         self.classes = parse_class_list(classes)
         if not self.classes:
             raise ValueError("classes: the list of classes to draw from is empty")
@@ -224,7 +346,7 @@ class FSErasing:
         self.fill = check_fill(fill)
         allowed = torch.zeros(NUM_CLASSES, dtype=torch.bool)
         allowed[self.classes] = True
-        self._allowed = allowed
+        self._allowed, self._class_ids = allowed, torch.tensor(self.classes)
 
     def choose(self, mask, generator: torch.Generator | None = None) -> list[int]:
         """Class ids to erase for one sample (ignores ``p``); the mask matters only if present_only."""
@@ -253,28 +375,44 @@ class FSErasing:
 
     def draw_batch(self, masks: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """[B,H,W] masks -> selected [B,NUM_CLASSES] bool, the same distribution as ``choose`` + ``p``."""
-        B, device = masks.shape[0], masks.device
+        apply = _rand(masks.shape[0], generator, torch.empty(0, device=masks.device)) < self.p
+        return self.select_batch(masks, generator) & apply.unsqueeze(1)
+
+    def select_batch(self, masks: torch.Tensor | Sequence[np.ndarray], generator: torch.Generator | None = None,
+                     mirrored=None) -> torch.Tensor:
+        """``choose`` for B masks at once (ignores ``p``): selected [B,NUM_CLASSES] bool.
+
+        masks: a [B,H,W] tensor (the result is on its device) or a list of B [H,W] arrays (CPU);
+        they matter only with present_only. mirrored: [B] bool, rows whose image was flipped but
+        whose mask was not (see ``erase_batch_``)."""
+        B = len(masks)
+        device = masks.device if isinstance(masks, torch.Tensor) else torch.device("cpu")
         like = torch.empty(0, device=device)
-        apply = _rand(B, generator, like) < self.p
         if self.fixed is not None:
             selected = torch.zeros(B, NUM_CLASSES, dtype=torch.bool, device=device)
             selected[:, self.fixed] = True
-            return selected & apply.unsqueeze(1)
+            return selected
+        if self.lo == self.hi == 1 and not self.present_only:  # the reference setting: one uniform draw each
+            pick = (_rand(B, generator, like) * len(self.classes)).long().clamp_(max=len(self.classes) - 1)
+            selected = torch.zeros(B, NUM_CLASSES, dtype=torch.bool, device=device)
+            selected[torch.arange(B, device=device), self._class_ids.to(device)[pick]] = True
+            return selected
         allowed = self._allowed.to(device).expand(B, NUM_CLASSES)
-        if self.present_only:  # ids >= NUM_CLASSES land in one spare column: no host sync
-            ids = masks.reshape(B, -1).long().clamp(max=NUM_CLASSES)
-            present = torch.zeros(B, NUM_CLASSES + 1, dtype=torch.bool, device=device)
-            present.scatter_(1, ids, True)
-            allowed = allowed & present[:, :NUM_CLASSES]
+        if self.present_only:
+            present = _present(masks)
+            if mirrored is not None:  # class k of a flipped image is class MIRROR[k] of its unflipped mask
+                flip = torch.as_tensor(_numpy(mirrored), dtype=torch.bool, device=present.device)
+                present = torch.where(flip.unsqueeze(1), present[:, torch.from_numpy(MIRROR)], present)
+            allowed = allowed & present.to(device)
         if self.lo == self.hi:
             n = torch.full((B,), self.lo, device=device)
         else:
             dev = _device_of(generator, like)
             n = torch.randint(self.lo, self.hi + 1, (B,), generator=generator, device=dev).to(device)
         # A uniform random subset of size n: the n smallest of i.i.d. uniform scores among allowed ids.
-        scores = _rand((B, NUM_CLASSES), generator, like).masked_fill(~allowed, 2.0)
-        rank = scores.argsort(1).argsort(1)
-        return (rank < n.unsqueeze(1)) & allowed & apply.unsqueeze(1)
+        order = _rand((B, NUM_CLASSES), generator, like).masked_fill(~allowed, 2.0).argsort(1)
+        first_n = torch.arange(NUM_CLASSES, device=device).expand(B, NUM_CLASSES) < n.unsqueeze(1)
+        return torch.zeros_like(allowed).scatter_(1, order, first_n) & allowed
 
     def batch(self, imgs: torch.Tensor, masks: torch.Tensor,
               generator: torch.Generator | None = None) -> torch.Tensor:

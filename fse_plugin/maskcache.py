@@ -89,6 +89,17 @@ class CacheMismatchError(CacheError):
     """A mask cache belongs to another rec, parser or setting than the one it is used with."""
 
 
+class DamagedEntryError(CacheError):  # TEMPORARY (train branch): the maskcache branch's version wins at merge
+    """One mask (``key``) or its chunk file (``path``) is damaged; raised by ``MaskCache.get``."""
+
+    def __init__(self, message: str, key: int | None = None, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.key, self.path = key, path
+
+    def __reduce__(self):
+        return type(self), (str(self), self.key, self.path)
+
+
 # ----------------------------------------------------------------------------------------------- codec
 
 def _runs(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -573,12 +584,25 @@ class MaskCache:
         try:
             return decode_mask(blob, self.height, self.width)
         except ValueError as e:
-            raise CacheError(f"{ch.path}: entry {i} (row {row}, byte {ch.data_start + int(ch.offsets[i])}) "
-                             f"is damaged: {e}. {self._hint}") from None
+            raise DamagedEntryError(f"{ch.path}: entry {i} (row {row}, byte {ch.data_start + int(ch.offsets[i])}) "
+                                    f"is damaged: {e}. {self._hint}", None, ch.path) from None
 
     def get(self, key: int) -> np.ndarray | None:
         """Mask (uint8 ``[H,W]``, writable) of image record ``key``; None if its image could not be decoded."""
-        return self.get_row(self.row(key))
+        try:
+            return self.get_row(self.row(key))
+        except DamagedEntryError as e:
+            e.key = int(key)
+            raise
+
+    def check(self) -> dict:  # TEMPORARY (train branch): the maskcache branch's version wins at merge
+        """Keys ascending and every chunk's structure, without decoding masks."""
+        keys = np.asarray(self.keys)
+        if len(keys) > 1 and not (np.diff(keys) > 0).all():
+            raise CacheError(f"{self.path / KEYS_FILE}: keys are not strictly ascending. {self._hint}")
+        for i in range(len(self.manifest["chunks"])):
+            self._chunk(i)
+        return {"path": str(self.path), "masks": self._count, "chunks": len(self.manifest["chunks"])}
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""

@@ -9,19 +9,20 @@ import torch
 torch.set_num_threads(1)
 
 
-def _find_fixtures() -> Path:
-    """$FSE_FIXTURES, else the nearest ``shared/fixtures`` beside the repo or one of its parents
-    (the checkout may sit deeper than ``<work>/main`` in CI)."""
-    if os.environ.get("FSE_FIXTURES"):
-        return Path(os.environ["FSE_FIXTURES"])
+def _find_shared(name: str, env: str) -> Path:
+    """$``env``, else the nearest ``shared/<name>`` beside the repo or one of its parents (the checkout
+    may sit deeper than ``<work>/main`` in CI); the path returned may not exist."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
     repo = Path(__file__).resolve().parents[1]
     for parent in repo.parents:
-        if (parent / "shared" / "fixtures").is_dir():
-            return parent / "shared" / "fixtures"
-    return repo.parent / "shared" / "fixtures"
+        if (parent / "shared" / name).is_dir():
+            return parent / "shared" / name
+    return repo.parent / "shared" / name
 
 
-FIXTURES = _find_fixtures()
+FIXTURES = _find_shared("fixtures", "FSE_FIXTURES")
+ARCFACE_TORCH = _find_shared("arcface_torch", "ARCFACE_TORCH_DIR")  # upstream 7fadd420, unmodified (MIT)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +59,16 @@ def synth_bin(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def arcface_torch_dir() -> Path:
-    """Pristine arcface_torch checkout from $ARCFACE_TORCH_DIR (tests copy it before patching)."""
-    path = os.environ.get("ARCFACE_TORCH_DIR")
-    if not path or not Path(path, "train_v2.py").is_file():
-        pytest.skip("ARCFACE_TORCH_DIR not set to an arcface_torch checkout")
-    return Path(path)
+    """Pristine arcface_torch checkout: $ARCFACE_TORCH_DIR, else ``shared/arcface_torch`` beside the repo
+    (tests copy it before patching); the tests that need it are skipped, saying why, without one."""
+    if not (ARCFACE_TORCH / "train_v2.py").is_file():
+        pytest.skip(f"no arcface_torch checkout at {ARCFACE_TORCH} (set ARCFACE_TORCH_DIR to "
+                    f"recognition/arcface_torch of insightface 7fadd420)")
+    return ARCFACE_TORCH
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say it at the end of every run, also with -q, when the arcface_torch tests could not run."""
+    if not (ARCFACE_TORCH / "train_v2.py").is_file():
+        terminalreporter.write_line(f"arcface_torch tests skipped: no checkout at {ARCFACE_TORCH} "
+                                    f"(set ARCFACE_TORCH_DIR)", yellow=True)

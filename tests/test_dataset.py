@@ -1,5 +1,8 @@
-"""FSEMXFaceDataset: upstream's contract and pixels, erasing by the cache's masks, flips, workers,
-DistributedSampler, stale caches and config validation."""
+"""FSEMXFaceDataset: upstream's contract and pixels, erasing by the cache's masks (per sample and per
+batch), flips, workers, DistributedSampler, missing and damaged masks, broken images, stale caches
+and config validation."""
+import logging
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from torchvision import transforms
 from fse_plugin import maskcache, recordio, synth
 from fse_plugin.dataset import FSEConfigError, FSEMXFaceDataset, validate_fse_config
 from fse_plugin.labels import class_id, flip_mask
+from fse_plugin.recordio import RecordIOError
 
 SENTINEL = 9.0  # a constant fill outside [-1, 1]: erased pixels are exactly the ones equal to it
 
@@ -27,12 +31,18 @@ def cache(synth_cache) -> str:
     return str(synth_cache)
 
 
+NORMALISE = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
+
+
+def record_image(rec_dir: Path, key: int) -> np.ndarray:
+    with recordio.open_rec(rec_dir) as r:
+        return recordio.decode_image(recordio.unpack(r.read(key))[1])
+
+
 def upstream_sample(rec_dir: Path, key: int) -> torch.Tensor:
     """MXFaceDataset's transform on the record's image (mx.image.imdecode = RGB decode)."""
-    tf = transforms.Compose([transforms.ToPILImage(), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])])
-    with recordio.open_rec(rec_dir) as r:
-        return tf(recordio.decode_image(recordio.unpack(r.read(key))[1]))
+    tf = transforms.Compose([transforms.ToPILImage(), transforms.RandomHorizontalFlip(), NORMALISE])
+    return tf(record_image(rec_dir, key))
 
 
 def test_contract_and_pixels_match_upstream(synth_rec):
@@ -54,26 +64,41 @@ def _erased(img: torch.Tensor) -> torch.Tensor:
     return (img == SENTINEL).all(0)
 
 
-def test_erased_pixels_are_one_region_of_the_flipped_mask(synth_rec, cache, gt):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0, fill=SENTINEL))
-    off = FSEMXFaceDataset(synth_rec, 0)
-    seen_flip = seen_erase = 0
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_erased_pixels_are_one_region_of_the_flipped_mask(synth_rec, cache, gt, flip):
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0, fill=SENTINEL, flip=flip))
+    seen = 0
     for i in range(0, 72, 3):
-        torch.manual_seed(100 + i)
-        flipped = bool(torch.rand(1) < 0.5)
-        torch.manual_seed(100 + i)
+        key = int(ds.keys[i])
         img, _ = ds[i]
-        torch.manual_seed(100 + i)
-        plain, _ = off[i]
-        mask = torch.from_numpy(flip_mask(gt[int(ds.keys[i])]) if flipped else gt[int(ds.keys[i])])
+        plain = NORMALISE(record_image(synth_rec, key)[:, ::-1].copy() if flip else record_image(synth_rec, key))
+        mask = torch.from_numpy(flip_mask(gt[key]) if flip else gt[key])
         e = _erased(img)
-        assert torch.equal(img[:, ~e], plain[:, ~e])
+        assert torch.equal(img[:, ~e], plain[:, ~e])  # the rest is upstream's pixels, flipped with the mask
         if e.any():
-            c = int(mask[e][0])
-            assert torch.equal(e, mask == c)
-            seen_erase += 1
-        seen_flip += flipped
-    assert seen_erase > 5 and 0 < seen_flip < 24
+            assert torch.equal(e, mask == int(mask[e][0]))
+            seen += 1
+    assert seen > 5
+
+
+def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5, n_erase=(1, 2), fill=SENTINEL))
+    torch.manual_seed(0)
+    batch = ds.__getitems__(list(range(40)))  # what a DataLoader worker calls
+    erased = 0
+    for i, (img, label) in enumerate(batch):
+        assert img.shape == (3, 112, 112) and label.dtype == torch.long and int(label) == ds.labels[i]
+        e = _erased(img)
+        if e.any():  # whole regions (one or two) of the mask, flipped with the image or not
+            m, region = gt[int(ds.keys[i])], e.numpy()
+            whole = [np.array_equal(region, np.isin(shown, np.unique(shown[region])))
+                     and len(np.unique(shown[region])) <= 2 for shown in (m, flip_mask(m))]
+            assert any(whole), i
+            erased += 1
+    assert 8 < erased < 32  # p=0.5 (less for absent classes)
+    torch.manual_seed(0)
+    again = ds.__getitems__(list(range(40)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batch, again))  # same seed, same batch
 
 
 def test_flip_keeps_left_and_right(synth_rec, cache, gt):
@@ -90,27 +115,81 @@ def test_flip_keeps_left_and_right(synth_rec, cache, gt):
 
 
 class DropKeys:
-    """A MaskCache stand-in without masks for some keys (as for undecodable images)."""
+    """A MaskCache stand-in without masks for some keys (as for undecodable images) and damaged ones."""
 
-    def __init__(self, cache, drop):
-        self.cache, self.drop = cache, set(drop)
+    def __init__(self, cache, drop=(), damaged=()):
+        self.cache, self.drop, self.damaged = cache, set(drop), set(damaged)
 
     def get(self, key):
+        if key in self.damaged:
+            raise maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {key} is damaged", key,
+                                              "chunks/000000.fsmc")
         return None if key in self.drop else self.cache.get(key)
 
 
-def test_missing_masks_pass_unerased_and_are_counted_over_workers(synth_rec, cache):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0, fill=SENTINEL, classes=["background"]))
-    drop = [int(ds.keys[3]), int(ds.keys[40])]
-    ds.masks = DropKeys(ds.masks, drop)
-    loader = DataLoader(ds, batch_size=8, sampler=SequentialSampler(ds), num_workers=2)
+def _erased_per_sample(loader) -> torch.Tensor:
     imgs = torch.cat([b[0] for b in loader])
-    erased = _erased(imgs.permute(1, 0, 2, 3)).flatten(1).any(1)
-    assert ds.missing_masks == 2
-    assert not erased[3] and not erased[40] and erased.sum() == 70
+    return _erased(imgs.permute(1, 0, 2, 3)).flatten(1).any(1)
+
+
+def test_missing_and_damaged_masks_pass_unerased_and_are_counted_over_workers(synth_rec, cache):
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0, fill=SENTINEL, classes=["background"]))
+    ds.masks = DropKeys(ds.masks, drop=[int(ds.keys[3]), int(ds.keys[40])], damaged=[int(ds.keys[9])])
+    erased = _erased_per_sample(DataLoader(ds, batch_size=8, sampler=SequentialSampler(ds), num_workers=2))
+    assert (ds.missing_masks, ds.damaged_masks) == (2, 1)
+    assert not erased[3] and not erased[40] and not erased[9] and erased.sum() == 69
     for _ in DataLoader(ds, batch_size=8, num_workers=0):
         pass
-    assert ds.missing_masks == 4  # counted per sample served, main process too
+    assert (ds.missing_masks, ds.damaged_masks) == (4, 2)  # counted per sample served, main process too
+
+
+def test_damaged_keys_are_logged_once_with_rec_and_chunk(synth_rec, cache, caplog):
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0))
+    bad = [int(ds.keys[5]), int(ds.keys[6])]
+    ds.masks = DropKeys(ds.masks, drop=[int(ds.keys[7]), int(ds.keys[8])], damaged=bad)
+    with caplog.at_level(logging.WARNING, logger="fse_plugin.dataset"):
+        for _ in range(3):  # three epochs
+            ds.__getitems__(list(range(12)))
+    damaged = [r.getMessage() for r in caplog.records if "damaged mask" in r.getMessage()]
+    assert len(damaged) == 2 and all("train.rec" in m and "chunks/000000.fsmc" in m for m in damaged)
+    assert [m for m in damaged if f"record {bad[0]} " in m]
+    assert sum("no mask for record" in r.getMessage() for r in caplog.records) == 1  # the first missing one
+    assert (ds.damaged_masks, ds.missing_masks) == (6, 6)
+
+
+def _damage_entry(cache: Path, mask: np.ndarray) -> None:
+    """Overwrite the stored bytes of ``mask``'s entry (found by its encoding) with garbage."""
+    blob = maskcache.encode_masks(mask[None])[0]
+    chunk = next((cache / "chunks").iterdir())
+    data = chunk.read_bytes()
+    assert data.count(blob) == 1
+    chunk.write_bytes(data.replace(blob, b"\xff" * len(blob)))
+
+
+def test_a_damaged_entry_is_found_by_verify_and_served_unerased_otherwise(synth_rec, cache, gt, tmp_path):
+    damaged = tmp_path / "fse_masks"
+    shutil.copytree(cache, damaged)
+    key = int(sorted(gt)[10])
+    _damage_entry(damaged, gt[key])
+    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: .*damaged"):
+        FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), verify=True))  # before the first step
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), p=1.0, classes=["background"], fill=SENTINEL))
+    erased = _erased_per_sample(DataLoader(ds, batch_size=8, num_workers=2))
+    i = int(np.flatnonzero(ds.keys == key)[0])
+    assert not erased[i] and erased.sum() == 71 and ds.damaged_masks == 1
+
+
+def test_a_broken_image_names_the_rec_and_the_key(synth_rec, tmp_path):
+    rec = Path(shutil.copytree(synth_rec, tmp_path / "rec"))
+    ds = FSEMXFaceDataset(rec, 0)
+    key = int(ds.keys[4])
+    with recordio.open_rec(rec) as r:
+        jpeg = recordio.unpack(r.read(key))[1]
+    data = (rec / "train.rec").read_bytes()
+    assert data.count(jpeg) == 1
+    (rec / "train.rec").write_bytes(data.replace(jpeg, b"\0" * len(jpeg)))
+    with pytest.raises(RecordIOError, match=rf"train\.rec: record {key}: cannot decode image"):
+        ds[4]
 
 
 def _seed_worker(worker_id, num_workers, rank, seed):  # arcface_torch's rule (REFERENCE.md section 6)
@@ -141,28 +220,46 @@ def test_distributed_sampler_workers_and_seeds(synth_rec, cache):
     assert common and any(not torch.equal(by_index[i], by_index_other[i]) for i in common)
 
 
-def test_foreign_cache_refused(cache, tmp_path):
+def test_cache_problems_name_config_fse_masks(synth_rec, cache, tmp_path):
     other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=3, seed=1)
-    with pytest.raises(maskcache.CacheMismatchError, match="fse cache build --rec"):
+    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: mask cache .* another record file.*"
+                                             r"fse cache build --rec") as err:
         FSEMXFaceDataset(other, 0, fse=dict(masks=cache))
+    assert isinstance(err.value.__cause__, maskcache.CacheMismatchError)
+    broken = Path(shutil.copytree(cache, tmp_path / "broken"))
+    (broken / "manifest.json").write_text("{")
+    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: .*manifest"):
+        FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(broken)))
 
 
-@pytest.mark.parametrize("fse, key", [
-    (dict(p=1.5), "p"),
-    (dict(p="0.5"), "p"),
-    (dict(flip=-0.1), "flip"),
-    (dict(classes=["nose", "nostril"]), "classes"),
-    (dict(classes=[]), "classes"),
-    (dict(fill="blur"), "fill"),
-    (dict(n_erase=(3, 1)), "n_erase"),
-    (dict(n_erase=26), "n_erase"),
-    (dict(present_only="yes"), "present_only"),
-    (dict(erase_p=0.5), "erase_p"),
-    (dict(masks="/nonexistent/fse_masks"), "masks"),
+@pytest.mark.parametrize("fse, key, what", [
+    (dict(p=1.5), "p", "probability"),
+    (dict(p="0.5"), "p", "probability"),
+    (dict(flip=-0.1), "flip", "probability"),
+    (dict(classes=["nose", "nostril"]), "classes", "nostril"),
+    (dict(classes=[]), "classes", "empty"),
+    (dict(classes=5), "classes", "list of class names"),
+    (dict(classes={"nose": 1}), "classes", "list of class names"),
+    (dict(classes="5"), "classes", "string, not a class"),
+    (dict(classes=["nose", "10"]), "classes", "string, not a class"),
+    (dict(classes=[10.0]), "classes", "not a class name or id"),
+    (dict(fill="blur"), "fill", "unknown"),
+    (dict(fill=True), "fill", "finite number"),
+    (dict(n_erase=(3, 1)), "n_erase", "lo <= hi"),
+    (dict(n_erase=26), "n_erase", "exceeds"),
+    (dict(n_erase="2"), "n_erase", "string, not a count"),
+    (dict(n_erase=2.0), "n_erase", "must be an int"),
+    (dict(n_erase=(1, "3")), "n_erase", "must be an int"),
+    (dict(present_only="yes"), "present_only", "True or False"),
+    (dict(verify=1), "verify", "True or False"),
+    (dict(erase_p=0.5), "erase_p", "unknown key"),
+    (dict(masks="/nonexistent/fse_masks"), "masks", "fse cache build"),
+    (dict(masks=""), "masks", "path of a mask cache"),
+    (dict(masks=123), "masks", "path of a mask cache"),
 ])
-def test_config_errors_name_the_key(synth_rec, cache, fse, key):
+def test_config_errors_name_the_key(synth_rec, cache, fse, key, what):
     cfg = {"masks": cache, **fse}
-    with pytest.raises(FSEConfigError, match=rf"config\.fse\.{key}:"):
+    with pytest.raises(FSEConfigError, match=rf"config\.fse\.{key}: .*{what}"):
         validate_fse_config(cfg, synth_rec)
     with pytest.raises(FSEConfigError, match=rf"config\.fse\.{key}:"):
         FSEMXFaceDataset(synth_rec, 0, fse=cfg)  # at construction, in the main process
@@ -170,8 +267,10 @@ def test_config_errors_name_the_key(synth_rec, cache, fse, key):
 
 def test_config_normalised(synth_rec, cache, tmp_path):
     cfg = validate_fse_config(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0), synth_rec)
-    assert cfg == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0,
-                       flip=0.5)
+    assert cfg == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0.0,
+                       flip=0.5, verify=False)
+    assert validate_fse_config(dict(masks=Path(cache), n_erase=["left_eye", 11]))["n_erase"] == [12, 11]
+    assert validate_fse_config(dict(masks=cache, classes=(0, "hair"), fill="random_mix_sample"))["classes"] == [0, 21]
     with pytest.raises(FSEConfigError, match="fse cache build --rec"):
         validate_fse_config(dict(), tmp_path)  # default <rec>/fse_masks, not built
     with pytest.raises(FSEConfigError, match="must be a dict"):

@@ -5,7 +5,7 @@ import torch
 from scipy.stats import chisquare
 
 from fse_plugin import synth
-from fse_plugin.erasing import FILLS, FSErasing, HorizontalFlipPair, erase, erase_batch, flip_pair
+from fse_plugin.erasing import FILLS, FSErasing, HorizontalFlipPair, erase, erase_, erase_batch, erase_batch_, flip_pair
 from fse_plugin.labels import MIRROR, NUM_CLASSES, class_id
 
 
@@ -128,6 +128,11 @@ def test_absent_class_and_bad_arguments(faces):
         FSErasing(n_erase=(3, 1))
     with pytest.raises(ValueError, match="either"):
         FSErasing(n_erase=["nose"], classes=["mouth"])
+    with pytest.raises(ValueError, match=r"n_erase '2' is a string.*n_erase=2"):
+        FSErasing(n_erase="2")  # not 'always erase class 2'
+    assert FSErasing(n_erase="left_eye, right_eye").fixed == [12, 11]
+    with pytest.raises(ValueError, match="classes must be a list"):
+        FSErasing(classes=5)
 
 
 def test_determinism_by_generator(faces):
@@ -239,3 +244,59 @@ def test_autograd_images_take_the_batched_path(faces):
     out.sum().backward()  # gradients flow to the pixels that were kept
     kept = ~((masks[0] == 0) | (masks[0] == class_id("hair")))
     assert torch.all(img.grad[:, kept] == 1)
+
+
+@pytest.mark.parametrize("fill, mixed_share", [("random_mix", 0.5), ("random_mix_sample", 0.0)])
+def test_random_mix_tosses_per_region(faces, fill, mixed_share):
+    """The reference's coin is per erased region: a two-region sample mixes noise and a flat colour
+    half of the time; 'random_mix_sample' keeps one coin per sample (never mixed)."""
+    imgs, masks = faces
+    ids = [class_id("background"), class_id("hair")]
+    g, mixed, n = gen(13), 0, 400
+    for _ in range(n):
+        out = erase(imgs[0], masks[0], ids, fill, g)
+        flat = [bool(torch.all(r == r[:, :1])) for r in (out[:, masks[0] == c] for c in ids)]
+        mixed += flat[0] != flat[1]
+    assert abs(mixed / n - mixed_share) < 0.08
+    sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
+    sel[:, ids] = True
+    outs = [erase_batch(imgs, masks, sel, fill, gen(s)) for s in range(60)]  # the batched form tosses alike
+    flat = torch.stack([torch.stack([(o[b][:, masks[b] == c] == o[b][:, masks[b] == c][:, :1]).all()
+                                     for b in range(len(imgs)) for c in ids]) for o in outs]).view(-1, 2)
+    assert abs(float((flat[:, 0] != flat[:, 1]).float().mean()) - mixed_share) < 0.1
+
+
+@pytest.mark.parametrize("fill", FILLS + (0.5,))
+def test_in_place_forms_agree_with_the_batched_one(faces, fill):
+    """erase_batch_ (CPU numpy path, what the dataset calls) and erase_batch (torch) erase the same
+    pixels; where the fill is deterministic they give the same values, also through erase_."""
+    imgs, masks = faces
+    sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
+    sel[0, 0] = sel[1, class_id("hair")] = sel[2, [0, 10, 21]] = True
+    ref = erase_batch(imgs, masks, sel, fill, gen(14))
+    out = erase_batch_(imgs.clone(), masks.numpy(), sel.numpy(), fill, gen(14))
+    changed = lambda o: (o != imgs).any(1)  # noqa: E731
+    region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
+    assert torch.equal(changed(out), region) and torch.equal(changed(ref), region)
+    if fill in ("region_mean", "image_mean", 0.5):
+        assert torch.allclose(out, ref, atol=1e-5)
+        single = erase_(imgs[2].clone(), masks[2], [0, 10, 21], fill)
+        assert torch.allclose(single, ref[2], atol=1e-5)
+    assert torch.equal(out[3:], imgs[3:])
+
+
+@pytest.mark.parametrize("fill", FILLS + (0.5,))
+def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
+    """The dataset leaves the masks of flipped images unflipped and says so (``mirrored``): the same
+    pixels, classes and draws as with flipped masks."""
+    imgs, masks = faces
+    flipped_imgs, flipped_masks = flip_pair(imgs, masks)
+    sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
+    sel[0, class_id("right_eye")] = sel[1, [class_id("right_cheek"), class_id("hair")]] = True
+    sel[2, [0, class_id("left_brow")]] = sel[3, class_id("left_ear")] = True
+    a = erase_batch_(flipped_imgs.clone(), list(masks.numpy()), sel, fill, gen(15), mirrored=[True] * len(imgs))
+    b = erase_batch_(flipped_imgs.clone(), flipped_masks, sel, fill, gen(15))
+    assert torch.equal(a, b) and not torch.equal(a, flipped_imgs)
+    t = FSErasing(n_erase=2, present_only=True)
+    assert torch.equal(t.select_batch(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
+                       t.select_batch(flipped_masks, gen(16)))

@@ -1,6 +1,9 @@
-"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, and the patched
-arcface_torch end to end (a config with the one added line, its own get_config and get_dataloader)."""
+"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, the compat patch's VAL@FAR, and
+the patched arcface_torch end to end (a config with the one added line, its own get_config and
+get_dataloader). train_v2.py itself runs in test_train_v2.py."""
 import filecmp
+import ast
+import itertools
 import json
 import re
 import runpy
@@ -9,18 +12,25 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from scipy import interpolate
+from scipy.interpolate import interp1d
+from sklearn.model_selection import KFold
 
 from fse_plugin import cli, maskcache, mxcompat, recordio
 from fse_plugin.dataset import validate_fse_config
+from fse_plugin.evaluation import far_threshold, val_at_far
 from fse_plugin.patching import PATCH_DIRS, PatchError, apply_patches, find_arcface_dir, patch_files
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"ms1mv3_r50_fse": "ms1mv3_r50", "ms1mv3_r50_onegpu_fse": "ms1mv3_r50_onegpu", "wf4m_r50_fse": "wf4m_r50"}
 DATASET_PATCH = PATCH_DIRS[0] / "0001-fse-dataset.patch"
+COMPAT_PATCH = PATCH_DIRS[0] / "0003-upstream-compat.patch"
+PATCHED_FILES = ("dataset.py", "train_v2.py", "eval/verification.py", "lr_scheduler.py")
 
 
 def _hunks(patch: Path) -> list[list[str]]:
@@ -43,6 +53,16 @@ def test_dataset_patch_is_small_and_commented():
         assert any(row.startswith("+") and "# FSE" in row for row in h), h
     files = re.findall(r"^\+\+\+ b/(\S+)", DATASET_PATCH.read_text(), flags=re.M)
     assert files == ["dataset.py", "eval/verification.py", "train_v2.py"]
+
+
+def test_compat_patch_is_small_and_commented():
+    assert COMPAT_PATCH in patch_files()
+    hunks = _hunks(COMPAT_PATCH)
+    assert sum(row[0] in "+-" for h in hunks for row in h) <= 12
+    for h in hunks:
+        assert any(row.startswith("+") and "# FSE compat" in row for row in h), h
+    assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(), flags=re.M) == ["eval/verification.py",
+                                                                                   "lr_scheduler.py"]
 
 
 def _fake_arcface(root: Path) -> Path:
@@ -94,19 +114,48 @@ def test_configs_are_upstream_plus_one_line(arcface_torch_dir, tmp_path, ours, u
     assert sum(line.startswith("config.fse") for line in ours_lines) == 1
 
 
-def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path):
+def _pristine(tree: Path, arcface_torch_dir: Path) -> bool:
+    return all(filecmp.cmp(tree / name, arcface_torch_dir / name, shallow=False) for name in PATCHED_FILES)
+
+
+def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, capsys):
     root = tmp_path / "insightface"
     target = root / "recognition" / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
     subprocess.run(["git", "init", "-q", str(root)], check=True)  # an enclosing repo must not confuse git apply
-    assert {r.status for r in apply_patches(root, check=True)} == {"would apply"}
-    assert filecmp.cmp(target / "dataset.py", arcface_torch_dir / "dataset.py", shallow=False)
-    assert {r.status for r in apply_patches(root)} == {"applied"}
+    assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 3
+    assert _pristine(target, arcface_torch_dir)
+    assert cli.main(["patch-arcface", str(root)]) == 0
+    assert "0003-upstream-compat.patch: applied (eval/verification.py, lr_scheduler.py)" in capsys.readouterr().out
     assert "fse=cfg.get(\"fse\")" in (target / "train_v2.py").read_text()
+    assert "if verbose else {}" in (target / "lr_scheduler.py").read_text()
     assert {r.status for r in apply_patches(target)} == {"already applied"}
-    assert {r.status for r in apply_patches(root, reverse=True)} == {"reverted"}
-    for name in ("dataset.py", "train_v2.py", "eval/verification.py"):
-        assert filecmp.cmp(target / name, arcface_torch_dir / name, shallow=False), name
+    assert cli.main(["patch-arcface", str(target), "--reverse", "--check"]) == 0
+    assert capsys.readouterr().out.count(": would revert") == 3 and not _pristine(target, arcface_torch_dir)
+    assert cli.main(["patch-arcface", str(root), "--reverse"]) == 0
+    assert capsys.readouterr().out.count(": reverted") == 3 and _pristine(target, arcface_torch_dir)
+    assert {r.status for r in apply_patches(root, reverse=True)} == {"not applied"}
+
+
+def _git_apply(patch: Path, where: Path) -> None:
+    subprocess.run(["git", "apply", str(patch)], cwd=where, check=True, capture_output=True,
+                   env={"GIT_CEILING_DIRECTORIES": str(where.parent), "PATH": "/usr/bin:/bin:/usr/local/bin"})
+
+
+def test_patches_apply_to_pristine_upstream_in_any_order(arcface_torch_dir, tmp_path):
+    for n, order in enumerate(itertools.permutations(patch_files())):
+        tree = tmp_path / f"order{n}"
+        for name in PATCHED_FILES:  # git apply reads only the files a patch touches
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(arcface_torch_dir / name, tree / name)
+        for patch in order:
+            _git_apply(patch, tree)
+        texts = [(tree / name).read_text() for name in PATCHED_FILES]
+        if n == 0:
+            first = texts
+            for name, text in zip(PATCHED_FILES, texts):
+                compile(text, name, "exec")
+        assert texts == first, [p.name for p in order]  # the same tree whatever the order
 
 
 def test_patch_names_the_failing_hunk(arcface_torch_dir, tmp_path):
@@ -198,3 +247,58 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
     assert out["vanilla_equals_fse_off"]
     assert out["bad"].startswith("config.fse.p:")
     assert out["bin"] == [[80, 3, 112, 112], 40, True]
+
+
+# ---------------------------------------------------------------------------- the compat patch's VAL@FAR
+
+def _val_functions(path: Path) -> SimpleNamespace:
+    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports mxnet at
+    the top, and nothing of mxnet is needed here."""
+    wanted = {"LFold", "calculate_val", "calculate_val_far"}
+    body = [node for node in ast.parse(path.read_text()).body if getattr(node, "name", None) in wanted]
+    scope = {"np": np, "interpolate": interpolate, "KFold": KFold}
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)
+    return SimpleNamespace(**{name: scope[name] for name in wanted})
+
+
+@pytest.fixture(scope="module")
+def verification_modules(arcface_torch_dir, tmp_path_factory) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """(upstream eval/verification.py's VAL@FAR, the same with all patches applied)."""
+    tree = tmp_path_factory.mktemp("compat") / "arcface_torch"
+    shutil.copytree(arcface_torch_dir, tree)
+    apply_patches(tree)
+    return tuple(_val_functions(root / "eval" / "verification.py") for root in (arcface_torch_dir, tree))
+
+
+def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit embeddings of n pairs (genuine pairs closer) and issame alternating True/False."""
+    rng = np.random.default_rng(seed)
+    e1 = rng.normal(size=(n, 16))
+    issame = np.arange(n) % 2 == 0
+    e2 = np.where(issame[:, None], e1 + rng.normal(scale=0.8, size=(n, 16)), rng.normal(size=(n, 16)))
+    norm = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    return norm(e1), norm(e2), issame
+
+
+def test_patched_val_at_far_is_upstreams_where_scipy_accepts_the_far_values(verification_modules):
+    upstream, patched = verification_modules
+    e1, e2, issame = _pairs(400, 0)
+    impostor = np.sort(np.sum((e1 - e2) ** 2, 1)[~issame])
+    thresholds = np.r_[0.0, (impostor[:-1] + impostor[1:]) / 2, 4.0]  # one impostor more per threshold
+    for far_target in (1e-3, 0.01, 0.1, 0.37):
+        want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)  # scipy's slinear
+        assert patched.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1) == want
+        far = np.arange(len(thresholds)) / len(impostor)  # that training FAR: distinct values
+        assert far_threshold(far, thresholds, far_target) == pytest.approx(
+            float(interp1d(far, thresholds, kind="slinear")(far_target)), abs=1e-12)  # the fallback agrees
+
+
+def test_patched_val_at_far_survives_repeated_far_values(verification_modules):
+    upstream, patched = verification_modules
+    e1, e2, issame = _pairs(600, 1)
+    thresholds = np.arange(0, 4, 0.001)  # upstream's evaluate(): FAR values repeat
+    with pytest.raises(ValueError, match="duplicates"):  # insightface #2152
+        upstream.calculate_val(thresholds, e1, e2, issame, 1e-3, nrof_folds=10)
+    got = patched.calculate_val(thresholds, e1, e2, issame, 0.01, nrof_folds=10)
+    want = val_at_far(np.sum((e1 - e2) ** 2, 1), issame, 0.01, thresholds, 10)
+    assert got == pytest.approx(want, abs=1e-12) and 0 < got[0] < 1
