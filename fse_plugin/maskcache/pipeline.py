@@ -1,0 +1,374 @@
+"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache, at the GPU's pace.
+
+Pipeline of one rank::
+
+    DataLoader workers   read + decode a whole batch of records into one uint8 [B,H,W,3] array
+    main process         parser forward + argmax (CUDA: bf16, channels_last, pinned memory, one batch in flight)
+    encode processes     run-length + zlib + crc32 of a batch of masks, returned as one byte string
+    writer thread        each chunk file, as soon as all of its batches are encoded
+
+Batches never cross a chunk and split each chunk the same way in every run, so a chunk's bytes do
+not depend on which rank computed it or on what was resumed. Under torchrun (gloo on CPU, nccl on
+CUDA) rank r computes chunks r, r + world, ...; rank 0 writes keys.npy and the manifest once all
+exist. Ctrl-C stops every process with one line; workers never print tracebacks of their own.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from fse_plugin import recordio
+from fse_plugin.common import autocast, dist_env, resolve_device, to_input
+from fse_plugin.maskcache.build import (build_info, check_counts, finalize, prepare, report, todo, versions,
+                                        wait_for_chunks, write_chunk)
+from fse_plugin.maskcache.chunk import Entries
+from fse_plugin.maskcache.codec import encode_batch
+from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
+from fse_plugin.maskcache.manifest import (DEFAULT_CHUNK_SIZE, chunk_rows, default_cache_path, make_spec,
+                                           rebuild_command)
+from fse_plugin.maskcache.source import Source, probe_size, scan_source, sha256_file
+
+__all__ = ["precompute", "default_workers", "batch_plan", "RecordBatches", "Inference", "ChunkPipeline"]
+
+Masks = Callable[[], np.ndarray]
+"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks (waits for the GPU)."""
+
+
+def default_workers(cpus: int | None = None) -> tuple[int, int]:
+    """(decode workers, encode processes) for the CPUs this rank may use (all it is allowed to run on,
+    shared by torchrun's local ranks): up to 4 of each, one core left for the main process, never more
+    decode workers than cores (torch warns above that)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    usable = max(1, cpus - 1)
+    decode = max(1, min(4, usable // 2))
+    return decode, max(1, min(4, usable - decode))
+
+
+def batch_plan(chunks: Sequence[int], chunk_size: int, count: int, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of the batches of ``chunks``: never crossing a chunk, the same split in every run."""
+    return [(s, min(s + batch_size, e)) for c in chunks for e in [chunk_rows(c, count, chunk_size)[1]]
+            for s in range(c * chunk_size, e, batch_size)]
+
+
+def _quiet_worker(*_: Any) -> None:
+    """Worker start: leave Ctrl-C to the main process (no tracebacks from workers) and keep OpenCV to one
+    thread (a thread pool per worker, on a many-core machine, makes every small cvtColor wait on the others)."""
+    import cv2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+
+
+class RecordBatches(torch.utils.data.Dataset):
+    """Map-style dataset of whole batches: item b is rows ``batches[b]`` read and decoded into one array.
+
+    Item = (first row, uint8 ``[n,H,W,3]`` tensor (zeros where an image failed), [(i, reason)]): one
+    object per batch crosses the process boundary, in shared memory, instead of one per image.
+    """
+
+    def __init__(self, reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]],
+                 height: int, width: int):
+        self.reader, self.keys, self.batches, self.size = reader, keys, list(batches), (height, width)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> tuple[int, torch.Tensor, list[tuple[int, str]]]:
+        start, stop = self.batches[b]
+        images = torch.empty((stop - start, *self.size, 3), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            images.share_memory_()  # decode straight into what the main process will read
+        out, errors = images.numpy(), []
+        for i, key in enumerate(self.keys[start:stop].tolist()):
+            try:
+                recordio.decode_image(recordio.unpack(self.reader.read(key))[1], out=out[i])
+            except (ValueError, struct.error) as e:
+                errors.append((i, f"{type(e).__name__}: {e}"))
+                out[i] = 0
+        return start, images, errors
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.batches)} batches of {self.reader.rec_path})"
+
+
+class Inference:
+    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch later.
+
+    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: channels_last
+    (via ``common.to_input``'s NHWC view), bf16 autocast, uint8 upload from pinned memory with
+    non_blocking copies, argmax as uint8 downloaded into pinned memory, a CUDA event to wait on.
+    cuDNN runs in deterministic mode, so masks repeat exactly across runs (resume byte-identity).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
+        self.device, self.amp = device, amp
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            model = model.to(device, memory_format=torch.channels_last)
+        self.model = model.eval()
+
+    def launch(self, images: torch.Tensor) -> Masks:
+        """Queue one batch of uint8 ``[B,H,W,3]`` images."""
+        if not self.cuda:
+            from fse_plugin.parsing import predict_masks
+            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device, amp=self.amp)
+            return lambda: masks
+        x = images.to(self.device, non_blocking=True)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
+        host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(m, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def result() -> np.ndarray:
+            done.synchronize()
+            return host.numpy()
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device}, amp={self.amp})"
+
+
+def _encode_job(masks: np.ndarray, valid: np.ndarray) -> tuple[Entries, np.ndarray, np.ndarray]:
+    """Encode process job: one batch's entries joined, and its class counts."""
+    blobs, pixels, images = encode_batch(masks, valid)
+    return Entries.of(blobs), pixels, images
+
+
+class _InlineExecutor(Executor):
+    """``encode_workers=0``: encode in the main process (tests, tiny jobs)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except Exception as e:  # delivered by .result(), as a pool would
+            f.set_exception(e)
+        return f
+
+
+def _encoder_start(parent: int) -> None:
+    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone, so a
+    kill -9 leaves no orphan waiting on its queue."""
+    import threading
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _encoders(workers: int) -> Executor:
+    """The encode processes, started now (before any thread or DataLoader worker of this process exists)."""
+    if workers <= 0:
+        return _InlineExecutor()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
+    pool.submit(int).result()  # with fork, the first job starts every process
+    return pool
+
+
+class ChunkAssembler:
+    """Collects encoded batches in chunk order; hands each complete chunk to a writer thread.
+
+    At most ``max_pending`` batches wait for their encoding (bounded memory when encoding lags) and
+    at most two chunks for their write; an error of either surfaces here, in the main process.
+    """
+
+    def __init__(self, out: Path, spec: dict, keys: np.ndarray, max_pending: int):
+        self.out, self.spec, self.keys, self.max_pending = out, spec, keys, max_pending
+        self.parts: deque = deque()  # (chunk, row_start, rows, errors, future)
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="chunk-writer")
+        self.writes: deque = deque()
+        self.written = 0
+
+    def add(self, row_start: int, rows: int, errors: list[tuple[int, str]], future: Future) -> None:
+        self.parts.append((row_start // self.spec["chunk_size"], row_start, rows, errors, future))
+        while sum(not p[4].done() for p in self.parts) > self.max_pending:
+            next(p[4] for p in self.parts if not p[4].done()).result()
+        self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        """Write every leading chunk whose batches are all in (and, unless ``final``, all encoded)."""
+        while self.parts:
+            c = self.parts[0][0]
+            start, stop = chunk_rows(c, self.spec["count"], self.spec["chunk_size"])
+            mine = [p for p in self.parts if p[0] == c]
+            if sum(p[2] for p in mine) < stop - start or not (final or all(p[4].done() for p in mine)):
+                break
+            results = [p[4].result() for p in mine]
+            errors = [(int(self.keys[s + i]), reason) for _, s, _, errs, _ in mine for i, reason in errs]
+            self.writes.append(self.writer.submit(write_chunk, self.out, self.spec, c,
+                                                  Entries.join([r[0] for r in results]), errors,
+                                                  sum(r[1] for r in results), sum(r[2] for r in results)))
+            for _ in mine:
+                self.parts.popleft()
+        while self.writes and (final or len(self.writes) > 2 or self.writes[0].done()):
+            self.writes.popleft().result()  # a failed write raises here
+            self.written += 1
+        if final and self.parts:
+            raise AssertionError(f"chunk {self.parts[0][0]} is missing batches")
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True, cancel_futures=True)
+
+
+class ChunkPipeline:
+    """One rank's loop: DataLoader batches -> ``infer`` -> encode processes -> chunk files.
+
+    ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` (an :class:`Inference`, or a
+    stand-in in benchmarks). Batch i + 1 is launched before batch i is collected.
+    """
+
+    def __init__(self, out: Path, spec: dict, src: Source, infer: Any, batch_size: int, num_workers: int,
+                 encode_workers: int, pin_memory: bool = False, progress: bool = False, desc: str = "masks"):
+        self.out, self.spec, self.src, self.infer = out, spec, src, infer
+        self.batch_size, self.num_workers, self.encode_workers = batch_size, num_workers, encode_workers
+        self.pin_memory, self.progress, self.desc = pin_memory, progress, desc
+
+    def _loader(self, batches: list[tuple[int, int]]) -> torch.utils.data.DataLoader:
+        ds = RecordBatches(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"])
+        workers = self.num_workers
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+                                           prefetch_factor=4 if workers else None,
+                                           worker_init_fn=_quiet_worker if workers else None)
+
+    def run(self, chunks: Sequence[int]) -> tuple[int, float]:
+        """Compute and write ``chunks``; (masks computed, seconds of the loop)."""
+        from tqdm import tqdm
+        batches = batch_plan(chunks, self.spec["chunk_size"], self.spec["count"], self.batch_size)
+        rows = sum(e - s for s, e in batches)
+        pool = _encoders(self.encode_workers)
+        asm = ChunkAssembler(self.out, self.spec, self.src.keys, max_pending=4 * max(1, self.encode_workers) + 2)
+        bar = tqdm(total=rows, unit="mask", desc=self.desc, disable=not self.progress, smoothing=0.05)
+
+        def hand_over(start: int, errors: list[tuple[int, str]], masks: Masks) -> None:
+            m = masks()
+            valid = np.ones(len(m), bool)
+            valid[[i for i, _ in errors]] = False
+            asm.add(start, len(m), errors, pool.submit(_encode_job, m, valid))
+            bar.update(len(m))
+
+        t0 = time.perf_counter()
+        try:
+            prev = None
+            for start, images, errors in self._loader(batches):
+                cur = (start, errors, self.infer.launch(images))
+                if prev is not None:
+                    hand_over(*prev)
+                prev = cur
+            if prev is not None:
+                hand_over(*prev)
+            asm.flush(final=True)
+        finally:
+            bar.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            asm.close()
+        return rows, time.perf_counter() - t0
+
+
+def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
+    """Run ``fn`` on rank 0 and hand its result (or its error) to every rank."""
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+    box: list = [None]
+    error = None
+    if rank == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # re-raised below, after the other ranks have been told
+            error, box[0] = e, (type(e).__name__, f"rank 0: {e}")
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if error is not None:
+        raise error
+    if status != "ok":
+        raise (CacheMismatchError if status == "CacheMismatchError" else CacheError)(value)
+    return value
+
+
+def _parser_spec(src: Source, parser_ckpt: Path, chunk_size: int, inference: dict) -> dict:
+    height, width = probe_size(src.reader, src.keys)
+    return make_spec(src.fingerprint, {"kind": "checkpoint", "sha256": sha256_file(parser_ckpt)}, height, width,
+                     len(src.keys), chunk_size, inference)
+
+
+def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
+               batch_size: int = 256, device: str = "auto", num_workers: int | None = None, *,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, encode_workers: int | None = None, amp: bool | None = None,
+               overwrite: bool = False, progress: bool = True) -> Path:
+    """Run the parser over every image record of ``rec_dir`` and write the mask cache (default beside train.rec).
+
+    Decoding happens in ``num_workers`` DataLoader workers and run-length/zlib encoding in
+    ``encode_workers`` processes (defaults: ``default_workers()``), both overlapped with inference.
+    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a
+    shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files and
+    writes the manifest. Completed chunks survive a kill; rerunning the same command resumes, and on
+    a complete cache checks every byte and recomputes only what is damaged; the result is
+    byte-identical to an uninterrupted single-process run. The checkpoint is loaded before anything
+    is written. Undecodable images are recorded in the manifest with their reason. ``amp`` (bf16)
+    defaults to on for CUDA.
+    """
+    import torch.distributed as dist
+
+    from fse_plugin.parsing import load_parser
+    t0 = time.perf_counter()
+    check_counts(batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers, encode_workers=encode_workers)
+    auto = default_workers()
+    num_workers = auto[0] if num_workers is None else num_workers
+    encode_workers = auto[1] if encode_workers is None else encode_workers
+    parser_ckpt = Path(parser_ckpt).resolve()
+    model = load_parser(parser_ckpt)  # a rejected checkpoint leaves nothing behind
+    out = Path(out) if out is not None else default_cache_path(rec_dir)
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    rank, world, dev = dist_env(resolve_device(device))
+    amp = dev.type == "cuda" if amp is None else bool(amp)
+    src = None
+    try:
+        src = scan_source(rec_dir)
+        spec = _parser_spec(src, parser_ckpt, chunk_size, {"batch_size": batch_size, "device": dev.type, "amp": amp})
+        rec_abs = str(Path(src.reader.rec_path).parent.resolve())
+        if _coordinate(lambda: prepare(out, spec, overwrite, rebuild_command(out, rec_abs, parser_ckpt)), rank, world):
+            if rank == 0:
+                print(f"mask cache {out} is complete, every byte checked", file=sys.stderr)
+            return out
+        mine = todo(out, spec, rank, world)
+        computed, seconds = 0, 0.0
+        if mine:
+            pipeline = ChunkPipeline(out, spec, src, Inference(model, dev, amp), batch_size, num_workers,
+                                     encode_workers, pin_memory=dev.type == "cuda", progress=progress and rank == 0,
+                                     desc=f"cache build rank {rank}/{world}")
+            computed, seconds = pipeline.run(mine)
+        if rank == 0:
+            if world > 1:
+                wait_for_chunks(out, spec)
+            info = build_info(time.perf_counter() - t0, computed, world, seconds)
+            report(out, finalize(out, spec, src.keys, rec_abs, str(parser_ckpt), versions(torch=torch.__version__),
+                                 {}, info), info)
+    finally:
+        if src is not None:
+            src.reader.close()
+        if world > 1 and owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+    return out
