@@ -18,7 +18,7 @@ import torch
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.maskcache import chunk as chunkfile
-from fse_plugin.maskcache import pipeline, source
+from fse_plugin.maskcache import decoding, pipeline, source
 from fse_plugin.cli import main as cli_main
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.parsing import UNetRes18, load_parser, predict_masks, save_parser
@@ -304,8 +304,9 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
     assert cache.verify(rec)["missing"] == 1
 
 
-def test_record_batches_decode_whole_batches(synth_rec, tmp_path):
-    """One item per batch: images decoded into one array, exactly as decode_image; failures zeroed and named."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
+    """Whole batches decoded into the shared ring, in order, exactly as decode_image; failures zeroed and named."""
     rec = tmp_path / "rec"
     shutil.copytree(synth_rec, rec)
     reader = recordio.open_rec(rec)
@@ -313,15 +314,23 @@ def test_record_batches_decode_whole_batches(synth_rec, tmp_path):
     with open(rec / "train.rec", "r+b") as f:  # record 2 of the second batch: JPEG start marker wiped
         f.seek(reader.offset(int(keys[6])) + 8 + 24)
         f.write(b"\0\0\0\0")
-    ds = pipeline.RecordBatches(reader, keys, pipeline.batch_plan([0], 16, len(keys), 4), 112, 112)
-    assert len(ds) == 4
-    start, images, errors = ds[1]
-    assert start == 4 and images.shape == (4, 112, 112, 3) and images.dtype == torch.uint8
-    assert [i for i, _ in errors] == [2] and "cannot decode image" in errors[0][1] and not images[2].any()
-    for i in (0, 1, 3):
-        assert np.array_equal(images[i].numpy(), source.read_image(reader, int(keys[4 + i])))
-    small = pipeline.RecordBatches(reader, keys, [(0, 2)], 100, 112)[0]  # another size: refused, named
-    assert [i for i, _ in small[2]] == [0, 1] and "image is 112x112, expected 100x112" in small[2][0][1]
+    plan = pipeline.batch_plan([0, 1, 2, 3], 16, len(keys), 4)
+    assert plan[:5] == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20)] and len(plan) == 16
+    seen = []
+    with decoding.BatchDecoder(reader, keys, plan, 112, 112, workers) as decoder:
+        for batch in decoder:
+            seen.append(batch.start)
+            for i in range(len(batch.images)):
+                if batch.start + i == 6:
+                    assert batch.errors == [(2, batch.errors[0][1])] and "cannot decode image" in batch.errors[0][1]
+                    assert not batch.images[i].any()
+                else:
+                    expected = source.read_image(reader, int(keys[batch.start + i]))
+                    assert np.array_equal(batch.images[i], expected)
+    assert seen == [s for s, _ in plan]
+    out = np.empty((2, 100, 112, 3), np.uint8)  # another size: refused, named
+    errors = decoding.decode_batch(reader, keys[:2].tolist(), out)
+    assert [i for i, _ in errors] == [0, 1] and "image is 112x112, expected 100x112" in errors[0][1]
     assert pipeline.batch_plan([1, 3], 16, 60, 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
 
 

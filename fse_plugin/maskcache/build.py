@@ -9,6 +9,7 @@ left by a kill are removed by the next run.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -195,7 +196,8 @@ def finalize(out: Path, spec: dict, keys: np.ndarray, rec_path: str, producer_pa
     atomic_write(out / KEYS_FILE, buf.getvalue())
     manifest = {**spec, "spec_id": spec_id(spec).hex(), "rec_path": rec_path,
                 "parser": {**spec["parser"], "path": producer_path},
-                "keys": {"file": KEYS_FILE, "sha256": spec["source"]["keys_sha256"], "first": int(keys[0]),
+                "keys": {"file": KEYS_FILE, "sha256": spec["source"]["keys_sha256"],
+                         "file_sha256": hashlib.sha256(buf.getbuffer()).hexdigest(), "first": int(keys[0]),
                          "last": int(keys[-1]), "contiguous": bool(keys[-1] - keys[0] == len(keys) - 1)},
                 "chunks": chunks, "data_bytes": sum(c["bytes"] for c in chunks),
                 "missing": missing, "n_missing": len(missing),
@@ -256,7 +258,6 @@ def _labels_order(src: Source, keys: np.ndarray, masks: np.ndarray) -> np.ndarra
 
 
 def _labels_sha256(keys: np.ndarray, masks: np.ndarray, order: np.ndarray) -> str:
-    import hashlib
     h = hashlib.sha256(keys.astype("<i8").tobytes())
     for s in range(0, len(order), 4096):
         h.update(np.ascontiguousarray(masks[order[s:s + 4096]]).tobytes())
@@ -289,7 +290,9 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
         spec = make_spec(src.fingerprint, {"kind": "labels", "sha256": _labels_sha256(src.keys, masks, order)},
                          masks.shape[1], masks.shape[2], len(keys), chunk_size, None)
         rec_abs = str(Path(src.reader.rec_path).parent.resolve())
-        if not prepare(out, spec, overwrite, rebuild_command(out, rec_abs, labels=lp, from_labels=True)):
+        if prepare(out, spec, overwrite, rebuild_command(out, rec_abs, labels=lp, from_labels=True)):
+            print(f"mask cache {out} is complete, every byte checked", file=sys.stderr)
+        else:
             for c in tqdm(todo(out, spec, 0, 1), desc="encode", unit="chunk", disable=not progress):
                 s, e = chunk_rows(c, spec["count"], chunk_size)
                 batch = np.ascontiguousarray(masks[order[s:e]])

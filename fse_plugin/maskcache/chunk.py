@@ -183,18 +183,20 @@ class ChunkFile:
         """The bytes of entry ``i``, after their crc32 check."""
         blob = self._data[self._off[i]:self._off[i + 1]]
         if zlib.crc32(blob) != self._crc[i]:
+            blob.release()  # a traceback must not keep the map open
             raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) is damaged: crc32 mismatch", key)
         return blob
 
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
         """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
-        blob = self.entry(i, key)
-        if not len(blob):
-            return None
-        try:
-            return decode_mask(blob, height, width)
-        except ValueError as e:  # its crc32 matched: written damaged, or by something else
-            raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}", key) from None
+        with self.entry(i, key) as blob:
+            if not len(blob):
+                return None
+            try:
+                return decode_mask(blob, height, width)
+            except ValueError as e:  # its crc32 matched: written damaged, or by something else
+                what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
+        raise self._error(what, key)
 
     def check_data(self) -> None:
         """All entries at once against the data crc32 in the header (what a build and ``verify`` check)."""
@@ -217,7 +219,10 @@ class ChunkFile:
             if isinstance(view, memoryview):
                 view.release()
         if hasattr(self, "mm"):
-            self.mm.close()
+            try:
+                self.mm.close()
+            except BufferError:  # a view is still referenced somewhere: the map goes when it does
+                pass
 
 
 def chunk_ok(path: Path, expect: Mapping[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
@@ -119,10 +120,11 @@ def rebuild_command(cache: str | os.PathLike, rec: str | os.PathLike | None = No
 
 def recorded_sources(cache: Path, manifest: Mapping[str, Any] | None) -> dict:
     """``rebuild_command`` arguments from what a manifest recorded: rec, parser or labels (absolute paths
-    only: a relative one was typed in another working directory) and whether it is a labels cache."""
+    that exist here only: a relative one was typed in another working directory, a damaged one names
+    nothing) and whether it is a labels cache."""
     m = manifest if isinstance(manifest, Mapping) else {}
     prod = m.get("parser") if isinstance(m.get("parser"), Mapping) else {}
-    keep = lambda p: p if isinstance(p, str) and os.path.isabs(p) else None  # noqa: E731
+    keep = lambda p: p if isinstance(p, str) and os.path.isabs(p) and os.path.exists(p) else None  # noqa: E731
     rec = keep(m.get("rec_path"))
     if rec is None and cache.name == DEFAULT_DIRNAME:
         rec = str(cache.parent)
@@ -144,13 +146,22 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(body, indent=1, sort_keys=True).encode()
 
 
-def _load_json(mpath: Path, hint: str) -> dict:
+def _salvage(raw: bytes) -> dict:
+    """What a rebuild command needs, from a manifest that no longer parses (a damaged byte elsewhere)."""
+    text = raw.decode("utf-8", "replace")
+    found = {k: re.search(rf'"{k}": "((?:[^"\\]|\\.)*)"', text) for k in ("rec_path", "path", "kind")}
+    values = {k: json.loads(f'"{v.group(1)}"') if v else None for k, v in found.items()}
+    return {"rec_path": values["rec_path"], "parser": {"kind": values["kind"], "path": values["path"]}}
+
+
+def _load_json(mpath: Path) -> dict:
+    raw = mpath.read_bytes()
     try:
-        m = json.loads(mpath.read_bytes())
+        m = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise CacheError(f"{mpath}: corrupt manifest ({e}). {hint}") from None
+        raise CacheError(f"{mpath}: corrupt manifest ({e}). {rebuild_hint(mpath.parent, _salvage(raw))}") from None
     if not isinstance(m, dict):
-        raise CacheError(f"{mpath}: corrupt manifest (not a JSON object). {hint}")
+        raise CacheError(f"{mpath}: corrupt manifest (not a JSON object). {rebuild_hint(mpath.parent, None)}")
     return m
 
 
@@ -183,8 +194,8 @@ def _check_fields(m: dict, mpath: Path, hint: str) -> None:
                          f"{m['chunk_size']} (corrupt manifest). {hint}")
     k = m["keys"]
     ints = all(isinstance(k.get(f), int) and not isinstance(k.get(f), bool) for f in ("first", "last"))
-    if not ints or not isinstance(k.get("contiguous"), bool) or not isinstance(k.get("sha256"), str):
-        raise CacheError(f"{mpath}: field 'keys' lacks first/last/contiguous/sha256 (corrupt manifest). {hint}")
+    if not ints or not isinstance(k.get("contiguous"), bool) or not isinstance(k.get("file_sha256"), str):
+        raise CacheError(f"{mpath}: field 'keys' lacks first/last/contiguous/file_sha256 (corrupt manifest). {hint}")
     if k["first"] > k["last"] or k["contiguous"] != (k["last"] - k["first"] == m["count"] - 1):
         raise CacheError(f"{mpath}: keys {k['first']}..{k['last']} (contiguous {k['contiguous']}) cannot be "
                          f"{m['count']} ascending keys (corrupt manifest). {hint}")
@@ -204,7 +215,7 @@ def read_manifest(path: Path) -> dict:
         raise CacheError(f"{path}: no mask cache here (not a directory). {rebuild_hint(path, None)}")
     if not mpath.is_file():
         raise _missing_manifest(path)
-    m = _load_json(mpath, rebuild_hint(path, None))
+    m = _load_json(mpath)
     hint = rebuild_hint(path, m)
     if m.get("format") != FORMAT_NAME:
         raise CacheError(f"{mpath}: not a {FORMAT_NAME} manifest (format {m.get('format')!r}). {hint}")

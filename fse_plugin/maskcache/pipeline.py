@@ -2,7 +2,7 @@
 
 Pipeline of one rank::
 
-    DataLoader workers   read + decode a whole batch of records into one uint8 [B,H,W,3] array
+    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring (decoding.py)
     main process         parser forward + argmax (CUDA: bf16, channels_last, pinned memory, one batch in flight)
     encode processes     run-length + zlib + crc32 of a batch of masks, returned as one byte string
     writer thread        each chunk file, as soon as all of its batches are encoded
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import sys
 import time
 from collections import deque
@@ -27,18 +26,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from fse_plugin import recordio
 from fse_plugin.common import autocast, dist_env, resolve_device, to_input
 from fse_plugin.maskcache.build import (build_info, check_counts, finalize, prepare, report, todo, versions,
                                         wait_for_chunks, write_chunk)
 from fse_plugin.maskcache.chunk import Entries
 from fse_plugin.maskcache.codec import encode_batch
+from fse_plugin.maskcache.decoding import BatchDecoder
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
 from fse_plugin.maskcache.manifest import (DEFAULT_CHUNK_SIZE, chunk_rows, default_cache_path, make_spec,
                                            rebuild_command)
 from fse_plugin.maskcache.source import Source, probe_size, scan_source, sha256_file
 
-__all__ = ["precompute", "default_workers", "batch_plan", "RecordBatches", "Inference", "ChunkPipeline"]
+__all__ = ["precompute", "default_workers", "batch_plan", "Inference", "ChunkPipeline"]
 
 Masks = Callable[[], np.ndarray]
 """What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks (waits for the GPU)."""
@@ -62,53 +61,14 @@ def batch_plan(chunks: Sequence[int], chunk_size: int, count: int, batch_size: i
             for s in range(c * chunk_size, e, batch_size)]
 
 
-def _quiet_worker(*_: Any) -> None:
-    """Worker start: leave Ctrl-C to the main process (no tracebacks from workers) and keep OpenCV to one
-    thread (a thread pool per worker, on a many-core machine, makes every small cvtColor wait on the others)."""
-    import cv2
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
-
-
-class RecordBatches(torch.utils.data.Dataset):
-    """Map-style dataset of whole batches: item b is rows ``batches[b]`` read and decoded into one array.
-
-    Item = (first row, uint8 ``[n,H,W,3]`` tensor (zeros where an image failed), [(i, reason)]): one
-    object per batch crosses the process boundary, in shared memory, instead of one per image.
-    """
-
-    def __init__(self, reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]],
-                 height: int, width: int):
-        self.reader, self.keys, self.batches, self.size = reader, keys, list(batches), (height, width)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> tuple[int, torch.Tensor, list[tuple[int, str]]]:
-        start, stop = self.batches[b]
-        images = torch.empty((stop - start, *self.size, 3), dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:
-            images.share_memory_()  # decode straight into what the main process will read
-        out, errors = images.numpy(), []
-        for i, key in enumerate(self.keys[start:stop].tolist()):
-            try:
-                recordio.decode_image(recordio.unpack(self.reader.read(key))[1], out=out[i])
-            except (ValueError, struct.error) as e:
-                errors.append((i, f"{type(e).__name__}: {e}"))
-                out[i] = 0
-        return start, images, errors
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.batches)} batches of {self.reader.rec_path})"
-
-
 class Inference:
     """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch later.
 
-    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: channels_last
-    (via ``common.to_input``'s NHWC view), bf16 autocast, uint8 upload from pinned memory with
-    non_blocking copies, argmax as uint8 downloaded into pinned memory, a CUDA event to wait on.
-    cuDNN runs in deterministic mode, so masks repeat exactly across runs (resume byte-identity).
+    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8 batch
+    is copied into one of two pinned buffers (so the decoder's slot is free at once) and uploaded with
+    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), bf16 autocast, argmax
+    downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs deterministically, so
+    masks repeat exactly across runs (resume byte-identity).
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
@@ -119,14 +79,31 @@ class Inference:
             torch.backends.cudnn.deterministic = True
             model = model.to(device, memory_format=torch.channels_last)
         self.model = model.eval()
+        self._staging: list = [None, None]  # (pinned uint8 buffer, event after its upload)
+        self._turn = 0
 
-    def launch(self, images: torch.Tensor) -> Masks:
-        """Queue one batch of uint8 ``[B,H,W,3]`` images."""
+    def _upload(self, images: np.ndarray) -> torch.Tensor:
+        k, self._turn = self._turn, 1 - self._turn
+        buf, uploaded = self._staging[k] or (None, None)
+        if buf is None or len(buf) < len(images):
+            buf = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
+        elif uploaded is not None:
+            uploaded.synchronize()  # its previous upload (two batches ago) must be done before refilling
+        part = buf[:len(images)]
+        part.numpy()[...] = images
+        x = part.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._staging[k] = (buf, event)
+        return x
+
+    def launch(self, images: np.ndarray) -> Masks:
+        """Queue one batch of uint8 ``[B,H,W,3]`` images; returns having read them."""
         if not self.cuda:
             from fse_plugin.parsing import predict_masks
             masks = predict_masks(self.model, images, batch_size=len(images), device=self.device, amp=self.amp)
             return lambda: masks
-        x = images.to(self.device, non_blocking=True)
+        x = self._upload(images)
         with torch.inference_mode(), autocast(self.device, self.amp):
             m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
         host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
@@ -234,32 +211,28 @@ class ChunkAssembler:
 
 
 class ChunkPipeline:
-    """One rank's loop: DataLoader batches -> ``infer`` -> encode processes -> chunk files.
+    """One rank's loop: decode processes -> ``infer`` -> encode processes -> chunk files.
 
-    ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` (an :class:`Inference`, or a
-    stand-in in benchmarks). Batch i + 1 is launched before batch i is collected.
+    ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` that has read the images
+    when it returns (an :class:`Inference`, or a stand-in in benchmarks). Batch i + 1 is launched
+    before the masks of batch i are collected.
     """
 
     def __init__(self, out: Path, spec: dict, src: Source, infer: Any, batch_size: int, num_workers: int,
-                 encode_workers: int, pin_memory: bool = False, progress: bool = False, desc: str = "masks"):
+                 encode_workers: int, progress: bool = False, desc: str = "masks"):
         self.out, self.spec, self.src, self.infer = out, spec, src, infer
         self.batch_size, self.num_workers, self.encode_workers = batch_size, num_workers, encode_workers
-        self.pin_memory, self.progress, self.desc = pin_memory, progress, desc
-
-    def _loader(self, batches: list[tuple[int, int]]) -> torch.utils.data.DataLoader:
-        ds = RecordBatches(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"])
-        workers = self.num_workers
-        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                                           prefetch_factor=4 if workers else None,
-                                           worker_init_fn=_quiet_worker if workers else None)
+        self.progress, self.desc = progress, desc
 
     def run(self, chunks: Sequence[int]) -> tuple[int, float]:
         """Compute and write ``chunks``; (masks computed, seconds of the loop)."""
         from tqdm import tqdm
         batches = batch_plan(chunks, self.spec["chunk_size"], self.spec["count"], self.batch_size)
         rows = sum(e - s for s, e in batches)
-        pool = _encoders(self.encode_workers)
+        pool = _encoders(self.encode_workers)  # first: forked before any thread of this process exists
         asm = ChunkAssembler(self.out, self.spec, self.src.keys, max_pending=4 * max(1, self.encode_workers) + 2)
+        decoder = BatchDecoder(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"],
+                               self.num_workers)
         bar = tqdm(total=rows, unit="mask", desc=self.desc, disable=not self.progress, smoothing=0.05)
 
         def hand_over(start: int, errors: list[tuple[int, str]], masks: Masks) -> None:
@@ -272,8 +245,8 @@ class ChunkPipeline:
         t0 = time.perf_counter()
         try:
             prev = None
-            for start, images, errors in self._loader(batches):
-                cur = (start, errors, self.infer.launch(images))
+            for batch in decoder:
+                cur = (batch.start, batch.errors, self.infer.launch(batch.images))
                 if prev is not None:
                     hand_over(*prev)
                 prev = cur
@@ -282,6 +255,7 @@ class ChunkPipeline:
             asm.flush(final=True)
         finally:
             bar.close()
+            decoder.close()
             pool.shutdown(wait=True, cancel_futures=True)
             asm.close()
         return rows, time.perf_counter() - t0
@@ -357,7 +331,7 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
         computed, seconds = 0, 0.0
         if mine:
             pipeline = ChunkPipeline(out, spec, src, Inference(model, dev, amp), batch_size, num_workers,
-                                     encode_workers, pin_memory=dev.type == "cuda", progress=progress and rank == 0,
+                                     encode_workers, progress=progress and rank == 0,
                                      desc=f"cache build rank {rank}/{world}")
             computed, seconds = pipeline.run(mine)
         if rank == 0:
