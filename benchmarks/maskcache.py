@@ -1,26 +1,30 @@
-"""Mask cache benchmark: codec choice, bytes and get() time per mask with and without checksums,
-start-up check cost, the build pipeline against decoding alone, precompute vs parser forward.
+"""Mask cache benchmark: codec choice, bytes and get() time per mask with and without verification,
+start-up check cost, the build pipeline against decoding alone, cache build vs parser forward.
 
-    python benchmarks/maskcache.py [--rec DIR] [--feature-scale 8] [--batch-size 32] [--device cpu]
-    python benchmarks/maskcache.py --pipeline-only [--json FILE]      # CPU proxy of the GPU build
+    python benchmarks/maskcache.py [--rec DIR] [--images N] [--feature-scale 8] [--batch-size 32] [--device cpu]
+    python benchmarks/maskcache.py --pipeline-only [--images 6000] [--json FILE]   # CPU proxy of the GPU build
 
 1. Codec candidates on the synthetic ground-truth masks (``gt_masks.npz`` of a synth rec): bytes per
    mask, decode and encode microseconds per mask on one core (best of 3; wall and CPU time).
 2. The cache itself (``fse cache build --from-labels``): bytes per mask on disk; ``MaskCache.get``
-   microseconds per mask in random key order, side by side with the same reads minus the crc32
-   checks (the cost of "never a wrong mask"); ``MaskCache.check()`` per chunk and per million keys.
-3. ``--pipeline-only``: the build pipeline (batch decode in DataLoader workers, hand-off, encode
-   processes, chunk writes) with the parser replaced by a free stand-in, images/s per decode worker
-   at 1 and 2 workers, next to reading + decoding the same records in one process (JSON keys
-   ``pipeline_per_worker``, ``decode_alone``); goal >= 0.5x and near-linear in workers.
-4. ``fse cache build`` throughput (the full pipeline) against the parser's forward-only throughput
+   microseconds per mask in random key order, alternating with the same calls unverified (no entry
+   crc32, uncapped inflate: what format 1 did) - the cost of "never a wrong mask", budget < 10%;
+   ``MaskCache.check()`` per 16,384-row chunk and for keys.npy, summed for an MS1MV3-size cache.
+3. ``--pipeline-only``: the build pipeline (batch decode processes, hand-off, encoding, chunk writes)
+   with the parser replaced by a free stand-in, images/s per decode worker at 1 and 2 workers, next
+   to reading + decoding the same records in one process (JSON keys ``pipeline_per_worker``,
+   ``decode_alone``; also per CPU-second, which a loaded machine distorts less); goal >= 0.5x and
+   near-linear in workers.
+4. ``fse cache build`` throughput with the default workers against the parser's forward-only throughput
    (``parsing.forward_throughput``) at the same batch size, measured forward / build / forward in this
-   one run; goal >= 0.8. A random-init parser is fine for throughput. On CUDA pass ``--device cuda``.
+   one run; goal >= 0.8. A random-init parser is fine for throughput. On CUDA pass ``--device cuda``
+   (and ``--images 40000 --batch-size 512``).
 """
 from __future__ import annotations
 
 import argparse
 import bz2
+import contextlib
 import json
 import lzma
 import os
@@ -37,7 +41,7 @@ import torch
 
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
-from fse_plugin.maskcache import build, codec, pipeline, source
+from fse_plugin.maskcache import build, chunk, codec, pipeline, source
 from fse_plugin.maskcache.manifest import make_spec, n_chunks
 from fse_plugin.parsing import UNetRes18, forward_throughput, load_parser, save_parser
 
@@ -138,45 +142,74 @@ def codec_table(masks: np.ndarray) -> list[dict]:
     return rows
 
 
-def get_table(cache: mc.MaskCache, repeat: int = 5) -> dict:
-    """MaskCache.get in random key order, next to the same reads without the crc32 checks (alternating runs)."""
+@contextlib.contextmanager
+def unverified():
+    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap."""
+    entry, decode = chunk.ChunkFile.entry, chunk.decode_mask
+
+    def raw_entry(self, i, key=None):
+        return self._data[self._off[i]:self._off[i + 1]]
+
+    def raw_decode(blob, height, width):
+        r = np.frombuffer(zlib.decompress(blob), np.uint8)
+        return np.repeat(r[:len(r) // 2], r[len(r) // 2:]).reshape(height, width)
+    chunk.ChunkFile.entry, chunk.decode_mask = raw_entry, raw_decode
+    try:
+        yield
+    finally:
+        chunk.ChunkFile.entry, chunk.decode_mask = entry, decode
+
+
+def get_table(cache: mc.MaskCache, repeat: int = 25) -> dict:
+    """MaskCache.get in random key order, next to the same calls without the checks (alternating, best of)."""
     order = np.random.default_rng(0).permutation(cache.keys).tolist()
-    rows = [cache.row(k) for k in order]
-    for r in rows[:1]:
-        cache.get_row(r)  # map the chunks first
+    for k in order:
+        cache.get(k)  # map the chunks, warm the page cache
 
-    def unchecked() -> None:  # what get did before format 2: offsets -> decode, no crc32
-        for r in rows:
-            ch = cache._chunks[r // cache.chunk_size]
-            a, b = ch.span(r % cache.chunk_size)
-            if b > a:
-                mc.decode_mask(ch.mm[a:b], cache.height, cache.width)
-
-    best = {"get": [], "unchecked": []}
+    def gets() -> None:
+        for k in order:
+            cache.get(k)
+    runs: dict[str, list] = {"get": [], "unverified": []}
     for _ in range(repeat):
-        best["get"].append(_best_of(lambda: [cache.get(k) for k in order], len(order), repeat=1))
-        best["unchecked"].append(_best_of(unchecked, len(order), repeat=1))
-    get_wall, get_cpu = min(w for w, _ in best["get"]), min(c for _, c in best["get"])
-    raw_wall, raw_cpu = min(w for w, _ in best["unchecked"]), min(c for _, c in best["unchecked"])
-    return {"get_us": get_wall, "get_us_cpu": get_cpu, "unchecked_us": raw_wall, "unchecked_us_cpu": raw_cpu,
-            "checksum_overhead": get_cpu / raw_cpu - 1}
+        runs["get"].append(_best_of(gets, len(order), repeat=1))
+        with unverified():
+            runs["unverified"].append(_best_of(gets, len(order), repeat=1))
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
+    return {"get_us": best["get"][0], "get_us_cpu": best["get"][1], "unverified_us": best["unverified"][0],
+            "unverified_us_cpu": best["unverified"][1], "verify_overhead": best["get"][1] / best["unverified"][1] - 1}
 
 
-def check_table(cache: mc.MaskCache) -> dict:
-    """MaskCache.check() on a fresh instance (maps every chunk): ms per chunk, plus keys.npy per million keys."""
+def check_table(cache: mc.MaskCache, masks: np.ndarray, tmp: Path, n_keys: int = 5_179_510) -> dict:
+    """MaskCache.check() cost: this cache on a fresh instance; one full-size chunk (16,384 rows, entries tiled
+    from ``masks``) mapped and checked; keys.npy of ``n_keys`` (MS1MV3) hashed and checked ascending; and
+    the sum for a cache of that size (count / 16,384 chunks)."""
     fresh = mc.MaskCache(cache.path)
     t = time.perf_counter()
     fresh.check()
-    total = time.perf_counter() - t
-    keys = np.arange(1, 1_000_001, dtype=np.int64)  # the sha256 + ascending check of one million keys
-    t = time.perf_counter()
-    import hashlib
-    hashlib.sha256(keys).hexdigest()
-    bool((np.diff(keys) > 0).all())
-    per_m = time.perf_counter() - t
+    small = time.perf_counter() - t
     fresh.close()
-    n = len(cache.manifest["chunks"])
-    return {"check_ms": 1e3 * total, "chunks": n, "keys_ms_per_million": 1e3 * per_m}
+    blobs = mc.encode_masks(masks)
+    rows = mc.DEFAULT_CHUNK_SIZE
+    entries = chunk.Entries.of([blobs[i % len(blobs)] for i in range(rows)])
+    meta = {"errors": [], "class_pixels": [0] * 25, "class_images": [0] * 25}
+    path = tmp / "big.fsmc"
+    path.write_bytes(chunk.chunk_bytes(b"\0" * 8, 0, 0, *masks.shape[1:], entries, meta))
+    per_chunk = []
+    for _ in range(5):
+        t = time.perf_counter()
+        chunk.ChunkFile(path, {}).close()
+        per_chunk.append(time.perf_counter() - t)
+    keys_path = tmp / "keys.npy"
+    np.save(keys_path, np.arange(1, n_keys + 1, dtype=np.int64))
+    t = time.perf_counter()
+    source.sha256_file(keys_path)
+    keys = np.load(keys_path, mmap_mode="r")
+    bool((np.diff(keys) > 0).all())
+    keys_s = time.perf_counter() - t
+    del keys
+    chunks = -(-n_keys // rows)
+    return {"check_ms": 1e3 * small, "chunks": len(cache.manifest["chunks"]), "chunk_ms_16384": 1e3 * min(per_chunk),
+            "keys_ms": 1e3 * keys_s, "n_keys": n_keys, "estimate_ms": 1e3 * (chunks * min(per_chunk) + keys_s)}
 
 
 # ---- --pipeline-only: the build pipeline with a free stand-in for the parser ----
@@ -247,9 +280,9 @@ def pipeline_rate(rec: Path, out: Path, workers: int, encode_workers: int, batch
 
 def run_pipeline_only(args: argparse.Namespace, tmp: Path) -> None:
     base = Path(args.rec) if args.rec else synth.write_rec(tmp / "rec", args.ids, args.per_id, seed=0)
-    rec = tile_rec(base, tmp / "tiled", args.pipeline_images)
+    rec = tile_rec(base, tmp / "tiled", args.images or 6000)
     enc = args.encode_workers
-    print(f"{args.pipeline_images} records (tiled from {base}); machine: {os.cpu_count()} cores, load average "
+    print(f"{args.images or 6000} records (tiled from {base}); machine: {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; batch {args.batch_size}, {enc} encode process(es), best of {args.repeat}")
     alone, per_worker = [], {}
     for _ in range(args.repeat):  # alternate, so both see the same load
@@ -286,20 +319,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the inference process")
-    ap.add_argument("--num-workers", type=int, default=1, help="DataLoader decode workers")
+    ap.add_argument("--num-workers", type=int, default=None, help="decode processes (default: the build's default)")
     ap.add_argument("--encode-workers", type=int, default=None,
-                    help="default 1; 0 with --pipeline-only (the stand-in's masks encode in the main process, so "
-                         "the child processes are exactly the decode workers)")
+                    help="default: the build's; 0 with --pipeline-only (the stand-in's masks are then encoded in the "
+                         "main process, so the child processes are exactly the decode workers)")
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--pipeline-only", action="store_true", help="only the CPU proxy of the build pipeline")
-    ap.add_argument("--pipeline-images", type=int, default=6000, help="records of the --pipeline-only rec")
+    ap.add_argument("--images", type=int, default=0,
+                    help="records to run on, the rec's images tiled (default: the rec; 6000 with --pipeline-only)")
     ap.add_argument("--pipeline-workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="--pipeline-only: alternating runs, best kept")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
-    if args.encode_workers is None:
-        args.encode_workers = 0 if args.pipeline_only else 1
+    if args.pipeline_only and args.encode_workers is None:
+        args.encode_workers = 0
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="fse_maskcache_bench_") as tmp:
         (run_pipeline_only if args.pipeline_only else run)(args, Path(tmp))
@@ -309,6 +343,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     rec = Path(args.rec) if args.rec else synth.write_rec(tmp / "rec", args.ids, args.per_id, seed=0)
     with np.load(rec / "gt_masks.npz") as z:
         keys, masks = z["keys"], z["masks"]
+    build_rec = tile_rec(rec, tmp / "tiled", args.images) if args.images else rec
     print(f"rec {rec}: {len(keys)} images; machine: {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}, torch {torch.__version__} with {args.threads} thread(s)\n")
 
@@ -322,13 +357,14 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     labels = mc.build_from_labels(rec, keys, masks, tmp / "labels_cache", chunk_size=args.chunk_size, progress=False)
     cache = mc.MaskCache(labels)
-    g, c = get_table(cache), check_table(cache)
+    g, c = get_table(cache), check_table(cache, masks, tmp)
     print(f"\ncache of the ground-truth masks: {cache.bytes_per_mask:.0f} bytes/mask on disk (raw {masks[0].size})")
-    print(f"MaskCache.get, random order: {g['get_us']:.1f} us/mask wall, {g['get_us_cpu']:.1f} us CPU; the same reads "
-          f"without crc32 checks {g['unchecked_us']:.1f} / {g['unchecked_us_cpu']:.1f} us: checksums cost "
-          f"{100 * g['checksum_overhead']:+.1f}% of get (CPU; budget < 10%)")
-    print(f"MaskCache.check(): {c['check_ms']:.1f} ms for {c['chunks']} chunks of {args.chunk_size} "
-          f"({c['check_ms'] / c['chunks']:.2f} ms/chunk), keys.npy {c['keys_ms_per_million']:.0f} ms per million keys")
+    print(f"MaskCache.get, random order: {g['get_us']:.1f} us/mask wall, {g['get_us_cpu']:.1f} us CPU; the same calls "
+          f"unverified (no crc32, uncapped inflate) {g['unverified_us']:.1f} / {g['unverified_us_cpu']:.1f} us: "
+          f"verification costs {100 * g['verify_overhead']:+.1f}% of get (CPU; budget < 10%)")
+    print(f"MaskCache.check(): {c['check_ms']:.1f} ms for this cache ({c['chunks']} chunks of {args.chunk_size}); "
+          f"{c['chunk_ms_16384']:.2f} ms per 16,384-row chunk, {c['keys_ms']:.0f} ms for keys.npy of {c['n_keys']:,} "
+          f"keys: ~{c['estimate_ms'] / 1e3:.2f} s for an MS1MV3-size cache (page cache warm)")
     for p in (0.2, 0.5):
         noisy = ragged(masks[:args.codec_masks], p)
         print(f"with parser-like boundary noise (p={p}, {(noisy != masks[:len(noisy)]).mean():.1%} of pixels "
@@ -342,10 +378,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     ckpt = args.parser or save_parser(UNetRes18(feature_scale=args.feature_scale), tmp / "parser.pt")
     model = load_parser(ckpt)
     amp = (args.device.startswith("cuda")) if args.amp is None else args.amp
-    iters = max(3, min(20, len(keys) // args.batch_size))
+    n_build = args.images or len(keys)
+    iters = max(3, min(20, n_build // args.batch_size))
     fwd = [forward_throughput(model, args.batch_size, args.device, amp, iters=iters)]
     t0 = time.perf_counter()
-    out = mc.precompute(rec, ckpt, tmp / "parser_cache", batch_size=args.batch_size, device=args.device,
+    out = mc.precompute(build_rec, ckpt, tmp / "parser_cache", batch_size=args.batch_size, device=args.device,
                         num_workers=args.num_workers, chunk_size=args.chunk_size, encode_workers=args.encode_workers,
                         amp=amp, progress=False)
     wall = time.perf_counter() - t0
@@ -353,10 +390,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     info = json.loads((out / mc.BUILD_INFO).read_text())
     pre = info["masks_per_s_rank0"]
     f = float(np.mean(fwd))
-    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, amp {amp}, "
-          f"{args.num_workers} decode worker(s), {args.encode_workers} encode process(es):")
+    workers = pipeline.default_workers()
+    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, amp {amp}, {n_build} "
+          f"images, {args.num_workers or workers[0]} decode worker(s), "
+          f"{workers[1] if args.encode_workers is None else args.encode_workers} encode process(es):")
     print(f"  forward only        {fwd[0]:.1f} / {fwd[1]:.1f} images/s (before / after)")
-    print(f"  cache build         {pre:.1f} masks/s (inference loop), {len(keys) / wall:.1f} masks/s end to end "
+    print(f"  cache build         {pre:.1f} masks/s (inference loop), {n_build / wall:.1f} masks/s end to end "
           f"incl. fingerprint, model load, workers start, merge ({wall:.1f} s)")
     print(f"  ratio build / forward = {pre / f:.2f} (goal >= 0.8); this parser's cache: "
           f"{mc.MaskCache(out).bytes_per_mask:.0f} bytes/mask"
@@ -364,7 +403,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"codecs": table, "cache_bytes_per_mask": cache.bytes_per_mask, **g, **c,
                                                "encode_masks_per_s_cpu": 1e6 / enc_cpu, "forward": fwd,
-                                               "precompute": pre, "end_to_end": len(keys) / wall,
+                                               "precompute": pre, "end_to_end": n_build / wall,
                                                "ratio": pre / f}, indent=1))
 
 

@@ -149,8 +149,13 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 def _salvage(raw: bytes) -> dict:
     """What a rebuild command needs, from a manifest that no longer parses (a damaged byte elsewhere)."""
     text = raw.decode("utf-8", "replace")
-    found = {k: re.search(rf'"{k}": "((?:[^"\\]|\\.)*)"', text) for k in ("rec_path", "path", "kind")}
-    values = {k: json.loads(f'"{v.group(1)}"') if v else None for k, v in found.items()}
+    values = {}
+    for key in ("rec_path", "path", "kind"):
+        found = re.search(rf'"{key}": ("(?:[^"\\]|\\.)*")', text)
+        try:
+            values[key] = json.loads(found.group(1)) if found else None
+        except ValueError:  # the damage is in this very string
+            values[key] = None
     return {"rec_path": values["rec_path"], "parser": {"kind": values["kind"], "path": values["path"]}}
 
 

@@ -3,9 +3,9 @@
 Pipeline of one rank::
 
     decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring (decoding.py)
-    main process         parser forward + argmax (CUDA: bf16, channels_last, pinned memory, one batch in flight)
-    encode processes     run-length + zlib + crc32 of a batch of masks, returned as one byte string
-    writer thread        each chunk file, as soon as all of its batches are encoded
+    main process         parser forward + argmax, one batch in flight on CUDA (inference.py)
+    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back (encoding.py)
+    writer thread        each chunk file, as soon as all of its batches are encoded (encoding.py)
 
 Batches never cross a chunk and split each chunk the same way in every run, so a chunk's bytes do
 not depend on which rank computed it or on what was resumed. Under torchrun (gloo on CPU, nccl on
@@ -15,38 +15,32 @@ exist. Ctrl-C stops every process with one line; workers never print tracebacks 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from fse_plugin.common import autocast, dist_env, resolve_device, to_input
+from fse_plugin.common import dist_env, resolve_device
 from fse_plugin.maskcache.build import (build_info, check_counts, finalize, prepare, report, todo, versions,
-                                        wait_for_chunks, write_chunk)
-from fse_plugin.maskcache.chunk import Entries
-from fse_plugin.maskcache.codec import encode_batch
+                                        wait_for_chunks)
 from fse_plugin.maskcache.decoding import BatchDecoder
+from fse_plugin.maskcache.encoding import ChunkAssembler, encode_job, encoders
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
+from fse_plugin.maskcache.inference import Inference, Masks
 from fse_plugin.maskcache.manifest import (DEFAULT_CHUNK_SIZE, chunk_rows, default_cache_path, make_spec,
                                            rebuild_command)
 from fse_plugin.maskcache.source import Source, probe_size, scan_source, sha256_file
 
-__all__ = ["precompute", "default_workers", "batch_plan", "Inference", "ChunkPipeline"]
-
-Masks = Callable[[], np.ndarray]
-"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks (waits for the GPU)."""
+__all__ = ["precompute", "default_workers", "batch_plan", "ChunkPipeline"]
 
 
 def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode workers, encode processes) for the CPUs this rank may use (all it is allowed to run on,
-    shared by torchrun's local ranks): up to 4 of each, one core left for the main process, never more
-    decode workers than cores (torch warns above that)."""
+    """(decode processes, encode processes) for the CPUs this rank may use (all it is allowed to run on,
+    shared by torchrun's local ranks): up to 4 of each, one core left for the main process. Measured per
+    core, decoding a 112x112 face and encoding its mask cost about the same (benchmarks/README.md)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
@@ -59,155 +53,6 @@ def batch_plan(chunks: Sequence[int], chunk_size: int, count: int, batch_size: i
     """Row ranges of the batches of ``chunks``: never crossing a chunk, the same split in every run."""
     return [(s, min(s + batch_size, e)) for c in chunks for e in [chunk_rows(c, count, chunk_size)[1]]
             for s in range(c * chunk_size, e, batch_size)]
-
-
-class Inference:
-    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch later.
-
-    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8 batch
-    is copied into one of two pinned buffers (so the decoder's slot is free at once) and uploaded with
-    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), bf16 autocast, argmax
-    downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs deterministically, so
-    masks repeat exactly across runs (resume byte-identity).
-    """
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
-        self.device, self.amp = device, amp
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
-            model = model.to(device, memory_format=torch.channels_last)
-        self.model = model.eval()
-        self._staging: list = [None, None]  # (pinned uint8 buffer, event after its upload)
-        self._turn = 0
-
-    def _upload(self, images: np.ndarray) -> torch.Tensor:
-        k, self._turn = self._turn, 1 - self._turn
-        buf, uploaded = self._staging[k] or (None, None)
-        if buf is None or len(buf) < len(images):
-            buf = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
-        elif uploaded is not None:
-            uploaded.synchronize()  # its previous upload (two batches ago) must be done before refilling
-        part = buf[:len(images)]
-        part.numpy()[...] = images
-        x = part.to(self.device, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._staging[k] = (buf, event)
-        return x
-
-    def launch(self, images: np.ndarray) -> Masks:
-        """Queue one batch of uint8 ``[B,H,W,3]`` images; returns having read them."""
-        if not self.cuda:
-            from fse_plugin.parsing import predict_masks
-            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device, amp=self.amp)
-            return lambda: masks
-        x = self._upload(images)
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
-        host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(m, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-
-        def result() -> np.ndarray:
-            done.synchronize()
-            return host.numpy()
-        return result
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={self.device}, amp={self.amp})"
-
-
-def _encode_job(masks: np.ndarray, valid: np.ndarray) -> tuple[Entries, np.ndarray, np.ndarray]:
-    """Encode process job: one batch's entries joined, and its class counts."""
-    blobs, pixels, images = encode_batch(masks, valid)
-    return Entries.of(blobs), pixels, images
-
-
-class _InlineExecutor(Executor):
-    """``encode_workers=0``: encode in the main process (tests, tiny jobs)."""
-
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
-        f: Future = Future()
-        try:
-            f.set_result(fn(*args, **kwargs))
-        except Exception as e:  # delivered by .result(), as a pool would
-            f.set_exception(e)
-        return f
-
-
-def _encoder_start(parent: int) -> None:
-    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone, so a
-    kill -9 leaves no orphan waiting on its queue."""
-    import threading
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _encoders(workers: int) -> Executor:
-    """The encode processes, started now (before any thread or DataLoader worker of this process exists)."""
-    if workers <= 0:
-        return _InlineExecutor()
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
-    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
-    pool.submit(int).result()  # with fork, the first job starts every process
-    return pool
-
-
-class ChunkAssembler:
-    """Collects encoded batches in chunk order; hands each complete chunk to a writer thread.
-
-    At most ``max_pending`` batches wait for their encoding (bounded memory when encoding lags) and
-    at most two chunks for their write; an error of either surfaces here, in the main process.
-    """
-
-    def __init__(self, out: Path, spec: dict, keys: np.ndarray, max_pending: int):
-        self.out, self.spec, self.keys, self.max_pending = out, spec, keys, max_pending
-        self.parts: deque = deque()  # (chunk, row_start, rows, errors, future)
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="chunk-writer")
-        self.writes: deque = deque()
-        self.written = 0
-
-    def add(self, row_start: int, rows: int, errors: list[tuple[int, str]], future: Future) -> None:
-        self.parts.append((row_start // self.spec["chunk_size"], row_start, rows, errors, future))
-        while sum(not p[4].done() for p in self.parts) > self.max_pending:
-            next(p[4] for p in self.parts if not p[4].done()).result()
-        self.flush(final=False)
-
-    def flush(self, final: bool) -> None:
-        """Write every leading chunk whose batches are all in (and, unless ``final``, all encoded)."""
-        while self.parts:
-            c = self.parts[0][0]
-            start, stop = chunk_rows(c, self.spec["count"], self.spec["chunk_size"])
-            mine = [p for p in self.parts if p[0] == c]
-            if sum(p[2] for p in mine) < stop - start or not (final or all(p[4].done() for p in mine)):
-                break
-            results = [p[4].result() for p in mine]
-            errors = [(int(self.keys[s + i]), reason) for _, s, _, errs, _ in mine for i, reason in errs]
-            self.writes.append(self.writer.submit(write_chunk, self.out, self.spec, c,
-                                                  Entries.join([r[0] for r in results]), errors,
-                                                  sum(r[1] for r in results), sum(r[2] for r in results)))
-            for _ in mine:
-                self.parts.popleft()
-        while self.writes and (final or len(self.writes) > 2 or self.writes[0].done()):
-            self.writes.popleft().result()  # a failed write raises here
-            self.written += 1
-        if final and self.parts:
-            raise AssertionError(f"chunk {self.parts[0][0]} is missing batches")
-
-    def close(self) -> None:
-        self.writer.shutdown(wait=True, cancel_futures=True)
 
 
 class ChunkPipeline:
@@ -229,7 +74,7 @@ class ChunkPipeline:
         from tqdm import tqdm
         batches = batch_plan(chunks, self.spec["chunk_size"], self.spec["count"], self.batch_size)
         rows = sum(e - s for s, e in batches)
-        pool = _encoders(self.encode_workers)  # first: forked before any thread of this process exists
+        pool = encoders(self.encode_workers)  # first: forked before any thread of this process exists
         asm = ChunkAssembler(self.out, self.spec, self.src.keys, max_pending=4 * max(1, self.encode_workers) + 2)
         decoder = BatchDecoder(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"],
                                self.num_workers)
@@ -239,7 +84,7 @@ class ChunkPipeline:
             m = masks()
             valid = np.ones(len(m), bool)
             valid[[i for i, _ in errors]] = False
-            asm.add(start, len(m), errors, pool.submit(_encode_job, m, valid))
+            asm.add(start, len(m), errors, pool.submit(encode_job, m, valid))
             bar.update(len(m))
 
         t0 = time.perf_counter()
