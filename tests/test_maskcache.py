@@ -334,6 +334,24 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
     assert pipeline.batch_plan([1, 3], 16, 60, 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
 
 
+def test_batch_decoder_after_opencv_threads_went_idle(synth_rec):
+    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they used
+    to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
+    import time
+
+    import cv2
+    threads = cv2.getNumThreads()
+    big = np.zeros((1500, 1500, 3), np.uint8)
+    for _ in range(5):
+        cv2.GaussianBlur(big, (5, 5), 0)
+    time.sleep(1.5)  # the pool's threads stop spinning and block
+    reader = recordio.open_rec(synth_rec)
+    keys = recordio.image_index(reader).keys
+    with decoding.BatchDecoder(reader, keys, [(0, 8), (8, 16)], 112, 112, workers=1) as decoder:
+        assert [b.start for b in decoder] == [0, 8]
+    assert cv2.getNumThreads() == threads
+
+
 def test_cli_info_and_verify(labels_cache, synth_rec, capsys):
     assert cli_main(["cache", "info", str(labels_cache)]) == 0
     out = capsys.readouterr().out

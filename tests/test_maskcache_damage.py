@@ -389,7 +389,7 @@ def test_hints_are_absolute_and_never_replace_a_valid_cache(pristine, synth_rec,
 
 def test_default_workers_fit_the_machine():
     assert pipeline.default_workers(1) == (1, 1) and pipeline.default_workers(2) == (1, 1)
-    assert pipeline.default_workers(4) == (1, 2) and pipeline.default_workers(16) == (4, 4)
+    assert pipeline.default_workers(4) == (2, 1) and pipeline.default_workers(16) == (6, 4)
     cpus = len(os.sched_getaffinity(0))
     assert pipeline.default_workers()[0] <= cpus  # torch warns about more DataLoader workers than cores
 

@@ -32,7 +32,7 @@ from fse_plugin.maskcache.manifest import (BUILD_INFO, BUILD_SPEC, DEFAULT_CHUNK
                                            chunk_expect, chunk_rows, default_cache_path, make_spec, manifest_bytes,
                                            n_chunks, read_manifest, rebuild_command, spec_id)
 from fse_plugin.maskcache.reader import MaskCache
-from fse_plugin.maskcache.source import Source, probe_size, scan_source
+from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source
 
 __all__ = ["build_from_labels", "check_counts", "prepare", "todo", "write_chunk", "wait_for_chunks", "finalize",
            "report", "versions"]
@@ -289,7 +289,7 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
         order = _labels_order(src, keys, masks)
         spec = make_spec(src.fingerprint, {"kind": "labels", "sha256": _labels_sha256(src.keys, masks, order)},
                          masks.shape[1], masks.shape[2], len(keys), chunk_size, None)
-        rec_abs = str(Path(src.reader.rec_path).parent.resolve())
+        rec_abs = rec_location(src.reader)
         if prepare(out, spec, overwrite, rebuild_command(out, rec_abs, labels=lp, from_labels=True)):
             print(f"mask cache {out} is complete, every byte checked", file=sys.stderr)
         else:

@@ -45,11 +45,8 @@ def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.nda
 
 def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]], ring: np.ndarray,
             jobs: multiprocessing.Queue, results: multiprocessing.Queue, parent: int) -> None:
-    """Decode process: Ctrl-C is the parent's; one OpenCV thread (a pool per worker on a many-core machine
-    makes every small cvtColor wait on the others); exit when told, or when the parent is gone."""
-    import cv2
+    """Decode process: Ctrl-C is the parent's; exit when told, or when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
     while True:
         try:
             job = jobs.get(timeout=1.0)
@@ -88,13 +85,28 @@ class BatchDecoder:
             slots, biggest, height, width, 3)
         self._procs: list = []
         if workers:
-            ctx = multiprocessing.get_context("fork")
-            self._jobs, self._results = ctx.Queue(), ctx.Queue()
-            self._procs = [ctx.Process(target=_worker, daemon=True, name=f"fse-decode-{i}",
-                                       args=(reader, keys, self.batches, self.ring, self._jobs, self._results,
-                                             os.getpid())) for i in range(workers)]
+            self._start(workers)
+
+    def _start(self, workers: int) -> None:
+        """Fork the workers with OpenCV set to one thread, then give this process its threads back.
+
+        One thread per worker: a pool in each worker of a many-core machine makes every small cvtColor
+        wait on the others. Set here, not in the child: a forked child that reconfigures the pool it
+        inherited waits forever on the parent's idle pool threads, which do not exist in it.
+        """
+        import cv2
+        ctx = multiprocessing.get_context("fork")
+        self._jobs, self._results = ctx.Queue(), ctx.Queue()
+        self._procs = [ctx.Process(target=_worker, daemon=True, name=f"fse-decode-{i}",
+                                   args=(self.reader, self.keys, self.batches, self.ring, self._jobs, self._results,
+                                         os.getpid())) for i in range(workers)]
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
             for p in self._procs:
                 p.start()
+        finally:
+            cv2.setNumThreads(threads)
 
     def __len__(self) -> int:
         return len(self.batches)

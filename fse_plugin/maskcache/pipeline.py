@@ -32,20 +32,21 @@ from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
 from fse_plugin.maskcache.inference import Inference, Masks
 from fse_plugin.maskcache.manifest import (DEFAULT_CHUNK_SIZE, chunk_rows, default_cache_path, make_spec,
                                            rebuild_command)
-from fse_plugin.maskcache.source import Source, probe_size, scan_source, sha256_file
+from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source, sha256_file
 
 __all__ = ["precompute", "default_workers", "batch_plan", "ChunkPipeline"]
 
 
 def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode processes, encode processes) for the CPUs this rank may use (all it is allowed to run on,
-    shared by torchrun's local ranks): up to 4 of each, one core left for the main process. Measured per
-    core, decoding a 112x112 face and encoding its mask cost about the same (benchmarks/README.md)."""
+    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on, shared by
+    torchrun's local ranks). One core is left for the main process; of the rest two thirds decode (up to
+    6) and the others encode (up to 4): reading + decoding a 112x112 face costs ~2.5x encoding its mask
+    (benchmarks/README.md), and 6 + 4 processes keep up with ~35k masks/s on a 16-core GPU host."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     usable = max(1, cpus - 1)
-    decode = max(1, min(4, usable // 2))
+    decode = max(1, min(6, 2 * usable // 3))
     return decode, max(1, min(4, usable - decode))
 
 
@@ -74,7 +75,7 @@ class ChunkPipeline:
         from tqdm import tqdm
         batches = batch_plan(chunks, self.spec["chunk_size"], self.spec["count"], self.batch_size)
         rows = sum(e - s for s, e in batches)
-        pool = encoders(self.encode_workers)  # first: forked before any thread of this process exists
+        pool = encoders(self.encode_workers)  # forked before this loop starts threads of its own
         asm = ChunkAssembler(self.out, self.spec, self.src.keys, max_pending=4 * max(1, self.encode_workers) + 2)
         decoder = BatchDecoder(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"],
                                self.num_workers)
@@ -139,8 +140,8 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
                overwrite: bool = False, progress: bool = True) -> Path:
     """Run the parser over every image record of ``rec_dir`` and write the mask cache (default beside train.rec).
 
-    Decoding happens in ``num_workers`` DataLoader workers and run-length/zlib encoding in
-    ``encode_workers`` processes (defaults: ``default_workers()``), both overlapped with inference.
+    Decoding happens in ``num_workers`` processes and run-length/zlib encoding in ``encode_workers``
+    processes (defaults: ``default_workers()``), both overlapped with inference.
     Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a
     shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files and
     writes the manifest. Completed chunks survive a kill; rerunning the same command resumes, and on
@@ -167,7 +168,7 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     try:
         src = scan_source(rec_dir)
         spec = _parser_spec(src, parser_ckpt, chunk_size, {"batch_size": batch_size, "device": dev.type, "amp": amp})
-        rec_abs = str(Path(src.reader.rec_path).parent.resolve())
+        rec_abs = rec_location(src.reader)
         if _coordinate(lambda: prepare(out, spec, overwrite, rebuild_command(out, rec_abs, parser_ckpt)), rank, world):
             if rank == 0:
                 print(f"mask cache {out} is complete, every byte checked", file=sys.stderr)

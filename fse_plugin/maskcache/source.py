@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,8 +16,8 @@ import numpy as np
 from fse_plugin import recordio
 from fse_plugin.maskcache.errors import CacheError
 
-__all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file", "read_image",
-           "probe_size"]
+__all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file", "rec_location",
+           "read_image", "probe_size"]
 
 FINGERPRINT_SAMPLES = 64
 """Records whose bytes the source fingerprint hashes (evenly spaced over the image keys)."""
@@ -76,6 +77,13 @@ def source_fingerprint(rec_dir: str | os.PathLike) -> dict:
     src = scan_source(rec_dir)
     src.reader.close()
     return src.fingerprint
+
+
+def rec_location(reader: recordio.RecordReader) -> str:
+    """The canonical path a manifest records and ``--rec`` takes: the dataset dir for ``train.rec``, else the
+    .rec file itself."""
+    rec = Path(reader.rec_path).resolve()
+    return str(rec.parent if rec.name == "train.rec" else rec)
 
 
 def read_image(reader: recordio.RecordReader, key: int) -> np.ndarray:
