@@ -43,6 +43,8 @@ DEFAULT_CHUNK_SIZE = 16384
 """Masks per chunk file: ~9 MB each; at most this much work is lost when a build is killed."""
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 28
+"""A WebFace42M manifest is a few MB (even with 100k undecodable images listed): larger is not read."""
 KEYS_FILE = "keys.npy"
 BUILD_SPEC = "build_spec.json"
 BUILD_INFO = "build_info.json"
@@ -160,6 +162,9 @@ def _salvage(raw: bytes) -> dict:
 
 
 def _load_json(mpath: Path) -> dict:
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise CacheError(f"{mpath}: {mpath.stat().st_size} bytes, too large to be a manifest (damaged or not one). "
+                         f"{rebuild_hint(mpath.parent, None)}")
     raw = mpath.read_bytes()
     try:
         m = json.loads(raw)
