@@ -189,13 +189,14 @@ class ChunkFile:
 
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
         """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
-        with self.entry(i, key) as blob:
-            if not len(blob):
-                return None
-            try:
-                return decode_mask(blob, height, width)
-            except ValueError as e:  # its crc32 matched: written damaged, or by something else
-                what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
+        blob = self.entry(i, key)
+        if not len(blob):
+            return None
+        try:
+            return decode_mask(blob, height, width)
+        except ValueError as e:  # its crc32 matched: written damaged, or by something else
+            what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
+        blob.release()  # a traceback must not keep the map open
         raise self._error(what, key)
 
     def check_data(self) -> None:
