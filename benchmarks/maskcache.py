@@ -3,6 +3,7 @@ start-up check cost, the build pipeline against decoding alone, cache build vs p
 
     python benchmarks/maskcache.py [--rec DIR] [--images N] [--feature-scale 8] [--batch-size 32] [--device cpu]
     python benchmarks/maskcache.py --pipeline-only [--images 6000] [--json FILE]   # CPU proxy of the GPU build
+    python benchmarks/maskcache.py --build-only --device cuda --images 40000 --batch-size 512 --feature-scale 1
 
 1. Codec candidates on the synthetic ground-truth masks (``gt_masks.npz`` of a synth rec): bytes per
    mask, decode and encode microseconds per mask on one core (best of 3; wall and CPU time).
@@ -332,6 +333,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--pipeline-only", action="store_true", help="only the CPU proxy of the build pipeline")
+    ap.add_argument("--build-only", action="store_true", help="only the cache build against forward (section 4)")
     ap.add_argument("--images", type=int, default=0,
                     help="records to run on, the rec's images tiled (default: the rec; 6000 with --pipeline-only)")
     ap.add_argument("--pipeline-workers", type=int, nargs="+", default=[1, 2])
@@ -345,14 +347,8 @@ def main() -> None:
         (run_pipeline_only if args.pipeline_only else run)(args, Path(tmp))
 
 
-def run(args: argparse.Namespace, tmp: Path) -> None:
-    rec = Path(args.rec) if args.rec else synth.write_rec(tmp / "rec", args.ids, args.per_id, seed=0)
-    with np.load(rec / "gt_masks.npz") as z:
-        keys, masks = z["keys"], z["masks"]
-    build_rec = tile_rec(rec, tmp / "tiled", args.images) if args.images else rec
-    print(f"rec {rec}: {len(keys)} images; machine: {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__} with {args.threads} thread(s)\n")
-
+def cache_section(args: argparse.Namespace, rec: Path, keys: np.ndarray, masks: np.ndarray, tmp: Path) -> dict:
+    """Sections 1-2: codec candidates, bytes/mask, get() with and without verification, check() cost, encoding."""
     table = codec_table(masks[:args.codec_masks])
     print(f"codec candidates on {min(len(masks), args.codec_masks)} ground-truth masks, one core:")
     print("| codec | bytes/mask | decode us/mask (wall / CPU) | encode us/mask (wall / CPU) |")
@@ -360,7 +356,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     for r in table:
         print(f"| {r['codec']} | {r['bytes']:.0f} | {r['decode_us']:.1f} / {r['decode_us_cpu']:.1f} "
               f"| {r['encode_us']:.0f} / {r['encode_us_cpu']:.0f} |")
-
     labels = mc.build_from_labels(rec, keys, masks, tmp / "labels_cache", chunk_size=args.chunk_size, progress=False)
     cache = mc.MaskCache(labels)
     g, c = get_table(cache), check_table(cache, masks, tmp)
@@ -375,16 +370,20 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         noisy = ragged(masks[:args.codec_masks], p)
         print(f"with parser-like boundary noise (p={p}, {(noisy != masks[:len(noisy)]).mean():.1%} of pixels "
               f"changed): {np.mean([len(b) for b in mc.encode_masks(noisy)]):.0f} bytes/mask")
-    enc_wall, enc_cpu = _best_of(lambda: codec.encode_batch(masks[:512], np.ones(len(masks[:512]), bool)),
-                                 len(masks[:512]))
+    batch = masks[:512]
+    enc_wall, enc_cpu = _best_of(lambda: codec.encode_batch(batch, np.ones(len(batch), bool)), len(batch))
     print(f"one encode process (batch of real masks: runs, zlib, class counts) keeps up with {1e6 / enc_cpu:.0f} "
           f"masks/s (CPU time; {1e6 / enc_wall:.0f} wall here)")
+    return {"codecs": table, "cache_bytes_per_mask": cache.bytes_per_mask, **g, **c,
+            "encode_masks_per_s_cpu": 1e6 / enc_cpu}
 
+
+def build_section(args: argparse.Namespace, build_rec: Path, n_build: int, tmp: Path) -> dict:
+    """Section 4: forward only / cache build with the default workers / forward only, one run."""
     torch.manual_seed(0)
     ckpt = args.parser or save_parser(UNetRes18(feature_scale=args.feature_scale), tmp / "parser.pt")
     model = load_parser(ckpt)
     amp = (args.device.startswith("cuda")) if args.amp is None else args.amp
-    n_build = args.images or len(keys)
     iters = max(3, min(20, n_build // args.batch_size))
     fwd = [forward_throughput(model, args.batch_size, args.device, amp, iters=iters)]
     t0 = time.perf_counter()
@@ -393,8 +392,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                         amp=amp, progress=False)
     wall = time.perf_counter() - t0
     fwd.append(forward_throughput(model, args.batch_size, args.device, amp, iters=iters))
-    info = json.loads((out / mc.BUILD_INFO).read_text())
-    pre = info["masks_per_s_rank0"]
+    pre = json.loads((out / mc.BUILD_INFO).read_text())["masks_per_s_rank0"]
     f = float(np.mean(fwd))
     workers = pipeline.default_workers()
     print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, amp {amp}, {n_build} "
@@ -406,11 +404,20 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  ratio build / forward = {pre / f:.2f} (goal >= 0.8); this parser's cache: "
           f"{mc.MaskCache(out).bytes_per_mask:.0f} bytes/mask"
           + ("" if args.parser else " (random init: near-uniform masks)"))
+    return {"forward": fwd, "precompute": pre, "end_to_end": n_build / wall, "ratio": pre / f}
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    rec = Path(args.rec) if args.rec else synth.write_rec(tmp / "rec", args.ids, args.per_id, seed=0)
+    with np.load(rec / "gt_masks.npz") as z:
+        keys, masks = z["keys"], z["masks"]
+    build_rec = tile_rec(rec, tmp / "tiled", args.images) if args.images else rec
+    print(f"rec {rec}: {len(keys)} images; machine: {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__} with {args.threads} thread(s)\n")
+    figures = {} if args.build_only else cache_section(args, rec, keys, masks, tmp)
+    figures.update(build_section(args, build_rec, args.images or len(keys), tmp))
     if args.json:
-        Path(args.json).write_text(json.dumps({"codecs": table, "cache_bytes_per_mask": cache.bytes_per_mask, **g, **c,
-                                               "encode_masks_per_s_cpu": 1e6 / enc_cpu, "forward": fwd,
-                                               "precompute": pre, "end_to_end": n_build / wall,
-                                               "ratio": pre / f}, indent=1))
+        Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
