@@ -69,7 +69,7 @@ def _first_problem(out: Path) -> str | None:
         with MaskCache(out) as cache:
             cache.check(data=True)
     except CacheError as e:
-        return str(e).split(" Rebuild it")[0]
+        return str(e).split(" Rebuild it")[0].rstrip(".")
     return None
 
 

@@ -259,12 +259,14 @@ class MaskCache:
                                   "missing": []}
         for i in tqdm(range(len(m["chunks"])), desc="verify", unit="chunk", disable=not progress):
             problems += self._verify_chunk(i, keys, totals)
-        if totals["pixels"].tolist() != m["class_pixels"] or totals["images"].tolist() != m["class_images"]:
-            problems.append(f"{self.path / MANIFEST}: class counts differ from the chunks'")
-        if [[d.get("key"), d.get("reason")] for d in m["missing"]] != totals["missing"]:
-            problems.append(f"{self.path / MANIFEST}: list of undecodable keys differs from the chunks'")
+        if not problems:  # the totals only mean something when every chunk was read
+            if totals["pixels"].tolist() != m["class_pixels"] or totals["images"].tolist() != m["class_images"]:
+                problems.append(f"{self.path / MANIFEST}: class counts differ from the chunks'")
+            if [[d.get("key"), d.get("reason")] for d in m["missing"]] != totals["missing"]:
+                problems.append(f"{self.path / MANIFEST}: list of undecodable keys differs from the chunks'")
         if problems:
-            raise CacheError(f"mask cache {self.path} failed verification ({len(problems)} problems):\n  "
+            raise CacheError(f"mask cache {self.path} failed verification ({len(problems)} problem"
+                             f"{'s' if len(problems) > 1 else ''}):\n  "
                              + "\n  ".join(problems[:20]) + f"\n{self._hint}")
         if rec_dir is not None:
             self.check_source(rec_dir, parser)
