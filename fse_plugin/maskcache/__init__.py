@@ -8,9 +8,11 @@ and the command that rebuilds it, never a wrong mask.
 
 Modules, one concern each: ``codec`` (rle8+zlib), ``chunk`` (chunk files, atomic writes),
 ``manifest`` (the directory, spec, rebuild commands), ``source`` (the rec's fingerprint),
-``reader`` (``MaskCache``), ``build`` (steps every build shares, ``build_from_labels``),
-``pipeline`` (``precompute``: the parser over a rec). Importing this package loads only the reader side;
-``precompute`` and ``build_from_labels`` load their modules on first use.
+``reader`` (``MaskCache``), ``build`` (steps every build shares, ``build_from_labels``), and the
+parser build: ``decoding`` (decode processes), ``inference`` (the parser on CPU/CUDA), ``encoding``
+(encode processes, chunk assembly), ``pipeline`` (``precompute``: one rank's loop, torchrun).
+Importing this package loads only the reader side; ``precompute`` and ``build_from_labels`` load
+their modules on first use.
 """
 from __future__ import annotations
 

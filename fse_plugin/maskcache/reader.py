@@ -112,7 +112,7 @@ class MaskCache:
     @property
     def keys(self) -> np.ndarray:
         """Image keys, ascending (int64, memory-mapped); the file checked against the manifest's sha256 once
-        per process (~25 ms per million keys)."""
+        per process (~10 ms per million keys)."""
         if self._keys is None:
             keys = self._load_keys()
             if sha256_file(self.path / KEYS_FILE) != self.manifest["keys"]["file_sha256"]:
