@@ -56,7 +56,7 @@ def _encoder_start(parent: int) -> None:
 
 
 def encoders(workers: int) -> Executor:
-    """The encode processes, started now (before any thread or DataLoader worker of this process exists)."""
+    """The encode processes, all started now (before the build loop starts its decode processes and threads)."""
     if workers <= 0:
         return _InlineExecutor()
     import multiprocessing
