@@ -154,17 +154,23 @@ class _RecFile:
 
 
 # ------------------------------------------------------------------------------------ index layer
-def _bad_idx_line(path: Any, block: bytes, first_line: int) -> RecordIOError:
-    """Locate the malformed line of a block that failed the fast parse (slow path, errors only)."""
+_I64 = np.iinfo(np.int64)
+
+
+def _bad_idx_line(path: Any, block: bytes, first_line: int) -> RecordIOError | None:
+    """The first malformed or out-of-int64-range line of a block (slow path: only for a block that
+    failed the fast parse, or holds int64's extremes, where that parse saturates), else None."""
     for i, line in enumerate(block.split(b"\n")[:-1]):
         fields = line.strip().split(b"\t")
         try:
             if len(fields) != 2:
                 raise ValueError
-            int(fields[0]), int(fields[1])
+            values = int(fields[0]), int(fields[1])
         except ValueError:
             return RecordIOError(f"{path}: line {first_line + i}: expected 'key<TAB>offset', got {line[:80]!r}")
-    return RecordIOError(f"{path}: lines {first_line}..: malformed index block")
+        if not all(_I64.min <= v <= _I64.max for v in values):
+            return RecordIOError(f"{path}: line {first_line + i}: {line[:80]!r} is outside the 64-bit integer range")
+    return None
 
 
 def _parse_int_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +207,9 @@ def _parse_int_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
                 except ValueError:
                     vals = None
                 if vals is None or vals.size != 2 * m or buf.count(b"\t") != m or i + m > n:
-                    raise _bad_idx_line(path, buf, i + 1)
+                    raise _bad_idx_line(path, buf, i + 1) or RecordIOError(f"{path}: lines {i + 1}..: malformed")
+                if ((vals == _I64.max) | (vals == _I64.min)).any() and (e := _bad_idx_line(path, buf, i + 1)):
+                    raise e
                 keys[i:i + m], offsets[i:i + m] = vals[0::2], vals[1::2]
                 i += m
             if not block:
@@ -603,12 +611,18 @@ def open_rec(path: str | os.PathLike) -> RecordReader:
     return RecordReader(rec, rec.with_suffix(".idx"))
 
 
-def decode_image(buf: bytes | memoryview) -> np.ndarray:
-    """Encoded image bytes (a record's payload) -> RGB uint8 HxWx3, like ``mx.image.imdecode``."""
+def decode_image(buf: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
+    """Encoded image bytes (a record's payload) -> RGB uint8 HxWx3, like ``mx.image.imdecode``.
+
+    ``out``: write the pixels there (e.g. a row of a batch array) instead of into a new array;
+    ValueError if the image has another size.
+    """
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR) if len(buf) else None
     if img is None:
         raise ValueError(f"cannot decode image ({len(buf)} bytes)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if out is not None and out.shape != img.shape:
+        raise ValueError(f"image is {img.shape[0]}x{img.shape[1]}, expected {out.shape[0]}x{out.shape[1]}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out)
 
 
 class ImageIndex(NamedTuple):

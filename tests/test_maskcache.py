@@ -1,4 +1,6 @@
-"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume, torchrun."""
+"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume, torchrun.
+
+Damage fuzzing, repair and the build's robustness: test_maskcache_damage.py."""
 import json
 import os
 import pickle
@@ -15,6 +17,8 @@ import torch
 
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
+from fse_plugin.maskcache import chunk as chunkfile
+from fse_plugin.maskcache import decoding, pipeline, source
 from fse_plugin.cli import main as cli_main
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.parsing import UNetRes18, load_parser, predict_masks, save_parser
@@ -81,8 +85,10 @@ def test_codec_round_trip_edge_cases():
         assert out.dtype == np.uint8 and out.flags.writeable and np.array_equal(out, m)
     odd = rng.integers(0, 3, (3, 7, 13), dtype=np.uint8)
     assert all(np.array_equal(mc.decode_mask(b, 7, 13), m) for b, m in zip(mc.encode_masks(odd), odd))
-    with pytest.raises(ValueError, match="zlib"):
+    with pytest.raises(ValueError, match="truncated"):
         mc.decode_mask(blobs[3][:-3], 112, 112)
+    with pytest.raises(ValueError, match="after the zlib stream"):  # zlib alone would ignore trailing bytes
+        mc.decode_mask(blobs[3] + blobs[4], 112, 112)
     with pytest.raises(ValueError, match="pixels"):
         mc.decode_mask(blobs[0], 112, 111)
     with pytest.raises(ValueError, match="uint8"):
@@ -110,8 +116,9 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     expected = np.bincount(masks.ravel(), minlength=NUM_CLASSES) / masks.size
     assert np.allclose(freq.pixels, expected)
     assert np.allclose(freq.images, [(masks == c).any((1, 2)).mean() for c in range(NUM_CLASSES)])
-    with pytest.raises(KeyError, match="not an image key"):
+    with pytest.raises(KeyError, match="not an image key") as e:
         cache.get(0)  # the insightface header record
+    assert isinstance(e.value, mc.CacheError) and str(e.value).startswith("key 0 is not")  # one line in the CLI
 
 
 def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
@@ -154,13 +161,13 @@ def test_random_access_in_dataloader_workers(labels_cache, gt):
 def test_precompute_stores_the_parser_masks(ref_cache, synth_rec, parsers):
     cache = mc.MaskCache(ref_cache)
     reader = recordio.open_rec(synth_rec)
-    images = np.stack([mc._read_image(reader, k) for k in cache.keys.tolist()])
+    images = np.stack([source.read_image(reader, k) for k in cache.keys.tolist()])
     expected = predict_masks(load_parser(parsers[0]), images, batch_size=RUN["batch_size"])  # same batches
     got = np.stack([cache.get(k) for k in cache.keys.tolist()])
     assert np.array_equal(got, expected)
     m = cache.manifest
     assert m["parser"]["sha256"] == mc.sha256_file(parsers[0]) and m["parser"]["kind"] == "checkpoint"
-    assert m["inference"] == {"batch_size": 8, "device": "cpu", "amp": False, "decoder": "cpu"}
+    assert m["inference"] == {"batch_size": 8, "device": "cpu", "amp": False}
     assert len(m["chunks"]) == 5 and m["n_missing"] == 0
     assert mc.precompute(synth_rec, parsers[0], ref_cache, num_workers=0, encode_workers=0, **RUN) == ref_cache
 
@@ -213,14 +220,16 @@ def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
 
     d = _damaged(ref_cache, tmp_path, "bitflip")  # same size, one byte changed inside an entry
     data = bytearray((d / chunk).read_bytes())
-    ch = mc._Chunk(ref_cache / chunk, {})
-    pos, row = ch.data_start + int(ch.offsets[3]) + 5, 2 * 16 + 3
+    ch = chunkfile.ChunkFile(ref_cache / chunk, {})
+    pos, row = ch.span(3)[0] + 5, 2 * 16 + 3
     ch.close()
     data[pos] ^= 0x5A
     (d / chunk).write_bytes(bytes(data))
     cache = mc.MaskCache(d)
-    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: entry 3 .*damaged"):
+    with pytest.raises(mc.DamagedEntryError, match=r"000002\.fsmc: entry 3 .*damaged: crc32 mismatch") as e:
         cache.get(int(cache.keys[row]))
+    assert e.value.key == int(cache.keys[row]) and e.value.path == d / chunk
+    assert cache.get(int(cache.keys[row + 1])) is not None  # the other entries are fine
     with pytest.raises(mc.CacheError, match="crc32 mismatch"):
         cache.verify()
     assert cli_main(["cache", "verify", str(d), "--rec", str(d), "--quiet"]) == 2
@@ -232,7 +241,8 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
     script = textwrap.dedent(f"""
         import os, signal
         from fse_plugin import maskcache as mc
-        write, n = mc._atomic_write, []
+        from fse_plugin.maskcache import build
+        write, n = build.atomic_write, []
         def dying_write(path, data):  # third chunk: half written to its temporary file, then kill -9
             if path.suffix == ".fsmc":
                 n.append(path)
@@ -240,7 +250,7 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
                     path.with_name(f"{{path.name}}.tmp{{os.getpid()}}").write_bytes(data[:len(data) // 2])
                     os.kill(os.getpid(), signal.SIGKILL)
             write(path, data)
-        mc._atomic_write = dying_write
+        build.atomic_write = dying_write
         mc.precompute({str(synth_rec)!r}, {str(parsers[0])!r}, {str(out)!r}, batch_size=8, device="cpu",
                       num_workers=1, chunk_size=16, encode_workers=1, progress=False)
     """)
@@ -294,21 +304,52 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
     assert cache.verify(rec)["missing"] == 1
 
 
-@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 points to TorchCodec
-def test_batched_jpeg_decode_path(synth_rec, parsers):
-    """The --gpu-decode path (batched torchvision decode_jpeg, one-by-one fallback naming the bad image), run on CPU."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
+    """Whole batches decoded into the shared ring, in order, exactly as decode_image; failures zeroed and named."""
+    rec = tmp_path / "rec"
+    shutil.copytree(synth_rec, rec)
+    reader = recordio.open_rec(rec)
+    keys = recordio.image_index(reader).keys
+    with open(rec / "train.rec", "r+b") as f:  # record 2 of the second batch: JPEG start marker wiped
+        f.seek(reader.offset(int(keys[6])) + 8 + 24)
+        f.write(b"\0\0\0\0")
+    plan = pipeline.batch_plan([0, 1, 2, 3], 16, len(keys), 4)
+    assert plan[:5] == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20)] and len(plan) == 16
+    seen = []
+    with decoding.BatchDecoder(reader, keys, plan, 112, 112, workers) as decoder:
+        for batch in decoder:
+            seen.append(batch.start)
+            for i in range(len(batch.images)):
+                if batch.start + i == 6:
+                    assert batch.errors == [(2, batch.errors[0][1])] and "cannot decode image" in batch.errors[0][1]
+                    assert not batch.images[i].any()
+                else:
+                    expected = source.read_image(reader, int(keys[batch.start + i]))
+                    assert np.array_equal(batch.images[i], expected)
+    assert seen == [s for s, _ in plan]
+    out = np.empty((2, 100, 112, 3), np.uint8)  # another size: refused, named
+    errors = decoding.decode_batch(reader, keys[:2].tolist(), out)
+    assert [i for i, _ in errors] == [0, 1] and "image is 112x112, expected 100x112" in errors[0][1]
+    assert pipeline.batch_plan([1, 3], 16, 60, 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
+
+
+def test_batch_decoder_after_opencv_threads_went_idle(synth_rec):
+    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they used
+    to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
+    import time
+
+    import cv2
+    threads = cv2.getNumThreads()
+    big = np.zeros((1500, 1500, 3), np.uint8)
+    for _ in range(5):
+        cv2.GaussianBlur(big, (5, 5), 0)
+    time.sleep(1.5)  # the pool's threads stop spinning and block
     reader = recordio.open_rec(synth_rec)
-    keys = recordio.image_index(reader).keys[:4]
-    ds = mc._RecordImages(reader, keys, 112, 112, keep_jpeg=True)
-    items = [ds[i] for i in range(4)]
-    items[2] = (2, None, b"\xff\xd8\xff" + b"not a jpeg" * 8, None)
-    batch = mc._Collate(112, 112)(items)
-    assert batch["jpeg_pos"] == [0, 1, 2, 3] and not batch["images"].any()
-    x = batch["images"].clone()
-    errors = mc._Inference(load_parser(parsers[0]), torch.device("cpu"), False, (112, 112))._gpu_decode(x, batch)
-    assert [p for p, _ in errors] == [2] and errors[0][1].startswith("decode_jpeg")
-    for i in (0, 1, 3):
-        assert np.array_equal(x[i].numpy(), mc._read_image(reader, int(keys[i])))
+    keys = recordio.image_index(reader).keys
+    with decoding.BatchDecoder(reader, keys, [(0, 8), (8, 16)], 112, 112, workers=1) as decoder:
+        assert [b.start for b in decoder] == [0, 8]
+    assert cv2.getNumThreads() == threads
 
 
 def test_cli_info_and_verify(labels_cache, synth_rec, capsys):
