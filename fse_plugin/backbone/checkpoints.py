@@ -63,6 +63,8 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def _strip(key: str, backbone_keys: set[str]) -> str:
     while key.startswith(_PREFIXES):
         key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    if key in backbone_keys:
+        return key
     owner = next((o for o in _OWNERS if key.startswith(o) and key[len(o):] in backbone_keys), None)
     return key[len(owner):] if owner else key
 

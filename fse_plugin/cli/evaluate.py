@@ -61,7 +61,8 @@ def _model_args(p: argparse.ArgumentParser, second: bool = False) -> None:
 def _common_args(p: argparse.ArgumentParser, batch_size: int, masks_for: str) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default="eval_results", help="output dir (JSON, tables, plots)")
-    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="images per forward; on a CPU, small batches (8) cost less per image (benchmarks/README.md)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     renamed(g, "--fp16", g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                                         help="float16 autocast (CUDA only), as arcface_torch evaluates fp16 models"))
@@ -149,8 +150,9 @@ def _model_spec(args: argparse.Namespace, cfg: Mapping[str, Any] | None, suffix:
     cfg = cfg or {}
     network = getattr(args, f"network{suffix}") or (args.network if suffix else None) or cfg.get("network") or "tiny"
     weights = getattr(args, f"weights{suffix}")
-    if weights is None and not suffix:
-        weights = str(config_weights(cfg)) if cfg and config_weights(cfg) else None
+    if weights is None and not suffix and cfg:
+        found = config_weights(cfg)
+        weights = str(found) if found else None
     size = getattr(args, f"embedding_size{suffix}") or args.embedding_size or cfg.get("embedding_size")
     label = (Path(weights).parent.name if Path(weights).stem == "model" else Path(weights).stem) if weights else network
     name = getattr(args, f"name{suffix}") or label

@@ -3,8 +3,9 @@ the drop of the verification score, for one or two models side by side.
 
 The probe is the second image of each pack pair, or every image of the second template of each IJB pair; the
 other side stays clean. Each clean image is embedded once per model. The erased probes of all regions are built
-once (shared by the models) and embedded in large batches, region after region, so at most one region's
-embeddings are held; a probe without the region is not erased (its embedding is the clean one, exactly).
+once (shared by the models) and embedded in batches, region after region, so at most one region's embeddings
+are held; a probe without the region is not erased (its embedding is the clean one, exactly). IJB probe images
+are read and aligned once for all regions.
 Erasing happens in normalised [-1, 1] space, where FSErasing erases in training, seeded per image so that every
 model, batch size and worker count sees the same erased probes.
 """
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fse_plugin import labels
@@ -145,6 +146,14 @@ class ErasedProbes(Dataset):
         key = int(self.keys[p])
         return self.erasers[r](to_input(np.ascontiguousarray(self.images[p])), self.masks[key], key), index
 
+    def batches(self, batch_size: int) -> list[range]:
+        """Item ranges of at most ``batch_size``, none spanning two regions: a batch's images then cost what they
+        cost alone (CPU convolutions get slower per image in larger batches), and each region completes on its own
+        batch boundary."""
+        starts = np.r_[0, self.ends[:-1]]
+        return [range(s, min(s + batch_size, end)) for start, end in zip(starts.tolist(), self.ends.tolist())
+                for s in range(start, end, batch_size)]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.erasers)} regions, {len(self)} erased probes)"
 
@@ -157,22 +166,20 @@ def _size_of(embedding_size: Sizes, model: str) -> int | None:
 def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
                   device: str | torch.device, fp16: bool, num_workers: int,
                   progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes."""
+    """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
+    Each batch is erased once and embedded by every model."""
     device = [prepare_model(model, device, fp16) for model in models.values()][0]  # the same for all
-    region, parts = 0, {m: [] for m in models}
-    for x, index in tqdm(batch_loader(dataset, batch_size, device, num_workers), desc="occlusion", unit="batch",
-                         disable=not progress, leave=False):
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
+    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
-        views = {m: embed_batch(model, x, True, fp16, _size_of(embedding_size, m)) for m, model in models.items()}
-        lo, hi = int(index[0]), int(index[0]) + len(index)
-        while lo < hi:
-            cut = min(hi, int(dataset.ends[region]))
-            for m in models:
-                parts[m].append(views[m][:, lo - int(index[0]):cut - int(index[0])])
-            lo = cut
-            if cut == dataset.ends[region]:
-                yield region, {m: np.concatenate(parts[m], 1) for m in models}
-                region, parts = region + 1, {m: [] for m in models}
+        for m, model in models.items():
+            parts[m].append(embed_batch(model, x, True, fp16, _size_of(embedding_size, m)))
+        region = int(dataset.items[int(index[0]), 0])
+        if int(index[-1]) + 1 == dataset.ends[region]:
+            yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
+            parts = {m: [] for m in models}
 
 
 def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
