@@ -130,42 +130,44 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
           f"({n_images / c_bare:.0f} per CPU s) -> overhead x{t_embed / t_bare:.2f} (CPU x{c_embed / c_bare:.2f})")
 
 
-def per_region_occlusion(models, images, issame, masks, regions, batch_size: int) -> dict:
-    """The occlusion loop before the batched one: per region and model, re-embed that region's probes."""
-    keys = np.arange(1, len(images), 2)
-    clean = {m: ev.embed(model, images, batch_size, progress=False) for m, model in models.items()}
+def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
+    """The occlusion loop before the batched one: per region and model, ``score(m, model, eraser, present)``
+    re-embeds that region's probes (``present``, the probe keys whose masks contain it)."""
     scores = {}
     for region, ids in regions:
         present = keys[np.isin(masks[keys], ids).any((1, 2))]
-        if not len(present):
-            continue
-        eraser = ev.RegionErasing(ids, "random", 0)
-        for m, model in models.items():
-            views = clean[m].copy()
-            views[:, present] = ev.embed(model, FaceImages(images, masks, eraser, present), batch_size, progress=False)
-            scores[(region, m)] = ev.evaluate_embeddings(views, issame).accuracy * 100
+        if len(present):
+            eraser = ev.RegionErasing(ids, "random", 0)
+            scores.update({(region, m): score(m, model, eraser, present) for m, model in models.items()})
     return scores
+
+
+def per_region_occlusion(models, images, issame, masks, regions, batch_size: int) -> dict:
+    """Pack: the clean views with the region's probes re-embedded erased, then the whole protocol."""
+    clean = {m: ev.embed(model, images, batch_size, progress=False) for m, model in models.items()}
+
+    def score(m, model, eraser, present):
+        views = clean[m].copy()
+        views[:, present] = ev.embed(model, FaceImages(images, masks, eraser, present), batch_size, progress=False)
+        return ev.evaluate_embeddings(views, issame).accuracy * 100
+
+    return per_region(models, np.arange(1, len(images), 2), masks, regions, score)
 
 
 def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far: float) -> dict:
-    """The IJB occlusion loop before the batched one: per region and model, read, align and embed its probes."""
+    """IJB: the region's probe images read, aligned and embedded erased, probe templates against clean ones."""
     keys = meta.probe_rows()
     feats = {m: ijb_image_features(model, meta, batch_size, progress=False) for m, model in models.items()}
     references = {m: ev.template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
-    scores = {}
-    for region, ids in regions:
-        present = keys[np.isin(masks[keys], ids).any((1, 2))]
-        if not len(present):
-            continue
-        eraser = ev.RegionErasing(ids, "random", 0)
-        for m, model in models.items():
-            f = feats[m].copy()
-            views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), batch_size, progress=False)
-            f[present] = image_features(views, meta.faceness[present])
-            probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
-            pair = ev.pair_scores(*references[m], meta.p1, meta.p2, *probes)
-            scores[(region, m)] = tar_at_far(meta.labels, pair, [far])[0][0] * 100
-    return scores
+
+    def score(m, model, eraser, present):
+        f = feats[m].copy()
+        views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), batch_size, progress=False)
+        f[present] = image_features(views, meta.faceness[present])
+        probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
+        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+
+    return per_region(models, keys, masks, regions, score)
 
 
 def compare_occlusion(label: str, n: int, unit: str, new, old, reps: int) -> None:

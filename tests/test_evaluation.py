@@ -474,7 +474,7 @@ def views_of(model, x: torch.Tensor) -> np.ndarray:
 
 def test_occlusion_pack_equals_per_region_reference(pack):
     """Every row equals the straightforward computation: erase the region in every probe that has it, embed the
-    whole pack again, run the protocol (random fill, batches that straddle regions, two models)."""
+    whole pack again, run the protocol (random fill, several batches per region, two models)."""
     images, issame, masks = pack
     masks = masks.copy()
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
