@@ -8,8 +8,16 @@
    scan of all images per template) on an IJB-C-shaped set scaled by --ijb-scale; results checked equal.
 3. ``embed`` throughput (images/s, flip included) of the built-in tiny backbone vs a bare loop that feeds
    pre-normalised tensors to the model: the cost of the loader, normalisation and bookkeeping.
+4. The occlusion benchmark, two models, 25 classes + 3 groups, on a synthetic pack (--occ-pairs pairs, exact masks)
+   and a synthetic IJB set with as many probe images: ``occlusion_pack``/``occlusion_ijb`` (each clean image
+   embedded once, each region's erased probes built once for both models and batched, IJB probes read and
+   aligned once) vs the per-region loop they replaced (per region and model, an embedding pass over that region's
+   probes, IJB images read and aligned each time); seconds per pair/probe, ratio, scores checked equal.
+   ``--network r18 --arcface-dir DIR`` times arcface_torch's r18 (random weights: costs do not depend on them).
+5. The plain forward's CPU cost per image at batch 8, 16 and 64 of --network: what --batch-size buys on a CPU.
 
-    python benchmarks/evaluation.py [--ijb-scale 0.05] [--images 512] [--threads 1]
+    python benchmarks/evaluation.py [--ijb-scale 0.05] [--images 512] [--threads 1] [--occ-pairs 100]
+    python benchmarks/evaluation.py --only occlusion --network r18 --arcface-dir DIR --occ-pairs 10 --batch-size 8
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import ast
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -28,8 +37,11 @@ import sklearn.preprocessing
 import torch
 
 from fse_plugin import evaluation as ev
-from fse_plugin.common import to_input
-from fse_plugin.backbone import iresnet_tiny
+from fse_plugin import synth
+from fse_plugin.backbone import build_network, iresnet_tiny
+from fse_plugin.common import masks_path_for, to_input
+from fse_plugin.evaluation.embed import FaceImages
+from fse_plugin.evaluation.ijb import ijb_image_features, image_features, tar_at_far
 
 
 def timed(fn, *args, repeat: int = 1):
@@ -118,20 +130,130 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
           f"({n_images / c_bare:.0f} per CPU s) -> overhead x{t_embed / t_bare:.2f} (CPU x{c_embed / c_bare:.2f})")
 
 
+def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
+    """The occlusion loop before the batched one: per region and model, ``score(m, model, eraser, present)``
+    re-embeds that region's probes (``present``, the probe keys whose masks contain it)."""
+    scores = {}
+    for region, ids in regions:
+        present = keys[np.isin(masks[keys], ids).any((1, 2))]
+        if len(present):
+            eraser = ev.RegionErasing(ids, "random", 0)
+            scores.update({(region, m): score(m, model, eraser, present) for m, model in models.items()})
+    return scores
+
+
+def per_region_occlusion(models, images, issame, masks, regions, batch_size: int) -> dict:
+    """Pack: the clean views with the region's probes re-embedded erased, then the whole protocol."""
+    clean = {m: ev.embed(model, images, batch_size, progress=False) for m, model in models.items()}
+
+    def score(m, model, eraser, present):
+        views = clean[m].copy()
+        views[:, present] = ev.embed(model, FaceImages(images, masks, eraser, present), batch_size, progress=False)
+        return ev.evaluate_embeddings(views, issame).accuracy * 100
+
+    return per_region(models, np.arange(1, len(images), 2), masks, regions, score)
+
+
+def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far: float) -> dict:
+    """IJB: the region's probe images read, aligned and embedded erased, probe templates against clean ones."""
+    keys = meta.probe_rows()
+    feats = {m: ijb_image_features(model, meta, batch_size, progress=False) for m, model in models.items()}
+    references = {m: ev.template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
+
+    def score(m, model, eraser, present):
+        f = feats[m].copy()
+        views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), batch_size, progress=False)
+        f[present] = image_features(views, meta.faceness[present])
+        probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
+        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+
+    return per_region(models, keys, masks, regions, score)
+
+
+def compare_occlusion(label: str, n: int, unit: str, new, old, reps: int) -> None:
+    """Time the batched ``new()`` against the per-region ``old()``, interleaved, best of ``reps`` (after a warm-up
+    of both on one region), print per ``unit``."""
+    new(1), old(1)
+    t_old = c_old = t_new = c_new = float("inf")
+    for _ in range(reps):
+        t, c, before = timed(old)
+        t_old, c_old = min(t_old, t), min(c_old, c)
+        t, c, report = timed(new)
+        t_new, c_new = min(t_new, t), min(c_new, c)
+    same = all(before[(r.region, m)] == r.score[m] for r in report.rows for m in report.models)
+    print(f"{label}: occlusion {t_new:.1f} s (CPU {c_new:.1f}; {t_new / n:.3f} s per {unit}), per-region loop "
+          f"{t_old:.1f} s (CPU {c_old:.1f}; {t_old / n:.3f} s per {unit}) -> x{t_old / t_new:.2f} faster "
+          f"(CPU x{c_old / c_new:.2f}), scores identical: {same}")
+
+
+@torch.no_grad()
+def batch_cost(model: torch.nn.Module, network: str, n: int = 64) -> None:
+    """CPU ms per image of the plain forward at batch 8, 16, 64 (best of 2): what --batch-size buys on a CPU."""
+    x = torch.randn(n, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    costs = []
+    for b in (8, 16, 64):
+        model(x[:b])
+        runs = [timed(lambda: [model(x[s:s + b]) for s in range(0, n, b)])[1] for _ in range(2)]
+        costs.append(f"batch {b}: {min(runs) / n * 1000:.1f} ms")
+    print(f"[forward] {network} CPU per image, {torch.get_num_threads()} thread(s): {', '.join(costs)}")
+
+
+def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: int, reps: int, workdir: Path) -> None:
+    models = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        models[name] = build_network(network, 512, arcface_dir).eval()
+    regions = ev.occlusion_regions(None, None)
+    label = f"{network} x2 models, {len(regions)} regions, batch {batch_size}"
+
+    pack = synth.write_pairs_bin(workdir / "occ.bin", n_pairs=n_pairs, seed=1, workers=1)
+    images, issame = ev.load_bin(pack)
+    masks = np.load(masks_path_for(pack))
+    compare_occlusion(f"[occlusion pack] {label}, {n_pairs} pairs", n_pairs, "pair",
+                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, regions[:k], seed=0,
+                                                       batch_size=batch_size, progress=False),
+                      lambda k=None: per_region_occlusion(models, images, issame, masks, regions[:k], batch_size), reps)
+
+    n_ids = max(2, n_pairs // 4)  # 2 templates x 2 media x 2 images per identity: 4 probe images each
+    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", n_identities=n_ids, templates_per_identity=2,
+                                            media_per_template=2, images_per_media=2, seed=3, workers=1))
+    masks = np.load(meta.root / "gt_masks.npy")
+    probes = len(meta.probe_rows())
+    compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images", probes, "probe",
+                      lambda k=None: ev.occlusion_ijb(models, meta, masks, regions[:k], 1e-1, seed=0,
+                                                      batch_size=batch_size, progress=False),
+                      lambda k=None: per_region_occlusion_ijb(models, meta, masks, regions[:k], batch_size, 1e-1),
+                      reps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ijb-scale", type=float, default=0.05, help="fraction of IJB-C's 469k images / 23k templates")
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--occ-pairs", type=int, default=100, help="pairs of the occlusion benchmark's synthetic pack "
+                                                               "(>= 10: 10 folds); the IJB set has as many probes")
+    ap.add_argument("--network", default="tiny", help="occlusion: tiny, or an arcface_torch name with --arcface-dir")
+    ap.add_argument("--arcface-dir", help="arcface_torch tree (default $ARCFACE_TORCH_DIR)")
+    ap.add_argument("--reps", type=int, default=2, help="occlusion: interleaved runs of each path, best kept")
+    ap.add_argument("--only", choices=("protocol", "ijb", "embed", "forward", "occlusion"), help="one measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.environ.get("ARCFACE_TORCH_DIR")
-    ver, i2t = upstream_modules(Path(root)) if root else (None, None)
+    ver, i2t = upstream_modules(Path(root)) if root and args.only in (None, "protocol", "ijb") else (None, None)
     rng = np.random.default_rng(0)
-    protocol(ver, rng)
-    ijb(i2t, rng, args.ijb_scale)
-    throughput(args.images, args.batch_size, rng)
+    if args.only in (None, "protocol"):
+        protocol(ver, rng)
+    if args.only in (None, "ijb"):
+        ijb(i2t, rng, args.ijb_scale)
+    if args.only in (None, "embed"):
+        throughput(args.images, args.batch_size, rng)
+    if args.only in (None, "forward"):
+        batch_cost(build_network(args.network, 512, args.arcface_dir).eval(), args.network)
+    if args.only in (None, "occlusion"):
+        with tempfile.TemporaryDirectory() as tmp:
+            occlusion(args.occ_pairs, args.network, args.arcface_dir, args.batch_size, args.reps, Path(tmp))
 
 
 if __name__ == "__main__":

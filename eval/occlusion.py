@@ -1,5 +1,8 @@
 """Semantic-occlusion benchmark: erase each face region (and groups) in the probe images and report the drop.
-Example: python eval/occlusion.py --pack lfw.bin --masks lfw.masks.npy --weights base/model.pt --weights2 fse/model.pt --network r50
+Example, from the plugin root (inside arcface_torch, run `fse eval occlusion` with the same flags):
+
+    python eval/occlusion.py --arcface-dir /path/to/insightface/recognition/arcface_torch --network r50 \\
+        --pack lfw.bin --masks lfw.masks.npy --weights base/model.pt --weights2 fse/model.pt
 
 Same flags as `fse eval occlusion` (see --help); flags in fse_plugin.cli.evaluate, code in fse_plugin.evaluation.
 """

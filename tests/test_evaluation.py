@@ -7,6 +7,7 @@ import os
 import pickle
 import runpy
 import shutil
+import struct
 import subprocess
 import sys
 import types
@@ -21,8 +22,9 @@ from scipy.interpolate import interp1d
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import KFold
 
+from fake_arcface import fake_tree
 from fse_plugin import evaluation as ev
-from fse_plugin.backbone import iresnet_tiny
+from fse_plugin.backbone import build_network, iresnet_tiny
 from fse_plugin.cam import ijb_fscam_rows
 from fse_plugin.cli import main as cli_main
 from fse_plugin.common import masks_path_for, to_input
@@ -34,7 +36,15 @@ def small_model(seed: int, num_features: int = 64) -> torch.nn.Module:
     """A cheap stand-in backbone (pool, linear: ~0.1 ms per image): the protocols only need embeddings that
     depend on the pixels; the real backbones go through the same code (CLI tests use iresnet_tiny)."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, num_features)).eval()
+    layers = torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, num_features)
+    return torch.nn.Sequential(*layers).eval()
+
+
+def raw_pack(path: Path) -> tuple[list[bytes], np.ndarray]:
+    """The (encoded images, bools) of a pack the tests wrote themselves (trusted: plain pickle)."""
+    with open(path, "rb") as f:
+        bins, issame = pickle.load(f)
+    return list(bins), np.asarray(issame, dtype=bool)
 
 
 def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +53,8 @@ def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5)
     issame = np.arange(n_pairs) % 2 == 0
     ids = rng.normal(size=(2 * n_pairs, dim))
     ids[1::2][issame] = ids[0::2][issame]
-    views = np.stack([ids + noise * rng.normal(size=ids.shape) for _ in range(2)]) * rng.uniform(5, 30, (1, 2 * n_pairs, 1))
+    scale = rng.uniform(5, 30, (1, 2 * n_pairs, 1))
+    views = np.stack([ids + noise * rng.normal(size=ids.shape) for _ in range(2)]) * scale
     return views.astype(np.float32), issame
 
 
@@ -103,7 +114,8 @@ def upstream(arcface_torch_dir):
     saved = {k: sys.modules.get(k) for k in ("mxnet", "mxnet.ndarray")}
     sys.modules.update({"mxnet": stub, "mxnet.ndarray": stub.ndarray})
     try:
-        spec = importlib.util.spec_from_file_location("upstream_verification", arcface_torch_dir / "eval" / "verification.py")
+        path = arcface_torch_dir / "eval" / "verification.py"
+        spec = importlib.util.spec_from_file_location("upstream_verification", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -123,7 +135,8 @@ def upstream_ijb(arcface_torch_dir):
     """image2template_feature and verification from eval_ijbc.py (which runs its pipeline on import)."""
     source = (arcface_torch_dir / "eval_ijbc.py").read_text()
     tree = ast.parse(source)
-    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("image2template_feature", "verification")]
+    wanted = ("image2template_feature", "verification")
+    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
     import sklearn.preprocessing
     namespace = {"np": np, "sklearn": sklearn}
     exec(compile(ast.Module(body=keep, type_ignores=[]), "eval_ijbc.py", "exec"), namespace)
@@ -148,7 +161,7 @@ def test_fixture_pack_loads_like_plain_decoding(fixtures_dir):
 @pytest.mark.parametrize("as_arrays", [False, True])
 def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
     """bytes or 1-D uint8 arrays, pickle protocols 2 (py2-era) to 5; bools as a list or a bool array."""
-    bins, issame = ev.read_pack(synth_bin)
+    bins, issame = raw_pack(synth_bin)
     items = [np.frombuffer(b, np.uint8) for b in bins] if as_arrays else bins
     path = tmp_path / "variant.bin"
     path.write_bytes(pickle.dumps((items, np.asarray(issame) if as_arrays else issame.tolist()), protocol=protocol))
@@ -158,7 +171,7 @@ def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
 
 
 def test_pack_resized_to_image_size(synth_bin, tmp_path):
-    bins, issame = ev.read_pack(synth_bin)
+    bins, issame = raw_pack(synth_bin)
     big = [cv2.imencode(".png", cv2.resize(cv2.imdecode(np.frombuffer(b, np.uint8), 1), (128, 128)))[1].tobytes()
            for b in bins[:4]]
     path = tmp_path / "big.bin"
@@ -205,7 +218,7 @@ def test_truncated_and_undecodable_packs(synth_bin, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ev.PackError, match="cut.bin: not a readable verification pack"):
         ev.load_bin(cut)
-    bins, issame = ev.read_pack(synth_bin)
+    bins, issame = raw_pack(synth_bin)
     bins[5] = b"not a jpeg"
     broken = tmp_path / "broken.bin"
     broken.write_bytes(pickle.dumps((bins, issame.tolist())))
@@ -213,6 +226,59 @@ def test_truncated_and_undecodable_packs(synth_bin, tmp_path):
         ev.load_bin(broken)
     with pytest.raises(FileNotFoundError, match="missing.bin"):
         ev.load_bin(tmp_path / "missing.bin")
+
+
+BOUNDED = """
+import resource, sys
+from fse_plugin.evaluation import PackError, load_bin
+vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (512 << 20), resource.RLIM_INFINITY))  # 0.5 GB above the imports
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_bin(sys.argv[1])
+except PackError as e:
+    print("refused:", e)
+print("rss growth KB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc for the memory limit")
+def test_memo_bomb_refused_in_bounded_memory(tmp_path):
+    """10 bytes that made the C unpickler size its memo for 400M entries (6.9-13.8 GB) before any check ran."""
+    bomb = tmp_path / "bomb.bin"
+    bomb.write_bytes(b"\x80\x02K\x00r" + struct.pack("<I", 400_000_000) + b".")
+    assert bomb.stat().st_size == 10
+    res = subprocess.run([sys.executable, "-c", BOUNDED, str(bomb)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"refused: {bomb}: memo index 400000000 at byte 4 after 0 memo entries" in res.stdout
+    assert int(res.stdout.split("rss growth KB:")[1]) < 64 << 10
+
+
+class _Plain:
+    pass
+
+
+@pytest.mark.parametrize("data, match", [
+    (lambda: pickle.dumps(([_Plain()], []), protocol=2), "opcode NEWOBJ"),
+    (lambda: pickle.dumps(([b"x"], []), protocol=0).replace(b"(lp0", b"(i__main__\n_Plain\np0", 1), "opcode INST"),
+    (lambda: b"\x80\x06N.", "pickle protocol 6"),
+    (lambda: b"\x80\x02N}q\x05.", r"memo index 5 at byte 4 after 0 memo entries"),
+    (lambda: b"\x80\x02N", "not a readable verification pack"),
+])
+def test_pack_opcode_scan(tmp_path, data, match):
+    path = tmp_path / "crafted.bin"
+    path.write_bytes(data())
+    with pytest.raises(ev.PackError, match=f"crafted.bin: .*{match}"):
+        ev.load_bin(path)
+
+
+def test_images_repeated_by_reference_refused(synth_bin, tmp_path):
+    """A pickle memo reference costs 2 bytes: 2,000 references to one image would decode 2,000 images."""
+    bins, _ = raw_pack(synth_bin)
+    path = tmp_path / "repeat.bin"
+    path.write_bytes(pickle.dumps(([bins[0]] * 2000, [True] * 1000), protocol=4))
+    with pytest.raises(ev.PackError, match="repeat.bin: its images hold more bytes than the file"):
+        ev.load_bin(path)
 
 
 # ---------------------------------------------------------------------------------------- .bin protocol
@@ -332,7 +398,8 @@ def test_ijb_equal_to_upstream_functions(upstream_ijb):
     np.testing.assert_array_equal(unique, their_unique)
     np.testing.assert_array_equal(mine, theirs)
     p1, p2 = rng.choice(unique, 500), rng.choice(unique, 500)
-    np.testing.assert_array_equal(ev.pair_scores(mine, unique, p1, p2), upstream_ijb.verification(theirs, their_unique, p1, p2))
+    np.testing.assert_array_equal(ev.pair_scores(mine, unique, p1, p2),
+                                  upstream_ijb.verification(theirs, their_unique, p1, p2))
 
 
 def _copy_ijb(root: Path, tmp_path: Path) -> Path:
@@ -353,20 +420,21 @@ def _edit(path: Path, row: int, text: str) -> None:
     ("template_pair_label", 0, "1 2", "template_pair_label.txt: row 1: expected 3 columns"),
     ("template_pair_label", 1, "1 2 7", "template_pair_label.txt: row 2: label 7 is not 0 or 1"),
     ("face_tid_mid", 2, "3.jpg x 2", "face_tid_mid.txt: row 3: column tid is 'x'"),
-    ("name_5pts_score", 4, "ghost.jpg 1 2 3 4 5 6 7 8 9 10 0.9", "name_5pts_score.txt: row 5: image 'ghost.jpg' is not in"),
+    ("name_5pts_score", 4, "ghost.jpg 1 2 3 4 5 6 7 8 9 10 0.9",
+     "name_5pts_score.txt: row 5: image 'ghost.jpg' is not in"),
     ("name_5pts_score", 6, "7.jpg 1 2 3 4 5 6 7 8 9 0.9", "name_5pts_score.txt: row 7: expected 12 columns"),
     ("name_5pts_score", 0, "2.jpg 1 2 3 4 5 6 7 8 9 10 0.9", "row 1: image '2.jpg' is row 2 of"),
 ])
 def test_ijb_bad_meta(ijb_root, tmp_path, file, row, text, match):
     root = _copy_ijb(ijb_root, tmp_path)
-    _edit(ev.ijb_meta_files(root)[file], row, text)
+    _edit(root / "meta" / ev.read_ijb_meta(ijb_root).files[file].name, row, text)
     with pytest.raises(ev.MetaError, match=match):
         ev.read_ijb_meta(root)
 
 
 def test_ijb_missing_meta_and_bad_image(ijb_root, tmp_path):
     root = _copy_ijb(ijb_root, tmp_path)
-    ev.ijb_meta_files(root)["face_tid_mid"].unlink()
+    (root / "meta" / "ijbc_face_tid_mid.txt").unlink()
     with pytest.raises(FileNotFoundError, match="ijbc_face_tid_mid.txt: missing IJB meta file"):
         ev.read_ijb_meta(root)
     root = tmp_path / "copy2"
@@ -390,26 +458,41 @@ def test_groups_and_regions():
             ev.parse_groups(bad)
 
 
-def test_occlusion_pack_two_models(pack):
+def erased_by_hand(x: torch.Tensor, keys, masks, ids, fill, seed) -> torch.Tensor:
+    """``x`` with classes ``ids`` erased in images ``keys`` that contain them (RegionErasing's seeding)."""
+    eraser, x = ev.RegionErasing(ids, fill, seed), x.clone()
+    for k in keys:
+        if np.isin(np.asarray(masks[k]), ids).any():
+            x[k] = eraser(x[k], masks[k], k)
+    return x
+
+
+def views_of(model, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return np.stack([model(x).numpy(), model(torch.flip(x, dims=[3])).numpy()])
+
+
+def test_occlusion_pack_equals_per_region_reference(pack):
+    """Every row equals the straightforward computation: erase the region in every probe that has it, embed the
+    whole pack again, run the protocol (random fill, several batches per region, two models)."""
     images, issame, masks = pack
     masks = masks.copy()
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
     models = {"a": small_model(3), "b": small_model(4)}
-    regions = ev.occlusion_regions("nose,headwear", "eyes=right_eye,left_eye")
-    report = ev.occlusion_pack(models, images, issame, masks, regions, fill=0.0, seed=5, batch_size=40, progress=False)
-    assert [r.region for r in report.rows] == ["nose", "eyes"] and report.skipped == ["headwear"]
-    # independent: erase nose in every probe by hand, embed everything, protocol
-    from fse_plugin.erasing import erase
+    regions = ev.occlusion_regions("nose,headwear,left_eye,mouth", "eyes=right_eye,left_eye")
+    report = ev.occlusion_pack(models, images, issame, masks, regions, fill="random", seed=5, batch_size=7,
+                               progress=False)
+    assert [r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"] and report.skipped == ["headwear"]
     x = torch.stack([to_input(im) for im in images])
-    for k in range(1, len(x), 2):
-        x[k] = erase(x[k], torch.from_numpy(masks[k]), [10], 0.0)
     for name, model in models.items():
-        with torch.no_grad():
-            views = np.stack([model(x).numpy(), model(torch.flip(x, dims=[3])).numpy()])
-        expect = ev.evaluate_embeddings(views, issame).accuracy * 100
-        assert report.rows[0].score[name] == pytest.approx(expect, abs=1e-9)
-        assert report.rows[0].drop[name] == pytest.approx(report.clean[name] - expect)
-    assert report.rows[0].n_probes == int((masks[1::2] == 10).any((1, 2)).sum())
+        assert report.clean[name] == ev.evaluate_embeddings(views_of(model, x), issame).accuracy * 100
+    for row, (_, ids) in zip(report.rows, [r for r in regions if r[0] != "headwear"]):
+        xr = erased_by_hand(x, range(1, len(x), 2), masks, ids, "random", 5)
+        assert row.n_probes == int(np.isin(masks[1::2], ids).any((1, 2)).sum())
+        for name, model in models.items():
+            expect = ev.evaluate_embeddings(views_of(model, xr), issame).accuracy * 100
+            assert row.score[name] == pytest.approx(expect, abs=1e-9), (row.region, name)
+            assert row.drop[name] == pytest.approx(report.clean[name] - expect)
     assert "skipped (absent in every probe): headwear" in report.table()
 
 
@@ -423,16 +506,32 @@ def test_region_erasing_is_seeded_per_image(pack):
     assert changed.any() and not changed[masks[3] != 10].any()
 
 
-def test_occlusion_ijb(ijb_root, ijb_masks):
+def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
+    """Clean references against probe templates whose every image has the region erased, by hand."""
     meta = ev.read_ijb_meta(ijb_root)
     masks = ev.open_masks(ijb_masks, len(meta.names))
     model = small_model(5)
-    report = ev.occlusion_ijb({"m": model}, meta, masks, [("nose", [10]), ("glasses", [23])], far=1e-1,
-                              batch_size=10, progress=False)
+    regions = [("nose", [10]), ("glasses", [23]), ("eyes", [11, 12])]
+    report = ev.occlusion_ijb({"m": model}, meta, masks, regions, far=1e-1, fill="random", seed=2, batch_size=3,
+                              progress=False)
     clean = ev.evaluate_ijb(model, meta, batch_size=10, fars=[1e-1], progress=False).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
     assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"
-    assert [r.region for r in report.rows] + report.skipped == ["nose", "glasses"]
+    assert sorted([r.region for r in report.rows] + report.skipped) == ["eyes", "glasses", "nose"] and report.rows
+    faces = ev.IJBFaces(meta)
+    x = torch.stack([to_input(faces.image(i)) for i in range(len(meta.names))])
+
+    def template_feats(xs):
+        v = views_of(model, xs)
+        return ev.template_features((v[0] + v[1]) * meta.faceness[:, None], meta.templates, meta.medias)
+
+    references = template_feats(x)
+    for row in report.rows:
+        probes = template_feats(erased_by_hand(x, meta.probe_rows(), masks, dict(regions)[row.region], "random", 2))
+        scores = ev.pair_scores(*references, meta.p1, meta.p2, *probes)
+        fpr, tpr, _ = roc_curve(meta.labels, scores)
+        expect = np.flipud(tpr)[np.argmin(np.abs(np.flipud(fpr) - 1e-1))] * 100
+        assert row.score["m"] == pytest.approx(expect, abs=1e-9) and row.drop["m"] == pytest.approx(clean - expect)
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -447,8 +546,9 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     cfg = tmp_path / "configs" / "cfg.py"
     cfg.parent.mkdir()
     cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.network = 'tiny'\n"
-                   f"config.embedding_size = 512\nconfig.rec = {str(data)!r}\nconfig.val_targets = ['lfw', 'agedb_30']\n"
-                   f"config.output = None\nconfig.fse_eval = dict(batch_size=20, fscam_limit=2, fscam={str(tmp_path / 'cam')!r})\n")
+                   f"config.embedding_size = 512\nconfig.rec = {str(data)!r}\n"
+                   f"config.val_targets = ['lfw', 'agedb_30']\nconfig.output = None\n"
+                   f"config.fse_eval = dict(batch_size=20, fscam_limit=2, fscam={str(tmp_path / 'cam')!r})\n")
     out = tmp_path / "out"
     rc = cli_main(["eval", "verification", "--config", str(cfg), "--out", str(out), "--quiet", "--device", "cpu"])
     assert rc == 0
@@ -556,3 +656,76 @@ def test_config_errors(tmp_path, capsys):
     assert "no weights - pass --weights" in capsys.readouterr().err
     assert cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"]) == 2
     assert "--targets names packs in --data-dir" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- arcface_torch networks
+
+def test_upstream_warning_shown_once_per_run(small_bin, tmp_path):
+    """A backbone that warns at every forward (upstream iresnet's torch.cuda.amp.autocast) warns once per run."""
+    tree = fake_tree(tmp_path / "arcface_torch", warn=True)
+    weights = tmp_path / "fake.pt"
+    torch.save(build_network("fake", 64, tree).state_dict(), weights)
+    env = {k: v for k, v in os.environ.items() if k not in ("ARCFACE_TORCH_DIR", "PYTHONWARNINGS")}
+    cmd = [sys.executable, "-m", "fse_plugin", "eval", "occlusion", "--pack", str(small_bin), "--network", "fake",
+           "--weights", str(weights), "--weights2", str(weights), "--arcface-dir", str(tree), "--embedding-size", "64",
+           "--classes", "nose,mouth,left_eye", "--groups", "none", "--batch-size", "4", "--folds", "5", "--quiet",
+           "--device", "cpu", "--out", str(tmp_path / "out")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("FutureWarning: fake upstream deprecation") == 1, res.stderr
+
+
+def _accuracy(out: Path) -> float:
+    return json.loads((out / "verification.json").read_text())["results"][0]["accuracy"]
+
+
+def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_path, monkeypatch, capsys):
+    """README section 7: inside the arcface_torch tree `fse eval ...` needs no --arcface-dir; a --config names its
+    tree wherever it is run; from the plugin root `python eval/verification.py ... --arcface-dir` works."""
+    monkeypatch.delenv("ARCFACE_TORCH_DIR", raising=False)
+    tree = fake_tree(tmp_path / "arcface_torch")
+    weights = tree / "work_dirs" / "fake_cfg" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(build_network("fake", 512, tree).state_dict(), weights)
+    (tree / "configs" / "fake_cfg.py").write_text("config = dict(network='fake', embedding_size=512, output=None)\n")
+    run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--out"]
+    monkeypatch.chdir(tmp_path)  # outside the tree: the config's location names it
+    assert cli_main(["eval", "verification", "--config", str(tree / "configs" / "fake_cfg.py"), *run, "by_config"]) == 0
+    monkeypatch.chdir(tree)  # where the user stands after training
+    assert cli_main(["eval", "verification", "--config", "configs/fake_cfg.py", *run, "in_tree_config"]) == 0
+    assert cli_main(["eval", "verification", "--network", "fake", "--weights", "work_dirs/fake_cfg/model.pt", *run,
+                     "in_tree"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli_main(["eval", "verification", "--network", "fake", "--weights", str(weights), *run, "nowhere"]) == 2
+    assert "network 'fake' is built by arcface_torch's backbones.get_model" in capsys.readouterr().err
+    res = subprocess.run([sys.executable, "eval/verification.py", "--network", "fake", "--weights", str(weights),
+                          "--arcface-dir", str(tree), *run, str(tmp_path / "script")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != "ARCFACE_TORCH_DIR"})
+    assert res.returncode == 0, res.stderr
+    expect = _accuracy(tmp_path / "by_config")
+    assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree", tmp_path / "script")] == [expect] * 3
+
+
+def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path, monkeypatch):
+    """upstream r18 from the user's tree: --arcface-dir, and --config inside the tree (its work_dirs/NAME/model.pt)."""
+    monkeypatch.delenv("ARCFACE_TORCH_DIR", raising=False)
+    tree = tmp_path / "arcface_torch"
+    shutil.copytree(arcface_torch_dir, tree)
+    torch.manual_seed(0)
+    net = build_network("r18", 512, tree).eval()
+    weights = tree / "work_dirs" / "fse_r18" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), weights)
+    (tree / "configs" / "fse_r18.py").write_text("from easydict import EasyDict as edict\nconfig = edict()\n"
+                                                  "config.network = 'r18'\nconfig.output = None\n")
+    run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--batch-size", "20", "--out"]
+    assert cli_main(["eval", "verification", "--network", "r18", "--weights", str(weights), "--arcface-dir", str(tree),
+                     *run, str(tmp_path / "flags")]) == 0
+    monkeypatch.chdir(tree)
+    assert cli_main(["eval", "verification", "--config", "configs/fse_r18.py", *run, str(tmp_path / "config")]) == 0
+    doc = json.loads((tmp_path / "config" / "verification.json").read_text())
+    assert doc["model"]["network"] == "r18" and doc["model"]["weights"] == str(Path("work_dirs/fse_r18/model.pt"))
+    expect = ev.evaluate_pack(net, small_bin, 20, progress=False).accuracy
+    assert _accuracy(tmp_path / "flags") == _accuracy(tmp_path / "config") == expect

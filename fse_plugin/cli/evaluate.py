@@ -7,19 +7,22 @@ explains pairs with ``fse_plugin.cam`` after the protocol ran.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from torch import nn
 
+from fse_plugin.backbone import load_backbone
 from fse_plugin.cli.grammar import command, fill_value, group, renamed
 from fse_plugin.common import FSEError, masks_path_for, resolve_device
-from fse_plugin.evaluation import (PACK_NAMES, CacheMasks, IJBMeta, build_model, evaluate_ijb, evaluate_pack,
-                                   format_table, load_bin, load_config, model_spec, occlusion_ijb, occlusion_pack,
+from fse_plugin.evaluation import (PACK_NAMES, CacheMasks, IJBMeta, config_file, config_weights, evaluate_ijb,
+                                   evaluate_pack, format_table, load_bin, load_config, occlusion_ijb, occlusion_pack,
                                    occlusion_regions, open_masks, predict_ijb_masks, read_ijb_meta,
                                    write_occlusion_report)
 from fse_plugin.parsing import masks_from_checkpoint
@@ -41,13 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model_args(p: argparse.ArgumentParser, second: bool = False) -> None:
     s = "2" if second else ""
-    g = p.add_argument_group("second model (--network2 defaults to --network)" if second else "model")
+    g = p.add_argument_group("second model (network and embedding size default to the first's)" if second else "model")
     if not second:
         g.add_argument("--config", help="arcface_torch config file: network, embedding_size, output/model.pt, rec, "
                                         "val_targets; its dict `fse_eval` sets defaults of these flags (dest names)")
-        g.add_argument("--arcface-dir", help="arcface_torch checkout for r50, r100, ... (default $ARCFACE_TORCH_DIR)")
-    g.add_argument(f"--network{s}", help="tiny (built-in), torchscript, or an arcface_torch name (r50, r100, vit_t ...)")
-    g.add_argument(f"--weights{s}", help="model.pt state_dict as arcface_torch saves it, or a TorchScript file")
+        g.add_argument("--arcface-dir", help="arcface_torch tree for r18, r34, r50, r100 ... (default: "
+                                             "$ARCFACE_TORCH_DIR, the tree holding --config, or the working directory)")
+    g.add_argument(f"--network{s}", help="tiny (built-in), torchscript, or an arcface_torch name (r18, r34, r50, r100, "
+                                         "vit_t ...)")
+    g.add_argument(f"--weights{s}", help="checkpoint: arcface_torch's model.pt, a state_dict wrapped in state_dict/"
+                                         "model/backbone, module. prefixes; or a TorchScript file")
     g.add_argument(f"--embedding-size{s}", type=int, help="embedding size (checked; default: config or 512)")
     g.add_argument(f"--name{s}", help="label in tables and charts")
 
@@ -55,7 +61,8 @@ def _model_args(p: argparse.ArgumentParser, second: bool = False) -> None:
 def _common_args(p: argparse.ArgumentParser, batch_size: int, masks_for: str) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default="eval_results", help="output dir (JSON, tables, plots)")
-    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="images per forward; on a CPU, small batches (8) cost less per image (benchmarks/README.md)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     renamed(g, "--fp16", g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                                         help="float16 autocast (CUDA only), as arcface_torch evaluates fp16 models"))
@@ -118,33 +125,74 @@ def add_occlusion_args(p: argparse.ArgumentParser) -> None:
     _common_args(p, 64, "one source required")
 
 
-def _apply_config(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> dict[str, Any] | None:
+_INTERNAL = ("config", "run", "prog", "cli_parser", "debug")
+"""Namespace entries that are not flags a config may set."""
+
+
+def _apply_config(args: argparse.Namespace) -> dict[str, Any] | None:
     """Load --config; its ``fse_eval`` dict fills flags left at their defaults (CLI wins)."""
     if not args.config:
         return None
     cfg = load_config(args.config)
     extra = dict(cfg.get("fse_eval") or {})
-    known = {a.dest for a in p._actions if a.dest not in ("help", "config", "debug")} if p is not None else set(vars(args))
-    unknown = sorted(set(extra) - known)
+    known = sorted(k for k in vars(args) if k not in _INTERNAL)
+    unknown = sorted(set(extra) - set(known))
     if unknown:
-        raise FSEError(f"{args.config}: config.fse_eval has unknown keys {unknown}; known: {sorted(known)}")
+        raise FSEError(f"{args.config}: config.fse_eval has unknown keys {unknown}; known: {known}")
     for k, v in extra.items():
-        if p is None or getattr(args, k) == p.get_default(k):
+        if getattr(args, k) == args.cli_parser.get_default(k):
             setattr(args, k, v)
     return cfg
 
 
-def _models(args: argparse.Namespace, cfg: Mapping[str, Any] | None, second: bool = False) -> tuple[dict[str, nn.Module], list[dict]]:
-    specs = [model_spec(args, cfg)]
+def _model_spec(args: argparse.Namespace, cfg: Mapping[str, Any] | None, suffix: str = "") -> dict[str, Any]:
+    """network / weights / embedding size / label of model ``suffix`` ('' or '2') from flags, else config."""
+    cfg = cfg or {}
+    network = getattr(args, f"network{suffix}") or (args.network if suffix else None) or cfg.get("network") or "tiny"
+    weights = getattr(args, f"weights{suffix}")
+    if weights is None and not suffix and cfg:
+        found = config_weights(cfg)
+        weights = str(found) if found else None
+    size = getattr(args, f"embedding_size{suffix}") or args.embedding_size or cfg.get("embedding_size")
+    label = (Path(weights).parent.name if Path(weights).stem == "model" else Path(weights).stem) if weights else network
+    name = getattr(args, f"name{suffix}") or label
+    return {"network": network, "weights": weights, "embedding_size": size, "name": name}
+
+
+def _models(args: argparse.Namespace, cfg: Mapping[str, Any] | None,
+            second: bool = False) -> tuple[dict[str, nn.Module], list[dict]]:
+    specs = [_model_spec(args, cfg)]
     if second and (args.weights2 or args.network2):
-        specs.append(model_spec(args, cfg, "2"))
+        specs.append(_model_spec(args, cfg, "2"))
         if specs[1]["name"] == specs[0]["name"]:
             specs[0]["name"], specs[1]["name"] = f"{specs[0]['name']}-1", f"{specs[1]['name']}-2"
     for s in specs:
         if s["weights"] is None:
             raise FSEError(f"model {s['name']!r}: no weights - pass --weights{'2' if s is not specs[0] else ''} "
-                             "(or a config whose output/model.pt exists); a randomly initialised network says nothing")
-    return {s["name"]: build_model(s, args.arcface_dir) for s in specs}, specs
+                           "(or a config whose output/model.pt exists); a randomly initialised network says nothing")
+    return {s["name"]: load_backbone(s["weights"], s["network"], s["embedding_size"] or 512, args.arcface_dir,
+                                     config_path=args.config) for s in specs}, specs
+
+
+def _each_warning_once(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` with each warning (category and text) shown once: an upstream backbone's deprecation warning
+    would otherwise repeat at every embedding pass (``warnings``' own 'once' forgets whenever a library
+    changes the filters, which torch does)."""
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        show, seen = warnings.showwarning, set()
+
+        def once(message, category, filename, lineno, file=None, line=None) -> None:
+            if (category, str(message)) not in seen:
+                seen.add((category, str(message)))
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = once
+        try:
+            return run(args)
+        finally:
+            warnings.showwarning = show
+    return wrapper
 
 
 def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Path) -> Any:
@@ -160,7 +208,7 @@ def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Pa
     if masks_path_for(pack).is_file():
         return open_masks(masks_path_for(pack), len(images), images.shape[1:3])
     raise FSEError(f"{pack}: no masks: pass --masks, --mask-cache or --parser, or put "
-                            f"{masks_path_for(pack).name} beside the pack")
+                   f"{masks_path_for(pack).name} beside the pack")
 
 
 def _ijb_masks(args: argparse.Namespace, meta: IJBMeta, rows: np.ndarray, out: Path) -> Any:
@@ -180,10 +228,11 @@ def _write_json(path: Path, doc: Any) -> Path:
     return path
 
 
+@_each_warning_once
 def run_verification(args: argparse.Namespace) -> int:
-    cfg = _apply_config(args, args.cli_parser)
+    cfg = _apply_config(args)
     packs = list(args.pack)
-    data_dir = args.data_dir or (cfg or {}).get("rec")
+    data_dir = args.data_dir or (cfg and cfg.get("rec") and config_file(cfg, cfg["rec"]))
     if args.targets and not data_dir:
         raise FSEError("--targets names packs in --data-dir (or the config's rec): give one")
     if data_dir and (args.targets or not packs):
@@ -209,26 +258,28 @@ def run_verification(args: argparse.Namespace) -> int:
         if args.fscam:
             masks = _pack_masks(args, pack, images, out)
             from fse_plugin.cam import fscam_pack
-            report = fscam_pack(models, images, issame, masks, Path(args.fscam) / Path(pack).stem, args.fscam_methods,
-                                args.fscam_pairs, args.fscam_limit, args.device, {"pack": pack}, not args.quiet)
+            report = fscam_pack(models, images, issame, masks, Path(args.fscam) / Path(pack).stem,
+                                args.fscam_methods, args.fscam_pairs, args.fscam_limit, args.device, {"pack": pack},
+                                not args.quiet)
             print(f"FS-CAM report: {report}")
-    print(format_table([[r.name, r.n_pairs, f"{r.accuracy * 100:.3f}", f"{r.accuracy_std * 100:.3f}", f"{r.xnorm:.4f}",
-                         f"{r.val * 100:.3f}"] for r in results],
-                       ["pack", "pairs", "Accuracy-Flip %", "std", "XNorm", "VAL@FAR=1e-3 %"]))
+    rows = [[r.name, r.n_pairs, f"{r.accuracy * 100:.3f}", f"{r.accuracy_std * 100:.3f}", f"{r.xnorm:.4f}",
+             f"{r.val * 100:.3f}"] for r in results]
+    print(format_table(rows, ["pack", "pairs", "Accuracy-Flip %", "std", "XNorm", "VAL@FAR=1e-3 %"]))
     path = _write_json(out / "verification.json", {"model": specs[0], "results": [asdict(r) for r in results]})
     print(f"results: {path}")
     return 0
 
 
+@_each_warning_once
 def run_ijb(args: argparse.Namespace) -> int:
-    cfg = _apply_config(args, args.cli_parser)
+    cfg = _apply_config(args)
     models, specs = _models(args, cfg)
     (name, model), = models.items()
     meta = read_ijb_meta(args.root, args.ijb_set)
     out = Path(args.out)
     fars = [float(f) for f in str(args.fars).split(",") if f.strip()]
-    result = evaluate_ijb(model, meta, meta.target, out, name, args.batch_size, args.device, args.amp, args.num_workers,
-                          specs[0]["embedding_size"], fars, not args.quiet)
+    result = evaluate_ijb(model, meta, meta.target, out, name, args.batch_size, args.device, args.amp,
+                          args.num_workers, specs[0]["embedding_size"], fars, not args.quiet)
     print(result)
     path = _write_json(out / f"{meta.target.lower()}_results.json", {"model": specs[0], **asdict(result)})
     print(f"results: {path}\nscores: {result.scores_path}\nROC: {result.roc_path}")
@@ -242,8 +293,9 @@ def run_ijb(args: argparse.Namespace) -> int:
     return 0
 
 
+@_each_warning_once
 def run_occlusion(args: argparse.Namespace) -> int:
-    cfg = _apply_config(args, args.cli_parser)
+    cfg = _apply_config(args)
     models, specs = _models(args, cfg, second=True)
     regions = occlusion_regions(args.classes, args.groups)
     fill = fill_value(args.fill)
@@ -276,5 +328,3 @@ def run_occlusion(args: argparse.Namespace) -> int:
                              args.device, not args.quiet)
         print(f"FS-CAM report: {path}")
     return 0
-
-

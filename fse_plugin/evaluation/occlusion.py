@@ -1,0 +1,283 @@
+"""Semantic-occlusion benchmark: erase one face region (or a group of regions) in every probe image and measure
+the drop of the verification score, for one or two models side by side.
+
+The probe is the second image of each pack pair, or every image of the second template of each IJB pair; the
+other side stays clean. Each clean image is embedded once per model. The erased probes of all regions are built
+once (shared by the models) and embedded in batches, region after region, so at most one region's embeddings
+are held; a probe without the region is not erased (its embedding is the clean one, exactly). IJB probe images
+are read and aligned once for all regions.
+Erasing happens in normalised [-1, 1] space, where FSErasing erases in training, seeded per image so that every
+model, batch size and worker count sees the same erased probes.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fse_plugin import labels
+from fse_plugin.common import to_input
+from fse_plugin.erasing import check_fill, erase
+from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
+from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
+                                       template_features)
+from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
+from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
+
+__all__ = ["DEFAULT_GROUPS", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups"]
+
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
+    "upper_face": ("right_forehead", "left_forehead", "middle_forehead", "around_right_eye", "around_left_eye",
+                   "right_eye", "left_eye", "right_brow", "left_brow"),
+    "lower_face": ("right_cheek", "left_cheek", "right_chin", "left_chin", "nose", "mouth", "upper_lip",
+                   "lower_lip"),
+}
+"""Region groups of the occlusion benchmark: eyes and brows (what sunglasses hide), the upper face above
+the nose, and the lower face a medical mask covers."""
+
+_IN_MEMORY = 2 << 30
+"""Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary file."""
+
+Sizes = int | Mapping[str, int | None] | None
+
+
+def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
+    """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls" or a
+    mapping name -> classes (names or ids) otherwise."""
+    if spec is None:
+        spec = DEFAULT_GROUPS
+    if isinstance(spec, str):
+        if spec.strip().lower() in ("", "none"):
+            return {}
+        items = {}
+        for part in (p.strip() for p in spec.split(";")):
+            if not part:
+                continue
+            name, sep, classes = part.partition("=")
+            if not sep or not name.strip() or not classes.strip():
+                raise ValueError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
+            if name.strip() in items:
+                raise ValueError(f"group {name.strip()!r} given twice")
+            items[name.strip()] = classes
+        spec = items
+    return {name: labels.parse_class_list(classes if isinstance(classes, str) else list(classes))
+            for name, classes in spec.items()}
+
+
+def occlusion_regions(classes: str | Sequence[str | int] | None = None,
+                      groups: str | Mapping[str, Any] | None = None) -> list[tuple[str, list[int]]]:
+    """(region name, class ids): each class of ``classes`` (default all 25) alone, then each group."""
+    regions = [(labels.class_name(c), [c]) for c in labels.parse_class_list(classes)]
+    taken = {r for r, _ in regions}
+    for name, ids in parse_groups(groups).items():
+        if name in taken:
+            raise ValueError(f"group name {name!r} is also a class name")
+        regions.append((name, ids))
+    return regions
+
+
+class RegionErasing:
+    """Erase fixed classes of a normalised image, seeded per image key so that every model, batch size
+    and worker count sees the same erased probes (``erasing.erase`` does the pixels)."""
+
+    def __init__(self, class_ids: Sequence[int], fill: Any = "random", seed: int = 0) -> None:
+        self.class_ids = labels.class_ids(class_ids)
+        self.fill = check_fill(fill)
+        self.seed = int(seed)
+
+    def __call__(self, img: torch.Tensor, mask: np.ndarray | None, key: int) -> torch.Tensor:
+        if mask is None:
+            raise ValueError(f"image {key}: no mask to erase {self!r} with")
+        seed = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
+
+    def __repr__(self) -> str:
+        names = ",".join(labels.class_name(c) for c in self.class_ids)
+        return f"{type(self).__name__}(classes=[{names}], fill={self.fill!r}, seed={self.seed})"
+
+
+@dataclass
+class _Region:
+    """A region to erase and the probe positions whose masks contain it."""
+    name: str
+    ids: list[int]
+    positions: np.ndarray
+
+
+def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray) -> tuple[list[_Region], list[str]]:
+    """(regions present in some probe, names of those absent from every probe)."""
+    presence = np.zeros((len(keys), labels.NUM_CLASSES), dtype=bool)
+    for i, k in enumerate(keys):
+        mask = masks[int(k)]
+        if mask is None:
+            raise ValueError(f"image {k}: no mask")
+        presence[i] = np.bincount(np.asarray(mask).ravel(), minlength=256)[:labels.NUM_CLASSES] > 0
+    present = [_Region(name, ids, np.flatnonzero(presence[:, ids].any(1))) for name, ids in regions]
+    return [r for r in present if len(r.positions)], [r.name for r in present if not len(r.positions)]
+
+
+class ErasedProbes(Dataset):
+    """Every (region, probe) item, region after region: the normalised probe with the region erased.
+
+    ``images[p]`` is the uint8 probe at position p, ``keys[p]`` its image key (its mask ``masks[key]`` and the
+    seed of its random fill)."""
+
+    def __init__(self, images: Any, keys: np.ndarray, masks: Any, regions: Sequence[_Region], fill: Any,
+                 seed: int) -> None:
+        self.images, self.keys, self.masks = images, keys, masks
+        self.erasers = [RegionErasing(r.ids, fill, seed) for r in regions]
+        self.items = np.concatenate([np.stack([np.full(len(r.positions), i), r.positions], 1)
+                                     for i, r in enumerate(regions)]).astype(np.int64)
+        self.ends = np.cumsum([len(r.positions) for r in regions])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        r, p = self.items[index]
+        key = int(self.keys[p])
+        return self.erasers[r](to_input(np.ascontiguousarray(self.images[p])), self.masks[key], key), index
+
+    def batches(self, batch_size: int) -> list[range]:
+        """Item ranges of at most ``batch_size``, none spanning two regions: a batch's images then cost what they
+        cost alone (CPU convolutions get slower per image in larger batches), and each region completes on its own
+        batch boundary."""
+        starts = np.r_[0, self.ends[:-1]]
+        return [range(s, min(s + batch_size, end)) for start, end in zip(starts.tolist(), self.ends.tolist())
+                for s in range(start, end, batch_size)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.erasers)} regions, {len(self)} erased probes)"
+
+
+def _size_of(embedding_size: Sizes, model: str) -> int | None:
+    return embedding_size.get(model) if isinstance(embedding_size, Mapping) else embedding_size
+
+
+@torch.no_grad()
+def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
+                  device: str | torch.device, fp16: bool, num_workers: int,
+                  progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
+    Each batch is erased once and embedded by every model."""
+    device = [prepare_model(model, device, fp16) for model in models.values()][0]  # the same for all
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
+    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
+        x = x.to(device, non_blocking=True)
+        for m, model in models.items():
+            parts[m].append(embed_batch(model, x, True, fp16, _size_of(embedding_size, m)))
+        region = int(dataset.items[int(index[0]), 0])
+        if int(index[-1]) + 1 == dataset.ends[region]:
+            yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
+            parts = {m: [] for m in models}
+
+
+def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
+                    clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
+                    embedding_size: Sizes, batch_size: int, device: str | torch.device, fp16: bool, num_workers: int,
+                    progress: bool) -> list[OcclusionRow]:
+    rows = []
+    for r, views in _erased_views(models, dataset, embedding_size, batch_size, device, fp16, num_workers, progress):
+        region = regions[r]
+        scores = {m: score(m, region, views[m]) for m in models}
+        rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
+                                 scores, {m: clean[m] - scores[m] for m in models}))
+    return rows
+
+
+def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
+                   regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
+                   device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
+                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True) -> OcclusionReport:
+    """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
+
+    ``embedding_size`` (checked) is one size or one per model name.
+    """
+    keys = np.arange(1, len(images), 2)
+    present, skipped = _plan(regions, masks, keys)
+    emb = {m: fuse_views(embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
+                               progress, f"{m} clean")) for m, model in models.items()}
+
+    def accuracy(m: str, probes: np.ndarray) -> float:
+        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, n_folds)[0])) * 100
+
+    def score(m: str, region: _Region, views: np.ndarray) -> float:
+        probes = emb[m][1::2].copy()
+        probes[region.positions] = fuse_views(views)
+        return accuracy(m, probes)
+
+    clean = {m: accuracy(m, emb[m][1::2]) for m in models}
+    rows = []
+    if present:
+        dataset = ErasedProbes(images[1::2], keys, masks, present, fill, seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
+                               num_workers, progress)
+    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, fill, seed, len(keys))
+
+
+class _Uint8Faces(Dataset):
+    """The aligned uint8 images of an ``IJBFaces`` (no normalisation)."""
+
+    def __init__(self, faces: IJBFaces) -> None:
+        self.faces = faces
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.faces.image(int(self.faces.keys[index]))), index
+
+
+def _aligned(meta: IJBMeta, rows: np.ndarray, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
+    """uint8 [len(rows), 112, 112, 3]: the aligned images of ``rows``, read once for every region."""
+    shape = (len(rows), 112, 112, 3)
+    out = (np.empty(shape, np.uint8) if np.prod(shape) <= _IN_MEMORY
+           else np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=shape))
+    faces = IJBFaces(meta, rows)
+    loader = batch_loader(_Uint8Faces(faces), batch_size, torch.device("cpu"), num_workers)
+    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not progress, leave=False):
+        out[index.numpy()] = imgs.numpy()
+    return out
+
+
+def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, regions: Sequence[tuple[str, list[int]]],
+                  far: float = 1e-4, fill: Any = "random", seed: int = 0, batch_size: int = 128,
+                  device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
+                  embedding_size: Sizes = None, progress: bool = True) -> OcclusionReport:
+    """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
+    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2."""
+    keys = meta.probe_rows()
+    present, skipped = _plan(regions, masks, keys)
+    feats = {m: ijb_image_features(model, meta, batch_size, device, fp16, num_workers, _size_of(embedding_size, m),
+                                   progress, f"{m} clean") for m, model in models.items()}
+    references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
+
+    def tar(m: str, probe_feats: np.ndarray) -> float:
+        probes = template_features(probe_feats, meta.templates[keys], meta.medias[keys])
+        return tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+
+    def score(m: str, region: _Region, views: np.ndarray) -> float:
+        probe_feats = feats[m][keys].copy()
+        probe_feats[region.positions] = image_features(views, meta.faceness[keys[region.positions]])
+        return tar(m, probe_feats)
+
+    clean = {m: tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2), [far])[0][0] * 100
+             for m in models}
+    rows = []
+    if present:
+        images = _aligned(meta, keys, batch_size, num_workers, progress)
+        dataset = ErasedProbes(images, keys, masks, present, fill, seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
+                               num_workers, progress)
+    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, fill, seed,
+                           len(keys))
