@@ -76,12 +76,17 @@ class Loaded(NamedTuple):
 
 def _load_models(args: argparse.Namespace) -> list[Loaded]:
     """The first model and, with --weights2, the second: backbone and classifier head (or None)."""
-    from fse_plugin.backbone import load_recognizer
+    from fse_plugin.backbone import build_network, load_recognizer
+
+    def load(weights: str | None, network: str) -> tuple[Any, Any]:
+        if weights is None:  # --random-weights, asked for explicitly
+            return build_network(network, args.embedding_size, args.arcface_dir).eval(), None
+        return load_recognizer(weights, network, args.embedding_size, args.arcface_dir)
+
     specs = [(args.name, args.weights, args.network)]
     if args.weights2 is not None:
         specs.append((args.name2, args.weights2, args.network2 or args.network))
-    return [Loaded(name, weights, network, *load_recognizer(weights, network, args.embedding_size, args.arcface_dir))
-            for name, weights, network in specs]
+    return [Loaded(name, weights, network, *load(weights, network)) for name, weights, network in specs]
 
 
 def run(args: argparse.Namespace) -> int:

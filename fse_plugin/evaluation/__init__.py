@@ -22,7 +22,7 @@ from fse_plugin.evaluation.occlusion_report import OcclusionReport, write_occlus
 from fse_plugin.evaluation.packs import load_bin, select_pairs
 from fse_plugin.evaluation.tables import format_table
 from fse_plugin.evaluation.verification import (PACK_NAMES, VerificationResult, evaluate_embeddings, evaluate_pack,
-                                                far_threshold)
+                                                far_threshold, val_at_far)
 
 __all__ = [
     "config_file", "config_weights", "load_config",
@@ -34,5 +34,5 @@ __all__ = [
     "OcclusionReport", "write_occlusion_report",
     "load_bin", "select_pairs",
     "format_table",
-    "PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
+    "PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold", "val_at_far",
 ]

@@ -24,7 +24,7 @@ from fse_plugin.evaluation.embed import embed, fuse_views
 from fse_plugin.evaluation.packs import load_bin
 
 __all__ = ["PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
-           "fold_accuracy", "squared_distances"]
+           "fold_accuracy", "squared_distances", "val_at_far"]
 
 PACK_NAMES = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
 _THRESHOLDS = np.arange(0, 4, 0.01)
@@ -93,8 +93,8 @@ def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> flo
     return float((hi - lo) / (values[j + 1] - values[j]) * (target - values[j]) + lo)
 
 
-def _val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
-                n_folds: int = 10) -> tuple[float, float, float]:
+def val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
+               thresholds: np.ndarray = _VAL_THRESHOLDS, n_folds: int = 10) -> tuple[float, float, float]:
     """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on the rest.
 
     A test fold without genuine (or impostor) pairs has no VAL (FAR) and is left out of the means;
@@ -104,10 +104,10 @@ def _val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
     folds = _folds(len(issame), n_folds)
     val, far = np.full(len(folds), np.nan), np.full(len(folds), np.nan)
     for k, (train, test) in enumerate(folds):
-        _, fp, _, _ = _counts(_VAL_THRESHOLDS, dist[train], issame[train])
+        _, fp, _, _ = _counts(thresholds, dist[train], issame[train])
         n_diff = np.sum(~issame[train])
-        far_train = fp / n_diff if n_diff else np.zeros(len(_VAL_THRESHOLDS))
-        threshold = far_threshold(far_train, _VAL_THRESHOLDS, far_target)
+        far_train = fp / n_diff if n_diff else np.zeros(len(thresholds))
+        threshold = far_threshold(far_train, thresholds, far_target)
         tp, fp, _, _ = _counts(np.array([threshold]), dist[test], issame[test])
         n_same, n_diff = np.sum(issame[test]), np.sum(~issame[test])
         if n_same:
@@ -163,7 +163,7 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
     acc, best = fold_accuracy(dist, issame, n_folds)
-    val, val_std, far = _val_at_far(dist, issame, far_target, n_folds)
+    val, val_std, far = val_at_far(dist, issame, far_target, n_folds=n_folds)
     return VerificationResult(name, len(issame), float(np.mean(acc)), float(np.std(acc)), _xnorm(views), val,
                               val_std, far, acc.tolist(), best.tolist())
 
