@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="fse_plugin",
-    version="0.1.0",
+    version="0.2.0",
     description="FSErasing and FS-CAM for face recognition, as a plugin for insightface arcface_torch",
     packages=find_packages(include=["fse_plugin", "fse_plugin.*"]),
     data_files=[("share/fse_plugin/patches", sorted(glob.glob("patches/*.patch")))],
@@ -18,6 +18,7 @@ setup(
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
+        "scipy>=1.10",
         "grad-cam>=1.5.4",
         "easydict>=1.10",
     ],

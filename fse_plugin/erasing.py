@@ -435,7 +435,7 @@ class FSErasing:
 
 
 def flip_pair(img: torch.Tensor | np.ndarray, mask=None) -> tuple:
-    """Horizontal flip of an image and its label map, swapping left/right ids (the subject's sides).
+    """Horizontal flip of an image and its label map, swapping the ids of left/right pairs (``labels.MIRROR``).
 
     Tensors: img [..., C, H, W] and mask [..., H, W]; numpy arrays: img HxWxC (cv2 layout), mask HxW.
     ``mask`` None flips the image alone (a sample the dataset does not erase).
@@ -450,7 +450,7 @@ def flip_pair(img: torch.Tensor | np.ndarray, mask=None) -> tuple:
 
 
 class HorizontalFlipPair:
-    """Flip (image, mask) with probability ``p`` so that 'right_eye' stays the subject's right eye."""
+    """Flip (image, mask) with probability ``p``; the mask's left/right ids swap, so each class keeps its side."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = check_probability(p)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from fse_plugin.common import FSEError
 
+__all__ = ["PATCH_DIRS", "PatchError", "PatchResult", "patch_files", "find_arcface_dir", "apply_patches"]
+
 PATCH_DIRS = (Path(__file__).resolve().parents[1] / "patches",  # source checkout / editable install
               Path(sys.prefix) / "share" / "fse_plugin" / "patches")  # pip install .
 

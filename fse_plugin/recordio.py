@@ -34,6 +34,10 @@ import numpy as np
 
 from fse_plugin.common.errors import FSEError
 
+__all__ = ["MAGIC", "RecordIOError", "IRHeader", "encode_record", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack",
+           "unpack_img", "pack_img", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size", "decode_image",
+           "ImageIndex", "image_index"]
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _CHUNK = struct.Struct("<II")  # magic, lrec
@@ -611,12 +615,43 @@ def open_rec(path: str | os.PathLike) -> RecordReader:
     return RecordReader(rec, rec.with_suffix(".idx"))
 
 
+MAX_IMAGE_PIXELS = 1 << 25
+"""Largest image ``decode_image`` decodes (33.5M pixels, 100 MB as RGB): a header claiming more is refused
+before any allocation (OpenCV would allocate up to 2^30 pixels for a 100-byte file)."""
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+def image_size(buf: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header without decoding; None for other formats or no header."""
+    b = bytes(buf[:32]) if len(buf) >= 24 and bytes(buf[:8]) == b"\x89PNG\r\n\x1a\n" else None
+    if b is not None:
+        return int.from_bytes(b[20:24], "big"), int.from_bytes(b[16:20], "big")
+    if bytes(buf[:2]) != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker in _JPEG_SOF:
+            return int.from_bytes(bytes(buf[i + 5:i + 7]), "big"), int.from_bytes(bytes(buf[i + 7:i + 9]), "big")
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        i += 2 + int.from_bytes(bytes(buf[i + 2:i + 4]), "big")
+    return None
+
+
 def decode_image(buf: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
     """Encoded image bytes (a record's payload) -> RGB uint8 HxWx3, like ``mx.image.imdecode``.
 
     ``out``: write the pixels there (e.g. a row of a batch array) instead of into a new array;
-    ValueError if the image has another size.
+    ValueError if the image has another size, or if its header claims more than ``MAX_IMAGE_PIXELS``.
     """
+    size = image_size(buf)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image header claims {size[1]}x{size[0]} pixels (more than {MAX_IMAGE_PIXELS}): "
+                         "refused before decoding")
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR) if len(buf) else None
     if img is None:
         raise ValueError(f"cannot decode image ({len(buf)} bytes)")

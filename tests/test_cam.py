@@ -91,7 +91,7 @@ def test_fscam_puts_planted_region_first(planted, kind):
 
 
 def test_fscam_matches_reference_definition(planted):
-    """Naive per-image, per-class loop of REFERENCE.md section 4 on a classifier."""
+    """Naive per-image, per-class loop of the reference FS-CAM definition on a classifier."""
     _, clf, x, _, masks = planted
     scores, _ = cam.fs_cam(clf, x, masks, batch_size=30)
     with torch.no_grad():

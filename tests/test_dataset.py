@@ -192,7 +192,7 @@ def test_a_broken_image_names_the_rec_and_the_key(synth_rec, tmp_path):
         ds[4]
 
 
-def _seed_worker(worker_id, num_workers, rank, seed):  # arcface_torch's rule (REFERENCE.md section 6)
+def _seed_worker(worker_id, num_workers, rank, seed):  # arcface_torch's rule (num_workers * rank + worker_id + seed)
     torch.manual_seed(num_workers * rank + worker_id + seed)
 
 

@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -458,3 +459,20 @@ def test_byte_identical_to_real_mxnet(tmp_path):
     assert (tmp_path / "mx.rec").read_bytes() == ours_rec.read_bytes()
     assert (tmp_path / "mx.idx").read_text() == ours_idx.read_text()
     assert out == [sha(p) for p in payloads]  # mxnet reads what we wrote
+
+
+def test_decode_refuses_images_whose_header_claims_too_many_pixels():
+    """A 100-byte PNG claiming 30000x30000 would make OpenCV allocate 2.7 GB: refused from its header."""
+    img = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for ext in (".jpg", ".png"):
+        buf = cv2.imencode(ext, img)[1].tobytes()
+        assert R.image_size(buf) == (37, 53)
+        assert R.decode_image(buf).shape == (37, 53, 3)
+    assert R.image_size(b"GIF89a" + bytes(40)) is None
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    forged = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+              + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="claims 30000x30000 pixels"):
+        R.decode_image(forged)

@@ -7,13 +7,11 @@ explains pairs with ``fse_plugin.cam`` after the protocol ran.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from torch import nn
@@ -174,27 +172,6 @@ def _models(args: argparse.Namespace, cfg: Mapping[str, Any] | None,
                                      config_path=args.config) for s in specs}, specs
 
 
-def _each_warning_once(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``run`` with each warning (category and text) shown once: an upstream backbone's deprecation warning
-    would otherwise repeat at every embedding pass (``warnings``' own 'once' forgets whenever a library
-    changes the filters, which torch does)."""
-    @functools.wraps(run)
-    def wrapper(args: argparse.Namespace) -> int:
-        show, seen = warnings.showwarning, set()
-
-        def once(message, category, filename, lineno, file=None, line=None) -> None:
-            if (category, str(message)) not in seen:
-                seen.add((category, str(message)))
-                show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = once
-        try:
-            return run(args)
-        finally:
-            warnings.showwarning = show
-    return wrapper
-
-
 def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Path) -> Any:
     if args.masks:
         return open_masks(args.masks, len(images), images.shape[1:3])
@@ -228,7 +205,6 @@ def _write_json(path: Path, doc: Any) -> Path:
     return path
 
 
-@_each_warning_once
 def run_verification(args: argparse.Namespace) -> int:
     cfg = _apply_config(args)
     packs = list(args.pack)
@@ -270,7 +246,6 @@ def run_verification(args: argparse.Namespace) -> int:
     return 0
 
 
-@_each_warning_once
 def run_ijb(args: argparse.Namespace) -> int:
     cfg = _apply_config(args)
     models, specs = _models(args, cfg)
@@ -293,7 +268,6 @@ def run_ijb(args: argparse.Namespace) -> int:
     return 0
 
 
-@_each_warning_once
 def run_occlusion(args: argparse.Namespace) -> int:
     cfg = _apply_config(args)
     models, specs = _models(args, cfg, second=True)

@@ -3,14 +3,16 @@
 An error the user can fix (``FSEError``: a bad file, flag or config key; a missing file) is one
 line on stderr, ``fse <command>: error: <what, where, what to do>``, exit status 2, as argparse
 reports bad flags. Anything else is a bug: one line and exit status 1. ``--debug`` (or
-``FSE_DEBUG=1``) shows the traceback instead.
+``FSE_DEBUG=1``) shows the traceback instead. Each warning (category and text) is shown once per run.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from fse_plugin.cli import cache, cam, demo, evaluate, parsing, patch, study, synth
 from fse_plugin.common import FSEError
@@ -38,6 +40,25 @@ def _message(e: BaseException) -> str:
     return str(e)
 
 
+@contextmanager
+def _each_warning_once() -> Iterator[None]:
+    """Show each warning (category and text) once: an upstream backbone's deprecation warning would
+    otherwise repeat at every embedding pass (``warnings``' own 'once' forgets whenever a library
+    changes the filters, which torch does)."""
+    show, seen = warnings.showwarning, set()
+
+    def once(message, category, filename, lineno, file=None, line=None) -> None:
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = once
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -46,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("FSE_DEBUG", "") not in ("", "0")
     try:
-        return int(args.run(args) or 0)
+        with _each_warning_once():
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130
