@@ -209,6 +209,10 @@ def test_study_quick_end_to_end(tmp_path):
             assert d["outcome"] == judge(d["mean"], lo, hi, higher_is_better=higher)
             if m == "clean" or m.startswith("drop:"):
                 assert d["sentence"] in report
+    judged = [facts["differences"][v][m]["outcome"] for v in variants[1:] for m in metrics
+              if m == "clean" or m.startswith("drop:")]
+    crossed = sum(o in ("better", "worse") for o in judged)
+    assert f"{len(judged)} comparisons are judged below" in report and f"and {crossed} did." in report
     # the quick parser is far below the floor: the report says so first
     assert facts["warning"] and report.splitlines()[2].startswith("> **WARNING: the parser")
     for name in ("table.md", "accuracy.png", "differences.png", "runs/fse_s2/model.pt", "runs/off_s0/scores.json"):

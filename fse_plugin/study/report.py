@@ -11,7 +11,7 @@ from fse_plugin.study.probes import describe
 from fse_plugin.study.results import StudyResults
 from fse_plugin.study.variants import REFERENCE
 
-__all__ = ["results_table", "differences_table", "plot_study", "write_study_report"]
+__all__ = ["results_table", "differences_table", "multiplicity_note", "plot_study", "write_study_report"]
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -90,6 +90,17 @@ def plot_study(res: StudyResults, out: Path) -> dict[str, Path]:
     return paths
 
 
+def multiplicity_note(res: StudyResults) -> str:
+    """How many of the judged comparisons crossed the 95% line, against how many chance alone gives:
+    with many metrics a lone crossing is expected even where nothing differs."""
+    judged = [res.verdicts[v][m].outcome for v in res.variants if v != REFERENCE
+              for m in res.metrics if m == "clean" or m.startswith("drop:")]
+    crossed = sum(o in ("better", "worse") for o in judged)
+    return (f"{len(judged)} comparisons are judged below; at 95% about {0.05 * len(judged):.1f} of them would exclude "
+            f"zero by chance alone if nothing differed, and {crossed} did. A lone crossing is a lead for more seeds, "
+            "not a finding (no correction for multiple comparisons is applied).")
+
+
 def write_study_report(out: Path, res: StudyResults, facts: dict[str, Any], probes_png: Path) -> Path:
     """study.json (facts + results), table.md, the plots and report.md (linking ``probes_png``, the
     probe samples); returns report.md's path."""
@@ -112,7 +123,8 @@ def write_study_report(out: Path, res: StudyResults, facts: dict[str, Any], prob
         "## Verdicts (each variant against the same seeds of 'off')", "",
         "Noise is the spread over seeds: a difference counts only when its 95% t-interval over the paired per-seed "
         "differences excludes zero (equivalently paired t-test p < 0.05); the exact sign-flip test is shown "
-        "as a check that does not assume normal differences (with K seeds it cannot go below 2/2^K).", ""]
+        "as a check that does not assume normal differences (with K seeds it cannot go below 2/2^K).", "",
+        multiplicity_note(res), ""]
     for v in (v for v in res.variants if v != REFERENCE):
         lines += [f"### {v}", ""]
         lines += [f"- {res.verdicts[v][m].sentence}" for m in res.metrics if m == "clean" or m.startswith("drop:")]
