@@ -12,11 +12,18 @@ a shared machine hits all variants alike). Process CPU time. Variants:
 * ``fse p=1.0``: FSErasing as the reference (every sample erased, one random region, N(0,1) fill);
 * ``fse p=0.5``: the config line of configs/README.md;
 * ``off``: the same dataset with ``fse=None`` (decode, flip, normalise);
-* ``fse p=1.0, masks in RAM``: diagnostic, every mask decoded up front (splits the mask cache's
-  decode from erasing's cost);
+* ``fse p=1.0, masks in RAM``: diagnostic, every mask's runs decoded up front (splits the mask
+  cache's inflate from erasing's cost);
+* ``fse p=1.0 / p=0.5, whole masks``: the erased path before masks were read as runs (each mask
+  expanded as ``MaskCache.get`` does, erased through the whole-mask form of ``select_batch`` /
+  ``erase_batch_``), for before/after in the same run;
 * ``upstream``: MXFaceDataset's pipeline reproduced: MXIndexedRecordIO.read_idx + unpack,
   ``mx.image.imdecode`` (mxnet when importable, else cv2 decode to RGB), torchvision
   ToPILImage -> RandomHorizontalFlip -> ToTensor -> Normalize(0.5, 0.5).
+
+``--stages`` adds per-stage costs of the erased path, timed alone on the same batches (best of
+``--repeats`` per batch): reading the masks (``get`` vs ``get_runs``) and choosing + erasing
+(whole masks, mirrored, vs ``MaskRuns``).
 
 With ``--mxnet-python PY`` (an interpreter that imports mxnet, e.g. a venv with numpy 1.23.5 and no
 torch), ``upstream (mxnet)`` adds mxnet's own read_idx + unpack + imdecode().asnumpy(), timed in a child
@@ -45,6 +52,8 @@ from torchvision import transforms  # noqa: E402
 
 from fse_plugin import recordio  # noqa: E402
 from fse_plugin.dataset import FSEMXFaceDataset  # noqa: E402
+from fse_plugin.erasing import MaskRuns, erase_batch_  # noqa: E402
+from fse_plugin.maskcache.codec import expand_runs  # noqa: E402
 
 try:
     import mxnet as mx
@@ -131,13 +140,26 @@ def _fetch(ds, indices: list[int]) -> tuple[float, float]:
 
 
 class InMemoryMasks:
-    """Diagnostic: all masks decoded up front, to split the cache's decode cost from erasing's."""
+    """Diagnostic: every mask's runs decoded up front, to split the cache's inflate from erasing's cost."""
 
     def __init__(self, cache, keys):
-        self.masks = {int(k): cache.get(int(k)) for k in keys}
+        self.height, self.width = cache.height, cache.width
+        self.runs = {int(k): tuple(np.copy(a) for a in cache.get_runs(int(k))) for k in keys}
 
-    def get(self, key: int):
-        return self.masks[key]
+    def get_runs(self, key: int):
+        return self.runs[key]
+
+
+class WholeMasks(FSEMXFaceDataset):
+    """The erased path before masks were read as runs: each mask expanded (what ``MaskCache.get`` does after
+    inflating) and erased through the whole-mask form of select_batch / erase_batch_ (mirrored)."""
+
+    def _erase(self, samples, masks, flip, keys):
+        rows = [b for b, m in masks.items() if m is not None]
+        if rows:
+            whole = [expand_runs(*masks[b], self.masks.height, self.masks.width) for b in rows]
+            selected = self.erasing.select_batch(whole, mirrored=flip[rows]).numpy()
+            erase_batch_([samples[b] for b in rows], whole, selected, self.erasing.fill, mirrored=flip[rows])
 
 
 def _variants(rec: Path, masks: str) -> dict:
@@ -145,11 +167,49 @@ def _variants(rec: Path, masks: str) -> dict:
         "fse p=1.0": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0)),
         "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
         "off": FSEMXFaceDataset(rec, 0),
+        "fse p=1.0, whole masks": WholeMasks(rec, 0, fse=dict(masks=masks, p=1.0)),
+        "fse p=0.5, whole masks": WholeMasks(rec, 0, fse=dict(masks=masks, p=0.5)),
     }
     variants["fse p=1.0, masks in RAM"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0))
     variants["fse p=1.0, masks in RAM"].masks = InMemoryMasks(variants["fse p=1.0"].masks, variants["off"].keys)
     variants["upstream"] = UpstreamPipeline(str(rec), variants["off"].keys)
     return variants
+
+
+def _stages(ds: FSEMXFaceDataset, batches: list[list[int]], repeats: int) -> dict[str, float]:
+    """CPU us per sample of the erased path's stages, each timed alone (best of ``repeats`` per batch)."""
+    cache, H, W = ds.masks, ds.masks.height, ds.masks.width
+    rng = np.random.default_rng(1)
+    best: dict[str, list[float]] = {}
+
+    def timed(name: str, i: int, fn, *args) -> None:
+        t = time.process_time()
+        fn(*args)
+        row = best.setdefault(name, [float("inf")] * len(batches))
+        row[i] = min(row[i], time.process_time() - t)
+
+    for _ in range(repeats):
+        for i, batch in enumerate(batches):
+            keys = [int(ds.keys[j]) for j in batch]
+            timed("read: MaskCache.get (whole masks)", i, lambda: [cache.get(k) for k in keys])
+            timed("read: MaskCache.get_runs", i, lambda: [cache.get_runs(k) for k in keys])
+            runs = [cache.get_runs(k) for k in keys]
+            whole = [expand_runs(*r, H, W) for r in runs]
+            flip = rng.random(len(keys)) < 0.5
+            samples = [torch.randn(3, H, W) for _ in keys]
+
+            def erase_whole():
+                selected = ds.erasing.select_batch(whole, mirrored=flip).numpy()
+                erase_batch_(samples, whole, selected, ds.erasing.fill, mirrored=flip)
+
+            def erase_runs():
+                mr = MaskRuns(runs, H, W)
+                selected = ds.erasing.select_batch(mr, mirrored=flip).numpy()
+                erase_batch_(samples, mr, selected, ds.erasing.fill, mirrored=flip)
+            timed("choose + erase: whole masks", i, erase_whole)
+            timed("choose + erase: MaskRuns", i, erase_runs)
+    n = sum(len(b) for b in batches)
+    return {name: 1e6 * sum(v) / n for name, v in best.items()}
 
 
 def _report(dataset: dict[str, float], worker: dict[str, float], n: int) -> None:
@@ -158,11 +218,14 @@ def _report(dataset: dict[str, float], worker: dict[str, float], n: int) -> None
         w = f"{n / worker[name]:8.0f}/s {1e6 * worker[name] / n:6.0f} us" if name in worker else ""
         print(f"  {name:26s} {w:>26s} {n / dataset[name]:8.0f}/s {1e6 * dataset[name] / n:6.0f} us")
     for mode, t in (("worker", worker), ("dataset only", dataset)):
-        on_off = {k: t["off"] / t[k] for k in ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM")}
+        on_off = {k: t["off"] / t[k] for k in ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM",
+                                                "fse p=1.0, whole masks", "fse p=0.5, whole masks")}
         vs_up = {k: t["upstream"] / t[k] for k in ("off", "fse p=1.0", "fse p=0.5")}
         print(f"[{mode}] erasing on / off (goal >= 0.9): p=1.0 {on_off['fse p=1.0']:.2f}, "
               f"p=0.5 {on_off['fse p=0.5']:.2f}"
-              f" (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}); FSEMXFaceDataset / upstream "
+              f" (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}; whole masks, before: "
+              f"p=1.0 {on_off['fse p=1.0, whole masks']:.2f}, p=0.5 {on_off['fse p=0.5, whole masks']:.2f}); "
+              f"FSEMXFaceDataset / upstream "
               f"(goal >= 2): off {vs_up['off']:.2f}, p=1.0 {vs_up['fse p=1.0']:.2f}, p=0.5 {vs_up['fse p=0.5']:.2f}")
     if "upstream (mxnet)" in dataset:
         mx_t = dataset["upstream (mxnet)"]
@@ -195,6 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128, help="per-GPU batch (arcface_torch's configs: 128)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--mxnet-python", help="interpreter with mxnet for the 'upstream (mxnet)' figure")
+    ap.add_argument("--stages", action="store_true", help="also time the erased path's stages alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import cv2
@@ -217,6 +281,9 @@ def main(argv=None) -> int:
               f"{args.repeats} per batch, 1 thread, CPU time; upstream decode via {MX}; python "
               f"{sys.version.split()[0]}, torch {torch.__version__}")
         _report(dataset, worker, len(order))
+        if args.stages:
+            for name, us in _stages(variants["fse p=1.0"], batches, args.repeats).items():
+                print(f"  stage {name:36s} {us:6.1f} us/sample")
     return 0
 
 

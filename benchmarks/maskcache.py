@@ -145,45 +145,50 @@ def codec_table(masks: np.ndarray) -> list[dict]:
 
 @contextlib.contextmanager
 def unverified():
-    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap."""
-    entry, decode = chunk.ChunkFile.entry, chunk.decode_mask
+    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap,
+    no count of the pixels the runs cover."""
+    entry, decode = chunk.ChunkFile.entry, chunk.decode_runs
 
     def raw_entry(self, i, key=None):
         return self._data[self._off[i]:self._off[i + 1]]
 
     def raw_decode(blob, height, width):
         r = np.frombuffer(zlib.decompress(blob), np.uint8)
-        return np.repeat(r[:len(r) // 2], r[len(r) // 2:]).reshape(height, width)
-    chunk.ChunkFile.entry, chunk.decode_mask = raw_entry, raw_decode
+        return r[:len(r) // 2], r[len(r) // 2:]
+    chunk.ChunkFile.entry, chunk.decode_runs = raw_entry, raw_decode
     try:
         yield
     finally:
-        chunk.ChunkFile.entry, chunk.decode_mask = entry, decode
+        chunk.ChunkFile.entry, chunk.decode_runs = entry, decode
 
 
 def get_table(cache: mc.MaskCache, repeat: int = 25, block: int = 100) -> dict:
-    """MaskCache.get in random key order next to the same calls unverified: each block of ``block`` keys is
-    timed ``repeat`` times per variant, alternating, and the per-block minima are summed (a burst of load
-    then spoils one sample of one block, not the comparison)."""
+    """MaskCache.get in random key order next to the same calls unverified, and get_runs (the same checks, no
+    expansion into a mask): each block of ``block`` keys is timed ``repeat`` times per variant, alternating,
+    and the per-block minima are summed (a burst of load then spoils one sample of one block, not the
+    comparison)."""
     order = np.random.default_rng(0).permutation(cache.keys).tolist()
     for k in order:
         cache.get(k)  # map the chunks, warm the page cache
-    best: dict[str, np.ndarray] = {v: np.full((len(order) + block - 1) // block, np.inf) for v in ("get", "raw")}
+    variants = ("get", "raw", "runs")
+    best: dict[str, np.ndarray] = {v: np.full((len(order) + block - 1) // block, np.inf) for v in variants}
     wall = {v: best[v].copy() for v in best}
     for _ in range(repeat):
         for j, s in enumerate(range(0, len(order), block)):
             keys = order[s:s + block]
-            for variant in ("get", "raw"):
+            for variant in variants:
+                read = cache.get_runs if variant == "runs" else cache.get
                 with (unverified() if variant == "raw" else contextlib.nullcontext()):
                     w, c = time.perf_counter(), time.process_time()
                     for k in keys:
-                        cache.get(k)
+                        read(k)
                     wall[variant][j] = min(wall[variant][j], time.perf_counter() - w)
                     best[variant][j] = min(best[variant][j], time.process_time() - c)
     us = {v: float(1e6 * best[v].sum() / len(order)) for v in best}
     us_wall = {v: float(1e6 * wall[v].sum() / len(order)) for v in wall}
     return {"get_us": us_wall["get"], "get_us_cpu": us["get"], "unverified_us": us_wall["raw"],
-            "unverified_us_cpu": us["raw"], "verify_overhead": us["get"] / us["raw"] - 1}
+            "unverified_us_cpu": us["raw"], "verify_overhead": us["get"] / us["raw"] - 1,
+            "get_runs_us": us_wall["runs"], "get_runs_us_cpu": us["runs"]}
 
 
 def check_table(cache: mc.MaskCache, masks: np.ndarray, tmp: Path, n_keys: int = 5_179_510) -> dict:
@@ -363,6 +368,8 @@ def cache_section(args: argparse.Namespace, rec: Path, keys: np.ndarray, masks: 
     print(f"MaskCache.get, random order: {g['get_us']:.1f} us/mask wall, {g['get_us_cpu']:.1f} us CPU; the same calls "
           f"unverified (no crc32, uncapped inflate) {g['unverified_us']:.1f} / {g['unverified_us_cpu']:.1f} us: "
           f"verification costs {100 * g['verify_overhead']:+.1f}% of get (CPU; budget < 10%)")
+    print(f"MaskCache.get_runs (same checks, runs not expanded): {g['get_runs_us']:.1f} us/mask wall, "
+          f"{g['get_runs_us_cpu']:.1f} us CPU")
     print(f"MaskCache.check(): {c['check_ms']:.1f} ms for this cache ({c['chunks']} chunks of {args.chunk_size}); "
           f"{c['chunk_ms_16384']:.2f} ms per 16,384-row chunk, {c['keys_ms']:.0f} ms for keys.npy of {c['n_keys']:,} "
           f"keys: ~{c['estimate_ms'] / 1e3:.2f} s for an MS1MV3-size cache (page cache warm)")

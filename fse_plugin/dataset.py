@@ -4,7 +4,8 @@
 ``(float CHW image in [-1, 1], long label)``. The image pipeline keeps upstream's semantics
 (RGB, horizontal flip with p=0.5 drawn as ``torch.rand(1) < p``, ToTensor + Normalize(0.5, 0.5),
 bit for bit) without PIL round trips: cv2 decode, cv2 flip, a 256-entry lookup table into
-channel planes. With ``fse`` set, each sample's mask is read from the mask cache and FSErasing
+channel planes. With ``fse`` set, each sample's mask is read from the mask cache as runs of
+equal pixels (never expanded: only the chosen classes' runs become pixel indices) and FSErasing
 is applied in [-1, 1] space, a whole batch at a time (``__getitems__``, what DataLoader workers
 call): a few numpy and torch calls per batch instead of per sample. All draws come from torch's
 default generator, which arcface_torch's ``worker_init_fn`` seeds per worker
@@ -29,6 +30,7 @@ from torch.utils.data import Dataset
 from fse_plugin import maskcache, recordio
 from fse_plugin.common import NORM_LUT, FSEError
 from fse_plugin.erasing import FSErasing, check_fill, check_probability, erase_batch_
+from fse_plugin.maskruns import MaskRuns
 from fse_plugin.labels import class_ids
 
 __all__ = ["FSE_DEFAULTS", "FSEConfigError", "FSEMXFaceDataset", "open_mask_cache", "validate_fse_config"]
@@ -216,7 +218,7 @@ class FSEMXFaceDataset(Dataset):
             samples = [_sample(self._image(key), float(torch.rand(1)) < self.flip_p) for key in keys]
         else:
             flip, erase = (torch.rand(len(keys), 2).numpy() < (self.flip_p, self.erasing.p)).T
-            masks = {b: self._mask(keys[b]) for b in np.flatnonzero(erase).tolist()}  # together: warm caches
+            masks = {b: self._runs(keys[b]) for b in np.flatnonzero(erase).tolist()}  # together: warm caches
             # one array per sample, as upstream: the allocator reuses them (one batch array would page-fault)
             samples = [_sample(self._image(key), f) for key, f in zip(keys, flip)]
             self._erase(samples, masks, flip, keys)
@@ -225,21 +227,25 @@ class FSEMXFaceDataset(Dataset):
         labels = torch.from_numpy(np.asarray(self.labels[np.asarray(indices, np.intp)], np.int64)).unbind(0)
         return list(zip(samples, labels))
 
-    def _erase(self, samples: list[torch.Tensor], masks: dict[int, np.ndarray | None], flip: np.ndarray,
+    def _erase(self, samples: list[torch.Tensor], masks: dict[int, tuple | None], flip: np.ndarray,
                keys: list[int]) -> None:
-        """FSErasing of the samples that drew it and have a mask, with one set of draws for them all."""
+        """FSErasing of the samples that drew it and have a mask, with one set of draws for them all.
+
+        The masks stay runs (``MaskCache.get_runs``): only the chosen classes' pixels are expanded, and
+        flipped images' masks are read mirrored instead of flipped."""
         rows = [b for b, m in masks.items() if m is not None]
         if not rows:
             return
+        size = (self.masks.height, self.masks.width)
         for b in rows:
-            if masks[b].shape != samples[b].shape[1:]:
+            if size != samples[b].shape[1:]:
                 raise maskcache.CacheError(
-                    f"{self.fse['masks']}: mask of record {keys[b]} is {masks[b].shape[1]}x{masks[b].shape[0]}, "
+                    f"{self.fse['masks']}: mask of record {keys[b]} is {size[1]}x{size[0]}, "
                     f"its image in {self.reader.rec_path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild "
                     f"the cache for {self.root_dir}")
-        unflipped = [masks[b] for b in rows]  # flipped images: their masks are read mirrored, not flipped
-        selected = self.erasing.select_batch(unflipped, mirrored=flip[rows]).numpy()
-        erase_batch_([samples[b] for b in rows], unflipped, selected, self.erasing.fill, mirrored=flip[rows])
+        runs = MaskRuns([masks[b] for b in rows], *size)
+        selected = self.erasing.select_batch(runs, mirrored=flip[rows]).numpy()
+        erase_batch_([samples[b] for b in rows], runs, selected, self.erasing.fill, mirrored=flip[rows])
 
     def _image(self, key: int) -> np.ndarray:
         _, payload = recordio.unpack(self.reader.read(key))
@@ -252,19 +258,20 @@ class FSEMXFaceDataset(Dataset):
         info = torch.utils.data.get_worker_info()
         return 0 if info is None else 1 + info.id % (_SLOTS - 1)
 
-    def _mask(self, key: int) -> np.ndarray | None:
+    def _runs(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The mask of ``key`` as runs; None (counted, first one logged) if missing or damaged."""
         try:
-            mask = self.masks.get(key)
+            runs = self.masks.get_runs(key)
         except maskcache.DamagedEntryError as e:
             self._damaged(key, e)
             return None
-        if mask is None:
+        if runs is None:
             if self._counts[:, _MISSING].sum() == 0:
                 log.warning("%s: no mask for record %d of %s (undecodable when the cache was built); serving it "
                             "un-erased. Further ones are counted in missing_masks, not logged", self.fse["masks"],
                             key, self.reader.rec_path)
             self._counts[self._slot(), _MISSING] += 1
-        return mask
+        return runs
 
     def _damaged(self, key: int, error: maskcache.DamagedEntryError) -> None:
         """Count it; log each damaged key once over all workers and epochs (the first _LOGGED per slot)."""

@@ -3,7 +3,9 @@
 The functional core ``erase`` / ``erase_`` (one image), ``erase_batch`` (a batch, torch ops without a
 loop or host sync, for GPU tensors) and ``erase_batch_`` (in place; on CPU a numpy path that touches
 only the erased pixels, what the dataset calls once per batch) replace the pixels of the chosen
-classes of a 25-class label map; ``FSErasing`` draws which classes, torchvision-style. Erasing works
+classes of a 25-class label map; ``FSErasing`` draws which classes, torchvision-style. The maps
+can also come as ``MaskRuns``, the mask cache's runs of equal pixels: the CPU path then expands
+only the chosen classes' runs, and reads a flipped image's unflipped map mirrored. Erasing works
 in the normalised [-1, 1] space, after ToTensor + Normalize(0.5, 0.5), as the reference does, so
 N(0, 1) fills have the image's scale. All randomness comes from a ``torch.Generator`` (or torch's
 default one, which arcface_torch seeds per DataLoader worker), so a run is reproducible.
@@ -18,9 +20,10 @@ import numpy as np
 import torch
 
 from fse_plugin.labels import MIRROR, MIRROR_LUT, NUM_CLASSES, class_name, flip_mask, parse_class_list
+from fse_plugin.maskruns import MaskRuns, erased_pixels
 
-__all__ = ["FILLS", "FSErasing", "HorizontalFlipPair", "check_fill", "check_probability", "erase", "erase_",
-           "erase_batch", "erase_batch_", "flip_pair"]
+__all__ = ["FILLS", "FSErasing", "HorizontalFlipPair", "MaskRuns", "check_fill", "check_probability", "erase",
+           "erase_", "erase_batch", "erase_batch_", "flip_pair"]
 
 FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "random_mix_sample", "region_mean", "image_mean")
 Fill = Union[str, float]
@@ -125,8 +128,9 @@ def erase_batch_(imgs: torch.Tensor | Sequence[torch.Tensor], masks, selected, f
                  generator: torch.Generator | None = None, mirrored=None) -> torch.Tensor | Sequence[torch.Tensor]:
     """In-place ``erase_batch``; returns ``imgs``.
 
-    imgs: a [B,C,H,W] tensor, or a list of B [C,H,W] tensors (a dataset's samples); masks: [B,H,W]
-    or a list of B [H,W]; selected [B,K] bool (tensors or numpy). mirrored: optional [B] bool, rows
+    imgs: a [B,C,H,W] tensor, or a list of B [C,H,W] tensors (a dataset's samples); masks: [B,H,W],
+    a list of B [H,W], or ``MaskRuns`` (only the erased classes' runs are expanded); selected [B,K]
+    bool (tensors or numpy). mirrored: optional [B] bool, rows
     whose image was flipped horizontally but whose mask was not: the mask is read mirrored (pixels
     and left/right ids), which is cheaper than flipping it. On CPU (contiguous, no grad) only the
     erased pixels are touched: numpy over views of the same memory, N(0,1) drawn for those pixels
@@ -139,10 +143,11 @@ def erase_batch_(imgs: torch.Tensor | Sequence[torch.Tensor], masks, selected, f
                          f"and {tuple(selected.shape)}")
     mirrored = np.zeros(len(rows), bool) if mirrored is None else _numpy(mirrored).astype(bool)
     if all(_on_numpy(img) for img in rows):
-        _erase_numpy([img.numpy() for img in rows], [_numpy(m) for m in masks], _numpy(selected).astype(bool),
-                     fill, generator, mirrored)
+        masks = masks if isinstance(masks, MaskRuns) else [_numpy(m) for m in masks]
+        _erase_numpy([img.numpy() for img in rows], masks, _numpy(selected).astype(bool), fill, generator, mirrored)
         return imgs
     device = rows[0].device
+    masks = masks.maps() if isinstance(masks, MaskRuns) else masks
     masks = torch.stack([flip_pair(rows[0], torch.as_tensor(_numpy(m)))[1] if f else torch.as_tensor(_numpy(m))
                          for m, f in zip(masks, mirrored)]).to(device)
     for img, new in zip(rows, erase_batch(torch.stack(rows), masks, torch.as_tensor(_numpy(selected)).to(device),
@@ -214,24 +219,27 @@ def _fill_values(fill: Fill, planes: list[np.ndarray], pixels: list[np.ndarray],
     return np.full((C, N), fill, np.float32)
 
 
-def _erase_numpy(planes: list[np.ndarray], masks: list[np.ndarray], selected: np.ndarray, fill: Fill,
+def _erase_numpy(planes: list[np.ndarray], masks: list[np.ndarray] | MaskRuns, selected: np.ndarray, fill: Fill,
                  generator: torch.Generator | None, mirrored: np.ndarray) -> None:
     """The CPU core: each ``planes[b]`` [C,H,W] (contiguous) erased in place where ``selected[b]`` says."""
     rows = np.flatnonzero(selected.any(1)).tolist()
     if not rows:
         return
-    single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
-    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
-    found = []
     for r in rows:
-        if masks[r].shape != planes[r].shape[1:]:
-            raise ValueError(f"mask shape {masks[r].shape} does not match image shape {planes[r].shape}")
-        found.append(_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), per_class))
-    pixels = [p for p, _ in found]
+        shape = (masks.height, masks.width) if isinstance(masks, MaskRuns) else masks[r].shape
+        if shape != planes[r].shape[1:]:
+            raise ValueError(f"mask shape {shape} does not match image shape {planes[r].shape}")
+    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
+    if isinstance(masks, MaskRuns):
+        pixels, cls = erased_pixels(masks, selected, rows, mirrored, per_class)
+    else:
+        single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
+        found = [_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), per_class) for r in rows]
+        pixels = [p for p, _ in found]
+        cls = np.concatenate([c for _, c in found]) if per_class else None
     if not sum(len(p) for p in pixels):  # only absent classes chosen: the images stay as they are (reference)
         return
     flat = [planes[r].reshape(planes[r].shape[0], -1) for r in rows]
-    cls = np.concatenate([c for _, c in found]) if per_class else None
     values = _fill_values(fill, flat, pixels, cls, selected.shape[1], generator)
     start = 0
     for f, pix in zip(flat, pixels):
@@ -283,8 +291,10 @@ def erase_batch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor,
     return torch.where(region, values, imgs)
 
 
-def _present(masks: torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
+def _present(masks: torch.Tensor | Sequence[np.ndarray] | MaskRuns) -> torch.Tensor:
     """[B, NUM_CLASSES] bool: which classes each mask holds (ids >= NUM_CLASSES ignored)."""
+    if isinstance(masks, MaskRuns):
+        return torch.from_numpy(masks.present())
     if not isinstance(masks, torch.Tensor):
         return torch.from_numpy(np.stack([np.bincount(_numpy(m).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] > 0
                                           for m in masks]))
@@ -378,12 +388,12 @@ class FSErasing:
         apply = _rand(masks.shape[0], generator, torch.empty(0, device=masks.device)) < self.p
         return self.select_batch(masks, generator) & apply.unsqueeze(1)
 
-    def select_batch(self, masks: torch.Tensor | Sequence[np.ndarray], generator: torch.Generator | None = None,
-                     mirrored=None) -> torch.Tensor:
+    def select_batch(self, masks: torch.Tensor | Sequence[np.ndarray] | MaskRuns,
+                     generator: torch.Generator | None = None, mirrored=None) -> torch.Tensor:
         """``choose`` for B masks at once (ignores ``p``): selected [B,NUM_CLASSES] bool.
 
-        masks: a [B,H,W] tensor (the result is on its device) or a list of B [H,W] arrays (CPU);
-        they matter only with present_only. mirrored: [B] bool, rows whose image was flipped but
+        masks: a [B,H,W] tensor (the result is on its device), a list of B [H,W] arrays or
+        ``MaskRuns`` (CPU); they matter only with present_only. mirrored: [B] bool, rows whose image was flipped but
         whose mask was not (see ``erase_batch_``)."""
         B = len(masks)
         device = masks.device if isinstance(masks, torch.Tensor) else torch.device("cpu")

@@ -14,6 +14,7 @@ from torchvision import transforms
 
 from fse_plugin import maskcache, recordio, synth
 from fse_plugin.dataset import FSEConfigError, FSEMXFaceDataset, validate_fse_config
+from fse_plugin.erasing import FILLS, erase_batch_
 from fse_plugin.labels import class_id, flip_mask
 from fse_plugin.recordio import RecordIOError
 
@@ -101,6 +102,47 @@ def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batch, again))  # same seed, same batch
 
 
+def reference_batch(ds: FSEMXFaceDataset, indices: list[int]) -> list[torch.Tensor]:
+    """What ``__getitems__`` gave before it read masks as runs, from whole masks: the same draws (flip and
+    coin per row, then the classes and fills of the erased rows), upstream's pixels, each erased row's mask
+    from ``MaskCache.get`` flipped with its image, and erasing through ``erase_batch_`` on those masks."""
+    keys = [int(ds.keys[i]) for i in indices]
+    flip, erase = (torch.rand(len(keys), 2).numpy() < (ds.flip_p, ds.erasing.p)).T
+    masks = {b: ds.masks.get(keys[b]) for b in np.flatnonzero(erase).tolist()}
+    samples = []
+    for key, f in zip(keys, flip):
+        img = record_image(ds.root_dir, key)
+        samples.append(NORMALISE(img[:, ::-1].copy() if f else img))
+    rows = [b for b, m in masks.items() if m is not None]
+    shown = [flip_mask(masks[b]) if flip[b] else masks[b] for b in rows]
+    if rows:
+        selected = ds.erasing.select_batch(shown).numpy()
+        erase_batch_([samples[b] for b in rows], shown, selected, ds.erasing.fill)
+    return samples
+
+
+FILL_CASES = [dict(p=1.0, fill=fill, flip=flip) for fill in FILLS + (0.25,) for flip in (0.0, 0.5, 1.0)]
+DRAW_CASES = [dict(p=0.5), dict(p=0.5, n_erase=(1, 25), fill="random_mix"), dict(n_erase=(0, 3)),
+              dict(n_erase=(1, 4), fill="random_1"), dict(n_erase=2, present_only=True),
+              dict(n_erase=(1, 3), present_only=True, fill="random_mix"), dict(present_only=True),
+              dict(n_erase=["left_eye", "right_cheek"], fill="region_mean"),
+              dict(classes=["left_eye", "right_eye", "hair"], n_erase=2, fill="random_1")]
+
+
+@pytest.mark.parametrize("fse", FILL_CASES + DRAW_CASES, ids=repr)
+def test_batches_equal_the_whole_mask_reference(synth_rec, cache, fse):
+    """Reading masks as runs changed no output: same seed, same samples, bit for bit."""
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, **fse))
+    for seed, indices in ((0, list(range(0, 72, 2))), (1, [5]), (2, [7, 7, 60, 3, 41, 41])):
+        torch.manual_seed(seed)
+        ref = reference_batch(ds, indices)
+        ref_next = torch.rand(1)
+        torch.manual_seed(seed)
+        out = ds.__getitems__(indices)
+        assert all(torch.equal(a, b) for (a, _), b in zip(out, ref)), (seed, indices)
+        assert torch.equal(torch.rand(1), ref_next)  # as many draws
+
+
 def test_flip_keeps_left_and_right(synth_rec, cache, gt):
     ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, classes=["right_eye"], fill=SENTINEL, flip=1.0))
     checked = 0
@@ -119,12 +161,13 @@ class DropKeys:
 
     def __init__(self, cache, drop=(), damaged=()):
         self.cache, self.drop, self.damaged = cache, set(drop), set(damaged)
+        self.height, self.width = cache.height, cache.width
 
-    def get(self, key):
+    def get_runs(self, key):
         if key in self.damaged:
             raise maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {key} is damaged", key,
                                               "chunks/000000.fsmc")
-        return None if key in self.drop else self.cache.get(key)
+        return None if key in self.drop else self.cache.get_runs(key)
 
 
 def _erased_per_sample(loader) -> torch.Tensor:

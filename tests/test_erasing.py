@@ -5,8 +5,9 @@ import torch
 from scipy.stats import chisquare
 
 from fse_plugin import synth
-from fse_plugin.erasing import FILLS, FSErasing, HorizontalFlipPair, erase, erase_, erase_batch, erase_batch_, flip_pair
-from fse_plugin.labels import MIRROR, NUM_CLASSES, class_id
+from fse_plugin.erasing import (FILLS, FSErasing, HorizontalFlipPair, MaskRuns, erase, erase_, erase_batch,
+                                erase_batch_, flip_pair)
+from fse_plugin.labels import MIRROR, NUM_CLASSES, class_id, flip_mask
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +301,90 @@ def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
     t = FSErasing(n_erase=2, present_only=True)
     assert torch.equal(t.select_batch(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
                        t.select_batch(flipped_masks, gen(16)))
+
+
+def _runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's uint8 form:
+    runs cross image rows, equal neighbouring runs occur)."""
+    flat = np.asarray(mask).reshape(-1)
+    start = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    lengths = np.diff(start, append=flat.size)
+    pieces = (lengths + cut - 1) // cut
+    values = np.repeat(flat[start], pieces)
+    split = np.full(values.size, cut, np.int64)
+    split[np.cumsum(pieces) - 1] = lengths - cut * (pieces - 1)
+    return values, split.astype(np.uint8 if cut <= 255 else np.int64)
+
+
+@pytest.fixture(scope="module")
+def odd_masks(faces):
+    """The faces' masks plus ids outside the 25 classes (255) and a short-runs map, as arrays and as runs
+    with zero-length runs mixed in."""
+    _, masks = faces
+    masks = masks.numpy().copy()
+    masks[0, 5:9, 100:112] = 255
+    masks[1, ::2, ::3] = class_id("left_eye")  # many one-pixel runs of a sided class
+    runs = [_runs(m) for m in masks]
+    runs[2] = (np.r_[runs[2][0][:3], 7, runs[2][0][3:]].astype(np.uint8), np.r_[runs[2][1][:3], 0, runs[2][1][3:]])
+    return masks, MaskRuns(runs, 112, 112)
+
+
+def test_mask_runs_maps_present_and_checks(odd_masks):
+    masks, runs = odd_masks
+    assert len(runs) == len(masks) and all(np.array_equal(a, b) for a, b in zip(runs.maps(), masks))
+    present = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0 for m in masks])
+    assert np.array_equal(runs.present(), present)
+    assert "6 maps of 112x112" in repr(runs)
+    with pytest.raises(ValueError, match="cover its 112x112 pixels"):
+        MaskRuns([_runs(masks[0]), _runs(masks[1][:-1])], 112, 112)
+    with pytest.raises(ValueError, match="cover"):
+        MaskRuns([(np.zeros(0, np.uint8), np.zeros(0, np.uint8)), _runs(masks[0])], 112, 112)
+    with pytest.raises(ValueError, match="uint8 values"):
+        MaskRuns([(np.zeros(1, np.int64), np.full(1, 112 * 112))], 112, 112)
+    with pytest.raises(ValueError, match="non-negative"):
+        MaskRuns([(np.zeros(2, np.uint8), np.array([112 * 112 + 1, -1]))], 112, 112)
+
+
+def _selections(n: int, seed: int) -> np.ndarray:
+    """[n, 30] random selections: none, one class, several, ids 25..29 (never in a map)."""
+    rng = np.random.default_rng(seed)
+    sel = rng.random((n, 30)) < rng.choice([0.0, 0.04, 0.15, 0.5], (n, 1))
+    sel[0] = False
+    sel[1, class_id("left_eye")] = True
+    return sel
+
+
+@pytest.mark.parametrize("fill", FILLS + (0.5,))
+def test_runs_erase_as_whole_masks(faces, odd_masks, fill):
+    """erase_batch_ on MaskRuns (the dataset's form) gives the same pixels, classes, draws and values as on
+    the whole masks, flipped images (mirrored) or not, for any selection."""
+    imgs, _ = faces
+    masks, runs = odd_masks
+    for seed in range(4):
+        sel = _selections(len(masks), seed)
+        mirrored = np.random.default_rng(seed).random(len(masks)) < 0.5
+        a = erase_batch_(imgs.clone(), runs, sel, fill, gen(seed), mirrored=mirrored)
+        b = erase_batch_(imgs.clone(), list(masks), sel, fill, gen(seed), mirrored=mirrored)
+        shown = [flip_mask(m) if f else m for m, f in zip(masks, mirrored)]
+        c = erase_batch_(imgs.clone(), shown, sel, fill, gen(seed))
+        assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, imgs)
+    rows = list(imgs.clone())  # a list of [C,H,W] tensors, as the dataset's samples
+    assert erase_batch_(rows, runs, sel, fill, gen(9), mirrored=mirrored) is rows
+    assert torch.equal(torch.stack(rows), erase_batch_(imgs.clone(), list(masks), sel, fill, gen(9), mirrored=mirrored))
+    with pytest.raises(ValueError, match="mask shape"):
+        erase_batch_(imgs[:, :, :100].contiguous(), runs, sel, fill)
+
+
+def test_runs_on_the_torch_path_and_select_batch(faces, odd_masks):
+    imgs, _ = faces
+    masks, runs = odd_masks
+    sel, mirrored = _selections(len(masks), 5), [True, False] * 3
+    graded = imgs.clone().requires_grad_(True)  # not the numpy path: erase_batch on the expanded maps
+    with torch.no_grad():
+        out = erase_batch_(graded.clone(), runs, sel, "region_mean", mirrored=mirrored)
+    ref = erase_batch_(imgs.clone(), list(masks), sel, "region_mean", mirrored=mirrored)
+    assert torch.allclose(out, ref, atol=1e-5)
+    for t in (FSErasing(n_erase=2, present_only=True), FSErasing(n_erase=(0, 4), present_only=True),
+              FSErasing(present_only=True), FSErasing(n_erase=(1, 3)), FSErasing()):
+        assert torch.equal(t.select_batch(runs, gen(16), mirrored=mirrored),
+                           t.select_batch(list(masks), gen(16), mirrored=mirrored))

@@ -18,7 +18,7 @@ import torch
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.maskcache import chunk as chunkfile
-from fse_plugin.maskcache import decoding, pipeline, source
+from fse_plugin.maskcache import codec, decoding, pipeline, source
 from fse_plugin.cli import main as cli_main
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.parsing import UNetRes18, load_parser, predict_masks, save_parser
@@ -93,6 +93,50 @@ def test_codec_round_trip_edge_cases():
         mc.decode_mask(blobs[0], 112, 111)
     with pytest.raises(ValueError, match="uint8"):
         mc.encode_masks(masks.astype(np.int32))
+
+
+def test_decode_runs_is_decode_mask_before_the_expansion():
+    rng = np.random.default_rng(1)
+    masks = np.stack([np.zeros((112, 112), np.uint8), rng.integers(0, NUM_CLASSES, (112, 112), dtype=np.uint8),
+                      np.repeat(np.arange(4, dtype=np.uint8), 112 * 28).reshape(112, 112)])
+    for blob, m in zip(mc.encode_masks(masks), masks):
+        values, lengths = codec.decode_runs(blob, 112, 112)
+        assert values.dtype == lengths.dtype == np.uint8 and len(values) == len(lengths)
+        assert int(lengths.sum()) == m.size and lengths.min() > 0
+        assert np.array_equal(codec.expand_runs(values, lengths, 112, 112), m)
+        assert np.array_equal(mc.decode_mask(blob, 112, 112), m)
+    blob = mc.encode_masks(masks[1:2])[0]
+    for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream"), (b"xyz", "zlib")):
+        with pytest.raises(ValueError, match=what):
+            codec.decode_runs(bad, 112, 112)
+    with pytest.raises(ValueError, match="runs cover 12544 pixels, expected 112x111"):
+        codec.decode_runs(blob, 112, 111)
+
+
+def _all_runs_match_get(cache: mc.MaskCache) -> int:
+    """get_runs of every key expands to get's mask (None where get gives None); returns the masks seen."""
+    seen = 0
+    for k in cache.keys.tolist():
+        runs, mask = cache.get_runs(k), cache.get(k)
+        if mask is None:
+            assert runs is None
+            continue
+        values, lengths = runs
+        assert values.dtype == lengths.dtype == np.uint8 and int(lengths.sum()) == cache.height * cache.width
+        assert np.array_equal(codec.expand_runs(values, lengths, cache.height, cache.width), mask)
+        seen += 1
+    return seen
+
+
+def test_get_runs_of_every_entry_are_the_runs_of_get(labels_cache, ref_cache, gt):
+    keys, masks = gt
+    cache = mc.MaskCache(labels_cache)
+    assert _all_runs_match_get(cache) == len(keys)
+    truth = dict(zip(keys.tolist(), masks))
+    assert all(np.array_equal(np.repeat(*cache.get_runs(k)).reshape(112, 112), m) for k, m in truth.items())
+    assert _all_runs_match_get(mc.MaskCache(ref_cache)) == len(keys)  # parser masks: many short runs
+    with pytest.raises(mc.UnknownKeyError, match="key 0 is not an image key"):
+        cache.get_runs(0)
 
 
 def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, gt):

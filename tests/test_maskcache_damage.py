@@ -63,6 +63,22 @@ def _files(d: Path) -> dict:
             if p.is_file() and p.name != mc.BUILD_INFO}
 
 
+def _read_both(cache: mc.MaskCache, key: int) -> tuple:
+    """(get_runs(key), get(key)); get_runs must refuse a key exactly when get does, with the same error,
+    which is then raised."""
+    results, errors = [], []
+    for read in (cache.get_runs, cache.get):
+        try:
+            results.append(read(key))
+            errors.append(None)
+        except mc.CacheError as e:
+            errors.append(e)
+    assert [type(e) for e in errors] == [type(errors[0])] * 2 and str(errors[0]) == str(errors[1]), errors
+    if errors[0] is not None:
+        raise errors[1]
+    return tuple(results)
+
+
 def _outcome(d: Path, truth: dict) -> str:
     """'read' if opening or a get refused, 'check' if only check() did, else 'none'; never a wrong mask.
 
@@ -73,8 +89,9 @@ def _outcome(d: Path, truth: dict) -> str:
         try:
             with mc.MaskCache(d) as cache:
                 for k, m in truth.items():
-                    got = cache.get(k)
+                    runs, got = _read_both(cache, k)
                     assert got is not None and np.array_equal(got, m), f"{d}: wrong mask for key {k}"
+                    assert np.array_equal(np.repeat(*runs), m.ravel()), f"{d}: wrong runs for key {k}"
         except mc.CacheError as e:
             where = "read"
             msg = str(e)
@@ -222,8 +239,9 @@ def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
     path.write_bytes(data)
     m["chunks"][0].update(bytes=len(data), crc32=struct.unpack_from("<I", data, _chunk_layout(path)[1] - 4)[0])
     (d / mc.MANIFEST).write_bytes(manifest_bytes(m))
-    with pytest.raises(mc.DamagedEntryError, match="entry 0 .* does not decode: run stream longer than a mask"):
-        mc.MaskCache(d).get(1)
+    for read in (mc.MaskCache(d).get, mc.MaskCache(d).get_runs):
+        with pytest.raises(mc.DamagedEntryError, match="entry 0 .* does not decode: run stream longer than a mask"):
+            read(1)
 
 
 def test_old_format_names_the_exact_command(pristine, synth_rec, tmp_path):
@@ -256,10 +274,11 @@ def test_damaged_entry_error_and_check(pristine, tmp_path):
     with pytest.raises(mc.DamagedEntryError, match=r"000004\.fsmc: header/offset table crc32 mismatch") as e:
         cache.check()
     assert e.value.path == path and e.value.key is None
-    with pytest.raises(mc.DamagedEntryError) as e:
-        cache.get(70)
-    assert e.value.key == 70 and e.value.path == path
-    assert cache.get(5) is not None
+    for read in (cache.get, cache.get_runs):
+        with pytest.raises(mc.DamagedEntryError) as e:
+            read(70)
+        assert e.value.key == 70 and e.value.path == path
+        assert read(5) is not None
 
 
 # ---------------------------------------------------------------------------------------- build

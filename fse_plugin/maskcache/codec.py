@@ -15,7 +15,7 @@ import numpy as np
 
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["CODEC", "encode_masks", "decode_mask", "encode_batch", "class_counts"]
+__all__ = ["CODEC", "encode_masks", "decode_mask", "decode_runs", "expand_runs", "encode_batch", "class_counts"]
 
 CODEC = "rle8+zlib"
 ZLIB_LEVEL = 9
@@ -67,11 +67,12 @@ def encode_masks(masks: np.ndarray) -> list[bytes]:
     return Runs(masks).entries()
 
 
-def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
-    """An entry back to its uint8 ``[height, width]`` mask; ValueError if it is damaged.
+def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """An entry's runs: (values, lengths), uint8 [n] each (read-only); ValueError if it is damaged.
 
     Inflates at most the ``2 * height * width`` bytes a mask's runs can take, so a damaged or
-    hostile entry costs no more time or memory than a real one.
+    hostile entry costs no more time or memory than a real one; the runs must cover exactly
+    ``height * width`` pixels. What a reader needs when it wants a few classes' pixels, not the mask.
     """
     limit = 2 * height * width
     z = zlib.decompressobj()
@@ -87,10 +88,22 @@ def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray
     if 2 * n != len(raw):
         raise ValueError(f"run stream of odd length {len(raw)}")
     r = np.frombuffer(raw, np.uint8)
-    out = np.repeat(r[:n], r[n:])
-    if out.size != height * width:
-        raise ValueError(f"runs cover {out.size} pixels, expected {height}x{width}")
-    return out.reshape(height, width)
+    values, lengths = r[:n], r[n:]
+    covered = int(lengths.sum())
+    if covered != height * width:
+        raise ValueError(f"runs cover {covered} pixels, expected {height}x{width}")
+    return values, lengths
+
+
+def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Runs back to their uint8 ``[height, width]`` mask (writable); the runs must cover it exactly."""
+    return np.repeat(values, lengths).reshape(height, width)
+
+
+def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
+    """An entry back to its uint8 ``[height, width]`` mask (writable); ValueError if it is damaged
+    (``decode_runs``' checks)."""
+    return expand_runs(*decode_runs(blob, height, width), height, width)
 
 
 def class_counts(runs: Runs, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

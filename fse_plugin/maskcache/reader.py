@@ -1,4 +1,5 @@
-"""``MaskCache``: read-only random access to a mask cache, ``get(key) -> uint8 [H,W] | None``, never a wrong mask.
+"""``MaskCache``: read-only random access to a mask cache, ``get(key) -> uint8 [H,W] | None`` (or its runs,
+``get_runs``), never a wrong mask.
 
 This is what every DataLoader worker of a training run imports: numpy, zlib and mmap only (no
 process pools, no parser, no progress bars).
@@ -14,7 +15,7 @@ import numpy as np
 
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
-from fse_plugin.maskcache.codec import Runs, class_counts
+from fse_plugin.maskcache.codec import Runs, class_counts, expand_runs
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError
 from fse_plugin.maskcache.manifest import (DEFAULT_DIRNAME, KEYS_FILE, MANIFEST, default_cache_path, read_manifest,
                                            rebuild_command, rebuild_hint, recorded_sources)
@@ -158,10 +159,14 @@ class MaskCache:
                 raise
         return ch
 
-    def _mask(self, row: int, key: int | None) -> np.ndarray | None:
+    def _runs(self, row: int, key: int | None) -> tuple[np.ndarray, np.ndarray] | None:
         c, i = divmod(row, self.chunk_size)
         ch = self._chunks.get(c) or self._chunk(c, key)
-        return ch.mask(i, self.height, self.width, key)
+        return ch.runs(i, self.height, self.width, key)
+
+    def _mask(self, row: int, key: int | None) -> np.ndarray | None:
+        runs = self._runs(row, key)
+        return None if runs is None else expand_runs(*runs, self.height, self.width)
 
     def get_row(self, row: int) -> np.ndarray | None:
         """Mask of row ``row`` (rows follow ``keys``); None where the image had no mask."""
@@ -175,6 +180,13 @@ class MaskCache:
         DamagedEntryError if its entry or chunk fails a check; UnknownKeyError if the cache has no such key.
         """
         return self._mask(self.row(key), int(key))
+
+    def get_runs(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``get`` before its last step: the mask of record ``key`` as runs of equal pixels in row-major
+        order, (values, lengths), uint8 [n] each, read-only, covering exactly ``height * width`` pixels
+        (``codec.expand_runs`` makes the mask). Same checks and errors as ``get``. For readers that need
+        only some classes' pixels (erasing): expanding a whole mask is most of ``get``'s time."""
+        return self._runs(self.row(key), int(key))
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""

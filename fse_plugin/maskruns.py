@@ -1,0 +1,120 @@
+"""``MaskRuns``: a batch of label maps kept as the mask cache's runs of equal pixels.
+
+Erasing one region of a 112x112 face touches a few hundred of its 12,544 pixels; expanding the whole
+map to find them is most of the cost of reading it (``MaskCache.get``). ``MaskCache.get_runs`` gives
+the runs, ``MaskRuns`` holds a batch of them, and ``erased_pixels`` expands only the chosen classes'
+runs into pixel indices, reading a flipped image's unflipped map mirrored (pixels and left/right ids).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES
+
+__all__ = ["MaskRuns", "erased_pixels"]
+
+
+class MaskRuns:
+    """B label maps of one size as runs of equal pixels in row-major order, as the mask cache stores
+    them (``MaskCache.get_runs``). Erasing a few classes needs only their runs: this form finds their
+    pixels without making the maps (what the dataset passes to ``select_batch`` and ``erase_batch_``).
+
+    runs: one (values, lengths) pair per map, uint8 class ids and lengths (any integer type) whose
+    sum is ``height * width``; zero-length runs are allowed.
+    """
+
+    def __init__(self, runs: Sequence[tuple[np.ndarray, np.ndarray]], height: int, width: int) -> None:
+        self.height, self.width = int(height), int(width)
+        self.counts = np.array([len(v) for v, _ in runs], np.intp)
+        self.values = np.concatenate([np.asarray(v) for v, _ in runs]) if runs else np.zeros(0, np.uint8)
+        self.lengths = np.concatenate([np.asarray(n) for _, n in runs]) if runs else np.zeros(0, np.int64)
+        kind = self.lengths.dtype.kind
+        if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
+                or (kind == "i" and (self.lengths < 0).any())):
+            raise ValueError("MaskRuns needs uint8 values and as many non-negative integer lengths, per map")
+        self.ends = np.cumsum(self.lengths, dtype=np.int64)  # where each run ends in the maps laid end to end
+        last = np.cumsum(self.counts) - 1
+        if len(runs) and ((self.counts == 0).any() or not np.array_equal(
+                self.ends[last], np.arange(1, len(runs) + 1, dtype=np.int64) * self.height * self.width)):
+            raise ValueError(f"every map's runs must cover its {self.height}x{self.width} pixels exactly")
+        self._keyed: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def keyed(self) -> np.ndarray:
+        """Per run, 256 * its map's index + its value: one index into a [B, 256] table per run."""
+        if self._keyed is None:
+            self._keyed = np.repeat(np.arange(len(self), dtype=np.int64) << 8, self.counts) + self.values
+        return self._keyed
+
+    def present(self) -> np.ndarray:
+        """[B, NUM_CLASSES] bool: which classes each map holds (ids >= NUM_CLASSES ignored)."""
+        table = np.zeros(len(self) << 8, bool)
+        table[self.keyed] = True
+        return table.reshape(len(self), 256)[:, :NUM_CLASSES]
+
+    def maps(self) -> list[np.ndarray]:
+        """The B label maps, uint8 [H,W] each."""
+        bounds = np.r_[0, np.cumsum(self.counts)]
+        return [np.repeat(self.values[a:b], self.lengths[a:b]).reshape(self.height, self.width)
+                for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} maps of {self.height}x{self.width}, {len(self.values)} runs)"
+
+
+def _selected_runs(runs: MaskRuns, selected: np.ndarray, mirrored: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The runs of the selected classes: (map index, start and end within the map, value), in storage order.
+    A mirrored map's image was flipped: its class k is MIRROR[k] of the unflipped map."""
+    table = np.zeros((len(runs), 256), bool)
+    K = min(selected.shape[1], 256)  # ids >= K are never erased
+    table[:, :K] = selected[:, :K]
+    flip = np.flatnonzero(mirrored)
+    table[flip] = table[flip][:, MIRROR_LUT]
+    hit = np.flatnonzero(table.reshape(-1)[runs.keyed])
+    b = runs.keyed[hit] >> 8
+    offset = b * (runs.height * runs.width)
+    ends = runs.ends[hit] - offset
+    return b, ends - runs.lengths[hit], ends, runs.values[hit]
+
+
+def _shown_pieces(runs: MaskRuns, b, start, end, mirrored: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Runs as pieces of the shown (flipped where mirrored) images: (map, start, length, run it came
+    from), ascending by (map, start). A mirrored map's runs are cut at image rows; each piece then
+    shows as a range of the same row, mirrored."""
+    W = runs.width
+    mirror = mirrored[b]
+    first = start // W
+    cuts = np.where(mirror, (end - 1) // W - first + 1, 1)  # zero-length runs: no piece
+    piece = np.repeat(np.arange(len(b)), cuts)
+    row = first[piece] + np.arange(len(piece)) - np.repeat(np.cumsum(cuts) - cuts, cuts)
+    m = mirror[piece]
+    s = np.where(m, np.maximum(start[piece], row * W), start[piece])
+    e = np.where(m, np.minimum(end[piece], row * W + W), end[piece])
+    shown = np.where(m, 2 * row * W + W - e, s)  # columns [x0, x1) of row y show at [W - x1, W - x0)
+    b = b[piece]
+    if mirror.any():  # a mirrored row's pieces come right to left: put them in pixel order
+        order = np.argsort(b * (runs.height * W) + shown, kind="stable")
+        b, shown, s, e, piece = b[order], shown[order], s[order], e[order], piece[order]
+    return b, shown, e - s, piece
+
+
+def erased_pixels(runs: MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
+                  with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The pixels to erase in each of ``rows``: their flat indices (ascending) in the shown image (flipped
+    where ``mirrored``), and their classes (all rows concatenated) if asked. selected: [B, K] bool.
+    Only the selected classes' runs are expanded."""
+    b, start, end, value = _selected_runs(runs, selected, mirrored)
+    b, shown, length, piece = _shown_pieces(runs, b, start, end, mirrored)
+    offsets = np.cumsum(length) - length
+    pix = np.repeat(shown - offsets, length) + np.arange(int(length.sum()), dtype=np.int64)
+    bounds = np.r_[offsets, len(pix)][np.searchsorted(b, np.r_[rows, len(runs)])]
+    pixels = [pix[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+    if not with_classes:
+        return pixels, None
+    shown_class = np.where(mirrored[b], MIRROR_LUT[value[piece]], value[piece])
+    return pixels, np.repeat(shown_class, length).astype(np.intp)
