@@ -145,21 +145,20 @@ def codec_table(masks: np.ndarray) -> list[dict]:
 
 @contextlib.contextmanager
 def unverified():
-    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap,
-    no count of the pixels the runs cover."""
-    entry, decode = chunk.ChunkFile.entry, chunk.decode_runs
+    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap."""
+    entry, decode = chunk.ChunkFile.entry, chunk.decode_mask
 
     def raw_entry(self, i, key=None):
         return self._data[self._off[i]:self._off[i + 1]]
 
     def raw_decode(blob, height, width):
         r = np.frombuffer(zlib.decompress(blob), np.uint8)
-        return r[:len(r) // 2], r[len(r) // 2:]
-    chunk.ChunkFile.entry, chunk.decode_runs = raw_entry, raw_decode
+        return np.repeat(r[:len(r) // 2], r[len(r) // 2:]).reshape(height, width)
+    chunk.ChunkFile.entry, chunk.decode_mask = raw_entry, raw_decode
     try:
         yield
     finally:
-        chunk.ChunkFile.entry, chunk.decode_runs = entry, decode
+        chunk.ChunkFile.entry, chunk.decode_mask = entry, decode
 
 
 def get_table(cache: mc.MaskCache, repeat: int = 25, block: int = 100) -> dict:

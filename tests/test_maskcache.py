@@ -109,8 +109,12 @@ def test_decode_runs_is_decode_mask_before_the_expansion():
     for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream"), (b"xyz", "zlib")):
         with pytest.raises(ValueError, match=what):
             codec.decode_runs(bad, 112, 112)
-    with pytest.raises(ValueError, match="runs cover 12544 pixels, expected 112x111"):
-        codec.decode_runs(blob, 112, 111)
+    for decode in (codec.decode_runs, mc.decode_mask):  # the mask's size is decode_mask's coverage check
+        with pytest.raises(ValueError, match="runs cover 12544 pixels, expected 112x111"):
+            decode(blob, 112, 111)
+        for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream")):
+            with pytest.raises(ValueError, match=what):
+                decode(bad, 112, 112)
 
 
 def _all_runs_match_get(cache: mc.MaskCache) -> int:

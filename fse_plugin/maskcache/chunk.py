@@ -29,7 +29,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from fse_plugin.maskcache.codec import decode_runs, expand_runs
+from fse_plugin.maskcache.codec import decode_mask, decode_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
 
 __all__ = ["CHUNK_DIR", "ChunkFile", "Entries", "chunk_bytes", "chunk_ok", "chunk_path", "atomic_write",
@@ -189,20 +189,22 @@ class ChunkFile:
 
     def runs(self, i: int, height: int, width: int, key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """Runs (values, lengths) of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
+        return self._decoded(decode_runs, i, height, width, key)
+
+    def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
+        """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
+        return self._decoded(decode_mask, i, height, width, key)
+
+    def _decoded(self, decode, i: int, height: int, width: int, key: int | None):
         blob = self.entry(i, key)
         if not len(blob):
             return None
         try:
-            return decode_runs(blob, height, width)
+            return decode(blob, height, width)
         except ValueError as e:  # its crc32 matched: written damaged, or by something else
             what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
         blob.release()  # a traceback must not keep the map open
         raise self._error(what, key)
-
-    def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
-        """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
-        runs = self.runs(i, height, width, key)
-        return None if runs is None else expand_runs(*runs, height, width)
 
     def check_data(self) -> None:
         """All entries at once against the data crc32 in the header (what a build and ``verify`` check)."""

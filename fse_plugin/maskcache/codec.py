@@ -67,17 +67,15 @@ def encode_masks(masks: np.ndarray) -> list[bytes]:
     return Runs(masks).entries()
 
 
-def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's runs: (values, lengths), uint8 [n] each (read-only); ValueError if it is damaged.
+def _inflate_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """An entry's run stream as (values, lengths), uint8 [n] each, before the count of the pixels they cover.
 
     Inflates at most the ``2 * height * width`` bytes a mask's runs can take, so a damaged or
-    hostile entry costs no more time or memory than a real one; the runs must cover exactly
-    ``height * width`` pixels. What a reader needs when it wants a few classes' pixels, not the mask.
+    hostile entry costs no more time or memory than a real one; ValueError if the stream is damaged.
     """
-    limit = 2 * height * width
     z = zlib.decompressobj()
     try:
-        raw = z.decompress(blob, limit)
+        raw = z.decompress(blob, 2 * height * width)
     except zlib.error as e:
         raise ValueError(f"zlib: {e}") from None
     if not z.eof:
@@ -88,10 +86,19 @@ def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.n
     if 2 * n != len(raw):
         raise ValueError(f"run stream of odd length {len(raw)}")
     r = np.frombuffer(raw, np.uint8)
-    values, lengths = r[:n], r[n:]
-    covered = int(lengths.sum())
-    if covered != height * width:
-        raise ValueError(f"runs cover {covered} pixels, expected {height}x{width}")
+    return r[:n], r[n:]
+
+
+def _covers(pixels: int, height: int, width: int) -> None:
+    if pixels != height * width:
+        raise ValueError(f"runs cover {pixels} pixels, expected {height}x{width}")
+
+
+def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly ``height * width``
+    pixels; ValueError if it is damaged. What a reader needs when it wants a few classes' pixels, not the mask."""
+    values, lengths = _inflate_runs(blob, height, width)
+    _covers(int(lengths.sum()), height, width)
     return values, lengths
 
 
@@ -101,9 +108,11 @@ def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int
 
 
 def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
-    """An entry back to its uint8 ``[height, width]`` mask (writable); ValueError if it is damaged
-    (``decode_runs``' checks)."""
-    return expand_runs(*decode_runs(blob, height, width), height, width)
+    """An entry back to its uint8 ``[height, width]`` mask (writable); ValueError if it is damaged.
+    The expanded size is the coverage check: no separate count of the runs' pixels."""
+    out = np.repeat(*_inflate_runs(blob, height, width))
+    _covers(out.size, height, width)
+    return out.reshape(height, width)
 
 
 def class_counts(runs: Runs, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

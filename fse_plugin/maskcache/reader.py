@@ -15,7 +15,7 @@ import numpy as np
 
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
-from fse_plugin.maskcache.codec import Runs, class_counts, expand_runs
+from fse_plugin.maskcache.codec import Runs, class_counts
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError
 from fse_plugin.maskcache.manifest import (DEFAULT_DIRNAME, KEYS_FILE, MANIFEST, default_cache_path, read_manifest,
                                            rebuild_command, rebuild_hint, recorded_sources)
@@ -159,14 +159,17 @@ class MaskCache:
                 raise
         return ch
 
-    def _runs(self, row: int, key: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _chunk_of(self, row: int, key: int | None) -> tuple[ChunkFile, int]:
         c, i = divmod(row, self.chunk_size)
-        ch = self._chunks.get(c) or self._chunk(c, key)
+        return self._chunks.get(c) or self._chunk(c, key), i
+
+    def _runs(self, row: int, key: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        ch, i = self._chunk_of(row, key)
         return ch.runs(i, self.height, self.width, key)
 
     def _mask(self, row: int, key: int | None) -> np.ndarray | None:
-        runs = self._runs(row, key)
-        return None if runs is None else expand_runs(*runs, self.height, self.width)
+        ch, i = self._chunk_of(row, key)
+        return ch.mask(i, self.height, self.width, key)
 
     def get_row(self, row: int) -> np.ndarray | None:
         """Mask of row ``row`` (rows follow ``keys``); None where the image had no mask."""
