@@ -148,7 +148,7 @@ def erase_batch_(imgs: torch.Tensor | Sequence[torch.Tensor], masks, selected, f
         return imgs
     device = rows[0].device
     masks = masks.maps() if isinstance(masks, MaskRuns) else masks
-    masks = torch.stack([flip_pair(rows[0], torch.as_tensor(_numpy(m)))[1] if f else torch.as_tensor(_numpy(m))
+    masks = torch.stack([torch.as_tensor(flip_mask(_numpy(m)) if f else _numpy(m))
                          for m, f in zip(masks, mirrored)]).to(device)
     for img, new in zip(rows, erase_batch(torch.stack(rows), masks, torch.as_tensor(_numpy(selected)).to(device),
                                           fill, generator)):

@@ -622,23 +622,28 @@ before any allocation (OpenCV would allocate up to 2^30 pixels for a 100-byte fi
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_SIZE = struct.Struct(">II")  # IHDR width, height at byte 16
+_JPEG_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
+_JPEG_FRAME = struct.Struct(">HH")  # frame height, width after the sample precision byte
+
+
 def image_size(buf: bytes | memoryview) -> tuple[int, int] | None:
-    """(height, width) from a PNG or JPEG header without decoding; None for other formats or no header."""
-    b = bytes(buf[:32]) if len(buf) >= 24 and bytes(buf[:8]) == b"\x89PNG\r\n\x1a\n" else None
-    if b is not None:
-        return int.from_bytes(b[20:24], "big"), int.from_bytes(b[16:20], "big")
-    if bytes(buf[:2]) != b"\xff\xd8":
+    """(height, width) from a PNG or JPEG header without decoding; None for other formats or no header.
+    Runs on every record a DataLoader worker decodes: a few struct reads, no copies."""
+    if len(buf) >= 24 and buf[:8] == _PNG_SIGNATURE:
+        width, height = _PNG_SIZE.unpack_from(buf, 16)
+        return height, width
+    if buf[:2] != b"\xff\xd8":
         return None
     i = 2
     while i + 9 <= len(buf):
-        if buf[i] != 0xFF:
+        ff, marker, length = _JPEG_SEGMENT.unpack_from(buf, i)
+        if ff != 0xFF or marker == 0xDA:  # not a marker, or start of scan: no frame header before it
             return None
-        marker = buf[i + 1]
         if marker in _JPEG_SOF:
-            return int.from_bytes(bytes(buf[i + 5:i + 7]), "big"), int.from_bytes(bytes(buf[i + 7:i + 9]), "big")
-        if marker == 0xDA:  # start of scan: no frame header before it
-            return None
-        i += 2 + int.from_bytes(bytes(buf[i + 2:i + 4]), "big")
+            return _JPEG_FRAME.unpack_from(buf, i + 5)
+        i += 2 + length
     return None
 
 
