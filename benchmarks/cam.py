@@ -93,10 +93,9 @@ def method_costs(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray, tar
     for method in cam.parse_methods(args.methods):
         cam_obj = None
         if method in cam.PIXEL_METHODS:
-            opts = {"n_masks": args.rise_n, "batch_size": args.batch_size, "amp": args.amp} if method == "rise" else {}
+            opts = {"rise": {"n_masks": args.rise_n, "batch_size": args.batch_size, "amp": args.amp},
+                    "scorecam": {"batch_size": args.batch_size}}.get(method, {})
             cam_obj = cam.make_pixel_cam(method, model, None, **opts)
-            if method == "scorecam":
-                cam_obj.batch_size = args.batch_size
 
         def run(k: int, method: str = method, cam_obj=cam_obj):
             return cam.run_method(method, model, xs[:k], ms[:k], ts.take(slice(0, k)), args.batch_size, args.amp,

@@ -16,7 +16,7 @@ from fse_plugin.cam.plots import overlay_strip
 from fse_plugin.cam.regions import fs_cam, normalise_scores
 from fse_plugin.cam.stats import region_mean
 from fse_plugin.cam.targets import pair_target
-from fse_plugin.common import masks_path_for
+from fse_plugin.common import masks_path_for, resolve_device
 from fse_plugin.labels import CLASSES
 
 __all__ = ["FSCAMCallback"]
@@ -77,7 +77,7 @@ class FSCAMCallback:
             log.warning("fse_cam: no masks for %s (no %s, no masks/parser in config.fse_cam)", path,
                         masks_path_for(path).name)
             return
-        device = "cuda" if torch.cuda.is_available() else "cpu"  # train_v2 has set this rank's device
+        device = str(resolve_device())  # 'cuda' is the rank's device: train_v2 has set it
         images, _, m, source, sel = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)
         order = np.concatenate([np.arange(0, len(images), 2), np.arange(1, len(images), 2)])  # a-sides, b-sides
         self.packs.append((name, images[order], m[order]))

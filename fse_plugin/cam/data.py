@@ -32,17 +32,18 @@ def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = Non
     if not len(sel):
         raise FSEError(f"{bin_path}: no {pairs!r} pairs to explain")
     keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
+    faces = images[keep]
     stem_masks = masks_path_for(bin_path)
     if masks is None and parser is None and not stem_masks.is_file():
         raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
                                 f"{stem_masks.name} beside the pack")
     if parser is not None and masks is None:
-        source, m = f"parser {parser}", masks_from_checkpoint(parser, images[keep], device, batch_size)
+        source, m = f"parser {parser}", masks_from_checkpoint(parser, faces, device, batch_size)
     else:
         source = str(masks if masks is not None else stem_masks)
         m = np.asarray(load_masks(source, len(images), images.shape[1:3])[keep])
         as_masks(m, where=source)
-    return images[keep], np.asarray(issame)[sel], m, source, sel
+    return faces, np.asarray(issame)[sel], m, source, sel
 
 
 def _open_cache(reader: RecordReader, mask_cache: str | os.PathLike | None) -> tuple[MaskCache, str]:

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from fse_plugin.common import autocast, model_device, to_input, to_uint8
-from fse_plugin.labels import NUM_CLASSES
+from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
 
-IGNORE = 255
-"""Mask value of pixels without a class (belongs to no region, painted 0 in FS-CAM maps)."""
+IGNORE = IGNORE_INDEX
+"""Mask value of pixels without a class (``labels.IGNORE_INDEX``: no region, painted 0 in FS-CAM maps)."""
 
 
 def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from fse_plugin.common import resolve_device, to_input
+from fse_plugin.common import autocast, resolve_device, to_input
 
 __all__ = ["FaceImages", "batch_loader", "embed", "embed_batch", "fuse_views", "prepare_model"]
 
@@ -48,7 +48,7 @@ def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, fp16: bool
     views = (x, torch.flip(x, dims=[3])) if flip else (x,)
     feats = []
     for v in views:
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=fp16 and x.device.type == "cuda"):
+        with autocast(x.device, fp16 and x.device.type == "cuda", torch.float16):
             f = model(v)
         if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(v):
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
