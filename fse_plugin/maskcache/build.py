@@ -27,10 +27,10 @@ from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import (CHUNK_DIR, ChunkFile, Entries, atomic_write, chunk_bytes, chunk_ok,
                                         chunk_path, remove_temporaries)
 from fse_plugin.maskcache.codec import encode_batch
-from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
+from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, without_hint
 from fse_plugin.maskcache.manifest import (BUILD_INFO, BUILD_SPEC, DEFAULT_CHUNK_SIZE, KEYS_FILE, MANIFEST,
                                            chunk_expect, chunk_rows, default_cache_path, make_spec, manifest_bytes,
-                                           n_chunks, read_manifest, rebuild_command, spec_id)
+                                           n_chunks, read_manifest, rebuild_command, spec_id, spec_of)
 from fse_plugin.maskcache.reader import MaskCache
 from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source
 
@@ -69,7 +69,7 @@ def _first_problem(out: Path) -> str | None:
         with MaskCache(out) as cache:
             cache.check(data=True)
     except CacheError as e:
-        return str(e).split(" Rebuild it")[0].rstrip(".")
+        return without_hint(e).rstrip(".")
     return None
 
 
@@ -80,14 +80,12 @@ def _check_manifest(out: Path, spec: dict, sid: str) -> bool:
     try:
         m = read_manifest(out)
     except CacheError as e:  # unreadable, damaged or of an old format: usable by nobody, so replaced
-        print(f"{out}: replacing what cannot be used ({str(e).split(' Rebuild it')[0]})", file=sys.stderr)
+        print(f"{out}: replacing what cannot be used ({without_hint(e)})", file=sys.stderr)
         return False
     if m["spec_id"] != sid:
-        old = {k: m.get(k) for k in spec}
-        old["parser"] = {k: v for k, v in m["parser"].items() if k != "path"}
         raise CacheMismatchError(
             f"{out} already holds a mask cache for another rec, parser or setting (differs in: "
-            f"{_spec_diff(old, spec)}). Add --overwrite to replace it, or choose another --out.")
+            f"{_spec_diff(spec_of(m), spec)}). Add --overwrite to replace it, or choose another --out.")
     problem = _first_problem(out)
     if problem is None:
         return True

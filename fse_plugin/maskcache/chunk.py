@@ -33,7 +33,7 @@ from fse_plugin.maskcache.codec import decode_mask, decode_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
 
 __all__ = ["CHUNK_DIR", "ChunkFile", "Entries", "chunk_bytes", "chunk_ok", "chunk_path", "atomic_write",
-           "remove_temporaries"]
+           "json_bytes", "remove_temporaries"]
 
 CHUNK_DIR = "chunks"
 VERSION = 2
@@ -47,7 +47,8 @@ def chunk_path(root: Path, index: int) -> Path:
     return root / CHUNK_DIR / f"{index:06d}.fsmc"
 
 
-def _json_bytes(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys, no spaces): a chunk's metadata, and what the manifest's hashes are taken of."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -71,7 +72,7 @@ class Entries(NamedTuple):
 def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: int, entries: Entries,
                 meta: Mapping[str, Any]) -> bytes:
     """The bytes of one chunk file (deterministic: same entries, same bytes)."""
-    meta_b = _json_bytes(meta)
+    meta_b = json_bytes(meta)
     meta_b += b"\0" * (-len(meta_b) % 8)
     rows = len(entries.lengths)
     offsets = np.zeros(rows + 1, np.int64)

@@ -135,6 +135,6 @@ def encode_batch(masks: np.ndarray, valid: np.ndarray) -> tuple[list[bytes], np.
         bad = int(np.flatnonzero(runs.values >= NUM_CLASSES)[0])
         raise ValueError(f"mask {int(runs.which[bad])} of the batch holds label {int(runs.values[bad])}, "
                          f"outside the {NUM_CLASSES} classes")
-    blobs = runs.entries()
-    pixels, images = class_counts(runs, np.asarray(valid, bool))
-    return [b if v else b"" for b, v in zip(blobs, np.asarray(valid, bool).tolist())], pixels, images
+    valid = np.asarray(valid, bool)
+    pixels, images = class_counts(runs, valid)
+    return [b if v else b"" for b, v in zip(runs.entries(), valid.tolist())], pixels, images

@@ -5,7 +5,7 @@ import os
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError"]
+__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "without_hint"]
 
 
 class CacheError(FSEError):
@@ -35,3 +35,8 @@ class UnknownKeyError(CacheError, KeyError):
     """``get(key)`` of a key the cache has no row for (also a KeyError, as a mapping lookup)."""
 
     __str__ = BaseException.__str__  # KeyError would repr() the message
+
+
+def without_hint(error: CacheError) -> str:
+    """The message without its "Rebuild it with: ..." tail: one item of a list of problems that ends in one hint."""
+    return str(error).split(" Rebuild it")[0]

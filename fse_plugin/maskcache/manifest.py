@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fse_plugin.labels import CLASSES, LABEL_SET
-from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path
+from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path, json_bytes
 from fse_plugin.maskcache.codec import CODEC
 from fse_plugin.maskcache.errors import CacheError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_DIRNAME", "DEFAULT_CHUNK_SIZE", "MANIFEST", "KEYS_FILE",
            "BUILD_SPEC", "BUILD_INFO", "CHUNK_DIR", "default_cache_path", "make_spec", "spec_id", "n_chunks",
            "chunk_rows", "chunk_expect", "rebuild_command", "rebuild_hint", "manifest_bytes", "read_manifest",
-           "json_bytes"]
+           "spec_of"]
 
 FORMAT_NAME = "fse-maskcache"
 FORMAT_VERSION = 2
@@ -56,11 +56,6 @@ def default_cache_path(rec_dir: str | os.PathLike) -> Path:
     """``<rec_dir>/fse_masks`` (beside train.rec; for a .rec file path, beside that file)."""
     p = Path(rec_dir)
     return (p.parent if p.suffix == ".rec" and not p.is_dir() else p) / DEFAULT_DIRNAME
-
-
-def json_bytes(obj: Any) -> bytes:
-    """Canonical JSON (sorted keys, no spaces): what hashes are taken of."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def make_spec(fingerprint: dict, producer: dict, height: int, width: int, count: int, chunk_size: int,

@@ -16,7 +16,8 @@ import numpy as np
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
 from fse_plugin.maskcache.codec import Runs, class_counts
-from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError
+from fse_plugin.maskcache.errors import (CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError,
+                                         without_hint)
 from fse_plugin.maskcache.manifest import (DEFAULT_DIRNAME, KEYS_FILE, MANIFEST, default_cache_path, read_manifest,
                                            rebuild_command, rebuild_hint, recorded_sources)
 from fse_plugin.maskcache.source import sha256_file, source_fingerprint
@@ -225,18 +226,15 @@ class MaskCache:
         """Problems of chunk ``i``: structure, data crc32, every entry, its error list and class counts."""
         try:
             ch = self._chunk(i)
-        except DamagedEntryError as e:
-            return [str(e).split(" Rebuild")[0]]
-        try:
             ch.check_data()
         except DamagedEntryError as e:
-            return [str(e).split(" Rebuild")[0]]
+            return [without_hint(e)]
         problems, empty, decoded = [], [], []
         for j in range(ch.rows):
             try:
                 mask = ch.mask(j, self.height, self.width)
             except DamagedEntryError as e:
-                problems.append(str(e).split(" Rebuild")[0])
+                problems.append(without_hint(e))
                 continue
             (empty.append(ch.row_start + j) if mask is None else decoded.append(mask))
         meta = ch.meta()
@@ -269,7 +267,7 @@ class MaskCache:
             if len(keys) > 1 and not (np.diff(keys) > 0).all():
                 problems.append(f"{self.path / KEYS_FILE}: keys are not strictly ascending")
         except CacheError as e:
-            problems.append(str(e).split(" Rebuild")[0])
+            problems.append(without_hint(e))
         totals: dict[str, Any] = {"pixels": np.zeros(NUM_CLASSES, np.int64), "images": np.zeros(NUM_CLASSES, np.int64),
                                   "missing": []}
         for i in tqdm(range(len(m["chunks"])), desc="verify", unit="chunk", disable=not progress):

@@ -86,9 +86,10 @@ def rec_location(reader: recordio.RecordReader) -> str:
     return str(rec.parent if rec.name == "train.rec" else rec)
 
 
-def read_image(reader: recordio.RecordReader, key: int) -> np.ndarray:
-    """RGB image of one record; ValueError (RecordIOError included) or struct.error if it cannot be had."""
-    return recordio.decode_image(recordio.unpack(reader.read(key))[1])
+def read_image(reader: recordio.RecordReader, key: int, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB image of one record (into ``out`` if given); ValueError (RecordIOError included) or struct.error if
+    it cannot be had."""
+    return recordio.decode_image(recordio.unpack(reader.read(key))[1], out=out)
 
 
 def probe_size(reader: recordio.RecordReader, keys: np.ndarray) -> tuple[int, int]:
