@@ -21,6 +21,7 @@ import numpy as np
 
 from fse_plugin.align import ARCFACE_TEMPLATE
 from fse_plugin.common import FSEError
+from fse_plugin.synth.geometry import ellipse
 
 __all__ = ["OCCLUDERS", "Occluder", "occlude", "occluder_layer"]
 
@@ -94,13 +95,6 @@ class _Layer:
         self.rgb *= (1 - strength * (ramp - ramp.min()))[..., None]
 
 
-def _superellipse(cx: float, cy: float, ax: float, ay: float, power: float, n: int = 48) -> np.ndarray:
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
-    e = 2.0 / power
-    return np.stack([cx + ax * np.sign(c) * np.abs(c) ** e, cy + ay * np.sign(s) * np.abs(s) ** e], 1)
-
-
 def _bezier(ctrl: np.ndarray, n: int = 16) -> np.ndarray:
     ctrl = np.asarray(ctrl, np.float64)
     t = np.linspace(0, 1, n)[:, None]
@@ -126,9 +120,10 @@ def _sunglasses(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float
     frame = np.clip(lens * rng.uniform(0.4, 1.2), 0, 255)
     for side in (-1, 1):
         cx = side * f.eye_dx
-        layer.poly(f.px(_superellipse(cx, dy, hw, hh, power)), lens, rng.uniform(0.93, 1.0))
-        layer.line(f.px(_superellipse(cx, dy, hw, hh, power)), frame, rng.uniform(1.0, 2.0), closed=True)
-        glint = _superellipse(cx - side * hw * 0.35, dy - hh * 0.45, hw * 0.3, hh * 0.18, 2.0, 16)
+        rim = f.px(ellipse(cx, dy, hw, hh, 48, power=power))
+        layer.poly(rim, lens, rng.uniform(0.93, 1.0))
+        layer.line(rim, frame, rng.uniform(1.0, 2.0), closed=True)
+        glint = ellipse(cx - side * hw * 0.35, dy - hh * 0.45, hw * 0.3, hh * 0.18, 16)
         layer.poly(f.px(glint), (235, 235, 235), rng.uniform(0.15, 0.35))
         outer = cx + side * hw
         layer.line(f.px([[outer, dy - hh * 0.4], [side * reach, dy - hh * 0.6 - 2]]), frame, 2.2)
@@ -177,7 +172,7 @@ def _hat(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> No
     else:  # hat: a band and a wide flat brim
         layer.poly(f.px([[-half, brim_y - 7], [half, brim_y - 7], [half, brim_y - 1], [-half, brim_y - 1]]),
                    np.clip(colour * 0.6, 0, 255))
-        layer.poly(f.px(_superellipse(0, brim_y, half * 1.35, rng.uniform(2.5, 4.0), 2.0)), brim)
+        layer.poly(f.px(ellipse(0, brim_y, half * 1.35, rng.uniform(2.5, 4.0), 48)), brim)
     layer.shade(np.array([0.0, -1.0]), rng.uniform(0.0, 0.3))
 
 
@@ -201,15 +196,15 @@ def _hand(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> N
 
     # hand frame: fingers along -y, palm centred at the origin, wrist towards +y
     layer.poly(place([[-10, 8], [10, 8], [8.5, 36], [-8.5, 36]]), skin)  # wrist
-    layer.poly(place(_superellipse(0, 4, 13, 15, 2.3)), skin)  # palm
+    layer.poly(place(ellipse(0, 4, 13, 15, 48, power=2.3)), skin)  # palm
     crease = np.clip(skin * 0.78, 0, 255)
     lengths = rng.uniform(19, 26) * np.array([0.9, 1.0, 0.97, 0.8])
     for k, (x, length) in enumerate(zip((-9.0, -3.0, 3.0, 9.0), lengths)):
-        finger = _superellipse(x, -9 - length / 2, 3.4, length / 2 + 2, 2.0, 24)
+        finger = ellipse(x, -9 - length / 2, 3.4, length / 2 + 2, 24)
         layer.poly(place(finger), skin)
         if k:
             layer.line(place([[x - 3.0, -8], [x - 3.0, -8 - length * 0.75]]), crease, 0.8, 0.9)
-    thumb = _superellipse(0, 0, 4.0, 11, 2.0, 24) @ np.array([[0.8, 0.6], [-0.6, 0.8]]) + [15, 4]
+    thumb = ellipse(0, 0, 4.0, 11, 24) @ np.array([[0.8, 0.6], [-0.6, 0.8]]) + [15, 4]
     layer.poly(place(thumb), skin)
     layer.shade(rot @ np.array([0.0, 1.0]), rng.uniform(0.05, 0.3))
 

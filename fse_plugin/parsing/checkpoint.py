@@ -12,7 +12,7 @@ from fse_plugin.common import FSEError
 from fse_plugin.labels import LABEL_SET, NUM_CLASSES
 from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, UNetRes18
 
-__all__ = ["FORMAT", "ParserCheckpointError", "load_parser", "save_parser"]
+__all__ = ["FORMAT", "ParserCheckpointError", "load_parser", "load_parser_and_meta", "save_parser"]
 
 FORMAT = "fse_plugin.parser/1"
 """Format tag written into every checkpoint and aligned-face cache (saved files carry it: never change it)."""
@@ -54,17 +54,15 @@ def _unwrap_state_dict(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], di
         obj = inner
     else:
         raise ParserCheckpointError(f"{path}: state_dict nested too deeply")
-    sd = {}
-    for k, v in obj.items():
-        k = str(k)
-        stripped = True
-        while stripped:
-            stripped = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, stripped = k[len(p):], True
-        sd[k] = v
-    return sd, meta
+    return {_strip_prefixes(str(k)): v for k, v in obj.items()}, meta
+
+
+def _strip_prefixes(key: str) -> str:
+    """``module._orig_mod.conv0...`` -> ``conv0...``: wrappers nest in any order."""
+    while key.startswith(_PREFIXES):
+        for p in _PREFIXES:
+            key = key.removeprefix(p)
+    return key
 
 
 def _infer_architecture(sd: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, int]:
@@ -96,6 +94,13 @@ def load_parser(path: str | os.PathLike, map_location: str | torch.device = "cpu
     Without metadata the architecture is inferred from the stem and head shapes. Missing, unexpected
     and wrongly shaped keys are reported together in one :class:`ParserCheckpointError`.
     """
+    return load_parser_and_meta(path, map_location)[0]
+
+
+def load_parser_and_meta(path: str | os.PathLike,
+                         map_location: str | torch.device = "cpu") -> tuple[UNetRes18, Mapping[str, Any]]:
+    """:func:`load_parser` plus the file's top-level entries (seed, val_fraction ...; empty for a bare
+    state_dict), from one read: a training checkpoint also holds the optimizer, so reading it twice costs."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"parser checkpoint not found: {path}")
@@ -126,7 +131,7 @@ def load_parser(path: str | os.PathLike, map_location: str | torch.device = "cpu
             + (_listing("unexpected keys", unexpected) if unexpected else "")
             + (_listing("wrongly shaped", shaped) if shaped else ""))
     model.load_state_dict(sd, strict=False)  # num_batches_tracked may be absent in old files
-    return model.eval()
+    return model.eval(), obj if isinstance(obj, Mapping) else {}
 
 
 def _check_meta(value: Any, where: str) -> None:

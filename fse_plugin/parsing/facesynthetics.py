@@ -122,9 +122,17 @@ def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
     h.update((root / "anno_list.csv").read_bytes())
     for fid in ids:
         for p in _frame_paths(root, labels, int(fid)):
-            st = p.stat() if p.exists() else None
-            h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
+            h.update(f"{p.name}:{_size_mtime(p)};".encode())
     return h.hexdigest()[:16]
+
+
+def _size_mtime(path: Path) -> str:
+    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing: one stat (88k frames x 3 files per run)."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # what Path.exists() reads as missing
+        return "-1:-1"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _load_frame_job(job: tuple[str, int, int, str]) -> tuple[np.ndarray, np.ndarray]:

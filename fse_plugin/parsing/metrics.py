@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 
 from fse_plugin.common import FSEError, resolve_device
 from fse_plugin.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
-from fse_plugin.parsing.checkpoint import load_parser
+from fse_plugin.parsing.checkpoint import load_parser_and_meta
 from fse_plugin.parsing.facesynthetics import prepare_dataset, split_indices
 from fse_plugin.parsing.predict import predict_masks
 
@@ -111,9 +111,7 @@ def evaluate_checkpoint(data: str | os.PathLike, parser_ckpt: str | os.PathLike,
     ``cache/`` beside the checkpoint, where ``train_parser`` put it.
     """
     ckpt = Path(parser_ckpt)
-    model = load_parser(ckpt)
-    meta = torch.load(ckpt, map_location="cpu", weights_only=True)
-    meta = meta if isinstance(meta, Mapping) else {}
+    model, meta = load_parser_and_meta(ckpt)
     fraction = float(meta.get("val_fraction", 0.1)) if val_fraction is None else float(val_fraction)
     seed = int(meta.get("seed", 0)) if seed is None else int(seed)
     aligned = prepare_dataset(data, cache_dir if cache_dir is not None else ckpt.parent / "cache", workers=workers)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fse_plugin.align import align_mask, five_points_from_68
+from fse_plugin.common import masks_path_for
 from fse_plugin.labels import L25_TO_FS19, SKIN_IDS
 from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, image_index, pack, pack_img
 from fse_plugin.synth.identity import HELDOUT, PARSER, TRAIN, identity_of, keyed_rng, sample_look
@@ -138,7 +139,8 @@ def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_ident
 
     Identities come from the HELDOUT stream, disjoint from every ``write_rec`` identity whatever the seeds
     (see the module docstring); pair ``p`` shows images ``2p`` and ``2p+1`` (``pair_plan`` says whose).
-    Also writes ``<path minus .bin>.masks.npy``: uint8 [2P, 112, 112] exact masks in image order.
+    Also writes the masks where readers look for them (``common.masks_path_for``: ``x.bin`` -> ``x.masks.npy``):
+    uint8 [2P, 112, 112] exact masks in image order.
     """
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
@@ -155,7 +157,7 @@ def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_ident
     issame = [same for _, _, same in plan]
     with open(path, "wb") as f:
         pickle.dump((bins, issame), f, protocol=4)
-    np.save(path.with_suffix("").with_name(path.stem + ".masks.npy"), masks)
+    np.save(masks_path_for(path), masks)
     return path
 
 
