@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
 
-from fse_plugin.cli.grammar import command
+from fse_plugin.cli.grammar import command, size_flags, sizes_from
 
 HELP = ("the whole pipeline on synthetic faces: synth, parser, mask cache, training with and without FSErasing, "
         "evaluation, occlusion, FS-CAM, report")
@@ -27,10 +26,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("sizes (budgets are counted; the seconds are optional safety stops, 0 = none, and a "
                              "run they stop is marked not repeatable)")
-    for f in fields(FULL):
-        value = getattr(FULL, f.name)
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None,
-                       help=f"{f.metadata['help']} (full default {value})")
+    size_flags(g, FULL, "full default")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from fse_plugin.demo import FULL, QUICK, run_demo
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    base = QUICK if args.quick else FULL
-    sizes = replace(base, **{f.name: getattr(args, f.name) for f in fields(base) if getattr(args, f.name) is not None})
+    sizes = sizes_from(args, QUICK if args.quick else FULL)
     run_demo(args.out, sizes, seed=args.seed, p=args.p, device=str(resolve_device(args.device)),
              progress=not args.quiet)
     return 0

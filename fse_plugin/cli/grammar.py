@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from dataclasses import fields, replace
+from typing import Any, Callable, TypeVar
 
-__all__ = ["command", "renamed", "group", "fill_value"]
+__all__ = ["command", "renamed", "group", "fill_value", "size_flags", "sizes_from"]
 
 Runner = Callable[[argparse.Namespace], "int | None"]
+Sizes = TypeVar("Sizes")
 
 
 def _deprecated(run: Runner, old: str, new: str) -> Runner:
@@ -82,3 +84,18 @@ def fill_value(text: str) -> str | float:
         return float(text)
     except ValueError:
         return text
+
+
+def size_flags(g: argparse._ArgumentGroup, preset: Any, label: str = "default") -> None:
+    """One ``--field-name`` flag per field of a sizes dataclass (``fse demo``, ``fse study``), helped by the
+    field's ``metadata['help']``; unset flags are None, so ``sizes_from`` keeps the chosen preset's value."""
+    for f in fields(preset):
+        value = getattr(preset, f.name)
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None,
+                       help=f"{f.metadata['help']} ({label} {value})")
+
+
+def sizes_from(args: argparse.Namespace, preset: Sizes) -> Sizes:
+    """``preset`` with the size flags the user gave."""
+    given = {f.name: getattr(args, f.name) for f in fields(preset) if getattr(args, f.name) is not None}
+    return replace(preset, **given)

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
 
-from fse_plugin.cli.grammar import command
+from fse_plugin.cli.grammar import command, size_flags, sizes_from
 
 HELP = ("evidence with intervals: train K seeds x variants (off, fse p=0.5, torchvision RandomErasing) on one "
         "synthetic set, evaluate clean / erased regions / rendered occluders, report means, 95 percent intervals "
@@ -35,9 +34,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "repeat bit for bit for the same thread count")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("sizes (counted budgets; defaults sized for ~20 minutes on 2 quiet CPU cores)")
-    for f in fields(DEFAULT):
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None,
-                       help=f"{f.metadata['help']} (default {getattr(DEFAULT, f.name)})")
+    size_flags(g, DEFAULT)
     a = p.add_argument_group("trainer")
     a.add_argument("--trainer", choices=("builtin", "arcface"), default="builtin",
                    help="builtin: the plugin's small ArcFace loop (CPU minutes); arcface: upstream train_v2.py under "
@@ -54,9 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from fse_plugin.study import DEFAULT, QUICK, run_study
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    base = QUICK if args.quick else DEFAULT
-    sizes = replace(base, **{f.name: getattr(args, f.name) for f in fields(base) if getattr(args, f.name) is not None})
     arcface = {"arcface_dir": args.arcface_dir, "network": args.network, "nproc_per_node": args.nproc_per_node}
+    sizes = sizes_from(args, QUICK if args.quick else DEFAULT)
     run_study(args.out, sizes, args.variants, masks=args.masks, device=str(resolve_device(args.device)),
               trainer=args.trainer, arcface=arcface if args.trainer == "arcface" else None, regions=args.regions,
               progress=not args.quiet)

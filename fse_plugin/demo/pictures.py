@@ -7,7 +7,6 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
 from fse_plugin import labels
 from fse_plugin.common import to_input, to_uint8
@@ -48,29 +47,27 @@ def parser_vs_truth(rec_dir: Path, masks_path: Path, path: Path, n: int = 8) -> 
     from fse_plugin.maskcache import MaskCache
     from fse_plugin.parsing import ParserMetrics, confusion_matrix
 
-    gt = np.load(Path(rec_dir) / "gt_masks.npz")
+    with np.load(Path(rec_dir) / "gt_masks.npz") as gt:  # each gt[...] decompresses the array again: read once
+        gt_keys, truth = gt["keys"].tolist(), gt["masks"]
     cache = MaskCache(masks_path)
-    truth = dict(zip(gt["keys"].tolist(), gt["masks"]))
-    pred = np.stack([cache.get(int(k)) for k in gt["keys"]])
-    scores = ParserMetrics.from_confusion(confusion_matrix(pred, gt["masks"]))
+    pred = np.stack([cache.get(k) for k in gt_keys])
+    scores = ParserMetrics.from_confusion(confusion_matrix(pred, truth))
     keys, faces = _rec_faces(Path(rec_dir), n)
-    shown_truth, shown_pred = [truth[k] for k in keys], [cache.get(k) for k in keys]
+    rows = [gt_keys.index(k) for k in keys]
+    shown_truth, shown_pred = [truth[i] for i in rows], [pred[i] for i in rows]
     labelled_grid([faces, [labels.colorize(m) for m in shown_truth], [labels.colorize(m) for m in shown_pred]],
                   ["face", "ground truth", "parser"], path, present_classes(shown_truth + shown_pred),
                   f"the demo's parser on training faces (mean F1 {scores.mean_f1:.3f} over the rec)")
     return Path(path), {"mean_f1": float(scores.mean_f1), "mean_iou": float(scores.mean_iou),
-                        "pixel_accuracy": float((pred == gt["masks"]).mean())}
+                        "pixel_accuracy": float((pred == truth).mean())}
 
 
-def pack_roc(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, path: Path) -> Path:
-    """ROC of cosine scores on a pack, one curve per model."""
+def pack_roc(embeddings: Mapping[str, np.ndarray], issame: np.ndarray, path: Path) -> Path:
+    """ROC of cosine scores on a pack, one curve per model (its fused, normalised embeddings ``[2P, D]``)."""
     from sklearn.metrics import auc, roc_curve
-
-    from fse_plugin.evaluation import embed, fuse_views
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
-    for name, model in models.items():
-        emb = fuse_views(embed(model, images, progress=False))
+    for name, emb in embeddings.items():
         scores = (emb[0::2] * emb[1::2]).sum(1)
         fpr, tpr, _ = roc_curve(issame.astype(int), scores)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr) * 100:.2f}%)")

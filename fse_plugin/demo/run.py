@@ -67,16 +67,22 @@ def train_both(rec_dir: Path, cache: Path, out: Path, sizes: DemoSizes, seed: in
             for name, fse in (("baseline", None), ("fserasing", dict(masks=str(cache), p=p)))}
 
 
-def evaluate_models(models: dict[str, torch.nn.Module], pack: Path, out: Path, sizes: DemoSizes, seed: int,
-                    progress: bool) -> Evaluation:
-    """Pack accuracy (10-fold), ROC, and the occlusion benchmark (25 regions + groups erased in the probe)."""
+def load_pack(pack: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pack's images, issame and its ``.masks.npy`` (checked), read once for evaluation and FS-CAM."""
     from fse_plugin import evaluation
-    from fse_plugin.common import masks_path_for
+    from fse_plugin.common import load_masks, masks_path_for
     images, issame = evaluation.load_bin(pack)
-    masks = np.load(masks_path_for(pack))
-    results = {name: evaluation.evaluate_pack(m, (images, issame), name=name, progress=False)
-               for name, m in models.items()}
-    roc = pack_roc(models, images, issame, out / "roc.png")
+    return images, issame, load_masks(masks_path_for(pack), len(images), images.shape[1:3], mmap=False)
+
+
+def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray,
+                    out: Path, sizes: DemoSizes, seed: int, progress: bool) -> Evaluation:
+    """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion benchmark
+    (25 regions + groups erased in the probe)."""
+    from fse_plugin import evaluation
+    views = {name: evaluation.embed(m, images, progress=False) for name, m in models.items()}
+    results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name, v in views.items()}
+    roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame, out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))
     occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n],
                                     evaluation.occlusion_regions(None, evaluation.parse_groups(None)),
@@ -84,13 +90,10 @@ def evaluate_models(models: dict[str, torch.nn.Module], pack: Path, out: Path, s
     return Evaluation(results, occ, evaluation.write_occlusion_report(occ, out / "occlusion"), roc)
 
 
-def explain(models: dict[str, torch.nn.Module], pack: Path, out: Path, n_pairs: int, device: str,
-            progress: bool) -> dict[str, Any]:
+def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray, out: Path,
+            n_pairs: int, device: str, progress: bool) -> dict[str, Any]:
     """FS-CAM of both models on the first ``n_pairs`` genuine pairs of the pack."""
-    from fse_plugin import cam, evaluation
-    from fse_plugin.common import masks_path_for
-    images, issame = evaluation.load_bin(pack)
-    masks = np.load(masks_path_for(pack))
+    from fse_plugin import cam
     same = np.flatnonzero(issame)[:n_pairs]
     return cam.explain_pairs(models["baseline"], images[2 * same], images[2 * same + 1], masks[2 * same],
                              masks[2 * same + 1], out / "fscam", model2=models["fserasing"],
@@ -138,9 +141,10 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     runs = train_both(synthetic.rec, cache, out, sizes, seed, p, device, progress)
     models = {name: load_backbone(r["weights"], network="tiny") for name, r in runs.items()}
     clock("train recognizers")
-    ev = evaluate_models(models, synthetic.pack, out, sizes, seed, progress)
+    pack = load_pack(synthetic.pack)
+    ev = evaluate_models(models, *pack, out, sizes, seed, progress)
     clock("evaluate")
-    cam_out = explain(models, synthetic.pack, out, sizes.cam_pairs, device, progress)
+    cam_out = explain(models, *pack, out, sizes.cam_pairs, device, progress)
     clock("fs-cam")
     erased_png = erased_samples(synthetic.rec, cache, out / "erased_samples.png", seed=seed)
     parser_png, parser_on_rec = parser_vs_truth(synthetic.rec, cache, out / "parser_vs_truth.png")

@@ -48,9 +48,9 @@ def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, single_
     """Load the pack and its ``.masks.npy`` and draw the occluded probes; the erased regions are the
     default groups, and with ``single_regions`` also each class alone (absent ones are skipped)."""
     from fse_plugin import evaluation
-    from fse_plugin.common import masks_path_for
+    from fse_plugin.common import load_masks, masks_path_for
     images, issame = evaluation.load_bin(pack)
-    masks = np.load(masks_path_for(pack))
+    masks = load_masks(masks_path_for(pack), len(images), images.shape[1:3], mmap=False)
     groups = list(evaluation.parse_groups(None).items())
     chosen = evaluation.occlusion_regions(None, "") + groups if single_regions else groups
     return ProbeSet(images, np.asarray(issame), masks, chosen, {k: occluded_probes(images, k, seed) for k in occluders},

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fse_plugin.study.pictures import pyplot
 from fse_plugin.study.probes import describe
 from fse_plugin.study.results import StudyResults
 from fse_plugin.study.variants import REFERENCE
@@ -63,9 +64,7 @@ def _bars(ax, names: list[str], series: dict[str, list[tuple[float, float, float
 def plot_study(res: StudyResults, out: Path) -> dict[str, Path]:
     """``accuracy.png`` (mean and 95% interval per variant and probe) and ``differences.png`` (paired
     differences from the reference with their intervals: accuracy, and accuracy lost to each probe)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     acc = [m for m in res.metrics if not m.startswith("drop:")]
     drops = [m for m in res.metrics if m.startswith("drop:")]
     paths = {"accuracy": out / "accuracy.png", "differences": out / "differences.png"}

@@ -100,9 +100,9 @@ def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, varian
             for seed in range(sizes.seeds) for v in chosen]
     clock("train and score")
     results = summarise(runs, [v.name for v in chosen])
-    facts = {"config": {"sizes": asdict(sizes), "steps": sizes.steps, "batch_size": sizes.batch_size,
+    facts = {"config": {**settings, "steps": sizes.steps, "batch_size": sizes.batch_size,
                         "variants": {v.name: {"fse": v.fse, "random_erasing": v.random_erasing} for v in chosen},
-                        **settings, "trainer": trainer, "trainer_detail": repr(train), "device": device,
+                        "trainer": trainer, "trainer_detail": repr(train), "device": device,
                         "repeatable": not any(r.train.get("stopped_by_time") for r in runs)},
              "parser": {k: parser[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in parser},
              "warning": warning, "timings_s": clock.total(), "runs": [asdict(r) for r in runs]}
