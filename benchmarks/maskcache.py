@@ -263,7 +263,7 @@ def decode_alone(rec: Path) -> tuple[float, float]:
     keys = recordio.image_index(reader).keys.tolist()
     t, c = time.perf_counter(), time.process_time()
     for k in keys:
-        source.read_image(reader, k)
+        reader.read_image(k)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     reader.close()
     cv2.setNumThreads(threads)

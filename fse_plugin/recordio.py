@@ -577,6 +577,10 @@ class RecordReader:
         """The whole record (IRHeader bytes included), split chunks reassembled."""
         return self._file.read_record(self.offset(key), key)[0]
 
+    def read_image(self, key: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """The RGB image of a record (into ``out`` if given): ``decode_image`` of its payload, with its errors."""
+        return decode_image(unpack(self.read(key))[1], out=out)
+
     def read_header(self, key: Any) -> IRHeader:
         """Only the header and label floats of a record (no image bytes read)."""
         offset = self.offset(key)

@@ -37,7 +37,7 @@ NORMALISE = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean
 
 def record_image(rec_dir: Path, key: int) -> np.ndarray:
     with recordio.open_rec(rec_dir) as r:
-        return recordio.decode_image(recordio.unpack(r.read(key))[1])
+        return r.read_image(key)
 
 
 def upstream_sample(rec_dir: Path, key: int) -> torch.Tensor:

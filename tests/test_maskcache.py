@@ -18,7 +18,7 @@ import torch
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.maskcache import chunk as chunkfile
-from fse_plugin.maskcache import codec, decoding, pipeline, source
+from fse_plugin.maskcache import codec, decoding, pipeline
 from fse_plugin.cli import main as cli_main
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.parsing import UNetRes18, load_parser, predict_masks, save_parser
@@ -209,7 +209,7 @@ def test_random_access_in_dataloader_workers(labels_cache, gt):
 def test_precompute_stores_the_parser_masks(ref_cache, synth_rec, parsers):
     cache = mc.MaskCache(ref_cache)
     reader = recordio.open_rec(synth_rec)
-    images = np.stack([source.read_image(reader, k) for k in cache.keys.tolist()])
+    images = np.stack([reader.read_image(k) for k in cache.keys.tolist()])
     expected = predict_masks(load_parser(parsers[0]), images, batch_size=RUN["batch_size"])  # same batches
     got = np.stack([cache.get(k) for k in cache.keys.tolist()])
     assert np.array_equal(got, expected)
@@ -373,7 +373,7 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
                     assert batch.errors == [(2, batch.errors[0][1])] and "cannot decode image" in batch.errors[0][1]
                     assert not batch.images[i].any()
                 else:
-                    expected = source.read_image(reader, int(keys[batch.start + i]))
+                    expected = reader.read_image(int(keys[batch.start + i]))
                     assert np.array_equal(batch.images[i], expected)
     assert seen == [s for s, _ in plan]
     out = np.empty((2, 100, 112, 3), np.uint8)  # another size: refused, named

@@ -13,7 +13,7 @@ from fse_plugin.common import FSEError, load_masks, masks_path_for
 from fse_plugin.evaluation import load_bin, select_pairs
 from fse_plugin.maskcache import MaskCache, default_cache_path
 from fse_plugin.parsing import masks_from_checkpoint
-from fse_plugin.recordio import RecordReader, decode_image, image_index, open_rec, unpack
+from fse_plugin.recordio import RecordReader, image_index, open_rec
 
 __all__ = ["load_pack", "load_rec"]
 
@@ -65,7 +65,7 @@ def _records(reader: RecordReader, cache: MaskCache | None,
         mask = cache.get(key) if cache is not None else None
         if cache is not None and mask is None:
             continue
-        img = decode_image(unpack(reader.read(key))[1])
+        img = reader.read_image(key)
         if shape is not None and img.shape != shape:
             raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones {shape}")
         if mask is not None and mask.shape != img.shape[:2]:

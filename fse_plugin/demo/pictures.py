@@ -21,7 +21,7 @@ def _rec_faces(rec_dir: Path, n: int) -> tuple[list[int], list[np.ndarray]]:
     reader = recordio.open_rec(rec_dir)
     keys = recordio.image_index(reader).keys
     picks = [int(keys[i]) for i in np.linspace(0, len(keys) - 1, n).round().astype(int)]
-    return picks, [recordio.decode_image(recordio.unpack(reader.read(k))[1]) for k in picks]
+    return picks, [reader.read_image(k) for k in picks]
 
 
 def erased_samples(rec_dir: Path, masks_path: Path, path: Path, n: int = 8, seed: int = 0) -> Path:

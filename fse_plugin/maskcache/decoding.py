@@ -21,7 +21,6 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from fse_plugin import recordio
-from fse_plugin.maskcache.source import read_image
 
 __all__ = ["Batch", "BatchDecoder", "decode_batch"]
 
@@ -37,7 +36,7 @@ def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.nda
     errors = []
     for i, key in enumerate(keys):
         try:
-            read_image(reader, key, out=out[i])
+            reader.read_image(key, out=out[i])
         except (ValueError, struct.error) as e:
             errors.append((i, f"{type(e).__name__}: {e}"))
             out[i] = 0

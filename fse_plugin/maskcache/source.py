@@ -17,7 +17,7 @@ from fse_plugin import recordio
 from fse_plugin.maskcache.errors import CacheError
 
 __all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file", "rec_location",
-           "read_image", "probe_size"]
+           "probe_size"]
 
 FINGERPRINT_SAMPLES = 64
 """Records whose bytes the source fingerprint hashes (evenly spaced over the image keys)."""
@@ -86,17 +86,11 @@ def rec_location(reader: recordio.RecordReader) -> str:
     return str(rec.parent if rec.name == "train.rec" else rec)
 
 
-def read_image(reader: recordio.RecordReader, key: int, out: np.ndarray | None = None) -> np.ndarray:
-    """RGB image of one record (into ``out`` if given); ValueError (RecordIOError included) or struct.error if
-    it cannot be had."""
-    return recordio.decode_image(recordio.unpack(reader.read(key))[1], out=out)
-
-
 def probe_size(reader: recordio.RecordReader, keys: np.ndarray) -> tuple[int, int]:
     """(height, width) of the first decodable image: the size of every mask of the cache."""
     for k in keys.tolist():
         try:
-            return read_image(reader, k).shape[:2]
+            return reader.read_image(k).shape[:2]
         except (ValueError, struct.error):
             continue
     raise CacheError(f"{reader.rec_path}: no image record decodes")
