@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fse_plugin.backbone.networks import build_network
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, unwrapped_key
 
 __all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoint"]
 
@@ -26,7 +26,6 @@ _WRAPPERS = ("state_dict_backbone", "state_dict", "model", "backbone", "model_st
 """Keys under which releases nest the backbone's state_dict, in order of preference."""
 _HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc", "partial_fc")
 """Names of classifier heads, as nested dicts or as the first part of a key."""
-_PREFIXES = ("module.", "_orig_mod.")
 _OWNERS = ("backbone.", "model.", "net.", "encoder.")
 """First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to ``head.weight``)."""
 
@@ -61,8 +60,7 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _strip(key: str, backbone_keys: set[str]) -> str:
-    while key.startswith(_PREFIXES):
-        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    key = unwrapped_key(key)
     if key in backbone_keys:
         return key
     owner = next((o for o in _OWNERS if key.startswith(o) and key[len(o):] in backbone_keys), None)

@@ -8,7 +8,9 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "dist_env", "autocast", "model_device"]
+__all__ = ["resolve_device", "dist_env", "autocast", "model_device", "unwrapped_key"]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -43,3 +45,12 @@ def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def unwrapped_key(key: str) -> str:
+    """A state_dict key as the bare model names it: ``module.`` (DDP) and ``_orig_mod.`` (torch.compile)
+    removed, nested in any order (``module._orig_mod.conv0.weight`` -> ``conv0.weight``)."""
+    while key.startswith(_WRAPPER_PREFIXES):
+        for prefix in _WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+    return key

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, unwrapped_key
 from fse_plugin.labels import LABEL_SET, NUM_CLASSES
 from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, UNetRes18
 
@@ -23,7 +23,6 @@ class ParserCheckpointError(FSEError):
 
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
-_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _META_KEYS = ("feature_scale", "n_classes", "in_channels", "label_set")
 
 
@@ -54,15 +53,7 @@ def _unwrap_state_dict(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], di
         obj = inner
     else:
         raise ParserCheckpointError(f"{path}: state_dict nested too deeply")
-    return {_strip_prefixes(str(k)): v for k, v in obj.items()}, meta
-
-
-def _strip_prefixes(key: str) -> str:
-    """``module._orig_mod.conv0...`` -> ``conv0...``: wrappers nest in any order."""
-    while key.startswith(_PREFIXES):
-        for p in _PREFIXES:
-            key = key.removeprefix(p)
-    return key
+    return {unwrapped_key(str(k)): v for k, v in obj.items()}, meta
 
 
 def _infer_architecture(sd: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, int]:
