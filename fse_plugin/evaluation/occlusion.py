@@ -198,14 +198,18 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
                    regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
                    device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
-                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True) -> OcclusionReport:
+                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True,
+                   clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
     """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
 
-    ``embedding_size`` (checked) is one size or one per model name.
+    ``embedding_size`` (checked) is one size or one per model name. ``clean_views``: per model name, what
+    ``embed`` (with flips, this batch size and device) already gave for ``images``, so they are not embedded again.
     """
     keys = np.arange(1, len(images), 2)
     present, skipped = _plan(regions, masks, keys)
-    emb = {m: fuse_views(embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
+    clean_views = clean_views or {}
+    emb = {m: fuse_views(clean_views[m] if m in clean_views else
+                         embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
                                progress, f"{m} clean")) for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:

@@ -68,7 +68,8 @@ def score_model(model: nn.Module, probes: ProbeSet, device: str = "cpu", batch_s
         scores[f"occluder:{kind}"] = evaluate_embeddings(occluded, probes.issame).accuracy * 100
     if probes.regions:
         report = occlusion_pack({"m": model}, probes.images, probes.issame, probes.masks, probes.regions,
-                                seed=probes.seed, batch_size=batch_size, device=device, progress=False)
+                                seed=probes.seed, batch_size=batch_size, device=device, progress=False,
+                                clean_views={"m": views})
         singles = [r.score["m"] for r in report.rows if len(r.classes) == 1]
         scores.update({f"erased:{r.region}": r.score["m"] for r in report.rows if len(r.classes) > 1})
         if singles:
