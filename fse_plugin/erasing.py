@@ -194,14 +194,15 @@ def _fill_values(fill: Fill, planes: list[np.ndarray], pixels: list[np.ndarray],
     """Fill of every erased pixel, [C, N], in the order of ``pixels``. planes: [C,H*W] views of the
     erased images; pixels: their erased flat indices; cls: each pixel's class."""
     C, R = planes[0].shape[0], len(planes)
-    row = np.repeat(np.arange(R), [len(p) for p in pixels])
-    N = len(row)
+    sizes = [len(p) for p in pixels]
+    N = sum(sizes)
+    if fill == "random":  # the reference's default: no per-pixel bookkeeping
+        return torch.randn((C, N), generator=generator).numpy()
+    row = np.repeat(np.arange(R), sizes)
 
     def colours() -> np.ndarray:  # one N(0,1) colour per (image, class), per pixel: [C, N]
         return torch.randn((R, K, C), generator=generator).numpy()[row, cls].T
 
-    if fill == "random":
-        return torch.randn((C, N), generator=generator).numpy()
     if fill == "random_1":
         return colours()
     if fill in ("random_mix", "random_mix_sample"):  # the reference tosses per region
