@@ -9,7 +9,6 @@ the same seed. Any layout ``image_index`` reads is accepted (upstream takes insi
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -25,9 +24,6 @@ from fse_plugin.im2rec.output import PartWriter, Progress, RecOutput
 from fse_plugin.recordio import IRHeader, image_index, open_rec, pack, unpack
 
 __all__ = ["ShuffleResult", "shuffle_rec"]
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class ShuffleResult:
@@ -74,6 +70,4 @@ def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = Tr
     output.publish()
     if (src / "property").is_file():
         atomic_write(out / "property", (src / "property").read_bytes())
-    result = ShuffleResult(out, len(keys), time.perf_counter() - t0)
-    log.info("%s: %d records in a random order (seed %d), %.1f s", output.rec, len(keys), seed, result.seconds)
-    return result
+    return ShuffleResult(out, len(keys), time.perf_counter() - t0)
