@@ -28,6 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
             run_shuffle, prog="fse rec shuffle")
 
 
+_LIST_FLAGS = {"--recursive": 0, "--exts": "+", "--chunks": 1, "--train-ratio": 1, "--test-ratio": 1, "--no-shuffle": 0}
+_PACK_FLAGS = {"--pass-through": 0, "--resize": 1, "--center-crop": 0, "--quality": 1, "--color": 1, "--encoding": 1,
+               "--pack-label": 0, "--num-thread": 1, "--resume": 0}
+
+
+class _OtherAction(argparse.Action):
+    """A flag of the other action (im2rec takes both kinds in one command line): refused, saying why."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is a flag of '{self.const}'; here it would mean nothing")
+
+
+def _refuse(p: argparse.ArgumentParser, flags: dict, action: str) -> None:
+    for flag, nargs in flags.items():
+        p.add_argument(flag, nargs=nargs or None, action=_OtherAction, const=action, dest=f"other{flag}",
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def _positionals(p: argparse.ArgumentParser) -> None:
     p.add_argument("prefix", metavar="PREFIX", help="path and name of the lists and recs, e.g. /data/train "
                    "(-> train.lst, train.rec, train.idx)")
@@ -48,6 +66,7 @@ def add_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
                    help="keep the walk order (default: mxnet's shuffle, Python's random seeded with 100)")
     p.add_argument("--quiet", action="store_true", help="warnings only")
+    _refuse(p, _PACK_FLAGS, "fse rec pack (im2rec without --list)")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -76,6 +95,7 @@ def add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="go on with the .part files an interrupted run left (same list, root and flags)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    _refuse(p, _LIST_FLAGS, "fse rec list (im2rec --list)")
 
 
 def run_pack(args: argparse.Namespace) -> int:

@@ -174,8 +174,8 @@ def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: Lis
     table = list_images(root, settings.recursive, settings.exts)
     n = len(table)
     if not n:
-        where = "under" if settings.recursive else "directly in (add --recursive for sub-folders)"
-        raise FSEError(f"ROOT: no image with suffix {', '.join(settings.exts)} {where} {root}")
+        where = f"under {root}" if settings.recursive else f"directly in {root} (--recursive lists its sub-folders)"
+        raise FSEError(f"ROOT: no image with suffix {', '.join(settings.exts)} {where}")
     if settings.chunks > n:
         raise FSEError(f"--chunks {settings.chunks} is more than the {n} images under {root}")
     log.info("%d images in %d labelled folders under %s", n, len(table.folders), root)
