@@ -139,13 +139,15 @@ def test_unreadable_images_are_skipped_named_and_counted(tmp_path, caplog):
     assert (r.images, r.skipped) == (10, 1)  # pass-through packs any bytes, as mxnet does
 
 
-def _interrupt_at(monkeypatch, line: int) -> None:
-    encode = encoding.ItemEncoder.encode
+def _interrupt_at(monkeypatch, image: int) -> None:
+    """Ctrl-C while encoding the ``image``-th image (from 1) of the run."""
+    encode, seen = encoding.ItemEncoder.encode, []
 
-    def interrupted(self, number, item):
-        if number == line:
+    def interrupted(self, item):
+        seen.append(item)
+        if len(seen) == image:
             raise KeyboardInterrupt
-        return encode(self, number, item)
+        return encode(self, item)
     monkeypatch.setattr(encoding.ItemEncoder, "encode", interrupted)
 
 

@@ -20,9 +20,9 @@ import numpy as np
 from fse_plugin.common import checks
 from fse_plugin.common.errors import FSEError
 from fse_plugin.im2rec.lstfile import ListItem, parse_line
-from fse_plugin.recordio import IRHeader, pack, pack_img
+from fse_plugin.recordio import IRHeader, encode_record, pack, pack_img
 
-__all__ = ["PackSettings", "Encoded", "ItemEncoder"]
+__all__ = ["PackSettings", "Encoded", "EncodedBatch", "ItemEncoder"]
 
 _QUALITY = {".jpg": (1, 100, 95), ".png": (0, 9, 9)}  # encoding: lowest, highest, default
 
@@ -65,15 +65,22 @@ class PackSettings:
 
 class Encoded(NamedTuple):
     """A line's outcome: ``record`` (header + payload) under ``key``, or why the image was skipped."""
-    line: int
     key: int
     path: str
     record: bytes | None
     reason: str = ""
 
 
+class EncodedBatch(NamedTuple):
+    """A batch's records as .rec chunks back to back (the writer only appends them), and what was skipped."""
+    chunks: bytes
+    keys: list[int]
+    sizes: list[int]  # bytes of each record's chunks
+    skipped: list[tuple[str, str]]  # (image path, why)
+
+
 class ItemEncoder:
-    """Turns batches of ``(line number, text)`` into ``Encoded`` results (blank lines give none).
+    """Turns a batch of ``(line number, text)`` into an ``EncodedBatch`` (blank lines give nothing).
 
     Picklable and small: worker processes receive it with every batch.
     """
@@ -84,26 +91,33 @@ class ItemEncoder:
     def __repr__(self) -> str:
         return f"ItemEncoder({self.lst!r}, root={self.root!r}, {self.settings})"
 
-    def __call__(self, lines: list[tuple[int, str]]) -> list[Encoded]:
-        out = []
+    def __call__(self, lines: list[tuple[int, str]]) -> EncodedBatch:
+        pieces, keys, sizes, skipped = [], [], [], []
         for number, text in lines:
             item = parse_line(text, f"{self.lst}: line {number}")
-            if item is not None:
-                out.append(self.encode(number, item))
-        return out
+            if item is None:
+                continue
+            r = self.encode(item)
+            if r.record is None:
+                skipped.append((r.path, r.reason))
+                continue
+            pieces.append(encode_record(r.record))
+            keys.append(r.key)
+            sizes.append(len(pieces[-1]))
+        return EncodedBatch(b"".join(pieces), keys, sizes, skipped)
 
     def header(self, item: ListItem) -> IRHeader:
         if len(item.labels) > 1 and self.settings.pack_label:
             return IRHeader(0, list(item.labels), item.index, 0)
         return IRHeader(0, item.labels[0], item.index, 0)
 
-    def encode(self, number: int, item: ListItem) -> Encoded:
+    def encode(self, item: ListItem) -> Encoded:
         path = os.path.join(self.root, item.path)
         try:
-            return Encoded(number, item.index, path, self._record(path, self.header(item)))
+            return Encoded(item.index, path, self._record(path, self.header(item)))
         except (OSError, cv2.error, ValueError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1]
-            return Encoded(number, item.index, path, None, reason)
+            return Encoded(item.index, path, None, reason)
 
     def _record(self, path: str, header: IRHeader) -> bytes:
         """im2rec's record of one image; the file is read whole first, so a missing or unreadable file is an

@@ -10,7 +10,7 @@ import math
 import os
 from array import array
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -21,8 +21,7 @@ __all__ = ["ListItem", "ListSummary", "format_line", "parse_line", "check_list",
 _MAX_INDEX = 2**63 - 1  # .idx keys are read as int64
 
 
-@dataclass(frozen=True)
-class ListItem:
+class ListItem(NamedTuple):
     """One parsed line: the record key (and header id), its float labels, the image path under the root."""
     index: int
     labels: tuple[float, ...]
@@ -48,9 +47,9 @@ def parse_line(line: str, where: str) -> ListItem | None:
     ``where`` ("FILE: line N") starts every error message.
     """
     fields = [f.strip() for f in line.strip().split("\t")]
-    if fields == [""]:
-        return None
     if len(fields) < 3:
+        if fields == [""]:
+            return None
         raise FSEError(f"{where}: expected 'index<TAB>label<TAB>path' (tab-separated), got {line.strip()[:80]!r}")
     try:
         index = int(fields[0])
@@ -58,16 +57,23 @@ def parse_line(line: str, where: str) -> ListItem | None:
         raise FSEError(f"{where}: index {fields[0][:40]!r} is not an integer") from None
     if not 0 <= index <= _MAX_INDEX:
         raise FSEError(f"{where}: index {index} is outside 0..2^63-1 (it becomes the record key)")
-    labels = []
-    for text in fields[1:-1]:
-        try:
-            value = float(text)
-        except ValueError:
-            raise FSEError(f"{where}: label {text[:40]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise FSEError(f"{where}: label {text!r} is not a finite number")
-        labels.append(value)
-    return ListItem(index, tuple(labels), fields[-1])
+    try:
+        labels = tuple(map(float, fields[1:-1]))
+    except ValueError:
+        bad = next(t for t in fields[1:-1] if not _is_float(t))
+        raise FSEError(f"{where}: label {bad[:40]!r} is not a number") from None
+    if not all(map(math.isfinite, labels)):
+        bad = next(t for t, v in zip(fields[1:-1], labels) if not math.isfinite(v))
+        raise FSEError(f"{where}: label {bad!r} is not a finite number")
+    return ListItem(index, labels, fields[-1])
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def read_lines(path: str | os.PathLike, skip: int = 0) -> Iterator[tuple[int, str]]:

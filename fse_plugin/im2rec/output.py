@@ -55,12 +55,21 @@ class PartWriter:
         self._pos, self._idx_pos = progress.rec_bytes, progress.idx_bytes
 
     def write(self, key: int, record: bytes) -> None:
-        """One record under ``key``: its chunks in the .rec part, ``key<TAB>offset`` in the .idx part."""
-        data, line = encode_record(record), b"%d\t%d\n" % (key, self._pos)
-        self._rec.write(data)
-        self._idx.write(line)
-        self._pos += len(data)
-        self._idx_pos += len(line)
+        """One record under ``key``."""
+        chunks = encode_record(record)
+        self.write_chunks(chunks, [key], [len(chunks)])
+
+    def write_chunks(self, chunks: bytes, keys: list[int], sizes: list[int]) -> None:
+        """Records already cut into .rec chunks, back to back (``sizes`` bytes each), under ``keys``:
+        the chunks appended to the .rec part, ``key<TAB>offset`` lines to the .idx part."""
+        lines = []
+        for key, size in zip(keys, sizes):
+            lines.append(b"%d\t%d\n" % (key, self._pos))
+            self._pos += size
+        self._rec.write(chunks)
+        text = b"".join(lines)
+        self._idx.write(text)
+        self._idx_pos += len(text)
 
     def mark(self, lines: int, images: int, skipped: int) -> None:
         """Everything written so far is whole: remember it (in memory; ``checkpoint`` puts it on disk)."""

@@ -121,14 +121,11 @@ class _Packer:
         batches = ordered_map(encoder, _batches(self.summary.path, start.lines), self.workers)
         with closing(batches), tqdm(total=self.summary.lines, initial=start.lines, unit="img", dynamic_ncols=True,
                                     disable=not self.progress, desc=Path(self.summary.path).name) as bar:
-            for batch, results in batches:
-                for r in results:
-                    if r.record is None:
-                        skipped += 1
-                        log.warning("%s: skipped (%s)", r.path, r.reason)
-                    else:
-                        writer.write(r.key, r.record)
-                        images += 1
+            for batch, done in batches:
+                for path, reason in done.skipped:
+                    log.warning("%s: skipped (%s)", path, reason)
+                writer.write_chunks(done.chunks, done.keys, done.sizes)
+                images, skipped = images + len(done.keys), skipped + len(done.skipped)
                 writer.mark(batch[-1][0], images, skipped)
                 bar.update(len(batch))
                 if time.monotonic() - saved > _CHECKPOINT_S:
