@@ -64,10 +64,10 @@ class PackSettings:
 
 
 class Encoded(NamedTuple):
-    """A line's outcome: ``record`` (header + payload) under ``key``, or why the image was skipped."""
+    """A line's outcome: its record as .rec ``chunks`` under ``key``, or why the image was skipped."""
     key: int
     path: str
-    record: bytes | None
+    chunks: bytes | None
     reason: str = ""
 
 
@@ -98,12 +98,12 @@ class ItemEncoder:
             if item is None:
                 continue
             r = self.encode(item)
-            if r.record is None:
+            if r.chunks is None:
                 skipped.append((r.path, r.reason))
                 continue
-            pieces.append(encode_record(r.record))
+            pieces.append(r.chunks)
             keys.append(r.key)
-            sizes.append(len(pieces[-1]))
+            sizes.append(len(r.chunks))
         return EncodedBatch(b"".join(pieces), keys, sizes, skipped)
 
     def header(self, item: ListItem) -> IRHeader:
@@ -114,8 +114,8 @@ class ItemEncoder:
     def encode(self, item: ListItem) -> Encoded:
         path = os.path.join(self.root, item.path)
         try:
-            return Encoded(item.index, path, self._record(path, self.header(item)))
-        except (OSError, cv2.error, ValueError) as e:
+            return Encoded(item.index, path, encode_record(self._record(path, self.header(item))))
+        except (OSError, cv2.error, ValueError) as e:  # ValueError: undecodable, or a record of 2^29 bytes or more
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1]
             return Encoded(item.index, path, None, reason)
 

@@ -7,8 +7,8 @@ is shuffled by Python's ``random`` seeded with 100 (unless ``shuffle`` is off), 
 of ceil(N / chunks) images, and each chunk split into test, train and val parts at
 int(chunk_size * ratio), as mxnet does (the last chunk may be shorter).
 
-The image table is kept compact (the file names of each folder as one UTF-8 blob, not a tuple per
-image), so listing 42M images takes about 1/6 of the memory mxnet's list of tuples takes.
+The image table keeps all file names as one UTF-8 byte string with an offset and a folder per image,
+not a tuple of Python objects per image as mxnet does: a WebFace42M-size folder fits in memory easily.
 """
 from __future__ import annotations
 

@@ -77,10 +77,13 @@ class PartWriter:
         self._idx.flush()
         self.progress = Progress(lines, images, skipped, self._pos, self._idx_pos)
 
-    def checkpoint(self, identity: dict) -> None:
-        """Parts on disk, then the journal naming how much of them is whole."""
-        os.fsync(self._rec.fileno())
-        os.fsync(self._idx.fileno())
+    def checkpoint(self, identity: dict, durable: bool = True) -> None:
+        """The journal naming how much of the parts is whole; ``durable``: the parts reach the disk first,
+        so the point survives a power cut too (the last one before the renames need not: the renames
+        follow at once, and a lost point only means starting again)."""
+        if durable:
+            os.fsync(self._rec.fileno())
+            os.fsync(self._idx.fileno())
         self.output.save_journal(identity, self.progress)
 
     def close(self) -> None:

@@ -110,7 +110,7 @@ class _Packer:
         try:
             self._write(writer, start)
         finally:
-            writer.checkpoint(self.identity)
+            writer.checkpoint(self.identity, durable=False)
             writer.close()
         self.output.publish()
         return self._result(writer.progress, start.lines, t0)
