@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fse_plugin.cam.data import load_pack
 from fse_plugin.cam.inputs import as_input
 from fse_plugin.cam.plots import overlay_strip
 from fse_plugin.cam.regions import fs_cam, normalise_scores
+from fse_plugin.cam.sources import load_pack
 from fse_plugin.cam.stats import region_mean
 from fse_plugin.cam.targets import pair_target
-from fse_plugin.common import masks_path_for, resolve_device
+from fse_plugin.common import FSEError, masks_path_for, resolve_device
 from fse_plugin.labels import CLASSES
 
 __all__ = ["FSCAMCallback"]
@@ -78,10 +78,10 @@ class FSCAMCallback:
                         masks_path_for(path).name)
             return
         device = str(resolve_device())  # 'cuda' is the rank's device: train_v2 has set it
-        images, _, m, source, sel = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)
-        order = np.concatenate([np.arange(0, len(images), 2), np.arange(1, len(images), 2)])  # a-sides, b-sides
-        self.packs.append((name, images[order], m[order]))
-        log.info("fse_cam: %s: %d genuine pairs, masks from %s", name, len(sel), source)
+        pack = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)
+        order = np.concatenate([np.arange(0, len(pack.images), 2), np.arange(1, len(pack.images), 2)])  # a, then b
+        self.packs.append((name, pack.images[order], pack.masks[order]))
+        log.info("fse_cam: %s: %d genuine pairs, masks from %s", name, len(pack.pairs), pack.masks_source)
 
     def __call__(self, num_update: int, backbone: nn.Module) -> None:
         if self.verification is not None:

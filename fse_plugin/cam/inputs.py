@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fse_plugin.common import autocast, model_device, to_input, to_uint8
+from fse_plugin.common import FSEError, autocast, model_device, to_input, to_uint8
 from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
@@ -61,16 +61,20 @@ def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = Non
     return m
 
 
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 @torch.no_grad()
 def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 256,
-                    amp: bool = False) -> torch.Tensor:
-    """``model(x)`` in batches on the model's device; float32 outputs stay on that device.
-    ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by batch (no float copy of all)."""
+                    precision: str = "fp32") -> torch.Tensor:
+    """``model(x)`` in batches on the model's device (under autocast for 'bf16' / 'fp16'); float32
+    outputs stay on that device. ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by
+    batch (no float copy of all)."""
     dev = model_device(model)
     x = as_images(x)
     outs = []
     for i in range(0, len(x), batch_size):
-        with autocast(dev, amp):
+        with autocast(dev, precision in _AUTOCAST, _AUTOCAST.get(precision, torch.bfloat16)):
             out = model(as_input(x[i:i + batch_size]).to(dev, non_blocking=True))
         outs.append(out.float())
     return torch.cat(outs)

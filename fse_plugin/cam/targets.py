@@ -144,23 +144,24 @@ class EmbeddingTarget(Target):
 
 
 def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
-                amp: bool = False) -> EmbeddingTarget:
+                precision: str = "fp32") -> EmbeddingTarget:
     """Targets for ``cat([images1, images2])``: each image scored against its partner's clean embedding."""
-    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, amp)
+    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, precision)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())
 
 
-def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256, amp: bool = False) -> EmbeddingTarget:
+def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against its own clean embedding (what of the face makes it itself)."""
-    return EmbeddingTarget(batched_forward(model, images, batch_size, amp).cpu())
+    return EmbeddingTarget(batched_forward(model, images, batch_size, precision).cpu())
 
 
 def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int], batch_size: int = 256,
-                    amp: bool = False) -> EmbeddingTarget:
+                    precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against the centroid of the OTHER images of its identity (its own clean
     embedding when it is the only one), so the score measures identity, not self-similarity."""
-    emb = F.normalize(batched_forward(model, images, batch_size, amp).cpu(), dim=1)
+    emb = F.normalize(batched_forward(model, images, batch_size, precision).cpu(), dim=1)
     labels_t = torch.as_tensor(np.asarray(labels)).long()
     if len(labels_t) != len(emb):
         raise ValueError(f"{len(labels_t)} labels for {len(emb)} images")
@@ -189,7 +190,7 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, bat
 
 
 def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None, batch_size: int = 256,
-                   amp: bool = False) -> Callable[[nn.Module, torch.Tensor], Target]:
+                   precision: str = "fp32") -> Callable[[nn.Module, torch.Tensor], Target]:
     """``make_target(model, images)`` for a target kind (``TARGETS``) among those a source allows.
 
     'pair' takes the images as all first sides, then all second sides; 'identity' needs ``labels``.
@@ -200,11 +201,11 @@ def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | No
     def make_target(model: nn.Module, x: torch.Tensor) -> Target:
         if kind == "pair":
             p = len(x) // 2
-            return pair_target(model, x[:p], x[p:], batch_size, amp)
+            return pair_target(model, x[:p], x[p:], batch_size, precision)
         if kind == "identity":
-            return identity_target(model, x, labels, batch_size, amp)
+            return identity_target(model, x, labels, batch_size, precision)
         if kind == "self":
-            return self_target(model, x, batch_size, amp)
+            return self_target(model, x, batch_size, precision)
         return ClassTarget()
 
     return make_target

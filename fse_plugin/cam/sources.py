@@ -1,7 +1,8 @@
-"""Faces to explain with their masks: pairs of a ``.bin`` pack, or the first images of a rec."""
+"""Faces to explain with their masks, from where they live: pairs of a ``.bin`` pack, or the first images of a rec."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
@@ -15,35 +16,60 @@ from fse_plugin.maskcache import MaskCache, default_cache_path
 from fse_plugin.parsing import masks_from_checkpoint
 from fse_plugin.recordio import RecordReader, image_index, open_rec
 
-__all__ = ["load_pack", "load_rec"]
+__all__ = ["PackPairs", "RecImages", "load_pack", "load_rec"]
+
+
+@dataclass(frozen=True)
+class PackPairs:
+    """Selected pairs of a pack: ``images`` uint8 [2n,H,W,3] and ``masks`` [2n,H,W] in pack order
+    (a, b, a, b ...), ``issame`` [n], ``pairs`` (the pairs' indices in the pack, [n]) and
+    ``masks_source`` (where the masks came from, in words)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    issame: np.ndarray
+    pairs: np.ndarray
+    masks_source: str
+
+
+@dataclass(frozen=True)
+class RecImages:
+    """The first images of a rec: ``images`` uint8 [n,H,W,3], ``masks`` [n,H,W], identity ``labels`` and
+    record ``keys`` [n], and ``masks_source`` (where the masks came from, in words)."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    keys: np.ndarray
+    masks_source: str
 
 
 def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
               parser: str | os.PathLike | None = None, pairs: str = "all", limit: int | None = None,
-              device: str = "cpu", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, np.ndarray]:
-    """Selected pairs of a verification pack with masks:
-    ``(images uint8 [2n,H,W,3] in pack order a,b,a,b..., issame [n], masks [2n,H,W], source, pair indices [n])``.
+              device: str = "cpu", batch_size: int = 64) -> PackPairs:
+    """The first ``limit`` ``pairs`` ('same', 'diff', 'all': ``evaluation.select_pairs``) of a
+    verification pack with their masks.
 
     Masks come from ``masks`` (.npy of the whole pack), else ``parser`` (predicted for the selected
-    images only), else ``<pack minus .bin>.masks.npy``. Pairs: see ``evaluation.select_pairs``.
+    images only), else ``<pack minus .bin>.masks.npy``.
     """
+    stem_masks = masks_path_for(bin_path)
+    if masks is None and parser is None and not stem_masks.is_file():
+        raise FSEError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
+                       f"{stem_masks.name} beside the pack")
     images, issame = load_bin(str(bin_path))
     sel = select_pairs(issame, pairs, limit)
     if not len(sel):
         raise FSEError(f"{bin_path}: no {pairs!r} pairs to explain")
     keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
     faces = images[keep]
-    stem_masks = masks_path_for(bin_path)
-    if masks is None and parser is None and not stem_masks.is_file():
-        raise FileNotFoundError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
-                                f"{stem_masks.name} beside the pack")
     if parser is not None and masks is None:
         source, m = f"parser {parser}", masks_from_checkpoint(parser, faces, device, batch_size)
     else:
         source = str(masks if masks is not None else stem_masks)
         m = np.asarray(load_masks(source, len(images), images.shape[1:3])[keep])
         as_masks(m, where=source)
-    return faces, np.asarray(issame)[sel], m, source, sel
+    return PackPairs(faces, m, np.asarray(issame)[sel], sel, source)
 
 
 def _open_cache(reader: RecordReader, mask_cache: str | os.PathLike | None) -> tuple[MaskCache, str]:
@@ -75,9 +101,8 @@ def _records(reader: RecordReader, cache: MaskCache | None,
 
 
 def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str | os.PathLike | None = None,
-             parser: str | os.PathLike | None = None, device: str = "cpu",
-             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """The first ``limit`` images of a rec with masks: ``(images, masks, labels, keys, source)``.
+             parser: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64) -> RecImages:
+    """The first ``limit`` images of a rec (all for None) with masks.
 
     Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default
     ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
@@ -90,4 +115,4 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
     keys, labels, images, masks = (list(col) for col in zip(*rows))
     images_np = np.stack(images)
     masks_np = masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
-    return images_np, masks_np, np.asarray(labels), np.asarray(keys), source
+    return RecImages(images_np, masks_np, np.asarray(labels), np.asarray(keys), source)

@@ -1,0 +1,75 @@
+"""How ``explain`` runs and writes: one settings object for the methods, the target, the files.
+
+Every value is checked when the object is made, so a mistake is refused (``FSEError`` naming the
+field) before any model runs; ``fse cam`` checks its flags the same way before it loads anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from torch import nn
+
+from fse_plugin.cam.methods import METHODS, parse_methods
+from fse_plugin.cam.stats import CI_METHODS
+from fse_plugin.cam.targets import TARGETS
+from fse_plugin.common import FSEError
+from fse_plugin.erasing import check_fill
+
+__all__ = ["REPORT_FORMATS", "ExplainSettings"]
+
+REPORT_FORMATS: tuple[str, ...] = ("md", "html")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Settings of one ``explain`` run (the defaults are ``fse cam``'s).
+
+    ``methods``: names or a comma string (``methods.METHODS``); ``target``: the target kind
+    (``targets.TARGETS``; None: the front door's default, 'pair' for pairs, 'identity' for recs);
+    ``batch_size``: images per forward (FS-CAM sends ~batch_size/26 faces with their region copies);
+    ``images_per_step``: faces per step of each method (progress and memory); ``grid``: rows of the
+    overlay pictures; ``precision``: 'bf16' runs fscam, ablation and RISE under bf16 autocast;
+    ``fill``: ablation's erasure (a number in normalised space or an FSErasing fill name);
+    ``seed``: random fills, RISE masks, bootstrap; ``target_layer``: the pixel CAMs' layer (a module
+    or dotted name; None: the last stage); ``options``: per-method options, ``{method: {name: value}}``
+    (RISE ``n_masks``, ``s``, ``p1``; Group-CAM ``groups`` ...); ``ci``: 'bootstrap' or 't';
+    ``report``: 'md' or 'html'; ``meta``: extra entries for the report's settings line and the JSON's
+    meta (the weights, the data); ``progress``: tqdm bars.
+    """
+
+    methods: tuple[str, ...] = ("fscam",)
+    target: str | None = None
+    device: str = "cpu"
+    batch_size: int = 260
+    images_per_step: int = 32
+    grid: int = 8
+    precision: str = "fp32"
+    fill: str | float = 0.0
+    seed: int = 0
+    target_layer: nn.Module | str | None = None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ci: str = "bootstrap"
+    report: str = "md"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalised values are stored once, here
+        set_(self, "methods", tuple(parse_methods(self.methods)))
+        set_(self, "fill", check_fill(self.fill))
+        set_(self, "options", {k: dict(v) for k, v in self.options.items()})
+        set_(self, "meta", dict(self.meta))
+        if self.target is not None and self.target not in TARGETS:
+            raise FSEError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        for name in ("batch_size", "images_per_step", "grid"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FSEError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name, allowed in (("precision", PRECISIONS), ("ci", CI_METHODS), ("report", REPORT_FORMATS)):
+            if getattr(self, name) not in allowed:
+                raise FSEError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        unknown = sorted(set(self.options) - set(METHODS))
+        if unknown:
+            raise FSEError(f"options for unknown methods {unknown}; known: {', '.join(METHODS)}")
