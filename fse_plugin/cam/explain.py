@@ -21,19 +21,23 @@ from tqdm import tqdm
 from fse_plugin.cam.inputs import as_images, as_input, as_masks, picture_images
 from fse_plugin.cam.methods import run_method
 from fse_plugin.cam.pixel import GRADIENT_METHODS, PIXEL_METHODS, make_pixel_cam
-from fse_plugin.cam.report import write_outputs
+from fse_plugin.cam.report import clear_results, write_outputs
 from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
 from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.cam.sources import load_pack, load_rec
 from fse_plugin.cam.targets import TARGETS, Target, check_target, target_factory
 from fse_plugin.common import FSEError
 
-__all__ = ["explain", "explain_model", "explain_pairs", "explain_bin", "explain_rec"]
+__all__ = ["PAIR_TARGETS", "REC_TARGETS", "explain", "explain_model", "explain_pairs", "explain_bin", "explain_rec"]
 
 log = logging.getLogger(__name__)
 
 Models = nn.Module | Mapping[str, nn.Module]
 """One model (named 'model') or several by name (two are compared: second minus first)."""
+PAIR_TARGETS: tuple[str, ...] = ("pair", "self", "class")
+"""The targets of verification pairs (``explain_pairs``, ``explain_bin``), the default first."""
+REC_TARGETS: tuple[str, ...] = ("identity", "self", "class")
+"""The targets of a rec's images (``explain_rec``), the default first."""
 
 
 def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target,
@@ -95,6 +99,7 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
     st = replace(st, grid=min(st.grid, len(data)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clear_results(out)
     results = {}
     for name, model in models.items():
         model = model.to(st.device).eval()
@@ -145,9 +150,8 @@ def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, mask
     if not (len(images1) == len(images2) == len(masks1) == len(masks2)):
         raise FSEError(f"pair sides differ in length: {len(images1)}, {len(images2)} images, "
                        f"{len(masks1)}, {len(masks2)} masks")
-    st = _target_settings(settings, "pair", {})
-    make_target = target_factory(st.target, ("pair", "self", "class"), batch_size=st.batch_size,
-                                 precision=st.precision)
+    st = _target_settings(settings, PAIR_TARGETS[0], {})
+    make_target = target_factory(st.target, PAIR_TARGETS, batch_size=st.batch_size, precision=st.precision)
     images = np.concatenate([picture_images(images1), picture_images(images2)])
     masks = np.concatenate([np.asarray(masks1), np.asarray(masks2)])
     labels = row_labels or [f"pair {i} {side}" for side in "ab" for i in range(len(images1))]
@@ -175,7 +179,7 @@ def explain_rec(models: Models, rec: str | os.PathLike, out_dir: str | os.PathLi
     ('self'), or a classifier's argmax ('class': the model with its head, ``classifier.IdentityLogits``)."""
     st = settings or ExplainSettings()
     faces = load_rec(rec, limit, mask_cache, parser, st.device)
-    st = _target_settings(st, "identity", {"rec": str(rec), "masks": faces.masks_source})
-    make_target = target_factory(st.target, ("identity", "self", "class"), faces.labels, st.batch_size, st.precision)
+    st = _target_settings(st, REC_TARGETS[0], {"rec": str(rec), "masks": faces.masks_source})
+    make_target = target_factory(st.target, REC_TARGETS, faces.labels, st.batch_size, st.precision)
     labels = [f"key {k} id {lab}" for k, lab in zip(faces.keys, faces.labels)]
     return explain(models, faces.images, faces.masks, out_dir, make_target, st, labels)

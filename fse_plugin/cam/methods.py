@@ -12,7 +12,7 @@ from fse_plugin.cam.pixel import PIXEL_METHODS, aggregate_per_region, run_pixel_
 from fse_plugin.cam.regions import REGION_METHODS, fs_cam, normalise_scores, region_ablation
 from fse_plugin.cam.results import RegionValues
 from fse_plugin.cam.targets import Target, resolve_target
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, checks
 
 if TYPE_CHECKING:
     from fse_plugin.cam.settings import ExplainSettings
@@ -22,16 +22,14 @@ __all__ = ["METHODS", "parse_methods", "run_method"]
 METHODS: tuple[str, ...] = REGION_METHODS + PIXEL_METHODS
 
 
-def parse_methods(methods: str | Sequence[str]) -> list[str]:
-    """A comma list or sequence of method names -> known names, lower case, each once (a repeat is refused)."""
-    items = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
-    bad = [m for m in items if m not in METHODS]
-    if bad or not items:
-        raise FSEError(f"unknown CAM methods {bad or methods!r}; known: {', '.join(METHODS)}")
-    repeated = sorted({m for m in items if items.count(m) > 1})
-    if repeated:
-        raise FSEError(f"CAM methods named twice: {', '.join(repeated)}")
-    return items
+def parse_methods(methods: str | Sequence[str], name: str = "methods") -> list[str]:
+    """A comma list or sequence of method names -> the names, each known and given once (else ``FSEError``
+    naming ``name``); upper case is read as lower case."""
+    if isinstance(methods, str):
+        methods = methods.lower()
+    elif isinstance(methods, Sequence):
+        methods = [m.lower() if isinstance(m, str) else m for m in methods]
+    return checks.name_list(methods, name, METHODS)
 
 
 def run_method(method: str, model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target: Target,
@@ -47,7 +45,7 @@ def run_method(method: str, model: nn.Module, x: torch.Tensor, masks: torch.Tens
         drops, maps = region_ablation(model, x, masks, target, st.fill, st.batch_size, st.seed, st.precision)
         return RegionValues(normalise_scores(drops).numpy(), drops.numpy(), "drop"), maps.numpy()
     if cam is None:
-        raise ValueError(f"pixel method {method!r} needs a CAM object (make_pixel_cam)")
+        raise FSEError(f"pixel method {method!r} needs a CAM object (make_pixel_cam)")
     x = as_input(x)
     maps = run_pixel_cam(cam, x, resolve_target(model, x, target), batch_size=max(1, min(len(x), 16)))
     mean, share = aggregate_per_region(maps, masks)

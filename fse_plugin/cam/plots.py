@@ -11,6 +11,7 @@ import numpy as np
 
 from fse_plugin.cam.inputs import IGNORE
 from fse_plugin.cam.stats import RegionStats
+from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import CLASSES, NUM_CLASSES, PALETTE, colorize
 
 __all__ = ["CMAP", "overlay", "overlay_strip", "overlay_grid_figure", "plot_overlay_grid", "plot_region_bars"]
@@ -50,7 +51,8 @@ def _save_figure(fig, path: str | os.PathLike, title: str) -> Path:
         fig.suptitle(textwrap.fill(title, chars), fontsize=9)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     _pyplot().close(fig)
     return Path(path)
 

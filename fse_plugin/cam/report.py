@@ -14,10 +14,14 @@ from fse_plugin.cam.plots import plot_overlay_grid, plot_region_bars
 from fse_plugin.cam.results import MethodResult, MethodStats
 from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.cam.stats import RegionStats
+from fse_plugin.common.files import atomic_output, atomic_write
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 
-__all__ = ["write_outputs", "write_scores_csv", "write_stats_csv", "write_json", "write_report", "render"]
+__all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv", "write_stats_csv", "write_json", "write_report", "render"]
 
+RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv", "report.md",
+                                 "report.html")
+"""The tables and the page a reader takes as a run's result (each written whole, through a temporary file)."""
 Results = Mapping[str, Mapping[str, MethodResult]]
 """``{model: {method: result}}`` as ``Explanation.results``."""
 Comparison = Mapping[str, MethodStats]
@@ -32,7 +36,7 @@ def _cell(value: float) -> str:
 
 def write_scores_csv(path: Path, results: Results, labels: Sequence[str]) -> Path:
     """One row per model, method, kind and image: the 25 region values (empty where absent)."""
-    with open(path, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "method", "kind", "image", "label", *CLASSES])
         for name, per in results.items():
@@ -51,7 +55,7 @@ def write_stats_csv(path: Path, results: Results, comparison: Comparison) -> Pat
     if comparison:
         rows += [(f"{names[1]}-{names[0]}", method, kind, st) for method, diff in comparison.items()
                  for kind, st in diff.kinds().items()]
-    with open(path, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "method", "kind", "region", "class_id", "n", "mean", "lo95", "hi95"])
         for name, method, kind, st in rows:
@@ -80,7 +84,7 @@ def write_json(path: Path, meta: Mapping[str, Any], results: Results, comparison
            "images": list(labels),
            "tables": {name: {method: {kind: [_nan_to_none(row) for row in v] for kind, v in r.values.kinds().items()}
                              for method, r in per.items()} for name, per in results.items()}}
-    path.write_text(json.dumps(doc, indent=1))
+    atomic_write(path, json.dumps(doc, indent=1).encode())
     return path
 
 
@@ -132,7 +136,7 @@ def write_report(out: Path, results: Results, comparison: Comparison, files: Map
         blocks += _comparison_blocks(comparison, files, list(results))
     blocks.append(("p", "Files: " + ", ".join(p.name for p in files.values())))
     path = out / f"report.{settings.report}"
-    path.write_text(render(blocks, settings.report))
+    atomic_write(path, render(blocks, settings.report).encode())
     return path
 
 
@@ -152,6 +156,13 @@ def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Se
             {m: {n: results[n][m].stats.importance for n in names} for m in comparison}, out / "compare.png",
             title=f"{names[0]} vs {names[1]}: per-region importance, mean and 95% interval ({ci})")
     return files
+
+
+def clear_results(out: Path) -> None:
+    """Remove an earlier run's tables and page from ``out``, so that a run interrupted there leaves no result
+    that reads as complete (its own are written last, the page last of all)."""
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str], results: Results,

@@ -16,7 +16,7 @@ from torch import nn
 
 from fse_plugin.cam.inputs import batched_forward
 from fse_plugin.cam.targets import ClassTarget, Target
-from fse_plugin.common import model_device
+from fse_plugin.common import checks, model_device
 
 __all__ = ["RISE"]
 
@@ -33,8 +33,10 @@ class RISE:
 
     def __init__(self, model: nn.Module, n_masks: int = 8000, s: int = 7, p1: float = 0.1, batch_size: int = 256,
                  seed: int = 0, precision: str = "fp32") -> None:
-        if n_masks < 1 or s < 1 or not 0 < p1 <= 1:
-            raise ValueError(f"RISE needs n_masks >= 1, s >= 1, 0 < p1 <= 1 (got {n_masks}, {s}, {p1})")
+        checks.count(n_masks, "RISE n_masks")
+        checks.count(s, "RISE s")
+        checks.number(p1, "RISE p1", 0, 1, lo_open=True)
+        checks.count(batch_size, "RISE batch_size")
         self.model, self.n_masks, self.s, self.p1 = model, n_masks, s, p1
         self.batch_size, self.precision = batch_size, precision
         g = torch.Generator().manual_seed(seed)

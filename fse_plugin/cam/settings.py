@@ -13,13 +13,12 @@ from torch import nn
 from fse_plugin.cam.methods import METHODS, parse_methods
 from fse_plugin.cam.stats import CI_METHODS
 from fse_plugin.cam.targets import TARGETS
-from fse_plugin.common import FSEError
+from fse_plugin.common import PRECISIONS, FSEError, checks
 from fse_plugin.erasing import check_fill
 
 __all__ = ["REPORT_FORMATS", "ExplainSettings"]
 
 REPORT_FORMATS: tuple[str, ...] = ("md", "html")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -56,20 +55,19 @@ class ExplainSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: normalised values are stored once, here
-        set_(self, "methods", tuple(parse_methods(self.methods)))
+        set_ = object.__setattr__  # frozen: the checked values are stored once, here
+        name = type(self).__name__
+        set_(self, "methods", tuple(parse_methods(self.methods, f"{name}.methods")))
+        if self.target is not None:
+            checks.choice(self.target, f"{name}.target", TARGETS)
+        for size in ("batch_size", "images_per_step", "grid"):
+            checks.count(getattr(self, size), f"{name}.{size}")
+        checks.count(self.seed, f"{name}.seed", minimum=0)
+        checks.choice(self.precision, f"{name}.precision", PRECISIONS)
+        checks.choice(self.ci, f"{name}.ci", CI_METHODS)
+        checks.choice(self.report, f"{name}.report", REPORT_FORMATS)
         set_(self, "fill", check_fill(self.fill))
+        if self.options:
+            checks.name_list(list(self.options), f"{name}.options", METHODS)
         set_(self, "options", {k: dict(v) for k, v in self.options.items()})
         set_(self, "meta", dict(self.meta))
-        if self.target is not None and self.target not in TARGETS:
-            raise FSEError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        for name in ("batch_size", "images_per_step", "grid"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FSEError(f"{name} must be a whole number >= 1, got {value!r}")
-        for name, allowed in (("precision", PRECISIONS), ("ci", CI_METHODS), ("report", REPORT_FORMATS)):
-            if getattr(self, name) not in allowed:
-                raise FSEError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        unknown = sorted(set(self.options) - set(METHODS))
-        if unknown:
-            raise FSEError(f"options for unknown methods {unknown}; known: {', '.join(METHODS)}")

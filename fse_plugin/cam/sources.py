@@ -10,13 +10,13 @@ from typing import Iterator
 import numpy as np
 
 from fse_plugin.cam.inputs import as_masks
-from fse_plugin.common import FSEError, load_masks, masks_path_for
+from fse_plugin.common import FSEError, checks, load_masks, masks_path_for
 from fse_plugin.evaluation import load_bin, select_pairs
 from fse_plugin.maskcache import MaskCache, default_cache_path
 from fse_plugin.parsing import masks_from_checkpoint
 from fse_plugin.recordio import RecordReader, image_index, open_rec
 
-__all__ = ["PackPairs", "RecImages", "load_pack", "load_rec"]
+__all__ = ["PackPairs", "RecImages", "pack_masks_file", "rec_masks", "load_pack", "load_rec"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,21 @@ class RecImages:
     masks_source: str
 
 
+def pack_masks_file(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
+                    parser: str | os.PathLike | None = None) -> Path | None:
+    """The masks file a pack's faces are explained with (None: ``parser`` predicts them): ``masks``,
+    else ``<pack minus .bin>.masks.npy`` when no parser is given; refused when there are none."""
+    if masks is not None and parser is not None:
+        raise FSEError("give the masks of the pack (--masks) or a parser to predict them (--parser), not both")
+    if masks is not None or parser is not None:
+        return None if masks is None else Path(masks)
+    beside = masks_path_for(bin_path)
+    if not beside.is_file():
+        raise FSEError(f"{bin_path}: no masks: pass a masks .npy (--masks), a parser checkpoint (--parser), or put "
+                       f"{beside.name} beside the pack")
+    return beside
+
+
 def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = None,
               parser: str | os.PathLike | None = None, pairs: str = "all", limit: int | None = None,
               device: str = "cpu", batch_size: int = 64) -> PackPairs:
@@ -53,28 +68,34 @@ def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = Non
     Masks come from ``masks`` (.npy of the whole pack), else ``parser`` (predicted for the selected
     images only), else ``<pack minus .bin>.masks.npy``.
     """
-    stem_masks = masks_path_for(bin_path)
-    if masks is None and parser is None and not stem_masks.is_file():
-        raise FSEError(f"{bin_path}: no masks: pass a masks .npy, a parser checkpoint, or put "
-                       f"{stem_masks.name} beside the pack")
+    masks_file = pack_masks_file(bin_path, masks, parser)
+    if limit is not None:
+        checks.count(limit, "limit")
     images, issame = load_bin(str(bin_path))
     sel = select_pairs(issame, pairs, limit)
     if not len(sel):
         raise FSEError(f"{bin_path}: no {pairs!r} pairs to explain")
     keep = np.stack([2 * sel, 2 * sel + 1], 1).ravel()
     faces = images[keep]
-    if parser is not None and masks is None:
+    if masks_file is None:
         source, m = f"parser {parser}", masks_from_checkpoint(parser, faces, device, batch_size)
     else:
-        source = str(masks if masks is not None else stem_masks)
+        source = str(masks_file)
         m = np.asarray(load_masks(source, len(images), images.shape[1:3])[keep])
         as_masks(m, where=source)
     return PackPairs(faces, m, np.asarray(issame)[sel], sel, source)
 
 
-def _open_cache(reader: RecordReader, mask_cache: str | os.PathLike | None) -> tuple[MaskCache, str]:
-    """The rec's mask cache (``mask_cache`` or ``<rec_dir>/fse_masks``), checked against the rec."""
-    rec_dir = Path(reader.rec_path).parent
+def rec_masks(rec: str | os.PathLike, mask_cache: str | os.PathLike | None = None,
+              parser: str | os.PathLike | None = None) -> tuple[MaskCache | None, str]:
+    """Where the masks of a rec (a directory or its .rec file) come from: the mask cache (``mask_cache`` or
+    ``<rec_dir>/fse_masks``, opened and checked against the rec) or, None, ``parser``; and that, in words."""
+    if parser is not None:
+        if mask_cache is not None:
+            raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its masks (--parser), "
+                           "not both")
+        return None, f"parser {parser}"
+    rec_dir = Path(rec) if Path(rec).is_dir() else Path(rec).parent
     path = mask_cache or default_cache_path(rec_dir)
     cache = MaskCache(path)
     cache.check_source(rec_dir)
@@ -107,8 +128,10 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
     Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default
     ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
     """
+    if limit is not None:
+        checks.count(limit, "limit")
     with open_rec(rec) as reader:
-        cache, source = _open_cache(reader, mask_cache) if parser is None else (None, f"parser {parser}")
+        cache, source = rec_masks(reader.rec_path, mask_cache, parser)
         rows = list(islice(_records(reader, cache, source), limit))
     if not rows:
         raise FSEError(f"{rec}: no images with masks to explain")

@@ -72,7 +72,7 @@ def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95,
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != NUM_CLASSES:
-        raise ValueError(f"values must be [N,{NUM_CLASSES}], got {v.shape}")
+        raise FSEError(f"values must be [N,{NUM_CLASSES}], got {v.shape}")
     if ci not in CI_METHODS:
         raise FSEError(f"ci must be 'bootstrap' or 't', got {ci!r}")
     n = (~np.isnan(v)).sum(0)
@@ -92,6 +92,6 @@ def compare_stats(a: np.ndarray, b: np.ndarray, **kwargs: Any) -> RegionStats:
     """Paired difference b - a per region (same images, same masks: baseline vs FSErasing-trained)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"cannot compare region tables of shapes {a.shape} and {b.shape}")
+        raise FSEError(f"cannot compare region tables of shapes {a.shape} and {b.shape}")
     return region_stats(b - a, **kwargs)
 

@@ -69,7 +69,7 @@ class Target:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         if len(self) != 1:
-            raise ValueError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
+            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
                              "use target[i]")
         rows = output if output.ndim > 1 else output[None]
         s = self.score(rows, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
@@ -103,10 +103,10 @@ class ClassTarget(Target):
 
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.ids is None:
-            raise ValueError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
+            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
         ids = self.ids.to(outputs.device)[self.entry(index)]
         if int(ids.max()) >= outputs.shape[1]:
-            raise ValueError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
+            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
         s = outputs.float().softmax(1) if self.softmax else outputs.float()
         return s.gather(1, ids[:, None])[:, 0]
 
@@ -123,7 +123,7 @@ class EmbeddingTarget(Target):
         if ref.ndim == 1:
             ref = ref[None]
         if ref.ndim != 2:
-            raise ValueError(f"reference embeddings must be [D] or [N,D], got {tuple(ref.shape)}")
+            raise FSEError(f"reference embeddings must be [D] or [N,D], got {tuple(ref.shape)}")
         self.ref = F.normalize(ref, dim=1)
 
     def __len__(self) -> int:
@@ -135,7 +135,7 @@ class EmbeddingTarget(Target):
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = outputs.float().flatten(1)
         if out.shape[1] != self.ref.shape[1]:
-            raise ValueError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
+            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
         ref = self.ref.to(out.device)[self.entry(index).to(out.device)]
         return (F.normalize(out, dim=1) * ref).sum(1)
 
@@ -164,7 +164,7 @@ def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int
     emb = F.normalize(batched_forward(model, images, batch_size, precision).cpu(), dim=1)
     labels_t = torch.as_tensor(np.asarray(labels)).long()
     if len(labels_t) != len(emb):
-        raise ValueError(f"{len(labels_t)} labels for {len(emb)} images")
+        raise FSEError(f"{len(labels_t)} labels for {len(emb)} images")
     _, inv = torch.unique(labels_t, return_inverse=True)
     sums = torch.zeros(int(inv.max()) + 1, emb.shape[1]).index_add_(0, inv, emb)
     counts = torch.bincount(inv).float()
@@ -177,7 +177,7 @@ def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int
 def check_target(target: Target, n: int) -> None:
     """A target fits ``n`` images when it has one entry, one per image, or none yet (argmax)."""
     if len(target) not in (0, 1, n):
-        raise ValueError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
+        raise FSEError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
 
 
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, batch_size: int = 256) -> Target:
