@@ -21,8 +21,8 @@ from fse_plugin.cam.targets import Target, resolve_target
 from fse_plugin.common import FSEError
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["PIXEL_METHODS", "GRADIENT_METHODS", "HOOKED_METHODS", "default_target_layer", "resolve_layer", "make_pixel_cam",
-           "run_pixel_cam", "pixel_cam", "aggregate_per_region"]
+__all__ = ["PIXEL_METHODS", "GRADIENT_METHODS", "HOOKED_METHODS", "default_target_layer", "resolve_layer",
+           "make_pixel_cam", "run_pixel_cam", "pixel_cam", "aggregate_per_region"]
 
 LIBRARY_CAMS: dict[str, str] = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
                                 "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",

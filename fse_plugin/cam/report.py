@@ -17,7 +17,8 @@ from fse_plugin.cam.stats import RegionStats
 from fse_plugin.common.files import atomic_output, atomic_write
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 
-__all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv", "write_stats_csv", "write_json", "write_report", "render"]
+__all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv", "write_stats_csv", "write_json",
+           "write_report", "render"]
 
 RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv", "report.md",
                                  "report.html")
@@ -79,7 +80,8 @@ def write_json(path: Path, meta: Mapping[str, Any], results: Results, comparison
     """Everything in one file: meta, stats, comparison, image labels and the per-image tables
     (NaN -> null; ``{model: {method: {kind: ...}}}``, kind 'importance' and the method's measure)."""
     doc = {"meta": dict(meta),
-           "stats": {name: {method: _stats_json(r.stats) for method, r in per.items()} for name, per in results.items()},
+           "stats": {name: {method: _stats_json(r.stats) for method, r in per.items()}
+                     for name, per in results.items()},
            "comparison": {method: _stats_json(diff) for method, diff in comparison.items()},
            "images": list(labels),
            "tables": {name: {method: {kind: [_nan_to_none(row) for row in v] for kind, v in r.values.kinds().items()}

@@ -13,7 +13,7 @@ from torch import nn
 from fse_plugin.cam.methods import METHODS, parse_methods
 from fse_plugin.cam.stats import CI_METHODS
 from fse_plugin.cam.targets import TARGETS
-from fse_plugin.common import PRECISIONS, FSEError, checks
+from fse_plugin.common import PRECISIONS, checks
 from fse_plugin.erasing import check_fill
 
 __all__ = ["REPORT_FORMATS", "ExplainSettings"]
@@ -23,19 +23,20 @@ REPORT_FORMATS: tuple[str, ...] = ("md", "html")
 
 @dataclass(frozen=True)
 class ExplainSettings:
-    """Settings of one ``explain`` run (the defaults are ``fse cam``'s).
+    """Settings of one ``explain`` run.
 
     ``methods``: names or a comma string (``methods.METHODS``); ``target``: the target kind
     (``targets.TARGETS``; None: the front door's default, 'pair' for pairs, 'identity' for recs);
-    ``batch_size``: images per forward (FS-CAM sends ~batch_size/26 faces with their region copies);
-    ``images_per_step``: faces per step of each method (progress and memory); ``grid``: rows of the
-    overlay pictures; ``precision``: 'bf16' runs fscam, ablation and RISE under bf16 autocast;
-    ``fill``: ablation's erasure (a number in normalised space or an FSErasing fill name);
-    ``seed``: random fills, RISE masks, bootstrap; ``target_layer``: the pixel CAMs' layer (a module
-    or dotted name; None: the last stage); ``options``: per-method options, ``{method: {name: value}}``
-    (RISE ``n_masks``, ``s``, ``p1``; Group-CAM ``groups`` ...); ``ci``: 'bootstrap' or 't';
-    ``report``: 'md' or 'html'; ``meta``: extra entries for the report's settings line and the JSON's
-    meta (the weights, the data); ``progress``: tqdm bars.
+    ``device``: where the models run; ``batch_size``: images per forward (FS-CAM sends
+    ~batch_size/26 faces with their region copies); ``images_per_step``: faces per step of each
+    method (progress and memory); ``grid``: rows of the overlay pictures; ``precision``: 'bf16' or
+    'fp16' run the forwards of fscam, ablation, RISE and the targets under autocast
+    (``common.mixed_precision``); ``fill``: ablation's erasure (a number in normalised space or an
+    FSErasing fill name); ``seed``: random fills, RISE masks, bootstrap; ``target_layer``: the pixel
+    CAMs' layer (a module or dotted name; None: the last stage); ``options``: per-method options,
+    ``{method: {name: value}}`` (RISE ``n_masks``, ``s``, ``p1``; Group-CAM ``groups`` ...);
+    ``ci``: 'bootstrap' or 't'; ``report``: 'md' or 'html'; ``meta``: extra entries for the
+    report's settings line and the JSON's meta (the weights, the data); ``progress``: tqdm bars.
     """
 
     methods: tuple[str, ...] = ("fscam",)

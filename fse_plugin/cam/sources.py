@@ -97,6 +97,9 @@ def rec_masks(rec: str | os.PathLike, mask_cache: str | os.PathLike | None = Non
         return None, f"parser {parser}"
     rec_dir = Path(rec) if Path(rec).is_dir() else Path(rec).parent
     path = mask_cache or default_cache_path(rec_dir)
+    if mask_cache is None and not Path(path).exists():
+        raise FSEError(f"{rec}: no mask cache at {path}: build it (fse cache build --rec {rec_dir} --parser CKPT), "
+                       "or pass --mask-cache DIR or --parser CKPT")
     cache = MaskCache(path)
     cache.check_source(rec_dir)
     return cache, f"mask cache {path}"

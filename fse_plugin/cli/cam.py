@@ -120,7 +120,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=types.count_type(1), default=8, help="images in the overlay grids")
     p.add_argument("--report", choices=("md", "html"), default="md", help="report page format")
     p.add_argument("--seed", type=types.count_type(0), default=0, help="random fills, RISE masks, bootstrap")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages, warnings only")
     p.add_argument("--out", type=types.output_dir_type(), required=True, help="output folder")
 
 
@@ -148,7 +148,7 @@ def _check_together(args: argparse.Namespace) -> None:
                        "not expose: use fscam, ablation or rise with --network torchscript, or load the backbone "
                        "with --network NAME")
     if args.target is not None:
-        checks.choice(args.target, "--target", PAIR_TARGETS if args.pack else REC_TARGETS)
+        checks.choice(args.target, f"--target (with --{source})", PAIR_TARGETS if args.pack else REC_TARGETS)
     if args.weights2 is None:
         if args.network2 is not None:
             raise FSEError("--network2 without --weights2: give the second model's checkpoint")
