@@ -298,7 +298,7 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     other = Planted(layout() == 21).eval()
     st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3, progress=False, report="html")
     res = cam.explain_pairs({"nose": model, "hair": other}, x, x2, masks, masks, tmp_path, st)
-    assert res.models == ["nose", "hair"] and res.methods == ["fscam", "gradcam"]
+    assert list(res.results) == ["nose", "hair"] and list(res.results["hair"]) == ["fscam", "gradcam"]
     fscam = res.results["nose"]["fscam"]
     assert fscam.values.importance.shape == fscam.values.measure.shape == (8, NUM_CLASSES)
     assert fscam.values.measure_kind == "score" and fscam.maps.shape == (3, H, W) and fscam.ms_per_image > 0
@@ -316,6 +316,80 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
                                                              res.results["hair"]["gradcam"].stats.measure.n]
     assert list(doc["comparison"]["gradcam"]) == ["importance", "share"]
     assert len(doc["tables"]["nose"]["fscam"]["importance"]) == 8 and doc["meta"]["models"] == ["nose", "hair"]
+
+
+@pytest.mark.parametrize("field,value,said", [
+    ("methods", "fscam,gradcam,fscam", "ExplainSettings.methods: fscam given more than once"),
+    ("methods", ["fscm"], "ExplainSettings.methods: unknown name fscm"),
+    ("batch_size", 0, "ExplainSettings.batch_size: must be >= 1, got 0"),
+    ("images_per_step", 2.0, "ExplainSettings.images_per_step: expected a whole number"),
+    ("grid", True, "ExplainSettings.grid: expected a whole number"),
+    ("seed", -1, "ExplainSettings.seed: must be >= 0"),
+    ("precision", "amp", "ExplainSettings.precision: 'amp' is not one of fp32, fp16, bf16"),
+    ("ci", "normal", "ExplainSettings.ci: 'normal' is not one of bootstrap, t"),
+    ("report", "pdf", "ExplainSettings.report: 'pdf' is not one of md, html"),
+    ("target", "centroid", "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
+    ("options", {"rsie": {"n_masks": 4}}, "ExplainSettings.options: unknown name rsie"),
+])
+def test_settings_refuse_what_cannot_run(field, value, said):
+    with pytest.raises(FSEError) as e:
+        cam.ExplainSettings(**{field: value})
+    assert str(e.value).startswith(said)
+
+
+def test_settings_normalise_what_they_accept():
+    st = cam.ExplainSettings(methods="FSCAM, gradcam", fill="random", options={"rise": {"s": 3}})
+    assert st.methods == ("fscam", "gradcam") and st.fill == "random" and st.options == {"rise": {"s": 3}}
+    assert cam.ExplainSettings(fill=1).fill == 1.0
+    with pytest.raises(ValueError, match="fill"):
+        cam.ExplainSettings(fill="blue")
+
+
+def test_front_doors_refuse_before_running(planted, tmp_path):
+    model, _, x, x2, masks = planted
+    with pytest.raises(FSEError, match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, cam.ExplainSettings(target="identity"))
+    with pytest.raises(FSEError, match="pair sides differ in length"):
+        cam.explain_pairs(model, x, x2[:3], masks, masks, tmp_path)
+    with pytest.raises(FSEError, match="'a/b' cannot name files"):
+        cam.explain_pairs({"a/b": model}, x, x2, masks, masks, tmp_path)
+    with pytest.raises(FSEError, match="3 row labels for 8 images"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, row_labels=["a", "b", "c"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
+    """An earlier run's tables and page are gone once a run starts; a table interrupted while it is
+    written is absent, not half there."""
+    import importlib
+    explain = importlib.import_module("fse_plugin.cam.explain")  # the module; the package's ``explain`` is the function
+    report = importlib.import_module("fse_plugin.cam.report")
+    model, _, x, x2, masks = planted
+    st = cam.ExplainSettings(grid=2, progress=False)
+    cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    assert {"report.md", "region_scores.json", "region_scores.csv"} <= {p.name for p in tmp_path.iterdir()}
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(explain, "run_method", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    assert not {p.name for p in tmp_path.iterdir()} & set(report.RESULT_FILES)
+
+    class BrokenWriter:
+        def __init__(self, f):
+            self.rows = 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 3:
+                raise KeyboardInterrupt
+    monkeypatch.setattr(report.csv, "writer", BrokenWriter)
+    with pytest.raises(KeyboardInterrupt):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert not names & set(report.RESULT_FILES) and not [n for n in names if ".tmp-" in n]
 
 
 def test_cli_end_to_end(synth_bin, tmp_path):

@@ -138,7 +138,8 @@ class FSCAMCallback:
         pack = load_pack(path, masks, parser, "same", self.options.pairs, device)
         order = np.concatenate([np.arange(0, len(pack.images), 2), np.arange(1, len(pack.images), 2)])  # a, then b
         self.packs.append((name, pack.images[order], pack.masks[order]))
-        log.info("fse_cam: %s: %d genuine pairs, masks from %s", name, len(pack.pairs), pack.masks_source)
+        n = len(pack.pairs)
+        log.info("fse_cam: %s: %d genuine pair%s, masks from %s", name, n, "" if n == 1 else "s", pack.masks_source)
 
     def __call__(self, num_update: int, backbone: nn.Module) -> None:
         if self.verification is not None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fse_plugin.cam.inputs import as_images, as_input, as_masks, picture_images
 from fse_plugin.cam.methods import run_method
 from fse_plugin.cam.pixel import GRADIENT_METHODS, PIXEL_METHODS, make_pixel_cam
-from fse_plugin.cam.report import clear_results, write_outputs
+from fse_plugin.cam.report import check_model_name, clear_results, write_outputs
 from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
 from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.cam.sources import load_pack, load_rec
@@ -95,6 +95,9 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
     if not len(data):
         raise FSEError("nothing to explain: no images")
     m = as_masks(masks, (len(data), *as_input(data[:1]).shape[2:]))
+    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(len(data))]
+    if len(labels) != len(data):
+        raise FSEError(f"{len(labels)} row labels for {len(data)} images")
     st = settings or ExplainSettings()
     st = replace(st, grid=min(st.grid, len(data)))
     out = Path(out_dir)
@@ -107,7 +110,6 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
         check_target(target, len(data))
         results[name] = explain_model(model, data, m, target, st, name)
     comparison = _compare(results, st)
-    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(len(data))]
     files = write_outputs(out, picture_images(data[:st.grid]), m[:st.grid].numpy(), labels, results, comparison, st)
     return Explanation(results, comparison, files)
 
@@ -118,6 +120,8 @@ def _named(models: Models) -> dict[str, nn.Module]:
     named = {"model": models} if isinstance(models, nn.Module) else dict(models)
     if not named:
         raise FSEError("no model to explain")
+    for name in named:
+        check_model_name(name)
     return named
 
 

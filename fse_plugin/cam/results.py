@@ -28,9 +28,6 @@ class RegionValues:
     measure_kind: str
     """What ``measure`` is: 'score' (fscam), 'drop' (ablation) or 'share' (pixel methods)."""
 
-    def __len__(self) -> int:
-        return len(self.importance)
-
     def kinds(self) -> dict[str, np.ndarray]:
         """The tables by the names the files use, importance first."""
         return {"importance": self.importance, self.measure_kind: self.measure}
@@ -89,11 +86,3 @@ class Explanation:
     @property
     def report(self) -> Path:
         return self.files["report"]
-
-    @property
-    def models(self) -> list[str]:
-        return list(self.results)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(next(iter(self.results.values())))

@@ -44,11 +44,12 @@ def _rec_path(text: str) -> Path:
 
 
 def _model_name(text: str) -> str:
-    """A model's label: it names files (overlay_<name>.png), so no path separators."""
-    if not text or any(c in text for c in "/\\") or text in (".", ".."):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot name files (overlay_<name>.png); use letters, digits, "
-                                         "'-' or '_'")
-    return text
+    """A model's label: it names files (overlay_<name>.png)."""
+    from fse_plugin.cam.report import check_model_name
+    try:
+        return check_model_name(text, "value")
+    except FSEError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
