@@ -280,7 +280,7 @@ def test_region_stats_intervals(ci):
     np.testing.assert_array_equal(np.nan_to_num(again.lo), np.nan_to_num(st.lo))
     diff = cam.compare_stats(v, v + 0.1, ci=ci)
     assert diff.mean[10] == pytest.approx(0.1) and diff.lo[10] == pytest.approx(0.1)
-    with pytest.raises(FSEError, match="ci must be"):
+    with pytest.raises(FSEError, match="ci: 'normal' is not one of bootstrap, t"):
         cam.region_stats(v, ci="normal")
 
 

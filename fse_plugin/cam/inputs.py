@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fse_plugin.common import FSEError, mixed_precision, model_device, to_input, to_uint8
+from fse_plugin.common import FSEError, checks, mixed_precision, model_device, to_input, to_uint8
 from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
@@ -67,6 +67,7 @@ def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: 
     """``model(x)`` in batches on the model's device (under autocast for 'bf16' / 'fp16'); float32
     outputs stay on that device. ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by
     batch (no float copy of all)."""
+    checks.count(batch_size, "batch_size")
     dev = model_device(model)
     x = as_images(x)
     outs = []

@@ -18,7 +18,7 @@ from fse_plugin.cam.classifier import IdentityLogits
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks
 from fse_plugin.cam.rise import RISE
 from fse_plugin.cam.targets import Target, resolve_target
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import NUM_CLASSES
 
 __all__ = ["PIXEL_METHODS", "GRADIENT_METHODS", "HOOKED_METHODS", "default_target_layer", "resolve_layer",
@@ -101,6 +101,7 @@ def make_pixel_cam(method: str, model: nn.Module, target_layer: nn.Module | str 
 
 def run_pixel_cam(cam, x: torch.Tensor, target: Target, batch_size: int = 16) -> np.ndarray:
     """Run a CAM object over images in batches with per-image targets -> ``[N,H,W]`` float32."""
+    checks.count(batch_size, "batch_size")
     maps = []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].float().contiguous()

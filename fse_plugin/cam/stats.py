@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import NUM_CLASSES
 
 __all__ = ["CI_METHODS", "RegionStats", "region_mean", "region_stats", "compare_stats"]
@@ -73,8 +73,9 @@ def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95,
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != NUM_CLASSES:
         raise FSEError(f"values must be [N,{NUM_CLASSES}], got {v.shape}")
-    if ci not in CI_METHODS:
-        raise FSEError(f"ci must be 'bootstrap' or 't', got {ci!r}")
+    checks.choice(ci, "ci", CI_METHODS)
+    checks.open_fraction(level, "level")
+    checks.count(n_boot, "n_boot")
     n = (~np.isnan(v)).sum(0)
     mean = region_mean(v)
     lo, hi = np.full(NUM_CLASSES, np.nan), np.full(NUM_CLASSES, np.nan)

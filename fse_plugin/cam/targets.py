@@ -85,6 +85,8 @@ class ClassTarget(Target):
 
     def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None, softmax: bool = True) -> None:
         self.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long).reshape(-1).cpu()
+        if self.ids is not None and bool((self.ids < 0).any()):
+            raise FSEError(f"class ids must be >= 0, got {int(self.ids.min())}")
         self.softmax = softmax
 
     def __len__(self) -> int:
