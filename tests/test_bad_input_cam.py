@@ -28,6 +28,8 @@ CASES = [
     ("RISE keep probability 0", GOOD + ["--rise-p1", "0"], ["--rise-p1"]),
     ("RISE keep probability over 1", GOOD + ["--rise-p1", "1.5"], ["--rise-p1"]),
     ("Group-CAM groups 0", GOOD + ["--groupcam-groups", "0"], ["--groupcam-groups"]),
+    ("old --groups given regions", GOOD + ["--groups", "eyes:nose"], ["--groups", "eyes:nose"]),
+    ("classes (an occlusion flag)", GOOD + ["--classes", "noze"], ["--classes"]),
     ("logit scale 0", GOOD + ["--logit-scale", "0"], ["--logit-scale"]),
     ("logit scale negative", GOOD + ["--logit-scale", "-64"], ["--logit-scale"]),
     ("images per step 0", GOOD + ["--images-per-step", "0"], ["--images-per-step"]),
