@@ -2,7 +2,8 @@
 
 Every flag is checked while the command line is parsed, and the flags that only mean something
 together (the data and its masks, the target and the data, the two models' names) before any model
-or face is loaded: a mistake is one line naming the flag, exit status 2.
+or face is loaded: a mistake is one line naming the flag, exit status 2. Only --target-layer waits
+for the model (its layers name it), and is checked before any face is read.
 """
 from __future__ import annotations
 
@@ -130,11 +131,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
         group(p)
 
 
-def _check_together(args: argparse.Namespace) -> None:
-    """The rules between flags, and the data's masks, before anything is loaded."""
+def _check_flags(args: argparse.Namespace) -> None:
+    """The rules between flags (each flag alone was checked while parsing)."""
     from fse_plugin.cam.explain import PAIR_TARGETS, REC_TARGETS
     from fse_plugin.cam.pixel import HOOKED_METHODS
-    from fse_plugin.cam.sources import pack_masks_file, rec_masks
     if args.weights is None and not args.random_weights:
         raise FSEError("no --weights: pass the checkpoint to explain (or --random-weights to explain an untrained "
                        "model on purpose, for tests and debugging)")
@@ -155,12 +155,17 @@ def _check_together(args: argparse.Namespace) -> None:
             raise FSEError("--network2 without --weights2: give the second model's checkpoint")
     elif args.name == args.name2:
         raise FSEError(f"--name and --name2 are both {args.name!r}: the two models need different names")
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    """Where the masks and the networks come from, before any model or face is loaded."""
+    from fse_plugin.backbone import arcface_torch_dir
+    from fse_plugin.cam.sources import pack_masks_file, rec_masks
     if args.pack:
         pack_masks_file(args.pack, args.masks, args.parser)
     else:
         rec_masks(args.rec, args.mask_cache, args.parser)
     for network in {args.network, args.network2 or args.network} - {"tiny", "torchscript"}:
-        from fse_plugin.backbone import arcface_torch_dir
         if arcface_torch_dir(args.arcface_dir) is None:
             raise FSEError(f"--network {network} is built by arcface_torch: pass --arcface-dir (or set "
                            "ARCFACE_TORCH_DIR)")
@@ -216,7 +221,8 @@ def _check_layer(models: list[Any], settings: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fse_plugin import cam
-    _check_together(args)
+    _check_flags(args)
+    _check_sources(args)
     loaded = _load_models(args)
     choice = cam.choose_target(args.target, "pair" if args.pack else "identity",
                                {m.name: None if m.head is None else len(m.head) for m in loaded},
