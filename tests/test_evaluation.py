@@ -480,8 +480,8 @@ def test_occlusion_pack_equals_per_region_reference(pack):
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
     models = {"a": small_model(3), "b": small_model(4)}
     regions = ev.occlusion_regions("nose,headwear,left_eye,mouth", "eyes=right_eye,left_eye")
-    report = ev.occlusion_pack(models, images, issame, masks, regions, fill="random", seed=5, batch_size=7,
-                               progress=False)
+    settings = ev.OcclusionSettings(regions, fill="random", seed=5, batch_size=7, progress=False)
+    report = ev.occlusion_pack(models, images, issame, masks, settings)
     assert [r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"] and report.skipped == ["headwear"]
     x = torch.stack([to_input(im) for im in images])
     for name, model in models.items():
@@ -512,8 +512,8 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
     masks = ev.open_masks(ijb_masks, len(meta.names))
     model = small_model(5)
     regions = [("nose", [10]), ("glasses", [23]), ("eyes", [11, 12])]
-    report = ev.occlusion_ijb({"m": model}, meta, masks, regions, far=1e-1, fill="random", seed=2, batch_size=3,
-                              progress=False)
+    settings = ev.OcclusionSettings(regions, fill="random", seed=2, batch_size=3, progress=False)
+    report = ev.occlusion_ijb({"m": model}, meta, masks, settings, far=1e-1)
     clean = ev.evaluate_ijb(model, meta, batch_size=10, fars=[1e-1], progress=False).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
     assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"

@@ -19,7 +19,7 @@ from torch import nn
 from fse_plugin.backbone import load_backbone
 from fse_plugin.cli.grammar import command, fill_value, group, renamed
 from fse_plugin.common import FSEError, masks_path_for, resolve_device
-from fse_plugin.evaluation import (PACK_NAMES, CacheMasks, IJBMeta, config_file, config_weights, evaluate_ijb,
+from fse_plugin.evaluation import (PACK_NAMES, CacheMasks, IJBMeta, OcclusionSettings, config_file, config_weights, evaluate_ijb,
                                    evaluate_pack, format_table, load_bin, load_config, occlusion_ijb, occlusion_pack,
                                    occlusion_regions, open_masks, predict_ijb_masks, read_ijb_meta,
                                    write_occlusion_report)
@@ -274,21 +274,19 @@ def run_occlusion(args: argparse.Namespace) -> int:
     regions = occlusion_regions(args.classes, args.groups)
     fill = fill_value(args.fill)
     out = Path(args.out)
-    common = dict(fill=fill, seed=args.seed, batch_size=args.batch_size, device=args.device, fp16=args.amp,
-                  num_workers=args.num_workers, embedding_size={s["name"]: s["embedding_size"] for s in specs},
-                  progress=not args.quiet)
+    settings = OcclusionSettings(regions, fill, args.seed, args.batch_size, args.device, args.amp, args.num_workers,
+                                 {s["name"]: s["embedding_size"] for s in specs}, not args.quiet)
     if args.pack:
         images, issame = load_bin(args.pack)
         masks = _pack_masks(args, args.pack, images, out)
-        report = occlusion_pack(models, images, issame, masks, regions, n_folds=args.folds, name=Path(args.pack).stem,
-                                **common)
+        report = occlusion_pack(models, images, issame, masks, settings, args.folds, Path(args.pack).stem)
     else:
         meta = read_ijb_meta(args.ijb_root, args.ijb_set)
         probe_rows = meta.probe_rows()
         from fse_plugin.cam import ijb_fscam_rows
         fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
         masks = _ijb_masks(args, meta, np.union1d(probe_rows, fscam_rows).astype(np.int64), out)
-        report = occlusion_ijb(models, meta, masks, regions, args.far, **common)
+        report = occlusion_ijb(models, meta, masks, settings, args.far)
     print(report.table())
     paths = write_occlusion_report(report, out, f"occlusion_{report.benchmark.lower()}")
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))

@@ -12,7 +12,7 @@ model, batch size and worker count sees the same erased probes.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +30,8 @@ from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, im
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
 from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
 
-__all__ = ["DEFAULT_GROUPS", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups"]
+__all__ = ["DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack",
+           "occlusion_regions", "parse_groups"]
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
@@ -81,6 +82,22 @@ def occlusion_regions(classes: str | Sequence[str | int] | None = None,
             raise ValueError(f"group name {name!r} is also a class name")
         regions.append((name, ids))
     return regions
+
+
+@dataclass(frozen=True)
+class OcclusionSettings:
+    """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
+    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embedding_size`` (checked) is
+    one size or one per model name; ``fp16`` autocasts on CUDA."""
+    regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
+    fill: Any = "random"
+    seed: int = 0
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    fp16: bool = False
+    num_workers: int = 0
+    embedding_size: Sizes = None
+    progress: bool = True
 
 
 class RegionErasing:
@@ -184,10 +201,11 @@ def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedd
 
 def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
                     clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
-                    embedding_size: Sizes, batch_size: int, device: str | torch.device, fp16: bool, num_workers: int,
-                    progress: bool) -> list[OcclusionRow]:
+                    settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
-    for r, views in _erased_views(models, dataset, embedding_size, batch_size, device, fp16, num_workers, progress):
+    s = settings
+    for r, views in _erased_views(models, dataset, s.embedding_size, s.batch_size, s.device, s.fp16, s.num_workers,
+                                  s.progress):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
         rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
@@ -196,24 +214,23 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
 
 
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-                   regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
-                   device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
-                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True,
+                   settings: OcclusionSettings | None = None, folds: int = 10, name: str = "pack",
                    clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
-    """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
+    """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of every pair.
 
-    ``embedding_size`` (checked) is one size or one per model name. ``clean_views``: per model name, what
-    ``embed`` (with flips, this batch size and device) already gave for ``images``, so they are not embedded again.
+    ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already gave for
+    ``images``, so they are not embedded again.
     """
+    s = settings or OcclusionSettings()
     keys = np.arange(1, len(images), 2)
-    present, skipped = _plan(regions, masks, keys)
+    present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
     emb = {m: fuse_views(clean_views[m] if m in clean_views else
-                         embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
-                               progress, f"{m} clean")) for m, model in models.items()}
+                         embed(model, images, s.batch_size, s.device, True, s.fp16, s.num_workers,
+                               _size_of(s.embedding_size, m), s.progress, f"{m} clean")) for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
-        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, n_folds)[0])) * 100
+        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, folds)[0])) * 100
 
     def score(m: str, region: _Region, views: np.ndarray) -> float:
         probes = emb[m][1::2].copy()
@@ -223,10 +240,9 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     clean = {m: accuracy(m, emb[m][1::2]) for m in models}
     rows = []
     if present:
-        dataset = ErasedProbes(images[1::2], keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, fill, seed, len(keys))
+        dataset = ErasedProbes(images[1::2], keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, s.fill, s.seed, len(keys))
 
 
 class _Uint8Faces(Dataset):
@@ -254,16 +270,22 @@ def _aligned(meta: IJBMeta, rows: np.ndarray, batch_size: int, num_workers: int,
     return out
 
 
-def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, regions: Sequence[tuple[str, list[int]]],
-                  far: float = 1e-4, fill: Any = "random", seed: int = 0, batch_size: int = 128,
-                  device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
-                  embedding_size: Sizes = None, progress: bool = True) -> OcclusionReport:
+def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
+                  settings: OcclusionSettings | None = None, far: float = 1e-4,
+                  clean_features: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
     """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
-    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2."""
+    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2.
+
+    ``clean_features``: per model name, the image features (image + flip) x faceness already computed for every
+    meta row (what eval_ijbc.py holds after its table), so they are not computed again.
+    """
+    s = settings or OcclusionSettings()
     keys = meta.probe_rows()
-    present, skipped = _plan(regions, masks, keys)
-    feats = {m: ijb_image_features(model, meta, batch_size, device, fp16, num_workers, _size_of(embedding_size, m),
-                                   progress, f"{m} clean") for m, model in models.items()}
+    present, skipped = _plan(s.regions, masks, keys)
+    clean_features = clean_features or {}
+    feats = {m: clean_features[m] if m in clean_features else
+             ijb_image_features(model, meta, s.batch_size, s.device, s.fp16, s.num_workers,
+                                _size_of(s.embedding_size, m), s.progress, f"{m} clean") for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
@@ -279,9 +301,8 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, re
              for m in models}
     rows = []
     if present:
-        images = _aligned(meta, keys, batch_size, num_workers, progress)
-        dataset = ErasedProbes(images, keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, fill, seed,
+        images = _aligned(meta, keys, s.batch_size, s.num_workers, s.progress)
+        dataset = ErasedProbes(images, keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, s.fill, s.seed,
                            len(keys))
