@@ -30,11 +30,11 @@ def _cam_methods() -> tuple[str, ...]:
 
 
 def _named(key: str, rule: Callable[..., Any], *args: Any) -> Any:
-    """``rule(*args)``, its ValueError an FSEError naming ``key``."""
+    """``rule(*args)``, its ValueError or KeyError (labels' unknown class) an FSEError naming ``key``."""
     try:
         return rule(*args)
-    except ValueError as e:
-        raise FSEError(f"{key}: {e}") from None
+    except (ValueError, KeyError) as e:
+        raise FSEError(f"{key}: {e.args[0] if e.args else e}") from None
 
 
 def _options(value: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
