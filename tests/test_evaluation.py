@@ -645,19 +645,6 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
 
 
-def test_config_errors(tmp_path, capsys):
-    """User errors are one line on stderr, exit status 2, naming the file/key."""
-    cfg = tmp_path / "cfg.py"
-    cfg.write_text("config = dict(network='tiny', fse_eval=dict(batch_sise=3))\n")
-    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
-    assert "config.fse_eval has unknown keys ['batch_sise']" in capsys.readouterr().err
-    cfg.write_text("config = dict(network='tiny', output=None)\n")
-    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
-    assert "no weights - pass --weights" in capsys.readouterr().err
-    assert cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"]) == 2
-    assert "--targets names packs in --data-dir" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------------------------------- arcface_torch networks
 
 def test_upstream_warning_shown_once_per_run(small_bin, tmp_path):

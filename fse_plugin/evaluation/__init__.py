@@ -16,10 +16,10 @@ from fse_plugin.evaluation.errors import MetaError, PackError
 from fse_plugin.evaluation.ijb import IJB_FARS, IJBFaces, IJBMeta, IJBResult, evaluate_ijb, pair_scores, read_ijb_meta
 from fse_plugin.evaluation.ijb import roc_colours, template_features
 from fse_plugin.evaluation.masks import CacheMasks, open_masks, predict_ijb_masks, stack_masks
-from fse_plugin.evaluation.occlusion import (DEFAULT_GROUPS, OcclusionSettings, RegionErasing, occlusion_ijb,
-                                             occlusion_pack, occlusion_regions, parse_groups)
+from fse_plugin.evaluation.occlusion import (DEFAULT_GROUPS, OcclusionSettings, RegionErasing, occlusion_fill,
+                                             occlusion_ijb, occlusion_pack, occlusion_regions, parse_groups)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, write_occlusion_report
-from fse_plugin.evaluation.packs import load_bin, select_pairs
+from fse_plugin.evaluation.packs import load_bin, pack_pairs, select_pairs
 from fse_plugin.evaluation.tables import format_table
 from fse_plugin.evaluation.verification import (PACK_NAMES, VerificationResult, evaluate_embeddings, evaluate_pack,
                                                 far_threshold, val_at_far)
@@ -31,9 +31,10 @@ __all__ = [
     "IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",
     "template_features",
     "CacheMasks", "open_masks", "predict_ijb_masks", "stack_masks",
-    "DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups",
+    "DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_fill", "occlusion_ijb", "occlusion_pack",
+    "occlusion_regions", "parse_groups",
     "OcclusionReport", "write_occlusion_report",
-    "load_bin", "select_pairs",
+    "load_bin", "pack_pairs", "select_pairs",
     "format_table",
     "PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold", "val_at_far",
 ]

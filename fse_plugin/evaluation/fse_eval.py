@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
 from fse_plugin.common import FSEError, checks
-from fse_plugin.erasing import check_fill
-from fse_plugin.evaluation.occlusion import occlusion_regions
+from fse_plugin.evaluation.occlusion import occlusion_fill, occlusion_regions
 
 __all__ = ["FSCAMOptions", "OcclusionOptions", "FSEEvalConfig", "FSCAM_PAIRS"]
 
@@ -95,7 +94,7 @@ class OcclusionOptions:
         classes, groups = items.get("classes"), items.get("groups")
         _named(f"{key}.classes", occlusion_regions, classes, "none")
         regions = _named(f"{key}.groups", occlusion_regions, classes, groups)
-        return cls(classes=classes, groups=groups, fill=_named(f"{key}.fill", check_fill, items.get("fill", options.fill)),
+        return cls(classes=classes, groups=groups, fill=occlusion_fill(items.get("fill", options.fill), f"{key}.fill"),
                    seed=checks.count(items.get("seed", options.seed), f"{key}.seed", minimum=0),
                    far=checks.open_fraction(items.get("far", options.far), f"{key}.far"), regions=tuple(regions))
 
@@ -138,8 +137,9 @@ class FSEEvalConfig:
             return checks.existing_dir(found, f"{KEY}.{name}") if kind is None else checks.existing_file(
                 found, f"{KEY}.{name}", kind)
 
-        return cls(fscam=FSCAMOptions.parse(entry.get("fscam")), occlusion=OcclusionOptions.parse(entry.get("occlusion")),
-                   parser=path("parser", "checkpoint"), masks=path("masks", "npy"), mask_cache=path("mask_cache", None),
+        return cls(fscam=FSCAMOptions.parse(entry.get("fscam")),
+                   occlusion=OcclusionOptions.parse(entry.get("occlusion")), parser=path("parser", "checkpoint"),
+                   masks=path("masks", "npy"), mask_cache=path("mask_cache", None),
                    flags={k: v for k, v in entry.items() if k not in cls.KEYS})
 
     @property

@@ -21,7 +21,9 @@ from sklearn.metrics import auc, roc_curve
 from torch import nn
 
 from fse_plugin.evaluation.embed import FaceImages, embed
+from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
+from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
 from fse_plugin.evaluation.tables import format_table
 
 __all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
@@ -156,8 +158,8 @@ def _read_pairs(files: dict[str, Path], templates: np.ndarray) -> np.ndarray:
 def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
     """Read and cross-check ``meta/{t}_face_tid_mid.txt``, ``{t}_template_pair_label.txt`` and
     ``{t}_name_5pts_score.txt`` of an IJB-B/C root (``target`` IJBB or IJBC)."""
-    if target.upper() not in ("IJBB", "IJBC"):
-        raise ValueError(f"target must be IJBB or IJBC, got {target!r}")
+    if not isinstance(target, str) or target.upper() not in ("IJBB", "IJBC"):
+        raise FSEError(f"IJB target must be IJBB or IJBC, got {target!r}")
     files = _meta_files(root, target)
     for what, path in files.items():
         if not path.is_file():
@@ -191,10 +193,11 @@ class IJBFaces(FaceImages):
 
 
 def ijb_image_features(model: nn.Module, meta: IJBMeta, batch_size: int = 128, device: str | torch.device = "cpu",
-                       fp16: bool = False, num_workers: int = 0, embedding_size: int | None = None,
+                       precision: str = "fp32", num_workers: int = 0, embedding_size: int | None = None,
                        progress: bool = True, desc: str = "IJB") -> np.ndarray:
     """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream."""
-    views = embed(model, IJBFaces(meta), batch_size, device, True, fp16, num_workers, embedding_size, progress, desc)
+    views = embed(model, IJBFaces(meta), batch_size, device, True, precision, num_workers, embedding_size, progress,
+                  desc)
     return image_features(views, meta.faceness)
 
 
@@ -294,8 +297,7 @@ def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path:
     plt.ylabel("True Positive Rate")
     plt.title(title)
     plt.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    atomic_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -321,12 +323,13 @@ class IJBResult:
 
 def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: str = "IJBC",
                  out_dir: str | os.PathLike | None = None, name: str = "model", batch_size: int = 128,
-                 device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
+                 device: str | torch.device = "cpu", precision: str = "fp32", num_workers: int = 0,
                  embedding_size: int | None = None, fars: Sequence[float] = IJB_FARS,
                  progress: bool = True) -> IJBResult:
     """IJB-B/C 1:1 verification; with ``out_dir``, saves ``<target>.npy`` scores (as upstream) and a ROC PNG."""
+    fars = [checks.open_fraction(f, "fars") for f in fars]
     meta = root if isinstance(root, IJBMeta) else read_ijb_meta(root, target)
-    feats = ijb_image_features(model, meta, batch_size, device, fp16, num_workers, embedding_size, progress,
+    feats = ijb_image_features(model, meta, batch_size, device, precision, num_workers, embedding_size, progress,
                                meta.target)
     tfeats, unique_templates = template_features(feats, meta.templates, meta.medias)
     scores = pair_scores(tfeats, unique_templates, meta.p1, meta.p2)
@@ -336,8 +339,7 @@ def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: st
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.scores_path = str(out_dir / f"{meta.target.lower()}.npy")
-        np.save(result.scores_path, scores)
+        result.scores_path = str(atomic_npy(out_dir / f"{meta.target.lower()}.npy", scores))
         result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name, out_dir / f"{meta.target.lower()}_roc.png",
                                         f"ROC on {meta.target}"))
     return result

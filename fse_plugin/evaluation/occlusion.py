@@ -23,15 +23,16 @@ from tqdm import tqdm
 
 from fse_plugin import labels
 from fse_plugin.common import to_input
-from fse_plugin.erasing import check_fill, erase
+from fse_plugin.common import FSEError, checks
+from fse_plugin.erasing import FILLS, check_fill, erase
 from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
                                        template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
 from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
 
-__all__ = ["DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack",
-           "occlusion_regions", "parse_groups"]
+__all__ = ["DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_fill", "occlusion_ijb",
+           "occlusion_pack", "occlusion_regions", "parse_groups"]
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
@@ -72,6 +73,13 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
             for name, classes in spec.items()}
 
 
+def occlusion_fill(fill: Any, name: str = "fill") -> str | float:
+    """A fill of the benchmark: a mode of ``erasing.FILLS`` or a constant in the normalised [-1, 1] space."""
+    if isinstance(fill, str):
+        return checks.choice(fill, name, FILLS)
+    return checks.number(fill, name, -1.0, 1.0)
+
+
 def occlusion_regions(classes: str | Sequence[str | int] | None = None,
                       groups: str | Mapping[str, Any] | None = None) -> list[tuple[str, list[int]]]:
     """(region name, class ids): each class of ``classes`` (default all 25) alone, then each group."""
@@ -88,16 +96,24 @@ def occlusion_regions(classes: str | Sequence[str | int] | None = None,
 class OcclusionSettings:
     """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
     classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embedding_size`` (checked) is
-    one size or one per model name; ``fp16`` autocasts on CUDA."""
+    one size or one per model name; ``precision`` autocasts on CUDA."""
     regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
     fill: Any = "random"
     seed: int = 0
     batch_size: int = 64
     device: str | torch.device = "cpu"
-    fp16: bool = False
+    precision: str = "fp32"
     num_workers: int = 0
     embedding_size: Sizes = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            raise FSEError("regions: nothing to erase; name classes or groups")
+        occlusion_fill(self.fill)
+        checks.count(self.seed, "seed", minimum=0)
+        checks.count(self.batch_size, "batch_size")
+        checks.count(self.num_workers, "num_workers", minimum=0)
 
 
 class RegionErasing:
@@ -181,18 +197,18 @@ def _size_of(embedding_size: Sizes, model: str) -> int | None:
 
 @torch.no_grad()
 def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
-                  device: str | torch.device, fp16: bool, num_workers: int,
+                  device: str | torch.device, precision: str, num_workers: int,
                   progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
     Each batch is erased once and embedded by every model."""
-    device = [prepare_model(model, device, fp16) for model in models.values()][0]  # the same for all
+    device = [prepare_model(model, device, precision) for model in models.values()][0]  # the same for all
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
     for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
         for m, model in models.items():
-            parts[m].append(embed_batch(model, x, True, fp16, _size_of(embedding_size, m)))
+            parts[m].append(embed_batch(model, x, True, precision, _size_of(embedding_size, m)))
         region = int(dataset.items[int(index[0]), 0])
         if int(index[-1]) + 1 == dataset.ends[region]:
             yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
@@ -204,7 +220,7 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
                     settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
     s = settings
-    for r, views in _erased_views(models, dataset, s.embedding_size, s.batch_size, s.device, s.fp16, s.num_workers,
+    for r, views in _erased_views(models, dataset, s.embedding_size, s.batch_size, s.device, s.precision, s.num_workers,
                                   s.progress):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
@@ -226,7 +242,7 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
     emb = {m: fuse_views(clean_views[m] if m in clean_views else
-                         embed(model, images, s.batch_size, s.device, True, s.fp16, s.num_workers,
+                         embed(model, images, s.batch_size, s.device, True, s.precision, s.num_workers,
                                _size_of(s.embedding_size, m), s.progress, f"{m} clean")) for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
@@ -284,7 +300,7 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
     present, skipped = _plan(s.regions, masks, keys)
     clean_features = clean_features or {}
     feats = {m: clean_features[m] if m in clean_features else
-             ijb_image_features(model, meta, s.batch_size, s.device, s.fp16, s.num_workers,
+             ijb_image_features(model, meta, s.batch_size, s.device, s.precision, s.num_workers,
                                 _size_of(s.embedding_size, m), s.progress, f"{m} clean") for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
