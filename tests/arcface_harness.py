@@ -1,12 +1,12 @@
-"""Run upstream arcface_torch's own ``train_v2.py`` and ``eval_ijbc.py`` in the tests, also on a machine without CUDA.
+"""Run upstream arcface_torch's own ``train_v2.py`` and ``eval_ijbc.py`` in the tests, also without CUDA.
 
     python tests/arcface_harness.py ARCFACE_DIR configs/NAME
     python tests/arcface_harness.py ARCFACE_DIR eval_ijbc.py --model-prefix ... (eval_ijbc.py's flags)
 
 does what ``cd ARCFACE_DIR && python train_v2.py configs/NAME`` (or ``python eval_ijbc.py ...``) does
 (``runpy``, ``sys.argv`` set), for train_v2.py after filling in a one-process torch.distributed environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port) unless torchrun has set it. arcface_torch is written for
-CUDA + nccl; without CUDA, and only then, the CUDA-only calls it makes get CPU stand-ins here, at
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port) unless torchrun has set it. arcface_torch is
+written for CUDA + nccl; without CUDA, and only then, the CUDA-only calls it makes get CPU stand-ins here, at
 run time (the patched tree itself stays CUDA code): nccl -> gloo, ``Tensor.cuda()`` /
 ``Module.cuda()`` -> no-op, ``torch.cuda.Stream`` / ``stream`` / ``current_stream`` / ``set_device``
 -> stand-ins, DDP ``device_ids`` -> None, ``.to(<int device>)`` -> cpu, ``torch.cuda.amp`` GradScaler

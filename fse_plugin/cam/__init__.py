@@ -22,7 +22,8 @@ Modules, in the order data flows:
 - ``plots``, ``report``: pictures, CSV/JSON and the report page
 - ``data``: pack pairs or rec images with their masks
 - ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
-- ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``, eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
+- ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
+  eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
 """
 from fse_plugin.cam.callback import FSCAMCallback
 from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model

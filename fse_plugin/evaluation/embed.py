@@ -52,9 +52,10 @@ def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision:
             f = model(v)
         if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(v):
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ValueError(f"model output {shape} for a batch of {len(v)}: expected [batch, embedding_size]")
+            raise FSEError(f"model output {shape} for a batch of {len(v)}: expected [batch, embedding_size]")
         if embedding_size is not None and f.shape[1] != embedding_size:
-            raise ValueError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}")
+            raise FSEError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}: "
+                           "pass the --embedding-size the model was trained with")
         feats.append(f.float().cpu().numpy())
     return np.stack(feats)
 
@@ -99,7 +100,7 @@ def embed(model: nn.Module, images: np.ndarray | Dataset, batch_size: int = 64, 
             raise ValueError(f"model output size changed from {out.shape[2]} to {views.shape[2]}")
         out[:, index.numpy()] = views
     if out is None:
-        raise ValueError("nothing to embed: no images")
+        raise FSEError("nothing to embed: no images")
     return out
 
 

@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fse_plugin import labels
-from fse_plugin.common import to_input
-from fse_plugin.common import FSEError, checks
+from fse_plugin.common import FSEError, checks, to_input
 from fse_plugin.erasing import FILLS, check_fill, erase
 from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
@@ -64,9 +63,9 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
                 continue
             name, sep, classes = part.partition("=")
             if not sep or not name.strip() or not classes.strip():
-                raise ValueError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
+                raise FSEError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
             if name.strip() in items:
-                raise ValueError(f"group {name.strip()!r} given twice")
+                raise FSEError(f"group {name.strip()!r} given twice")
             items[name.strip()] = classes
         spec = items
     return {name: labels.parse_class_list(classes if isinstance(classes, str) else list(classes))
@@ -87,7 +86,7 @@ def occlusion_regions(classes: str | Sequence[str | int] | None = None,
     taken = {r for r, _ in regions}
     for name, ids in parse_groups(groups).items():
         if name in taken:
-            raise ValueError(f"group name {name!r} is also a class name")
+            raise FSEError(f"group name {name!r} is also a class name")
         regions.append((name, ids))
     return regions
 
@@ -127,7 +126,7 @@ class RegionErasing:
 
     def __call__(self, img: torch.Tensor, mask: np.ndarray | None, key: int) -> torch.Tensor:
         if mask is None:
-            raise ValueError(f"image {key}: no mask to erase {self!r} with")
+            raise FSEError(f"image {key}: no mask to erase {self!r} with")
         seed = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
@@ -151,7 +150,7 @@ def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray
     for i, k in enumerate(keys):
         mask = masks[int(k)]
         if mask is None:
-            raise ValueError(f"image {k}: no mask")
+            raise FSEError(f"image {k}: no mask in the mask source")
         presence[i] = np.bincount(np.asarray(mask).ravel(), minlength=256)[:labels.NUM_CLASSES] > 0
     present = [_Region(name, ids, np.flatnonzero(presence[:, ids].any(1))) for name, ids in regions]
     return [r for r in present if len(r.positions)], [r.name for r in present if not len(r.positions)]

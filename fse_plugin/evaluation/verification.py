@@ -162,7 +162,7 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
     checks.open_fraction(far_target, "far_target")
     views = np.asarray(views)
     if views.ndim != 3 or views.shape[1] != 2 * len(issame):
-        raise ValueError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
+        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
                          f"got {views.shape}")
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
