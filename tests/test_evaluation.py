@@ -716,3 +716,17 @@ def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, t
     assert doc["model"]["network"] == "r18" and doc["model"]["weights"] == str(Path("work_dirs/fse_r18/model.pt"))
     expect = ev.evaluate_pack(net, small_bin, 20, progress=False).accuracy
     assert _accuracy(tmp_path / "flags") == _accuracy(tmp_path / "config") == expect
+
+
+def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb_masks, scripted, tmp_path):
+    """The config.fse_eval that eval_ijbc.py reads means the same to `fse eval ijb --config`."""
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"config = dict(network='torchscript', embedding_size=64, output=None, fse_eval=dict("
+                   f"occlusion=dict(classes='nose', groups='none', far=0.1), masks={str(ijb_masks)!r}))\n")
+    out = tmp_path / "out"
+    assert cli_main(["eval", "ijb", "--config", str(cfg), "--root", str(ijb_root), "--weights", str(scripted),
+                     "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    tar = json.loads((out / "ijbc_results.json").read_text())["tar"]
+    occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
+    assert occlusion["rows"][0]["region"] == "nose" and occlusion["metric"] == "TAR@FAR=0.1 (%)"
+    assert occlusion["clean"]["cheap"] == pytest.approx(tar[-1] * 100)  # FAR 0.1 is the table's last column
