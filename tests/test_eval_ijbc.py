@@ -3,6 +3,7 @@ redirects its CUDA calls on a CPU-only machine): its TAR@FAR table and score fil
 model and set (IJB-C and IJB-B naming); `--config` with config.fse_eval adds FS-CAM and the occlusion benchmark;
 a bad fse_eval entry is one line and exit status 2 before any embedding is computed."""
 import json
+import logging
 import re
 import runpy
 import shutil
@@ -121,6 +122,9 @@ def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path,
     config.write_text((tree / "configs" / "fse_mbf.py").read_text() + f"MASKS = {str(masks)!r}\n"
                       f"config.fse_eval = {entry}\n")
     monkeypatch.chdir(tree)
+    plugin_log = logging.getLogger("fse_plugin")  # the script's hook logs to stdout: restored after the test
+    monkeypatch.setattr(plugin_log, "handlers", list(plugin_log.handlers))
+    monkeypatch.setattr(plugin_log, "level", plugin_log.level)
     monkeypatch.setattr(sys, "path", [str(tree), *sys.path])
     monkeypatch.setattr(sys, "argv", ["eval_ijbc.py", "--config", "configs/fse_bad.py", "--image-path",
                                       str(ijb_sets["IJBC"])])

@@ -76,15 +76,22 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def _configure_logging(quiet: bool) -> None:
-    """The ``fse_plugin`` loggers print their messages as they are, to stderr (warnings only with --quiet)."""
+@contextmanager
+def _configured_logging(quiet: bool) -> Iterator[None]:
+    """The ``fse_plugin`` loggers print their messages as they are, to stderr (warnings only with --quiet),
+    while the command runs; the logger is left as it was found (``main`` also runs in-process, in tests)."""
     log = logging.getLogger("fse_plugin")
+    saved = log.handlers[:], log.level, log.propagate
     if not any(isinstance(h, _Stderr) for h in log.handlers):
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    try:
+        yield
+    finally:
+        log.handlers[:], log.level, log.propagate = saved
 
 
 @contextmanager
@@ -116,8 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help()
         return 2
     debug = args.debug or os.environ.get("FSE_DEBUG", "") not in ("", "0")
-    _configure_logging(bool(getattr(args, "quiet", False)))
-    with _interrupts_counted() as interrupts:
+    with _configured_logging(bool(getattr(args, "quiet", False))), _interrupts_counted() as interrupts:
         try:
             with _each_warning_once():
                 status = int(args.run(args) or 0)
