@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import textwrap
 from argparse import Namespace
 from pathlib import Path
 
@@ -257,54 +256,29 @@ def test_prepared_rec_builds_a_mask_cache_and_feeds_fsemxfacedataset(im2rec_rec,
         assert img.shape == (3, 112, 112) and int(label) == listed[int(index.keys[i])]
 
 
-DRIVER = textwrap.dedent('''
-    import ast, json, sys
-    from torch.utils.data import DataLoader
-    sys.path.insert(0, ".")
-    import dataset
-    from utils.utils_config import get_config
-
-    class CPULoader(DataLoader):  # DataLoaderX copies batches to CUDA on a side stream
-        def __init__(self, local_rank, **kwargs):
-            super().__init__(**kwargs)
-
-    dataset.DataLoaderX = CPULoader
-    call = next(n for n in ast.walk(ast.parse(open("train_v2.py").read()))
-                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "get_dataloader")
-    train_v2_call = compile(ast.Expression(call), "train_v2.py", "eval")  # train_v2.py's own call
-    out = {}
-    for name in sys.argv[1:]:
-        cfg = get_config(f"configs/{name}.py")
-        loader = eval(train_v2_call, {"get_dataloader": dataset.get_dataloader, "cfg": cfg, "local_rank": 0})
-        ds = loader.dataset
-        labels = sorted(int(ds[i][1]) for i in range(len(ds)))
-        img, label = next(iter(loader))
-        out[name] = [type(ds).__name__, len(ds), labels, list(img.shape)]
-    print("RESULT " + json.dumps(out))
-''')
-
-
-def test_prepared_rec_trains_through_the_patched_get_dataloader(arcface_torch_dir, im2rec_rec, tmp_path):
-    """Upstream's MXFaceDataset (no config.fse) and FSEMXFaceDataset (the one line) read the im2rec rec."""
+def test_prepared_rec_trains_through_the_patched_get_dataloader(arcface_torch_dir, im2rec_rec, synth_bin, tmp_path):
+    """train_v2.py's own get_dataloader call reads the im2rec rec: upstream's MXFaceDataset without
+    config.fse (the same pixels and labels as FSEMXFaceDataset with erasing off), FSEMXFaceDataset with it."""
+    from test_patch import DRIVER  # the patched tree's loaders, as test_patch drives them
     target = tmp_path / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
     assert run_fse(["patch-arcface", target]).rc == 0
     rec = tmp_path / "rec"
     shutil.copytree(im2rec_rec, rec)
     index = recordio.image_index(rec)
-    masks = np.zeros((len(index.keys), 112, 112), np.uint8)
-    maskcache.build_from_labels(rec, index.keys, masks, progress=False)
+    maskcache.build_from_labels(rec, index.keys, np.zeros((len(index.keys), 112, 112), np.uint8), progress=False)
     base = (f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.rec = {str(rec)!r}\n"
             "config.batch_size = 4\nconfig.num_workers = 0\n")
-    (target / "configs" / "im2rec_plain.py").write_text(base)
-    (target / "configs" / "im2rec_fse.py").write_text(base + f"config.fse = dict(masks={str(rec / 'fse_masks')!r})\n")
-    run = subprocess.run([sys.executable, "-c", DRIVER, "im2rec_plain", "im2rec_fse"], cwd=target,
-                         capture_output=True, text=True, timeout=240)
+    (target / "configs" / "vanilla_test.py").write_text(base)
+    (target / "configs" / "fse_test.py").write_text(base + "config.fse = dict(p=0.5)\n")
+    (target / "configs" / "bad_test.py").write_text(base + "config.fse = dict(p=1.5)\n")
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(synth_bin)], cwd=target, capture_output=True,
+                         text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.split("RESULT ", 1)[1])
-    labels = sorted(index.labels.tolist())
-    assert out["im2rec_plain"] == ["MXFaceDataset", 32, labels, [4, 3, 112, 112]]
-    assert out["im2rec_fse"] == ["FSEMXFaceDataset", 32, labels, [4, 3, 112, 112]]
+    assert out["vanilla"] == ["MXFaceDataset", [4, 3, 112, 112], "torch.float32", "torch.int64"]
+    assert out["fse"][:4] == ["FSEMXFaceDataset", [4, 3, 112, 112], "torch.float32", "torch.int64"]
+    assert out["vanilla_equals_fse_off"] is True and "config.fse.p" in out["bad"]
 
 
 # ------------------------------------------------------------------------------- real mxnet (optional)
