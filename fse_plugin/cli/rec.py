@@ -107,7 +107,7 @@ def run_pack(args: argparse.Namespace) -> int:
         skipped = f", {r.skipped} unreadable image{'s' * (r.skipped != 1)} skipped (named above)" if r.skipped else ""
         resumed = f", resumed after line {r.resumed_lines}" if r.resumed_lines else ""
         print(f"{r.rec}: {r.images} record{'s' * (r.images != 1)}{skipped}{resumed}, {r.seconds:.1f} s"
-              f" ({r.images / max(r.seconds, 1e-9):.0f} images/s)")
+              f" ({(r.images - r.resumed_images) / max(r.seconds, 1e-9):.0f} images/s)")
     return 0
 
 

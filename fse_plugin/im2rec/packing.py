@@ -36,13 +36,14 @@ _CHECKPOINT_S = 5.0  # journal period: at most this much work is redone after a 
 
 @dataclass(frozen=True)
 class PackResult:
-    """One packed list: its pair, records written, images skipped, lines a resumed run found done."""
+    """One packed list: its pair, records written, images skipped, and what a resumed run found done."""
     lst: Path
     rec: Path
     idx: Path
     images: int
     skipped: int
     resumed_lines: int
+    resumed_images: int
     seconds: float
 
 
@@ -101,7 +102,7 @@ class _Packer:
     def __call__(self, start: Progress) -> PackResult:
         t0 = time.perf_counter()
         if start.lines >= self.summary.lines and self.output.finish_renaming(start):
-            return self._result(start, start.lines, t0)
+            return self._result(start, start, t0)
         self.output.check_parts(start)
         if start.lines:
             log.info("%s: resuming after line %d of %d", self.summary.path, start.lines, self.summary.lines)
@@ -113,7 +114,7 @@ class _Packer:
             writer.checkpoint(self.identity, durable=False)
             writer.close()
         self.output.publish()
-        return self._result(writer.progress, start.lines, t0)
+        return self._result(writer.progress, start, t0)
 
     def _write(self, writer: PartWriter, start: Progress) -> None:
         encoder = ItemEncoder(self.summary.path, self.root, self.settings)
@@ -132,10 +133,10 @@ class _Packer:
                     writer.checkpoint(self.identity)
                     saved = time.monotonic()
 
-    def _result(self, done: Progress, resumed: int, t0: float) -> PackResult:
+    def _result(self, done: Progress, resumed: Progress, t0: float) -> PackResult:
         o = self.output
-        return PackResult(Path(self.summary.path), o.rec, o.idx, done.images, done.skipped, resumed,
-                          time.perf_counter() - t0)
+        return PackResult(Path(self.summary.path), o.rec, o.idx, done.images, done.skipped, resumed.lines,
+                          resumed.images, time.perf_counter() - t0)
 
 
 def pack_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: PackSettings = PackSettings(), *,
