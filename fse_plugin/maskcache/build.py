@@ -25,8 +25,11 @@ import numpy as np
 
 from fse_plugin import __version__
 from fse_plugin.labels import NUM_CLASSES
-from fse_plugin.maskcache.chunk import (CHUNK_DIR, ChunkFile, ChunkMeta, Entries, atomic_write, chunk_bytes,
-                                        chunk_ok, chunk_path, remove_temporaries)
+from fse_plugin.common import checks
+from fse_plugin.common.files import atomic_write
+from fse_plugin.common.text import plural
+from fse_plugin.maskcache.chunk import (CHUNK_DIR, ChunkFile, ChunkMeta, Entries, chunk_bytes, chunk_ok, chunk_path,
+                                        remove_temporaries)
 from fse_plugin.maskcache.codec import encode_batch
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, without_hint
 from fse_plugin.maskcache.manifest import (BUILD_INFO, BUILD_SPEC, KEYS_FILE, MANIFEST, ChunkEntry, KeysEntry,
@@ -41,11 +44,6 @@ __all__ = ["BuildInfo", "CacheWriter", "build_from_labels", "labels_from_npz", "
 log = logging.getLogger(__name__)
 
 _OUR_FILES = (MANIFEST, KEYS_FILE, BUILD_SPEC, BUILD_INFO)
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 chunk``, ``2 chunks``."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)
@@ -315,7 +313,6 @@ def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.nd
     the manifest; ``labels_path`` there names the source for rebuild commands and errors. Single process
     (it only encodes), resumable and self-repairing like ``precompute``.
     """
-    from fse_plugin.common import checks
     checks.count(chunk_size, "chunk_size")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CacheError("a cache from labels is built by one process (it only encodes): run it without torchrun")

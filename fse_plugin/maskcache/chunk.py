@@ -11,9 +11,9 @@ Layout (format 2, little-endian)::
     end    8s "FSEMEND2"
 
 Every byte is covered by a check the reader makes: head, meta and table by the table crc32 the
-first time a process maps the chunk (~0.1 ms for 16,384 rows), the end marker and the size at the
-same time, and each entry by its own crc32 on every read (~0.3 us for 550 bytes), so a damaged
-byte gives an error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data
+first time a process maps the chunk, the end marker and the size at the same time, and each entry by
+its own crc32 on every read (costs: benchmarks/README.md, "## maskcache"), so a damaged byte gives an
+error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data
 in one pass. ``spec_id`` (hash of what defines the cache) ties each chunk to its build.
 """
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from fse_plugin.maskcache.codec import decode_mask, decode_runs
+from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
 from fse_plugin.maskcache.spec import ChunkExpect, _Json, json_bytes
 
-__all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok", "chunk_path", "atomic_write",
+__all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok", "chunk_path",
            "remove_temporaries"]
 
 CHUNK_DIR = "chunks"
@@ -42,7 +42,6 @@ VERSION = 2
 HEAD = struct.Struct("<8sI8sIQIHHII")
 MAGIC = b"FSEMASK2"
 END = b"FSEMEND2"
-_TMP = ".tmp"
 
 
 def chunk_path(root: Path, index: int) -> Path:
@@ -90,25 +89,10 @@ def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: 
     return b"".join([index_part, struct.pack("<I", zlib.crc32(index_part)), entries.data, END])
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file + fsync + rename: a reader or a killed writer never sees half a file.
-
-    A kill leaves at most the temporary file, which the next build removes (``remove_temporaries``).
-    """
-    tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def remove_temporaries(directory: Path, names: Sequence[str]) -> int:
-    """Delete what killed ``atomic_write`` calls left of the files ``names`` (globs) in ``directory``."""
-    found = [p for name in names for p in directory.glob(f"{name}{_TMP}*")]
+    """Delete what killed writes left of the files ``names`` (globs) in ``directory``: temporary files of
+    ``common.files.atomic_write`` (and of the writers of earlier versions)."""
+    found = [p for name in names for p in directory.glob(f"{name}.tmp*")]
     for p in found:
         p.unlink(missing_ok=True)
     return len(found)
@@ -209,7 +193,7 @@ class ChunkFile:
             return None
         try:
             return decode(blob, height, width)
-        except ValueError as e:  # its crc32 matched: written damaged, or by something else
+        except CorruptEntryError as e:  # its crc32 matched: written damaged, or by something else
             what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
         blob.release()  # a traceback must not keep the map open
         raise self._error(what, key)

@@ -27,6 +27,7 @@ import torch
 
 from fse_plugin.common import checks, dist_env, resolve_device
 from fse_plugin.common.runtime import PRECISIONS
+from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.build import BuildInfo, CacheWriter, library_versions, log_summary
 from fse_plugin.maskcache.decoding import BatchDecoder
 from fse_plugin.maskcache.encoding import ChunkAssembler, encode_job, encoders
@@ -200,6 +201,9 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     dev = resolve_device(settings.device, "device")
     parser_ckpt = Path(parser_ckpt).resolve()
     model = load_parser(parser_ckpt)  # a rejected checkpoint leaves nothing behind
+    if model.n_classes != NUM_CLASSES:
+        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; a mask cache holds the "
+                         f"{NUM_CLASSES} classes of fse_plugin.labels")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, dev = dist_env(dev)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fse_plugin.common.text import plural
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
 from fse_plugin.maskcache.codec import Runs, class_counts
@@ -292,8 +293,7 @@ class MaskCache:
             if [[d.key, d.reason] for d in m.missing] != totals.missing:
                 problems.append(f"{self.path / MANIFEST}: list of undecodable keys differs from the chunks'")
         if problems:
-            raise CacheError(f"mask cache {self.path} failed verification ({len(problems)} problem"
-                             f"{'s' if len(problems) > 1 else ''}):\n  "
+            raise CacheError(f"mask cache {self.path} failed verification ({plural(len(problems), 'problem')}):\n  "
                              + "\n  ".join(problems[:20]) + f"\n{self._hint}")
         if rec_dir is not None:
             self.check_source(rec_dir, parser)

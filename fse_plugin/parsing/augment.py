@@ -43,7 +43,7 @@ class ParserAugment:
     """Training augmentation for (face, label map) pairs: flip, colour jitter, small affine.
 
     The affine jitter mimics landmark noise of real aligned faces; applied to 30% of samples because
-    more slowed short CPU training (mean F1 0.846 vs 0.829 with 70%, feature_scale 8, 300 s).
+    more slowed short CPU training (a lower mean F1 after the same few minutes with 70%).
     Randomness comes from the ``rng`` passed per call (seeded by the dataset from seed, epoch and
     index), so runs repeat exactly whatever the number of DataLoader workers or ranks.
     """
