@@ -417,8 +417,8 @@ def build_section(args: argparse.Namespace, build_rec: Path, n_build: int, tmp: 
     pre = json.loads((out / mc.BUILD_INFO).read_text())["masks_per_s_rank0"]
     f = float(np.mean(fwd))
     workers = pipeline.default_workers()
-    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, {precision}, {n_build} "
-          f"images, {args.num_workers or workers[0]} decode worker(s), "
+    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, {precision}, "
+          f"{n_build} images, {args.num_workers or workers[0]} decode worker(s), "
           f"{workers[1] if args.encode_workers is None else args.encode_workers} encode process(es):")
     print(f"  forward only        {fwd[0]:.1f} / {fwd[1]:.1f} images/s (before / after)")
     print(f"  cache build         {pre:.1f} masks/s (inference loop), {n_build / wall:.1f} masks/s end to end "

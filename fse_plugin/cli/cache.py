@@ -128,7 +128,7 @@ def add_verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=dir_type(), help="cache directory (or a rec dir holding fse_masks/)")
     p.add_argument("--rec", required=True, type=rec_type, help="the dataset the cache must belong to")
     p.add_argument("--parser", default=None, type=file_type("checkpoint"),
-                   help="also require that this checkpoint made the masks")
+                   help="also require that this checkpoint made the masks (default: any parser)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -36,7 +36,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=count_type(1), default=None,
                    help="step budget in epochs (default: 30; with --time-budget alone: none, a timed run)")
     p.add_argument("--steps", type=count_type(1), default=None,
-                   help="step budget in optimizer steps (overrides --epochs); the learning rate reaches 0 at the end")
+                   help="step budget in optimizer steps (overrides --epochs); the learning rate reaches 0 at the end "
+                        "(default: none)")
     p.add_argument("--batch-size", type=count_type(1), default=32, help="per rank")
     p.add_argument("--lr", type=number_type(lo=0, lo_open=True), default=5e-3,
                    help="AdamW peak learning rate (warm-up, then cosine to 0)")
@@ -55,9 +56,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     precision_flag(p, amp_meant="bf16")
     p.add_argument("--time-budget", type=number_type(lo=0, lo_open=True), default=None, metavar="SECONDS",
                    help="safety stop after this much training time; without --epochs/--steps a timed run whose "
-                        "learning rate anneals to 0 exactly then (not repeatable)")
+                        "learning rate anneals to 0 exactly then (not repeatable) (default: none)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT", type=_resume_type,
-                   help="continue from CKPT (without CKPT: OUT/last.pt): epoch, optimizer, split, elapsed time")
+                   help="continue from CKPT (without CKPT: OUT/last.pt): epoch, optimizer, split, elapsed time "
+                        "(default: start afresh)")
     p.add_argument("--cache-dir", default=None, type=output_dir_type(),
                    help="where aligned faces are cached (default: OUT/cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, only warnings")

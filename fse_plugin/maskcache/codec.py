@@ -102,7 +102,8 @@ def _covers(pixels: int, height: int, width: int) -> None:
 
 def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly ``height * width``
-    pixels; CorruptEntryError if it is damaged. What a reader needs when it wants a few classes' pixels, not the mask."""
+    pixels; CorruptEntryError if it is damaged. What a reader needs when it wants a few classes' pixels, not
+    the mask."""
     values, lengths = _inflate_runs(blob, height, width)
     _covers(int(lengths.sum()), height, width)
     return values, lengths

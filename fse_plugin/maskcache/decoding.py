@@ -2,9 +2,10 @@
 
 Each worker fills a slot of one preallocated shared uint8 ``[slots, B, H, W, 3]`` array and sends back
 only ``(batch, slot, errors)``. Compared with a DataLoader that returns one new shared tensor per
-batch, nothing is allocated, pickled or page-faulted per batch, which on small faces is a large share of
-a worker's time (benchmarks/README.md, "## maskcache"). Slot ownership is explicit, so a slot is never written while read:
-free -> a worker (decoding) -> the main process (until it takes the next batch) -> free.
+batch, nothing is allocated, pickled or page-faulted per batch, which on small faces is a large share
+of a worker's time (benchmarks/README.md, "## maskcache"). Slot ownership is explicit, so a slot is
+never written while read: free -> a worker (decoding) -> the main process (until it takes the next
+batch) -> free.
 """
 from __future__ import annotations
 

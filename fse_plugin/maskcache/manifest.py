@@ -27,7 +27,7 @@ from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path
 from fse_plugin.maskcache.codec import CODEC
 from fse_plugin.maskcache.errors import CacheError
-from fse_plugin.maskcache.rebuild import DEFAULT_DIRNAME, Recorded, rebuild_hint
+from fse_plugin.maskcache.rebuild import Recorded, rebuild_hint
 from fse_plugin.maskcache.spec import FORMAT_NAME, FORMAT_VERSION, CacheSpec, _Json, json_bytes
 
 __all__ = ["MANIFEST", "KEYS_FILE", "BUILD_SPEC", "BUILD_INFO", "CHUNK_DIR", "ChunkEntry", "KeysEntry",
