@@ -10,11 +10,12 @@ from fse_plugin.cli.grammar import command, group, precision_flag, renamed
 from fse_plugin.cli.types import count_type, device_type, dir_type, file_type, output_dir_type
 from fse_plugin.common import FSEError, checks
 from fse_plugin.common.text import plural
+from fse_plugin.maskcache.pipeline import BuildSettings
 from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE
 
 HELP = "build (precompute), inspect (info) or check (verify) the mask cache of a rec"
 _PARSER_ONLY = ("batch_size", "device", "precision", "num_workers", "encode_workers")
-"""Flags of a parser build; a cache --from-labels runs no parser, so they cannot mean anything there."""
+"""Settings of a parser build: a cache --from-labels runs no parser, so any but their defaults are refused there."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,9 +47,9 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--from-labels", metavar="NPZ", type=file_type("npz"),
                      help="cache given masks instead (arrays keys, masks; e.g. synth gt_masks.npz)")
     p.add_argument("--out", default=None, type=output_dir_type(), help="cache directory (default: REC/fse_masks)")
-    p.add_argument("--batch-size", type=count_type(1), default=None, help="parser batch, per rank (default: 256)")
-    p.add_argument("--device", type=device_type(), default=None,
-                   help="auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK) (default: auto)")
+    p.add_argument("--batch-size", type=count_type(1), default=BuildSettings.batch_size, help="parser batch, per rank")
+    p.add_argument("--device", type=device_type(), default=BuildSettings.device,
+                   help="auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
     renamed(p, "--workers", p.add_argument("--num-workers", type=count_type(0), default=None,
                                            help="processes decoding images (default: up to 6, by CPU count)"))
     p.add_argument("--encode-workers", type=count_type(0), default=None,
@@ -56,8 +57,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
                         "by CPU count)")
     p.add_argument("--chunk-size", type=count_type(1), default=DEFAULT_CHUNK_SIZE,
                    help="masks per chunk file: the unit of resume, repair and sharding")
-    precision = precision_flag(p, amp_meant="bf16", default=None)
-    precision.help += " (default: fp32; bf16 is much faster on GPUs that have it)"
+    precision = precision_flag(p, amp_meant="bf16", default=BuildSettings.precision)
+    precision.help += "; bf16 is much faster on GPUs that have it"
     p.add_argument("--gpu-decode", action="store_true", help=argparse.SUPPRESS)  # removed: see run_build
     p.add_argument("--overwrite", action="store_true",
                    help="replace a cache or unfinished build for another rec/parser/setting at --out")
@@ -65,8 +66,8 @@ def add_build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser_flags(args: argparse.Namespace) -> dict:
-    """The parser build's settings the user gave (the others keep BuildSettings' defaults)."""
-    return {name: getattr(args, name) for name in _PARSER_ONLY if getattr(args, name) is not None}
+    """The parser build's settings that differ from BuildSettings' defaults."""
+    return {name: getattr(args, name) for name in _PARSER_ONLY if getattr(args, name) != getattr(BuildSettings, name)}
 
 
 def run_build(args: argparse.Namespace) -> int:
