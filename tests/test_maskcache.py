@@ -177,6 +177,19 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     assert isinstance(e.value, mc.CacheError) and str(e.value).startswith("key 0 is not")  # one line in the CLI
 
 
+def test_a_key_is_an_integer(labels_cache, gt):
+    """A float or bool is not read as another key (3.7 is not key 3, True is not key 1)."""
+    cache = mc.MaskCache(labels_cache)
+    k = int(gt[0][5])
+    assert np.array_equal(cache.get(np.int64(k)), cache.get(k)) and np.uint16(k) in cache
+    for bad in (float(k), k + 0.7, True, str(k), None):
+        with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+            cache.get(bad)
+        with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+            cache.get_runs(bad)
+        assert bad not in cache
+
+
 def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
     keys, masks = gt
     with pytest.raises(mc.CacheError, match="1 image key without a mask"):

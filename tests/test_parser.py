@@ -371,6 +371,40 @@ def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
         P.TrainSettings(epochs=None, **kw)
 
 
+def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monkeypatch):
+    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second epoch it
+    leaves the first epoch's checkpoints whole, and --resume finishes the run."""
+    from dataclasses import replace
+
+    from fse_plugin.parsing import facesynthetics, train
+    out = tmp_path / "out"
+    settings = P.TrainSettings(epochs=2, batch_size=8, feature_scale=SMALL, workers=0, device="cpu", progress=False,
+                               cache_dir=tmp_path / "cache")
+    load, step = facesynthetics.load_frame, train._Run._step
+
+    def load_until_5(root, fid, *args):
+        if fid == 5:
+            raise KeyboardInterrupt
+        return load(root, fid, *args)
+    monkeypatch.setattr(facesynthetics, "load_frame", load_until_5)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_parser(fake_fs, out, settings)
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(facesynthetics, "load_frame", load)
+
+    def step_in_epoch_0(self, *args):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, *args)
+    monkeypatch.setattr(train._Run, "_step", step_in_epoch_0)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_parser(fake_fs, out, settings)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1 and (out / "best.pt").is_file()
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    monkeypatch.setattr(train._Run, "_step", step)
+    assert P.train_parser(fake_fs, out, replace(settings, resume="auto")).epochs == 2
+
+
 def test_budget_schedule():
     from fse_plugin.parsing.budget import Budget
     steps = Budget.of(epochs=3, steps=None, time_budget=5.0, per_epoch=10)

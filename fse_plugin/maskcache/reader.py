@@ -7,6 +7,7 @@ process pools, no parser, no progress bars).
 from __future__ import annotations
 
 import io
+import operator
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -53,6 +54,16 @@ class _Totals:
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
     images: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
     missing: list = field(default_factory=list)
+
+
+def _as_key(key: object) -> int:
+    """An image key: an integer (Python or numpy), never a float or bool that would be read as another key."""
+    try:
+        if not isinstance(key, bool):
+            return operator.index(key)
+    except TypeError:
+        pass
+    raise UnknownKeyError(f"key {key!r} is not an integer image key")
 
 
 class MaskCache:
@@ -150,7 +161,9 @@ class MaskCache:
 
     def row(self, key: int) -> int:
         """Row of ``key`` (UnknownKeyError, a KeyError, if the cache has no such image key)."""
-        k = int(key)
+        return self._row(_as_key(key))
+
+    def _row(self, k: int) -> int:
         if self._contiguous:
             r = k - self._first
             if 0 <= r < self._count:
@@ -160,14 +173,14 @@ class MaskCache:
             r = int(np.searchsorted(keys, k))
             if r < self._count and keys[r] == k:
                 return r
-        raise UnknownKeyError(f"key {key} is not an image key of mask cache {self.path} ({self._count} keys, "
+        raise UnknownKeyError(f"key {k} is not an image key of mask cache {self.path} ({self._count} keys, "
                               f"{self._first}..{self.manifest.keys.last})")
 
     def __contains__(self, key: int) -> bool:
         try:
             self.row(key)
             return True
-        except (KeyError, TypeError, ValueError):
+        except KeyError:
             return False
 
     def _chunk(self, index: int, key: int | None = None) -> ChunkFile:
@@ -200,14 +213,16 @@ class MaskCache:
 
         DamagedEntryError if its entry or chunk fails a check; UnknownKeyError if the cache has no such key.
         """
-        return self._mask(self.row(key), int(key))
+        k = _as_key(key)
+        return self._mask(self._row(k), k)
 
     def get_runs(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``get`` before its last step: the mask of record ``key`` as runs of equal pixels in row-major
         order, (values, lengths), uint8 [n] each, read-only, covering exactly ``height * width`` pixels
         (``codec.expand_runs`` makes the mask). Same checks and errors as ``get``. For readers that need
         only some classes' pixels (erasing): expanding a whole mask is most of ``get``'s time."""
-        return self._runs(self.row(key), int(key))
+        k = _as_key(key)
+        return self._runs(self._row(k), k)
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""
@@ -293,8 +308,9 @@ class MaskCache:
             if [[d.key, d.reason] for d in m.missing] != totals.missing:
                 problems.append(f"{self.path / MANIFEST}: list of undecodable keys differs from the chunks'")
         if problems:
-            raise CacheError(f"mask cache {self.path} failed verification ({plural(len(problems), 'problem')}):\n  "
-                             + "\n  ".join(problems[:20]) + f"\n{self._hint}")
+            more = f"; and {plural(len(problems) - 10, 'more problem')}" if len(problems) > 10 else ""
+            raise CacheError(f"mask cache {self.path} failed verification ({plural(len(problems), 'problem')}: "
+                             + "; ".join(problems[:10]) + f"{more}). {self._hint}")
         if rec_dir is not None:
             self.check_source(rec_dir, parser)
         return Verification(str(self.path), self._count, len(m.chunks), len(m.missing), self.bytes_per_mask,
