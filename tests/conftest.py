@@ -73,17 +73,3 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if not (ARCFACE_TORCH / "train_v2.py").is_file():
         terminalreporter.write_line(f"arcface_torch tests skipped: no checkout at {ARCFACE_TORCH} "
                                     f"(set ARCFACE_TORCH_DIR)", yellow=True)
-
-
-@pytest.fixture
-def fse_log(caplog):
-    """``caplog`` that sees the ``fse_plugin`` loggers at INFO, also after a CLI run in this session stopped
-    them propagating to the root logger (where caplog listens)."""
-    import logging
-    log = logging.getLogger("fse_plugin")
-    level = log.level
-    log.addHandler(caplog.handler)
-    log.setLevel(logging.INFO)
-    yield caplog
-    log.removeHandler(caplog.handler)
-    log.setLevel(level)

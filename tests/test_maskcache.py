@@ -361,7 +361,8 @@ def test_torchrun_two_processes_identical(ref_cache, synth_rec, parsers, tmp_pat
     assert json.loads((out / mc.BUILD_INFO).read_text())["world_size"] == 2
 
 
-def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, fse_log):
+def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, caplog):
+    caplog.set_level("INFO", "fse_plugin")
     rec = tmp_path / "rec"
     shutil.copytree(synth_rec, rec)
     reader = recordio.open_rec(rec)
@@ -373,7 +374,7 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, fse_log):
         f.write(b"\0\0\0\0")
     out = mc.precompute(rec, parsers[0], None, run(num_workers=1, encode_workers=0))
     assert out == rec / "fse_masks"
-    assert "undecodable images: 1" in fse_log.text and "in 5 chunks" in fse_log.text
+    assert "undecodable images: 1" in caplog.text and "in 5 chunks" in caplog.text
     cache = mc.MaskCache(rec)  # a rec dir finds its default cache
     assert cache.get(key) is None and cache.get(key + 1) is not None
     assert [d.key for d in cache.manifest.missing] == [key]

@@ -283,7 +283,8 @@ def test_damaged_entry_error_and_check(pristine, tmp_path):
 
 # ---------------------------------------------------------------------------------------- build
 
-def test_build_repairs_only_what_is_damaged(pristine, synth_rec, gt, tmp_path, fse_log):
+def test_build_repairs_only_what_is_damaged(pristine, synth_rec, gt, tmp_path, caplog):
+    caplog.set_level("INFO", "fse_plugin")
     d = tmp_path / "cache"
     shutil.copytree(pristine[0], d)
     chunks = sorted((d / mc.CHUNK_DIR).glob("*.fsmc"))
@@ -292,16 +293,16 @@ def test_build_repairs_only_what_is_damaged(pristine, synth_rec, gt, tmp_path, f
     (d / mc.BUILD_SPEC).write_text("{}")  # as left by a kill just after the manifest was written
     (d / f"{mc.KEYS_FILE}.tmp99").write_bytes(b"half")  # as left by a kill during the merge
     mc.build_from_labels(synth_rec, *gt, d, **args)
-    assert "complete, every byte checked" in fse_log.text
+    assert "complete, every byte checked" in caplog.text
     assert not (d / mc.BUILD_SPEC).exists() and not list(d.glob("*.tmp*"))
     assert {p.name: p.stat().st_ino for p in chunks} == inodes
 
     _flip(chunks[2], _chunk_layout(chunks[2])[1] + 100, 3)  # one entry
     chunks[3].unlink()
     _flip(d / mc.KEYS_FILE, 200, 1)
-    fse_log.clear()
+    caplog.clear()
     mc.build_from_labels(synth_rec, *gt, d, **args)
-    assert "recomputing what is damaged or missing" in fse_log.text
+    assert "recomputing what is damaged or missing" in caplog.text
     assert _files(d) == _files(pristine[0])
     kept = {p.name: p.stat().st_ino for p in chunks}
     assert [n for n in inodes if kept[n] == inodes[n]] == ["000000.fsmc", "000001.fsmc", "000004.fsmc"]
