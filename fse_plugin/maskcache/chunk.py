@@ -32,7 +32,7 @@ import numpy as np
 
 from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
-from fse_plugin.maskcache.spec import ChunkExpect, _Json, json_bytes
+from fse_plugin.maskcache.spec import ChunkExpect, JsonRecord, json_bytes
 
 __all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok", "chunk_path",
            "remove_temporaries"]
@@ -49,7 +49,7 @@ def chunk_path(root: Path, index: int) -> Path:
 
 
 @dataclass(frozen=True)
-class ChunkMeta(_Json):
+class ChunkMeta(JsonRecord):
     """A chunk's metadata: its undecodable images ``[key, reason]`` and its class pixel/image counts."""
     errors: list
     class_pixels: list

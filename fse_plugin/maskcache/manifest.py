@@ -28,7 +28,7 @@ from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path
 from fse_plugin.maskcache.codec import CODEC
 from fse_plugin.maskcache.errors import CacheError
 from fse_plugin.maskcache.rebuild import Recorded, rebuild_hint
-from fse_plugin.maskcache.spec import FORMAT_NAME, FORMAT_VERSION, CacheSpec, _Json, json_bytes
+from fse_plugin.maskcache.spec import FORMAT_NAME, FORMAT_VERSION, CacheSpec, JsonRecord, json_bytes
 
 __all__ = ["MANIFEST", "KEYS_FILE", "BUILD_SPEC", "BUILD_INFO", "CHUNK_DIR", "ChunkEntry", "KeysEntry",
            "MissingImage", "Manifest", "manifest_bytes", "read_manifest"]
@@ -42,7 +42,7 @@ BUILD_INFO = "build_info.json"
 
 
 @dataclass(frozen=True)
-class ChunkEntry(_Json):
+class ChunkEntry(JsonRecord):
     """One chunk file as the manifest records it."""
     file: str
     row_start: int
@@ -52,7 +52,7 @@ class ChunkEntry(_Json):
 
 
 @dataclass(frozen=True)
-class KeysEntry(_Json):
+class KeysEntry(JsonRecord):
     """keys.npy as the manifest records it: ``sha256`` of the keys (as the fingerprint has it), ``file_sha256``
     of the file, first and last key, and whether the keys are consecutive (a row is then key - first)."""
     file: str
@@ -64,7 +64,7 @@ class KeysEntry(_Json):
 
 
 @dataclass(frozen=True)
-class MissingImage(_Json):
+class MissingImage(JsonRecord):
     """An image the build could not decode: its row holds no mask."""
     key: int
     reason: str

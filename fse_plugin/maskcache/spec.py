@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from fse_plugin.labels import CLASSES, LABEL_SET
 from fse_plugin.maskcache.codec import CODEC
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "Fingerprint", "Producer",
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "JsonRecord", "Fingerprint", "Producer",
            "InferenceSpec", "CacheSpec", "ChunkExpect", "json_bytes"]
 
 FORMAT_NAME = "fse-maskcache"
@@ -32,7 +32,7 @@ def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-class _Json:
+class JsonRecord:
     """A dataclass whose JSON object has one key per field, same name (``to_json`` / ``from_json``)."""
 
     def to_json(self) -> dict[str, Any]:
@@ -44,7 +44,7 @@ class _Json:
 
 
 @dataclass(frozen=True)
-class Fingerprint(_Json):
+class Fingerprint(JsonRecord):
     """What identifies the rec a cache was built from (``source.scan_source`` computes it): counts, layout,
     sha256 of the image keys and of the .idx, the .rec's size and a sha256 over sampled records."""
     records: int
@@ -62,7 +62,7 @@ class Fingerprint(_Json):
 
 
 @dataclass(frozen=True)
-class Producer(_Json):
+class Producer(JsonRecord):
     """Who made the masks: ``kind`` 'checkpoint' (a parser) or 'labels' (given masks), and their sha256."""
     kind: str
     sha256: str
