@@ -7,6 +7,7 @@
 - ``facesynthetics``: read a FaceSynthetics-layout folder, align it to ArcFace 112x112 once, cache it;
 - ``augment``: flips that swap left/right ids, small affines, colour jitter;
 - ``metrics``: per-class F1 and IoU, on arrays or a checkpoint's held-out split (:class:`EvalSettings`);
+- ``training_data``: :class:`ParsingDataset` (augmented faces and labels) and the loss's :func:`class_weights`;
 - ``budget``: how long a training run trains (step budget, schedule, clock);
 - ``train``: :func:`train_parser` with :class:`TrainSettings`, budgeted in steps (CPU, CUDA, torchrun DDP).
 """
@@ -20,7 +21,8 @@ from fse_plugin.parsing.metrics import (EvalSettings, ParserEvaluation, ParserMe
 from fse_plugin.parsing.model import (DEFAULT_FEATURE_SCALE, FEATURE_SCALES, DoubleConv, UNetRes18, UpBlock,
                                       parser_widths)
 from fse_plugin.parsing.predict import forward_throughput, masks_from_checkpoint, predict_masks
-from fse_plugin.parsing.train import ParsingDataset, TrainingResult, TrainSettings, class_weights, train_parser
+from fse_plugin.parsing.train import TrainingResult, TrainSettings, train_parser
+from fse_plugin.parsing.training_data import ParsingDataset, class_weights
 
 __all__ = ["IGNORE_INDEX", "DEFAULT_FEATURE_SCALE", "FEATURE_SCALES", "DoubleConv", "UpBlock", "UNetRes18",
            "parser_widths", "ParserCheckpointError", "load_parser", "save_parser", "predict_masks",
