@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from fse_plugin.common.text import plural
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path
 from fse_plugin.maskcache.codec import CODEC
@@ -181,8 +182,8 @@ def _check_fields(m: dict, mpath: Path, hint: str) -> None:
         raise CacheError(f"{mpath}: label set {m['labels'].get('name')!r} differs from this plugin's 25 classes. "
                          f"{hint}")
     if m["count"] < 1 or m["chunk_size"] < 1 or len(m["chunks"]) != -(-m["count"] // m["chunk_size"]):
-        raise CacheError(f"{mpath}: {len(m['chunks'])} chunks listed for {m['count']} masks of chunk size "
-                         f"{m['chunk_size']} (corrupt manifest). {hint}")
+        raise CacheError(f"{mpath}: {plural(len(m['chunks']), 'chunk')} listed for {plural(m['count'], 'mask')} "
+                         f"of chunk size {m['chunk_size']} (corrupt manifest). {hint}")
     k = m["keys"]
     ints = all(_is_int(k.get(f)) for f in ("first", "last"))
     if not ints or not isinstance(k.get("contiguous"), bool) or not isinstance(k.get("file_sha256"), str):

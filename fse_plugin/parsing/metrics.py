@@ -14,6 +14,7 @@ from torch import nn
 from fse_plugin.common import FSEError, checks, resolve_device
 from fse_plugin.common.files import atomic_output
 from fse_plugin.common.runtime import PRECISIONS
+from fse_plugin.common.text import plural
 from fse_plugin.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from fse_plugin.parsing.checkpoint import load_parser_and_meta
 from fse_plugin.parsing.facesynthetics import prepare_dataset, split_indices
@@ -98,7 +99,7 @@ def evaluate_parser(model: nn.Module, images: np.ndarray, masks: np.ndarray, bat
                     device: str | torch.device = "cpu", precision: str = "fp32", chunk: int = 1024) -> ParserMetrics:
     """Metrics of ``model`` on aligned faces and their ground-truth maps (streamed in chunks)."""
     if len(images) != len(masks):
-        raise FSEError(f"{len(images)} images but {len(masks)} masks")
+        raise FSEError(f"{plural(len(images), 'image')} but {plural(len(masks), 'mask')}")
     conf = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for s in range(0, len(images), chunk):
         pred = predict_masks(model, images[s:s + chunk], batch_size, device, precision)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fse_plugin.common import FSEError, checks, dist_env, resolve_device, to_input, warmup_cosine
 from fse_plugin.common.interrupts import sigint_deferred
 from fse_plugin.common.runtime import PRECISIONS, mixed_precision
+from fse_plugin.common.text import plural
 from fse_plugin.labels import IGNORE_INDEX
 from fse_plugin.parsing.augment import ParserAugment
 from fse_plugin.parsing.budget import Budget, Clock
@@ -199,8 +200,8 @@ def _train_loader(dataset: ParsingDataset, settings: TrainSettings, where: _Plac
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=settings.workers,
                         pin_memory=where.device.type == "cuda", drop_last=drop_last, persistent_workers=False)
     if len(loader) == 0:
-        raise FSEError(f"{data}: {len(dataset)} training faces give no batch of {batch} on {world} rank(s); "
-                       f"lower --batch-size")
+        raise FSEError(f"{data}: {plural(len(dataset), 'training face')} give no batch of {batch} on "
+                       f"{plural(world, 'rank')}; lower --batch-size")
     return loader
 
 
