@@ -30,6 +30,7 @@ CASES = [
     ("pack: --quality 101", [*PACK, "--quality", "101"], ["--quality", "101"]),
     ("pack: --quality 10 for PNG", [*PACK, "--quality", "10", "--encoding", ".png"], ["--quality", "0..9"]),
     ("pack: --num-thread 0", [*PACK, "--num-thread", "0"], ["--num-thread"]),
+    ("pack: --num-workers -2", [*PACK, "--num-workers", "-2"], ["--num-workers"]),
     ("pack: --num-thread 1.5", [*PACK, "--num-thread", "1.5"], ["--num-thread"]),
     ("pack: --resize -1", [*PACK, "--resize", "-1"], ["--resize"]),
     ("pack: unknown --encoding", [*PACK, "--encoding", ".bmp"], ["--encoding", ".bmp"]),

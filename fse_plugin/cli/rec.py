@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _LIST_FLAGS = {"--recursive": 0, "--exts": "+", "--chunks": 1, "--train-ratio": 1, "--test-ratio": 1, "--no-shuffle": 0}
 _PACK_FLAGS = {"--pass-through": 0, "--resize": 1, "--center-crop": 0, "--quality": 1, "--color": 1, "--encoding": 1,
-               "--pack-label": 0, "--num-thread": 1, "--resume": 0}
+               "--pack-label": 0, "--num-thread": 1, "--num-workers": 1, "--resume": 0}
 
 
 class _OtherAction(argparse.Action):
@@ -90,8 +90,10 @@ def add_pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", choices=(".jpg", ".png"), default=".jpg", help="format of the re-encoded images")
     p.add_argument("--pack-label", action="store_true",
                    help="store all labels of a list line (a label vector), not only the first")
-    p.add_argument("--num-thread", type=count_type(1), default=1,
+    p.add_argument("--num-workers", type=count_type(1), default=1,
                    help="encoding processes (records stay in list order whatever the count)")
+    p.add_argument("--num-thread", dest="num_workers", type=count_type(1), default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # im2rec's spelling (python -m fse_plugin.im2rec), not deprecated
     p.add_argument("--resume", action="store_true",
                    help="go on with the .part files an interrupted run left (same list, root and flags)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -102,7 +104,7 @@ def run_pack(args: argparse.Namespace) -> int:
     from fse_plugin.im2rec import PackSettings, pack_lists
     settings = PackSettings(args.pass_through, args.resize, args.center_crop, args.quality, args.color,
                             args.encoding, args.pack_label)
-    for r in pack_lists(args.prefix, args.root, settings, workers=args.num_thread, resume=args.resume,
+    for r in pack_lists(args.prefix, args.root, settings, workers=args.num_workers, resume=args.resume,
                         progress=not args.quiet):
         skipped = f", {r.skipped} unreadable image{'s' * (r.skipped != 1)} skipped (named above)" if r.skipped else ""
         resumed = f", resumed after line {r.resumed_lines}" if r.resumed_lines else ""

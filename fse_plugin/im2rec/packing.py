@@ -146,7 +146,7 @@ def pack_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: Pac
     Everything a user can get wrong (root, lists, leftovers of an interrupted run without ``resume``)
     is refused with an FSEError before the first image is read.
     """
-    checks.count(workers, "--num-thread")
+    checks.count(workers, "--num-workers")
     root = os.path.abspath(checks.existing_dir(root, "ROOT"))
     packers = [_Packer(check_list(lst), root, settings, workers, progress) for lst in find_lists(prefix)]
     starts = [p.start_point(resume) for p in packers]
