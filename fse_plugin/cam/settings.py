@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from fse_plugin.cam.methods import METHODS, parse_methods
+from fse_plugin.cam.names import METHODS, parse_methods
 from fse_plugin.cam.stats import CI_METHODS
 from fse_plugin.cam.targets import TARGETS
 from fse_plugin.common import PRECISIONS, checks

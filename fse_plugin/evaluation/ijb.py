@@ -24,13 +24,11 @@ from fse_plugin.evaluation.embed import FaceImages, embed
 from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
 from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
+from fse_plugin.evaluation.protocols import IJB_FARS
 from fse_plugin.evaluation.tables import format_table
 
-__all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
+__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
            "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
-
-IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-"""FAR points of upstream's IJB table."""
 
 _TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
                       [62.7299, 92.2041]], dtype=np.float32)
