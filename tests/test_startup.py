@@ -62,7 +62,7 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
         yield from _leaves(p, (*path, name))
 
 
-def _first_heavy(argvs: list[list[str]], cwd: Path) -> list:
+def _runs(argvs: list[list[str]], cwd: Path) -> list:
     """Run ``fse argv`` for each in turn in one fresh process: [argv, exit status, heavy modules loaded so far]."""
     out = _python("-c", _DRIVER, json.dumps(argvs), cwd=cwd)
     assert out.returncode == 0, out.stderr
@@ -82,7 +82,7 @@ def test_each_command_help_and_refusal_imports_no_heavy_library(tmp_path):
     leaves = [w for w in _leaves(app.build_parser(complete=False)) if w not in NOT_YET]
     helps = [[*words, "--help"] for words in leaves]
     refused = [argv for argv in REFUSED if not any(tuple(argv[:len(w)]) == w for w in NOT_YET)]
-    runs = _first_heavy(helps + refused, tmp_path)
+    runs = _runs(helps + refused, tmp_path)
     assert len(helps) > 12 and [rc for _, rc, _ in runs] == [0] * len(helps) + [2] * len(refused)
     loaded = [(" ".join(argv), heavy) for argv, _, heavy in runs if heavy]
     assert not loaded, f"the first of these imported a heavy library: {loaded}"

@@ -69,10 +69,6 @@ class Parser(argparse.ArgumentParser):
         self._add_deferred()
         return super().format_help()
 
-    def format_usage(self) -> str:  # noqa: D102
-        self._add_deferred()
-        return super().format_usage()
-
     def error(self, message: str):  # noqa: D102 - argparse's hook
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 Sizes = TypeVar("Sizes")
@@ -102,10 +98,10 @@ def command(sub: argparse._SubParsersAction, name: str, help: str, add_args: Cal
 
 
 def _leaf(p: Parser, add_args: Callable[[argparse.ArgumentParser], None], run: Runner, prog: str) -> None:
-    def add(p: argparse.ArgumentParser) -> None:
-        add_args(p)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the full traceback of an error (also FSE_DEBUG=1)")
+    def add(parser: argparse.ArgumentParser) -> None:
+        add_args(parser)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show the full traceback of an error (also FSE_DEBUG=1)")
 
     p.defer(add)
     p.set_defaults(run=run, prog=prog, cli_parser=p)
