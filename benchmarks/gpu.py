@@ -1,0 +1,656 @@
+"""Every GPU figure of the plugin in one command, each stage time-boxed inside one total budget.
+
+    python benchmarks/gpu.py [--budget 500] [--out gpu_out] [--arcface-dir DIR] [--stages cache,train_v2]
+    python benchmarks/gpu.py --smoke      # every stage on CPU at tiny sizes (tests/test_gpu_benchmark.py)
+
+Stages, in this order, each in child processes (what the GPU window's command should run when it opens is
+in benchmarks/README.md, section GPU):
+
+  env       GPU, driver, torch / CUDA / cuDNN, CPU count, the cache build's default worker counts
+  data      a synthetic rec (40 x 25 faces with exact masks); a rec tiled from it for train_v2 + its mask cache
+  cache     per feature_scale 1, 2, 4: parser forward-only vs ``fse cache build`` end to end (bf16,
+            channels_last, the build's default workers and chunk size): benchmarks/maskcache.py --build-only
+  pipeline  the build's decode pipeline per worker vs read + decode alone: benchmarks/maskcache.py --pipeline-only
+  train_v2  upstream train_v2.py (a patched copy, torchrun, one GPU) r50 fp16 batch 256: samples/s from its own
+            training.log without config.fse, with p=0.5 and with p=1.0
+  erasing   FSErasing.batch on GPU tensors (a batch of 256 with real region shapes), images/s per fill
+  cam       FS-CAM images/s vs the plain forward, r50 bf16: benchmarks/cam.py
+  study     ``fse study --trainer arcface``, variants off and fse, one seed, 300 steps
+
+A stage that would start with less than its minimum time left is skipped with a note; one that outruns its
+box (or the budget) is stopped and keeps the figures it had. ``OUT/gpu.json`` is rewritten after every stage
+(a run cut short keeps what it measured), then ``OUT/gpu.md`` (the tables) and ``OUT/gpu.log`` (each child's
+command and output). No network: the data is synthetic and the parsers and networks random-init (costs do not
+depend on weights). Missing packages are named at the start, with how to bring them as wheels; the stages
+that need them are skipped. On CPU the arcface_torch stages go through tests/arcface_harness.py, which
+redirects train_v2.py's CUDA-only calls; with CUDA nothing is redirected.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+HARNESS = REPO / "tests" / "arcface_harness.py"
+GRACE_S = 15.0  # a stopped child gets this long after SIGTERM (torchrun tears its workers down) before SIGKILL
+
+PACKAGES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "cv2": "opencv-python-headless",
+            "tqdm": "tqdm", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
+            "tensorboard": "tensorboard", "easydict": "easydict", "pytorch_grad_cam": "grad-cam", "ttach": "ttach"}
+BASE = ("torch", "torchvision", "numpy", "cv2", "tqdm", "scipy", "sklearn")
+WHEELS = "python3 -m pip wheel --no-deps -w .whl {names}  # pure-Python wheels; carry .whl (benchmarks/README.md)"
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the stages run on: ``full`` on a GPU node, ``smoke`` on CPU in seconds."""
+    device: str
+    rec: tuple[int, int]  # identities x faces of the synthetic rec
+    scales: tuple[int, ...]  # parser feature_scales ...
+    cache_images: tuple[int, ...]  # ... and the records each is built on (~3.5 s of forward on an H100)
+    batch: int  # parser batch (cache and pipeline)
+    chunk_size: int
+    pipeline: dict[str, Any]  # images, workers
+    train: dict[str, Any]  # network, batch, steps, frequent, workers, fp16
+    cam: tuple[str, ...]  # benchmarks/cam.py flags
+    erase: tuple[int, int]  # batch, timed rounds per fill
+    study: dict[str, Any]  # fse study sizes (StudySizes fields) and network
+
+    @property
+    def train_images(self) -> int:
+        return self.train["steps"] * self.train["batch"]
+
+
+def full_sizes(cpus: int) -> Sizes:
+    return Sizes(
+        device="cuda", rec=(40, 25), scales=(1, 2, 4), cache_images=(40_000, 80_000, 120_000), batch=512,
+        chunk_size=16_384, pipeline={"images": 40_000, "workers": (1, 2, 4, 6)},
+        train={"network": "r50", "batch": 256, "steps": 120, "frequent": 10, "workers": max(1, min(12, cpus - 4)),
+               "fp16": True},
+        cam=("--network", "r50", "--amp", "--images", "1024", "--batch-size", "520", "--reps", "3", "--threads", "2"),
+        erase=(256, 50),
+        study={"network": "r18", "fs_images": 200, "parser_epochs": 3, "ids": 100, "per_id": 24, "pairs": 200,
+               "seeds": 1, "steps": 300, "batch_size": 128})
+
+
+SMOKE = Sizes(
+    device="cpu", rec=(4, 4), scales=(16,), cache_images=(32,), batch=16, chunk_size=16,
+    pipeline={"images": 48, "workers": (1,)},
+    train={"network": "mbf", "batch": 4, "steps": 3, "frequent": 1, "workers": 1, "fp16": False},
+    cam=("--network", "tiny", "--images", "4", "--batch-size", "26", "--reps", "1", "--threads", "1"),
+    erase=(8, 2),
+    study={"network": "mbf", "fs_images": 8, "parser_epochs": 1, "ids": 4, "per_id": 2, "pairs": 10, "seeds": 1,
+           "steps": 2, "batch_size": 4})
+
+
+# ------------------------------------------------------------------------------------------------ children
+
+
+class StageTimeout(Exception):
+    """The stage's box (or the whole budget) ran out while a child was running; the child was stopped."""
+
+
+class StageError(Exception):
+    """A child failed or printed no figures; the message says which and where its output is."""
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a child's process group: SIGTERM, then SIGKILL after ``GRACE_S``."""
+    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Context:
+    """What a stage runs with: sizes, folders, the arcface_torch checkout, and ``call`` for its children, which
+    stops them at the stage's deadline. Children run in their own session: a Ctrl-C reaches only this
+    process, which stops them."""
+
+    def __init__(self, sizes: Sizes, work: Path, log: Path, arcface: Path | None, smoke: bool) -> None:
+        self.sizes, self.work, self.log, self.arcface, self.smoke = sizes, work, log, arcface, smoke
+        self.deadline = float("inf")
+        self.data: dict = {}  # the data stage's figures: the recs and the patched arcface_torch tree
+        self.child: subprocess.Popen | None = None
+        paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "TQDM_DISABLE": "1",
+                    "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "1"} if smoke else {})}
+
+    def call(self, argv: list[str], cwd: Path | None = None) -> str:
+        """Run ``argv`` to its end within the deadline; returns its output (also appended to the log)."""
+        left = self.deadline - time.monotonic() - GRACE_S
+        if left < 1:
+            raise StageTimeout("no time left for " + Path(argv[min(1, len(argv) - 1)]).name)
+        out = self.work / "child.out"
+        with out.open("wb") as sink, self.log.open("a") as log:
+            log.write(f"\n$ {' '.join(map(str, argv))}\n")
+            log.flush()
+            t, cpu = time.monotonic(), _children_cpu()
+            self.child = subprocess.Popen(list(map(str, argv)), stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
+                                          env=self.env, start_new_session=True)
+            try:
+                rc = self.child.wait(left)
+            except subprocess.TimeoutExpired:
+                stop(self.child)
+                raise StageTimeout(f"stopped after {left:.0f} s") from None
+            finally:
+                self.child = None
+                text = out.read_text(errors="replace")
+                log.write(f"{text}[{time.monotonic() - t:.1f} s, CPU {_children_cpu() - cpu:.1f} s]\n")
+        if rc != 0:
+            tail = " | ".join(text.strip().splitlines()[-3:])
+            raise StageError(f"{Path(str(argv[1])).name} exited with {rc}: {tail[-400:]} (gpu.log has the output)")
+        return text
+
+    def python(self, *args: Any, cwd: Path | None = None) -> str:
+        return self.call([sys.executable, *args], cwd)
+
+    def child_json(self, name: str) -> dict:
+        """Run this script's own child ``name`` (one concern in a fresh process) and return its figures."""
+        out = self.work / f"{name}.json"
+        self.python(__file__, "--child", name, "--work", self.work, *(["--smoke"] if self.smoke else []),
+                    *([] if self.arcface is None else ["--arcface-dir", self.arcface]))
+        return json.loads(out.read_text())
+
+    def close(self) -> None:
+        if self.child is not None:
+            stop(self.child)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children and theirs (torchrun's workers, DataLoader workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _bench(name: str):
+    """A benchmark script of this folder as a module (its functions are reused, not copied)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def child_env(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
+    import cv2
+    import numpy
+    import torch
+
+    from fse_plugin.maskcache.pipeline import default_workers
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+           "opencv": cv2.__version__, "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+           "load_average": round(os.getloadavg()[0], 2), "cache_build_workers": dict(zip(("decode", "encode"),
+                                                                                           default_workers())),
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "gpu": None, "driver": None}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1), gpus=torch.cuda.device_count())
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            query = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                                   text=True)
+            env["driver"] = query.stdout.strip().splitlines()[0] if query.returncode == 0 else None
+    return env
+
+
+def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
+    """The synthetic rec; train_v2's rec (its faces tiled to ``train_images`` records) with a mask cache; a
+    patched copy of the arcface_torch checkout (``fse_plugin.patching``, what ``fse patch-arcface`` runs)."""
+    import numpy as np
+
+    from fse_plugin import maskcache, recordio, synth
+    from fse_plugin.patching import apply_patches
+    rec = synth.write_rec(work / "rec", *sizes.rec, seed=0, workers=None)
+    train = _bench("maskcache").tile_rec(rec, work / "train_rec", sizes.train_images)
+    with np.load(rec / "gt_masks.npz") as z:
+        by_key = dict(zip(z["keys"].tolist(), z["masks"]))
+    base = recordio.image_index(rec).keys.tolist()
+    masks = np.stack([by_key[base[i % len(base)]] for i in range(sizes.train_images)])
+    maskcache.build_from_labels(train, np.arange(sizes.train_images), masks, progress=False)
+    index = recordio.image_index(train)
+    tree = None
+    if arcface is not None:
+        tree = work / "arcface_torch"
+        shutil.copytree(arcface, tree, ignore=shutil.ignore_patterns(".git", "work_dirs", "__pycache__"))
+        apply_patches(tree)
+    return {"rec": str(rec), "rec_images": len(base), "train_rec": str(train), "train_images": len(index.keys),
+            "train_classes": int(index.labels.max()) + 1, "patched_tree": None if tree is None else str(tree)}
+
+
+def child_erasing(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
+    """FSErasing.batch (p=1.0, one region) on a batch already on the device, images/s per fill."""
+    import numpy as np
+    import torch
+
+    from fse_plugin.erasing import FILLS, FSErasing
+    batch, rounds = sizes.erase
+    device = torch.device(sizes.device)
+    with np.load(work / "rec" / "gt_masks.npz") as z:
+        masks = torch.from_numpy(np.resize(z["masks"], (batch, *z["masks"].shape[1:]))).to(device)
+    imgs = torch.randn(batch, 3, *masks.shape[1:], device=device)
+    generator = torch.Generator(device).manual_seed(0)
+    rates = {}
+    for fill in FILLS:
+        erasing = FSErasing(p=1.0, fill=fill)
+        erasing.batch(imgs, masks, generator)  # warm-up
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(rounds):
+            erasing.batch(imgs, masks, generator)
+        _sync(device)
+        rates[fill] = batch * rounds / (time.perf_counter() - t)
+    return {"batch": batch, "rounds": rounds, "device": str(device), "images_per_s": rates}
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+        torch.cuda.synchronize(device)
+
+
+def child_study(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
+    """``fse study --trainer arcface`` on CPU: the library call the command makes, with train_v2.py launched
+    through tests/arcface_harness.py (the command itself refuses to run without CUDA)."""
+    from fse_plugin.study import StudySizes, run_study
+
+    def launch(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+        config = cmd[cmd.index("train_v2.py") + 1]  # one process: the harness alone, without torchrun's start-up
+        subprocess.run([sys.executable, str(HARNESS), str(cwd), config], cwd=cwd, env=env, check=True)
+    study = {k: v for k, v in sizes.study.items() if k != "network"}
+    run_study(work / "study", StudySizes(**study), ["off", "fse"], device="cpu", trainer="arcface", progress=False,
+              arcface={"arcface_dir": arcface, "network": sizes.study["network"], "fp16": False, "launch": launch})
+    return {}
+
+
+CHILDREN: dict[str, Callable[[Sizes, Path, Path | None], dict]] = {
+    "env": child_env, "data": child_data, "erasing": child_erasing, "study": child_study}
+
+
+def run_child(name: str, sizes: Sizes, work: Path, arcface: Path | None) -> int:
+    figures = CHILDREN[name](sizes, work, arcface)
+    (work / f"{name}.json").write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def stage_env(ctx: Context, figures: dict) -> None:
+    figures.update(ctx.child_json("env"))
+
+
+def stage_data(ctx: Context, figures: dict) -> None:
+    figures.update(ctx.child_json("data"))
+
+
+def stage_cache(ctx: Context, figures: dict) -> None:
+    """Per feature_scale, forward-only before and after the build, the build's loop and end-to-end rates."""
+    s = ctx.sizes
+    for scale, images in zip(s.scales, s.cache_images):
+        out = ctx.work / f"cache_fs{scale}.json"
+        ctx.python(BENCH / "maskcache.py", "--build-only", "--rec", ctx.work / "rec", "--device", s.device,
+                   "--feature-scale", scale, "--images", images, "--batch-size", s.batch, "--chunk-size",
+                   s.chunk_size, "--json", out)
+        r = json.loads(out.read_text())
+        forward = statistics.mean(r["forward"])
+        figures[f"fs{scale}"] = {"images": images, "forward": r["forward"], "build_loop": r["precompute"],
+                                 "end_to_end": r["end_to_end"], "ratio_loop": r["precompute"] / forward,
+                                 "ratio_end_to_end": r["end_to_end"] / forward}
+
+
+def stage_pipeline(ctx: Context, figures: dict) -> None:
+    s, out = ctx.sizes, ctx.work / "pipeline.json"
+    ctx.python(BENCH / "maskcache.py", "--pipeline-only", "--rec", ctx.work / "rec", "--images",
+               s.pipeline["images"], "--batch-size", s.batch, "--chunk-size", s.chunk_size, "--repeat", 1,
+               "--pipeline-workers", *s.pipeline["workers"], "--json", out)
+    r = json.loads(out.read_text())
+    figures.update(decode_alone=r["decode_alone"], per_worker=r["pipeline_per_worker"], ratio=r["ratio"],
+                   images=s.pipeline["images"])
+
+
+TRAIN_VARIANTS = {"off": None, "fse p=0.5": 0.5, "fse p=1.0": 1.0}
+SPEED = re.compile(r"Speed ([0-9.]+) samples/sec")
+
+
+def train_config(ctx: Context, output: Path, p: float | None) -> str:
+    """A train_v2 config over upstream's configs/base.py: the tiled rec, no verification, config.fse or not."""
+    t, data = ctx.sizes.train, ctx.data
+    lines = ["from easydict import EasyDict as edict", "config = edict()", f"config.network = {t['network']!r}",
+             f"config.output = {str(output)!r}", f"config.rec = {data['train_rec']!r}",
+             f"config.num_classes = {data['train_classes']}", f"config.num_image = {data['train_images']}",
+             "config.num_epoch = 1", "config.warmup_epoch = 0", f"config.batch_size = {t['batch']}",
+             f"config.fp16 = {t['fp16']}", f"config.frequent = {t['frequent']}",
+             f"config.num_workers = {t['workers']}", "config.val_targets = []", "config.verbose = 10 ** 9"]
+    if p is not None:
+        lines.append(f"config.fse = dict(masks={str(Path(data['train_rec']) / 'fse_masks')!r}, p={p})")
+    return "\n".join(lines) + "\n"
+
+
+def samples_per_s(log: str) -> tuple[float, list[float]]:
+    """The median of train_v2's own "Speed ... samples/sec" lines, the first two (warm-up) left out."""
+    speeds = [float(v) for v in SPEED.findall(log)]
+    if not speeds:
+        raise StageError("training.log has no 'Speed ... samples/sec' line")
+    return statistics.median(speeds[min(2, len(speeds) - 1):]), speeds
+
+
+def stage_train_v2(ctx: Context, figures: dict) -> None:
+    """Upstream train_v2.py under torchrun (one process) per variant; samples/s from its training.log."""
+    tree = Path(ctx.data["patched_tree"])
+    t = ctx.sizes.train
+    figures.update(network=t["network"], batch=t["batch"], steps=t["steps"], workers=t["workers"], fp16=t["fp16"])
+    for name, p in TRAIN_VARIANTS.items():
+        slug = "gpu_" + re.sub(r"\W+", "_", name)
+        output = ctx.work / "train_v2" / slug
+        (tree / "configs" / f"{slug}.py").write_text(train_config(ctx, output, p))
+        ctx.python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", HARNESS, tree,
+                   f"configs/{slug}", cwd=tree)
+        rate, speeds = samples_per_s((output / "training.log").read_text())
+        figures[name] = {"samples_per_s": rate, "speed_lines": speeds}
+        if name != "off" and "off" in figures:
+            figures[name]["ratio"] = rate / figures["off"]["samples_per_s"]
+
+
+def stage_erasing(ctx: Context, figures: dict) -> None:
+    figures.update(ctx.child_json("erasing"))
+
+
+CAM_LINE = re.compile(r"^(plain forward|FS-CAM)\s+([0-9.]+)\s+([0-9.]+)", re.M)
+
+
+def stage_cam(ctx: Context, figures: dict) -> None:
+    """benchmarks/cam.py, FS-CAM only (its per-method table for one face), the figures read from its output."""
+    arcface = ["--arcface-dir", ctx.data["patched_tree"]]
+    text = ctx.python(BENCH / "cam.py", "--device", ctx.sizes.device, *ctx.sizes.cam, *arcface, "--methods", "fscam",
+                      "--method-images", "1")
+    rates = {name: float(wall) for name, wall, _ in CAM_LINE.findall(text)}
+    if set(rates) != {"plain forward", "FS-CAM"}:
+        raise StageError("benchmarks/cam.py printed no 'plain forward' / 'FS-CAM' rows (has its output changed?)")
+    figures.update(forward=rates["plain forward"], fscam=rates["FS-CAM"],
+                   ratio=rates["FS-CAM"] / (rates["plain forward"] / 26), args=" ".join(ctx.sizes.cam))
+
+
+def stage_study(ctx: Context, figures: dict) -> None:
+    """``fse study --trainer arcface`` (on CPU the same library call through the harness), off and fse."""
+    study = ctx.sizes.study
+    if ctx.sizes.device == "cuda":
+        sizes = [a for k, v in study.items() if k != "network" for a in (f"--{k.replace('_', '-')}", v)]
+        ctx.python("-m", "fse_plugin", "study", "--trainer", "arcface", "--arcface-dir", ctx.arcface, "--network",
+                   study["network"], "--variants", "off", "fse", "--device", "cuda", "--quiet", "--out",
+                   ctx.work / "study", *sizes)
+    else:
+        ctx.child_json("study")
+    facts = json.loads((ctx.work / "study" / "study.json").read_text())
+    figures.update(network=study["network"], steps_asked=study["steps"], timings_s=facts.get("timings_s"),
+                   runs=[{"variant": r["variant"], "seed": r["seed"], "steps": r["train"].get("steps"),
+                          "clean": r["scores"].get("clean")} for r in facts["runs"]])
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[..., None]
+    box_s: float  # at most this long
+    min_s: float  # not started with less than this left
+    needs: tuple[str, ...] = ()  # modules beyond BASE; "arcface" = an arcface_torch checkout
+    uses_data: bool = False
+
+
+STAGES = (
+    Stage("env", stage_env, 30, 5),
+    Stage("data", stage_data, 60, 20),
+    Stage("cache", stage_cache, 200, 60, uses_data=True),
+    Stage("pipeline", stage_pipeline, 60, 20, uses_data=True),
+    Stage("train_v2", stage_train_v2, 180, 90, ("easydict", "tensorboard", "arcface"), uses_data=True),
+    Stage("erasing", stage_erasing, 30, 10, uses_data=True),
+    Stage("cam", stage_cam, 60, 25, ("pytorch_grad_cam", "ttach", "arcface"), uses_data=True),
+    Stage("study", stage_study, 200, 90, ("easydict", "tensorboard", "matplotlib", "pytorch_grad_cam", "ttach",
+                                           "arcface")))
+NAMES = tuple(s.name for s in STAGES)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Result:
+    status: str  # ok, timed out, failed, skipped
+    seconds: float = 0.0
+    note: str = ""
+    figures: dict = field(default_factory=dict)
+
+
+def missing_packages() -> list[str]:
+    return [m for m in PACKAGES if importlib.util.find_spec(m) is None]
+
+
+def lacks(stage: Stage, missing: list[str], arcface: Path | None) -> str:
+    gone = [PACKAGES[m] for m in (*BASE, *stage.needs) if m in missing]
+    if "arcface" in stage.needs and arcface is None:
+        gone.append("an arcface_torch checkout (--arcface-dir)")
+    return ", ".join(gone)
+
+
+def run_stage(ctx: Context, stage: Stage, budget_end: float) -> Result:
+    """One stage inside min(its box, what is left of the budget); never raises but for Ctrl-C."""
+    left = budget_end - time.monotonic()
+    if left < stage.min_s:
+        return Result("skipped", note=f"budget spent: {left:.0f} s left, the stage needs ~{stage.min_s:.0f} s")
+    if stage.uses_data and not ctx.data:
+        return Result("skipped", note="no data: the data stage did not finish")
+    ctx.deadline = time.monotonic() + min(stage.box_s, left)
+    figures: dict = {}
+    t = time.monotonic()
+    try:
+        stage.run(ctx, figures)
+        return Result("ok", time.monotonic() - t, figures=figures)
+    except StageTimeout as e:
+        return Result("timed out", time.monotonic() - t, f"{e}; box {min(stage.box_s, left):.0f} s", figures)
+    except (StageError, OSError, KeyError, ValueError) as e:
+        return Result("failed", time.monotonic() - t, f"{type(e).__name__}: {e}", figures)
+
+
+def run_all(ctx: Context, stages: list[Stage], budget: float, out: Path, missing: list[str]) -> dict:
+    budget_end = time.monotonic() + budget
+    report = {"budget_s": budget, "smoke": ctx.smoke, "device": ctx.sizes.device, "sizes": asdict(ctx.sizes),
+              "missing_packages": [PACKAGES[m] for m in missing], "stages": {}}
+    for stage in stages:
+        gone = lacks(stage, missing, ctx.arcface)
+        print(f"[gpu] {stage.name}: " + ("skipped, lacks " + gone if gone else "started"), file=sys.stderr, flush=True)
+        r = Result("skipped", note="lacks " + gone) if gone else run_stage(ctx, stage, budget_end)
+        print(f"[gpu] {stage.name}: {r.status} in {r.seconds:.1f} s {r.note}".rstrip(), file=sys.stderr, flush=True)
+        report["stages"][stage.name] = asdict(r)
+        if stage.name == "data" and r.status == "ok":
+            ctx.data = r.figures
+        write_json(out / "gpu.json", report)
+    return report
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _n(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _goal(value: float | None, goal: float) -> str:
+    return "-" if value is None else ("met" if value >= goal else "**missed**")
+
+
+def md_tables(report: dict) -> str:
+    st = report["stages"]
+    fig = {name: s["figures"] for name, s in st.items()}
+    env = fig.get("env", {})
+    lines = [f"# GPU benchmark ({'smoke run on CPU' if report['smoke'] else report['device']})", "",
+             "| environment | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in env.items()]
+    if report["missing_packages"]:
+        lines.append(f"| missing packages | {', '.join(report['missing_packages'])} |")
+    lines += ["", "| stage | status | seconds | note |", "|---|---|---:|---|"]
+    lines += [f"| {n} | {s['status']} | {s['seconds']:.1f} | {s['note']} |" for n, s in st.items()]
+    for table in (_cache_md, _pipeline_md, _train_md, _erasing_md, _cam_md, _study_md):
+        lines += table(fig)
+    return "\n".join(lines) + "\n"
+
+
+def _cache_md(fig: dict) -> list[str]:
+    rows = fig.get("cache") or {}
+    if not rows:
+        return []
+    out = ["", "Parser forward-only vs `fse cache build` (goal: end to end >= 0.8x forward)", "",
+           "| feature_scale | images | forward img/s (before / after) | build loop masks/s | end to end masks/s "
+           "| end to end / forward | loop / forward | goal |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, r in rows.items():
+        out.append(f"| {name[2:]} | {r['images']:,} | {_n(r['forward'][0])} / {_n(r['forward'][1])} "
+                   f"| {_n(r['build_loop'])} | {_n(r['end_to_end'])} | {r['ratio_end_to_end']:.2f} "
+                   f"| {r['ratio_loop']:.2f} | {_goal(r['ratio_end_to_end'], 0.8)} |")
+    return out
+
+
+def _pipeline_md(fig: dict) -> list[str]:
+    r = fig.get("pipeline") or {}
+    if not r:
+        return []
+    out = ["", f"Decode pipeline per worker vs read + decode alone ({r['decode_alone']:,.0f} images/s, one process)",
+           "", "| decode workers | images/s per worker | vs alone |", "|---:|---:|---:|"]
+    out += [f"| {w} | {_n(v)} | {r['ratio'][w]:.2f} |" for w, v in r["per_worker"].items()]
+    return out
+
+
+def _train_md(fig: dict) -> list[str]:
+    r = fig.get("train_v2") or {}
+    runs = [n for n in TRAIN_VARIANTS if n in r]
+    if not runs:
+        return []
+    out = ["", f"Upstream train_v2.py, {r['network']}, {'fp16' if r['fp16'] else 'fp32'}, batch {r['batch']}, "
+               f"{r['workers']} workers, {r['steps']} steps (goal: with the line >= 0.97x without)", "",
+           "| config | samples/s (train_v2's log) | vs off | goal |", "|---|---:|---:|---|"]
+    for n in runs:
+        ratio = r[n].get("ratio")
+        out.append(f"| {n} | {_n(r[n]['samples_per_s'], 1)} | {_n(ratio, 3)} | "
+                   f"{'-' if n == 'off' else _goal(ratio, 0.97)} |")
+    return out
+
+
+def _erasing_md(fig: dict) -> list[str]:
+    r = fig.get("erasing") or {}
+    if not r:
+        return []
+    return ["", f"FSErasing.batch on {r['device']}, batch {r['batch']}, p=1.0", "", "| fill | images/s |",
+            "|---|---:|", *[f"| {k} | {_n(v)} |" for k, v in r["images_per_s"].items()]]
+
+
+def _cam_md(fig: dict) -> list[str]:
+    r = fig.get("cam") or {}
+    if not r:
+        return []
+    return ["", f"FS-CAM vs plain forward (`benchmarks/cam.py {r['args']}`)", "",
+            "| forward img/s | FS-CAM img/s | FS-CAM / (forward / 26) |", "|---:|---:|---:|",
+            f"| {_n(r['forward'], 1)} | {_n(r['fscam'], 1)} | {r['ratio']:.2f} |"]
+
+
+def _study_md(fig: dict) -> list[str]:
+    r = fig.get("study") or {}
+    if not r:
+        return []
+    out = ["", f"`fse study --trainer arcface`, {r['network']}, {r['steps_asked']} steps asked", "",
+           "| variant | seed | steps run | clean accuracy |", "|---|---:|---:|---:|"]
+    out += [f"| {x['variant']} | {x['seed']} | {x['steps']} | {_n(x['clean'], 2)} |" for x in r["runs"]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def arcface_checkout(given: str | None) -> Path | None:
+    """--arcface-dir, else $ARCFACE_TORCH_DIR, else .gpu/arcface_torch in the repo (what the GPU window carries),
+    else shared/arcface_torch beside the repo or a parent; None without a train_v2.py."""
+    candidates = [given, os.environ.get("ARCFACE_TORCH_DIR"), REPO / ".gpu" / "arcface_torch",
+                  *(p / "shared" / "arcface_torch" for p in REPO.parents)]
+    for c in candidates:
+        if c and (Path(c) / "train_v2.py").is_file():
+            return Path(c).resolve()
+    return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="gpu.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--budget", type=float, default=500.0, help="total seconds for all stages (default 500)")
+    ap.add_argument("--out", default="gpu_out", help="folder for gpu.json, gpu.md, gpu.log (default ./gpu_out)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed at the end)")
+    ap.add_argument("--arcface-dir", default=None, help="pristine arcface_torch checkout (default: "
+                    "$ARCFACE_TORCH_DIR, .gpu/arcface_torch, shared/arcface_torch beside the repo)")
+    ap.add_argument("--stages", default=",".join(NAMES), help=f"comma-separated subset of {','.join(NAMES)} "
+                    "(data is added where a chosen stage uses it)")
+    ap.add_argument("--smoke", action="store_true", help="every stage on CPU at tiny sizes (seconds each)")
+    ap.add_argument("--child", choices=tuple(CHILDREN), help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def chosen_stages(names: str) -> list[Stage]:
+    wanted = set(names.split(","))
+    if any(s.uses_data and s.name in wanted for s in STAGES):
+        wanted.add("data")
+    return [s for s in STAGES if s.name in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    arcface = arcface_checkout(args.arcface_dir)
+    if args.child:
+        sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
+        return run_child(args.child, sizes, Path(args.work), arcface)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = missing_packages()
+    if missing:
+        print(f"gpu.py: missing packages: {', '.join(PACKAGES[m] for m in missing)}; bring them with "
+              + WHEELS.format(names=" ".join(PACKAGES[m] for m in missing)), file=sys.stderr)
+    sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
+    work = Path(args.work or tempfile.mkdtemp(prefix="fse_gpu_"))
+    work.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.log").write_text("")
+    ctx = Context(sizes, work, out / "gpu.log", arcface, args.smoke)
+    try:
+        report = run_all(ctx, chosen_stages(args.stages), args.budget, out, missing)
+    finally:
+        ctx.close()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    (out / "gpu.md").write_text(md_tables(report))
+    print(md_tables(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
