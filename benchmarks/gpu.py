@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's fse_plugin, here and (PYTHONPATH) in every child: installed or not
 BENCH = REPO / "benchmarks"
 HARNESS = REPO / "tests" / "arcface_harness.py"
 GRACE_S = 15.0  # a stopped child gets this long after SIGTERM (torchrun tears its workers down) before SIGKILL
@@ -112,58 +113,70 @@ class StageError(Exception):
     """A child failed or printed no figures; the message says which and where its output is."""
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """End a child's process group: SIGTERM, then SIGKILL after ``GRACE_S``."""
-    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """End a child's process group: SIGTERM, then SIGKILL after ``grace_s``; a Ctrl-C meanwhile is ignored,
+    so that no child is left running (it has a session of its own)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _what(argv: list[Any]) -> str:
+    """The program of a child's command line, for messages: a module, a script (and this script's child)."""
+    args = [str(a) for a in argv[1:]]
+    if args[0] == "-m":
+        return args[1]
+    return " ".join([Path(args[0]).name, *args[1:3]]) if "--child" in args[1:2] else Path(args[0]).name
 
 
 class Context:
-    """What a stage runs with: sizes, folders, the arcface_torch checkout, and ``call`` for its children, which
-    stops them at the stage's deadline. Children run in their own session: a Ctrl-C reaches only this
-    process, which stops them."""
+    """What a stage runs with: sizes, folders, the arcface_torch checkout, the data stage's figures, and
+    ``call`` for its children, which stops them at the stage's deadline. Children run in a session of their
+    own: a Ctrl-C reaches only this process, which stops them (``close``)."""
 
     def __init__(self, sizes: Sizes, work: Path, log: Path, arcface: Path | None, smoke: bool) -> None:
         self.sizes, self.work, self.log, self.arcface, self.smoke = sizes, work, log, arcface, smoke
-        self.deadline = float("inf")
+        self.deadline, self.grace_s = float("inf"), GRACE_S
         self.data: dict = {}  # the data stage's figures: the recs and the patched arcface_torch tree
         self.child: subprocess.Popen | None = None
         paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "TQDM_DISABLE": "1",
                     "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "1"} if smoke else {})}
 
-    def call(self, argv: list[str], cwd: Path | None = None) -> str:
+    def call(self, argv: list[Any], cwd: Path | None = None) -> str:
         """Run ``argv`` to its end within the deadline; returns its output (also appended to the log)."""
-        left = self.deadline - time.monotonic() - GRACE_S
+        left = self.deadline - time.monotonic() - self.grace_s
         if left < 1:
-            raise StageTimeout("no time left for " + Path(argv[min(1, len(argv) - 1)]).name)
+            raise StageTimeout(f"no time left to start {_what(argv)}")
         out = self.work / "child.out"
         with out.open("wb") as sink, self.log.open("a") as log:
             log.write(f"\n$ {' '.join(map(str, argv))}\n")
             log.flush()
             t, cpu = time.monotonic(), _children_cpu()
-            self.child = subprocess.Popen(list(map(str, argv)), stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
+            self.child = subprocess.Popen([str(a) for a in argv], stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
                                           env=self.env, start_new_session=True)
             try:
                 rc = self.child.wait(left)
             except subprocess.TimeoutExpired:
-                stop(self.child)
-                raise StageTimeout(f"stopped after {left:.0f} s") from None
+                self.close()
+                raise StageTimeout(f"{_what(argv)} stopped after {left:.0f} s") from None
             finally:
-                self.child = None
                 text = out.read_text(errors="replace")
                 log.write(f"{text}[{time.monotonic() - t:.1f} s, CPU {_children_cpu() - cpu:.1f} s]\n")
+        self.child = None
         if rc != 0:
-            tail = " | ".join(text.strip().splitlines()[-3:])
-            raise StageError(f"{Path(str(argv[1])).name} exited with {rc}: {tail[-400:]} (gpu.log has the output)")
+            tail = " | ".join(text.strip().splitlines()[-3:])[-400:]
+            raise StageError(f"{_what(argv)} exited with status {rc}: {tail} (gpu.log has its output)")
         return text
 
     def python(self, *args: Any, cwd: Path | None = None) -> str:
@@ -171,14 +184,15 @@ class Context:
 
     def child_json(self, name: str) -> dict:
         """Run this script's own child ``name`` (one concern in a fresh process) and return its figures."""
-        out = self.work / f"{name}.json"
         self.python(__file__, "--child", name, "--work", self.work, *(["--smoke"] if self.smoke else []),
                     *([] if self.arcface is None else ["--arcface-dir", self.arcface]))
-        return json.loads(out.read_text())
+        return json.loads((self.work / f"{name}.json").read_text())
 
     def close(self) -> None:
-        if self.child is not None:
-            stop(self.child)
+        """Stop the child still running, if any (a timeout, Ctrl-C, or an error in this process)."""
+        if self.child is not None and self.child.poll() is None:
+            stop(self.child, self.grace_s)
+        self.child = None
 
 
 def _children_cpu() -> float:
@@ -190,31 +204,43 @@ def _children_cpu() -> float:
 def _bench(name: str):
     """A benchmark script of this folder as a module (its functions are reused, not copied)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look themselves up
     spec.loader.exec_module(module)
     return module
 
 
 def child_env(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
+    """The machine and software the figures come from; the commit measured where the checkout has git."""
     import cv2
     import numpy
     import torch
 
     from fse_plugin.maskcache.pipeline import default_workers
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
-           "opencv": cv2.__version__, "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-           "load_average": round(os.getloadavg()[0], 2), "cache_build_workers": dict(zip(("decode", "encode"),
-                                                                                           default_workers())),
-           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "gpu": None, "driver": None}
+    env = {"commit": _git("rev-parse", "--short", "HEAD"), "changed files": _git("status", "--porcelain"),
+           "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version(), "numpy": numpy.__version__, "opencv": cv2.__version__,
+           "cpus": os.cpu_count(), "cpus usable": len(os.sched_getaffinity(0)),
+           "load average": round(os.getloadavg()[0], 2),
+           "cache build workers": "{} decode + {} encode".format(*default_workers()), "gpu": None}
+    if env["changed files"] is not None:
+        env["changed files"] = len(env["changed files"].splitlines())
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1), gpus=torch.cuda.device_count())
-        smi = shutil.which("nvidia-smi")
-        if smi:
-            query = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                                   text=True)
-            env["driver"] = query.stdout.strip().splitlines()[0] if query.returncode == 0 else None
+        env.update(gpu=f"{props.name} ({props.total_memory / 2 ** 30:.0f} GiB, {torch.cuda.device_count()} visible)",
+                   driver=_run_text("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"))
     return env
+
+
+def _git(*args: str) -> str | None:
+    return _run_text("git", "-C", str(REPO), *args)
+
+
+def _run_text(*argv: str) -> str | None:
+    """A command's output, None where it is missing or fails."""
+    if shutil.which(argv[0]) is None:
+        return None
+    done = subprocess.run(argv, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
@@ -438,7 +464,7 @@ NAMES = tuple(s.name for s in STAGES)
 
 @dataclass
 class Result:
-    status: str  # ok, timed out, failed, skipped
+    status: str  # ok, timed out, failed, skipped, interrupted
     seconds: float = 0.0
     note: str = ""
     figures: dict = field(default_factory=dict)
@@ -449,6 +475,7 @@ def missing_packages() -> list[str]:
 
 
 def lacks(stage: Stage, missing: list[str], arcface: Path | None) -> str:
+    """What ``stage`` needs and this machine lacks, as words ('' when nothing)."""
     gone = [PACKAGES[m] for m in (*BASE, *stage.needs) if m in missing]
     if "arcface" in stage.needs and arcface is None:
         gone.append("an arcface_torch checkout (--arcface-dir)")
@@ -456,44 +483,71 @@ def lacks(stage: Stage, missing: list[str], arcface: Path | None) -> str:
 
 
 def run_stage(ctx: Context, stage: Stage, budget_end: float) -> Result:
-    """One stage inside min(its box, what is left of the budget); never raises but for Ctrl-C."""
+    """One stage within its box and what is left of the budget (in a smoke run, the budget alone: CPU times say
+    nothing of a GPU's). A stage's failure is recorded and the run goes on."""
     left = budget_end - time.monotonic()
     if left < stage.min_s:
         return Result("skipped", note=f"budget spent: {left:.0f} s left, the stage needs ~{stage.min_s:.0f} s")
     if stage.uses_data and not ctx.data:
         return Result("skipped", note="no data: the data stage did not finish")
-    ctx.deadline = time.monotonic() + min(stage.box_s, left)
+    box = left if ctx.smoke else min(stage.box_s, left)
+    ctx.deadline = time.monotonic() + box
+    say(f"{stage.name}: started, {box:.0f} s at most")
     figures: dict = {}
     t = time.monotonic()
     try:
         stage.run(ctx, figures)
         return Result("ok", time.monotonic() - t, figures=figures)
     except StageTimeout as e:
-        return Result("timed out", time.monotonic() - t, f"{e}; box {min(stage.box_s, left):.0f} s", figures)
-    except (StageError, OSError, KeyError, ValueError) as e:
+        return Result("timed out", time.monotonic() - t, f"{e} (box {box:.0f} s)", figures)
+    except Exception as e:  # a failed child or a bug here: recorded, the next stage still runs; exit status 1
         return Result("failed", time.monotonic() - t, f"{type(e).__name__}: {e}", figures)
+    finally:
+        ctx.close()
 
 
-def run_all(ctx: Context, stages: list[Stage], budget: float, out: Path, missing: list[str]) -> dict:
+class Report:
+    """gpu.json and gpu.md, rewritten whole after every stage (atomically: a run cut short leaves the stages it
+    finished)."""
+
+    def __init__(self, out: Path, ctx: Context, budget: float, missing: list[str]) -> None:
+        self.out = out
+        self.data = {"budget_s": budget, "smoke": ctx.smoke, "device": ctx.sizes.device,
+                     "missing_packages": [PACKAGES[m] for m in missing], "sizes": asdict(ctx.sizes), "stages": {}}
+
+    def __call__(self, name: str, result: Result) -> None:
+        from fse_plugin.common.files import atomic_write
+        self.data["stages"][name] = asdict(result)
+        atomic_write(self.out / "gpu.json", json.dumps(self.data, indent=1, default=str).encode())
+        atomic_write(self.out / "gpu.md", md_tables(self.data).encode())
+
+    def failed(self) -> list[str]:
+        return [name for name, r in self.data["stages"].items() if r["status"] == "failed"]
+
+    def __repr__(self) -> str:
+        return f"Report({self.out}, {len(self.data['stages'])} stages)"
+
+
+def run_all(ctx: Context, stages: list[Stage], budget: float, report: Report, missing: list[str]) -> None:
+    """The stages in order, inside ``budget`` seconds in all, each recorded as it ends."""
     budget_end = time.monotonic() + budget
-    report = {"budget_s": budget, "smoke": ctx.smoke, "device": ctx.sizes.device, "sizes": asdict(ctx.sizes),
-              "missing_packages": [PACKAGES[m] for m in missing], "stages": {}}
     for stage in stages:
         gone = lacks(stage, missing, ctx.arcface)
-        print(f"[gpu] {stage.name}: " + ("skipped, lacks " + gone if gone else "started"), file=sys.stderr, flush=True)
-        r = Result("skipped", note="lacks " + gone) if gone else run_stage(ctx, stage, budget_end)
-        print(f"[gpu] {stage.name}: {r.status} in {r.seconds:.1f} s {r.note}".rstrip(), file=sys.stderr, flush=True)
-        report["stages"][stage.name] = asdict(r)
-        if stage.name == "data" and r.status == "ok":
-            ctx.data = r.figures
-        write_json(out / "gpu.json", report)
-    return report
+        t = time.monotonic()
+        try:
+            result = Result("skipped", note=f"lacks {gone}") if gone else run_stage(ctx, stage, budget_end)
+        except KeyboardInterrupt:
+            report(stage.name, Result("interrupted", time.monotonic() - t, "Ctrl-C"))
+            raise
+        if result.status == "ok" and stage.name == "data":
+            ctx.data = result.figures
+        say(f"{stage.name}: {result.status}" + ("" if result.status == "skipped" else f" in {result.seconds:.1f} s")
+            + (f": {result.note}" if result.note else ""))
+        report(stage.name, result)
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+def say(line: str) -> None:
+    print(f"[gpu] {line}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -503,7 +557,9 @@ def _n(x: float | None, digits: int = 0) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
-def _goal(value: float | None, goal: float) -> str:
+def _goal(value: float | None, goal: float, judged: bool) -> str:
+    if not judged:
+        return "not judged (CPU)"
     return "-" if value is None else ("met" if value >= goal else "**missed**")
 
 
@@ -511,19 +567,20 @@ def md_tables(report: dict) -> str:
     st = report["stages"]
     fig = {name: s["figures"] for name, s in st.items()}
     env = fig.get("env", {})
-    lines = [f"# GPU benchmark ({'smoke run on CPU' if report['smoke'] else report['device']})", "",
-             "| environment | |", "|---|---|"]
+    used = sum(s["seconds"] for s in st.values())
+    lines = [f"# GPU benchmark ({'smoke run on CPU, tiny sizes' if report['smoke'] else report['device']})", "",
+             f"Budget {report['budget_s']:.0f} s, stages took {used:.0f} s.", "", "| environment | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in env.items()]
     if report["missing_packages"]:
         lines.append(f"| missing packages | {', '.join(report['missing_packages'])} |")
     lines += ["", "| stage | status | seconds | note |", "|---|---|---:|---|"]
     lines += [f"| {n} | {s['status']} | {s['seconds']:.1f} | {s['note']} |" for n, s in st.items()]
     for table in (_cache_md, _pipeline_md, _train_md, _erasing_md, _cam_md, _study_md):
-        lines += table(fig)
+        lines += table(fig, not report["smoke"])
     return "\n".join(lines) + "\n"
 
 
-def _cache_md(fig: dict) -> list[str]:
+def _cache_md(fig: dict, judged: bool) -> list[str]:
     rows = fig.get("cache") or {}
     if not rows:
         return []
@@ -533,11 +590,11 @@ def _cache_md(fig: dict) -> list[str]:
     for name, r in rows.items():
         out.append(f"| {name[2:]} | {r['images']:,} | {_n(r['forward'][0])} / {_n(r['forward'][1])} "
                    f"| {_n(r['build_loop'])} | {_n(r['end_to_end'])} | {r['ratio_end_to_end']:.2f} "
-                   f"| {r['ratio_loop']:.2f} | {_goal(r['ratio_end_to_end'], 0.8)} |")
+                   f"| {r['ratio_loop']:.2f} | {_goal(r['ratio_end_to_end'], 0.8, judged)} |")
     return out
 
 
-def _pipeline_md(fig: dict) -> list[str]:
+def _pipeline_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("pipeline") or {}
     if not r:
         return []
@@ -547,7 +604,7 @@ def _pipeline_md(fig: dict) -> list[str]:
     return out
 
 
-def _train_md(fig: dict) -> list[str]:
+def _train_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("train_v2") or {}
     runs = [n for n in TRAIN_VARIANTS if n in r]
     if not runs:
@@ -558,11 +615,11 @@ def _train_md(fig: dict) -> list[str]:
     for n in runs:
         ratio = r[n].get("ratio")
         out.append(f"| {n} | {_n(r[n]['samples_per_s'], 1)} | {_n(ratio, 3)} | "
-                   f"{'-' if n == 'off' else _goal(ratio, 0.97)} |")
+                   f"{'-' if n == 'off' else _goal(ratio, 0.97, judged)} |")
     return out
 
 
-def _erasing_md(fig: dict) -> list[str]:
+def _erasing_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("erasing") or {}
     if not r:
         return []
@@ -570,7 +627,7 @@ def _erasing_md(fig: dict) -> list[str]:
             "|---|---:|", *[f"| {k} | {_n(v)} |" for k, v in r["images_per_s"].items()]]
 
 
-def _cam_md(fig: dict) -> list[str]:
+def _cam_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("cam") or {}
     if not r:
         return []
@@ -579,11 +636,13 @@ def _cam_md(fig: dict) -> list[str]:
             f"| {_n(r['forward'], 1)} | {_n(r['fscam'], 1)} | {r['ratio']:.2f} |"]
 
 
-def _study_md(fig: dict) -> list[str]:
+def _study_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("study") or {}
     if not r:
         return []
-    out = ["", f"`fse study --trainer arcface`, {r['network']}, {r['steps_asked']} steps asked", "",
+    done = {x["variant"] for x in r["runs"] if (x["steps"] or 0) >= r["steps_asked"]} == {"off", "fse"}
+    out = ["", f"`fse study --trainer arcface`, {r['network']}, {r['steps_asked']} steps asked (goal: both runs "
+               f"complete: {_goal(float(done), 1.0, True)})", "",
            "| variant | seed | steps run | clean accuracy |", "|---|---:|---:|---:|"]
     out += [f"| {x['variant']} | {x['seed']} | {x['steps']} | {_n(x['clean'], 2)} |" for x in r["runs"]]
     return out
@@ -604,53 +663,74 @@ def arcface_checkout(given: str | None) -> Path | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="gpu.py", description=__doc__.split("\n")[0])
-    ap.add_argument("--budget", type=float, default=500.0, help="total seconds for all stages (default 500)")
-    ap.add_argument("--out", default="gpu_out", help="folder for gpu.json, gpu.md, gpu.log (default ./gpu_out)")
-    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed at the end)")
-    ap.add_argument("--arcface-dir", default=None, help="pristine arcface_torch checkout (default: "
-                    "$ARCFACE_TORCH_DIR, .gpu/arcface_torch, shared/arcface_torch beside the repo)")
-    ap.add_argument("--stages", default=",".join(NAMES), help=f"comma-separated subset of {','.join(NAMES)} "
-                    "(data is added where a chosen stage uses it)")
-    ap.add_argument("--smoke", action="store_true", help="every stage on CPU at tiny sizes (seconds each)")
+    from fse_plugin.cli.grammar import Parser
+    from fse_plugin.cli.types import dir_type, names_type, number_type, output_dir_type
+    ap = Parser(prog="gpu.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--budget", type=number_type(lo=0, lo_open=True), default=500.0,
+                    help="total seconds for all stages, each also boxed (a GPU window allows 600 per command)")
+    ap.add_argument("--out", type=output_dir_type(), default=Path("gpu_out"), help="folder for gpu.json, gpu.md and "
+                    "gpu.log")
+    ap.add_argument("--work", type=output_dir_type(), default=None,
+                    help="scratch folder, kept (default: a temporary one, removed at the end)")
+    ap.add_argument("--arcface-dir", type=dir_type(), default=None,
+                    help="pristine arcface_torch checkout (default: $ARCFACE_TORCH_DIR, .gpu/arcface_torch, "
+                         "shared/arcface_torch beside the repo)")
+    ap.add_argument("--stages", type=names_type(NAMES), default=list(NAMES),
+                    help="comma-separated stages to run (data is added where a chosen stage uses it)")
+    ap.add_argument("--smoke", action="store_true", help="every stage on CPU at tiny sizes (what the tests run)")
     ap.add_argument("--child", choices=tuple(CHILDREN), help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.child and args.work is None:
+        ap.error("argument --child: needs --work")
+    if args.arcface_dir is not None and not (args.arcface_dir / "train_v2.py").is_file():
+        ap.error(f"argument --arcface-dir: {args.arcface_dir} has no train_v2.py; pass recognition/arcface_torch "
+                 "of an insightface checkout")
+    return args
 
 
-def chosen_stages(names: str) -> list[Stage]:
-    wanted = set(names.split(","))
-    if any(s.uses_data and s.name in wanted for s in STAGES):
+def chosen_stages(names: list[str]) -> list[Stage]:
+    wanted = set(names)
+    if any(s.uses_data for s in STAGES if s.name in wanted):
         wanted.add("data")
     return [s for s in STAGES if s.name in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_packages()
+    if any(m in missing for m in BASE):  # the flags' own checks need torch; no stage runs without these
+        print(f"gpu.py: error: missing {', '.join(PACKAGES[m] for m in missing)}; install them (or carry them as "
+              f"wheels: {WHEELS.format(names=' '.join(PACKAGES[m] for m in missing))})", file=sys.stderr)
+        return 2
     args = parse_args(argv)
+    sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
     arcface = arcface_checkout(args.arcface_dir)
     if args.child:
-        sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
-        return run_child(args.child, sizes, Path(args.work), arcface)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    missing = missing_packages()
+        return run_child(args.child, sizes, args.work, arcface)
     if missing:
-        print(f"gpu.py: missing packages: {', '.join(PACKAGES[m] for m in missing)}; bring them with "
-              + WHEELS.format(names=" ".join(PACKAGES[m] for m in missing)), file=sys.stderr)
-    sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
-    work = Path(args.work or tempfile.mkdtemp(prefix="fse_gpu_"))
+        say(f"missing {', '.join(PACKAGES[m] for m in missing)}: the stages that need them are skipped; carry them as "
+            f"wheels: {WHEELS.format(names=' '.join(PACKAGES[m] for m in missing))}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="fse_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.log").write_text("")
-    ctx = Context(sizes, work, out / "gpu.log", arcface, args.smoke)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.log").write_text("")
+    ctx = Context(sizes, work, args.out / "gpu.log", arcface, args.smoke)
+    report = Report(args.out, ctx, args.budget, missing)
     try:
-        report = run_all(ctx, chosen_stages(args.stages), args.budget, out, missing)
-    finally:
+        run_all(ctx, chosen_stages(args.stages), args.budget, report, missing)
+    finally:  # also on Ctrl-C, which the entry below reports
         ctx.close()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    (out / "gpu.md").write_text(md_tables(report))
-    print(md_tables(report))
+    print(md_tables(report.data))
+    if report.failed():
+        print(f"gpu.py: failed: {', '.join(report.failed())} (see {args.out / 'gpu.log'})", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the children, in sessions of their own, were stopped on the way out
+        print("gpu.py: interrupted", file=sys.stderr)
+        sys.exit(130)
