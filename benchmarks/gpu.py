@@ -61,31 +61,42 @@ WHEELS = "python3 -m pip wheel --no-deps -w .whl {names}  # pure-Python wheels; 
 
 
 @dataclass(frozen=True)
+class Train:
+    """train_v2.py's run: one epoch of ``steps`` batches, "Speed" logged every ``frequent`` steps."""
+    network: str
+    batch: int
+    steps: int
+    frequent: int
+    workers: int
+    fp16: bool
+
+
+@dataclass(frozen=True)
 class Sizes:
-    """What the stages run on: ``full`` on a GPU node, ``smoke`` on CPU in seconds."""
+    """What the stages run on: ``full_sizes`` on a GPU node, ``SMOKE`` on CPU (seconds per stage)."""
     device: str
     rec: tuple[int, int]  # identities x faces of the synthetic rec
     scales: tuple[int, ...]  # parser feature_scales ...
-    cache_images: tuple[int, ...]  # ... and the records each is built on (~3.5 s of forward on an H100)
+    cache_images: tuple[int, ...]  # ... and the records each is built on (~3.5 s of an H100's forward)
     batch: int  # parser batch (cache and pipeline)
     chunk_size: int
-    pipeline: dict[str, Any]  # images, workers
-    train: dict[str, Any]  # network, batch, steps, frequent, workers, fp16
-    cam: tuple[str, ...]  # benchmarks/cam.py flags
+    pipeline_images: int
+    pipeline_workers: tuple[int, ...]
+    train: Train
+    cam: tuple[str, ...]  # benchmarks/cam.py's flags
     erase: tuple[int, int]  # batch, timed rounds per fill
-    study: dict[str, Any]  # fse study sizes (StudySizes fields) and network
+    study: dict[str, Any]  # fse study's size flags (StudySizes fields) and network
 
     @property
     def train_images(self) -> int:
-        return self.train["steps"] * self.train["batch"]
+        return self.train.steps * self.train.batch
 
 
 def full_sizes(cpus: int) -> Sizes:
     return Sizes(
         device="cuda", rec=(40, 25), scales=(1, 2, 4), cache_images=(40_000, 80_000, 120_000), batch=512,
-        chunk_size=16_384, pipeline={"images": 40_000, "workers": (1, 2, 4, 6)},
-        train={"network": "r50", "batch": 256, "steps": 120, "frequent": 10, "workers": max(1, min(12, cpus - 4)),
-               "fp16": True},
+        chunk_size=16_384, pipeline_images=40_000, pipeline_workers=(1, 2, 4, 6),
+        train=Train("r50", batch=256, steps=120, frequent=10, workers=max(1, min(12, cpus - 4)), fp16=True),
         cam=("--network", "r50", "--amp", "--images", "1024", "--batch-size", "520", "--reps", "3", "--threads", "2"),
         erase=(256, 50),
         study={"network": "r18", "fs_images": 200, "parser_epochs": 3, "ids": 100, "per_id": 24, "pairs": 200,
@@ -93,9 +104,8 @@ def full_sizes(cpus: int) -> Sizes:
 
 
 SMOKE = Sizes(
-    device="cpu", rec=(4, 4), scales=(16,), cache_images=(32,), batch=16, chunk_size=16,
-    pipeline={"images": 48, "workers": (1,)},
-    train={"network": "mbf", "batch": 4, "steps": 3, "frequent": 1, "workers": 1, "fp16": False},
+    device="cpu", rec=(4, 4), scales=(16,), cache_images=(32,), batch=16, chunk_size=16, pipeline_images=48,
+    pipeline_workers=(1,), train=Train("mbf", batch=4, steps=3, frequent=1, workers=1, fp16=False),
     cam=("--network", "tiny", "--images", "4", "--batch-size", "26", "--reps", "1", "--threads", "1"),
     erase=(8, 2),
     study={"network": "mbf", "fs_images": 8, "parser_epochs": 1, "ids": 4, "per_id": 2, "pairs": 10, "seeds": 1,
@@ -221,7 +231,8 @@ def child_env(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
            "cudnn": torch.backends.cudnn.version(), "numpy": numpy.__version__, "opencv": cv2.__version__,
            "cpus": os.cpu_count(), "cpus usable": len(os.sched_getaffinity(0)),
            "load average": round(os.getloadavg()[0], 2),
-           "cache build workers": "{} decode + {} encode".format(*default_workers()), "gpu": None}
+           "cache build workers": "{} decode + {} encode".format(*default_workers()),
+           "git (the patches need it)": shutil.which("git") is not None, "gpu": None}
     if env["changed files"] is not None:
         env["changed files"] = len(env["changed files"].splitlines())
     if torch.cuda.is_available():
@@ -249,7 +260,7 @@ def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
     import numpy as np
 
     from fse_plugin import maskcache, recordio, synth
-    from fse_plugin.patching import apply_patches
+    from fse_plugin.patching import PatchError, apply_patches
     rec = synth.write_rec(work / "rec", *sizes.rec, seed=0, workers=None)
     train = _bench("maskcache").tile_rec(rec, work / "train_rec", sizes.train_images)
     with np.load(rec / "gt_masks.npz") as z:
@@ -258,13 +269,17 @@ def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
     masks = np.stack([by_key[base[i % len(base)]] for i in range(sizes.train_images)])
     maskcache.build_from_labels(train, np.arange(sizes.train_images), masks, progress=False)
     index = recordio.image_index(train)
-    tree = None
+    figures = {"rec": str(rec), "rec_images": len(base), "train_rec": str(train), "train_images": len(index.keys),
+               "train_classes": int(index.labels.max()) + 1, "patched_tree": None, "patch_error": None}
     if arcface is not None:
         tree = work / "arcface_torch"
         shutil.copytree(arcface, tree, ignore=shutil.ignore_patterns(".git", "work_dirs", "__pycache__"))
-        apply_patches(tree)
-    return {"rec": str(rec), "rec_images": len(base), "train_rec": str(train), "train_images": len(index.keys),
-            "train_classes": int(index.labels.max()) + 1, "patched_tree": None if tree is None else str(tree)}
+        try:
+            apply_patches(tree)
+            figures["patched_tree"] = str(tree)
+        except PatchError as e:  # e.g. no git on this node: the stages without arcface_torch still run
+            figures["patch_error"] = str(e)
+    return figures
 
 
 def child_erasing(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
@@ -350,12 +365,12 @@ def stage_cache(ctx: Context, figures: dict) -> None:
 
 def stage_pipeline(ctx: Context, figures: dict) -> None:
     s, out = ctx.sizes, ctx.work / "pipeline.json"
-    ctx.python(BENCH / "maskcache.py", "--pipeline-only", "--rec", ctx.work / "rec", "--images",
-               s.pipeline["images"], "--batch-size", s.batch, "--chunk-size", s.chunk_size, "--repeat", 1,
-               "--pipeline-workers", *s.pipeline["workers"], "--json", out)
+    ctx.python(BENCH / "maskcache.py", "--pipeline-only", "--rec", ctx.work / "rec", "--images", s.pipeline_images,
+               "--batch-size", s.batch, "--chunk-size", s.chunk_size, "--repeat", 1, "--pipeline-workers",
+               *s.pipeline_workers, "--json", out)
     r = json.loads(out.read_text())
     figures.update(decode_alone=r["decode_alone"], per_worker=r["pipeline_per_worker"], ratio=r["ratio"],
-                   images=s.pipeline["images"])
+                   images=s.pipeline_images)
 
 
 TRAIN_VARIANTS = {"off": None, "fse p=0.5": 0.5, "fse p=1.0": 1.0}
@@ -365,12 +380,12 @@ SPEED = re.compile(r"Speed ([0-9.]+) samples/sec")
 def train_config(ctx: Context, output: Path, p: float | None) -> str:
     """A train_v2 config over upstream's configs/base.py: the tiled rec, no verification, config.fse or not."""
     t, data = ctx.sizes.train, ctx.data
-    lines = ["from easydict import EasyDict as edict", "config = edict()", f"config.network = {t['network']!r}",
+    lines = ["from easydict import EasyDict as edict", "config = edict()", f"config.network = {t.network!r}",
              f"config.output = {str(output)!r}", f"config.rec = {data['train_rec']!r}",
              f"config.num_classes = {data['train_classes']}", f"config.num_image = {data['train_images']}",
-             "config.num_epoch = 1", "config.warmup_epoch = 0", f"config.batch_size = {t['batch']}",
-             f"config.fp16 = {t['fp16']}", f"config.frequent = {t['frequent']}",
-             f"config.num_workers = {t['workers']}", "config.val_targets = []", "config.verbose = 10 ** 9"]
+             "config.num_epoch = 1", "config.warmup_epoch = 0", f"config.batch_size = {t.batch}",
+             f"config.fp16 = {t.fp16}", f"config.frequent = {t.frequent}", f"config.num_workers = {t.workers}",
+             "config.val_targets = []", "config.verbose = 10 ** 9"]
     if p is not None:
         lines.append(f"config.fse = dict(masks={str(Path(data['train_rec']) / 'fse_masks')!r}, p={p})")
     return "\n".join(lines) + "\n"
@@ -384,11 +399,16 @@ def samples_per_s(log: str) -> tuple[float, list[float]]:
     return statistics.median(speeds[min(2, len(speeds) - 1):]), speeds
 
 
+def patched_tree(ctx: Context) -> Path:
+    if ctx.data["patched_tree"] is None:
+        raise StageError(f"no patched arcface_torch: {ctx.data['patch_error']}")
+    return Path(ctx.data["patched_tree"])
+
+
 def stage_train_v2(ctx: Context, figures: dict) -> None:
     """Upstream train_v2.py under torchrun (one process) per variant; samples/s from its training.log."""
-    tree = Path(ctx.data["patched_tree"])
-    t = ctx.sizes.train
-    figures.update(network=t["network"], batch=t["batch"], steps=t["steps"], workers=t["workers"], fp16=t["fp16"])
+    tree = patched_tree(ctx)
+    figures.update(asdict(ctx.sizes.train))
     for name, p in TRAIN_VARIANTS.items():
         slug = "gpu_" + re.sub(r"\W+", "_", name)
         output = ctx.work / "train_v2" / slug
@@ -410,7 +430,7 @@ CAM_LINE = re.compile(r"^(plain forward|FS-CAM)\s+([0-9.]+)\s+([0-9.]+)", re.M)
 
 def stage_cam(ctx: Context, figures: dict) -> None:
     """benchmarks/cam.py, FS-CAM only (its per-method table for one face), the figures read from its output."""
-    arcface = ["--arcface-dir", ctx.data["patched_tree"]]
+    arcface = ["--arcface-dir", patched_tree(ctx)]
     text = ctx.python(BENCH / "cam.py", "--device", ctx.sizes.device, *ctx.sizes.cam, *arcface, "--methods", "fscam",
                       "--method-images", "1")
     rates = {name: float(wall) for name, wall, _ in CAM_LINE.findall(text)}
@@ -685,6 +705,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.arcface_dir is not None and not (args.arcface_dir / "train_v2.py").is_file():
         ap.error(f"argument --arcface-dir: {args.arcface_dir} has no train_v2.py; pass recognition/arcface_torch "
                  "of an insightface checkout")
+    import torch
+    if not (args.smoke or args.child or torch.cuda.is_available()):
+        ap.error("this machine has no CUDA device: the full run measures a GPU; --smoke runs every stage on CPU "
+                 "at tiny sizes")
     return args
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from badinput import assert_user_error, run_fse
 
@@ -118,24 +119,26 @@ def test_missing_packages_skip_the_stages_that_need_them(gpu, tmp_path):
                      "cam": "lacks grad-cam, an arcface_torch checkout (--arcface-dir)"}
 
 
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 CASES = [  # {tmp} is the test's folder, which holds a_file
-    ("budget negative", ["--budget", "-1"], ["--budget"]),
-    ("budget zero", ["--budget", "0"], ["--budget"]),
-    ("budget text", ["--budget", "ten"], ["--budget", "ten"]),
-    ("budget nan", ["--budget", "nan"], ["--budget"]),
-    ("stage unknown", ["--stages", "env,gpu"], ["--stages", "gpu"]),
-    ("stage twice", ["--stages", "env,env"], ["--stages", "env"]),
-    ("stages empty", ["--stages", ""], ["--stages"]),
-    ("arcface missing", ["--arcface-dir", "{tmp}/nowhere"], ["--arcface-dir"]),
-    ("arcface without train_v2", ["--arcface-dir", "{tmp}"], ["--arcface-dir", "train_v2.py"]),
-    ("out is a file", ["--out", "{tmp}/a_file"], ["--out"]),
-    ("work is a file", ["--work", "{tmp}/a_file"], ["--work"]),
-    ("unknown flag", ["--gpus", "2"], ["--gpus"]),
-    ("child without work", ["--child", "env"], ["--child", "--work"]),
+    pytest.param(["--budget", "-1"], ["--budget"], id="budget negative"),
+    pytest.param(["--budget", "0"], ["--budget"], id="budget zero"),
+    pytest.param(["--budget", "ten"], ["--budget", "ten"], id="budget text"),
+    pytest.param(["--budget", "nan"], ["--budget"], id="budget nan"),
+    pytest.param(["--stages", "env,gpu"], ["--stages", "gpu"], id="stage unknown"),
+    pytest.param(["--stages", "env,env"], ["--stages", "env"], id="stage twice"),
+    pytest.param(["--stages", ""], ["--stages"], id="stages empty"),
+    pytest.param(["--arcface-dir", "{tmp}/nowhere"], ["--arcface-dir"], id="arcface missing"),
+    pytest.param(["--arcface-dir", "{tmp}"], ["--arcface-dir", "train_v2.py"], id="arcface without train_v2"),
+    pytest.param(["--out", "{tmp}/a_file"], ["--out"], id="out is a file"),
+    pytest.param(["--work", "{tmp}/a_file"], ["--work"], id="work is a file"),
+    pytest.param(["--gpus", "2"], ["--gpus"], id="unknown flag"),
+    pytest.param(["--child", "env"], ["--child", "--work"], id="child without work"),
+    pytest.param([], ["CUDA", "--smoke"], id="full run without CUDA", marks=NO_CUDA),
 ]
 
 
-@pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("argv,names", CASES)
 def test_bad_flags_are_one_line_and_exit_status_2(gpu, tmp_path, argv, names):
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "out"
