@@ -148,7 +148,7 @@ def test_bad_flags_are_one_line_and_exit_status_2(gpu, tmp_path, argv, names):
     assert not out.exists()  # refused before anything was written
 
 
-def test_ctrl_c_stops_the_child_and_is_one_line_with_status_130(arcface_torch_dir, tmp_path):
+def test_ctrl_c_stops_the_child_and_is_one_line_with_status_130(tmp_path):
     work = tmp_path / "work"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--stages", "env", "--out", str(tmp_path / "out"),
                              "--work", str(work)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
