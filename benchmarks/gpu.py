@@ -73,7 +73,8 @@ class Train:
 
 @dataclass(frozen=True)
 class Sizes:
-    """What the stages run on: ``full_sizes`` on a GPU node, ``SMOKE`` on CPU (seconds per stage)."""
+    """What the stages run on: ``full_sizes`` on a GPU node, ``SMOKE`` on CPU (seconds per stage). Both pass the
+    same flags to the benchmarks (precision included), so a renamed flag fails the smoke test too."""
     device: str
     rec: tuple[int, int]  # identities x faces of the synthetic rec
     scales: tuple[int, ...]  # parser feature_scales ...
@@ -106,7 +107,7 @@ def full_sizes(cpus: int) -> Sizes:
 SMOKE = Sizes(
     device="cpu", rec=(4, 4), scales=(16,), cache_images=(32,), batch=16, chunk_size=16, pipeline_images=48,
     pipeline_workers=(1,), train=Train("mbf", batch=4, steps=3, frequent=1, workers=1, fp16=False),
-    cam=("--network", "tiny", "--images", "4", "--batch-size", "26", "--reps", "1", "--threads", "1"),
+    cam=("--network", "tiny", "--amp", "--images", "4", "--batch-size", "26", "--reps", "1", "--threads", "1"),
     erase=(8, 2),
     study={"network": "mbf", "fs_images": 8, "parser_epochs": 1, "ids": 4, "per_id": 2, "pairs": 10, "seeds": 1,
            "steps": 2, "batch_size": 4})
