@@ -5,7 +5,7 @@ from badinput import assert_user_error, run_fse
 
 CASES = [
     ("unknown command", ["nope"], ["nope"]),
-    ("unknown flag", ["cam", "--pack", "p.bin", "--out", "o", "--bogus"], ["--bogus"]),
+    ("unknown flag", ["cam", "--pack", __file__, "--out", "o", "--bogus"], ["--bogus"]),  # a pack that exists
     ("missing action", ["cache"], ["ACTION"]),
     ("missing required flag", ["eval", "occlusion"], ["--pack"]),
 ]

@@ -91,13 +91,13 @@ def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issa
 
 
 def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray, out: Path,
-            n_pairs: int, device: str, progress: bool) -> dict[str, Any]:
+            n_pairs: int, device: str, progress: bool) -> Any:
     """FS-CAM of both models on the first ``n_pairs`` genuine pairs of the pack."""
     from fse_plugin import cam
     same = np.flatnonzero(issame)[:n_pairs]
-    return cam.explain_pairs(models["baseline"], images[2 * same], images[2 * same + 1], masks[2 * same],
-                             masks[2 * same + 1], out / "fscam", model2=models["fserasing"],
-                             names=("baseline", "fserasing"), device=device, progress=progress)
+    return cam.explain_pairs({name: models[name] for name in ("baseline", "fserasing")}, images[2 * same],
+                             images[2 * same + 1], masks[2 * same], masks[2 * same + 1], out / "fscam",
+                             cam.ExplainSettings(device=device, progress=progress))
 
 
 def _facts(sizes: DemoSizes, seed: int, p: float, device: str, clock: StageClock, parser: dict, warning: str | None,
