@@ -98,7 +98,8 @@ def full_sizes(cpus: int) -> Sizes:
         device="cuda", rec=(40, 25), scales=(1, 2, 4), cache_images=(40_000, 80_000, 120_000), batch=512,
         chunk_size=16_384, pipeline_images=40_000, pipeline_workers=(1, 2, 4, 6),
         train=Train("r50", batch=256, steps=120, frequent=10, workers=max(1, min(12, cpus - 4)), fp16=True),
-        cam=("--network", "r50", "--amp", "--images", "1024", "--batch-size", "520", "--reps", "3", "--threads", "2"),
+        cam=("--network", "r50", "--precision", "bf16", "--images", "1024", "--batch-size", "520", "--reps", "3",
+             "--threads", "2"),
         erase=(256, 50),
         study={"network": "r18", "fs_images": 200, "parser_epochs": 3, "ids": 100, "per_id": 24, "pairs": 200,
                "seeds": 1, "steps": 300, "batch_size": 128})
@@ -107,7 +108,8 @@ def full_sizes(cpus: int) -> Sizes:
 SMOKE = Sizes(
     device="cpu", rec=(4, 4), scales=(16,), cache_images=(32,), batch=16, chunk_size=16, pipeline_images=48,
     pipeline_workers=(1,), train=Train("mbf", batch=4, steps=3, frequent=1, workers=1, fp16=False),
-    cam=("--network", "tiny", "--amp", "--images", "4", "--batch-size", "26", "--reps", "1", "--threads", "1"),
+    cam=("--network", "tiny", "--precision", "bf16", "--images", "4", "--batch-size", "26", "--reps", "1",
+         "--threads", "1"),
     erase=(8, 2),
     study={"network": "mbf", "fs_images": 8, "parser_epochs": 1, "ids": 4, "per_id": 2, "pairs": 10, "seeds": 1,
            "steps": 2, "batch_size": 4})
