@@ -316,17 +316,29 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def study_argv(sizes: Sizes, arcface: Path | None, out: Path, device: str) -> list[str]:
+    """The ``fse study`` command line of the study stage: off and fse, the sizes of ``sizes.study``."""
+    flags = [a for k, v in sizes.study.items() if k != "network" for a in (f"--{k.replace('_', '-')}", str(v))]
+    return ["study", "--trainer", "arcface", "--arcface-dir", str(arcface), "--network", sizes.study["network"],
+            "--variants", "off", "fse", "--device", device, "--quiet", "--out", str(out), *flags]
+
+
 def child_study(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
-    """``fse study --trainer arcface`` on CPU: the library call the command makes, with train_v2.py launched
-    through tests/arcface_harness.py (the command itself refuses to run without CUDA)."""
-    from fse_plugin.study import StudySizes, run_study
+    """``fse study --trainer arcface`` on CPU: the GPU run's command line, read by fse's own parser, then the
+    library call the command makes, with train_v2.py launched through tests/arcface_harness.py (the command
+    itself refuses to run without CUDA)."""
+    from fse_plugin.cli import build_parser
+    from fse_plugin.cli.grammar import sizes_from
+    from fse_plugin.study import DEFAULT, run_study
 
     def launch(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
         config = cmd[cmd.index("train_v2.py") + 1]  # one process: the harness alone, without torchrun's start-up
         subprocess.run([sys.executable, str(HARNESS), str(cwd), config], cwd=cwd, env=env, check=True)
-    study = {k: v for k, v in sizes.study.items() if k != "network"}
-    run_study(work / "study", StudySizes(**study), ["off", "fse"], device="cpu", trainer="arcface", progress=False,
-              arcface={"arcface_dir": arcface, "network": sizes.study["network"], "fp16": False, "launch": launch})
+    args = build_parser().parse_args(study_argv(sizes, arcface, work / "study", "cpu"))
+    run_study(args.out, sizes_from(args, DEFAULT), args.variants, masks=args.masks, device=args.device,
+              trainer=args.trainer, progress=not args.quiet,
+              arcface={"arcface_dir": args.arcface_dir, "network": args.network, "nproc_per_node": args.nproc_per_node,
+                       "fp16": False, "launch": launch})
     return {}
 
 
@@ -447,10 +459,7 @@ def stage_study(ctx: Context, figures: dict) -> None:
     """``fse study --trainer arcface`` (on CPU the same library call through the harness), off and fse."""
     study = ctx.sizes.study
     if ctx.sizes.device == "cuda":
-        sizes = [a for k, v in study.items() if k != "network" for a in (f"--{k.replace('_', '-')}", v)]
-        ctx.python("-m", "fse_plugin", "study", "--trainer", "arcface", "--arcface-dir", ctx.arcface, "--network",
-                   study["network"], "--variants", "off", "fse", "--device", "cuda", "--quiet", "--out",
-                   ctx.work / "study", *sizes)
+        ctx.python("-m", "fse_plugin", *study_argv(ctx.sizes, ctx.arcface, ctx.work / "study", "cuda"))
     else:
         ctx.child_json("study")
     facts = json.loads((ctx.work / "study" / "study.json").read_text())
