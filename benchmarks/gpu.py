@@ -54,7 +54,10 @@ PACKAGES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "c
             "tqdm": "tqdm", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
             "tensorboard": "tensorboard", "easydict": "easydict", "pytorch_grad_cam": "grad-cam", "ttach": "ttach"}
 BASE = ("torch", "torchvision", "numpy", "cv2", "tqdm", "scipy", "sklearn")
-WHEELS = "python3 -m pip wheel --no-deps -w .whl {names}  # pure-Python wheels; carry .whl (benchmarks/README.md)"
+def bring(missing: list[str]) -> str:
+    """How to bring ``missing`` modules to a GPU node (benchmarks/README.md, GPU)."""
+    names = " ".join(PACKAGES[m] for m in missing)
+    return f"make wheels with 'python3 -m pip wheel --no-deps -w .whl {names}' and carry .whl (benchmarks/README.md)"
 
 
 # ------------------------------------------------------------------------------------------------ sizes
@@ -703,7 +706,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=output_dir_type(), default=Path("gpu_out"), help="folder for gpu.json, gpu.md and "
                     "gpu.log")
     ap.add_argument("--work", type=output_dir_type(), default=None,
-                    help="scratch folder, kept (default: a temporary one, removed at the end)")
+                    help="keep the run's data in a new fse_gpu_* folder inside this one (default: a temporary "
+                         "folder, removed at the end)")
     ap.add_argument("--arcface-dir", type=dir_type(), default=None,
                     help="pristine arcface_torch checkout (default: $ARCFACE_TORCH_DIR, .gpu/arcface_torch, "
                          "shared/arcface_torch beside the repo)")
@@ -734,8 +738,8 @@ def chosen_stages(names: list[str]) -> list[Stage]:
 def main(argv: list[str] | None = None) -> int:
     missing = missing_packages()
     if any(m in missing for m in BASE):  # the flags' own checks need torch; no stage runs without these
-        print(f"gpu.py: error: missing {', '.join(PACKAGES[m] for m in missing)}; install them (or carry them as "
-              f"wheels: {WHEELS.format(names=' '.join(PACKAGES[m] for m in missing))})", file=sys.stderr)
+        print(f"gpu.py: error: missing {', '.join(PACKAGES[m] for m in missing)}: install them, or {bring(missing)}",
+              file=sys.stderr)
         return 2
     args = parse_args(argv)
     sizes = SMOKE if args.smoke else full_sizes(os.cpu_count() or 1)
@@ -743,10 +747,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args.child, sizes, args.work, arcface)
     if missing:
-        say(f"missing {', '.join(PACKAGES[m] for m in missing)}: the stages that need them are skipped; carry them as "
-            f"wheels: {WHEELS.format(names=' '.join(PACKAGES[m] for m in missing))}")
-    work = args.work or Path(tempfile.mkdtemp(prefix="fse_gpu_"))
-    work.mkdir(parents=True, exist_ok=True)
+        say(f"missing {', '.join(PACKAGES[m] for m in missing)}: the stages that need them are skipped; "
+            f"{bring(missing)}")
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fse_gpu_", dir=args.work))  # a new folder: nothing earlier is touched
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.log").write_text("")
     ctx = Context(sizes, work, args.out / "gpu.log", arcface, args.smoke)

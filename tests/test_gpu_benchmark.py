@@ -56,7 +56,8 @@ def test_smoke_runs_every_stage_on_cpu(arcface_torch_dir, tmp_path):
     assert fig["pipeline"]["per_worker"]["1"] > 0 and fig["pipeline"]["decode_alone"] > 0
     train = fig["train_v2"]
     assert train["off"]["samples_per_s"] > 0 and train["fse p=0.5"]["ratio"] > 0 and train["fse p=1.0"]["ratio"] > 0
-    logs = {v: (work / "train_v2" / f"gpu_{v}" / "training.log").read_text() for v in ("off", "fse_p_0_5", "fse_p_1_0")}
+    (kept,) = work.glob("fse_gpu_*")  # the run's own folder inside --work
+    logs = {v: (kept / "train_v2" / f"gpu_{v}" / "training.log").read_text() for v in ("off", "fse_p_0_5", "fse_p_1_0")}
     assert "FSEMXFaceDataset" not in logs["off"]  # upstream's own dataset without the line
     assert "FSErasing(p=0.5" in logs["fse_p_0_5"] and "FSErasing(p=1.0" in logs["fse_p_1_0"]
     assert set(fig["erasing"]["images_per_s"]) == {"random", "random_1", "random_mix", "random_mix_sample",
