@@ -130,8 +130,8 @@ class StageError(Exception):
 
 
 def stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """End a child's process group: SIGTERM, then SIGKILL after ``grace_s``; a Ctrl-C meanwhile is ignored,
-    so that no child is left running (it has a session of its own)."""
+    """End a child's process group: SIGTERM, then SIGKILL after ``grace_s`` (torchrun stops its workers, which
+    it starts in sessions of their own, on SIGTERM); a Ctrl-C meanwhile is ignored, so no child is left."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -157,8 +157,9 @@ def _what(argv: list[Any]) -> str:
 
 class Context:
     """What a stage runs with: sizes, folders, the arcface_torch checkout, the data stage's figures, and
-    ``call`` for its children, which stops them at the stage's deadline. Children run in a session of their
-    own: a Ctrl-C reaches only this process, which stops them (``close``)."""
+    ``call`` for its children, which stops them at the stage's deadline. Each child leads a process group of
+    its own (in this session, so whatever ends the session ends them too): a Ctrl-C at the terminal reaches
+    only this process, which stops them (``close``)."""
 
     def __init__(self, sizes: Sizes, work: Path, log: Path, arcface: Path | None, smoke: bool) -> None:
         self.sizes, self.work, self.log, self.arcface, self.smoke = sizes, work, log, arcface, smoke
@@ -179,8 +180,8 @@ class Context:
             log.write(f"\n$ {' '.join(map(str, argv))}\n")
             log.flush()
             t, cpu = time.monotonic(), _children_cpu()
-            self.child = subprocess.Popen([str(a) for a in argv], stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
-                                          env=self.env, start_new_session=True)
+            self.child = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=sink,
+                                          stderr=subprocess.STDOUT, cwd=cwd, env=self.env, process_group=0)
             try:
                 rc = self.child.wait(left)
             except subprocess.TimeoutExpired:
@@ -769,9 +770,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a job's time limit) stops the children as Ctrl-C does
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # the children, in sessions of their own, were stopped on the way out
+    except KeyboardInterrupt:  # the children were stopped on the way out
         print("gpu.py: interrupted", file=sys.stderr)
         sys.exit(130)
