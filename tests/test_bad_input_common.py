@@ -63,3 +63,5 @@ def test_library_logging_reaches_stderr(monkeypatch):
     monkeypatch.setattr(synth, "run", _command_that(lambda: say("wrote 3 faces")))
     result = run_fse(["synth", "--out", "unused"])
     assert result.rc == 0 and result.lines == ["wrote 3 faces"]
+    log = logging.getLogger("fse_plugin")  # as it was: arcface_torch's training.log gets the messages
+    assert log.propagate and not log.handlers and log.level == logging.NOTSET

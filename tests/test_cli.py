@@ -66,8 +66,10 @@ def test_one_spelling_per_flag():
     (["cam", "--bin", __file__, "--out", "o"], "pack", Path(__file__)),  # cam checks that its files exist
     (["cam", "--rec", str(Path(__file__).parent), "--out", "o", "--num-features", "128", "--chunk", "4", "--groups",
       "8", "--amp"], "embedding_size", 128),
-    (["eval", "verification", "--fp16"], "amp", True),
-    (["eval", "ijb", "--root", "r", "--target", "IJBB"], "ijb_set", "IJBB"),
+    (["eval", "verification", "--fp16"], "precision", "fp16"),
+    (["eval", "verification", "--amp"], "precision", "fp16"),
+    (["eval", "ijb", "--root", ".", "--target", "IJBB"], "ijb_set", "IJBB"),
+    (["eval", "ijb", "--root", ".", "--fars", "0.1"], "far", [0.1]),
     (["cache", "build", "--rec", "r", "--from-labels", "l", "--workers", "3"], "num_workers", 3),
     (["synth", "--workers", "1"], "num_workers", 1),
 ])

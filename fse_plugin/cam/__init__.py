@@ -24,11 +24,12 @@ Modules, in the order data flows:
 - ``plots``, ``report``: pictures, CSV/JSON and the report page
 - ``sources``: pack pairs or rec images with their masks (``load_pack``, ``load_rec``)
 - ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
-- ``evaluation_glue``: ``fse eval ... --fscam``; ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
+- ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
+  eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
 """
 from fse_plugin.cam.callback import FSCAMCallback
 from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model
-from fse_plugin.cam.evaluation_glue import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
+from fse_plugin.cam.evaluated_pairs import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
 from fse_plugin.cam.explain import explain, explain_bin, explain_pairs, explain_rec
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks, batched_forward
 from fse_plugin.cam.methods import METHODS, parse_methods, run_method

@@ -84,9 +84,8 @@ def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issa
     results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name, v in views.items()}
     roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame, out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))
-    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n],
-                                    evaluation.occlusion_regions(None, evaluation.parse_groups(None)),
-                                    seed=seed, progress=progress, name="synth_lfw")
+    settings = evaluation.OcclusionSettings(seed=seed, progress=progress)
+    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n], settings, name="synth_lfw")
     return Evaluation(results, occ, evaluation.write_occlusion_report(occ, out / "occlusion"), roc)
 
 

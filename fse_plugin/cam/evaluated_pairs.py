@@ -1,7 +1,8 @@
-"""FS-CAM of the pairs a verification protocol just scored: ``fse eval verification|ijb --fscam OUT_DIR``.
+"""FS-CAM of the pairs a verification protocol just scored: ``fse eval ... --fscam OUT_DIR`` and the patched
+``eval_ijbc.py`` with ``config.fse_eval = dict(fscam=...)``.
 
-The evaluation code does not import ``cam``; its CLI calls these after the protocol ran, with the
-models, images and masks it already holds.
+The evaluation code does not import ``cam`` at module level; its callers use these after the protocol ran, with
+the models, images and masks they already hold.
 """
 from __future__ import annotations
 
