@@ -3,27 +3,28 @@
     python benchmarks/gpu.py [--budget 500] [--out gpu_out] [--arcface-dir DIR] [--stages cache,train_v2]
     python benchmarks/gpu.py --smoke      # every stage on CPU at tiny sizes (tests/test_gpu_benchmark.py)
 
-Stages, in this order, each in child processes (what the GPU window's command should run when it opens is
-in benchmarks/README.md, section GPU):
+Stages, in this order, each in child processes (the GPU window's command: benchmarks/README.md, GPU):
 
-  env       GPU, driver, torch / CUDA / cuDNN, CPU count, the cache build's default worker counts
-  data      a synthetic rec (40 x 25 faces with exact masks); a rec tiled from it for train_v2 + its mask cache
+  env       GPU, driver, torch / CUDA / cuDNN, CPUs, the cache build's default workers, git, the commit
+  data      a synthetic rec (40 x 25 faces with exact masks); a rec tiled from it for train_v2 + its mask
+            cache; a patched copy of the arcface_torch checkout
   cache     per feature_scale 1, 2, 4: parser forward-only vs ``fse cache build`` end to end (bf16,
             channels_last, the build's default workers and chunk size): benchmarks/maskcache.py --build-only
   pipeline  the build's decode pipeline per worker vs read + decode alone: benchmarks/maskcache.py --pipeline-only
-  train_v2  upstream train_v2.py (a patched copy, torchrun, one GPU) r50 fp16 batch 256: samples/s from its own
-            training.log without config.fse, with p=0.5 and with p=1.0
+  train_v2  upstream train_v2.py (the patched copy, torchrun, one GPU) r50 fp16 batch 256: samples/s from its
+            own training.log without config.fse, with p=0.5 and with p=1.0
   erasing   FSErasing.batch on GPU tensors (a batch of 256 with real region shapes), images/s per fill
   cam       FS-CAM images/s vs the plain forward, r50 bf16: benchmarks/cam.py
   study     ``fse study --trainer arcface``, variants off and fse, one seed, 300 steps
 
 A stage that would start with less than its minimum time left is skipped with a note; one that outruns its
-box (or the budget) is stopped and keeps the figures it had. ``OUT/gpu.json`` is rewritten after every stage
-(a run cut short keeps what it measured), then ``OUT/gpu.md`` (the tables) and ``OUT/gpu.log`` (each child's
-command and output). No network: the data is synthetic and the parsers and networks random-init (costs do not
-depend on weights). Missing packages are named at the start, with how to bring them as wheels; the stages
-that need them are skipped. On CPU the arcface_torch stages go through tests/arcface_harness.py, which
-redirects train_v2.py's CUDA-only calls; with CUDA nothing is redirected.
+box (or the budget) is stopped and keeps the figures it had; one that fails is recorded and the next one
+runs (exit status 1 at the end). ``OUT/gpu.json`` and ``OUT/gpu.md`` (the tables, each goal marked) are
+rewritten after every stage, so a run cut short keeps what it measured; ``OUT/gpu.log`` holds each child's
+command, output, wall and CPU seconds. No network: the data is synthetic and the parsers and networks
+random-init (costs do not depend on weights). Missing packages are named at the start, with how to bring
+them as wheels; the stages that need them are skipped. On CPU the arcface_torch stages go through
+tests/arcface_harness.py, which redirects train_v2.py's CUDA-only calls; with CUDA nothing is redirected.
 """
 from __future__ import annotations
 
