@@ -72,6 +72,15 @@ def test_smoke_runs_every_stage_on_cpu(arcface_torch_dir, tmp_path):
     assert not running(str(work))  # every child ended
 
 
+def test_the_gpu_runs_study_command_line_is_one_fse_reads(gpu, arcface_torch_dir, tmp_path):
+    """The smoke runs the study through the library (fse study refuses --trainer arcface without CUDA): the
+    full run's command line is checked here (--device cpu: the device is checked while parsing)."""
+    from fse_plugin.cli import build_parser
+    args = build_parser().parse_args(gpu.study_argv(gpu.full_sizes(16), arcface_torch_dir, tmp_path, "cpu"))
+    assert (args.trainer, args.network, args.variants, args.seeds, args.steps) == ("arcface", "r18", ["off", "fse"],
+                                                                                   1, 300)
+
+
 def test_a_stage_is_stopped_at_its_box_and_the_budget_skips_later_ones(gpu, tmp_path):
     log = tmp_path / "gpu.log"
     log.write_text("")
