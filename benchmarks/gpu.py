@@ -374,8 +374,8 @@ def stage_cache(ctx: Context, figures: dict) -> None:
     for scale, images in zip(s.scales, s.cache_images):
         out = ctx.work / f"cache_fs{scale}.json"
         ctx.python(BENCH / "maskcache.py", "--build-only", "--rec", ctx.work / "rec", "--device", s.device,
-                   "--feature-scale", scale, "--images", images, "--batch-size", s.batch, "--chunk-size",
-                   s.chunk_size, "--json", out)
+                   "--precision", "bf16", "--feature-scale", scale, "--images", images, "--batch-size", s.batch,
+                   "--chunk-size", s.chunk_size, "--json", out)
         r = json.loads(out.read_text())
         forward = statistics.mean(r["forward"])
         figures[f"fs{scale}"] = {"images": images, "forward": r["forward"], "build_loop": r["precompute"],
