@@ -103,7 +103,7 @@ def test_deprecated_amp_means_bf16(paths):
     """``--amp`` of the cache and the parser meant bf16: it still does, with a note; ``--no-amp`` is fp32."""
     from fse_plugin.cli import build_parser
     ap = build_parser()
-    for argv in (FROM_PARSER, TRAIN, EVAL):
+    for argv, default in ((FROM_PARSER, "auto"), (TRAIN, "auto"), (EVAL, "fp32")):
         assert ap.parse_args(_argv([*argv, "--amp"], paths)).precision == "bf16"
         assert ap.parse_args(_argv([*argv, "--no-amp"], paths)).precision == "fp32"
-        assert ap.parse_args(_argv(argv, paths)).precision in (None, "fp32")  # fp32 unless asked
+        assert ap.parse_args(_argv(argv, paths)).precision == default  # auto: bf16 on CUDA, fp32 on CPU, as in 0.2

@@ -53,7 +53,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                                            help="DataLoader workers (and alignment processes)"))
     p.add_argument("--device", type=device_type(), default="auto",
                    help="auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
-    precision_flag(p, amp_meant="bf16")
+    precision_flag(p, amp_meant="bf16", default="auto")
     p.add_argument("--time-budget", type=number_type(lo=0, lo_open=True), default=None, metavar="SECONDS",
                    help="safety stop after this much training time; without --epochs/--steps a timed run whose "
                         "learning rate anneals to 0 exactly then (not repeatable) (default: none)")

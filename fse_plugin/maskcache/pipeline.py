@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fse_plugin.common import checks, dist_env, resolve_device
-from fse_plugin.common.runtime import PRECISIONS
+from fse_plugin.common.runtime import PRECISIONS, resolve_precision
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.build import BuildInfo, CacheWriter, library_versions, log_summary
 from fse_plugin.maskcache.decoding import BatchDecoder
@@ -64,7 +64,7 @@ class BuildSettings:
     Batch size, device and precision are recorded in the cache's spec: they decide the masks' bits."""
     batch_size: int = 256
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     num_workers: int | None = None
     encode_workers: int | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -77,7 +77,7 @@ class BuildSettings:
         for name in ("num_workers", "encode_workers"):
             if getattr(self, name) is not None:
                 checks.count(getattr(self, name), name, minimum=0)
-        checks.choice(self.precision, "precision", PRECISIONS)
+        checks.choice(self.precision, "precision", ("auto", *PRECISIONS))
 
     def workers(self) -> tuple[int, int]:
         """(decode, encode) processes, defaults filled in."""
@@ -207,6 +207,7 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, dev = dist_env(dev)
+    settings = replace(settings, precision=resolve_precision(settings.precision, dev))
     src = None
     try:
         src = scan_source(rec_dir)

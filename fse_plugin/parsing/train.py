@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from fse_plugin.common import FSEError, checks, dist_env, resolve_device, to_input, warmup_cosine
 from fse_plugin.common.interrupts import sigint_deferred
-from fse_plugin.common.runtime import PRECISIONS, mixed_precision
+from fse_plugin.common.runtime import PRECISIONS, mixed_precision, resolve_precision
 from fse_plugin.common.text import plural
 from fse_plugin.labels import IGNORE_INDEX
 from fse_plugin.parsing.augment import ParserAugment
@@ -71,7 +71,7 @@ class TrainSettings:
     seed: int = 0
     workers: int = 2
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     time_budget: float | None = None
     class_weight_power: float = 0.5
     augment: ParserAugment | None = None
@@ -98,7 +98,7 @@ class TrainSettings:
         checks.number(self.class_weight_power, "class_weight_power", lo=0.0)
         checks.number(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
         checks.choice(self.feature_scale, "feature_scale", FEATURE_SCALES)
-        checks.choice(self.precision, "precision", PRECISIONS)
+        checks.choice(self.precision, "precision", ("auto", *PRECISIONS))
 
 
 @dataclass(frozen=True)
@@ -345,6 +345,7 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike,
     out, s = Path(out), settings
     read_anno_list(data), label_dir(data)  # a FaceSynthetics folder with 25-class labels, or a clear error
     where = _Placement(*dist_env(resolve_device(s.device, "device")))
+    s = replace(s, precision=resolve_precision(s.precision, where.device))
     state = _resume_state(out, s.resume)
     if state is not None:
         s = replace(s, feature_scale=int(state["feature_scale"]), seed=int(state["seed"]),
