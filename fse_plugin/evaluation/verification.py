@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.model_selection import KFold
 from torch import nn
 
 from fse_plugin.common import FSEError, checks
-from fse_plugin.evaluation.embed import embed, fuse_views
+from fse_plugin.evaluation.embed import EmbedSettings, embed, fuse_views, given_settings
 from fse_plugin.evaluation.packs import load_bin
 
 __all__ = ["PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
@@ -172,11 +171,11 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
                               val_std, far, acc.tolist(), best.tolist())
 
 
-def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray], batch_size: int = 64,
-                  device: str | torch.device = "cpu", precision: str = "fp32", n_folds: int = 10,
-                  embedding_size: int | None = None, name: str | None = None,
-                  progress: bool = True) -> VerificationResult:
-    """Load (or take) a pack, embed image + flip, and run the protocol."""
+def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray],
+                  settings: EmbedSettings | None = None, n_folds: int = 10,
+                  name: str | None = None) -> VerificationResult:
+    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds`` protocol."""
+    s = given_settings(settings, EmbedSettings)
     checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
         images, issame = pack
@@ -184,6 +183,4 @@ def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, 
     else:
         images, issame = load_bin(pack)
         name = name or Path(pack).stem
-    views = embed(model, images, batch_size, device, True, precision, embedding_size=embedding_size, progress=progress,
-                  desc=name)
-    return evaluate_embeddings(views, issame, n_folds, name)
+    return evaluate_embeddings(embed(model, images, s, desc=name), issame, n_folds, name)
