@@ -118,6 +118,13 @@ def batch_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wo
                       pin_memory=device.type == "cuda")
 
 
+def _face_array(images: Any) -> np.ndarray:
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] == 3):
+        what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise FSEError(f"images: expected uint8 [N, H, W, 3] RGB faces (or a Dataset), got {what}")
+    return images
+
+
 @torch.no_grad()
 def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSettings | None = None, flip: bool = True,
           desc: str = "embed") -> np.ndarray:
@@ -129,7 +136,7 @@ def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSetting
     """
     s = given_settings(settings, EmbedSettings)
     checks.choice(flip, "flip", (True, False))
-    dataset = images if isinstance(images, Dataset) else FaceImages(images)
+    dataset = images if isinstance(images, Dataset) else FaceImages(_face_array(images))
     model.to(s.device).eval()
     out: np.ndarray | None = None
     for x, index in tqdm(batch_loader(dataset, s.batch_size, s.device, s.num_workers), desc=desc, unit="batch",
@@ -138,7 +145,7 @@ def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSetting
         if out is None:
             out = np.zeros((len(views), len(dataset), views.shape[2]), dtype=np.float32)
         elif views.shape[2] != out.shape[2]:
-            raise ValueError(f"model output size changed from {out.shape[2]} to {views.shape[2]}")
+            raise FSEError(f"model output size changed from {out.shape[2]} to {views.shape[2]}")
         out[:, index.numpy()] = views
     if out is None:
         raise FSEError("nothing to embed: no images")

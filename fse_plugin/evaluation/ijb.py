@@ -214,7 +214,7 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
     (float32 media means and sums), grouped by one sort instead of a scan per template.
     """
     if not len(img_feats) == len(templates) == len(medias):
-        raise ValueError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
+        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
@@ -234,7 +234,7 @@ def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray
     index = np.searchsorted(unique_templates, ids)
     bad = (index >= len(unique_templates)) | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids)
     if bad.any():
-        raise ValueError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
+        raise FSEError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
     return index
 
 

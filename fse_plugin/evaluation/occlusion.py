@@ -51,6 +51,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
     mapping name -> classes (names or ids) otherwise."""
     if spec is None:
         spec = DEFAULT_GROUPS
+    if not isinstance(spec, (str, Mapping)):
+        raise FSEError(f"groups: expected 'name=class,class;...' or a dict name -> classes, got {spec!r}")
     if isinstance(spec, str):
         if spec.strip().lower() in ("", "none"):
             return {}
@@ -106,6 +108,13 @@ class OcclusionSettings:
         name = type(self).__name__
         if not self.regions:
             raise FSEError(f"{name}.regions: nothing to erase; name classes or groups")
+        for i, region in enumerate(self.regions):
+            try:
+                region_name, ids = region
+                labels.class_ids(ids)
+            except (TypeError, ValueError, KeyError) as e:
+                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
+                               f"{e.args[0] if e.args else e}") from None
         occlusion_fill(self.fill, f"{name}.fill")
         checks.count(self.seed, f"{name}.seed", minimum=0)
         if not isinstance(self.embed, EmbedSettings):
