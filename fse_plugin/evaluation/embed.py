@@ -89,8 +89,8 @@ def given_settings(settings: Any, kind: type[S], **defaults: Any) -> S:
     if settings is None:
         return kind(**defaults)
     if not isinstance(settings, kind):
-        raise FSEError(f"settings: expected {kind.__name__}(...) or None, got {settings!r}; batch size, device, "
-                       f"precision ... are fields of {kind.__name__}")
+        raise FSEError(f"settings: expected {kind.__name__}(...) or None, got {settings!r} (one settings object "
+                       "replaced the separate batch size, device ... arguments)")
     return settings
 
 

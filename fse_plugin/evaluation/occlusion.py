@@ -46,6 +46,7 @@ the nose, and the lower face a medical mask covers."""
 _IN_MEMORY = 2 << 30
 """Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary file."""
 
+
 def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
     """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls" or a
     mapping name -> classes (names or ids) otherwise."""
@@ -110,7 +111,7 @@ class OcclusionSettings:
             raise FSEError(f"{name}.regions: nothing to erase; name classes or groups")
         for i, region in enumerate(self.regions):
             try:
-                region_name, ids = region
+                _, ids = region
                 labels.class_ids(ids)
             except (TypeError, ValueError, KeyError) as e:
                 raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
