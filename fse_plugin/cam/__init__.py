@@ -36,7 +36,7 @@ lazy_exports(__name__, {
     ".callback": ["FSCAMCallback"],
     ".classifier": ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model"],
     ".sources": ["PackPairs", "RecImages", "load_pack", "load_rec"],
-    ".evaluated_pairs": ["fscam_ijb", "fscam_pack", "fscam_pairs", "ijb_fscam_rows"],
+    ".evaluated_pairs": ["fscam_ijb", "fscam_pack", "ijb_fscam_rows"],
     ".settings": ["ExplainSettings"],
     ".explain": ["explain", "explain_bin", "explain_pairs", "explain_rec"],
     ".results": ["Explanation", "MethodResult", "MethodStats", "RegionValues"],

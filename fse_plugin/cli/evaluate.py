@@ -347,23 +347,18 @@ def run_verification(args: argparse.Namespace) -> int:
         for pack in packs:
             _mask_source(args, pack)
     specs = _model_specs(args, cfg)
+    embedding = _embed_settings(args, specs[0]["embedding_size"])
     (name, model), = _load_models(args, specs).items()
     out = Path(args.out)
     results = []
     for pack in packs:
         images, issame = load_bin(pack, tuple(args.image_size))
-        result = evaluation.evaluate_pack(model, (images, issame), args.batch_size, args.device, args.precision,
-                                          args.folds, specs[0]["embedding_size"], Path(pack).stem, not args.quiet)
+        result = evaluation.evaluate_pack(model, (images, issame), embedding, args.folds, Path(pack).stem)
         log.info("%s", result)
         results.append(result)
         if args.fscam:
-            masks = _pack_masks(args, pack, images, out)
-            from fse_plugin.cam import TARGETS, fscam_pack
-            log.info("FS-CAM target: %s", TARGETS["pair"])
-            report = fscam_pack({name: model}, images, issame, masks, Path(args.fscam) / Path(pack).stem,
-                                args.fscam_methods, args.fscam_pairs, args.fscam_limit, args.device, {"pack": pack},
-                                not args.quiet)
-            log.info("FS-CAM report: %s", report)
+            _fscam_pack(args, {name: model}, images, issame, _pack_masks(args, pack, images, out),
+                        Path(args.fscam) / Path(pack).stem, pack)
     rows = [[r.name, r.n_pairs, f"{r.accuracy * 100:.3f}", f"{r.accuracy_std * 100:.3f}", f"{r.xnorm:.4f}",
              f"{r.val * 100:.3f}"] for r in results]
     print(format_table(rows, ["pack", "pairs", "Accuracy-Flip %", "std", "XNorm", "VAL@FAR=1e-3 %"]))
@@ -372,15 +367,36 @@ def run_verification(args: argparse.Namespace) -> int:
     return 0
 
 
-def _occlusion_settings(args: argparse.Namespace, regions: list, specs: list[dict]) -> evaluation.OcclusionSettings:
-    return evaluation.OcclusionSettings(regions, args.fill, args.seed, args.batch_size, args.device, args.precision,
-                                        args.num_workers, {s["name"]: s["embedding_size"] for s in specs},
-                                        not args.quiet)
+def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None) -> evaluation.EmbedSettings:
+    """How the models run: --batch-size, --device, --precision (fp16 needs CUDA), --num-workers, --quiet."""
+    from fse_plugin.common import resolve_device
+    from fse_plugin.evaluation.embed import check_precision
+    check_precision(args.precision, resolve_device(args.device), "--precision")
+    return evaluation.EmbedSettings(args.batch_size, args.device, args.precision, args.num_workers, embedding_size,
+                                    not args.quiet)
+
+
+def _fscam_settings(args: argparse.Namespace, **meta: str) -> Any:
+    """``cam.ExplainSettings`` of --fscam-methods on --device (``meta``: report entries); logs the target."""
+    from fse_plugin.cam import TARGETS, ExplainSettings
+    from fse_plugin.common import resolve_device
+    log.info("FS-CAM target: %s", TARGETS["pair"])
+    return ExplainSettings(methods=args.fscam_methods, device=str(resolve_device(args.device)), meta=meta,
+                           progress=not args.quiet)
+
+
+def _fscam_pack(args: argparse.Namespace, models: dict, images: np.ndarray, issame: np.ndarray, masks: Any,
+                out: str | Path, pack: str) -> None:
+    from fse_plugin.cam import fscam_pack
+    report = fscam_pack(models, images, issame, masks, out, _fscam_settings(args, pack=pack), args.fscam_pairs,
+                        args.fscam_limit)
+    log.info("FS-CAM report: %s", report)
 
 
 def run_ijb(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     specs = _model_specs(args, cfg)
+    embedding = _embed_settings(args, specs[0]["embedding_size"])
     meta = evaluation.read_ijb_meta(args.root, args.ijb_set)
     occlusion = settings.occlusion
     if args.fscam or occlusion is not None:
@@ -388,8 +404,7 @@ def run_ijb(args: argparse.Namespace) -> int:
     models = _load_models(args, specs)
     (name, model), = models.items()
     out = Path(args.out)
-    result = evaluation.evaluate_ijb(model, meta, meta.target, out, name, args.batch_size, args.device, args.precision,
-                          args.num_workers, specs[0]["embedding_size"], args.far, not args.quiet)
+    result = evaluation.evaluate_ijb(model, meta, embedding, out_dir=out, name=name, fars=args.far)
     print(result)
     path = _write_json(out / f"{meta.target.lower()}_results.json", {"model": specs[0], **asdict(result)})
     log.info("results: %s\nscores: %s\nROC: %s", path, result.scores_path, result.roc_path)
@@ -400,9 +415,7 @@ def run_ijb(args: argparse.Namespace) -> int:
     rows += list(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
     masks = _ijb_masks(args, meta, np.unique(np.concatenate(rows)), out)
     if occlusion is not None:
-        run = evaluation.OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, args.batch_size,
-                                           args.device, args.precision, args.num_workers, specs[0]["embedding_size"],
-                                           not args.quiet)
+        run = evaluation.OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, embedding)
         _occlusion_outputs(evaluation.occlusion_ijb(models, meta, masks, run, occlusion.far), out)
     if args.fscam:
         _fscam_ijb(args, models, meta, masks)
@@ -416,10 +429,8 @@ def _occlusion_outputs(report: Any, out: Path) -> None:
 
 
 def _fscam_ijb(args: argparse.Namespace, models: dict, meta: evaluation.IJBMeta, masks: Any) -> None:
-    from fse_plugin.cam import TARGETS, fscam_ijb
-    log.info("FS-CAM target: %s", TARGETS["pair"])
-    report = fscam_ijb(models, meta, masks, args.fscam, args.fscam_methods, args.fscam_pairs, args.fscam_limit,
-                       args.device, not args.quiet)
+    from fse_plugin.cam import fscam_ijb
+    report = fscam_ijb(models, meta, masks, args.fscam, _fscam_settings(args), args.fscam_pairs, args.fscam_limit)
     log.info("FS-CAM report: %s", report)
 
 
@@ -438,7 +449,8 @@ def run_occlusion(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     _occlusion_defaults(args, settings)
     specs = _model_specs(args, cfg, second=True)
-    regions = occlusion_regions(args.classes, args.groups)
+    run = evaluation.OcclusionSettings(occlusion_regions(args.classes, args.groups), args.fill, args.seed,
+                                       _embed_settings(args), {s["name"]: s["embedding_size"] for s in specs})
     out = Path(args.out)
     if args.pack:
         _mask_source(args, args.pack)
@@ -448,8 +460,7 @@ def run_occlusion(args: argparse.Namespace) -> int:
         models = _load_models(args, specs)
         images, issame = load_bin(args.pack)
         masks = _pack_masks(args, args.pack, images, out)
-        report = evaluation.occlusion_pack(models, images, issame, masks, _occlusion_settings(args, regions, specs),
-                                           args.folds, Path(args.pack).stem)
+        report = evaluation.occlusion_pack(models, images, issame, masks, run, args.folds, Path(args.pack).stem)
     else:
         meta = evaluation.read_ijb_meta(args.ijb_root, args.ijb_set)
         _check_ijb_masks(args, meta)
@@ -457,15 +468,11 @@ def run_occlusion(args: argparse.Namespace) -> int:
         from fse_plugin.cam import ijb_fscam_rows
         fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
         masks = _ijb_masks(args, meta, np.union1d(meta.probe_rows(), fscam_rows).astype(np.int64), out)
-        report = evaluation.occlusion_ijb(models, meta, masks, _occlusion_settings(args, regions, specs), args.far)
+        report = evaluation.occlusion_ijb(models, meta, masks, run, args.far)
     _occlusion_outputs(report, out)
     if args.fscam:
         if args.pack:
-            from fse_plugin.cam import TARGETS, fscam_pack
-            log.info("FS-CAM target: %s", TARGETS["pair"])
-            path = fscam_pack(models, images, issame, masks, args.fscam, args.fscam_methods, args.fscam_pairs,
-                              args.fscam_limit, args.device, {"pack": args.pack}, not args.quiet)
-            log.info("FS-CAM report: %s", path)
+            _fscam_pack(args, models, images, issame, masks, args.fscam, args.pack)
         else:
             _fscam_ijb(args, models, meta, masks)
     return 0

@@ -5,7 +5,8 @@ One concern per module:
 
 * ``safepickle`` - unpickling an untrusted pack with what it may build and the memory it may take bounded;
 * ``packs`` - reading ``.bin`` packs, choosing pairs; ``masks`` - the parsing masks of evaluated images;
-* ``embed`` - image + flip embeddings; ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
+* ``embed`` - image + flip embeddings, ``EmbedSettings`` (how every protocol runs a model over images);
+* ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
 * ``ijb`` - IJB meta files, template features, TAR@FAR, ROC;
 * ``regions`` - what the occlusion benchmark erases (classes, groups, fill); ``occlusion`` - erasing them in the
   probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
@@ -18,7 +19,7 @@ from fse_plugin.common.lazy import lazy_exports
 
 lazy_exports(__name__, {
     ".config": ["config_file", "config_weights", "load_config"],
-    ".embed": ["embed", "fuse_views"],
+    ".embed": ["EmbedSettings", "embed", "fuse_views"],
     ".errors": ["MetaError", "PackError"],
     ".protocols": ["IJB_FARS", "PACK_NAMES"],
     ".ijb": ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",

@@ -27,6 +27,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
     mapping name -> classes (names or ids) otherwise."""
     if spec is None:
         spec = DEFAULT_GROUPS
+    if not isinstance(spec, (str, Mapping)):
+        raise FSEError(f"groups: expected 'name=class,class;...' or a dict name -> classes, got {spec!r}")
     if isinstance(spec, str):
         if spec.strip().lower() in ("", "none"):
             return {}
