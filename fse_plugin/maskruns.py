@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fse_plugin.common import FSEError
 from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES
 
 __all__ = ["MaskRuns", "erased_pixels"]
@@ -33,12 +34,12 @@ class MaskRuns:
         kind = self.lengths.dtype.kind
         if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
                 or (kind == "i" and (self.lengths < 0).any())):
-            raise ValueError("MaskRuns needs uint8 values and as many non-negative integer lengths, per map")
+            raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
         self.ends = np.cumsum(self.lengths, dtype=np.int64)  # where each run ends in the maps laid end to end
         last = np.cumsum(self.counts) - 1
         if len(runs) and ((self.counts == 0).any() or not np.array_equal(
                 self.ends[last], np.arange(1, len(runs) + 1, dtype=np.int64) * self.height * self.width)):
-            raise ValueError(f"every map's runs must cover its {self.height}x{self.width} pixels exactly")
+            raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
         self._keyed: np.ndarray | None = None
 
     def __len__(self) -> int:

@@ -35,8 +35,8 @@ import numpy as np
 from fse_plugin.common.errors import FSEError
 
 __all__ = ["MAGIC", "RecordIOError", "IRHeader", "encode_record", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack",
-           "unpack_img", "pack_img", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size", "decode_image",
-           "ImageIndex", "image_index"]
+           "unpack_img", "pack_img", "RecordFile", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size",
+           "decode_image", "ImageIndex", "image_index"]
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -88,9 +88,10 @@ def encode_record(buf: bytes) -> bytes:
     return b"".join(out)
 
 
-class _RecFile:
+class RecordFile:
     """A .rec file read only with ``os.pread``: no file offset is shared, so forked workers may
-    read concurrently; the descriptor is dropped on pickling and reopened lazily."""
+    read concurrently; the descriptor is dropped on pickling and reopened lazily. Reads by offset
+    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to workers."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
@@ -316,7 +317,7 @@ class _Index:
             out[rest] = np.where(skeys[i] == keys[rest], order[i], -1)
         return out
 
-    def check_against(self, rec: _RecFile) -> None:
+    def check_against(self, rec: RecordFile) -> None:
         """Catch an .idx that does not belong to its .rec at open time: offsets must lie inside the
         file and the first- and last-placed records must start with a valid chunk header."""
         if not len(self.offsets):
@@ -368,7 +369,7 @@ class MXRecordIO:
                 raise RecordIOError(f"{self.uri}: cannot create record file: {e.strerror}") from e
             self.writable = True
         elif self.flag == "r":
-            self._file = _RecFile(self.uri)
+            self._file = RecordFile(self.uri)
             self.writable = False
         else:
             raise ValueError("Invalid flag %s" % self.flag)
@@ -542,7 +543,7 @@ class RecordReader:
                  key_type: type = int):
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
-        self._file = _RecFile(self.rec_path)
+        self._file = RecordFile(self.rec_path)
         self._index = _Index(str(self.idx_path), key_type)
         self._index.check_against(self._file)
 
@@ -673,6 +674,7 @@ class ImageIndex(NamedTuple):
     keys: np.ndarray  # int64 image record keys
     labels: np.ndarray  # int64 identity labels, aligned with keys
     layout: str  # 'insightface' | 'im2rec' | 'multilabel'
+    offsets: np.ndarray  # int64 offsets of the records in the .rec, aligned with keys (RecordFile.read_record)
 
 
 def _scan_headers(reader: RecordReader, keys: np.ndarray, offsets: np.ndarray
@@ -756,7 +758,7 @@ def image_index(reader_or_path: RecordReader | str | os.PathLike) -> ImageIndex:
         if len(bad):
             j = int(bad[0])
             raise _error(reader.rec_path, int(keys[j]), int(offsets[j]), f"label {labels[j]} is not an integer id")
-        return ImageIndex(np.asarray(keys, np.int64), labels.astype(np.int64), layout)
+        return ImageIndex(np.asarray(keys, np.int64), labels.astype(np.int64), layout, np.asarray(offsets, np.int64))
     finally:
         if reader is not reader_or_path:
             reader.close()
