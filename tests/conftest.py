@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from badinput import no_loading  # noqa: F401 - the bad-input tests' fixture, for every test module
 
 # One intra-op thread: the tests' tensor ops are small, and on 2 shared cores two OpenMP threads
 # spend more time in barrier waits than they gain (10x slower under load).

@@ -430,7 +430,7 @@ def test_ctrl_c_is_one_line(synth_rec, tmp_path):
     ckpt = tmp_path / "tiny.pt"
     script = textwrap.dedent(f"""
         import sys, time, torch
-        from fse_plugin.cli.main import main
+        from fse_plugin.cli import main
         from fse_plugin.maskcache import pipeline
         from fse_plugin.parsing import UNetRes18, save_parser
         torch.manual_seed(0)

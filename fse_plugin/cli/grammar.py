@@ -11,9 +11,35 @@ import sys
 from dataclasses import fields, replace
 from typing import Any, Callable, TypeVar
 
-__all__ = ["command", "renamed", "group", "fill_value", "size_flags", "sizes_from"]
+__all__ = ["Parser", "command", "renamed", "group", "fill_value", "size_flags", "sizes_from", "precision_flag",
+           "pack_flag"]
 
 Runner = Callable[[argparse.Namespace], "int | None"]
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, argparse.SUPPRESS) or action.nargs == 0
+                or not action.option_strings):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the plugin's error contract: a bad command line is one line on stderr,
+    ``fse <command>: error: <what>``, and exit status 2 (argparse alone prints the usage first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 Sizes = TypeVar("Sizes")
 
 
@@ -99,3 +125,39 @@ def sizes_from(args: argparse.Namespace, preset: Sizes) -> Sizes:
     """``preset`` with the size flags the user gave."""
     given = {f.name: getattr(args, f.name) for f in fields(preset) if getattr(args, f.name) is not None}
     return replace(preset, **given)
+
+
+class _DeprecatedValue(argparse.Action):
+    """An old switch that now stands for one value of a newer flag (``--amp`` -> ``--precision bf16``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, value: Any, new: str, **kwargs: Any) -> None:
+        self.value, self.new = value, new
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new} {self.value}", file=sys.stderr)
+        setattr(namespace, self.dest, self.value)
+
+
+def precision_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, amp_meant: str | None = None,
+                   old_switches: tuple[str, ...] = ("--amp",), default: str = "fp32") -> argparse.Action:
+    """``--precision {fp32,fp16,bf16}`` (autocast dtype; ``common.runtime.mixed_precision``). With
+    ``amp_meant``, the command's earlier switches (``--amp``, ``--fp16``) still work, hidden and deprecated,
+    meaning that precision (``--no-amp``: fp32)."""
+    from fse_plugin.common.runtime import PRECISIONS
+    new = p.add_argument("--precision", choices=tuple(PRECISIONS), default=default,
+                         help="fp32, or autocast to fp16 / bf16 (on CUDA; bf16 also on CPU)")
+    if amp_meant is not None:
+        for old in old_switches:
+            p.add_argument(old, dest=new.dest, action=_DeprecatedValue, value=amp_meant, new="--precision",
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            p.add_argument(f"--no-{old[2:]}", dest=new.dest, action=_DeprecatedValue, value="fp32",
+                           new="--precision", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return new
+
+
+def pack_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str, **kwargs: Any) -> argparse.Action:
+    """``--pack PATH`` (a verification .bin), with ``--bin``, its earlier spelling, hidden and deprecated."""
+    new = p.add_argument("--pack", help=help, **kwargs)
+    renamed(p, "--bin", new)
+    return new

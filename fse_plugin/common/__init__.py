@@ -1,13 +1,15 @@
 """The helper layer every concern shares: one home each for image normalisation, device and
-distributed setup, autocast, the learning-rate schedule, mask files and user-facing errors.
+distributed setup, autocast, the learning-rate schedule, mask files, user-facing errors, the rules
+for values a user gives (``checks``) and atomic result files (``files``).
 
 Nothing here imports another ``fse_plugin`` module, so any module may use it.
 """
 from fse_plugin.common.errors import FSEError
 from fse_plugin.common.images import NORM_LUT, to_input, to_uint8
 from fse_plugin.common.maskfiles import load_masks, masks_path_for
-from fse_plugin.common.runtime import autocast, dist_env, model_device, resolve_device, unwrapped_key
+from fse_plugin.common.runtime import PRECISIONS, autocast, dist_env, mixed_precision, model_device, resolve_device, \
+    unwrapped_key
 from fse_plugin.common.schedule import warmup_cosine
 
 __all__ = ["FSEError", "NORM_LUT", "to_input", "to_uint8", "load_masks", "masks_path_for", "autocast", "dist_env",
-           "model_device", "resolve_device", "unwrapped_key", "warmup_cosine"]
+           "PRECISIONS", "mixed_precision", "model_device", "resolve_device", "unwrapped_key", "warmup_cosine"]

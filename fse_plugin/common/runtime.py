@@ -8,16 +8,34 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "dist_env", "autocast", "model_device", "unwrapped_key"]
+from fse_plugin.common.errors import FSEError
+
+__all__ = ["resolve_device", "dist_env", "autocast", "PRECISIONS", "mixed_precision", "model_device", "unwrapped_key"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' is CUDA when available, else CPU; anything else as torch reads it."""
-    if str(device) == "auto":
+def resolve_device(device: str | torch.device = "auto", name: str = "--device") -> torch.device:
+    """'auto' is CUDA when available, else CPU; 'cpu', 'cuda' and 'cuda:N' only when this machine has
+    them (checked here, so a missing GPU is one clear error naming ``name``, not a driver message later)."""
+    text = str(device)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise FSEError(f"{name}: unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise FSEError(f"{name}: device {text!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise FSEError(f"{name}: {text} asked for, but this machine has no usable CUDA device "
+                       f"(torch {torch.__version__}); use --device cpu or auto")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FSEError(f"{name}: {text} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                       f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return dev
 
 
 def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
@@ -38,6 +56,18 @@ def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
 def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16) -> ContextManager:
     """torch.autocast on ``device`` when ``enabled`` (bf16 unless told otherwise), else a no-op."""
     return torch.autocast(torch.device(device).type, dtype=dtype) if enabled else nullcontext()
+
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""The ``--precision`` choices: full float32, or autocast to float16 / bfloat16."""
+
+
+def mixed_precision(device: torch.device | str, precision: str) -> ContextManager:
+    """torch.autocast on ``device`` to the dtype ``precision`` names ('fp16', 'bf16'); 'fp32' is a no-op."""
+    if precision not in PRECISIONS:
+        raise FSEError(f"precision {precision!r} unknown; use one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def model_device(model: nn.Module) -> torch.device:
