@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fse_plugin import maskcache, recordio
-from fse_plugin.common import NORM_LUT, FSEError
+from fse_plugin.common import NORM_LUT, FSEError, checks
 from fse_plugin.erasing import FSErasing, MaskRuns, erase
 from fse_plugin.fseconfig import FSEConfig
 
@@ -87,8 +87,10 @@ class FSEMXFaceDataset(Dataset):
     def __init__(self, root_dir: str | Path, local_rank: int, fse: Mapping[str, Any] | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
+        if transform is not None and not callable(transform):
+            raise FSEError(f"FSEMXFaceDataset: transform must be callable or None, got {type(transform).__name__}")
         self.root_dir = str(root_dir)
-        self.local_rank = local_rank
+        self.local_rank = checks.count(local_rank, "FSEMXFaceDataset: local_rank", minimum=0)
         self.transform = transform
         self.config = None if fse is None else FSEConfig.from_mapping(fse, rec_dir=root_dir)
         with recordio.open_rec(root_dir) as reader:

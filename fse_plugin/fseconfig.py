@@ -8,7 +8,6 @@ never read as a number or a class id.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fse_plugin import maskcache
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import CLASSES, NUM_CLASSES, class_ids, parse_class_list
 
 __all__ = ["FILLS", "FSEConfig", "Fill", "NErase", "check_fill"]
@@ -34,8 +33,8 @@ def check_fill(fill: Any, name: str = "fill") -> Fill:
         if fill not in FILLS:
             raise FSEError(f"{name}: unknown fill {fill!r}; use one of {', '.join(FILLS)} or a number")
         return fill
-    if isinstance(fill, numbers.Real) and not isinstance(fill, bool) and math.isfinite(fill):
-        return float(fill)
+    if isinstance(fill, numbers.Real) and not isinstance(fill, bool):
+        return checks.number(fill, name)
     raise FSEError(f"{name}: must be one of {', '.join(FILLS)} or a finite number, got {fill!r}")
 
 
@@ -85,9 +84,9 @@ class FSEConfig:
         classes = None if get("classes") is None else parse_class_list(get("classes"), name["classes"])
         n_erase = _n_erase(get("n_erase"), name["n_erase"])
         _check_counts(n_erase, classes, name)
-        return cls(masks=_masks_path(get("masks"), rec_dir, name["masks"]), p=_probability(get("p"), name["p"]),
+        return cls(masks=_masks_path(get("masks"), rec_dir, name["masks"]), p=checks.probability(get("p"), name["p"]),
                    n_erase=n_erase, classes=classes, present_only=_bool(get("present_only"), name["present_only"]),
-                   fill=check_fill(get("fill"), name["fill"]), flip=_probability(get("flip"), name["flip"]),
+                   fill=check_fill(get("fill"), name["fill"]), flip=checks.probability(get("flip"), name["flip"]),
                    verify=_bool(get("verify"), name["verify"]), prefix=prefix)
 
     @property
@@ -114,12 +113,6 @@ class FSEConfig:
         return out
 
 
-def _probability(value: Any, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
-        raise FSEError(f"{name}: must be a probability, a number in [0, 1]; got {value!r}")
-    return float(value)
-
-
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise FSEError(f"{name}: must be True or False, got {value!r}")
@@ -133,12 +126,10 @@ def _is_int(value: Any) -> bool:
 def _n_erase(value: Any, name: str) -> NErase:
     """An int count, a (lo, hi) tuple of ints, or class names (a list, or a comma string of names)."""
     if _is_int(value):
-        if value < 0:
-            raise FSEError(f"{name}: {value} regions; give a count >= 0")
-        return int(value)
+        return checks.count(value, name, minimum=0)
     if isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value):
-        lo, hi = int(value[0]), int(value[1])
-        if not 0 <= lo <= hi:
+        lo, hi = (checks.count(v, name, minimum=0) for v in value)
+        if lo > hi:
             raise FSEError(f"{name}: range {value!r} must satisfy 0 <= lo <= hi")
         return lo, hi
     if isinstance(value, str) and any(t.strip().lstrip("+-").isdigit() for t in value.split(",")):
@@ -177,4 +168,4 @@ def _masks_path(value: Any, rec_dir: str | os.PathLike | None, name: str) -> str
     if not masks.exists():
         cmd = maskcache.rebuild_command(masks, None if rec_dir is None else str(rec_dir))
         raise FSEError(f"{name}: no mask cache at {masks}; build it with: {cmd}")
-    return str(masks)
+    return str(checks.existing_dir(masks, name))

@@ -278,9 +278,9 @@ def test_cache_problems_name_config_fse_masks(synth_rec, cache, tmp_path):
 
 
 @pytest.mark.parametrize("fse, key, what", [
-    (dict(p=1.5), "p", "probability"),
-    (dict(p="0.5"), "p", "probability"),
-    (dict(flip=-0.1), "flip", "probability"),
+    (dict(p=1.5), "p", ">= 0 and <= 1"),
+    (dict(p="0.5"), "p", "expected a finite number"),
+    (dict(flip=-0.1), "flip", ">= 0 and <= 1"),
     (dict(classes=["nose", "nostril"]), "classes", "nostril"),
     (dict(classes=[]), "classes", "empty"),
     (dict(classes=5), "classes", "list of class names"),
@@ -293,6 +293,7 @@ def test_cache_problems_name_config_fse_masks(synth_rec, cache, tmp_path):
     (dict(fill=True), "fill", "finite number"),
     (dict(n_erase=(3, 1)), "n_erase", "lo <= hi"),
     (dict(n_erase=26), "n_erase", "exceeds"),
+    (dict(n_erase=-1), "n_erase", "must be >= 0"),
     (dict(n_erase="2"), "n_erase", "string, not a count"),
     (dict(n_erase=2.0), "n_erase", "must be an int"),
     (dict(n_erase=(1, "3")), "n_erase", "must be an int"),
@@ -303,6 +304,7 @@ def test_cache_problems_name_config_fse_masks(synth_rec, cache, tmp_path):
     (dict(masks="/nonexistent/fse_masks"), "masks", "fse cache build"),
     (dict(masks=""), "masks", "path of a mask cache"),
     (dict(masks=123), "masks", "path of a mask cache"),
+    (dict(masks=__file__), "masks", "is a file; expected a directory"),
 ])
 def test_config_errors_name_the_key(synth_rec, cache, fse, key, what):
     cfg = {"masks": cache, **fse}

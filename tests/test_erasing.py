@@ -120,7 +120,7 @@ def test_absent_class_and_bad_arguments(faces):
         erase(img, mask, [0], "blur")
     with pytest.raises(FSEError, match="mask shape"):
         erase(img, mask[:10], [0])
-    with pytest.raises(FSEError, match=r"FSErasing\.p: must be a probability"):
+    with pytest.raises(FSEError, match=r"FSErasing\.p: must be >= 0 and <= 1"):
         FSErasing(p=1.5)
     with pytest.raises(FSEError, match="unknown face class 'nostril'"):
         FSErasing(classes=["nose", "nostril"])

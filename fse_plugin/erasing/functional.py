@@ -12,7 +12,7 @@ from fse_plugin.fseconfig import Fill, check_fill
 from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES, parse_class_list
 from fse_plugin.maskruns import MaskRuns
 
-__all__ = ["erase"]
+__all__ = ["erase", "mirrored_rows"]
 
 Images = torch.Tensor | Sequence[torch.Tensor]
 
@@ -43,10 +43,12 @@ def erase(img: Images, mask: Any, classes: Any, fill: Fill = "random", generator
         >>> erase(batch, masks, FSErasing(p=0.5).get_params(masks), inplace=True)
     """
     fill = check_fill(fill)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise FSEError(f"erase: generator must be a torch.Generator or None, got {type(generator).__name__}")
     rows, single = _rows(img)
     masks = _masks(mask, len(rows), single)
     selected = _selection(classes, len(rows))
-    flips = _mirrored(mirrored, len(rows))
+    flips = mirrored_rows(mirrored, len(rows))
     _check_shapes(rows, masks)
     if not all(r.is_cpu and not r.requires_grad and r.is_contiguous() for r in rows):
         out = _erase_tensors(rows, masks, selected, fill, generator, flips)
@@ -125,13 +127,15 @@ def _selection(classes: Any, n: int) -> np.ndarray:
     return sel
 
 
-def _mirrored(mirrored: Any, n: int) -> np.ndarray:
+def mirrored_rows(mirrored: Any, n: int, name: str = "erase: mirrored") -> np.ndarray:
+    """[n] bool from None (nothing mirrored) or n bools; FSEError naming ``name`` otherwise."""
     if mirrored is None:
         return np.zeros(n, bool)
     flips = _numpy(mirrored)
-    if flips.shape != (n,) or flips.dtype.kind not in "bu":
-        raise FSEError(f"erase: mirrored must be {n} bools, got {flips.dtype} {flips.shape}")
-    return flips.astype(bool)
+    if flips.shape != (n,) or flips.dtype != np.bool_:
+        raise FSEError(f"{name}: must be {n} bools (True where the image was flipped and its mask not), got "
+                       f"{flips.dtype} {flips.shape}")
+    return flips
 
 
 def _check_shapes(rows: list[torch.Tensor], masks: Sequence[Any] | MaskRuns) -> None:

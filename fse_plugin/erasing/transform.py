@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from fse_plugin.erasing.functional import erase
+from fse_plugin.erasing.functional import erase, mirrored_rows
 from fse_plugin.fseconfig import Fill, FSEConfig, NErase
 from fse_plugin.labels import MIRROR, MIRROR_LUT, NUM_CLASSES, class_name, flip_mask
 from fse_plugin.maskruns import MaskRuns
@@ -76,7 +76,7 @@ class FSErasing:
         self.lo, self.hi = config.count_range
         self._allowed = torch.zeros(NUM_CLASSES, dtype=torch.bool)
         self._allowed[self.classes] = True
-        self._class_ids = torch.tensor(self.classes)
+        self._class_ids, self._class_array = torch.tensor(self.classes), np.array(self.classes)
 
     def get_params(self, masks: Masks, generator: torch.Generator | None = None, mirrored: Any = None) -> torch.Tensor:
         """Which classes to erase in each of B images (``p`` aside): ``[B, 25]`` bool.
@@ -86,21 +86,20 @@ class FSErasing:
         (see ``erase``). Draws come from ``generator`` (torch's default one if None).
         """
         B = len(masks)
-        device = masks.device if isinstance(masks, torch.Tensor) else torch.device("cpu")
-        selected = torch.zeros(B, NUM_CLASSES, dtype=torch.bool, device=device)
+        device = _device(masks)
+        flips = None if mirrored is None else mirrored_rows(mirrored, B, "FSErasing.get_params: mirrored")
         if self.fixed is not None:
+            selected = torch.zeros(B, NUM_CLASSES, dtype=torch.bool, device=device)
             selected[:, self.fixed] = True
             return selected
         if self.lo == self.hi == 1 and not self.present_only:  # the reference setting: one uniform draw each
-            pick = (_rand(B, generator, device) * len(self.classes)).long().clamp_(max=len(self.classes) - 1)
-            selected[torch.arange(B, device=device), self._class_ids.to(device)[pick]] = True
-            return selected
+            return self._one_each(B, generator, device)
         allowed = self._allowed.to(device).expand(B, NUM_CLASSES)
         if self.present_only:
             present = _present(masks)
-            if mirrored is not None:  # class k of a flipped image is class MIRROR[k] of its unflipped mask
-                flip = torch.as_tensor(np.asarray(mirrored), dtype=torch.bool, device=present.device)
-                present = torch.where(flip.unsqueeze(1), present[:, torch.from_numpy(MIRROR)], present)
+            if flips is not None:  # class k of a flipped image is class MIRROR[k] of its unflipped mask
+                flip = torch.from_numpy(flips).to(present.device).unsqueeze(1)
+                present = torch.where(flip, present[:, torch.from_numpy(MIRROR)], present)
             allowed = allowed & present.to(device)
         if self.lo == self.hi:
             n = torch.full((B,), self.lo, device=device)
@@ -110,7 +109,22 @@ class FSErasing:
         # A uniform random subset of size n: the n smallest of i.i.d. uniform scores among allowed ids.
         order = _rand((B, NUM_CLASSES), generator, device).masked_fill(~allowed, 2.0).argsort(1)
         first_n = torch.arange(NUM_CLASSES, device=device).expand(B, NUM_CLASSES) < n.unsqueeze(1)
-        return selected.scatter_(1, order, first_n) & allowed
+        return torch.zeros_like(allowed).scatter_(1, order, first_n) & allowed
+
+    def _one_each(self, B: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """One class per image, uniform over ``classes``: a scaled U(0, 1) draw each (on CPU in numpy, the
+        same float32 product and truncation as torch's, without its per-call overhead)."""
+        n = len(self.classes)
+        u = _rand(B, generator, device)
+        if device.type != "cpu":
+            pick = (u * n).long().clamp_(max=n - 1)
+            selected = torch.zeros(B, NUM_CLASSES, dtype=torch.bool, device=device)
+            selected[torch.arange(B, device=device), self._class_ids.to(device)[pick]] = True
+            return selected
+        pick = np.minimum((u.numpy() * np.float32(n)).astype(np.int64), n - 1)
+        selected = np.zeros((B, NUM_CLASSES), bool)
+        selected[np.arange(B), self._class_array[pick]] = True
+        return torch.from_numpy(selected)
 
     def __call__(self, img: torch.Tensor, mask: Any, generator: torch.Generator | None = None) -> torch.Tensor:
         """img ``[C,H,W]`` with mask ``[H,W]``, or a batch ``[B,C,H,W]`` with masks ``[B,H,W]`` (or a list,
