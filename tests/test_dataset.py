@@ -332,7 +332,10 @@ def test_config_normalised(synth_rec, cache, tmp_path):
         assert validate_fse_config(dict(masks=cache, p=0.5))["p"] == 0.5
 
 
-def test_transform_and_repr(synth_rec, cache):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5), transform=lambda x: x * 0)
+def test_transform_repr_and_settings_line(synth_rec, cache, caplog):
+    with caplog.at_level(logging.INFO):  # arcface_torch's init_logging sets the root logger to INFO
+        ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5), transform=lambda x: x * 0)
     assert not ds[0][0].any()
     assert "FSErasing(p=0.5, n_erase=1, classes=all 25" in repr(ds) and "records=72" in repr(ds)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("fse_plugin.dataset", logging.INFO,
+                                                                              repr(ds))]  # reaches training.log
