@@ -28,7 +28,15 @@ NErase = int | tuple[int, int] | list[str]
 
 
 def check_fill(fill: Any, name: str = "fill") -> Fill:
-    """``fill`` if it is one of ``FILLS``, or a finite number as a float; else FSEError naming ``name``."""
+    """``fill`` if it is one of ``FILLS``, or a finite number as a float; else FSEError naming ``name``.
+
+    Example::
+
+        >>> check_fill("random_1"), check_fill(0)
+        ('random_1', 0.0)
+        >>> check_fill("blue", "--fill")
+        FSEError: --fill: unknown fill 'blue'; use one of random, random_1, ... or a number
+    """
     if isinstance(fill, str):
         if fill not in FILLS:
             raise FSEError(f"{name}: unknown fill {fill!r}; use one of {', '.join(FILLS)} or a number")

@@ -20,10 +20,15 @@ __all__ = ["MaskRuns", "erased_pixels"]
 class MaskRuns:
     """B label maps of one size as runs of equal pixels in row-major order, as the mask cache stores
     them (``MaskCache.get_runs``). Erasing a few classes needs only their runs: this form finds their
-    pixels without making the maps (what the dataset passes to ``select_batch`` and ``erase_batch_``).
+    pixels without making the maps (what the dataset passes to ``FSErasing.get_params`` and ``erase``).
 
     runs: one (values, lengths) pair per map, uint8 class ids and lengths (any integer type) whose
     sum is ``height * width``; zero-length runs are allowed.
+
+    Example::
+
+        >>> runs = MaskRuns([cache.get_runs(k) for k in keys], cache.height, cache.width)
+        >>> out = erase(imgs, runs, FSErasing(n_erase=2).get_params(runs))
     """
 
     def __init__(self, runs: Sequence[tuple[np.ndarray, np.ndarray]], height: int, width: int) -> None:

@@ -49,8 +49,9 @@ def erase(img: Images, mask: Any, classes: Any, fill: Fill = "random", generator
     masks = _masks(mask, len(rows), single)
     selected = _selection(classes, len(rows))
     flips = mirrored_rows(mirrored, len(rows))
-    _check_shapes(rows, masks)
-    if not all(r.is_cpu and not r.requires_grad and r.is_contiguous() for r in rows):
+    planes = _planes(rows)
+    _check_shapes(rows if planes is None else planes, masks)
+    if planes is None:
         out = _erase_tensors(rows, masks, selected, fill, generator, flips)
         if not inplace:
             return out[0] if single else out if isinstance(img, torch.Tensor) else list(out)
@@ -62,10 +63,19 @@ def erase(img: Images, mask: Any, classes: Any, fill: Fill = "random", generator
     if not inplace:
         img = img.clone(memory_format=torch.contiguous_format) if isinstance(img, torch.Tensor) else \
             [r.clone(memory_format=torch.contiguous_format) for r in rows]
-        rows = _rows(img)[0]
-    erase_numpy([r.numpy() for r in rows], masks if isinstance(masks, MaskRuns) else [_numpy(m) for m in masks],
-                selected, fill, generator, flips)
+        planes = [r.numpy() for r in _rows(img)[0]]
+    erase_numpy(planes, masks if isinstance(masks, MaskRuns) else [_numpy(m) for m in masks], selected, fill,
+                generator, flips)
     return img
+
+
+def _planes(rows: list[torch.Tensor]) -> list[np.ndarray] | None:
+    """numpy views of the images if each is a contiguous CPU tensor without grad (the numpy engine), else None."""
+    try:
+        planes = [r.numpy() for r in rows]  # refuses CUDA tensors and tensors that require grad
+    except (TypeError, RuntimeError):
+        return None
+    return planes if all(p.flags.c_contiguous for p in planes) else None
 
 
 def _erase_tensors(rows: list[torch.Tensor], masks: Any, selected: np.ndarray, fill: Fill,
@@ -86,17 +96,14 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def _rows(img: Images) -> tuple[list[torch.Tensor], bool]:
-    """The images as a list of [C,H,W] tensors, and whether one image was given."""
-    if isinstance(img, torch.Tensor):
-        if img.dim() not in (3, 4) or not img.is_floating_point():
-            raise FSEError(f"erase: img must be a float [C,H,W] or [B,C,H,W] tensor, got {img.dtype} "
-                           f"{tuple(img.shape)}")
+    """The images as a list of [C,H,W] tensors, and whether one image was given (their dims are checked
+    with the masks)."""
+    if isinstance(img, torch.Tensor) and img.dim() in (3, 4):
         return ([img], True) if img.dim() == 3 else (list(img), False)
-    if isinstance(img, (list, tuple)) and img and all(
-            isinstance(r, torch.Tensor) and r.dim() == 3 and r.is_floating_point() for r in img):
+    if isinstance(img, (list, tuple)) and img and all(isinstance(r, torch.Tensor) for r in img):
         return list(img), False
-    raise FSEError(f"erase: img must be a float tensor or a non-empty list of [C,H,W] float tensors, "
-                   f"got {type(img).__name__}")
+    raise FSEError(f"erase: img must be a float [C,H,W] or [B,C,H,W] tensor or a non-empty list of [C,H,W] "
+                   f"tensors, got {type(img).__name__} {tuple(getattr(img, 'shape', ()))}")
 
 
 def _masks(mask: Any, n: int, single: bool) -> Sequence[Any] | MaskRuns:
@@ -138,8 +145,13 @@ def mirrored_rows(mirrored: Any, n: int, name: str = "erase: mirrored") -> np.nd
     return flips
 
 
-def _check_shapes(rows: list[torch.Tensor], masks: Sequence[Any] | MaskRuns) -> None:
-    for r, img in enumerate(rows):
-        shape = (masks.height, masks.width) if isinstance(masks, MaskRuns) else tuple(masks[r].shape)
-        if shape != tuple(img.shape[1:]):
-            raise FSEError(f"erase: mask shape {shape} does not match image shape {tuple(img.shape)}")
+def _check_shapes(images: list[torch.Tensor] | list[np.ndarray], masks: Sequence[Any] | MaskRuns) -> None:
+    """Each image float [C,H,W] with its mask's [H,W] (tensors, or their numpy views)."""
+    runs_shape = (masks.height, masks.width) if isinstance(masks, MaskRuns) else None
+    for r, x in enumerate(images):
+        floating = x.is_floating_point() if isinstance(x, torch.Tensor) else x.dtype.kind == "f"
+        if x.ndim != 3 or not floating:
+            raise FSEError(f"erase: img must be float [C,H,W] images, got {x.dtype} {tuple(x.shape)}")
+        shape = runs_shape or tuple(masks[r].shape)
+        if shape != tuple(x.shape[1:]):
+            raise FSEError(f"erase: mask shape {shape} does not match image shape {tuple(x.shape)}")
