@@ -35,6 +35,7 @@ from fse_plugin import maskcache, recordio
 from fse_plugin.common import NORM_LUT, FSEError, checks
 from fse_plugin.erasing import FSErasing, MaskRuns, erase
 from fse_plugin.fseconfig import FSEConfig
+from fse_plugin.maskcache.codec import expand_runs
 
 __all__ = ["FSEMXFaceDataset", "validate_fse_config"]
 
@@ -44,6 +45,7 @@ _SLOTS = 1024  # counters per DataLoader worker (+ the main process): exact with
 _LOGGED = 16  # damaged keys remembered per slot, so each is logged once over all workers and epochs
 _MISSING, _DAMAGED = 0, 1
 _KEY, _OFFSET, _LABEL = 0, 1, 2  # rows of the per-record table
+_FEW = 4  # erased samples up to which their masks are expanded whole rather than read as runs
 
 
 def validate_fse_config(fse: Mapping[str, Any], rec_dir: str | Path | None = None) -> dict[str, Any]:
@@ -155,8 +157,8 @@ class FSEMXFaceDataset(Dataset):
                keys: list[int]) -> None:
         """FSErasing of the samples that drew it and have a mask, with one set of draws for them all.
 
-        The masks stay runs (``MaskCache.get_runs``): only the chosen classes' pixels are expanded, and
-        flipped images' masks are read mirrored instead of flipped."""
+        The masks stay runs (``MaskCache.get_runs``): in a batch only the chosen classes' runs are
+        expanded, and flipped images' masks are read mirrored instead of flipped."""
         rows = [b for b, m in masks.items() if m is not None]
         if not rows:
             return
@@ -167,9 +169,12 @@ class FSEMXFaceDataset(Dataset):
                     f"{self.config.masks}: mask of record {keys[b]} is {size[1]}x{size[0]}, its image in "
                     f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
-        runs = MaskRuns([masks[b] for b in rows], *size)
-        selected = self.erasing.get_params(runs, mirrored=flip[rows])
-        erase([samples[b] for b in rows], runs, selected, self.erasing.fill, mirrored=flip[rows], inplace=True)
+        if len(rows) > _FEW:
+            maps = MaskRuns([masks[b] for b in rows], *size)
+        else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
+            maps = [expand_runs(*masks[b], *size) for b in rows]
+        selected = self.erasing.get_params(maps, mirrored=flip[rows])
+        erase([samples[b] for b in rows], maps, selected, self.erasing.fill, mirrored=flip[rows], inplace=True)
 
     def _image(self, key: int, offset: int) -> np.ndarray:
         _, payload = recordio.unpack(self._rec.read_record(offset, key)[0])

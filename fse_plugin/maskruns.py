@@ -33,22 +33,30 @@ class MaskRuns:
 
     def __init__(self, runs: Sequence[tuple[np.ndarray, np.ndarray]], height: int, width: int) -> None:
         self.height, self.width = checks.count(height, "MaskRuns: height"), checks.count(width, "MaskRuns: width")
-        self.counts = np.array([len(v) for v, _ in runs], np.intp)
-        self.values = np.concatenate([np.asarray(v) for v, _ in runs]) if runs else np.zeros(0, np.uint8)
-        self.lengths = np.concatenate([np.asarray(n) for _, n in runs]) if runs else np.zeros(0, np.int64)
+        counts = [len(v) for v, _ in runs]
+        self.counts = np.array(counts, np.intp)
+        self.values = np.concatenate([v for v, _ in runs]) if runs else np.zeros(0, np.uint8)
+        self.lengths = np.concatenate([n for _, n in runs]) if runs else np.zeros(0, np.int64)
         kind = self.lengths.dtype.kind
         if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
                 or (kind == "i" and (self.lengths < 0).any())):
             raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
-        self.ends = np.cumsum(self.lengths, dtype=np.int64)  # where each run ends in the maps laid end to end
         self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs are bounds[i]:bounds[i + 1]
-        covered = np.arange(1, len(runs) + 1, dtype=np.int64) * (self.height * self.width)
-        if len(runs) and ((self.counts == 0).any() or not np.array_equal(self.ends[self.bounds[1:] - 1], covered)):
+        if runs and (0 in counts or not (np.add.reduceat(self.lengths, self.bounds[:-1], dtype=np.int64)
+                                         == self.height * self.width).all()):
             raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
         self._keyed: np.ndarray | None = None
+        self._ends: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Per run, where it ends in the maps laid end to end (int64)."""
+        if self._ends is None:
+            self._ends = np.cumsum(self.lengths, dtype=np.int64)
+        return self._ends
 
     @property
     def keyed(self) -> np.ndarray:

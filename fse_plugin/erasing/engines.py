@@ -24,8 +24,6 @@ from fse_plugin.maskruns import MaskRuns, erased_pixels
 
 __all__ = ["erase_numpy", "erase_torch"]
 
-_FEW = 4  # up to this many images (a single dataset[i]) the runs are expanded into whole maps
-
 
 class _NumpyPixels:
     """``ErasedPixels`` over numpy views: ``flat[r]`` [C, H*W] is erased image r, ``pixels[r]`` its pixels."""
@@ -96,12 +94,9 @@ def _mask_pixels(mask: np.ndarray, selected: np.ndarray, single: int, mirror: bo
 
 def _find(masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
           with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The erased pixels of each of ``rows`` (flat indices, ascending) and, if asked, their classes. Runs of
-    many images are expanded only where selected; a few images' maps are expanded whole (fewer calls)."""
+    """The erased pixels of each of ``rows`` (flat indices, ascending) and, if asked, their classes."""
     if isinstance(masks, MaskRuns):
-        if len(rows) > _FEW:
-            return erased_pixels(masks, selected, rows, mirrored, with_classes)
-        masks = {r: masks.map(r) for r in rows}
+        return erased_pixels(masks, selected, rows, mirrored, with_classes)
     single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
     found = [_mask_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), with_classes) for r in rows]
     return [p for p, _ in found], np.concatenate([c for _, c in found]) if with_classes else None
