@@ -64,7 +64,8 @@ def selections(n: int, seed: int) -> np.ndarray:
 
 
 def mask_runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of equal pixels in row-major order, lengths split at ``cut`` (the cache's uint8 form)."""
+    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's uint8 form:
+    runs cross image rows, equal neighbouring runs occur)."""
     flat = np.asarray(mask).reshape(-1)
     start = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
     lengths = np.diff(start, append=flat.size)
@@ -72,7 +73,7 @@ def mask_runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]
     values = np.repeat(flat[start], pieces)
     split = np.full(values.size, cut, np.int64)
     split[np.cumsum(pieces) - 1] = lengths - cut * (pieces - 1)
-    return values, split.astype(np.uint8)
+    return values, split.astype(np.uint8 if cut <= 255 else np.int64)
 
 
 def write_rec(out: Path, n: int = 24, seed: int = 3) -> tuple[Path, np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from erasing_golden import mask_runs as _runs
 from fse_plugin import synth
 from fse_plugin.common import FSEError
 from fse_plugin.erasing import FILLS, FSErasing, MaskRuns, erase, flip_pair
@@ -301,19 +302,6 @@ def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
     t = FSErasing(n_erase=2, present_only=True)
     assert torch.equal(t.get_params(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
                        t.get_params(flipped_masks, gen(16)))
-
-
-def _runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's uint8 form:
-    runs cross image rows, equal neighbouring runs occur)."""
-    flat = np.asarray(mask).reshape(-1)
-    start = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-    lengths = np.diff(start, append=flat.size)
-    pieces = (lengths + cut - 1) // cut
-    values = np.repeat(flat[start], pieces)
-    split = np.full(values.size, cut, np.int64)
-    split[np.cumsum(pieces) - 1] = lengths - cut * (pieces - 1)
-    return values, split.astype(np.uint8 if cut <= 255 else np.int64)
 
 
 @pytest.fixture(scope="module")
