@@ -125,7 +125,13 @@ def erased_pixels(runs: MaskRuns, selected: np.ndarray, rows: list[int], mirrore
                   with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The pixels to erase in each of ``rows``: their flat indices (ascending) in the shown image (flipped
     where ``mirrored``), and their classes (all rows concatenated) if asked. selected: [B, K] bool.
-    Only the selected classes' runs are expanded."""
+    Only the selected classes' runs are expanded.
+
+    Example::
+
+        >>> pixels, _ = erased_pixels(runs, selected, rows=[0, 2], mirrored=np.zeros(len(runs), bool),
+        ...                           with_classes=False)   # pixels[0]: flat indices erased in image 0
+    """
     b, start, end, value = _selected_runs(runs, selected, mirrored)
     b, shown, length, piece = _shown_pieces(runs, b, start, end, mirrored)
     offsets = np.cumsum(length) - length

@@ -12,7 +12,7 @@ from fse_plugin.fseconfig import Fill, check_fill
 from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES, parse_class_list
 from fse_plugin.maskruns import MaskRuns
 
-__all__ = ["erase", "mirrored_rows"]
+__all__ = ["erase"]
 
 Images = torch.Tensor | Sequence[torch.Tensor]
 
