@@ -210,8 +210,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
     images, issame = ev.load_bin(pack)
     masks = np.load(masks_path_for(pack))
     compare_occlusion(f"[occlusion pack] {label}, {n_pairs} pairs", n_pairs, "pair",
-                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, regions[:k], seed=0,
-                                                       batch_size=batch_size, progress=False),
+                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, ev.OcclusionSettings(
+                          regions[:k], seed=0, batch_size=batch_size, progress=False)),
                       lambda k=None: per_region_occlusion(models, images, issame, masks, regions[:k], batch_size), reps)
 
     n_ids = max(2, n_pairs // 4)  # 2 templates x 2 media x 2 images per identity: 4 probe images each
@@ -220,8 +220,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
     compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images", probes, "probe",
-                      lambda k=None: ev.occlusion_ijb(models, meta, masks, regions[:k], 1e-1, seed=0,
-                                                      batch_size=batch_size, progress=False),
+                      lambda k=None: ev.occlusion_ijb(models, meta, masks, ev.OcclusionSettings(
+                          regions[:k], seed=0, batch_size=batch_size, progress=False), 1e-1),
                       lambda k=None: per_region_occlusion_ijb(models, meta, masks, regions[:k], batch_size, 1e-1),
                       reps)
 

@@ -5,7 +5,7 @@ from badinput import assert_user_error, run_fse
 
 CASES = [
     ("unknown command", ["nope"], ["nope"]),
-    ("unknown flag", ["cam", "--pack", "p.bin", "--out", "o", "--bogus"], ["--bogus"]),
+    ("unknown flag", ["cam", "--pack", __file__, "--out", "o", "--bogus"], ["--bogus"]),  # a pack that exists
     ("missing action", ["cache"], ["ACTION"]),
     ("missing required flag", ["eval", "occlusion"], ["--pack"]),
 ]
@@ -63,3 +63,5 @@ def test_library_logging_reaches_stderr(monkeypatch):
     monkeypatch.setattr(synth, "run", _command_that(lambda: say("wrote 3 faces")))
     result = run_fse(["synth", "--out", "unused"])
     assert result.rc == 0 and result.lines == ["wrote 3 faces"]
+    log = logging.getLogger("fse_plugin")  # as it was: arcface_torch's training.log gets the messages
+    assert log.propagate and not log.handlers and log.level == logging.NOTSET

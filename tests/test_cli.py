@@ -3,6 +3,7 @@ import argparse
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,11 +63,13 @@ def test_one_spelling_per_flag():
 
 
 @pytest.mark.parametrize("argv, dest, value", [
-    (["cam", "--bin", "x.bin", "--out", "o"], "pack", "x.bin"),
-    (["cam", "--rec", "r", "--out", "o", "--num-features", "128", "--chunk", "4", "--groups", "8"],
-     "embedding_size", 128),
-    (["eval", "verification", "--fp16"], "amp", True),
-    (["eval", "ijb", "--root", "r", "--target", "IJBB"], "ijb_set", "IJBB"),
+    (["cam", "--bin", __file__, "--out", "o"], "pack", Path(__file__)),  # cam checks that its files exist
+    (["cam", "--rec", str(Path(__file__).parent), "--out", "o", "--num-features", "128", "--chunk", "4", "--groups",
+      "8", "--amp"], "embedding_size", 128),
+    (["eval", "verification", "--fp16"], "precision", "fp16"),
+    (["eval", "verification", "--amp"], "precision", "fp16"),
+    (["eval", "ijb", "--root", ".", "--target", "IJBB"], "ijb_set", "IJBB"),
+    (["eval", "ijb", "--root", ".", "--fars", "0.1"], "far", [0.1]),
     (["cache", "build", "--rec", "r", "--from-labels", "l", "--workers", "3"], "num_workers", 3),
     (["synth", "--workers", "1"], "num_workers", 1),
 ])

@@ -480,8 +480,8 @@ def test_occlusion_pack_equals_per_region_reference(pack):
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
     models = {"a": small_model(3), "b": small_model(4)}
     regions = ev.occlusion_regions("nose,headwear,left_eye,mouth", "eyes=right_eye,left_eye")
-    report = ev.occlusion_pack(models, images, issame, masks, regions, fill="random", seed=5, batch_size=7,
-                               progress=False)
+    settings = ev.OcclusionSettings(regions, fill="random", seed=5, batch_size=7, progress=False)
+    report = ev.occlusion_pack(models, images, issame, masks, settings)
     assert [r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"] and report.skipped == ["headwear"]
     x = torch.stack([to_input(im) for im in images])
     for name, model in models.items():
@@ -512,8 +512,8 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
     masks = ev.open_masks(ijb_masks, len(meta.names))
     model = small_model(5)
     regions = [("nose", [10]), ("glasses", [23]), ("eyes", [11, 12])]
-    report = ev.occlusion_ijb({"m": model}, meta, masks, regions, far=1e-1, fill="random", seed=2, batch_size=3,
-                              progress=False)
+    settings = ev.OcclusionSettings(regions, fill="random", seed=2, batch_size=3, progress=False)
+    report = ev.occlusion_ijb({"m": model}, meta, masks, settings, far=1e-1)
     clean = ev.evaluate_ijb(model, meta, batch_size=10, fars=[1e-1], progress=False).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
     assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"
@@ -645,19 +645,6 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
 
 
-def test_config_errors(tmp_path, capsys):
-    """User errors are one line on stderr, exit status 2, naming the file/key."""
-    cfg = tmp_path / "cfg.py"
-    cfg.write_text("config = dict(network='tiny', fse_eval=dict(batch_sise=3))\n")
-    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
-    assert "config.fse_eval has unknown keys ['batch_sise']" in capsys.readouterr().err
-    cfg.write_text("config = dict(network='tiny', output=None)\n")
-    assert cli_main(["eval", "verification", "--config", str(cfg), "--pack", "x.bin"]) == 2
-    assert "no weights - pass --weights" in capsys.readouterr().err
-    assert cli_main(["eval", "verification", "--targets", "lfw", "--weights", "m.pt"]) == 2
-    assert "--targets names packs in --data-dir" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------------------------------- arcface_torch networks
 
 def test_upstream_warning_shown_once_per_run(small_bin, tmp_path):
@@ -729,3 +716,17 @@ def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, t
     assert doc["model"]["network"] == "r18" and doc["model"]["weights"] == str(Path("work_dirs/fse_r18/model.pt"))
     expect = ev.evaluate_pack(net, small_bin, 20, progress=False).accuracy
     assert _accuracy(tmp_path / "flags") == _accuracy(tmp_path / "config") == expect
+
+
+def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb_masks, scripted, tmp_path):
+    """The config.fse_eval that eval_ijbc.py reads means the same to `fse eval ijb --config`."""
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"config = dict(network='torchscript', embedding_size=64, output=None, fse_eval=dict("
+                   f"occlusion=dict(classes='nose', groups='none', far=0.1), masks={str(ijb_masks)!r}))\n")
+    out = tmp_path / "out"
+    assert cli_main(["eval", "ijb", "--config", str(cfg), "--root", str(ijb_root), "--weights", str(scripted),
+                     "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    tar = json.loads((out / "ijbc_results.json").read_text())["tar"]
+    occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
+    assert occlusion["rows"][0]["region"] == "nose" and occlusion["metric"] == "TAR@FAR=0.1 (%)"
+    assert occlusion["clean"]["cheap"] == pytest.approx(tar[-1] * 100)  # FAR 0.1 is the table's last column

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fse_plugin.backbone.networks import build_network
-from fse_plugin.common import FSEError, unwrapped_key
+from fse_plugin.common import FSEError, checks, unwrapped_key
 
 __all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoint"]
 
@@ -145,6 +145,7 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
     if weights is None:
         raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised network says "
                               "nothing - pass the checkpoint (arcface_torch's model.pt)")
+    checks.count(embedding_size, "embedding_size")
     if network == "torchscript":
         return _torchscript(weights, map_location), None
     model = build_network(network, embedding_size, arcface_dir, config_path)

@@ -18,16 +18,18 @@ Modules, in the order data flows:
 - ``regions``: ``fs_cam`` and ``region_ablation``
 - ``rise``, ``group_cam``: ``RISE`` and ``GroupCAM`` (a pytorch-grad-cam ``BaseCAM``)
 - ``pixel``: every pixel CAM by name, aggregated per region; ``methods``: all methods by name
-- ``stats``: per-region means and intervals, two models compared
+- ``stats``: per-region means and intervals (``RegionStats``), two models compared
+- ``results``: what ``explain`` returns (``Explanation``: ``MethodResult`` per model and method)
+- ``settings``: ``ExplainSettings``, how ``explain`` runs and writes
 - ``plots``, ``report``: pictures, CSV/JSON and the report page
-- ``data``: pack pairs or rec images with their masks
+- ``sources``: pack pairs or rec images with their masks (``load_pack``, ``load_rec``)
 - ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
-- ``evaluation_glue``: ``fse eval ... --fscam``; ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
+- ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
+  eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
 """
 from fse_plugin.cam.callback import FSCAMCallback
 from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model
-from fse_plugin.cam.data import load_pack, load_rec
-from fse_plugin.cam.evaluation_glue import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
+from fse_plugin.cam.evaluated_pairs import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
 from fse_plugin.cam.explain import explain, explain_bin, explain_pairs, explain_rec
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks, batched_forward
 from fse_plugin.cam.methods import METHODS, parse_methods, run_method
@@ -35,17 +37,21 @@ from fse_plugin.cam.pixel import (GRADIENT_METHODS, PIXEL_METHODS, aggregate_per
                                   make_pixel_cam, pixel_cam, resolve_layer, run_pixel_cam)
 from fse_plugin.cam.plots import overlay, overlay_grid_figure, overlay_strip, plot_overlay_grid, plot_region_bars
 from fse_plugin.cam.regions import REGION_METHODS, fs_cam, normalise_scores, paint, region_ablation
+from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
 from fse_plugin.cam.rise import RISE
-from fse_plugin.cam.stats import compare_stats, region_mean, region_stats
+from fse_plugin.cam.settings import ExplainSettings
+from fse_plugin.cam.sources import PackPairs, RecImages, load_pack, load_rec
+from fse_plugin.cam.stats import RegionStats, compare_stats, region_mean, region_stats
 from fse_plugin.cam.targets import (TARGETS, ClassTarget, EmbeddingTarget, Target, identity_target, pair_target,
                                     resolve_target, self_target)
 
 __all__ = [
     "FSCAMCallback",
     "ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model",
-    "load_pack", "load_rec",
+    "PackPairs", "RecImages", "load_pack", "load_rec",
     "fscam_ijb", "fscam_pack", "fscam_pairs", "ijb_fscam_rows",
-    "explain", "explain_bin", "explain_pairs", "explain_rec",
+    "ExplainSettings", "explain", "explain_bin", "explain_pairs", "explain_rec",
+    "Explanation", "MethodResult", "MethodStats", "RegionValues",
     "IGNORE", "as_input", "as_masks", "batched_forward",
     "METHODS", "parse_methods", "run_method",
     "GRADIENT_METHODS", "PIXEL_METHODS", "aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam",
@@ -53,7 +59,7 @@ __all__ = [
     "overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid", "plot_region_bars",
     "REGION_METHODS", "fs_cam", "normalise_scores", "paint", "region_ablation",
     "RISE", "GroupCAM",
-    "compare_stats", "region_mean", "region_stats",
+    "RegionStats", "compare_stats", "region_mean", "region_stats",
     "TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target", "pair_target", "resolve_target",
     "self_target",
 ]

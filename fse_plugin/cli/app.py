@@ -76,15 +76,23 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def _configure_logging(quiet: bool) -> None:
-    """The ``fse_plugin`` loggers print their messages as they are, to stderr (warnings only with --quiet)."""
+@contextmanager
+def _logging_to_stderr(quiet: bool) -> Iterator[None]:
+    """While a command runs, the ``fse_plugin`` loggers print their messages as they are, to stderr
+    (warnings only with --quiet); afterwards the logger is as it was (``main`` may run in-process)."""
     log = logging.getLogger("fse_plugin")
-    if not any(isinstance(h, _Stderr) for h in log.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    saved = log.level, log.propagate
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
 
 
 @contextmanager
@@ -116,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help()
         return 2
     debug = args.debug or os.environ.get("FSE_DEBUG", "") not in ("", "0")
-    _configure_logging(bool(getattr(args, "quiet", False)))
-    with _interrupts_counted() as interrupts:
+    with _interrupts_counted() as interrupts, _logging_to_stderr(bool(getattr(args, "quiet", False))):
         try:
             with _each_warning_once():
                 status = int(args.run(args) or 0)

@@ -14,12 +14,12 @@ from fse_plugin.evaluation.config import config_file, config_weights, load_confi
 from fse_plugin.evaluation.embed import embed, fuse_views
 from fse_plugin.evaluation.errors import MetaError, PackError
 from fse_plugin.evaluation.ijb import IJB_FARS, IJBFaces, IJBMeta, IJBResult, evaluate_ijb, pair_scores, read_ijb_meta
-from fse_plugin.evaluation.ijb import template_features
+from fse_plugin.evaluation.ijb import roc_colours, template_features
 from fse_plugin.evaluation.masks import CacheMasks, open_masks, predict_ijb_masks, stack_masks
-from fse_plugin.evaluation.occlusion import (DEFAULT_GROUPS, RegionErasing, occlusion_ijb, occlusion_pack,
-                                             occlusion_regions, parse_groups)
+from fse_plugin.evaluation.occlusion import (DEFAULT_GROUPS, OcclusionSettings, RegionErasing, occlusion_fill,
+                                             occlusion_ijb, occlusion_pack, occlusion_regions, parse_groups)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, write_occlusion_report
-from fse_plugin.evaluation.packs import load_bin, select_pairs
+from fse_plugin.evaluation.packs import load_bin, pack_pairs, select_pairs
 from fse_plugin.evaluation.tables import format_table
 from fse_plugin.evaluation.verification import (PACK_NAMES, VerificationResult, evaluate_embeddings, evaluate_pack,
                                                 far_threshold, val_at_far)
@@ -28,11 +28,13 @@ __all__ = [
     "config_file", "config_weights", "load_config",
     "embed", "fuse_views",
     "MetaError", "PackError",
-    "IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "template_features",
+    "IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",
+    "template_features",
     "CacheMasks", "open_masks", "predict_ijb_masks", "stack_masks",
-    "DEFAULT_GROUPS", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups",
+    "DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_fill", "occlusion_ijb", "occlusion_pack",
+    "occlusion_regions", "parse_groups",
     "OcclusionReport", "write_occlusion_report",
-    "load_bin", "select_pairs",
+    "load_bin", "pack_pairs", "select_pairs",
     "format_table",
     "PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold", "val_at_far",
 ]

@@ -1,7 +1,6 @@
 """Embedding aligned faces as the protocols need them: image and horizontally flipped image, un-normalised."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -11,7 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from fse_plugin.common import autocast, resolve_device, to_input
+from fse_plugin.common import FSEError, checks, mixed_precision, resolve_device, to_input
+from fse_plugin.common.runtime import PRECISIONS
 
 __all__ = ["FaceImages", "batch_loader", "embed", "embed_batch", "fuse_views", "prepare_model"]
 
@@ -42,19 +42,20 @@ class FaceImages(Dataset):
         return x, index
 
 
-def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, fp16: bool = False,
+def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision: str = "fp32",
                 embedding_size: int | None = None) -> np.ndarray:
     """float32 [V, B, D] of one batch already on the model's device: V=2 (image, flipped image) if ``flip``."""
     views = (x, torch.flip(x, dims=[3])) if flip else (x,)
     feats = []
     for v in views:
-        with autocast(x.device, fp16 and x.device.type == "cuda", torch.float16):
+        with mixed_precision(x.device, precision):
             f = model(v)
         if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(v):
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ValueError(f"model output {shape} for a batch of {len(v)}: expected [batch, embedding_size]")
+            raise FSEError(f"model output {shape} for a batch of {len(v)}: expected [batch, embedding_size]")
         if embedding_size is not None and f.shape[1] != embedding_size:
-            raise ValueError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}")
+            raise FSEError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}: "
+                           "pass the --embedding-size the model was trained with")
         feats.append(f.float().cpu().numpy())
     return np.stack(feats)
 
@@ -65,37 +66,41 @@ def batch_loader(dataset: Dataset, batch_size: int, device: torch.device, num_wo
                       pin_memory=device.type == "cuda")
 
 
-def prepare_model(model: nn.Module, device: str | torch.device, fp16: bool) -> torch.device:
-    """The device resolved, the model moved there in eval mode; a note if fp16 cannot apply."""
-    device = resolve_device(device)
-    if fp16 and device.type != "cuda":
-        warnings.warn("fp16 autocast applies to CUDA only; running in float32 on CPU")
+def prepare_model(model: nn.Module, device: str | torch.device, precision: str = "fp32") -> torch.device:
+    """The device resolved (one this machine has) and the model moved there in eval mode; the precision checked
+    (fp16 autocast on a CPU is slow or missing, so it is refused there)."""
+    device = resolve_device(device, "device")
+    checks.choice(precision, "precision", PRECISIONS)
+    if precision == "fp16" and device.type != "cuda":
+        raise FSEError("precision fp16 autocasts on CUDA only; use fp32 or bf16 on a CPU")
     model.to(device).eval()
     return device
 
 
 @torch.no_grad()
 def embed(model: nn.Module, images: np.ndarray | Dataset, batch_size: int = 64, device: str | torch.device = "cpu",
-          flip: bool = True, fp16: bool = False, num_workers: int = 0, embedding_size: int | None = None,
+          flip: bool = True, precision: str = "fp32", num_workers: int = 0, embedding_size: int | None = None,
           progress: bool = True, desc: str = "embed") -> np.ndarray:
     """Un-normalised embeddings float32 [V, N, D]: V=2 (image, horizontally flipped image) if ``flip``, else 1.
 
-    ``images`` is uint8 NHWC RGB or a Dataset of (normalised CHW tensor, index). ``fp16`` autocasts on CUDA
-    (ignored on CPU, where half convolutions are slow or missing).
+    ``images`` is uint8 NHWC RGB or a Dataset of (normalised CHW tensor, index). ``precision``: 'fp32', or
+    autocast to 'bf16' / 'fp16' (CUDA only).
     """
+    checks.count(batch_size, "batch_size")
+    checks.count(num_workers, "num_workers", minimum=0)
     dataset = images if isinstance(images, Dataset) else FaceImages(images)
-    device = prepare_model(model, device, fp16)
+    device = prepare_model(model, device, precision)
     out: np.ndarray | None = None
     for x, index in tqdm(batch_loader(dataset, batch_size, device, num_workers), desc=desc, unit="batch",
                          disable=not progress, leave=False):
-        views = embed_batch(model, x.to(device, non_blocking=True), flip, fp16, embedding_size)
+        views = embed_batch(model, x.to(device, non_blocking=True), flip, precision, embedding_size)
         if out is None:
             out = np.zeros((len(views), len(dataset), views.shape[2]), dtype=np.float32)
         elif views.shape[2] != out.shape[2]:
             raise ValueError(f"model output size changed from {out.shape[2]} to {views.shape[2]}")
         out[:, index.numpy()] = views
     if out is None:
-        raise ValueError("nothing to embed: no images")
+        raise FSEError("nothing to embed: no images")
     return out
 
 

@@ -2,8 +2,9 @@
 faceness score, averaged per media, summed per template, L2-normalised; a cosine score per template pair; TAR at
 each FAR from sklearn's ROC. Same arithmetic in the same order as upstream, so the scores agree to the last bit.
 
-Differences, and why: faces are aligned by ``fse_plugin.align`` (Umeyama least squares, the same template) instead
-of skimage; the three meta files are checked against each other (upstream silently pairs rows by position).
+Faces are aligned as upstream aligns them (scikit-image's similarity transform estimated in float32 onto the
+template built as upstream builds it), so the aligned pixels are upstream's too. The difference, and why: the three
+meta files are checked against each other (upstream silently pairs rows by position).
 """
 from __future__ import annotations
 
@@ -19,16 +20,24 @@ import torch
 from sklearn.metrics import auc, roc_curve
 from torch import nn
 
-from fse_plugin.align import align_image
 from fse_plugin.evaluation.embed import FaceImages, embed
+from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
+from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
 from fse_plugin.evaluation.tables import format_table
 
 __all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
-           "pair_scores", "read_ijb_meta", "tar_at_far", "template_features"]
+           "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """FAR points of upstream's IJB table."""
+
+_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
+                      [62.7299, 92.2041]], dtype=np.float32)
+_TEMPLATE[:, 0] += 8.0
+"""The ArcFace 5-point template as eval_ijbc.py builds it (float32, x shifted in float32): it differs from
+``align.ARCFACE_TEMPLATE`` in the last bits, and skimage estimates in the points' float32, so this is what gives
+upstream's aligned pixels."""
 
 
 @dataclass
@@ -149,8 +158,8 @@ def _read_pairs(files: dict[str, Path], templates: np.ndarray) -> np.ndarray:
 def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
     """Read and cross-check ``meta/{t}_face_tid_mid.txt``, ``{t}_template_pair_label.txt`` and
     ``{t}_name_5pts_score.txt`` of an IJB-B/C root (``target`` IJBB or IJBC)."""
-    if target.upper() not in ("IJBB", "IJBC"):
-        raise ValueError(f"target must be IJBB or IJBC, got {target!r}")
+    if not isinstance(target, str) or target.upper() not in ("IJBB", "IJBC"):
+        raise FSEError(f"IJB target must be IJBB or IJBC, got {target!r}")
     files = _meta_files(root, target)
     for what, path in files.items():
         if not path.is_file():
@@ -162,28 +171,33 @@ def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
 
 
 class IJBFaces(FaceImages):
-    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points; keys are meta rows."""
+    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points, as eval_ijbc.py aligns them;
+    keys are meta rows."""
 
     def __init__(self, meta: IJBMeta, keys: Sequence[int] | None = None, masks: Any = None,
-                 transform: Callable | None = None, size: int = 112) -> None:
+                 transform: Callable | None = None) -> None:
         super().__init__(None, masks, transform, keys if keys is not None else np.arange(len(meta.names)))
         self.meta = meta
-        self.size = size
 
     def image(self, key: int) -> np.ndarray:
+        from skimage.transform import SimilarityTransform
         path = self.meta.image_dir / self.meta.names[key]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        where = f"row {key + 1} of {self.meta.files['name_5pts_score']}"
         if img is None:
-            raise MetaError(f"{path}: missing or undecodable image (row {key + 1} of "
-                            f"{self.meta.files['name_5pts_score']})")
-        return align_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.meta.points5[key], self.size)
+            raise MetaError(f"{path}: missing or undecodable image ({where})")
+        transform = SimilarityTransform.from_estimate(self.meta.points5[key], _TEMPLATE)
+        if not transform:
+            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an alignment")
+        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0), cv2.COLOR_BGR2RGB)
 
 
 def ijb_image_features(model: nn.Module, meta: IJBMeta, batch_size: int = 128, device: str | torch.device = "cpu",
-                       fp16: bool = False, num_workers: int = 0, embedding_size: int | None = None,
+                       precision: str = "fp32", num_workers: int = 0, embedding_size: int | None = None,
                        progress: bool = True, desc: str = "IJB") -> np.ndarray:
     """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream."""
-    views = embed(model, IJBFaces(meta), batch_size, device, True, fp16, num_workers, embedding_size, progress, desc)
+    views = embed(model, IJBFaces(meta), batch_size, device, True, precision, num_workers, embedding_size, progress,
+                  desc)
     return image_features(views, meta.faceness)
 
 
@@ -257,13 +271,22 @@ def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Sequence[float] = I
     return _tar_at(fpr, tpr, fars), roc_auc
 
 
+def roc_colours(n_colours: int, colour_map: str) -> list[tuple[float, float, float]]:
+    """``n_colours`` RGB colours spread over a matplotlib colour map, as menpo's ``sample_colours_from_colourmap``
+    gives them: what the patched eval_ijbc.py colours its ROC curves with when menpo (unmaintained, built from an
+    sdist) is not installed."""
+    import matplotlib
+    cmap = matplotlib.colormaps[colour_map]
+    return [tuple(cmap(i / n_colours)[:3]) for i in range(n_colours)]
+
+
 def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path, title: str) -> Path:
     """Upstream's ROC figure (log FPR 1e-6..0.1, TPR 0.3..1, AUC in the legend) of the flipped curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig = plt.figure()
-    plt.plot(fpr, tpr, color=plt.get_cmap("Set2")(0.0), lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
+    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
     plt.xlim([10 ** -6, 0.1])
     plt.ylim([0.3, 1.0])
     plt.grid(linestyle="--", linewidth=1)
@@ -274,8 +297,7 @@ def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path:
     plt.ylabel("True Positive Rate")
     plt.title(title)
     plt.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    atomic_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -301,12 +323,13 @@ class IJBResult:
 
 def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: str = "IJBC",
                  out_dir: str | os.PathLike | None = None, name: str = "model", batch_size: int = 128,
-                 device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
+                 device: str | torch.device = "cpu", precision: str = "fp32", num_workers: int = 0,
                  embedding_size: int | None = None, fars: Sequence[float] = IJB_FARS,
                  progress: bool = True) -> IJBResult:
     """IJB-B/C 1:1 verification; with ``out_dir``, saves ``<target>.npy`` scores (as upstream) and a ROC PNG."""
+    fars = [checks.open_fraction(f, "fars") for f in fars]
     meta = root if isinstance(root, IJBMeta) else read_ijb_meta(root, target)
-    feats = ijb_image_features(model, meta, batch_size, device, fp16, num_workers, embedding_size, progress,
+    feats = ijb_image_features(model, meta, batch_size, device, precision, num_workers, embedding_size, progress,
                                meta.target)
     tfeats, unique_templates = template_features(feats, meta.templates, meta.medias)
     scores = pair_scores(tfeats, unique_templates, meta.p1, meta.p2)
@@ -316,8 +339,7 @@ def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: st
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.scores_path = str(out_dir / f"{meta.target.lower()}.npy")
-        np.save(result.scores_path, scores)
+        result.scores_path = str(atomic_npy(out_dir / f"{meta.target.lower()}.npy", scores))
         result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name, out_dir / f"{meta.target.lower()}_roc.png",
                                         f"ROC on {meta.target}"))
     return result

@@ -12,7 +12,7 @@ model, batch size and worker count sees the same erased probes.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,15 +22,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fse_plugin import labels
-from fse_plugin.common import to_input
-from fse_plugin.erasing import check_fill, erase
+from fse_plugin.common import FSEError, checks, to_input
+from fse_plugin.erasing import FILLS, check_fill, erase
 from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
                                        template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
 from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
 
-__all__ = ["DEFAULT_GROUPS", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups"]
+__all__ = ["DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_fill", "occlusion_ijb",
+           "occlusion_pack", "occlusion_regions", "parse_groups"]
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
@@ -62,13 +63,20 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
                 continue
             name, sep, classes = part.partition("=")
             if not sep or not name.strip() or not classes.strip():
-                raise ValueError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
+                raise FSEError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
             if name.strip() in items:
-                raise ValueError(f"group {name.strip()!r} given twice")
+                raise FSEError(f"group {name.strip()!r} given twice")
             items[name.strip()] = classes
         spec = items
     return {name: labels.parse_class_list(classes if isinstance(classes, str) else list(classes))
             for name, classes in spec.items()}
+
+
+def occlusion_fill(fill: Any, name: str = "fill") -> str | float:
+    """A fill of the benchmark: a mode of ``erasing.FILLS`` or a constant in the normalised [-1, 1] space."""
+    if isinstance(fill, str):
+        return checks.choice(fill, name, FILLS)
+    return checks.number(fill, name, -1.0, 1.0)
 
 
 def occlusion_regions(classes: str | Sequence[str | int] | None = None,
@@ -78,9 +86,33 @@ def occlusion_regions(classes: str | Sequence[str | int] | None = None,
     taken = {r for r, _ in regions}
     for name, ids in parse_groups(groups).items():
         if name in taken:
-            raise ValueError(f"group name {name!r} is also a class name")
+            raise FSEError(f"group name {name!r} is also a class name")
         regions.append((name, ids))
     return regions
+
+
+@dataclass(frozen=True)
+class OcclusionSettings:
+    """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
+    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embedding_size`` (checked) is
+    one size or one per model name; ``precision`` autocasts on CUDA."""
+    regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
+    fill: Any = "random"
+    seed: int = 0
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    precision: str = "fp32"
+    num_workers: int = 0
+    embedding_size: Sizes = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            raise FSEError("regions: nothing to erase; name classes or groups")
+        occlusion_fill(self.fill)
+        checks.count(self.seed, "seed", minimum=0)
+        checks.count(self.batch_size, "batch_size")
+        checks.count(self.num_workers, "num_workers", minimum=0)
 
 
 class RegionErasing:
@@ -94,7 +126,7 @@ class RegionErasing:
 
     def __call__(self, img: torch.Tensor, mask: np.ndarray | None, key: int) -> torch.Tensor:
         if mask is None:
-            raise ValueError(f"image {key}: no mask to erase {self!r} with")
+            raise FSEError(f"image {key}: no mask to erase {self!r} with")
         seed = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
@@ -118,7 +150,7 @@ def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray
     for i, k in enumerate(keys):
         mask = masks[int(k)]
         if mask is None:
-            raise ValueError(f"image {k}: no mask")
+            raise FSEError(f"image {k}: no mask in the mask source")
         presence[i] = np.bincount(np.asarray(mask).ravel(), minlength=256)[:labels.NUM_CLASSES] > 0
     present = [_Region(name, ids, np.flatnonzero(presence[:, ids].any(1))) for name, ids in regions]
     return [r for r in present if len(r.positions)], [r.name for r in present if not len(r.positions)]
@@ -164,18 +196,18 @@ def _size_of(embedding_size: Sizes, model: str) -> int | None:
 
 @torch.no_grad()
 def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
-                  device: str | torch.device, fp16: bool, num_workers: int,
+                  device: str | torch.device, precision: str, num_workers: int,
                   progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
     Each batch is erased once and embedded by every model."""
-    device = [prepare_model(model, device, fp16) for model in models.values()][0]  # the same for all
+    device = [prepare_model(model, device, precision) for model in models.values()][0]  # the same for all
     loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
     for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
         for m, model in models.items():
-            parts[m].append(embed_batch(model, x, True, fp16, _size_of(embedding_size, m)))
+            parts[m].append(embed_batch(model, x, True, precision, _size_of(embedding_size, m)))
         region = int(dataset.items[int(index[0]), 0])
         if int(index[-1]) + 1 == dataset.ends[region]:
             yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
@@ -184,10 +216,11 @@ def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedd
 
 def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
                     clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
-                    embedding_size: Sizes, batch_size: int, device: str | torch.device, fp16: bool, num_workers: int,
-                    progress: bool) -> list[OcclusionRow]:
+                    settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
-    for r, views in _erased_views(models, dataset, embedding_size, batch_size, device, fp16, num_workers, progress):
+    s = settings
+    for r, views in _erased_views(models, dataset, s.embedding_size, s.batch_size, s.device, s.precision, s.num_workers,
+                                  s.progress):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
         rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
@@ -196,24 +229,23 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
 
 
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-                   regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
-                   device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
-                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True,
+                   settings: OcclusionSettings | None = None, folds: int = 10, name: str = "pack",
                    clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
-    """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
+    """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of every pair.
 
-    ``embedding_size`` (checked) is one size or one per model name. ``clean_views``: per model name, what
-    ``embed`` (with flips, this batch size and device) already gave for ``images``, so they are not embedded again.
+    ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already gave for
+    ``images``, so they are not embedded again.
     """
+    s = settings or OcclusionSettings()
     keys = np.arange(1, len(images), 2)
-    present, skipped = _plan(regions, masks, keys)
+    present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
     emb = {m: fuse_views(clean_views[m] if m in clean_views else
-                         embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
-                               progress, f"{m} clean")) for m, model in models.items()}
+                         embed(model, images, s.batch_size, s.device, True, s.precision, s.num_workers,
+                               _size_of(s.embedding_size, m), s.progress, f"{m} clean")) for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
-        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, n_folds)[0])) * 100
+        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, folds)[0])) * 100
 
     def score(m: str, region: _Region, views: np.ndarray) -> float:
         probes = emb[m][1::2].copy()
@@ -223,10 +255,9 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     clean = {m: accuracy(m, emb[m][1::2]) for m in models}
     rows = []
     if present:
-        dataset = ErasedProbes(images[1::2], keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, fill, seed, len(keys))
+        dataset = ErasedProbes(images[1::2], keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, s.fill, s.seed, len(keys))
 
 
 class _Uint8Faces(Dataset):
@@ -254,16 +285,22 @@ def _aligned(meta: IJBMeta, rows: np.ndarray, batch_size: int, num_workers: int,
     return out
 
 
-def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, regions: Sequence[tuple[str, list[int]]],
-                  far: float = 1e-4, fill: Any = "random", seed: int = 0, batch_size: int = 128,
-                  device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
-                  embedding_size: Sizes = None, progress: bool = True) -> OcclusionReport:
+def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
+                  settings: OcclusionSettings | None = None, far: float = 1e-4,
+                  clean_features: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
     """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
-    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2."""
+    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2.
+
+    ``clean_features``: per model name, the image features (image + flip) x faceness already computed for every
+    meta row (what eval_ijbc.py holds after its table), so they are not computed again.
+    """
+    s = settings or OcclusionSettings()
     keys = meta.probe_rows()
-    present, skipped = _plan(regions, masks, keys)
-    feats = {m: ijb_image_features(model, meta, batch_size, device, fp16, num_workers, _size_of(embedding_size, m),
-                                   progress, f"{m} clean") for m, model in models.items()}
+    present, skipped = _plan(s.regions, masks, keys)
+    clean_features = clean_features or {}
+    feats = {m: clean_features[m] if m in clean_features else
+             ijb_image_features(model, meta, s.batch_size, s.device, s.precision, s.num_workers,
+                                _size_of(s.embedding_size, m), s.progress, f"{m} clean") for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
@@ -279,9 +316,8 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, re
              for m in models}
     rows = []
     if present:
-        images = _aligned(meta, keys, batch_size, num_workers, progress)
-        dataset = ErasedProbes(images, keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, fill, seed,
+        images = _aligned(meta, keys, s.batch_size, s.num_workers, s.progress)
+        dataset = ErasedProbes(images, keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, s.fill, s.seed,
                            len(keys))

@@ -20,6 +20,7 @@ import torch
 from sklearn.model_selection import KFold
 from torch import nn
 
+from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.embed import embed, fuse_views
 from fse_plugin.evaluation.packs import load_bin
 
@@ -38,7 +39,8 @@ def _folds(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if n_folds <= 1:  # upstream LFold: one "fold" trained and tested on everything
         return [(indices, indices)]
     if n < n_folds:
-        raise ValueError(f"{n} pairs cannot be split into {n_folds} folds")
+        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a pack needs at least "
+                       "as many pairs as folds")
     return list(KFold(n_splits=n_folds, shuffle=False).split(indices))
 
 
@@ -156,9 +158,11 @@ class VerificationResult:
 def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10, name: str = "pack",
                         far_target: float = 1e-3) -> VerificationResult:
     """The .bin protocol on un-normalised embeddings [V, 2P, D] (pairs are rows 2i, 2i+1)."""
+    checks.count(n_folds, "n_folds", minimum=2)
+    checks.open_fraction(far_target, "far_target")
     views = np.asarray(views)
     if views.ndim != 3 or views.shape[1] != 2 * len(issame):
-        raise ValueError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
+        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
                          f"got {views.shape}")
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
@@ -169,16 +173,17 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
 
 
 def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray], batch_size: int = 64,
-                  device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10,
+                  device: str | torch.device = "cpu", precision: str = "fp32", n_folds: int = 10,
                   embedding_size: int | None = None, name: str | None = None,
                   progress: bool = True) -> VerificationResult:
     """Load (or take) a pack, embed image + flip, and run the protocol."""
+    checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
         images, issame = pack
         name = name or "pack"
     else:
         images, issame = load_bin(pack)
         name = name or Path(pack).stem
-    views = embed(model, images, batch_size, device, True, fp16, embedding_size=embedding_size, progress=progress,
+    views = embed(model, images, batch_size, device, True, precision, embedding_size=embedding_size, progress=progress,
                   desc=name)
     return evaluate_embeddings(views, issame, n_folds, name)

@@ -59,7 +59,7 @@ def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, single_
 
 def score_model(model: nn.Module, probes: ProbeSet, device: str = "cpu", batch_size: int = 64) -> dict[str, float]:
     """Accuracy (%) of one model on every probe of the set (see the module docstring for the names)."""
-    from fse_plugin.evaluation import embed, evaluate_embeddings, occlusion_pack
+    from fse_plugin.evaluation import OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
     views = embed(model, probes.images, batch_size, device, progress=False)
     scores = {"clean": evaluate_embeddings(views, probes.issame).accuracy * 100}
     for kind, probe_images in probes.occluded.items():
@@ -67,8 +67,9 @@ def score_model(model: nn.Module, probes: ProbeSet, device: str = "cpu", batch_s
         occluded[:, 1::2] = embed(model, probe_images, batch_size, device, progress=False)
         scores[f"occluder:{kind}"] = evaluate_embeddings(occluded, probes.issame).accuracy * 100
     if probes.regions:
-        report = occlusion_pack({"m": model}, probes.images, probes.issame, probes.masks, probes.regions,
-                                seed=probes.seed, batch_size=batch_size, device=device, progress=False,
+        settings = OcclusionSettings(probes.regions, seed=probes.seed, batch_size=batch_size, device=device,
+                                     progress=False)
+        report = occlusion_pack({"m": model}, probes.images, probes.issame, probes.masks, settings,
                                 clean_views={"m": views})
         singles = [r.score["m"] for r in report.rows if len(r.classes) == 1]
         scores.update({f"erased:{r.region}": r.score["m"] for r in report.rows if len(r.classes) > 1})

@@ -1,7 +1,8 @@
-"""FS-CAM of the pairs a verification protocol just scored: ``fse eval verification|ijb --fscam OUT_DIR``.
+"""FS-CAM of the pairs a verification protocol just scored: ``fse eval ... --fscam OUT_DIR`` and the patched
+``eval_ijbc.py`` with ``config.fse_eval = dict(fscam=...)``.
 
-The evaluation code does not import ``cam``; its CLI calls these after the protocol ran, with the
-models, images and masks it already holds.
+The evaluation code does not import ``cam`` at module level; its callers use these after the protocol ran, with
+the models, images and masks they already hold.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from fse_plugin.cam.explain import explain_pairs
-from fse_plugin.cam.methods import parse_methods
+from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.common import FSEError, resolve_device
 from fse_plugin.evaluation import IJBFaces, IJBMeta, select_pairs, stack_masks
 
@@ -27,12 +28,8 @@ def fscam_pairs(models: Mapping[str, nn.Module], images1: np.ndarray, images2: n
                 progress: bool = True) -> Path:
     """FS-CAM (and any other ``cam`` method) of verification pairs for one or two models side by side,
     through ``explain_pairs``; returns the report path."""
-    names = list(models)
-    result = explain_pairs(models[names[0]], images1, images2, masks1, masks2, out_dir, parse_methods(methods),
-                           model2=models[names[1]] if len(names) > 1 else None, device=str(resolve_device(device)),
-                           names=(names[0], names[1] if len(names) > 1 else "model2"), meta=dict(meta or {}),
-                           progress=progress)
-    return Path(result["report"])
+    settings = ExplainSettings(methods=methods, device=str(resolve_device(device)), meta=meta or {}, progress=progress)
+    return explain_pairs(models, images1, images2, masks1, masks2, out_dir, settings).report
 
 
 def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
