@@ -43,7 +43,7 @@ import torch
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.maskcache import build, chunk, codec, pipeline, source
-from fse_plugin.maskcache.manifest import make_spec, n_chunks
+from fse_plugin.maskcache.spec import CacheSpec, Producer
 from fse_plugin.parsing import UNetRes18, forward_throughput, load_parser, save_parser
 
 
@@ -202,13 +202,13 @@ def check_table(cache: mc.MaskCache, masks: np.ndarray, tmp: Path, n_keys: int =
     blobs = mc.encode_masks(masks)
     rows = mc.DEFAULT_CHUNK_SIZE
     entries = chunk.Entries.of([blobs[i % len(blobs)] for i in range(rows)])
-    meta = {"errors": [], "class_pixels": [0] * 25, "class_images": [0] * 25}
+    meta = chunk.ChunkMeta([], [0] * 25, [0] * 25)
     path = tmp / "big.fsmc"
     path.write_bytes(chunk.chunk_bytes(b"\0" * 8, 0, 0, *masks.shape[1:], entries, meta))
     per_chunk = []
     for _ in range(5):
         t = time.perf_counter()
-        chunk.ChunkFile(path, {}).close()
+        chunk.ChunkFile(path).close()
         per_chunk.append(time.perf_counter() - t)
     keys_path = tmp / "keys.npy"
     np.save(keys_path, np.arange(1, n_keys + 1, dtype=np.int64))
@@ -219,7 +219,7 @@ def check_table(cache: mc.MaskCache, masks: np.ndarray, tmp: Path, n_keys: int =
     keys_s = time.perf_counter() - t
     del keys
     chunks = -(-n_keys // rows)
-    return {"check_ms": 1e3 * small, "chunks": len(cache.manifest["chunks"]), "chunk_ms_16384": 1e3 * min(per_chunk),
+    return {"check_ms": 1e3 * small, "chunks": len(cache.manifest.chunks), "chunk_ms_16384": 1e3 * min(per_chunk),
             "keys_ms": 1e3 * keys_s, "n_keys": n_keys, "estimate_ms": 1e3 * (chunks * min(per_chunk) + keys_s)}
 
 
@@ -278,11 +278,14 @@ def pipeline_rate(rec: Path, out: Path, workers: int, encode_workers: int, batch
     src = source.scan_source(rec)
     try:
         h, w = source.probe_size(src.reader, src.keys)
-        spec = make_spec(src.fingerprint, {"kind": "stand-in", "sha256": "0"}, h, w, len(src.keys), chunk_size, None)
-        build.prepare(out, spec, overwrite=True, command="benchmark")
-        run = pipeline.ChunkPipeline(out, spec, src, FreeStandIn(h, w), batch_size, workers, encode_workers)
+        spec = CacheSpec(h, w, len(src.keys), chunk_size, src.fingerprint, Producer("stand-in", "0"))
+        writer = build.CacheWriter(out, spec)
+        writer.prepare(overwrite=True, command="benchmark")
+        settings = mc.BuildSettings(batch_size=batch_size, num_workers=workers, encode_workers=encode_workers,
+                                    chunk_size=chunk_size, progress=False)
+        run = pipeline.ChunkPipeline(writer, src, FreeStandIn(h, w), settings)
         kids = _cpu()[1]
-        rows, seconds = run.run(list(range(n_chunks(len(src.keys), chunk_size))))
+        rows, seconds = run.run(list(range(spec.n_chunks)))
         kids = _cpu()[1] - kids
     finally:
         src.reader.close()
@@ -335,7 +338,10 @@ def main() -> None:
                     help="default: the build's; 0 with --pipeline-only (the stand-in's masks are then encoded in the "
                          "main process, so the child processes are exactly the decode workers)")
     ap.add_argument("--chunk-size", type=int, default=256)
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                    help="autocast of forward and build (default: bf16 on CUDA, else fp32)")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="earlier spelling: --amp is --precision bf16, --no-amp --precision fp32")
     ap.add_argument("--pipeline-only", action="store_true", help="only the CPU proxy of the build pipeline")
     ap.add_argument("--build-only", action="store_true", help="only the cache build against forward (section 4)")
     ap.add_argument("--images", type=int, default=0,
@@ -384,25 +390,35 @@ def cache_section(args: argparse.Namespace, rec: Path, keys: np.ndarray, masks: 
             "encode_masks_per_s_cpu": 1e6 / enc_cpu}
 
 
+def precision_of(args: argparse.Namespace) -> str:
+    """--precision, else the earlier --amp/--no-amp, else bf16 on CUDA (what the build ran at when this
+    benchmark's figures were first taken) and fp32 elsewhere."""
+    if getattr(args, "precision", None):
+        return args.precision
+    amp = args.device.startswith("cuda") if getattr(args, "amp", None) is None else args.amp
+    return "bf16" if amp else "fp32"
+
+
 def build_section(args: argparse.Namespace, build_rec: Path, n_build: int, tmp: Path) -> dict:
     """Section 4: forward only / cache build with the default workers / forward only, one run."""
     torch.manual_seed(0)
     ckpt = args.parser or save_parser(UNetRes18(feature_scale=args.feature_scale), tmp / "parser.pt")
     model = load_parser(ckpt)
-    amp = (args.device.startswith("cuda")) if args.amp is None else args.amp
+    precision = precision_of(args)
     iters = max(3, min(20, n_build // args.batch_size))
-    fwd = [forward_throughput(model, args.batch_size, args.device, amp, iters=iters)]
+    fwd = [forward_throughput(model, args.batch_size, args.device, precision, iters=iters)]
     t0 = time.perf_counter()
-    out = mc.precompute(build_rec, ckpt, tmp / "parser_cache", batch_size=args.batch_size, device=args.device,
-                        num_workers=args.num_workers, chunk_size=args.chunk_size, encode_workers=args.encode_workers,
-                        amp=amp, progress=False)
+    settings = mc.BuildSettings(batch_size=args.batch_size, device=args.device, precision=precision,
+                                num_workers=args.num_workers, encode_workers=args.encode_workers,
+                                chunk_size=args.chunk_size, progress=False)
+    out = mc.precompute(build_rec, ckpt, tmp / "parser_cache", settings)
     wall = time.perf_counter() - t0
-    fwd.append(forward_throughput(model, args.batch_size, args.device, amp, iters=iters))
+    fwd.append(forward_throughput(model, args.batch_size, args.device, precision, iters=iters))
     pre = json.loads((out / mc.BUILD_INFO).read_text())["masks_per_s_rank0"]
     f = float(np.mean(fwd))
     workers = pipeline.default_workers()
-    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, amp {amp}, {n_build} "
-          f"images, {args.num_workers or workers[0]} decode worker(s), "
+    print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, {precision}, "
+          f"{n_build} images, {args.num_workers or workers[0]} decode worker(s), "
           f"{workers[1] if args.encode_workers is None else args.encode_workers} encode process(es):")
     print(f"  forward only        {fwd[0]:.1f} / {fwd[1]:.1f} images/s (before / after)")
     print(f"  cache build         {pre:.1f} masks/s (inference loop), {n_build / wall:.1f} masks/s end to end "

@@ -1,7 +1,7 @@
 """Parser cost side by side: parameters, GFLOP per 112x112 face, forward-only images/s, per feature_scale.
 
     python benchmarks/parser.py --threads 2 --batch-size 32 --scales 1 2 4
-    python benchmarks/parser.py --device cuda --amp --batch-size 512 --scales 1 2 4   # GPU: bf16, channels_last
+    python benchmarks/parser.py --device cuda --precision bf16 --batch-size 512 --scales 1 2 4   # GPU, channels_last
 
 Forward-only = normalise + network + argmax on a uint8 batch already on the device
 (``fse_plugin.parsing.forward_throughput``), the ceiling that ``fse cache build`` is measured against.
@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast")
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="autocast of the forward")
+    ap.add_argument("--amp", dest="precision", action="store_const", const="bf16",
+                    help="earlier spelling of --precision bf16")
     ap.add_argument("--iters", type=int, default=3, help="timed batches per scale (after one warm-up batch)")
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         gflop = gflop_per_image(model, args.size)
         cpu0 = time.process_time()
-        ips = forward_throughput(model, args.batch_size, args.device, args.amp, iters=args.iters, size=args.size)
+        ips = forward_throughput(model, args.batch_size, args.device, args.precision, iters=args.iters, size=args.size)
         # images per CPU-second (all threads; warm-up batch included): robust to other jobs on a shared machine
         ipc = args.batch_size * (args.iters + 1) / (time.process_time() - cpu0)
         rows.append((fs, params, gflop, ips, ipc))
@@ -54,7 +56,7 @@ def main() -> None:
 
     base = rows[0]
     print(f"parser forward-only, {args.size}x{args.size}, batch {args.batch_size}, device {args.device}"
-          f"{' bf16' if args.amp else ''}, {args.threads} CPU threads; ratios vs feature_scale {base[0]}")
+          f" {args.precision}, {args.threads} CPU threads; ratios vs feature_scale {base[0]}")
     print(f"{'scale':>5} {'params (M)':>11} {'GFLOP/img':>10} {'img/s':>9} {'img/CPU-s':>10} {'params x':>9} "
           f"{'GFLOP x':>8} {'speed x':>8} {'CPU-speed x':>11}")
     for fs, params, gflop, ips, ipc in rows:

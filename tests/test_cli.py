@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fse_plugin.cli import build_parser, main
@@ -73,13 +74,19 @@ def test_one_spelling_per_flag():
     (["cache", "build", "--rec", "r", "--from-labels", "l", "--workers", "3"], "num_workers", 3),
     (["synth", "--workers", "1"], "num_workers", 1),
 ])
-def test_old_flags_still_work_with_a_note(argv, dest, value, capsys):
+def test_old_flags_still_work_with_a_note(argv, dest, value, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the files a command checks while parsing: a rec r/ and a labels file l
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "train.rec").write_bytes(b"")
+    (tmp_path / "l").write_bytes(b"PK\x03\x04")
     args = build_parser().parse_args(argv)
     assert getattr(args, dest) == value
     assert "is deprecated; use --" in capsys.readouterr().err
 
 
 def test_old_command_names_run_the_new_code(tmp_path, capsys):
+    (tmp_path / "train.rec").write_bytes(b"")
+    np.savez(tmp_path / "none.npz", other=np.zeros(1))  # an npz without keys and masks: refused when run
     rc = main(["precompute", "--rec", str(tmp_path), "--from-labels", str(tmp_path / "none.npz")])
     err = capsys.readouterr().err
     assert rc == 2 and "'fse precompute' is deprecated; use 'fse cache build'" in err

@@ -1,10 +1,10 @@
-"""The shared helper layer: normalisation, device/autocast, LR schedule, mask files."""
+"""The shared helper layer: normalisation, device/precision, LR schedule, mask files."""
 import numpy as np
 import pytest
 import torch
 
-from fse_plugin.common import FSEError, NORM_LUT, autocast, load_masks, masks_path_for, model_device, \
-    resolve_device, to_input, to_uint8, warmup_cosine
+from fse_plugin.common import FSEError, NORM_LUT, load_masks, masks_path_for, model_device, resolve_device, \
+    resolve_precision, to_input, to_uint8, warmup_cosine
 
 
 def test_to_input_is_arcface_torchs_normalisation():
@@ -28,14 +28,14 @@ def test_to_uint8_inverts_and_clips():
     assert to_uint8(torch.full((3, 1, 1), 5.0)).tolist() == [[[255, 255, 255]]]
 
 
-def test_devices_and_autocast():
+def test_devices_and_precision():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu") and model_device(torch.nn.ReLU()).type == "cpu"
-    with autocast("cpu", True):
-        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
-    with autocast("cpu", False):
-        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda:0") == "bf16"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+    with pytest.raises(FSEError, match="fp8"):
+        resolve_precision("fp8", "cpu")
 
 
 def test_warmup_cosine():

@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = dict(batch_size=8, device="cpu", chunk_size=16, progress=False)  # 72 synth images -> 5 chunks
 
 
+def run(**kw) -> mc.BuildSettings:
+    """The tests' build settings, with ``kw`` changed."""
+    return mc.BuildSettings(**{**RUN, **kw})
+
+
 def _files(d: Path) -> dict:
     """Every file of a cache except build_info.json (timings: the one file allowed to differ)."""
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
@@ -57,8 +62,8 @@ def parsers(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ref_cache(synth_rec, parsers, tmp_path_factory):
     """Uninterrupted single-process build with a DataLoader worker and an encode process."""
-    return mc.precompute(synth_rec, parsers[0], tmp_path_factory.mktemp("ref") / "cache", num_workers=1,
-                         encode_workers=1, **RUN)
+    return mc.precompute(synth_rec, parsers[0], tmp_path_factory.mktemp("ref") / "cache",
+                         run(num_workers=1, encode_workers=1))
 
 
 @pytest.fixture(scope="session")
@@ -153,11 +158,14 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     assert cache.bytes_per_mask <= 1000, cache.bytes_per_mask
     m = cache.manifest
     reader = recordio.open_rec(synth_rec)
-    assert m["source"]["records"] == len(reader) and m["source"]["image_records"] == len(keys)
-    assert m["source"]["idx_sha256"] == mc.sha256_file(synth_rec / "train.idx")
-    assert len(m["source"]["sample_keys"]) == mc.FINGERPRINT_SAMPLES and len(m["source"]["sample_sha256"]) == 64
-    assert m["labels"] == {"name": "fse25", "classes": list(CLASSES)}
-    assert m["parser"]["kind"] == "labels" and m["format_version"] == mc.FORMAT_VERSION and m["missing"] == []
+    source = m.spec.source
+    assert source.records == len(reader) and source.image_records == len(keys)
+    assert source.idx_sha256 == mc.sha256_file(synth_rec / "train.idx")
+    assert len(source.sample_keys) == mc.FINGERPRINT_SAMPLES and len(source.sample_sha256) == 64
+    on_disk = json.loads((labels_cache / mc.MANIFEST).read_bytes())
+    assert on_disk["labels"] == {"name": "fse25", "classes": list(CLASSES)} and on_disk["source"] == source.to_json()
+    assert on_disk == {**m.to_json(), "checksum": on_disk["checksum"]}  # the dataclass is the file, field by field
+    assert m.spec.producer.kind == "labels" and on_disk["format_version"] == mc.FORMAT_VERSION and m.missing == []
     cache.check_source(synth_rec)
     freq = cache.class_frequencies()
     assert freq.pixels.sum() == pytest.approx(1.0)
@@ -169,12 +177,32 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     assert isinstance(e.value, mc.CacheError) and str(e.value).startswith("key 0 is not")  # one line in the CLI
 
 
+def test_a_key_is_an_integer(labels_cache, gt):
+    """A float or bool is not read as another key (3.7 is not key 3, True is not key 1)."""
+    cache = mc.MaskCache(labels_cache)
+    k = int(gt[0][5])
+    assert np.array_equal(cache.get(np.int64(k)), cache.get(k)) and np.uint16(k) in cache
+    for bad in (float(k), k + 0.7, True, str(k), None):
+        with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+            cache.get(bad)
+        with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+            cache.get_runs(bad)
+        assert bad not in cache
+
+
 def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
     keys, masks = gt
-    with pytest.raises(ValueError, match="1 image keys without a mask"):
+    with pytest.raises(mc.CacheError, match="1 image key without a mask"):
         mc.build_from_labels(synth_rec, keys[1:], masks[1:], tmp_path / "c", progress=False)
-    with pytest.raises(ValueError, match="are 112x112"):
+    with pytest.raises(mc.CacheError, match="are 112x112"):
         mc.build_from_labels(synth_rec, keys, masks[:, :100], tmp_path / "c", progress=False)
+    bad = masks.copy()
+    bad[7, 50, 50] = 99
+    with pytest.raises(mc.CacheError, match=r"mask 7 \(key \d+\) holds class 99; class ids are 0\.\.24"):
+        mc.build_from_labels(synth_rec, keys, bad, tmp_path / "c", progress=False)
+    with pytest.raises(mc.CacheError, match="integer keys"):
+        mc.build_from_labels(synth_rec, keys.astype(float), masks, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
 class _CacheDataset(torch.utils.data.Dataset):
@@ -214,10 +242,10 @@ def test_precompute_stores_the_parser_masks(ref_cache, synth_rec, parsers):
     got = np.stack([cache.get(k) for k in cache.keys.tolist()])
     assert np.array_equal(got, expected)
     m = cache.manifest
-    assert m["parser"]["sha256"] == mc.sha256_file(parsers[0]) and m["parser"]["kind"] == "checkpoint"
-    assert m["inference"] == {"batch_size": 8, "device": "cpu", "amp": False}
-    assert len(m["chunks"]) == 5 and m["n_missing"] == 0
-    assert mc.precompute(synth_rec, parsers[0], ref_cache, num_workers=0, encode_workers=0, **RUN) == ref_cache
+    assert m.spec.producer.sha256 == mc.sha256_file(parsers[0]) and m.spec.producer.kind == "checkpoint"
+    assert m.to_json()["inference"] == {"batch_size": 8, "device": "cpu", "amp": False}  # as format 2 always had it
+    assert len(m.chunks) == 5 and m.missing == []
+    assert mc.precompute(synth_rec, parsers[0], ref_cache, run(num_workers=0, encode_workers=0)) == ref_cache
 
 
 def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_path):
@@ -231,10 +259,10 @@ def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_pa
     work = tmp_path / "cache"
     shutil.copytree(ref_cache, work)
     with pytest.raises(mc.CacheMismatchError, match="--overwrite"):
-        mc.precompute(synth_rec, parsers[1], work, num_workers=0, encode_workers=0, **RUN)
-    assert mc.MaskCache(work).manifest["spec_id"] == cache.manifest["spec_id"]  # refused: left untouched
-    mc.precompute(synth_rec, parsers[1], work, num_workers=0, encode_workers=0, overwrite=True, **RUN)
-    assert mc.MaskCache(work).manifest["parser"]["sha256"] == mc.sha256_file(parsers[1])
+        mc.precompute(synth_rec, parsers[1], work, run(num_workers=0, encode_workers=0))
+    assert mc.MaskCache(work).manifest.spec == cache.manifest.spec  # refused: left untouched
+    mc.precompute(synth_rec, parsers[1], work, run(num_workers=0, encode_workers=0, overwrite=True))
+    assert mc.MaskCache(work).manifest.spec.producer.sha256 == mc.sha256_file(parsers[1])
     assert cli_main(["cache", "verify", str(work), "--rec", str(other), "--quiet"]) == 2
 
 
@@ -244,7 +272,7 @@ def _damaged(ref: Path, tmp: Path, name: str) -> Path:
     return d
 
 
-def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
+def test_damaged_caches_fail_clearly(ref_cache, synth_rec, tmp_path, capsys):
     chunk = Path(mc.CHUNK_DIR) / "000002.fsmc"
     d = _damaged(ref_cache, tmp_path, "truncated")
     (d / chunk).write_bytes((d / chunk).read_bytes()[:-100])
@@ -268,7 +296,7 @@ def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
 
     d = _damaged(ref_cache, tmp_path, "bitflip")  # same size, one byte changed inside an entry
     data = bytearray((d / chunk).read_bytes())
-    ch = chunkfile.ChunkFile(ref_cache / chunk, {})
+    ch = chunkfile.ChunkFile(ref_cache / chunk)
     pos, row = ch.span(3)[0] + 5, 2 * 16 + 3
     ch.close()
     data[pos] ^= 0x5A
@@ -280,7 +308,7 @@ def test_damaged_caches_fail_clearly(ref_cache, tmp_path, capsys):
     assert cache.get(int(cache.keys[row + 1])) is not None  # the other entries are fine
     with pytest.raises(mc.CacheError, match="crc32 mismatch"):
         cache.verify()
-    assert cli_main(["cache", "verify", str(d), "--rec", str(d), "--quiet"]) == 2
+    assert cli_main(["cache", "verify", str(d), "--rec", str(synth_rec), "--quiet"]) == 2
     assert "crc32 mismatch" in capsys.readouterr().err
 
 
@@ -290,17 +318,18 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
         import os, signal
         from fse_plugin import maskcache as mc
         from fse_plugin.maskcache import build
+        from fse_plugin.common.files import temporary_name
         write, n = build.atomic_write, []
         def dying_write(path, data):  # third chunk: half written to its temporary file, then kill -9
             if path.suffix == ".fsmc":
                 n.append(path)
                 if len(n) == 3:
-                    path.with_name(f"{{path.name}}.tmp{{os.getpid()}}").write_bytes(data[:len(data) // 2])
+                    temporary_name(path).write_bytes(data[:len(data) // 2])
                     os.kill(os.getpid(), signal.SIGKILL)
             write(path, data)
         build.atomic_write = dying_write
-        mc.precompute({str(synth_rec)!r}, {str(parsers[0])!r}, {str(out)!r}, batch_size=8, device="cpu",
-                      num_workers=1, chunk_size=16, encode_workers=1, progress=False)
+        mc.precompute({str(synth_rec)!r}, {str(parsers[0])!r}, {str(out)!r},
+                      mc.BuildSettings(**{RUN!r}, num_workers=1, encode_workers=1))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=_env(), start_new_session=True)
     try:
@@ -315,7 +344,7 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
     with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: fse cache build --rec .* --parser "):
         mc.MaskCache(out)
     kept = {p.name: p.stat().st_ino for p in done}
-    mc.precompute(synth_rec, parsers[0], out, num_workers=0, encode_workers=0, **RUN)
+    mc.precompute(synth_rec, parsers[0], out, run(num_workers=0, encode_workers=0))
     assert {p.name: p.stat().st_ino for p in done} == kept  # finished chunks were kept, not recomputed
     assert _files(out) == _files(ref_cache)
 
@@ -332,7 +361,8 @@ def test_torchrun_two_processes_identical(ref_cache, synth_rec, parsers, tmp_pat
     assert json.loads((out / mc.BUILD_INFO).read_text())["world_size"] == 2
 
 
-def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
+def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, caplog):
+    caplog.set_level("INFO", "fse_plugin")
     rec = tmp_path / "rec"
     shutil.copytree(synth_rec, rec)
     reader = recordio.open_rec(rec)
@@ -342,14 +372,18 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, capfd):
     with open(rec / "train.rec", "r+b") as f:  # wipe the JPEG start marker: record intact, image not
         f.seek(offset + 8 + 24)
         f.write(b"\0\0\0\0")
-    out = mc.precompute(rec, parsers[0], None, num_workers=1, encode_workers=0, **RUN)
+    out = mc.precompute(rec, parsers[0], None, run(num_workers=1, encode_workers=0))
     assert out == rec / "fse_masks"
-    assert "undecodable images: 1" in capfd.readouterr().err
+    assert "undecodable images: 1" in caplog.text and "in 5 chunks" in caplog.text
     cache = mc.MaskCache(rec)  # a rec dir finds its default cache
     assert cache.get(key) is None and cache.get(key + 1) is not None
-    assert [d["key"] for d in cache.manifest["missing"]] == [key]
-    assert "cannot decode image" in cache.manifest["missing"][0]["reason"]
-    assert cache.verify(rec)["missing"] == 1
+    assert [d.key for d in cache.manifest.missing] == [key]
+    assert "cannot decode image" in cache.manifest.missing[0].reason
+    assert cache.verify(rec).missing == 1
+
+
+def _spec(count: int, chunk_size: int) -> mc.CacheSpec:
+    return mc.CacheSpec(112, 112, count, chunk_size, source=None, producer=None)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -362,7 +396,7 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
     with open(rec / "train.rec", "r+b") as f:  # record 2 of the second batch: JPEG start marker wiped
         f.seek(reader.offset(int(keys[6])) + 8 + 24)
         f.write(b"\0\0\0\0")
-    plan = pipeline.batch_plan([0, 1, 2, 3], 16, len(keys), 4)
+    plan = pipeline.batch_plan([0, 1, 2, 3], _spec(len(keys), 16), 4)
     assert plan[:5] == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20)] and len(plan) == 16
     seen = []
     with decoding.BatchDecoder(reader, keys, plan, 112, 112, workers) as decoder:
@@ -379,7 +413,7 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
     out = np.empty((2, 100, 112, 3), np.uint8)  # another size: refused, named
     errors = decoding.decode_batch(reader, keys[:2].tolist(), out)
     assert [i for i, _ in errors] == [0, 1] and "image is 112x112, expected 100x112" in errors[0][1]
-    assert pipeline.batch_plan([1, 3], 16, 60, 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
+    assert pipeline.batch_plan([1, 3], _spec(60, 16), 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
 
 
 def test_batch_decoder_after_opencv_threads_went_idle(synth_rec):

@@ -80,8 +80,9 @@ def trained(fake_fs, tmp_path_factory) -> tuple[Path, dict]:
     """Four epochs of a feature_scale-16 parser on the fake folder (shared by the training/eval tests)."""
     out = tmp_path_factory.mktemp("train")
     torch.manual_seed(0)
-    summary = P.train_parser(fake_fs, out, epochs=4, batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2,
-                             workers=0, device="cpu", warmup_steps=1, progress=False)
+    summary = P.train_parser(fake_fs, out, P.TrainSettings(epochs=4, batch_size=4, lr=1e-2, feature_scale=SMALL,
+                                                           val_fraction=0.2, workers=0, device="cpu", warmup_steps=1,
+                                                           progress=False))
     return out, summary
 
 
@@ -232,7 +233,7 @@ def test_predict_masks_batches_agree():
     with torch.no_grad():
         ref = model(to_input(imgs)).argmax(1).numpy()
     np.testing.assert_array_equal(a, ref)
-    assert P.predict_masks(model, imgs, batch_size=4, amp=True).shape == (7, 48, 48)  # bf16 autocast path
+    assert P.predict_masks(model, imgs, batch_size=4, precision="bf16").shape == (7, 48, 48)  # autocast path
 
 
 # ----------------------------------------------------------------------------------------- augmentation
@@ -330,7 +331,7 @@ def _train_loss(model, aligned, idx):
 
 def test_training_decreases_loss_and_resume_continues(fake_fs, trained):
     out, summary = trained
-    assert summary["epochs"] == 4 and summary["n_val"] == 8 and summary["n_train"] == 31
+    assert summary.epochs == 4 and summary.n_val == 8 and summary.n_train == 31
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file() and any((out / "tb").iterdir())
     aligned = P.prepare_dataset(fake_fs, out / "cache")
     idx = P.split_indices(39, 0.2, 0)[0]
@@ -339,11 +340,11 @@ def test_training_decreases_loss_and_resume_continues(fake_fs, trained):
     after = _train_loss(P.load_parser(out / "last.pt"), aligned, idx)
     assert after < 0.8 * init, (init, after)
     last = torch.load(out / "last.pt", weights_only=True)
-    assert last["epoch"] == 4 and last["step"] == summary["steps"] and "optimizer" in last
+    assert last["epoch"] == 4 and last["step"] == summary.steps and "optimizer" in last
 
-    resumed = P.train_parser(fake_fs, out, epochs=5, batch_size=4, lr=1e-2, workers=0, device="cpu",
-                             resume="auto", progress=False)
-    assert resumed["epochs"] == 5 and resumed["steps"] == 5 * summary["steps"] // 4
+    resumed = P.train_parser(fake_fs, out, P.TrainSettings(epochs=5, batch_size=4, lr=1e-2, workers=0, device="cpu",
+                                                           resume="auto", progress=False))
+    assert resumed.epochs == 5 and resumed.steps == 5 * summary.steps // 4
     again = torch.load(out / "last.pt", weights_only=True)
     assert again["epoch"] == 5 and again["feature_scale"] == SMALL and again["elapsed"] > last["elapsed"]
 
@@ -357,35 +358,69 @@ def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
     (a safety stop) changes nothing, and the summary carries the held-out scores the demo's floor reads."""
     kw = dict(batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2, workers=0, device="cpu", warmup_steps=2,
               progress=False, cache_dir=tmp_path / "cache")
-    a = P.train_parser(fake_fs, tmp_path / "a", steps=10, **kw)
-    b = P.train_parser(fake_fs, tmp_path / "b", steps=10, time_budget=3600.0, **kw)
-    assert a["steps"] == b["steps"] == 10 and a["epochs"] == 2  # 31 faces: 7 batches of 4 per epoch
+    a = P.train_parser(fake_fs, tmp_path / "a", P.TrainSettings(steps=10, **kw))
+    b = P.train_parser(fake_fs, tmp_path / "b", P.TrainSettings(steps=10, time_budget=3600.0, **kw))
+    assert a.steps == b.steps == 10 and a.epochs == 2  # 31 faces: 7 batches of 4 per epoch
     wa, wb = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert a["val_mf1"] == b["val_mf1"] and 0 <= a["val_mf1"] <= 1 and 0 <= a["val_miou"] <= 1
-    assert a["best_val_miou"] >= a["val_miou"] and np.isfinite(a["best_val_mf1"])
-    c = P.train_parser(fake_fs, tmp_path / "c", epochs=2, **kw)  # the same 2 epochs, cut at step 10 above
-    assert c["steps"] == 14 and not torch.equal(_weights(tmp_path / "c" / "last.pt")["final.bias"], wa["final.bias"])
+    assert a.val_mf1 == b.val_mf1 and 0 <= a.val_mf1 <= 1 and 0 <= a.val_miou <= 1
+    assert a.best_val_miou >= a.val_miou and np.isfinite(a.best_val_mf1)
+    c = P.train_parser(fake_fs, tmp_path / "c", P.TrainSettings(epochs=2, **kw))  # the same 2 epochs, cut at step 10
+    assert c.steps == 14 and not torch.equal(_weights(tmp_path / "c" / "last.pt")["final.bias"], wa["final.bias"])
     with pytest.raises(FSEError, match="epochs, steps or a time budget"):
-        P.train_parser(fake_fs, tmp_path / "d", epochs=None, **kw)
+        P.TrainSettings(epochs=None, **kw)
+
+
+def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monkeypatch):
+    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second epoch it
+    leaves the first epoch's checkpoints whole, and --resume finishes the run."""
+    from dataclasses import replace
+
+    from fse_plugin.parsing import facesynthetics, train
+    out = tmp_path / "out"
+    settings = P.TrainSettings(epochs=2, batch_size=8, feature_scale=SMALL, workers=0, device="cpu", progress=False,
+                               cache_dir=tmp_path / "cache")
+    load, step = facesynthetics.load_frame, train._Run._step
+
+    def load_until_5(root, fid, *args):
+        if fid == 5:
+            raise KeyboardInterrupt
+        return load(root, fid, *args)
+    monkeypatch.setattr(facesynthetics, "load_frame", load_until_5)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_parser(fake_fs, out, settings)
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(facesynthetics, "load_frame", load)
+
+    def step_in_epoch_0(self, *args):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, *args)
+    monkeypatch.setattr(train._Run, "_step", step_in_epoch_0)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_parser(fake_fs, out, settings)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1 and (out / "best.pt").is_file()
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    monkeypatch.setattr(train._Run, "_step", step)
+    assert P.train_parser(fake_fs, out, replace(settings, resume="auto")).epochs == 2
 
 
 def test_budget_schedule():
-    from fse_plugin.parsing.train import _Budget
-    steps = _Budget.of(epochs=3, steps=None, time_budget=5.0, per_epoch=10)
+    from fse_plugin.parsing.budget import Budget
+    steps = Budget.of(epochs=3, steps=None, time_budget=5.0, per_epoch=10)
     assert (steps.steps, steps.epochs) == (30, 3) and steps.progress(15, elapsed=4.9) == 0.5  # time: a stop only
-    assert _Budget.of(epochs=3, steps=25, time_budget=None, per_epoch=10).epochs == 3  # steps win over epochs
-    timed = _Budget.of(epochs=None, steps=None, time_budget=10.0, per_epoch=10)
+    assert Budget.of(epochs=3, steps=25, time_budget=None, per_epoch=10).epochs == 3  # steps win over epochs
+    timed = Budget.of(epochs=None, steps=None, time_budget=10.0, per_epoch=10)
     assert timed.steps is None and timed.progress(3, elapsed=5.0) == 0.5 and not timed.epochs_done(10 ** 6)
     assert "steps=30" in repr(steps)
 
 
 def test_time_budget_stops_training(fake_fs, tmp_path):
-    s = P.train_parser(fake_fs, tmp_path, epochs=None, batch_size=8, feature_scale=SMALL, workers=0, device="cpu",
-                       time_budget=1.0, progress=False)  # a timed run: no step budget
-    assert s["elapsed"] < 30 and torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] is None
-    with pytest.raises(FileNotFoundError, match="nothing.pt"):
-        P.train_parser(fake_fs, tmp_path, resume=tmp_path / "nothing.pt", progress=False)
+    s = P.train_parser(fake_fs, tmp_path, P.TrainSettings(epochs=None, batch_size=8, feature_scale=SMALL, workers=0,
+                                                          device="cpu", time_budget=1.0, progress=False))  # timed
+    assert s.elapsed < 30 and torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] is None
+    with pytest.raises(FSEError, match="nothing.pt"):
+        P.train_parser(fake_fs, tmp_path, P.TrainSettings(resume=tmp_path / "nothing.pt", progress=False))
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -438,8 +473,8 @@ def test_eval_parser_cli(fake_fs, trained, capsys):
     assert "val split, 8 faces" in printed and "mean over" in printed
     rows = list(csv.DictReader(open(csv_path)))
     assert len(rows) == NUM_CLASSES + 1 and rows[-1]["class"] == "mean_present"
-    metrics, info = P.evaluate_checkpoint(fake_fs, out / "best.pt", device="cpu")
-    assert float(rows[-1]["f1"]) == pytest.approx(metrics.mean_f1) and info["n"] == 8
+    found = P.evaluate_checkpoint(fake_fs, out / "best.pt", P.EvalSettings(device="cpu"))
+    assert float(rows[-1]["f1"]) == pytest.approx(found.metrics.mean_f1) and found.n == 8
 
 
 def test_train_cli_step_budget(fake_fs, tmp_path, capsys):

@@ -141,12 +141,15 @@ class _DeprecatedValue(argparse.Action):
 
 def precision_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, amp_meant: str | None = None,
                    old_switches: tuple[str, ...] = ("--amp",), default: str = "fp32") -> argparse.Action:
-    """``--precision {fp32,fp16,bf16}`` (autocast dtype; ``common.runtime.mixed_precision``). With
-    ``amp_meant``, the command's earlier switches (``--amp``, ``--fp16``) still work, hidden and deprecated,
-    meaning that precision (``--no-amp``: fp32)."""
+    """``--precision {fp32,fp16,bf16}`` (autocast dtype; ``common.runtime.mixed_precision``), and ``auto``
+    (``resolve_precision``: bf16 on CUDA, fp32 elsewhere) where that is the default. With ``amp_meant``, the
+    command's earlier switches (``--amp``, ``--fp16``) still work, hidden and deprecated, meaning that
+    precision (``--no-amp``: fp32)."""
     from fse_plugin.common.runtime import PRECISIONS
-    new = p.add_argument("--precision", choices=tuple(PRECISIONS), default=default,
-                         help="fp32, or autocast to fp16 / bf16 (on CUDA; bf16 also on CPU)")
+    auto = ("auto",) if default == "auto" else ()
+    new = p.add_argument("--precision", choices=(*auto, *PRECISIONS), default=default,
+                         help=f"{'auto (bf16 on CUDA, fp32 on CPU), ' if auto else ''}fp32, or autocast to "
+                              f"fp16 / bf16 (on CUDA; bf16 also on CPU)")
     if amp_meant is not None:
         for old in old_switches:
             p.add_argument(old, dest=new.dest, action=_DeprecatedValue, value=amp_meant, new="--precision",

@@ -10,7 +10,8 @@ from torch import nn
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["resolve_device", "dist_env", "autocast", "PRECISIONS", "mixed_precision", "model_device", "unwrapped_key"]
+__all__ = ["resolve_device", "dist_env", "PRECISIONS", "resolve_precision", "mixed_precision",
+           "model_device", "unwrapped_key"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 
@@ -53,13 +54,18 @@ def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16) -> ContextManager:
-    """torch.autocast on ``device`` when ``enabled`` (bf16 unless told otherwise), else a no-op."""
-    return torch.autocast(torch.device(device).type, dtype=dtype) if enabled else nullcontext()
-
-
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 """The ``--precision`` choices: full float32, or autocast to float16 / bfloat16."""
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``precision`` as it runs on ``device``: 'auto' is bf16 autocast on CUDA and fp32 elsewhere (what the
+    parser's training and the cache build did by default before ``--precision`` existed)."""
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise FSEError(f"precision {precision!r} unknown; use auto or one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def mixed_precision(device: torch.device | str, precision: str) -> ContextManager:

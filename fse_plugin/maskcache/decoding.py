@@ -2,9 +2,10 @@
 
 Each worker fills a slot of one preallocated shared uint8 ``[slots, B, H, W, 3]`` array and sends back
 only ``(batch, slot, errors)``. Compared with a DataLoader that returns one new shared tensor per
-batch, nothing is allocated, pickled or page-faulted per batch (measured: that alone cost ~25% of a
-worker's time on 112x112 faces). Slot ownership is explicit, so a slot is never written while read:
-free -> a worker (decoding) -> the main process (until it takes the next batch) -> free.
+batch, nothing is allocated, pickled or page-faulted per batch, which on small faces is a large share
+of a worker's time (benchmarks/README.md, "## maskcache"). Slot ownership is explicit, so a slot is
+never written while read: free -> a worker (decoding) -> the main process (until it takes the next
+batch) -> free.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import mmap
 import multiprocessing
 import os
 import queue
-import signal
 import struct
 import warnings
 from collections import deque
@@ -21,6 +21,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from fse_plugin import recordio
+from fse_plugin.common.interrupts import child_ignores_sigint, sigint_deferred
 
 __all__ = ["Batch", "BatchDecoder", "decode_batch"]
 
@@ -46,7 +47,7 @@ def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.nda
 def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]], ring: np.ndarray,
             jobs: multiprocessing.Queue, results: multiprocessing.Queue, parent: int) -> None:
     """Decode process: Ctrl-C is the parent's; exit when told, or when the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child_ignores_sigint()
     while True:
         try:
             job = jobs.get(timeout=1.0)
@@ -103,8 +104,12 @@ class BatchDecoder:
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            for p in self._procs:
-                p.start()
+            with sigint_deferred():  # born deaf to Ctrl-C (see common.interrupts); a Ctrl-C meanwhile lands after
+                for p in self._procs:
+                    p.start()
+        except BaseException:
+            self.close()
+            raise
         finally:
             cv2.setNumThreads(threads)
 
@@ -142,9 +147,10 @@ class BatchDecoder:
 
     def close(self) -> None:
         """Stop the workers (they are told to; stragglers are terminated)."""
-        for _ in self._procs:
+        started = [p for p in self._procs if p.pid is not None]  # start-up may have been interrupted
+        for _ in started:
             self._jobs.put(None)
-        for p in self._procs:
+        for p in started:
             p.join(timeout=5.0)
             if p.exitcode is None:
                 p.terminate()

@@ -20,7 +20,7 @@ class DamagedEntryError(CacheError):
     """One mask (``key``) or its whole chunk file (``path``) failed its checksum or a consistency check.
 
     Raised by ``MaskCache.get`` instead of ever returning a wrong mask, so a training loop can serve
-    that one sample un-erased and carry on. ``key`` is None when no key was asked for (``get_row``).
+    that one sample un-erased and carry on. ``key`` is None when no key was asked for (a whole-cache check).
     """
 
     def __init__(self, message: str, key: int | None = None, path: str | os.PathLike | None = None):

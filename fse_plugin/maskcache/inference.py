@@ -6,7 +6,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fse_plugin.common import autocast, to_input
+from fse_plugin.common import to_input
+from fse_plugin.common.runtime import mixed_precision
 
 __all__ = ["Inference", "Masks"]
 
@@ -19,13 +20,13 @@ class Inference:
 
     CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8 batch
     is copied into one of two pinned buffers (so the decoder's slot is free at once) and uploaded with
-    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), bf16 autocast, argmax
+    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), autocast, argmax
     downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs deterministically, so
-    masks repeat exactly across runs (resume byte-identity).
+    masks repeat exactly across runs (resume byte-identity). ``precision``: fp32, or autocast to fp16/bf16.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
-        self.device, self.amp = device, amp
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
+        self.device, self.precision = device, precision
         self.cuda = device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = False
@@ -54,10 +55,11 @@ class Inference:
         """Queue one batch of uint8 ``[B,H,W,3]`` images; returns having read them."""
         if not self.cuda:
             from fse_plugin.parsing import predict_masks
-            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device, amp=self.amp)
+            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device,
+                                  precision=self.precision)
             return lambda: masks
         x = self._upload(images)
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), mixed_precision(self.device, self.precision):
             m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
         host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(m, non_blocking=True)
@@ -70,4 +72,4 @@ class Inference:
         return result
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={self.device}, amp={self.amp})"
+        return f"{type(self).__name__}(device={self.device}, precision={self.precision})"

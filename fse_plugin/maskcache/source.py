@@ -15,6 +15,7 @@ import numpy as np
 
 from fse_plugin import recordio
 from fse_plugin.maskcache.errors import CacheError
+from fse_plugin.maskcache.spec import Fingerprint
 
 __all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file", "rec_location",
            "probe_size"]
@@ -35,7 +36,7 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
 class Source(NamedTuple):
     reader: recordio.RecordReader
     keys: np.ndarray  # image keys, ascending
-    fingerprint: dict
+    fingerprint: Fingerprint
 
 
 def _sample_hash(reader: recordio.RecordReader, sample: np.ndarray) -> str:
@@ -62,17 +63,16 @@ def scan_source(rec_dir: str | os.PathLike) -> Source:
             raise CacheError(f"{reader.rec_path}: no image records")
         pick = np.unique(np.linspace(0, len(keys) - 1, min(FINGERPRINT_SAMPLES, len(keys))).round().astype(np.int64))
         sample = keys[pick]
-        fp = {"records": len(reader), "image_records": len(keys), "layout": index.layout,
-              "keys_sha256": hashlib.sha256(keys.astype("<i8").tobytes()).hexdigest(),
-              "idx_sha256": sha256_file(reader.idx_path), "rec_bytes": os.path.getsize(reader.rec_path),
-              "sample_keys": sample.tolist(), "sample_sha256": _sample_hash(reader, sample)}
+        fp = Fingerprint(len(reader), len(keys), index.layout, hashlib.sha256(keys.astype("<i8").tobytes()).hexdigest(),
+                         sha256_file(reader.idx_path), os.path.getsize(reader.rec_path), sample.tolist(),
+                         _sample_hash(reader, sample))
     except BaseException:
         reader.close()
         raise
     return Source(reader, keys, fp)
 
 
-def source_fingerprint(rec_dir: str | os.PathLike) -> dict:
+def source_fingerprint(rec_dir: str | os.PathLike) -> Fingerprint:
     """What identifies a rec for a cache: counts, sha256 of keys and .idx, sha256 of sampled record bytes."""
     src = scan_source(rec_dir)
     src.reader.close()

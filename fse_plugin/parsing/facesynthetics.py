@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from fse_plugin.align import align_image, align_mask, five_points_from_68
 from fse_plugin.common import FSEError
+from fse_plugin.common.files import temporary_name
+from fse_plugin.common.interrupts import child_ignores_sigint, sigint_deferred
 from fse_plugin.labels import IGNORE_INDEX, LABEL_SET, NUM_CLASSES
 from fse_plugin.parsing.checkpoint import FORMAT
 
@@ -127,7 +129,7 @@ def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
 
 
 def _size_mtime(path: Path) -> str:
-    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing: one stat (88k frames x 3 files per run)."""
+    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing: one stat per file (three per frame)."""
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):  # what Path.exists() reads as missing
@@ -143,17 +145,28 @@ def _load_frame_job(job: tuple[str, int, int, str]) -> tuple[np.ndarray, np.ndar
 def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Path, workers: int,
                  progress: bool) -> None:
     """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when complete:
-    a killed run leaves no half cache, and 88k faces never need to fit in RAM at once."""
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    an interrupted run leaves no half cache (a killed one a temporary folder the next run removes), and
+    the faces never need to fit in RAM at once."""
+    tmp = temporary_name(cache)
     tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        _align_into(tmp, root, labels, ids, size, workers, progress)
+        if not cache.exists():  # else another process finished first
+            os.replace(tmp, cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _align_into(tmp: Path, root: Path, labels: Path, ids: np.ndarray, size: int, workers: int,
+                progress: bool) -> None:
     images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(ids), size, size, 3))
     masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(ids), size, size))
     jobs = [(str(root), int(f), size, str(labels)) for f in ids]
+    pool, results = None, map(_load_frame_job, jobs)
     if workers > 0:
-        pool = mp.get_context("spawn").Pool(workers)
+        with sigint_deferred():  # the processes are born deaf to Ctrl-C; the parent stops them
+            pool = mp.get_context("spawn").Pool(workers, initializer=child_ignores_sigint)
         results = pool.imap(_load_frame_job, jobs, chunksize=16)
-    else:
-        pool, results = None, map(_load_frame_job, jobs)
     try:
         for i, (img, mask) in enumerate(tqdm(results, total=len(jobs), desc="align", disable=not progress)):
             images[i], masks[i] = img, mask
@@ -166,10 +179,24 @@ def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Pa
     np.save(tmp / "frame_ids.npy", ids)
     (tmp / "meta.json").write_text(json.dumps({"source": str(root.resolve()), "size": size, "count": len(ids),
                                                "label_set": LABEL_SET, "format": FORMAT}))
-    if cache.exists():  # another process finished first
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, cache)
+
+
+def _remove_abandoned(cache: Path) -> None:
+    """Delete the temporary folders of ``cache`` whose writer process is gone (a killed run)."""
+    for tmp in cache.parent.glob(f"{cache.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[1].lstrip("-")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int = 112,
@@ -177,8 +204,8 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
     """Align every ``with_25`` frame once and memory-map the result on later calls.
 
     The cache is a folder of ``.npy`` files (not one ``.npz``) so DataLoader workers share pages
-    through mmap instead of each holding the 4.4 GB that 88k faces take. Its name holds a
-    fingerprint of the source files, so an edited folder gets a fresh cache.
+    through mmap instead of each holding a copy of every face. Its name holds a fingerprint of the
+    source files, so an edited folder gets a fresh cache; what killed runs left of theirs is removed.
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -187,6 +214,7 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
     labels = label_dir(root)
     cache = Path(cache_dir) / f"aligned{size}_{_fingerprint(root, labels, ids, size)}"
     if not (cache / "meta.json").is_file():
+        _remove_abandoned(cache)
         _write_cache(root, labels, ids, size, cache, workers, progress)
     return AlignedSet(np.load(cache / "images.npy", mmap_mode="r"), np.load(cache / "masks.npy", mmap_mode="r"),
                       np.load(cache / "frame_ids.npy"), cache)
