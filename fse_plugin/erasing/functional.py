@@ -64,7 +64,7 @@ def erase(img: Images, mask: Any, classes: Any, fill: Fill = "random", generator
         img = img.clone(memory_format=torch.contiguous_format) if isinstance(img, torch.Tensor) else \
             [r.clone(memory_format=torch.contiguous_format) for r in rows]
         planes = [r.numpy() for r in _rows(img)[0]]
-    erase_numpy(planes, masks if isinstance(masks, MaskRuns) else [_numpy(m) for m in masks], selected, fill,
+    erase_numpy(planes, masks if isinstance(masks, MaskRuns) else [as_numpy(m) for m in masks], selected, fill,
                 generator, flips)
     return img
 
@@ -83,7 +83,7 @@ def _erase_tensors(rows: list[torch.Tensor], masks: Any, selected: np.ndarray, f
     """The torch engine on the rows stacked, masks flipped where ``flips``: a new [B,C,H,W]."""
     device = rows[0].device
     maps = masks.maps() if isinstance(masks, MaskRuns) else masks
-    maps = torch.stack([torch.as_tensor(m if isinstance(m, torch.Tensor) else _numpy(m)).to(device) for m in maps])
+    maps = torch.stack([torch.as_tensor(m if isinstance(m, torch.Tensor) else as_numpy(m)).to(device) for m in maps])
     maps = maps.long()
     if flips.any():
         lut = torch.from_numpy(MIRROR_LUT).to(device).long()
@@ -91,7 +91,8 @@ def _erase_tensors(rows: list[torch.Tensor], masks: Any, selected: np.ndarray, f
     return erase_torch(torch.stack(rows), maps, torch.from_numpy(selected).to(device), fill, generator)
 
 
-def _numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
     return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
@@ -121,13 +122,13 @@ def _masks(mask: Any, n: int, single: bool) -> Sequence[Any] | MaskRuns:
 def _selection(classes: Any, n: int) -> np.ndarray:
     """[n, K] bool from class names/ids (the same for every image) or a bool selection [K] or [n, K]."""
     if isinstance(classes, (torch.Tensor, np.ndarray)) and classes.dtype in (torch.bool, np.bool_):
-        sel = _numpy(classes)
+        sel = as_numpy(classes)
         if sel.ndim == 1:
             sel = np.broadcast_to(sel, (n, len(sel)))
         if sel.ndim != 2 or sel.shape[0] != n:
             raise FSEError(f"erase: classes as a selection must be bool [K] or [{n}, K], got {tuple(sel.shape)}")
         return sel
-    ids = parse_class_list(_numpy(classes).tolist() if isinstance(classes, (torch.Tensor, np.ndarray))
+    ids = parse_class_list(as_numpy(classes).tolist() if isinstance(classes, (torch.Tensor, np.ndarray))
                            else classes, "classes", allow_empty=True)
     sel = np.zeros((n, NUM_CLASSES), bool)
     sel[:, ids] = True
@@ -138,7 +139,7 @@ def mirrored_rows(mirrored: Any, n: int, name: str = "erase: mirrored") -> np.nd
     """[n] bool from None (nothing mirrored) or n bools; FSEError naming ``name`` otherwise."""
     if mirrored is None:
         return np.zeros(n, bool)
-    flips = _numpy(mirrored)
+    flips = as_numpy(mirrored)
     if flips.shape != (n,) or flips.dtype != np.bool_:
         raise FSEError(f"{name}: must be {n} bools (True where the image was flipped and its mask not), got "
                        f"{flips.dtype} {flips.shape}")

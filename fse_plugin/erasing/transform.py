@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from fse_plugin.erasing.functional import erase, mirrored_rows
+from fse_plugin.erasing.functional import as_numpy, erase, mirrored_rows
 from fse_plugin.fseconfig import Fill, FSEConfig, NErase
 from fse_plugin.labels import MIRROR, MIRROR_LUT, NUM_CLASSES, class_name, flip_mask
 from fse_plugin.maskruns import MaskRuns
@@ -30,8 +30,8 @@ def _present(masks: Masks) -> torch.Tensor:
     if isinstance(masks, MaskRuns):
         return torch.from_numpy(masks.present())
     if not isinstance(masks, torch.Tensor):
-        return torch.from_numpy(np.stack([np.bincount(np.asarray(m.cpu() if isinstance(m, torch.Tensor) else m).ravel(),
-                                                      minlength=NUM_CLASSES)[:NUM_CLASSES] > 0 for m in masks]))
+        counts = [np.bincount(as_numpy(m).ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] for m in masks]
+        return torch.from_numpy(np.stack(counts) > 0)
     B = masks.shape[0]  # ids >= NUM_CLASSES land in one spare column: no host sync
     ids = masks.reshape(B, -1).long().clamp(max=NUM_CLASSES)
     present = torch.zeros(B, NUM_CLASSES + 1, dtype=torch.bool, device=masks.device)
