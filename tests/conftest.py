@@ -59,6 +59,18 @@ def synth_bin(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mxnet_python() -> str:
+    """An interpreter that imports mxnet 1.9.1: $FSE_MXNET_PYTHON, else this one if it can; the tests that
+    compare with real mxnet are skipped, saying how to run them, without one."""
+    import subprocess
+    import sys
+    for py in (os.environ.get("FSE_MXNET_PYTHON"), sys.executable):
+        if py and subprocess.run([py, "-c", "import mxnet.recordio"], capture_output=True).returncode == 0:
+            return py
+    pytest.skip("no mxnet (set FSE_MXNET_PYTHON to an interpreter that has mxnet 1.9.1)")
+
+
+@pytest.fixture(scope="session")
 def arcface_torch_dir() -> Path:
     """Pristine arcface_torch checkout: $ARCFACE_TORCH_DIR, else ``shared/arcface_torch`` beside the repo
     (tests copy it before patching); the tests that need it are skipped, saying why, without one."""

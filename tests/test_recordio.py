@@ -6,7 +6,6 @@ import pickle
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -438,18 +437,9 @@ print(' '.join(hashlib.sha256(r.read_idx(k)).hexdigest() for k in r.keys))
 """
 
 
-def _mxnet_python() -> str | None:
-    for py in (os.environ.get("FSE_MXNET_PYTHON"), sys.executable):
-        if py and subprocess.run([py, "-c", "import mxnet.recordio"], capture_output=True).returncode == 0:
-            return py
-    return None
-
-
-def test_byte_identical_to_real_mxnet(tmp_path):
+def test_byte_identical_to_real_mxnet(tmp_path, mxnet_python):
     """Set FSE_MXNET_PYTHON to an interpreter with mxnet 1.9.1 to run this."""
-    py = _mxnet_python()
-    if py is None:
-        pytest.skip("no mxnet (set FSE_MXNET_PYTHON to an interpreter that has mxnet 1.9.1)")
+    py = mxnet_python
     payloads = [p for p, _ in SPLIT_CASES] + random_payloads(np.random.default_rng(7), 200, 300)
     frames = tmp_path / "frames.bin"
     frames.write_bytes(b"".join(struct.pack("<I", len(p)) + p for p in payloads))

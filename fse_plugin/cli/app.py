@@ -18,13 +18,13 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from fse_plugin.cli import cache, cam, demo, evaluate, parsing, patch, study, synth
+from fse_plugin.cli import cache, cam, demo, evaluate, parsing, patch, rec, study, synth
 from fse_plugin.cli.grammar import Parser
 from fse_plugin.common import FSEError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (synth, parsing, cache, evaluate, cam, demo, study, patch)
+COMMANDS = (synth, rec, parsing, cache, evaluate, cam, demo, study, patch)
 """Command modules in ``fse --help`` order; each has ``register(subparsers)``."""
 
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
