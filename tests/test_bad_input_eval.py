@@ -1,5 +1,7 @@
 """Bad input to `fse eval verification|ijb|occlusion` and `fse patch-arcface`: each refused in one line naming the
-flag, file or config key, exit status 2, before any model or image is loaded (the `no_loading` fixture)."""
+flag, file or config key, exit status 2, before any model or image is loaded (the `no_loading` fixture). Then the
+same rule for the Python API (`load_bin`, `evaluate_*`, `occlusion_*`, the settings objects, `load_recognizer`): an
+argument that cannot mean what was typed is an FSEError naming the parameter, raised before anything is loaded."""
 import pickle
 from pathlib import Path
 
@@ -8,6 +10,9 @@ import pytest
 import torch
 
 from badinput import assert_user_error, run_fse
+from fse_plugin import evaluation as ev
+from fse_plugin.backbone import load_recognizer
+from fse_plugin.common import FSEError
 
 V = ["eval", "verification", "--weights", "{weights}"]
 OCC = ["eval", "occlusion", "--pack", "{pack}", "--weights", "{weights}"]
@@ -63,6 +68,7 @@ CASES = [
 ]
 if not torch.cuda.is_available():
     CASES.append(("cuda on a machine without", V + ["--pack", "{pack}", "--device", "cuda"], ["--device", "cuda"]))
+    CASES.append(("fp16 on a CPU", OCC + ["--device", "cpu", "--precision", "fp16"], ["--precision", "fp16"]))
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +104,66 @@ def files(tmp_path_factory, synth_bin) -> dict[str, str]:
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_refused_in_one_line(argv, names, files, no_loading):
     assert_user_error(run_fse([a.format(**files) for a in argv]), *[n.format(**files) for n in names])
+
+
+MODEL = torch.nn.Flatten()
+VIEWS = np.ones((2, 20, 4), np.float32)
+ISSAME = np.arange(10) % 2 == 0
+FACES = np.zeros((20, 112, 112, 3), np.uint8)
+API_CASES = [
+    ("load_bin image size a float", lambda f: ev.load_bin(f["pack"], (112.0, 112)), ["image_size[0]", "112.0"]),
+    ("load_bin image size one number", lambda f: ev.load_bin(f["pack"], 112), ["image_size", "(height, width)"]),
+    ("load_bin no path", lambda f: ev.load_bin(None), ["path", "None"]),
+    ("one fold", lambda f: ev.evaluate_embeddings(VIEWS, ISSAME, 1), ["n_folds", ">= 2"]),
+    ("folds a float", lambda f: ev.evaluate_embeddings(VIEWS, ISSAME, 2.0), ["n_folds", "2.0"]),
+    ("folds a bool", lambda f: ev.evaluate_embeddings(VIEWS, ISSAME, True), ["n_folds", "True"]),
+    ("FAR 0", lambda f: ev.evaluate_embeddings(VIEWS, ISSAME, far_target=0), ["far_target"]),
+    ("FAR above 1", lambda f: ev.evaluate_embeddings(VIEWS, ISSAME, far_target=1.5), ["far_target", "1.5"]),
+    ("issame not 0/1", lambda f: ev.evaluate_embeddings(VIEWS, np.arange(10) % 3), ["issame"]),
+    ("batch size where the settings go", lambda f: ev.evaluate_pack(MODEL, f["pack"], 20),
+     ["settings", "EmbedSettings(...)", "got 20"]),
+    ("evaluate_pack one fold", lambda f: ev.evaluate_pack(MODEL, f["pack"], n_folds=1), ["n_folds"]),
+    ("evaluate_pack images for other pairs", lambda f: ev.evaluate_pack(MODEL, (FACES[:4], ISSAME)),
+     ["pack", "4 images for 10 pairs"]),
+    ("embed float images", lambda f: ev.embed(MODEL, FACES.astype(np.float32)), ["images", "float32"]),
+    ("settings batch size 0", lambda f: ev.EmbedSettings(0), ["EmbedSettings.batch_size"]),
+    ("settings batch size a float", lambda f: ev.EmbedSettings(2.5), ["EmbedSettings.batch_size", "2.5"]),
+    ("settings batch size a bool", lambda f: ev.EmbedSettings(True), ["EmbedSettings.batch_size", "True"]),
+    ("settings workers negative", lambda f: ev.EmbedSettings(num_workers=-1), ["EmbedSettings.num_workers"]),
+    ("settings embedding size 0", lambda f: ev.EmbedSettings(embedding_size=0), ["EmbedSettings.embedding_size"]),
+    ("settings unknown device", lambda f: ev.EmbedSettings(device="gpu"), ["EmbedSettings.device", "gpu"]),
+    ("IJB FARs a number, not a list", lambda f: ev.evaluate_ijb(MODEL, f["ijb"], fars=1e-4), ["fars"]),
+    ("IJB FAR 0", lambda f: ev.evaluate_ijb(MODEL, f["ijb"], fars=[1e-4, 0.0]), ["fars[1]"]),
+    ("IJB target other than the meta's", lambda f: ev.evaluate_ijb(MODEL, ev.read_ijb_meta(f["ijb"]), target="IJBB"),
+     ["target", "IJBB"]),
+    ("occlusion one fold", lambda f: ev.occlusion_pack({"m": MODEL}, FACES, ISSAME, None, folds=1), ["folds"]),
+    ("occlusion FAR above 1", lambda f: ev.occlusion_ijb({"m": MODEL}, ev.read_ijb_meta(f["ijb"]), None, far=2),
+     ["far", "2"]),
+    ("occlusion seed negative", lambda f: ev.OcclusionSettings(seed=-1), ["OcclusionSettings.seed"]),
+    ("occlusion fill unknown", lambda f: ev.OcclusionSettings(fill="blue"), ["OcclusionSettings.fill", "blue"]),
+    ("occlusion region of class 99", lambda f: ev.OcclusionSettings([("x", [99])]),
+     ["OcclusionSettings.regions[0]", "99"]),
+    ("occlusion embed a dict", lambda f: ev.OcclusionSettings(embed={"batch_size": 3}), ["OcclusionSettings.embed"]),
+    ("occlusion groups a number", lambda f: ev.parse_groups(3), ["groups", "3"]),
+    ("negative pair limit", lambda f: ev.select_pairs(ISSAME, "same", -1), ["limit", "-1"]),
+    ("recognizer size a float", lambda f: load_recognizer(f["weights"], "tiny", 512.0), ["embedding_size", "512.0"]),
+    ("recognizer size a bool", lambda f: load_recognizer(f["weights"], "tiny", True), ["embedding_size", "True"]),
+    ("recognizer size negative", lambda f: load_recognizer(f["weights"], "tiny", -1), ["embedding_size", "-1"]),
+    ("recognizer network not a name", lambda f: load_recognizer(f["weights"], 3), ["network", "3"]),
+    ("recognizer weights a directory", lambda f: load_recognizer(f["tmp"]), ["a directory", "model.pt"]),
+    ("recognizer unknown device", lambda f: load_recognizer(f["weights"], map_location="gpu"),
+     ["map_location", "gpu"]),
+]
+if not torch.cuda.is_available():
+    API_CASES += [("settings fp16 on a CPU", lambda f: ev.EmbedSettings(precision="fp16"),
+                   ["EmbedSettings.precision", "fp16"]),
+                  ("settings cuda on a machine without", lambda f: ev.EmbedSettings(device="cuda"),
+                   ["EmbedSettings.device", "cuda"])]
+
+
+@pytest.mark.parametrize("call,names", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_refuses_what_cannot_mean_what_was_typed(call, names, files, no_loading):
+    with pytest.raises(FSEError) as info:
+        call(files)
+    message = str(info.value)
+    assert "\n" not in message and all(n in message for n in names), message

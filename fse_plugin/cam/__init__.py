@@ -29,7 +29,7 @@ Modules, in the order data flows:
 """
 from fse_plugin.cam.callback import FSCAMCallback
 from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model
-from fse_plugin.cam.evaluated_pairs import fscam_ijb, fscam_pack, fscam_pairs, ijb_fscam_rows
+from fse_plugin.cam.evaluated_pairs import fscam_ijb, fscam_pack, ijb_fscam_rows
 from fse_plugin.cam.explain import explain, explain_bin, explain_pairs, explain_rec
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks, batched_forward
 from fse_plugin.cam.methods import METHODS, parse_methods, run_method
@@ -49,7 +49,7 @@ __all__ = [
     "FSCAMCallback",
     "ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model",
     "PackPairs", "RecImages", "load_pack", "load_rec",
-    "fscam_ijb", "fscam_pack", "fscam_pairs", "ijb_fscam_rows",
+    "fscam_ijb", "fscam_pack", "ijb_fscam_rows",
     "ExplainSettings", "explain", "explain_bin", "explain_pairs", "explain_rec",
     "Explanation", "MethodResult", "MethodStats", "RegionValues",
     "IGNORE", "as_input", "as_masks", "batched_forward",

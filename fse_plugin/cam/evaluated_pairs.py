@@ -7,42 +7,39 @@ the models, images and masks they already hold.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
 from fse_plugin.cam.explain import explain_pairs
 from fse_plugin.cam.settings import ExplainSettings
-from fse_plugin.common import FSEError, resolve_device
+from fse_plugin.common import FSEError
 from fse_plugin.evaluation import IJBFaces, IJBMeta, select_pairs, stack_masks
+from fse_plugin.evaluation.embed import given_settings
 
-__all__ = ["fscam_pairs", "fscam_pack", "ijb_fscam_rows", "fscam_ijb"]
+__all__ = ["fscam_pack", "ijb_fscam_rows", "fscam_ijb"]
 
 
-def fscam_pairs(models: Mapping[str, nn.Module], images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray,
-                masks2: np.ndarray, out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",),
-                device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
-                progress: bool = True) -> Path:
-    """FS-CAM (and any other ``cam`` method) of verification pairs for one or two models side by side,
-    through ``explain_pairs``; returns the report path."""
-    settings = ExplainSettings(methods=methods, device=str(resolve_device(device)), meta=meta or {}, progress=progress)
-    return explain_pairs(models, images1, images2, masks1, masks2, out_dir, settings).report
+def _with_meta(settings: ExplainSettings | None, **meta: Any) -> ExplainSettings:
+    """``settings`` (default ``ExplainSettings()``) with ``meta`` ahead of its own report entries."""
+    s = given_settings(settings, ExplainSettings)
+    return replace(s, meta={**meta, **s.meta})
 
 
 def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-               out_dir: str | os.PathLike, methods: str | Sequence[str] = ("fscam",), pairs: str = "same",
-               limit: int | None = 64, device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
-               progress: bool = True) -> Path:
-    """FS-CAM of the first ``limit`` ``pairs`` ('same', 'diff', 'all') of a pack."""
+               out_dir: str | os.PathLike, settings: ExplainSettings | None = None, pairs: str = "same",
+               limit: int | None = 64) -> Path:
+    """FS-CAM (and any other ``cam`` method of ``settings``) of the first ``limit`` ``pairs`` ('same', 'diff',
+    'all') of a pack, for one or two models side by side, through ``explain_pairs``; returns the report path."""
     sel = select_pairs(issame, pairs, limit)
     if not len(sel):
         raise FSEError(f"no {pairs!r} pairs to explain")
-    return fscam_pairs(models, images[2 * sel], images[2 * sel + 1], stack_masks(masks, 2 * sel),
-                       stack_masks(masks, 2 * sel + 1), out_dir, methods, device,
-                       {"pairs": f"{len(sel)} {pairs}", **(meta or {})}, progress)
+    return explain_pairs(models, images[2 * sel], images[2 * sel + 1], stack_masks(masks, 2 * sel),
+                         stack_masks(masks, 2 * sel + 1), out_dir,
+                         _with_meta(settings, pairs=f"{len(sel)} {pairs}")).report
 
 
 def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +51,8 @@ def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -
 
 
 def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_dir: str | os.PathLike,
-              methods: str | Sequence[str] = ("fscam",), pairs: str = "same", limit: int | None = 64,
-              device: str | torch.device = "cpu", progress: bool = True) -> Path:
-    """FS-CAM of the first ``limit`` template pairs of an IJB set (see ``ijb_fscam_rows``)."""
+              settings: ExplainSettings | None = None, pairs: str = "same", limit: int | None = 64) -> Path:
+    """FS-CAM of the first ``limit`` template pairs of an IJB set (see ``ijb_fscam_rows``), as ``fscam_pack``."""
     rows1, rows2 = ijb_fscam_rows(meta, pairs, limit)
     if not len(rows1):
         raise FSEError(f"{meta.files['template_pair_label']}: no {pairs!r} pairs to explain")
@@ -65,5 +61,6 @@ def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_di
     def images(rows: np.ndarray) -> np.ndarray:
         return np.stack([faces.image(r) for r in rows])
 
-    return fscam_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1), stack_masks(masks, rows2),
-                       out_dir, methods, device, {"benchmark": meta.target, "pairs": f"{len(rows1)} {pairs}"}, progress)
+    settings = _with_meta(settings, benchmark=meta.target, pairs=f"{len(rows1)} {pairs}")
+    return explain_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1), stack_masks(masks, rows2),
+                         out_dir, settings).report

@@ -26,10 +26,12 @@ from fse_plugin.cli.types import (count_type, device_type, dir_type, file_type, 
 from fse_plugin.common import FSEError, checks, masks_path_for, resolve_device
 from fse_plugin.common.files import atomic_write
 from fse_plugin.erasing import FILLS
-from fse_plugin.evaluation import (IJB_FARS, PACK_NAMES, CacheMasks, IJBMeta, OcclusionSettings, config_file,
-                                   config_weights, evaluate_ijb, evaluate_pack, format_table, load_bin, load_config,
-                                   occlusion_fill, occlusion_ijb, occlusion_pack, occlusion_regions, open_masks,
-                                   pack_pairs, parse_groups, predict_ijb_masks, read_ijb_meta, write_occlusion_report)
+from fse_plugin.evaluation import (IJB_FARS, PACK_NAMES, CacheMasks, EmbedSettings, IJBMeta, OcclusionSettings,
+                                   config_file, config_weights, evaluate_ijb, evaluate_pack, format_table, load_bin,
+                                   load_config, occlusion_fill, occlusion_ijb, occlusion_pack, occlusion_regions,
+                                   open_masks, pack_pairs, parse_groups, predict_ijb_masks, read_ijb_meta,
+                                   write_occlusion_report)
+from fse_plugin.evaluation.embed import check_precision
 from fse_plugin.evaluation.fse_eval import FSCAM_PAIRS, FSEEvalConfig
 from fse_plugin.evaluation.outputs import atomic_npy
 from fse_plugin.parsing import masks_from_checkpoint
@@ -344,23 +346,18 @@ def run_verification(args: argparse.Namespace) -> int:
         for pack in packs:
             _mask_source(args, pack)
     specs = _model_specs(args, cfg)
+    embedding = _embed_settings(args, specs[0]["embedding_size"])
     (name, model), = _load_models(args, specs).items()
     out = Path(args.out)
     results = []
     for pack in packs:
         images, issame = load_bin(pack, tuple(args.image_size))
-        result = evaluate_pack(model, (images, issame), args.batch_size, args.device, args.precision, args.folds,
-                               specs[0]["embedding_size"], Path(pack).stem, not args.quiet)
+        result = evaluate_pack(model, (images, issame), embedding, args.folds, Path(pack).stem)
         log.info("%s", result)
         results.append(result)
         if args.fscam:
-            masks = _pack_masks(args, pack, images, out)
-            from fse_plugin.cam import TARGETS, fscam_pack
-            log.info("FS-CAM target: %s", TARGETS["pair"])
-            report = fscam_pack({name: model}, images, issame, masks, Path(args.fscam) / Path(pack).stem,
-                                args.fscam_methods, args.fscam_pairs, args.fscam_limit, args.device, {"pack": pack},
-                                not args.quiet)
-            log.info("FS-CAM report: %s", report)
+            _fscam_pack(args, {name: model}, images, issame, _pack_masks(args, pack, images, out),
+                        Path(args.fscam) / Path(pack).stem, pack)
     rows = [[r.name, r.n_pairs, f"{r.accuracy * 100:.3f}", f"{r.accuracy_std * 100:.3f}", f"{r.xnorm:.4f}",
              f"{r.val * 100:.3f}"] for r in results]
     print(format_table(rows, ["pack", "pairs", "Accuracy-Flip %", "std", "XNorm", "VAL@FAR=1e-3 %"]))
@@ -369,14 +366,33 @@ def run_verification(args: argparse.Namespace) -> int:
     return 0
 
 
-def _occlusion_settings(args: argparse.Namespace, regions: list, specs: list[dict]) -> OcclusionSettings:
-    return OcclusionSettings(regions, args.fill, args.seed, args.batch_size, args.device, args.precision,
-                             args.num_workers, {s["name"]: s["embedding_size"] for s in specs}, not args.quiet)
+def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None) -> EmbedSettings:
+    """How the models run: --batch-size, --device, --precision (fp16 needs CUDA), --num-workers, --quiet."""
+    check_precision(args.precision, resolve_device(args.device), "--precision")
+    return EmbedSettings(args.batch_size, args.device, args.precision, args.num_workers, embedding_size,
+                         not args.quiet)
+
+
+def _fscam_settings(args: argparse.Namespace, **meta: str) -> Any:
+    """``cam.ExplainSettings`` of --fscam-methods on --device (``meta``: report entries); logs the target."""
+    from fse_plugin.cam import TARGETS, ExplainSettings
+    log.info("FS-CAM target: %s", TARGETS["pair"])
+    return ExplainSettings(methods=args.fscam_methods, device=str(resolve_device(args.device)), meta=meta,
+                           progress=not args.quiet)
+
+
+def _fscam_pack(args: argparse.Namespace, models: dict, images: np.ndarray, issame: np.ndarray, masks: Any,
+                out: str | Path, pack: str) -> None:
+    from fse_plugin.cam import fscam_pack
+    report = fscam_pack(models, images, issame, masks, out, _fscam_settings(args, pack=pack), args.fscam_pairs,
+                        args.fscam_limit)
+    log.info("FS-CAM report: %s", report)
 
 
 def run_ijb(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     specs = _model_specs(args, cfg)
+    embedding = _embed_settings(args, specs[0]["embedding_size"])
     meta = read_ijb_meta(args.root, args.ijb_set)
     occlusion = settings.occlusion
     if args.fscam or occlusion is not None:
@@ -384,8 +400,7 @@ def run_ijb(args: argparse.Namespace) -> int:
     models = _load_models(args, specs)
     (name, model), = models.items()
     out = Path(args.out)
-    result = evaluate_ijb(model, meta, meta.target, out, name, args.batch_size, args.device, args.precision,
-                          args.num_workers, specs[0]["embedding_size"], args.far, not args.quiet)
+    result = evaluate_ijb(model, meta, embedding, out_dir=out, name=name, fars=args.far)
     print(result)
     path = _write_json(out / f"{meta.target.lower()}_results.json", {"model": specs[0], **asdict(result)})
     log.info("results: %s\nscores: %s\nROC: %s", path, result.scores_path, result.roc_path)
@@ -396,8 +411,7 @@ def run_ijb(args: argparse.Namespace) -> int:
     rows += list(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
     masks = _ijb_masks(args, meta, np.unique(np.concatenate(rows)), out)
     if occlusion is not None:
-        run = OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, args.batch_size, args.device,
-                                args.precision, args.num_workers, specs[0]["embedding_size"], not args.quiet)
+        run = OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, embedding)
         _occlusion_outputs(occlusion_ijb(models, meta, masks, run, occlusion.far), out)
     if args.fscam:
         _fscam_ijb(args, models, meta, masks)
@@ -411,10 +425,8 @@ def _occlusion_outputs(report: Any, out: Path) -> None:
 
 
 def _fscam_ijb(args: argparse.Namespace, models: dict, meta: IJBMeta, masks: Any) -> None:
-    from fse_plugin.cam import TARGETS, fscam_ijb
-    log.info("FS-CAM target: %s", TARGETS["pair"])
-    report = fscam_ijb(models, meta, masks, args.fscam, args.fscam_methods, args.fscam_pairs, args.fscam_limit,
-                       args.device, not args.quiet)
+    from fse_plugin.cam import fscam_ijb
+    report = fscam_ijb(models, meta, masks, args.fscam, _fscam_settings(args), args.fscam_pairs, args.fscam_limit)
     log.info("FS-CAM report: %s", report)
 
 
@@ -433,7 +445,8 @@ def run_occlusion(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     _occlusion_defaults(args, settings)
     specs = _model_specs(args, cfg, second=True)
-    regions = occlusion_regions(args.classes, args.groups)
+    run = OcclusionSettings(occlusion_regions(args.classes, args.groups), args.fill, args.seed, _embed_settings(args),
+                            {s["name"]: s["embedding_size"] for s in specs})
     out = Path(args.out)
     if args.pack:
         _mask_source(args, args.pack)
@@ -443,8 +456,7 @@ def run_occlusion(args: argparse.Namespace) -> int:
         models = _load_models(args, specs)
         images, issame = load_bin(args.pack)
         masks = _pack_masks(args, args.pack, images, out)
-        report = occlusion_pack(models, images, issame, masks, _occlusion_settings(args, regions, specs), args.folds,
-                                Path(args.pack).stem)
+        report = occlusion_pack(models, images, issame, masks, run, args.folds, Path(args.pack).stem)
     else:
         meta = read_ijb_meta(args.ijb_root, args.ijb_set)
         _check_ijb_masks(args, meta)
@@ -452,15 +464,11 @@ def run_occlusion(args: argparse.Namespace) -> int:
         from fse_plugin.cam import ijb_fscam_rows
         fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
         masks = _ijb_masks(args, meta, np.union1d(meta.probe_rows(), fscam_rows).astype(np.int64), out)
-        report = occlusion_ijb(models, meta, masks, _occlusion_settings(args, regions, specs), args.far)
+        report = occlusion_ijb(models, meta, masks, run, args.far)
     _occlusion_outputs(report, out)
     if args.fscam:
         if args.pack:
-            from fse_plugin.cam import TARGETS, fscam_pack
-            log.info("FS-CAM target: %s", TARGETS["pair"])
-            path = fscam_pack(models, images, issame, masks, args.fscam, args.fscam_methods, args.fscam_pairs,
-                              args.fscam_limit, args.device, {"pack": args.pack}, not args.quiet)
-            log.info("FS-CAM report: %s", path)
+            _fscam_pack(args, models, images, issame, masks, args.fscam, args.pack)
         else:
             _fscam_ijb(args, models, meta, masks)
     return 0

@@ -80,11 +80,11 @@ def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issa
     """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion benchmark
     (25 regions + groups erased in the probe)."""
     from fse_plugin import evaluation
-    views = {name: evaluation.embed(m, images, progress=False) for name, m in models.items()}
+    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False)) for name, m in models.items()}
     results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name, v in views.items()}
     roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame, out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))
-    settings = evaluation.OcclusionSettings(seed=seed, progress=progress)
+    settings = evaluation.OcclusionSettings(seed=seed, embed=evaluation.EmbedSettings(progress=progress))
     occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n], settings, name="synth_lfw")
     return Evaluation(results, occ, evaluation.write_occlusion_report(occ, out / "occlusion"), roc)
 

@@ -5,13 +5,14 @@ One concern per module:
 
 * ``safepickle`` - unpickling an untrusted pack with what it may build and the memory it may take bounded;
 * ``packs`` - reading ``.bin`` packs, choosing pairs; ``masks`` - the parsing masks of evaluated images;
-* ``embed`` - image + flip embeddings; ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
+* ``embed`` - image + flip embeddings, ``EmbedSettings`` (how every protocol runs a model over images);
+* ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
 * ``ijb`` - IJB meta files, template features, TAR@FAR, ROC;
 * ``occlusion`` - erasing regions in the probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
 * ``config`` - arcface_torch configs; ``tables`` - text tables; ``errors`` - PackError, MetaError.
 """
 from fse_plugin.evaluation.config import config_file, config_weights, load_config
-from fse_plugin.evaluation.embed import embed, fuse_views
+from fse_plugin.evaluation.embed import EmbedSettings, embed, fuse_views
 from fse_plugin.evaluation.errors import MetaError, PackError
 from fse_plugin.evaluation.ijb import IJB_FARS, IJBFaces, IJBMeta, IJBResult, evaluate_ijb, pair_scores, read_ijb_meta
 from fse_plugin.evaluation.ijb import roc_colours, template_features
@@ -26,7 +27,7 @@ from fse_plugin.evaluation.verification import (PACK_NAMES, VerificationResult, 
 
 __all__ = [
     "config_file", "config_weights", "load_config",
-    "embed", "fuse_views",
+    "EmbedSettings", "embed", "fuse_views",
     "MetaError", "PackError",
     "IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",
     "template_features",

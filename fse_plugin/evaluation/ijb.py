@@ -16,11 +16,10 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 import sklearn.preprocessing
-import torch
 from sklearn.metrics import auc, roc_curve
 from torch import nn
 
-from fse_plugin.evaluation.embed import FaceImages, embed
+from fse_plugin.evaluation.embed import EmbedSettings, FaceImages, embed, given_settings
 from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
 from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
@@ -31,6 +30,8 @@ __all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """FAR points of upstream's IJB table."""
+_BATCH_SIZE = 128
+"""eval_ijbc.py's default batch: the IJB functions' default ``EmbedSettings(batch_size=128)``."""
 
 _TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
                       [62.7299, 92.2041]], dtype=np.float32)
@@ -192,13 +193,12 @@ class IJBFaces(FaceImages):
         return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0), cv2.COLOR_BGR2RGB)
 
 
-def ijb_image_features(model: nn.Module, meta: IJBMeta, batch_size: int = 128, device: str | torch.device = "cpu",
-                       precision: str = "fp32", num_workers: int = 0, embedding_size: int | None = None,
-                       progress: bool = True, desc: str = "IJB") -> np.ndarray:
-    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream."""
-    views = embed(model, IJBFaces(meta), batch_size, device, True, precision, num_workers, embedding_size, progress,
-                  desc)
-    return image_features(views, meta.faceness)
+def ijb_image_features(model: nn.Module, meta: IJBMeta, settings: EmbedSettings | None = None,
+                       desc: str = "IJB") -> np.ndarray:
+    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream.
+    ``settings`` default: ``EmbedSettings(batch_size=128)``, eval_ijbc.py's batch."""
+    s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
+    return image_features(embed(model, IJBFaces(meta), s, desc=desc), meta.faceness)
 
 
 def image_features(views: np.ndarray, faceness: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
     (float32 media means and sums), grouped by one sort instead of a scan per template.
     """
     if not len(img_feats) == len(templates) == len(medias):
-        raise ValueError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
+        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
@@ -234,7 +234,7 @@ def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray
     index = np.searchsorted(unique_templates, ids)
     bad = (index >= len(unique_templates)) | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids)
     if bad.any():
-        raise ValueError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
+        raise FSEError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
     return index
 
 
@@ -321,20 +321,35 @@ class IJBResult:
                             ["Methods"] + [str(f) for f in self.fars])
 
 
-def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: str = "IJBC",
-                 out_dir: str | os.PathLike | None = None, name: str = "model", batch_size: int = 128,
-                 device: str | torch.device = "cpu", precision: str = "fp32", num_workers: int = 0,
-                 embedding_size: int | None = None, fars: Sequence[float] = IJB_FARS,
-                 progress: bool = True) -> IJBResult:
-    """IJB-B/C 1:1 verification; with ``out_dir``, saves ``<target>.npy`` scores (as upstream) and a ROC PNG."""
-    fars = [checks.open_fraction(f, "fars") for f in fars]
-    meta = root if isinstance(root, IJBMeta) else read_ijb_meta(root, target)
-    feats = ijb_image_features(model, meta, batch_size, device, precision, num_workers, embedding_size, progress,
-                               meta.target)
+def _meta(root: str | os.PathLike | IJBMeta, target: str | None) -> IJBMeta:
+    """The meta of ``root`` (read, target default IJBC) or ``root`` itself, whose target must be ``target``."""
+    if not isinstance(root, IJBMeta):
+        return read_ijb_meta(root, "IJBC" if target is None else target)
+    if target is not None and str(target).upper() != root.target:
+        raise FSEError(f"target: {target!r} asked for, but the meta given is {root.target}'s")
+    return root
+
+
+def _fars(fars: Sequence[float]) -> list[float]:
+    if isinstance(fars, (str, bytes)) or not isinstance(fars, Sequence) or not len(fars):
+        raise FSEError(f"fars: expected a non-empty list of FARs in (0, 1), got {fars!r}")
+    return [checks.open_fraction(f, f"fars[{i}]") for i, f in enumerate(fars)]
+
+
+def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: EmbedSettings | None = None,
+                 target: str | None = None, out_dir: str | os.PathLike | None = None, name: str = "model",
+                 fars: Sequence[float] = IJB_FARS) -> IJBResult:
+    """IJB-B/C 1:1 verification of the set at ``root`` (``target`` IJBB or IJBC, default IJBC) or of an ``IJBMeta``
+    already read; TAR at each of ``fars``. ``settings`` as ``ijb_image_features``. With ``out_dir``, saves
+    ``<target>.npy`` scores (as upstream) and a ROC PNG."""
+    fars = _fars(fars)
+    s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
+    meta = _meta(root, target)
+    feats = ijb_image_features(model, meta, s, meta.target)
     tfeats, unique_templates = template_features(feats, meta.templates, meta.medias)
     scores = pair_scores(tfeats, unique_templates, meta.p1, meta.p2)
     fpr, tpr, roc_auc = _roc(meta.labels, scores)
-    result = IJBResult(name, meta.target, len(meta.names), len(unique_templates), len(scores), list(fars),
+    result = IJBResult(name, meta.target, len(meta.names), len(unique_templates), len(scores), fars,
                        _tar_at(fpr, tpr, fars).tolist(), roc_auc)
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -22,6 +22,7 @@ import numpy as np
 
 from fse_plugin.common import FSEError, resolve_device
 from fse_plugin.evaluation.config import config_file, config_weights, load_config
+from fse_plugin.evaluation.embed import EmbedSettings
 from fse_plugin.evaluation.fse_eval import FSEEvalConfig
 from fse_plugin.evaluation.ijb import IJBMeta, read_ijb_meta
 from fse_plugin.evaluation.masks import open_masks, predict_ijb_masks
@@ -137,17 +138,18 @@ class IJBCScriptHook:
 
     def _occlusion(self, models: dict, masks: Any, image_features: np.ndarray, out: Path, device: Any) -> None:
         o = self.settings.occlusion
-        settings = OcclusionSettings(list(o.regions), o.fill, o.seed, self.batch_size, device, progress=False,
-                                     embedding_size=EMBEDDING_SIZE)
+        embedding = EmbedSettings(self.batch_size, device, embedding_size=EMBEDDING_SIZE, progress=False)
+        settings = OcclusionSettings(list(o.regions), o.fill, o.seed, embedding)
         report = occlusion_ijb(models, self.meta, masks, settings, o.far, {self.name: image_features})
         log.info("%s", report.table())
         paths = write_occlusion_report(report, out, f"occlusion_{self.meta.target.lower()}")
         log.info("occlusion: %s", ", ".join(str(p) for p in paths.values()))
 
     def _fscam(self, models: dict, masks: Any, out: Path, device: Any) -> None:
-        from fse_plugin.cam import TARGETS, fscam_ijb
+        from fse_plugin.cam import TARGETS, ExplainSettings, fscam_ijb
         f = self.settings.fscam
         log.info("FS-CAM target: %s", TARGETS["pair"])
-        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam", f.methods, f.pairs,
-                           f.limit, device, False)
+        settings = ExplainSettings(methods=f.methods, device=str(device), progress=False)
+        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam", settings, f.pairs,
+                           f.limit)
         log.info("FS-CAM report: %s", report)

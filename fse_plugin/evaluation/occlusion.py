@@ -12,7 +12,7 @@ model, batch size and worker count sees the same erased probes.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from fse_plugin import labels
 from fse_plugin.common import FSEError, checks, to_input
 from fse_plugin.erasing import FILLS, check_fill, erase
-from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
+from fse_plugin.evaluation.embed import EmbedSettings, batch_loader, embed, embed_batch, fuse_views, given_settings
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
                                        template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
@@ -46,14 +46,14 @@ the nose, and the lower face a medical mask covers."""
 _IN_MEMORY = 2 << 30
 """Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary file."""
 
-Sizes = int | Mapping[str, int | None] | None
-
 
 def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
     """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls" or a
     mapping name -> classes (names or ids) otherwise."""
     if spec is None:
         spec = DEFAULT_GROUPS
+    if not isinstance(spec, (str, Mapping)):
+        raise FSEError(f"groups: expected 'name=class,class;...' or a dict name -> classes, got {spec!r}")
     if isinstance(spec, str):
         if spec.strip().lower() in ("", "none"):
             return {}
@@ -94,25 +94,42 @@ def occlusion_regions(classes: str | Sequence[str | int] | None = None,
 @dataclass(frozen=True)
 class OcclusionSettings:
     """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
-    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embedding_size`` (checked) is
-    one size or one per model name; ``precision`` autocasts on CUDA."""
+    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embed``: how every model runs
+    (batch, device, precision, workers, progress; its ``embedding_size`` checked for every model);
+    ``embedding_sizes``: the size a model must give, by model name, where it differs from ``embed.embedding_size``.
+
+    ``OcclusionSettings(seed=1, embed=EmbedSettings(batch_size=8))``"""
     regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
     fill: Any = "random"
     seed: int = 0
-    batch_size: int = 64
-    device: str | torch.device = "cpu"
-    precision: str = "fp32"
-    num_workers: int = 0
-    embedding_size: Sizes = None
-    progress: bool = True
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    embedding_sizes: Mapping[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        name = type(self).__name__
         if not self.regions:
-            raise FSEError("regions: nothing to erase; name classes or groups")
-        occlusion_fill(self.fill)
-        checks.count(self.seed, "seed", minimum=0)
-        checks.count(self.batch_size, "batch_size")
-        checks.count(self.num_workers, "num_workers", minimum=0)
+            raise FSEError(f"{name}.regions: nothing to erase; name classes or groups")
+        for i, region in enumerate(self.regions):
+            try:
+                _, ids = region
+                labels.class_ids(ids)
+            except (TypeError, ValueError, KeyError) as e:
+                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
+                               f"{e.args[0] if e.args else e}") from None
+        occlusion_fill(self.fill, f"{name}.fill")
+        checks.count(self.seed, f"{name}.seed", minimum=0)
+        if not isinstance(self.embed, EmbedSettings):
+            raise FSEError(f"{name}.embed: expected EmbedSettings(...), got {self.embed!r}")
+        if not isinstance(self.embedding_sizes, Mapping):
+            raise FSEError(f"{name}.embedding_sizes: expected a dict model name -> size, got {self.embedding_sizes!r}")
+        for model, size in self.embedding_sizes.items():
+            if size is not None:
+                checks.count(size, f"{name}.embedding_sizes[{model!r}]")
+        object.__setattr__(self, "embedding_sizes", dict(self.embedding_sizes))
+
+    def embed_settings(self, model: str) -> EmbedSettings:
+        """``embed`` with the embedding size model ``model`` must give."""
+        return replace(self.embed, embedding_size=self.embedding_sizes.get(model, self.embed.embedding_size))
 
 
 class RegionErasing:
@@ -190,24 +207,22 @@ class ErasedProbes(Dataset):
         return f"{type(self).__name__}({len(self.erasers)} regions, {len(self)} erased probes)"
 
 
-def _size_of(embedding_size: Sizes, model: str) -> int | None:
-    return embedding_size.get(model) if isinstance(embedding_size, Mapping) else embedding_size
-
-
 @torch.no_grad()
-def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
-                  device: str | torch.device, precision: str, num_workers: int,
-                  progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes,
+                  settings: OcclusionSettings) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
     Each batch is erased once and embedded by every model."""
-    device = [prepare_model(model, device, precision) for model in models.values()][0]  # the same for all
-    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    s = settings.embed
+    sizes = {m: settings.embed_settings(m).embedding_size for m in models}
+    for model in models.values():
+        model.to(s.device).eval()
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(s.batch_size), num_workers=s.num_workers,
+                        pin_memory=s.device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
-        x = x.to(device, non_blocking=True)
+    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not s.progress, leave=False):
+        x = x.to(s.device, non_blocking=True)
         for m, model in models.items():
-            parts[m].append(embed_batch(model, x, True, precision, _size_of(embedding_size, m)))
+            parts[m].append(embed_batch(model, x, True, s.precision, sizes[m]))
         region = int(dataset.items[int(index[0]), 0])
         if int(index[-1]) + 1 == dataset.ends[region]:
             yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
@@ -218,9 +233,7 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
                     clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
                     settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
-    s = settings
-    for r, views in _erased_views(models, dataset, s.embedding_size, s.batch_size, s.device, s.precision, s.num_workers,
-                                  s.progress):
+    for r, views in _erased_views(models, dataset, settings):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
         rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
@@ -236,13 +249,14 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already gave for
     ``images``, so they are not embedded again.
     """
-    s = settings or OcclusionSettings()
+    s = given_settings(settings, OcclusionSettings)
+    checks.count(folds, "folds", minimum=2)
     keys = np.arange(1, len(images), 2)
     present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
-    emb = {m: fuse_views(clean_views[m] if m in clean_views else
-                         embed(model, images, s.batch_size, s.device, True, s.precision, s.num_workers,
-                               _size_of(s.embedding_size, m), s.progress, f"{m} clean")) for m, model in models.items()}
+    emb = {m: fuse_views(clean_views[m] if m in clean_views else embed(model, images, s.embed_settings(m),
+                                                                         desc=f"{m} clean"))
+           for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
         return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, folds)[0])) * 100
@@ -273,14 +287,14 @@ class _Uint8Faces(Dataset):
         return torch.from_numpy(self.faces.image(int(self.faces.keys[index]))), index
 
 
-def _aligned(meta: IJBMeta, rows: np.ndarray, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
+def _aligned(meta: IJBMeta, rows: np.ndarray, settings: EmbedSettings) -> np.ndarray:
     """uint8 [len(rows), 112, 112, 3]: the aligned images of ``rows``, read once for every region."""
     shape = (len(rows), 112, 112, 3)
     out = (np.empty(shape, np.uint8) if np.prod(shape) <= _IN_MEMORY
            else np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=shape))
     faces = IJBFaces(meta, rows)
-    loader = batch_loader(_Uint8Faces(faces), batch_size, torch.device("cpu"), num_workers)
-    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not progress, leave=False):
+    loader = batch_loader(_Uint8Faces(faces), settings.batch_size, torch.device("cpu"), settings.num_workers)
+    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not settings.progress, leave=False):
         out[index.numpy()] = imgs.numpy()
     return out
 
@@ -294,13 +308,13 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
     ``clean_features``: per model name, the image features (image + flip) x faceness already computed for every
     meta row (what eval_ijbc.py holds after its table), so they are not computed again.
     """
-    s = settings or OcclusionSettings()
+    s = given_settings(settings, OcclusionSettings)
+    checks.open_fraction(far, "far")
     keys = meta.probe_rows()
     present, skipped = _plan(s.regions, masks, keys)
     clean_features = clean_features or {}
     feats = {m: clean_features[m] if m in clean_features else
-             ijb_image_features(model, meta, s.batch_size, s.device, s.precision, s.num_workers,
-                                _size_of(s.embedding_size, m), s.progress, f"{m} clean") for m, model in models.items()}
+             ijb_image_features(model, meta, s.embed_settings(m), f"{m} clean") for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
@@ -316,7 +330,7 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
              for m in models}
     rows = []
     if present:
-        images = _aligned(meta, keys, s.batch_size, s.num_workers, s.progress)
+        images = _aligned(meta, keys, s.embed)
         dataset = ErasedProbes(images, keys, masks, present, s.fill, s.seed)
         rows = _occlusion_rows(models, dataset, present, clean, score, s)
     return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, s.fill, s.seed,

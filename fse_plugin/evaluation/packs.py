@@ -4,7 +4,7 @@ OpenCV as mxnet's ``imdecode`` does (mxnet does not import with numpy >= 1.24)."
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -64,7 +64,9 @@ def _read_pack(path: str) -> tuple[list[bytes], np.ndarray]:
 
 
 def _pack_file(path: str | os.PathLike) -> str:
-    path = str(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise PackError(f"path: expected the path of a .bin pack, got {path!r}")
+    path = os.fspath(path)
     if os.path.isdir(path):
         raise PackError(f"{path}: a directory; a verification pack is a .bin file (a folder of packs is --data-dir)")
     if not os.path.isfile(path):
@@ -84,10 +86,10 @@ def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) 
     Images of another size are resized bicubically (mxnet's resize_short default) to ``image_size``.
     """
     path = _pack_file(path)
-    for i, side in enumerate(image_size):
-        checks.count(side, f"image_size[{i}]")
+    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
+        raise PackError(f"image_size: expected (height, width), got {image_size!r}")
+    h, w = (checks.count(side, f"image_size[{i}]") for i, side in enumerate(image_size))
     bins, issame = _read_pack(path)
-    h, w = image_size
     images = np.empty((len(bins), h, w, 3), dtype=np.uint8)
     for i, buf in enumerate(bins):
         try:

@@ -59,16 +59,16 @@ def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, single_
 
 def score_model(model: nn.Module, probes: ProbeSet, device: str = "cpu", batch_size: int = 64) -> dict[str, float]:
     """Accuracy (%) of one model on every probe of the set (see the module docstring for the names)."""
-    from fse_plugin.evaluation import OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
-    views = embed(model, probes.images, batch_size, device, progress=False)
+    from fse_plugin.evaluation import EmbedSettings, OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
+    run = EmbedSettings(batch_size, device, progress=False)
+    views = embed(model, probes.images, run)
     scores = {"clean": evaluate_embeddings(views, probes.issame).accuracy * 100}
     for kind, probe_images in probes.occluded.items():
         occluded = views.copy()
-        occluded[:, 1::2] = embed(model, probe_images, batch_size, device, progress=False)
+        occluded[:, 1::2] = embed(model, probe_images, run)
         scores[f"occluder:{kind}"] = evaluate_embeddings(occluded, probes.issame).accuracy * 100
     if probes.regions:
-        settings = OcclusionSettings(probes.regions, seed=probes.seed, batch_size=batch_size, device=device,
-                                     progress=False)
+        settings = OcclusionSettings(probes.regions, seed=probes.seed, embed=run)
         report = occlusion_pack({"m": model}, probes.images, probes.issame, probes.masks, settings,
                                 clean_views={"m": views})
         singles = [r.score["m"] for r in report.rows if len(r.classes) == 1]
