@@ -305,11 +305,11 @@ def child_erasing(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
     rates = {}
     for fill in FILLS:
         erasing = FSErasing(p=1.0, fill=fill)
-        erasing.batch(imgs, masks, generator)  # warm-up
+        erasing(imgs, masks, generator)  # warm-up
         _sync(device)
         t = time.perf_counter()
         for _ in range(rounds):
-            erasing.batch(imgs, masks, generator)
+            erasing(imgs, masks, generator)
         _sync(device)
         rates[fill] = batch * rounds / (time.perf_counter() - t)
     return {"batch": batch, "rounds": rounds, "device": str(device), "images_per_s": rates}

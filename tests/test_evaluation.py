@@ -448,7 +448,7 @@ def test_ijb_missing_meta_and_bad_image(ijb_root, tmp_path):
 
 def test_groups_and_regions():
     assert ev.parse_groups("none") == {}
-    assert ev.parse_groups("eyes=right_eye,left_eye; m=17") == {"eyes": [11, 12], "m": [17]}
+    assert ev.parse_groups("eyes=right_eye,left_eye; m=mouth") == {"eyes": [11, 12], "m": [17]}
     assert list(ev.parse_groups(None)) == list(ev.DEFAULT_GROUPS)
     regions = ev.occlusion_regions("nose,mouth", "x=glasses")
     assert regions == [("nose", [10]), ("mouth", [17]), ("x", [23])]

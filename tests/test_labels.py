@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fse_plugin import labels as L
+from fse_plugin.common import FSEError
 
 
 def test_classes_in_the_authors_order():
@@ -13,18 +14,24 @@ def test_classes_in_the_authors_order():
     assert L.class_name(12) == "left_eye" and L.class_id(7) == 7
 
 
-@pytest.mark.parametrize("bad, error", [("chin", KeyError), (25, ValueError), (-1, ValueError)])
-def test_unknown_classes_are_named(bad, error):
-    with pytest.raises(error, match=str(bad)):
-        L.class_id(bad)
+@pytest.mark.parametrize("bad, what", [("chin", "unknown face class 'chin'"), (25, "class id 25 outside"),
+                                       (-1, "class id -1 outside"), (True, "True is not"), (10.0, "10.0 is not"),
+                                       ("10", "'10' is a string of digits.*'nose'.*10"), (None, "None is not")])
+def test_unknown_classes_are_named(bad, what):
+    with pytest.raises(FSEError, match=f"--classes: {what}"):
+        L.class_id(bad, "--classes")
 
 
 def test_class_lists():
+    """One rule everywhere: names or int ids, a list or a comma string of names; a string is never an id."""
     assert L.parse_class_list(None) == list(range(25))
-    assert L.parse_class_list("nose, 21,mouth") == [10, 21, 17]
-    assert L.parse_class_list(["hair", 0]) == [21, 0]
-    with pytest.raises(ValueError, match="duplicate"):
-        L.class_ids(["nose", 10])
+    assert L.parse_class_list("nose, hair,mouth") == [10, 21, 17]
+    assert L.parse_class_list(["hair", 0]) == [21, 0] and L.parse_class_list((np.int64(3),)) == [3]
+    for spec, what in [("nose, 21", "'21' is a string of digits"), (["nose", 10], "'nose' given twice"), ([], "empty"),
+                       ("nose,,mouth", "empty name"), (7, "must be a list"), ({"nose"}, "must be a list")]:
+        with pytest.raises(FSEError, match=f"^config.fse.classes: .*{what}"):
+            L.parse_class_list(spec, "config.fse.classes")
+    assert L.parse_class_list([], allow_empty=True) == []
 
 
 def test_mirror_swaps_exactly_the_pairs():

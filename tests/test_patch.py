@@ -209,7 +209,7 @@ DRIVER = textwrap.dedent('''
     fse = loader("fse_test")
     img, label = next(iter(fse))
     out["fse"] = [type(fse.dataset).__name__, list(img.shape), str(img.dtype), str(label.dtype),
-                  float(img.min()), float(img.max()), fse.dataset.fse["p"]]
+                  float(img.min()), float(img.max()), fse.dataset.config.p]
     from fse_plugin.dataset import FSEMXFaceDataset
     plain = FSEMXFaceDataset(vanilla.dataset.root_dir, 0)
     same = []

@@ -18,7 +18,7 @@ from torch import nn
 from fse_plugin.cam.inputs import IGNORE, as_images, as_input, as_masks, batched_forward
 from fse_plugin.cam.targets import ClassTarget, Target, check_target
 from fse_plugin.common import model_device
-from fse_plugin.erasing import check_fill, erase_batch
+from fse_plugin.erasing import check_fill, erase
 from fse_plugin.labels import NUM_CLASSES
 
 __all__ = ["normalise_scores", "paint", "fs_cam", "region_ablation"]
@@ -102,8 +102,8 @@ def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: 
                     seed: int = 0, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Complement of FS-CAM: ``(drops [N,25], NaN where absent; maps [N,H,W])``.
 
-    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase_batch``,
-    the batched ``erase``) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
+    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase`` on a
+    batch) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
     random fills drawn from a generator seeded with ``seed``. The map is the per-image min-max of
     the drops. Costs 1 + (present regions) forwards per image, like FS-CAM.
     """
@@ -111,7 +111,7 @@ def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: 
     gen = torch.Generator().manual_seed(seed)
 
     def erase_region(x: torch.Tensor, m: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        return erase_batch(x, m, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
+        return erase(x, m, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
 
     clean, scores, m = _score_regions(model, images, masks, target, batch_size, precision, erase_region)
     drops = clean[:, None] - scores

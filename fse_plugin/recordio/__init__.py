@@ -3,7 +3,8 @@
 mxnet 1.9.1 pins numpy < 1.24, so the plugin reads and writes the dmlc-core record format itself,
 byte for byte. One module per concern:
 
-* ``chunks``: the dmlc-core chunk layer (``MAGIC``, ``encode_record``, ``RecordIOError``);
+* ``chunks``: the dmlc-core chunk layer (``MAGIC``, ``encode_record``, ``RecordIOError``, ``RecordFile``: a .rec
+  read by offset);
 * ``index``: ``.idx`` parsing into numpy arrays;
 * ``mxnet_api``: ``MXRecordIO``, ``MXIndexedRecordIO``, ``IRHeader``, ``pack``, ``unpack``, ``pack_img``,
   ``unpack_img`` with mxnet's names, signatures and bytes;
@@ -14,7 +15,7 @@ byte for byte. One module per concern:
 
 Every name is importable from ``fse_plugin.recordio`` itself (what ``mxcompat`` and the patches use).
 """
-from fse_plugin.recordio.chunks import MAGIC, RecordIOError, encode_record
+from fse_plugin.recordio.chunks import MAGIC, RecordFile, RecordIOError, encode_record
 from fse_plugin.recordio.images import MAX_IMAGE_PIXELS, decode_image, image_size
 from fse_plugin.recordio.layout import ImageIndex, image_index
 from fse_plugin.recordio.mxnet_api import (IRHeader, MXIndexedRecordIO, MXRecordIO, pack, pack_img, unpack,
@@ -22,5 +23,5 @@ from fse_plugin.recordio.mxnet_api import (IRHeader, MXIndexedRecordIO, MXRecord
 from fse_plugin.recordio.reader import RecordReader, open_rec
 
 __all__ = ["MAGIC", "RecordIOError", "IRHeader", "encode_record", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack",
-           "unpack_img", "pack_img", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size", "decode_image",
-           "ImageIndex", "image_index"]
+           "unpack_img", "pack_img", "RecordFile", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size",
+           "decode_image", "ImageIndex", "image_index"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["MAGIC", "RecordIOError", "encode_record"]
+__all__ = ["MAGIC", "RecordIOError", "RecordFile", "encode_record"]
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -55,9 +55,10 @@ def encode_record(buf: bytes) -> bytes:
     return b"".join(out)
 
 
-class _RecFile:
+class RecordFile:
     """A .rec file read only with ``os.pread``: no file offset is shared, so forked workers may
-    read concurrently; the descriptor is dropped on pickling and reopened lazily."""
+    read concurrently; the descriptor is dropped on pickling and reopened lazily. Reads by offset
+    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to workers."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)

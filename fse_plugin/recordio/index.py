@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from fse_plugin.recordio.chunks import RecordIOError, _error, _RecFile
+from fse_plugin.recordio.chunks import RecordFile, RecordIOError, _error
 
 _IDX_BLOCK = 1 << 20  # .idx bytes (and index entries) per parsing step: bounds the temporary memory
 _I64 = np.iinfo(np.int64)
@@ -173,7 +173,7 @@ class _Index:
             out[rest] = np.where(skeys[i] == keys[rest], order[i], -1)
         return out
 
-    def check_against(self, rec: _RecFile) -> None:
+    def check_against(self, rec: RecordFile) -> None:
         """Catch an .idx that does not belong to its .rec at open time: offsets must lie inside the
         file and the first- and last-placed records must start with a valid chunk header."""
         if not len(self.offsets):

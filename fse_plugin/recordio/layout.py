@@ -21,6 +21,7 @@ class ImageIndex(NamedTuple):
     keys: np.ndarray  # int64 image record keys
     labels: np.ndarray  # int64 identity labels, aligned with keys
     layout: str  # 'insightface' | 'im2rec' | 'multilabel'
+    offsets: np.ndarray  # int64 offsets of the records in the .rec, aligned with keys (RecordFile.read_record)
 
 
 def _scan_headers(reader: RecordReader, keys: np.ndarray, offsets: np.ndarray
@@ -104,7 +105,7 @@ def image_index(reader_or_path: RecordReader | str | os.PathLike) -> ImageIndex:
         if len(bad):
             j = int(bad[0])
             raise _error(reader.rec_path, int(keys[j]), int(offsets[j]), f"label {labels[j]} is not an integer id")
-        return ImageIndex(np.asarray(keys, np.int64), labels.astype(np.int64), layout)
+        return ImageIndex(np.asarray(keys, np.int64), labels.astype(np.int64), layout, np.asarray(offsets, np.int64))
     finally:
         if reader is not reader_or_path:
             reader.close()

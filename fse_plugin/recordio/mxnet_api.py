@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fse_plugin.recordio.chunks import RecordIOError, _RecFile, encode_record
+from fse_plugin.recordio.chunks import RecordFile, RecordIOError, encode_record
 from fse_plugin.recordio.index import _Index, _OffsetMap
 
 __all__ = ["IRHeader", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack", "unpack_img", "pack_img"]
@@ -45,7 +45,7 @@ class MXRecordIO:
                 raise RecordIOError(f"{self.uri}: cannot create record file: {e.strerror}") from e
             self.writable = True
         elif self.flag == "r":
-            self._file = _RecFile(self.uri)
+            self._file = RecordFile(self.uri)
             self.writable = False
         else:
             raise ValueError("Invalid flag %s" % self.flag)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fse_plugin.recordio.chunks import RecordIOError, _error, _RecFile
+from fse_plugin.recordio.chunks import RecordFile, RecordIOError, _error
 from fse_plugin.recordio.images import decode_image
 from fse_plugin.recordio.index import _Index
 from fse_plugin.recordio.mxnet_api import _IR, _IR_SIZE, IRHeader, unpack
@@ -27,7 +27,7 @@ class RecordReader:
                  key_type: type = int):
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
-        self._file = _RecFile(self.rec_path)
+        self._file = RecordFile(self.rec_path)
         self._index = _Index(str(self.idx_path), key_type)
         self._index.check_against(self._file)
 
