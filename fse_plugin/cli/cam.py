@@ -16,6 +16,7 @@ from fse_plugin.cam.names import HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARG
 from fse_plugin.cli import types
 from fse_plugin.cli.grammar import command, fill_value, pack_flag, precision_flag, renamed
 from fse_plugin.common import FSEError, checks
+from fse_plugin.fseconfig import check_fill
 
 HELP = "FS-CAM and pixel CAMs per face region: overlays, charts, CSV/JSON, report"
 
@@ -31,8 +32,7 @@ def _methods(text: str) -> list[str]:
 
 
 def _fill(text: str) -> str | float:
-    """An ablation fill: a constant in normalised space or an FSErasing fill name (``erasing.check_fill``)."""
-    from fse_plugin.erasing import check_fill  # imports torch until the fills have a light home
+    """An ablation fill: a constant in normalised space or an FSErasing fill name (``fseconfig.check_fill``)."""
     try:
         return check_fill(fill_value(text))
     except ValueError as e:

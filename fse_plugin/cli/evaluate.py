@@ -29,6 +29,7 @@ from fse_plugin.evaluation import (IJB_FARS, PACK_NAMES, config_file, config_wei
                                    write_occlusion_report)
 from fse_plugin.evaluation.fse_eval import FSCAM_PAIRS, FSEEvalConfig
 from fse_plugin.evaluation.outputs import atomic_npy
+from fse_plugin.fseconfig import FILLS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,7 +151,6 @@ def add_ijb_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_occlusion_args(p: argparse.ArgumentParser) -> None:
-    from fse_plugin.erasing import FILLS  # imports torch until the fills have a light home
     g = p.add_argument_group("benchmark")
     src = g.add_mutually_exclusive_group(required=True)
     pack_flag(src, ".bin verification pack (probe = second image of each pair)", type=file_type())

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from fse_plugin import labels
 from fse_plugin.common import FSEError, checks
+from fse_plugin.fseconfig import FILLS
 
 __all__ = ["DEFAULT_GROUPS", "occlusion_fill", "occlusion_regions", "parse_groups"]
 
@@ -48,9 +49,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
 
 
 def occlusion_fill(fill: Any, name: str = "fill") -> str | float:
-    """A fill of the benchmark: a mode of ``erasing.FILLS`` or a constant in the normalised [-1, 1] space."""
+    """A fill of the benchmark: a mode of ``fseconfig.FILLS`` or a constant in the normalised [-1, 1] space."""
     if isinstance(fill, str):
-        from fse_plugin.erasing import FILLS  # imports torch until the fills have a light home
         return checks.choice(fill, name, FILLS)
     return checks.number(fill, name, -1.0, 1.0)
 
