@@ -233,7 +233,7 @@ def child_env(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
     import numpy
     import torch
 
-    from fse_plugin.maskcache.pipeline import default_workers
+    from fse_plugin.maskcache.settings import default_workers
     env = {"commit": _git("rev-parse", "--short", "HEAD"), "changed files": _git("status", "--porcelain"),
            "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version(), "numpy": numpy.__version__, "opencv": cv2.__version__,

@@ -43,6 +43,7 @@ import torch
 from fse_plugin import maskcache as mc
 from fse_plugin import recordio, synth
 from fse_plugin.maskcache import build, chunk, codec, pipeline, source
+from fse_plugin.maskcache.settings import default_workers
 from fse_plugin.maskcache.spec import CacheSpec, Producer
 from fse_plugin.parsing import UNetRes18, forward_throughput, load_parser, save_parser
 
@@ -416,7 +417,7 @@ def build_section(args: argparse.Namespace, build_rec: Path, n_build: int, tmp: 
     fwd.append(forward_throughput(model, args.batch_size, args.device, precision, iters=iters))
     pre = json.loads((out / mc.BUILD_INFO).read_text())["masks_per_s_rank0"]
     f = float(np.mean(fwd))
-    workers = pipeline.default_workers()
+    workers = default_workers()
     print(f"\nparser feature_scale {model.feature_scale}, batch {args.batch_size}, {args.device}, {precision}, "
           f"{n_build} images, {args.num_workers or workers[0]} decode worker(s), "
           f"{workers[1] if args.encode_workers is None else args.encode_workers} encode process(es):")

@@ -23,7 +23,7 @@ from fse_plugin import maskcache as mc
 from fse_plugin import recordio
 from fse_plugin.cli import main as cli_main
 from fse_plugin.common.files import temporary_name
-from fse_plugin.maskcache import build, chunk, pipeline
+from fse_plugin.maskcache import build, chunk, settings
 from fse_plugin.maskcache.manifest import manifest_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -396,10 +396,10 @@ def test_hints_are_absolute_and_never_replace_a_valid_cache(pristine, synth_rec,
 
 
 def test_default_workers_fit_the_machine():
-    assert pipeline.default_workers(1) == (1, 1) and pipeline.default_workers(2) == (1, 1)
-    assert pipeline.default_workers(4) == (2, 1) and pipeline.default_workers(16) == (6, 4)
+    assert settings.default_workers(1) == (1, 1) and settings.default_workers(2) == (1, 1)
+    assert settings.default_workers(4) == (2, 1) and settings.default_workers(16) == (6, 4)
     cpus = len(os.sched_getaffinity(0))
-    assert pipeline.default_workers()[0] <= cpus  # torch warns about more DataLoader workers than cores
+    assert settings.default_workers()[0] <= cpus  # torch warns about more DataLoader workers than cores
 
 
 def test_reader_path_imports_no_build_machinery():

@@ -9,7 +9,6 @@ speaks through ``logging`` (loggers under ``fse_plugin``); here they print to st
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -30,13 +29,15 @@ COMMANDS = (synth, rec, parsing, cache, evaluate, cam, demo, study, patch)
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(complete: bool = True) -> Parser:
+    """The ``fse`` grammar. ``complete=False`` (what ``main`` runs) leaves each command's flags to be added when
+    that command is parsed, so a command imports what its own flags need, and ``fse --help`` no command's."""
     ap = Parser(prog="fse", description="FSErasing and FS-CAM for insightface arcface_torch.")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks (also FSE_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
-    return ap
+    return ap.complete() if complete else ap
 
 
 def _message(e: BaseException) -> str:
@@ -118,7 +119,7 @@ def _interrupted(prog: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = build_parser()
+    ap = build_parser(complete=False)
     args = ap.parse_args(argv)
     if not hasattr(args, "run"):
         ap.print_help()

@@ -10,7 +10,7 @@ from fse_plugin.cli.grammar import command, group, precision_flag, renamed
 from fse_plugin.cli.types import count_type, device_type, dir_type, file_type, output_dir_type
 from fse_plugin.common import FSEError, checks
 from fse_plugin.common.text import plural
-from fse_plugin.maskcache.pipeline import BuildSettings
+from fse_plugin.maskcache.settings import BuildSettings
 from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE
 
 HELP = "build (precompute), inspect (info) or check (verify) the mask cache of a rec"

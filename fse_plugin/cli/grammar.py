@@ -11,6 +11,8 @@ import sys
 from dataclasses import fields, replace
 from typing import Any, Callable, TypeVar
 
+from fse_plugin.common.precision import PRECISIONS
+
 __all__ = ["Parser", "command", "renamed", "group", "fill_value", "size_flags", "sizes_from", "precision_flag",
            "pack_flag"]
 
@@ -32,11 +34,40 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """argparse with the plugin's error contract: a bad command line is one line on stderr,
-    ``fse <command>: error: <what>``, and exit status 2 (argparse alone prints the usage first)."""
+    ``fse <command>: error: <what>``, and exit status 2 (argparse alone prints the usage first).
+
+    A command's flags are added when that command is parsed or its help shown (``defer``), so that
+    ``fse rec pack`` builds (and imports) what ``rec pack`` needs, not every command's flags."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpWithDefaults)
         super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``add(self)`` (which adds flags) when this parser is first used."""
+        self._deferred.append(add)
+
+    def complete(self) -> Parser:
+        """Add the deferred flags now, here and in every command below (for tools that read the whole grammar)."""
+        self._add_deferred()
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for p in action.choices.values():
+                    p.complete()
+        return self
+
+    def _add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102 - argparse's entry, also of a subcommand
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:  # noqa: D102
+        self._add_deferred()
+        return super().format_help()
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -66,11 +97,13 @@ def command(sub: argparse._SubParsersAction, name: str, help: str, add_args: Cal
     return p
 
 
-def _leaf(p: argparse.ArgumentParser, add_args: Callable[[argparse.ArgumentParser], None], run: Runner,
-          prog: str) -> None:
-    add_args(p)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the full traceback of an error (also FSE_DEBUG=1)")
+def _leaf(p: Parser, add_args: Callable[[argparse.ArgumentParser], None], run: Runner, prog: str) -> None:
+    def add(parser: argparse.ArgumentParser) -> None:
+        add_args(parser)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show the full traceback of an error (also FSE_DEBUG=1)")
+
+    p.defer(add)
     p.set_defaults(run=run, prog=prog, cli_parser=p)
 
 
@@ -145,7 +178,6 @@ def precision_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, amp_mea
     (``resolve_precision``: bf16 on CUDA, fp32 elsewhere) where that is the default. With ``amp_meant``, the
     command's earlier switches (``--amp``, ``--fp16``) still work, hidden and deprecated, meaning that
     precision (``--no-amp``: fp32)."""
-    from fse_plugin.common.runtime import PRECISIONS
     auto = ("auto",) if default == "auto" else ()
     new = p.add_argument("--precision", choices=(*auto, *PRECISIONS), default=default,
                          help=f"{'auto (bf16 on CUDA, fp32 on CPU), ' if auto else ''}fp32, or autocast to "

@@ -28,7 +28,7 @@ def _resume_type(text: str) -> str | Path:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, FEATURE_SCALES
+    from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE, FEATURE_SCALES
     p.add_argument("--data", required=True, type=dir_type(),
                    help="FaceSynthetics-layout folder (images, _ldmks.txt, labels_25/, anno_list.csv)")
     p.add_argument("--out", required=True, type=output_dir_type(),

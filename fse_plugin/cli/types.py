@@ -88,9 +88,11 @@ def output_dir_type() -> Callable[[str], Path]:
 
 
 def device_type() -> Callable[[str], str]:
-    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes it)."""
+    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes it). auto and
+    cpu, which every machine has (the defaults), are taken without importing torch."""
     def device(text: str) -> str:
-        from fse_plugin.common.runtime import resolve_device
-        resolve_device(text, _FLAG)
+        if text not in ("auto", "cpu"):
+            from fse_plugin.common.runtime import resolve_device
+            resolve_device(text, _FLAG)
         return text
     return _typed(device, "device")

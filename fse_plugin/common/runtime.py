@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fse_plugin.common.errors import FSEError
+from fse_plugin.common.precision import PRECISIONS
 
-__all__ = ["resolve_device", "dist_env", "PRECISIONS", "resolve_precision", "mixed_precision",
-           "model_device", "unwrapped_key"]
+__all__ = ["resolve_device", "dist_env", "resolve_precision", "mixed_precision", "model_device", "unwrapped_key"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 
@@ -54,10 +54,6 @@ def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-"""The ``--precision`` choices: full float32, or autocast to float16 / bfloat16."""
-
-
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` as it runs on ``device``: 'auto' is bf16 autocast on CUDA and fp32 elsewhere (what the
     parser's training and the cache build did by default before ``--precision`` existed)."""
@@ -73,7 +69,7 @@ def mixed_precision(device: torch.device | str, precision: str) -> ContextManage
     if precision not in PRECISIONS:
         raise FSEError(f"precision {precision!r} unknown; use one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
-    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
+    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype))
 
 
 def model_device(model: nn.Module) -> torch.device:

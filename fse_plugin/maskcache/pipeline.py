@@ -18,15 +18,15 @@ import logging
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from fse_plugin.common import checks, dist_env, resolve_device
-from fse_plugin.common.runtime import PRECISIONS, resolve_precision
+from fse_plugin.common import dist_env, resolve_device
+from fse_plugin.common.runtime import resolve_precision
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.build import BuildInfo, CacheWriter, library_versions, log_summary
 from fse_plugin.maskcache.decoding import BatchDecoder
@@ -34,56 +34,13 @@ from fse_plugin.maskcache.encoding import ChunkAssembler, encode_job, encoders
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
 from fse_plugin.maskcache.inference import Inference, Masks
 from fse_plugin.maskcache.rebuild import default_cache_path, rebuild_command
+from fse_plugin.maskcache.settings import BuildSettings
 from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source, sha256_file
-from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE, CacheSpec, InferenceSpec, Producer
+from fse_plugin.maskcache.spec import CacheSpec, InferenceSpec, Producer
 
-__all__ = ["BuildSettings", "precompute", "default_workers", "batch_plan", "ChunkPipeline"]
+__all__ = ["precompute", "batch_plan", "ChunkPipeline"]
 
 log = logging.getLogger(__name__)
-
-
-def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on, shared by
-    torchrun's local ranks). One core is left for the main process; of the rest two thirds decode (up to
-    6) and the others encode (up to 4): reading + decoding a face costs more than encoding its mask, and
-    the caps are where the build kept up with a GPU's parser (benchmarks/README.md, "## maskcache")."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    usable = max(1, cpus - 1)
-    decode = max(1, min(6, 2 * usable // 3))
-    return decode, max(1, min(4, usable - decode))
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    """How ``precompute`` runs: parser batch (per rank), device, autocast ``precision`` (fp32, fp16, bf16),
-    decode and encode processes (None: ``default_workers()``; 0 encode processes: in the main process),
-    masks per chunk file, whether to replace a cache of another spec at the output, a progress bar.
-
-    Batch size, device and precision are recorded in the cache's spec: they decide the masks' bits."""
-    batch_size: int = 256
-    device: str = "auto"
-    precision: str = "auto"
-    num_workers: int | None = None
-    encode_workers: int | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks.count(self.batch_size, "batch_size")
-        checks.count(self.chunk_size, "chunk_size")
-        for name in ("num_workers", "encode_workers"):
-            if getattr(self, name) is not None:
-                checks.count(getattr(self, name), name, minimum=0)
-        checks.choice(self.precision, "precision", ("auto", *PRECISIONS))
-
-    def workers(self) -> tuple[int, int]:
-        """(decode, encode) processes, defaults filled in."""
-        auto = default_workers()
-        return (auto[0] if self.num_workers is None else self.num_workers,
-                auto[1] if self.encode_workers is None else self.encode_workers)
 
 
 def batch_plan(chunks: Sequence[int], spec: CacheSpec, batch_size: int) -> list[tuple[int, int]]:

@@ -12,7 +12,8 @@ from torch import nn
 from fse_plugin.common import FSEError, unwrapped_key
 from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import LABEL_SET, NUM_CLASSES
-from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, UNetRes18
+from fse_plugin.parsing.model import UNetRes18
+from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE
 
 __all__ = ["FORMAT", "ParserCheckpointError", "read_checkpoint", "load_parser", "load_parser_and_meta", "save_parser"]
 

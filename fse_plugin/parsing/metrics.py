@@ -13,7 +13,7 @@ from torch import nn
 
 from fse_plugin.common import FSEError, checks, resolve_device
 from fse_plugin.common.files import atomic_output
-from fse_plugin.common.runtime import PRECISIONS
+from fse_plugin.common.precision import PRECISIONS
 from fse_plugin.common.text import plural
 from fse_plugin.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from fse_plugin.parsing.checkpoint import load_parser_and_meta

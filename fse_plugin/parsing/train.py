@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from fse_plugin.common import FSEError, checks, dist_env, resolve_device, to_input, warmup_cosine
 from fse_plugin.common.interrupts import sigint_deferred
-from fse_plugin.common.runtime import PRECISIONS, mixed_precision, resolve_precision
+from fse_plugin.common.precision import PRECISIONS
+from fse_plugin.common.runtime import mixed_precision, resolve_precision
 from fse_plugin.common.text import plural
 from fse_plugin.labels import IGNORE_INDEX
 from fse_plugin.parsing.augment import ParserAugment
@@ -38,7 +39,8 @@ from fse_plugin.parsing.checkpoint import ParserCheckpointError, read_checkpoint
 from fse_plugin.parsing.facesynthetics import AlignedSet, label_dir, prepare_dataset, read_anno_list, split_indices
 from fse_plugin.parsing.metrics import evaluate_parser
 from fse_plugin.parsing.training_data import ParsingDataset, class_weights
-from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, FEATURE_SCALES, UNetRes18
+from fse_plugin.parsing.model import UNetRes18
+from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE, FEATURE_SCALES
 
 __all__ = ["TrainSettings", "TrainingResult", "train_parser"]
 
