@@ -1,16 +1,17 @@
-"""FS-CAM images/s against the model's plain batched forward (same run), and every CAM method's cost per image.
+"""FS-CAM images/s against the model's plain batched forward (same run), and every CAM method's cost
+per image.
 
     python benchmarks/cam.py --threads 2 --images 64 --method-images 4 --rise-n 500
     python benchmarks/cam.py --threads 2 --images 64 --methods fscam --head-classes 93431
     python benchmarks/cam.py --device cuda --precision bf16 --network r50 --arcface-dir DIR --images 1024 \
         --batch-size 520
 
-Goal: FS-CAM images/s >= 0.9 x (forward images/s / 26), 26 = the reference's 1 + 25 forwards per image.
-Faces are synthetic aligned 112x112 with exact masks (fse_plugin.synth), explained as verification pairs
-(target = cosine to the partner's clean embedding, computed once beforehand and not timed; its cost is one
-forward per image), or with --head-classes on the identity logits of a random classifier head (the reference
-target). Forwards/backwards per image are counted with hooks on the model. Random weights: costs do not
-depend on them.
+Goal: FS-CAM images/s >= 0.9 x (forward images/s / 26), 26 = the reference's 1 + 25 forwards per
+image. Faces are synthetic aligned 112x112 with exact masks (fse_plugin.synth), explained as
+verification pairs (target = cosine to the partner's clean embedding, computed once beforehand and
+not timed; its cost is one forward per image), or with --head-classes on the identity logits of a
+random classifier head (the reference target). Forwards/backwards per image are counted with hooks
+on the model. Random weights: costs do not depend on them.
 """
 from __future__ import annotations
 
@@ -70,8 +71,10 @@ def timed(fn, device: str) -> np.ndarray:
 
 def forward_vs_fscam(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray, target: cam.Target,
                      args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """(forward, FS-CAM) images/s as [wall, CPU]: interleaved, best of ``args.reps`` (robust to other load)."""
-    # the forward runs full batches of the same size FS-CAM uses (faces repeated to 2 batches at least)
+    """(forward, FS-CAM) images/s as [wall, CPU]: interleaved, best of ``args.reps`` (robust to
+    other load)."""
+    # the forward runs full batches of the same size FS-CAM uses (faces repeated to 2 batches at
+    # least)
     xf = x.repeat(max(1, -(-2 * args.batch_size // len(x))), 1, 1, 1)[:max(len(x), 2 * args.batch_size)]
     cam.batched_forward(model, xf[:args.batch_size], args.batch_size, args.precision)  # warm-up (cuDNN, allocator)
     cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.precision)

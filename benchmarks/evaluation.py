@@ -1,20 +1,24 @@
 """Evaluation speed, measured side by side in one run and printed as ratios.
 
-1. The .bin protocol on LFW-sized embeddings (6,000 pairs, 512-d): ``evaluate_embeddings`` (sorted-search
-   counts) vs upstream ``eval/verification.py`` ``evaluate`` (a Python loop per threshold), results checked
-   equal. Needs ARCFACE_TORCH_DIR (upstream is imported with a stub mxnet, its VAL interpolation patched
-   to ours because scipy's raises, insightface #2152).
-2. IJB template aggregation: ``template_features`` (one sort) vs upstream ``image2template_feature`` (a
-   scan of all images per template) on an IJB-C-shaped set scaled by --ijb-scale; results checked equal.
-3. ``embed`` throughput (images/s, flip included) of the built-in tiny backbone vs a bare loop that feeds
-   pre-normalised tensors to the model: the cost of the loader, normalisation and bookkeeping.
-4. The occlusion benchmark, two models, 25 classes + 3 groups, on a synthetic pack (--occ-pairs pairs, exact masks)
-   and a synthetic IJB set with as many probe images: ``occlusion_pack``/``occlusion_ijb`` (each clean image
-   embedded once, each region's erased probes built once for both models and batched, IJB probes read and
-   aligned once) vs the per-region loop they replaced (per region and model, an embedding pass over that region's
-   probes, IJB images read and aligned each time); seconds per pair/probe, ratio, scores checked equal.
-   ``--network r18 --arcface-dir DIR`` times arcface_torch's r18 (random weights: costs do not depend on them).
-5. The plain forward's CPU cost per image at batch 8, 16 and 64 of --network: what --batch-size buys on a CPU.
+1. The .bin protocol on LFW-sized embeddings (6,000 pairs, 512-d): ``evaluate_embeddings``
+   (sorted-search counts) vs upstream ``eval/verification.py`` ``evaluate`` (a Python loop per
+   threshold), results checked equal. Needs ARCFACE_TORCH_DIR (upstream is imported with a stub
+   mxnet, its VAL interpolation patched to ours because scipy's raises, insightface #2152).
+2. IJB template aggregation: ``template_features`` (one sort) vs upstream ``image2template_feature``
+   (a scan of all images per template) on an IJB-C-shaped set scaled by --ijb-scale; results checked
+   equal.
+3. ``embed`` throughput (images/s, flip included) of the built-in tiny backbone vs a bare loop that
+   feeds pre-normalised tensors to the model: the cost of the loader, normalisation and bookkeeping.
+4. The occlusion benchmark, two models, 25 classes + 3 groups, on a synthetic pack (--occ-pairs
+   pairs, exact masks) and a synthetic IJB set with as many probe images:
+   ``occlusion_pack``/``occlusion_ijb`` (each clean image embedded once, each region's erased probes
+   built once for both models and batched, IJB probes read and aligned once) vs the per-region loop
+   they replaced (per region and model, an embedding pass over that region's probes, IJB images read
+   and aligned each time); seconds per pair/probe, ratio, scores checked equal.
+   ``--network r18 --arcface-dir DIR`` times arcface_torch's r18 (random weights: costs do not
+   depend on them).
+5. The plain forward's CPU cost per image at batch 8, 16 and 64 of --network: what --batch-size buys
+   on a CPU.
 
     python benchmarks/evaluation.py [--ijb-scale 0.05] [--images 512] [--threads 1] [--occ-pairs 100]
     python benchmarks/evaluation.py --only occlusion --network r18 --arcface-dir DIR --occ-pairs 10 --batch-size 8
@@ -45,7 +49,8 @@ from fse_plugin.evaluation.ijb import ijb_image_features, image_features, tar_at
 
 
 def timed(fn, *args, repeat: int = 1):
-    """(best wall s, CPU s of that run, result): CPU time is what a busy shared machine distorts least."""
+    """(best wall s, CPU s of that run, result): CPU time is what a busy shared machine distorts
+    least."""
     best, cpu, out = float("inf"), 0.0, None
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -132,8 +137,9 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
 
 
 def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
-    """The occlusion loop before the batched one: per region and model, ``score(m, model, eraser, present)``
-    re-embeds that region's probes (``present``, the probe keys whose masks contain it)."""
+    """The occlusion loop before the batched one: per region and model,
+    ``score(m, model, eraser, present)`` re-embeds that region's probes (``present``, the probe keys
+    whose masks contain it)."""
     scores = {}
     for region, ids in regions:
         present = keys[np.isin(masks[keys], ids).any((1, 2))]
@@ -144,7 +150,8 @@ def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
 
 
 def per_region_occlusion(models, images, issame, masks, regions, batch_size: int) -> dict:
-    """Pack: the clean views with the region's probes re-embedded erased, then the whole protocol."""
+    """Pack: the clean views with the region's probes re-embedded erased, then the whole
+    protocol."""
     settings = ev.EmbedSettings(batch_size, progress=False)
     clean = {m: ev.embed(model, images, settings) for m, model in models.items()}
 
@@ -157,7 +164,8 @@ def per_region_occlusion(models, images, issame, masks, regions, batch_size: int
 
 
 def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far: float) -> dict:
-    """IJB: the region's probe images read, aligned and embedded erased, probe templates against clean ones."""
+    """IJB: the region's probe images read, aligned and embedded erased, probe templates against
+    clean ones."""
     keys = meta.probe_rows()
     settings = ev.EmbedSettings(batch_size, progress=False)
     feats = {m: ijb_image_features(model, meta, settings) for m, model in models.items()}
@@ -174,8 +182,8 @@ def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far:
 
 
 def compare_occlusion(label: str, n: int, unit: str, new, old, reps: int) -> None:
-    """Time the batched ``new()`` against the per-region ``old()``, interleaved, best of ``reps`` (after a warm-up
-    of both on one region), print per ``unit``."""
+    """Time the batched ``new()`` against the per-region ``old()``, interleaved, best of ``reps``
+    (after a warm-up of both on one region), print per ``unit``."""
     new(1), old(1)
     t_old = c_old = t_new = c_new = float("inf")
     for _ in range(reps):
@@ -191,7 +199,8 @@ def compare_occlusion(label: str, n: int, unit: str, new, old, reps: int) -> Non
 
 @torch.no_grad()
 def batch_cost(model: torch.nn.Module, network: str, n: int = 64) -> None:
-    """CPU ms per image of the plain forward at batch 8, 16, 64 (best of 2): what --batch-size buys on a CPU."""
+    """CPU ms per image of the plain forward at batch 8, 16, 64 (best of 2): what --batch-size buys
+    on a CPU."""
     x = torch.randn(n, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     costs = []
     for b in (8, 16, 64):

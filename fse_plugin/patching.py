@@ -45,7 +45,8 @@ def patch_files() -> list[Path]:
 
 
 def find_arcface_dir(path: str | os.PathLike) -> Path:
-    """``path`` itself if it is arcface_torch, or ``path/recognition/arcface_torch`` (insightface root)."""
+    """``path`` itself if it is arcface_torch, or ``path/recognition/arcface_torch`` (insightface
+    root)."""
     path = Path(path).expanduser().resolve()
     for cand in (path, path / "recognition" / "arcface_torch"):
         if (cand / "train_v2.py").is_file() and (cand / "dataset.py").is_file():

@@ -1,5 +1,6 @@
-"""Backbones: checkpoints as releases come (wrappers, prefixes, classifier heads), the errors they get, and finding
-the user's arcface_torch tree (flag, environment, config location, working directory)."""
+"""Backbones: checkpoints as releases come (wrappers, prefixes, classifier heads), the errors they
+get, and finding the user's arcface_torch tree (flag, environment, config location, working
+directory)."""
 import pickle
 import shutil
 from pathlib import Path
@@ -29,7 +30,7 @@ def same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         return torch.equal(a.eval()(x), b.eval()(x))
 
 
-# ------------------------------------------------------------------------------------ checkpoint layouts
+# --------------------------------------------------------------------------- checkpoint layouts
 
 HEAD = torch.randn(10, 64, generator=torch.Generator().manual_seed(2))
 
@@ -107,10 +108,11 @@ def test_torchscript_has_no_head(tmp_path, tiny):
         load_recognizer(Path(__file__), "torchscript")
 
 
-# ------------------------------------------------------------------------------------ arcface_torch networks
+# --------------------------------------------------------------------------- arcface_torch networks
 
 def test_r34_as_releases_come(arcface_torch_dir, tmp_path, no_env):
-    """arcface_torch's r34 with DDP's module. prefix and a classifier head, built from the user's tree."""
+    """arcface_torch's r34 with DDP's module. prefix and a classifier head, built from the user's
+    tree."""
     torch.manual_seed(0)
     ref = build_network("r34", 512, arcface_torch_dir).eval()
     head = torch.randn(7, 512)
@@ -150,7 +152,8 @@ def test_missing_tree_says_what_to_pass(tmp_path, monkeypatch, no_env):
 
 
 def test_two_trees_in_one_process(tmp_path, no_env):
-    """Each tree's backbones package is imported under a name of its own: no stale ``backbones`` module."""
+    """Each tree's backbones package is imported under a name of its own: no stale ``backbones``
+    module."""
     a, b = fake_tree(tmp_path / "a", "net_a"), fake_tree(tmp_path / "b", "net_b")
     assert build_network("net_a", 8, a).fc.out_features == 8
     assert build_network("net_b", 16, b).fc.out_features == 16

@@ -1,5 +1,5 @@
-"""``fse cam`` refuses every bad flag, file and combination in one line naming it (exit status 2), before any
-model or face is loaded and before anything is written."""
+"""``fse cam`` refuses every bad flag, file and combination in one line naming it (exit status 2),
+before any model or face is loaded and before anything is written."""
 import numpy as np
 import pytest
 import torch

@@ -1,7 +1,8 @@
 """Bad input to `fse eval verification|ijb|occlusion` and `fse patch-arcface`: each refused in one line naming the
-flag, file or config key, exit status 2, before any model or image is loaded (the `no_loading` fixture). Then the
-same rule for the Python API (`load_bin`, `evaluate_*`, `occlusion_*`, the settings objects, `load_recognizer`): an
-argument that cannot mean what was typed is an FSEError naming the parameter, raised before anything is loaded."""
+flag, file or config key, exit status 2, before any model or image is loaded (the `no_loading`
+fixture). Then the same rule for the Python API (`load_bin`, `evaluate_*`, `occlusion_*`, the
+settings objects, `load_recognizer`): an argument that cannot mean what was typed is an FSEError
+naming the parameter, raised before anything is loaded."""
 import pickle
 from pathlib import Path
 
@@ -73,7 +74,8 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, synth_bin) -> dict[str, str]:
-    """Small inputs: a pack with masks beside it, packs of 1 and 0 pairs, a checkpoint, configs, an IJB meta set."""
+    """Small inputs: a pack with masks beside it, packs of 1 and 0 pairs, a checkpoint, configs, an
+    IJB meta set."""
     tmp = tmp_path_factory.mktemp("bad_eval")
     weights = tmp / "model.pt"
     torch.save({"w": torch.zeros(1)}, weights)  # only its kind is checked: nothing may be loaded

@@ -1,4 +1,5 @@
-"""FS-CAM, ablation and pixel CAMs on PLANTED models whose output depends on one known region only."""
+"""FS-CAM, ablation and pixel CAMs on PLANTED models whose output depends on one known region
+only."""
 import csv
 import json
 import logging
@@ -23,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def layout() -> torch.Tensor:
-    """A fixed face-like 64x64 label map: hair on top, eyes, nose (planted), mouth, neck, background."""
+    """A fixed face-like 64x64 label map: hair on top, eyes, nose (planted), mouth, neck,
+    background."""
     m = torch.zeros(H, W, dtype=torch.long)
     m[8:56, 8:56] = 1
     m[8:24, 8:56] = 21
@@ -69,7 +71,7 @@ def top(values) -> np.ndarray:
     return np.nanargmax(np.asarray(values, dtype=np.float64), 1)
 
 
-# ---------------------------------------------------------------------------------------------- FS-CAM
+# ------------------------------------------------------------------------------- FS-CAM
 
 @pytest.mark.parametrize("kind", ["pair", "self", "class"])
 def test_fscam_puts_planted_region_first(planted, kind):
@@ -133,7 +135,7 @@ def test_fscam_uint8_input_and_bad_masks(planted):
         cam.fs_cam(model, x, masks, cam.EmbeddingTarget(torch.randn(3, 32)))
 
 
-# ---------------------------------------------------------------------------------------------- ablation
+# ------------------------------------------------------------------------------- ablation
 
 def test_ablation_puts_planted_region_first(planted):
     model, _, x, x2, masks = planted
@@ -151,7 +153,7 @@ def test_ablation_puts_planted_region_first(planted):
         cam.region_ablation(model, x, masks, target, fill="blue")
 
 
-# ---------------------------------------------------------------------------------------------- pixel CAMs
+# ------------------------------------------------------------------------------- pixel CAMs
 
 @pytest.mark.parametrize("method", cam.PIXEL_METHODS)
 def test_pixel_methods_put_planted_region_first(planted, method):
@@ -208,7 +210,7 @@ def test_default_target_layer():
         cam.make_pixel_cam("gradcam+++", plain)
 
 
-# ---------------------------------------------------------------------------------------------- targets
+# ------------------------------------------------------------------------------- targets
 
 def test_target_maths():
     torch.manual_seed(1)
@@ -248,7 +250,7 @@ def test_target_maths():
     assert torch.allclose(it.ref, F.normalize(want, dim=1), atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------- aggregation, stats
+# ------------------------------------------------------------------------------- aggregation, stats
 
 def test_aggregate_per_region():
     masks = np.zeros((2, 2, 3), np.uint8)
@@ -284,7 +286,7 @@ def test_region_stats_intervals(ci):
         cam.region_stats(v, ci="normal")
 
 
-# ---------------------------------------------------------------------------------------------- files, CLI, hook
+# ------------------------------------------------------------------------------- files, CLI, hook
 
 def _save_tiny(path: Path, seed: int) -> Path:
     from fse_plugin.backbone import iresnet_tiny
@@ -439,9 +441,9 @@ class FakeWriter:
 
 @pytest.fixture
 def training_log(arcface_torch_dir, tmp_path, monkeypatch):
-    """arcface_torch's own ``init_logging`` (rank 0) into tmp_path/training.log, undone afterwards. The
-    ``fse_plugin`` logger is as in a training process, unconfigured (an in-process ``fse`` run sets its level
-    and stops it propagating)."""
+    """arcface_torch's own ``init_logging`` (rank 0) into tmp_path/training.log, undone afterwards.
+    The ``fse_plugin`` logger is as in a training process, unconfigured (an in-process ``fse`` run
+    sets its level and stops it propagating)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("_upstream_utils_logging",
                                                   arcface_torch_dir / "utils" / "utils_logging.py")

@@ -1,4 +1,5 @@
-"""The reference FS-CAM target for checkpoints with a classifier head, which target ran, random weights refused."""
+"""The reference FS-CAM target for checkpoints with a classifier head, which target ran, random
+weights refused."""
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""RISE and Group-CAM as classes importable by name, light imports, and the pictures' colour bar and legend."""
+"""RISE and Group-CAM as classes importable by name, light imports, and the pictures' colour bar and
+legend."""
 import pickle
 import subprocess
 import sys

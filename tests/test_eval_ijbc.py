@@ -1,7 +1,8 @@
-"""Upstream's own eval_ijbc.py, patched by `fse patch-arcface`, run as a user runs it (tests/arcface_harness.py
-redirects its CUDA calls on a CPU-only machine): its TAR@FAR table and score file equal `fse eval ijb`'s on the same
-model and set (IJB-C and IJB-B naming); `--config` with config.fse_eval adds FS-CAM and the occlusion benchmark;
-a bad fse_eval entry is one line and exit status 2 before any embedding is computed."""
+"""Upstream's own eval_ijbc.py, patched by `fse patch-arcface`, run as a user runs it
+(tests/arcface_harness.py redirects its CUDA calls on a CPU-only machine): its TAR@FAR table and
+score file equal `fse eval ijb`'s on the same model and set (IJB-C and IJB-B naming); `--config`
+with config.fse_eval adds FS-CAM and the occlusion benchmark; a bad fse_eval entry is one line and
+exit status 2 before any embedding is computed."""
 import json
 import logging
 import re
@@ -30,7 +31,8 @@ NETWORK = "mbf"  # upstream's cheapest backbone: the script builds it with get_m
 
 @pytest.fixture(scope="module")
 def tree(arcface_torch_dir, tmp_path_factory) -> Path:
-    """A patched copy of upstream with a MobileFaceNet model.pt where its config's training run writes it."""
+    """A patched copy of upstream with a MobileFaceNet model.pt where its config's training run
+    writes it."""
     target = tmp_path_factory.mktemp("ijbc") / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
     apply_patches(target)
@@ -46,7 +48,8 @@ def tree(arcface_torch_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ijb_sets(tmp_path_factory) -> dict[str, Path]:
-    """An IJB-C and an IJB-B-named synthetic set (5 identities x 2 templates x 2 media: 20 images each)."""
+    """An IJB-C and an IJB-B-named synthetic set (5 identities x 2 templates x 2 media: 20 images
+    each)."""
     root = tmp_path_factory.mktemp("ijb_sets")
     return {t: synth.write_ijb(root / t, t, n_identities=5, templates_per_identity=2, media_per_template=2,
                                images_per_media=1, seed=3 if t == "IJBC" else 4, workers=1) for t in ("IJBC", "IJBB")}
@@ -83,7 +86,8 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
 
 
 def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
-    """Network and weights from the config; FS-CAM and occlusion into the result folder, naming their regions."""
+    """Network and weights from the config; FS-CAM and occlusion into the result folder, naming
+    their regions."""
     ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", n_identities=3, templates_per_identity=2, media_per_template=1,
                            images_per_media=1, seed=5, workers=1)  # 6 images: FS-CAM and occlusion cost forwards
     (tree / "configs" / "fse_mbf_eval.py").write_text(

@@ -1,5 +1,6 @@
-"""Evaluation: safe pack loading, the .bin and IJB protocols against plain computations (and upstream
-arcface_torch when ARCFACE_TORCH_DIR is set), the occlusion benchmark, the CLI, and bad input."""
+"""Evaluation: safe pack loading, the .bin and IJB protocols against plain computations (and
+upstream arcface_torch when ARCFACE_TORCH_DIR is set), the occlusion benchmark, the CLI, and bad
+input."""
 import ast
 import importlib.util
 import json
@@ -33,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def small_model(seed: int, num_features: int = 64) -> torch.nn.Module:
-    """A cheap stand-in backbone (pool, linear: ~0.1 ms per image): the protocols only need embeddings that
-    depend on the pixels; the real backbones go through the same code (CLI tests use iresnet_tiny)."""
+    """A cheap stand-in backbone (pool, linear: ~0.1 ms per image): the protocols only need
+    embeddings that depend on the pixels; the real backbones go through the same code (CLI tests use
+    iresnet_tiny)."""
     torch.manual_seed(seed)
     layers = torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, num_features)
     return torch.nn.Sequential(*layers).eval()
@@ -48,7 +50,8 @@ def raw_pack(path: Path) -> tuple[list[bytes], np.ndarray]:
 
 
 def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
-    """Fake un-normalised embeddings [2, 2P, D] (image, flip) of pairs alternating genuine / impostor."""
+    """Fake un-normalised embeddings [2, 2P, D] (image, flip) of pairs alternating
+    genuine / impostor."""
     rng = np.random.default_rng(seed)
     issame = np.arange(n_pairs) % 2 == 0
     ids = rng.normal(size=(2 * n_pairs, dim))
@@ -58,7 +61,7 @@ def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5)
     return views.astype(np.float32), issame
 
 
-# ---------------------------------------------------------------------------------------- fixtures
+# --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
 def pack(synth_bin):
@@ -132,7 +135,8 @@ def upstream(arcface_torch_dir):
 
 @pytest.fixture(scope="session")
 def upstream_ijb(arcface_torch_dir):
-    """image2template_feature and verification from eval_ijbc.py (which runs its pipeline on import)."""
+    """image2template_feature and verification from eval_ijbc.py (which runs its pipeline on
+    import)."""
     source = (arcface_torch_dir / "eval_ijbc.py").read_text()
     tree = ast.parse(source)
     wanted = ("image2template_feature", "verification")
@@ -143,7 +147,7 @@ def upstream_ijb(arcface_torch_dir):
     return SimpleNamespace(**{n.name: namespace[n.name] for n in keep})
 
 
-# ---------------------------------------------------------------------------------------- packs
+# --------------------------------------------------------------------------- packs
 
 def test_fixture_pack_loads_like_plain_decoding(fixtures_dir):
     path = fixtures_dir / "bin" / "tiny_pairs.bin"
@@ -160,7 +164,8 @@ def test_fixture_pack_loads_like_plain_decoding(fixtures_dir):
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 @pytest.mark.parametrize("as_arrays", [False, True])
 def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
-    """bytes or 1-D uint8 arrays, pickle protocols 2 (py2-era) to 5; bools as a list or a bool array."""
+    """bytes or 1-D uint8 arrays, pickle protocols 2 (py2-era) to 5; bools as a list or a bool
+    array."""
     bins, issame = raw_pack(synth_bin)
     items = [np.frombuffer(b, np.uint8) for b in bins] if as_arrays else bins
     path = tmp_path / "variant.bin"
@@ -244,7 +249,8 @@ print("rss growth KB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc for the memory limit")
 def test_memo_bomb_refused_in_bounded_memory(tmp_path):
-    """10 bytes that made the C unpickler size its memo for 400M entries (6.9-13.8 GB) before any check ran."""
+    """10 bytes that made the C unpickler size its memo for 400M entries (6.9-13.8 GB) before any
+    check ran."""
     bomb = tmp_path / "bomb.bin"
     bomb.write_bytes(b"\x80\x02K\x00r" + struct.pack("<I", 400_000_000) + b".")
     assert bomb.stat().st_size == 10
@@ -273,7 +279,8 @@ def test_pack_opcode_scan(tmp_path, data, match):
 
 
 def test_images_repeated_by_reference_refused(synth_bin, tmp_path):
-    """A pickle memo reference costs 2 bytes: 2,000 references to one image would decode 2,000 images."""
+    """A pickle memo reference costs 2 bytes: 2,000 references to one image would decode 2,000
+    images."""
     bins, _ = raw_pack(synth_bin)
     path = tmp_path / "repeat.bin"
     path.write_bytes(pickle.dumps(([bins[0]] * 2000, [True] * 1000), protocol=4))
@@ -281,11 +288,12 @@ def test_images_repeated_by_reference_refused(synth_bin, tmp_path):
         ev.load_bin(path)
 
 
-# ---------------------------------------------------------------------------------------- .bin protocol
+# --------------------------------------------------------------------------- .bin protocol
 
 def plain_protocol(views: np.ndarray, issame: np.ndarray, far_target: float = 1e-3):
-    """Independent loop-per-threshold computation of the protocol, with sklearn KFold; the VAL threshold from
-    scipy's interp1d(kind='linear'), which tolerates repeated FAR values (upstream's 'slinear' does not)."""
+    """Independent loop-per-threshold computation of the protocol, with sklearn KFold; the VAL
+    threshold from scipy's interp1d(kind='linear'), which tolerates repeated FAR values (upstream's
+    'slinear' does not)."""
     emb = views[0].astype(np.float64) + views[1].astype(np.float64)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     dist = ((emb[0::2] - emb[1::2]) ** 2).sum(1)
@@ -332,7 +340,8 @@ def test_val_without_impostors_in_a_fold_does_not_crash():
 
 
 def test_equal_to_upstream_verification(upstream, pack):
-    """Same model, same images: upstream test() and ours agree to the last bit (accuracy, std, XNorm, VAL)."""
+    """Same model, same images: upstream test() and ours agree to the last bit (accuracy, std,
+    XNorm, VAL)."""
     images, issame, _ = pack
     model = small_model(1)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()  # what upstream load_bin holds
@@ -360,7 +369,7 @@ def test_embed_checks_output(pack):
         ev.evaluate_embeddings(np.zeros((2, 6, 8)), np.ones(4, bool))
 
 
-# ---------------------------------------------------------------------------------------- IJB
+# --------------------------------------------------------------------------- IJB
 
 def test_ijb_matches_plain_and_saves(ijb_root, tmp_path):
     meta = ev.read_ijb_meta(ijb_root, "IJBC")
@@ -369,7 +378,8 @@ def test_ijb_matches_plain_and_saves(ijb_root, tmp_path):
     result = ev.evaluate_ijb(model, meta, ev.EmbedSettings(8, progress=False), out_dir=tmp_path, name="tiny")
     scores = np.load(result.scores_path)
     assert Path(result.roc_path).is_file() and scores.shape == (len(meta.p1),)
-    # plain: per-image features, per-template loops with np.where, cosine, upstream's nearest-FAR pick
+    # plain: per-image features, per-template loops with np.where, cosine, upstream's nearest-FAR
+    # pick
     faces = ev.IJBFaces(meta)
     x = torch.stack([to_input(faces.image(i)) for i in range(20)])
     with torch.no_grad():
@@ -444,7 +454,7 @@ def test_ijb_missing_meta_and_bad_image(ijb_root, tmp_path):
         ev.evaluate_ijb(small_model(0), root, ev.EmbedSettings(8, progress=False))
 
 
-# ---------------------------------------------------------------------------------------- occlusion
+# --------------------------------------------------------------------------- occlusion
 
 def test_groups_and_regions():
     assert ev.parse_groups("none") == {}
@@ -459,7 +469,8 @@ def test_groups_and_regions():
 
 
 def erased_by_hand(x: torch.Tensor, keys, masks, ids, fill, seed) -> torch.Tensor:
-    """``x`` with classes ``ids`` erased in images ``keys`` that contain them (RegionErasing's seeding)."""
+    """``x`` with classes ``ids`` erased in images ``keys`` that contain them (RegionErasing's
+    seeding)."""
     eraser, x = ev.RegionErasing(ids, fill, seed), x.clone()
     for k in keys:
         if np.isin(np.asarray(masks[k]), ids).any():
@@ -473,8 +484,9 @@ def views_of(model, x: torch.Tensor) -> np.ndarray:
 
 
 def test_occlusion_pack_equals_per_region_reference(pack):
-    """Every row equals the straightforward computation: erase the region in every probe that has it, embed the
-    whole pack again, run the protocol (random fill, several batches per region, two models)."""
+    """Every row equals the straightforward computation: erase the region in every probe that has
+    it, embed the whole pack again, run the protocol (random fill, several batches per region, two
+    models)."""
     images, issame, masks = pack
     masks = masks.copy()
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
@@ -534,7 +546,7 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
         assert row.score["m"] == pytest.approx(expect, abs=1e-9) and row.drop["m"] == pytest.approx(clean - expect)
 
 
-# ---------------------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- CLI
 
 def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     data = tmp_path / "rec"
@@ -601,7 +613,8 @@ def test_eval_scripts_mirror_cli(script, monkeypatch, capsys):
 
 
 def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
-    """--mask-cache (i-th key = image i) gives the --masks result; --parser predicts and saves masks."""
+    """--mask-cache (i-th key = image i) gives the --masks result; --parser predicts and saves
+    masks."""
     from fse_plugin import maskcache, recordio
     from fse_plugin.parsing import UNetRes18, save_parser
     images, _ = ev.load_bin(small_bin)
@@ -646,10 +659,11 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
 
 
-# ---------------------------------------------------------------------------------------- arcface_torch networks
+# --------------------------------------------------------------------------- arcface_torch networks
 
 def test_upstream_warning_shown_once_per_run(small_bin, tmp_path):
-    """A backbone that warns at every forward (upstream iresnet's torch.cuda.amp.autocast) warns once per run."""
+    """A backbone that warns at every forward (upstream iresnet's torch.cuda.amp.autocast) warns
+    once per run."""
     tree = fake_tree(tmp_path / "arcface_torch", warn=True)
     weights = tmp_path / "fake.pt"
     torch.save(build_network("fake", 64, tree).state_dict(), weights)
@@ -668,8 +682,9 @@ def _accuracy(out: Path) -> float:
 
 
 def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_path, monkeypatch, capsys):
-    """README section 7: inside the arcface_torch tree `fse eval ...` needs no --arcface-dir; a --config names its
-    tree wherever it is run; from the plugin root `python eval/verification.py ... --arcface-dir` works."""
+    """README section 7: inside the arcface_torch tree `fse eval ...` needs no --arcface-dir; a
+    --config names its tree wherever it is run; from the plugin root
+    `python eval/verification.py ... --arcface-dir` works."""
     monkeypatch.delenv("ARCFACE_TORCH_DIR", raising=False)
     tree = fake_tree(tmp_path / "arcface_torch")
     weights = tree / "work_dirs" / "fake_cfg" / "model.pt"
@@ -697,7 +712,8 @@ def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_pat
 
 
 def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path, monkeypatch):
-    """upstream r18 from the user's tree: --arcface-dir, and --config inside the tree (its work_dirs/NAME/model.pt)."""
+    """upstream r18 from the user's tree: --arcface-dir, and --config inside the tree (its
+    work_dirs/NAME/model.pt)."""
     monkeypatch.delenv("ARCFACE_TORCH_DIR", raising=False)
     tree = tmp_path / "arcface_torch"
     shutil.copytree(arcface_torch_dir, tree)

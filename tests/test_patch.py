@@ -1,6 +1,6 @@
-"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, the compat patch's VAL@FAR, and
-the patched arcface_torch end to end (a config with the one added line, its own get_config and
-get_dataloader). train_v2.py itself runs in test_train_v2.py."""
+"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, the compat patch's
+VAL@FAR, and the patched arcface_torch end to end (a config with the one added line, its own
+get_config and get_dataloader). train_v2.py itself runs in test_train_v2.py."""
 import filecmp
 import ast
 import itertools
@@ -108,7 +108,7 @@ def test_mxcompat_matches_the_mxnet_calls_upstream_makes(synth_rec):
     assert mxcompat.recordio is recordio
 
 
-# ---------------------------------------------------------------------------- with an arcface_torch checkout
+# ------------------------------------------------------------------- with an arcface_torch checkout
 
 @pytest.mark.parametrize("ours, upstream", CONFIGS.items())
 def test_configs_are_upstream_plus_one_line(arcface_torch_dir, tmp_path, ours, upstream):
@@ -259,11 +259,11 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
     assert out["bin"] == [[80, 3, 112, 112], 40, True]
 
 
-# ---------------------------------------------------------------------------- the compat patch's VAL@FAR
+# ------------------------------------------------------------------- the compat patch's VAL@FAR
 
 def _val_functions(path: Path) -> SimpleNamespace:
-    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports mxnet at
-    the top, and nothing of mxnet is needed here."""
+    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports
+    mxnet at the top, and nothing of mxnet is needed here."""
     wanted = {"LFold", "calculate_val", "calculate_val_far"}
     body = [node for node in ast.parse(path.read_text()).body if getattr(node, "name", None) in wanted]
     scope = {"np": np, "interpolate": interpolate, "KFold": KFold}

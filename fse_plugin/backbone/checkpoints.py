@@ -1,13 +1,15 @@
-"""Recognizer checkpoints as releases come: a plain state_dict, or one wrapped in ``{'state_dict': ...}``,
-``{'model': ...}``, ``{'backbone': ...}`` (arcface_torch's ``checkpoint_gpu_R.pt``: ``state_dict_backbone``), keys
-prefixed by ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile), with or without a classifier head.
+"""Recognizer checkpoints as releases come: a plain state_dict, or one wrapped in
+``{'state_dict': ...}``, ``{'model': ...}``, ``{'backbone': ...}`` (arcface_torch's
+``checkpoint_gpu_R.pt``: ``state_dict_backbone``), keys prefixed by ``module.`` (DataParallel/DDP)
+or ``_orig_mod.`` (torch.compile), with or without a classifier head.
 
-The head (FS-CAM's identity-logit target) is a 2-D float tensor [num_classes, embedding_size] that is not part of
-the backbone: ``fc.weight``, ``head.weight``, ``classifier.weight``, a bare ``weight``/``kernel``, or the weight
-of a nested ``head``/``margin``/``fc``/``classifier`` dict; arcface_torch's partial_fc keeps it as
-``state_dict_softmax_fc['weight']`` (with several GPUs, each rank's file holds its own slice of the classes).
-A ``kernel`` stored [embedding_size, num_classes] (AdaFace/MagFace style) is transposed.
-Everything is loaded with ``weights_only=True``; every error names the file.
+The head (FS-CAM's identity-logit target) is a 2-D float tensor [num_classes, embedding_size] that
+is not part of the backbone: ``fc.weight``, ``head.weight``, ``classifier.weight``, a bare
+``weight``/``kernel``, or the weight of a nested ``head``/``margin``/``fc``/``classifier`` dict;
+arcface_torch's partial_fc keeps it as ``state_dict_softmax_fc['weight']`` (with several GPUs, each
+rank's file holds its own slice of the classes). A ``kernel`` stored [embedding_size, num_classes]
+(AdaFace/MagFace style) is transposed. Everything is loaded with ``weights_only=True``; every error
+names the file.
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ _WRAPPERS = ("state_dict_backbone", "state_dict", "model", "backbone", "model_st
 _HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc", "partial_fc")
 """Names of classifier heads, as nested dicts or as the first part of a key."""
 _OWNERS = ("backbone.", "model.", "net.", "encoder.")
-"""First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to ``head.weight``)."""
+"""First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to
+``head.weight``)."""
 
 
 class CheckpointError(FSEError):
-    """A checkpoint that cannot be read or does not fit the network; the message names the file and keys."""
+    """A checkpoint that cannot be read or does not fit the network; the message names the file and
+    keys."""
 
 
 def _flat_tensors(state: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -134,8 +138,9 @@ def _torchscript(weights: str | os.PathLike | None, map_location: str | torch.de
 
 
 def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
-    """What ``load_recognizer`` is asked for can mean something: a path that is not a folder, a network name,
-    a whole-number size (refused naming the parameter before anything is built or read)."""
+    """What ``load_recognizer`` is asked for can mean something: a path that is not a folder, a
+    network name, a whole-number size (refused naming the parameter before anything is built or
+    read)."""
     if not isinstance(weights, (str, os.PathLike)):
         raise FSEError(f"weights: expected the path of a checkpoint, got {weights!r}")
     if os.path.isdir(weights):
@@ -150,9 +155,10 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
                     config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
     """(backbone in eval mode, classifier head weight [num_classes, embedding_size] or None).
 
-    ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an arcface_torch name
-    (r18, r34, r50, r100 ...) built from the tree ``arcface_torch_dir(arcface_dir, config_path)`` finds.
-    Random weights are refused: ``weights`` must name a checkpoint (``build_network`` gives a random one).
+    ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an
+    arcface_torch name (r18, r34, r50, r100 ...) built from the tree
+    ``arcface_torch_dir(arcface_dir, config_path)`` finds. Random weights are refused: ``weights``
+    must name a checkpoint (``build_network`` gives a random one).
     """
     if weights is None:
         raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised network says "
@@ -172,8 +178,9 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
 def load_backbone(weights: str | os.PathLike | None, network: str = "tiny", num_features: int = 512,
                   arcface_dir: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
                   config_path: str | os.PathLike | None = None) -> nn.Module:
-    """The backbone of ``load_recognizer`` alone. ``weights=None`` builds the network with random weights, for
-    callers the user asked for that (cost benchmarks); the command-line tools refuse it."""
+    """The backbone of ``load_recognizer`` alone. ``weights=None`` builds the network with random
+    weights, for callers the user asked for that (cost benchmarks); the command-line tools refuse
+    it."""
     if weights is None and network != "torchscript":
         return build_network(network, num_features, arcface_dir, config_path).eval()
     return load_recognizer(weights, network, num_features, arcface_dir, map_location, config_path)[0]

@@ -1,5 +1,6 @@
-"""The built-in ``iresnet_tiny`` (0.06 GFLOP per face): arcface_torch's IResNet layout (BN-conv-BN-PReLU-conv-BN
-blocks, BN-dropout-FC-BN head to a 512-d embedding) at a size that trains on a CPU in minutes (tests, demo)."""
+"""The built-in ``iresnet_tiny`` (0.06 GFLOP per face): arcface_torch's IResNet layout
+(BN-conv-BN-PReLU-conv-BN blocks, BN-dropout-FC-BN head to a 512-d embedding) at a size that trains
+on a CPU in minutes (tests, demo)."""
 from __future__ import annotations
 
 import torch

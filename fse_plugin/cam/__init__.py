@@ -24,7 +24,8 @@ Modules, in the order data flows:
 - ``settings``: ``ExplainSettings``, how ``explain`` runs and writes
 - ``plots``, ``report``: pictures, CSV/JSON and the report page
 - ``sources``: pack pairs or rec images with their masks (``load_pack``, ``load_rec``)
-- ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
+- ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``,
+  ``explain_rec``)
 - ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
   eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
 

@@ -1,4 +1,5 @@
-"""The arcface_torch training hook: ``config.fse_cam = dict(...)`` (after patches/0002-fse-cam.patch).
+"""The arcface_torch training hook: ``config.fse_cam = dict(...)`` (after
+patches/0002-fse-cam.patch).
 
 Its messages go to the ``fse_plugin.cam.callback`` logger, which propagates to the root logger
 arcface_torch configures, so they land in ``training.log`` beside upstream's own lines.
@@ -34,14 +35,15 @@ _KEY = "config.fse_cam"
 
 @dataclass(frozen=True)
 class CallbackOptions:
-    """The keys of ``config.fse_cam``, checked (``from_config``; errors name ``config.fse_cam.<key>``).
+    """The keys of ``config.fse_cam``, checked (``from_config``; errors name
+    ``config.fse_cam.<key>``).
 
     ``targets``: pack names under cfg.rec (default cfg.val_targets); ``every``: steps between two
-    logs (default cfg.verbose); ``pairs``: genuine pairs per pack (bounds the time: ~(1 + regions) x 2
-    x pairs forwards); ``masks``: a .npy path, or ``{name: path}`` (default <rec>/<name>.masks.npy);
-    ``parser``: checkpoint that predicts masks once at start when no mask file exists; ``images``:
-    overlay rows (0: none); ``batch_size``; ``precision``: 'fp32', 'bf16' or 'fp16' (``amp=True``,
-    the earlier key, is deprecated and means 'bf16').
+    logs (default cfg.verbose); ``pairs``: genuine pairs per pack (bounds the time: ~(1 + regions)
+    x 2 x pairs forwards); ``masks``: a .npy path, or ``{name: path}`` (default
+    <rec>/<name>.masks.npy); ``parser``: checkpoint that predicts masks once at start when no mask
+    file exists; ``images``: overlay rows (0: none); ``batch_size``; ``precision``: 'fp32', 'bf16'
+    or 'fp16' (``amp=True``, the earlier key, is deprecated and means 'bf16').
     """
 
     targets: tuple[str, ...]
@@ -73,7 +75,8 @@ class CallbackOptions:
         return made
 
     def masks_for(self, name: str) -> str | None:
-        """The mask file named for pack ``name`` (None: the default beside the pack, or the parser)."""
+        """The mask file named for pack ``name`` (None: the default beside the pack, or the
+        parser)."""
         return self.masks.get(name) if isinstance(self.masks, Mapping) else self.masks
 
 
@@ -98,9 +101,9 @@ class FSCAMCallback:
     importance of a few genuine pairs of each val pack to tensorboard (a scalar per region and an
     overlay image), at most once per ``every`` steps.
 
-    Enabled by ``config.fse_cam = dict(...)`` once patches/0002-fse-cam.patch is applied; its keys are
-    ``CallbackOptions``'. The target is the pair target (the other image's embedding): the training
-    head is not passed to the verification callback.
+    Enabled by ``config.fse_cam = dict(...)`` once patches/0002-fse-cam.patch is applied; its keys
+    are ``CallbackOptions``'. The target is the pair target (the other image's embedding): the
+    training head is not passed to the verification callback.
     """
 
     def __init__(self, cfg: Mapping[str, Any], summary_writer: Any, verification: Callable | None = None,

@@ -1,4 +1,5 @@
-"""The reference FS-CAM target for arcface_torch checkpoints: identity logits of the classifier head.
+"""The reference FS-CAM target for arcface_torch checkpoints: identity logits of the classifier
+head.
 
 FS-CAM as published scores the softmax probability of a classifier's argmax class. An arcface_torch
 backbone outputs embeddings; its training head (PartialFC + CombinedMarginLoss) holds one centre
@@ -26,7 +27,8 @@ from fse_plugin.common import FSEError
 __all__ = ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model"]
 
 ARCFACE_SCALE = 64.0
-"""``s`` of arcface_torch's CombinedMarginLoss (margin_list (1.0, 0.5, 0.0), s=64 in its configs)."""
+"""``s`` of arcface_torch's CombinedMarginLoss (margin_list (1.0, 0.5, 0.0), s=64 in its
+configs)."""
 
 
 class IdentityLogits(nn.Module):
@@ -70,7 +72,8 @@ class TargetChoice:
 def choose_target(requested: str | None, default: str, heads: Mapping[str, int | None],
                   weights: Mapping[str, str | None], scale: float = ARCFACE_SCALE,
                   scripted: bool = False) -> TargetChoice:
-    """Which target ``fse cam`` runs for models whose heads have ``heads[name]`` classes (None: no head).
+    """Which target ``fse cam`` runs for models whose heads have ``heads[name]`` classes (None: no
+    head).
 
     ``requested`` None picks 'class' (the reference) when every model has a head, else ``default``
     ('pair' for packs, 'identity' for recs). 'class' without a head is refused (an embedding has no
@@ -98,7 +101,8 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
 
 def explained_model(backbone: nn.Module, head: torch.Tensor | None, kind: str,
                     scale: float = ARCFACE_SCALE) -> nn.Module:
-    """The model a target kind explains: backbone + identity logits for 'class' with a head, else the backbone."""
+    """The model a target kind explains: backbone + identity logits for 'class' with a head, else
+    the backbone."""
     return IdentityLogits(backbone, head, scale).eval() if kind == "class" and head is not None else backbone
 
 

@@ -39,7 +39,8 @@ Models = nn.Module | Mapping[str, nn.Module]
 
 def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target,
                        cam: Any, st: ExplainSettings, desc: str) -> tuple[RegionValues, np.ndarray]:
-    """One method over all images, ``st.images_per_step`` at a time: (values [N,25], first ``st.grid`` maps)."""
+    """One method over all images, ``st.images_per_step`` at a time: (values [N,25], first
+    ``st.grid`` maps)."""
     parts, kept = [], []
     step = st.images_per_step
     for s in tqdm(range(0, len(data), step), desc=desc, unit="step", disable=not st.progress):
@@ -53,7 +54,8 @@ def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks:
 
 def explain_model(model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target, st: ExplainSettings,
                   name: str = "model") -> dict[str, MethodResult]:
-    """Every method of ``st`` on one model; a pixel method's CAM object is made once and its hooks removed after."""
+    """Every method of ``st`` on one model; a pixel method's CAM object is made once and its hooks
+    removed after."""
     results = {}
     for method in st.methods:
         cam = make_pixel_cam(method, model, st.target_layer, **st.options.get(method, {})) \
@@ -80,7 +82,8 @@ def _compare(results: Mapping[str, Mapping[str, MethodResult]], st: ExplainSetti
 def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str | os.PathLike,
             make_target: Callable[[nn.Module, torch.Tensor], Target], settings: ExplainSettings | None = None,
             row_labels: Sequence[str] | None = None) -> Explanation:
-    """Explain ``images`` (uint8 [N,H,W,3]) with ``masks`` [N,H,W] under each model and method of ``settings``.
+    """Explain ``images`` (uint8 [N,H,W,3]) with ``masks`` [N,H,W] under each model and method of
+    ``settings``.
 
     ``make_target(model, images)`` builds the target of every image for a model (images as given:
     uint8 NHWC or normalised float NCHW; normalised step by step, so a whole pack fits in memory).
@@ -111,7 +114,7 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
     return Explanation(results, comparison, files)
 
 
-# ------------------------------------------------------------------------------------------ front doors
+# -------------------------------------------------------------------------------------- front doors
 
 def _named(models: Models) -> dict[str, nn.Module]:
     named = {"model": models} if isinstance(models, nn.Module) else dict(models)
@@ -124,7 +127,8 @@ def _named(models: Models) -> dict[str, nn.Module]:
 
 def _target_settings(st: ExplainSettings | None, default: str, meta: Mapping[str, Any]) -> ExplainSettings:
     """Settings with the target kind (``default`` unless chosen) and the report's meta: the target,
-    in words, then ``meta`` (the data), then the caller's (a caller's ``target_description`` wins)."""
+    in words, then ``meta`` (the data), then the caller's (a caller's ``target_description``
+    wins)."""
     st = st or ExplainSettings()
     kind = st.target or default
     grads = [m for m in st.methods if m in GRADIENT_METHODS]
@@ -162,7 +166,8 @@ def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, mask
 def explain_bin(models: Models, bin_path: str | os.PathLike, out_dir: str | os.PathLike,
                 settings: ExplainSettings | None = None, masks: str | os.PathLike | None = None,
                 parser: str | os.PathLike | None = None, pairs: str = "same", limit: int | None = None) -> Explanation:
-    """``explain_pairs`` on (the first ``limit`` ``pairs`` of) a .bin pack; masks as in ``sources.load_pack``."""
+    """``explain_pairs`` on (the first ``limit`` ``pairs`` of) a .bin pack; masks as in
+    ``sources.load_pack``."""
     st = settings or ExplainSettings()
     pack = load_pack(bin_path, masks, parser, pairs, limit, st.device)
     st = replace(st, meta={"pack": str(bin_path), "masks": pack.masks_source, "pairs": f"{len(pack.pairs)} {pairs}",
@@ -175,9 +180,10 @@ def explain_bin(models: Models, bin_path: str | os.PathLike, out_dir: str | os.P
 def explain_rec(models: Models, rec: str | os.PathLike, out_dir: str | os.PathLike,
                 settings: ExplainSettings | None = None, limit: int | None = 256,
                 mask_cache: str | os.PathLike | None = None, parser: str | os.PathLike | None = None) -> Explanation:
-    """Explain training images of a rec: each image against its identity centroid (target 'identity',
-    the default: the mean embedding of the other loaded images of the same label), its own embedding
-    ('self'), or a classifier's argmax ('class': the model with its head, ``classifier.IdentityLogits``)."""
+    """Explain training images of a rec: each image against its identity centroid (target
+    'identity', the default: the mean embedding of the other loaded images of the same label), its
+    own embedding ('self'), or a classifier's argmax ('class': the model with its head,
+    ``classifier.IdentityLogits``)."""
     st = settings or ExplainSettings()
     faces = load_rec(rec, limit, mask_cache, parser, st.device)
     st = _target_settings(st, REC_TARGETS[0], {"rec": str(rec), "masks": faces.masks_source})

@@ -1,8 +1,8 @@
 """What every CAM method is fed: faces as model inputs, label maps checked, batched forwards.
 
 Faces come as uint8 RGB ``[N,H,W,3]`` (as packs and recs store them) or as normalised float
-``[N,3,H,W]``; uint8 faces are normalised chunk by chunk (``fse_plugin.common.to_input``, arcface_torch's
-normalisation), so a whole pack never exists as float in memory.
+``[N,3,H,W]``; uint8 faces are normalised chunk by chunk (``fse_plugin.common.to_input``,
+arcface_torch's normalisation), so a whole pack never exists as float in memory.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
 
 IGNORE = IGNORE_INDEX
-"""Mask value of pixels without a class (``labels.IGNORE_INDEX``: no region, painted 0 in FS-CAM maps)."""
+"""Mask value of pixels without a class (``labels.IGNORE_INDEX``: no region, painted 0 in FS-CAM
+maps)."""
 
 
 def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,8 @@ def picture_images(images: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = None,
              where: str = "masks") -> torch.Tensor:
-    """Label maps ``[N,H,W]`` as int64, checked: values 0..24 or 255 (ignore), shape ``shape`` if given."""
+    """Label maps ``[N,H,W]`` as int64, checked: values 0..24 or 255 (ignore), shape ``shape`` if
+    given."""
     m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if m.ndim != 3 or m.is_floating_point() or m.is_complex():
         raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} {tuple(m.shape)}")

@@ -1,4 +1,5 @@
-"""Every CAM method by name (``names.METHODS``), run on a chunk of images to per-region values and pixel maps."""
+"""Every CAM method by name (``names.METHODS``), run on a chunk of images to per-region values and
+pixel maps."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

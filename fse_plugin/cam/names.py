@@ -1,5 +1,5 @@
-"""The names a user gives FS-CAM: its methods (which backpropagate, which hook a layer), the targets of
-pairs and of a rec's images, and a model's label (it names files).
+"""The names a user gives FS-CAM: its methods (which backpropagate, which hook a layer), the targets
+of pairs and of a rec's images, and a model's label (it names files).
 
 Apart from the methods themselves, so that the command line offers and checks them without torch.
 """
@@ -33,8 +33,8 @@ REC_TARGETS: tuple[str, ...] = ("identity", "self", "class")
 
 
 def parse_methods(methods: str | Sequence[str], name: str = "methods") -> list[str]:
-    """A comma list or sequence of method names -> the names, each known and given once (else ``FSEError``
-    naming ``name``); upper case is read as lower case."""
+    """A comma list or sequence of method names -> the names, each known and given once (else
+    ``FSEError`` naming ``name``); upper case is read as lower case."""
     if isinstance(methods, str):
         methods = methods.lower()
     elif isinstance(methods, Sequence):
@@ -43,7 +43,8 @@ def parse_methods(methods: str | Sequence[str], name: str = "methods") -> list[s
 
 
 def check_model_name(name: Any, key: str = "model name") -> str:
-    """A model's name, which names its files (overlay_<name>.png): a non-empty string without path separators."""
+    """A model's name, which names its files (overlay_<name>.png): a non-empty string without path
+    separators."""
     if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
         raise FSEError(f"{key}: {name!r} cannot name files (overlay_<name>.png); use letters, digits, '-' or '_'")
     return name

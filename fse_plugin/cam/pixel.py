@@ -27,13 +27,15 @@ __all__ = ["default_target_layer", "resolve_layer", "make_pixel_cam", "run_pixel
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """The network whose layers are hooked: the backbone of an ``IdentityLogits``, else the model."""
+    """The network whose layers are hooked: the backbone of an ``IdentityLogits``, else the
+    model."""
     return model.backbone if isinstance(model, IdentityLogits) else model
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
-    """Last spatial stage of an iresnet-style backbone: ``layer4`` (arcface_torch iresnet, torchvision
-    resnets), else ``layers[-1]`` (fse iresnet_tiny, arcface_torch mobilefacenet), else the last Conv2d."""
+    """Last spatial stage of an iresnet-style backbone: ``layer4`` (arcface_torch iresnet,
+    torchvision resnets), else ``layers[-1]`` (fse iresnet_tiny, arcface_torch mobilefacenet), else
+    the last Conv2d."""
     net = _network(model)
     if isinstance(net, torch.jit.ScriptModule):
         raise FSEError("pixel CAMs hook layers and need an eager nn.Module, not TorchScript "
@@ -70,7 +72,8 @@ def make_pixel_cam(method: str, model: nn.Module, target_layer: nn.Module | str 
     """A CAM object for ``method`` (``cam(input_tensor, targets) -> [B,H,W]``, min-max scaled).
 
     Library methods take ``batch_size`` (ScoreCAM's inner batch); ``rise`` takes n_masks, s, p1,
-    batch_size, seed, amp; ``groupcam`` takes groups, blur_kernel, blur_sigma, percentile, batch_size.
+    batch_size, seed, amp; ``groupcam`` takes groups, blur_kernel, blur_sigma, percentile,
+    batch_size.
     """
     if method == "rise":
         return RISE(model, **options)
@@ -103,7 +106,8 @@ def run_pixel_cam(cam, x: torch.Tensor, target: Target, batch_size: int = 16) ->
 def pixel_cam(model: nn.Module, images: torch.Tensor | np.ndarray, target: Target | None = None,
               method: str = "gradcam", target_layer: nn.Module | str | None = None, batch_size: int = 16,
               **options: Any) -> np.ndarray:
-    """Pixel saliency ``[N,H,W]`` in [0, 1] of ``method`` with our targets (default: reference argmax)."""
+    """Pixel saliency ``[N,H,W]`` in [0, 1] of ``method`` with our targets (default: reference
+    argmax)."""
     x = as_input(images)
     target = resolve_target(model, x, target)
     with make_pixel_cam(method, model, target_layer, **options) as cam:
@@ -112,7 +116,8 @@ def pixel_cam(model: nn.Module, images: torch.Tensor | np.ndarray, target: Targe
 
 def aggregate_per_region(maps: np.ndarray | torch.Tensor,
                          masks: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel maps per region: ``(mean [N,25], share of the map's mass [N,25])``, NaN where absent."""
+    """Pixel maps per region: ``(mean [N,25], share of the map's mass [N,25])``, NaN where
+    absent."""
     mp = torch.as_tensor(np.asarray(maps, dtype=np.float64) if not isinstance(maps, torch.Tensor) else maps).double()
     m = as_masks(masks, tuple(mp.shape))
     n = len(mp)

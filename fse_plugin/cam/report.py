@@ -22,7 +22,8 @@ __all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv",
 
 RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv", "report.md",
                                  "report.html")
-"""The tables and the page a reader takes as a run's result (each written whole, through a temporary file)."""
+"""The tables and the page a reader takes as a run's result (each written whole, through a temporary
+file)."""
 Results = Mapping[str, Mapping[str, MethodResult]]
 """``{model: {method: result}}`` as ``Explanation.results``."""
 Comparison = Mapping[str, MethodStats]
@@ -78,7 +79,8 @@ def _stats_json(stats: MethodStats) -> dict[str, dict[str, list]]:
 def write_json(path: Path, meta: Mapping[str, Any], results: Results, comparison: Comparison,
                labels: Sequence[str]) -> Path:
     """Everything in one file: meta, stats, comparison, image labels and the per-image tables
-    (NaN -> null; ``{model: {method: {kind: ...}}}``, kind 'importance' and the method's measure)."""
+    (NaN -> null; ``{model: {method: {kind: ...}}}``, kind 'importance' and the method's
+    measure)."""
     doc = {"meta": dict(meta),
            "stats": {name: {method: _stats_json(r.stats) for method, r in per.items()}
                      for name, per in results.items()},
@@ -99,7 +101,8 @@ def _fmt_ci(st: RegionStats, k: int) -> str:
 
 
 def _model_blocks(name: str, results: Mapping[str, MethodResult], files: Mapping[str, Path]) -> list[Block]:
-    """One model: its timings, pictures and the region table, most important region (first method) first."""
+    """One model: its timings, pictures and the region table, most important region (first method)
+    first."""
     methods = list(results)
     first = results[methods[0]].stats.importance
     order = np.argsort(-np.nan_to_num(first.mean, nan=-np.inf), kind="stable")
@@ -121,8 +124,8 @@ def _comparison_blocks(comparison: Comparison, files: Mapping[str, Path], names:
 
 def write_report(out: Path, results: Results, comparison: Comparison, files: Mapping[str, Path],
                  settings: ExplainSettings, n_images: int) -> Path:
-    """One page (Markdown or HTML, ``settings.report``) with the target, the settings, region tables (top
-    regions first) and pictures."""
+    """One page (Markdown or HTML, ``settings.report``) with the target, the settings, region tables
+    (top regions first) and pictures."""
     meta = {**settings.meta, "images": n_images}
     blocks: list[Block] = [("h1", "FS-CAM region importance")]
     if meta.get("target_description"):
@@ -161,16 +164,16 @@ def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Se
 
 
 def clear_results(out: Path) -> None:
-    """Remove an earlier run's tables and page from ``out``, so that a run interrupted there leaves no result
-    that reads as complete (its own are written last, the page last of all)."""
+    """Remove an earlier run's tables and page from ``out``, so that a run interrupted there leaves
+    no result that reads as complete (its own are written last, the page last of all)."""
     for name in RESULT_FILES:
         (out / name).unlink(missing_ok=True)
 
 
 def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str], results: Results,
                   comparison: Comparison, settings: ExplainSettings) -> dict[str, Path]:
-    """Every file of a run; ``images`` and ``masks`` are the first ``settings.grid`` (the overlays'),
-    ``labels`` name all images. Returns ``{name: path}``, the report page last."""
+    """Every file of a run; ``images`` and ``masks`` are the first ``settings.grid`` (the
+    overlays'), ``labels`` name all images. Returns ``{name: path}``, the report page last."""
     grid = len(images)
     files = _write_pictures(out, images, masks, labels[:grid], results, comparison, settings.ci)
     files["region_scores_csv"] = write_scores_csv(out / "region_scores.csv", results, labels)

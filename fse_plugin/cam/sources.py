@@ -1,4 +1,5 @@
-"""Faces to explain with their masks, from where they live: pairs of a ``.bin`` pack, or the first images of a rec."""
+"""Faces to explain with their masks, from where they live: pairs of a ``.bin`` pack, or the first
+images of a rec."""
 from __future__ import annotations
 
 import os
@@ -34,8 +35,8 @@ class PackPairs:
 
 @dataclass(frozen=True)
 class RecImages:
-    """The first images of a rec: ``images`` uint8 [n,H,W,3], ``masks`` [n,H,W], identity ``labels`` and
-    record ``keys`` [n], and ``masks_source`` (where the masks came from, in words)."""
+    """The first images of a rec: ``images`` uint8 [n,H,W,3], ``masks`` [n,H,W], identity ``labels``
+    and record ``keys`` [n], and ``masks_source`` (where the masks came from, in words)."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -88,8 +89,9 @@ def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = Non
 
 def rec_masks(rec: str | os.PathLike, mask_cache: str | os.PathLike | None = None,
               parser: str | os.PathLike | None = None) -> tuple[MaskCache | None, str]:
-    """Where the masks of a rec (a directory or its .rec file) come from: the mask cache (``mask_cache`` or
-    ``<rec_dir>/fse_masks``, opened and checked against the rec) or, None, ``parser``; and that, in words."""
+    """Where the masks of a rec (a directory or its .rec file) come from: the mask cache
+    (``mask_cache`` or ``<rec_dir>/fse_masks``, opened and checked against the rec) or, None,
+    ``parser``; and that, in words."""
     if parser is not None:
         if mask_cache is not None:
             raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its masks (--parser), "
@@ -129,7 +131,8 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
     """The first ``limit`` images of a rec (all for None) with masks.
 
     Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default
-    ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
+    ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are
+    skipped.
     """
     if limit is not None:
         checks.count(limit, "limit")

@@ -3,10 +3,10 @@
 The reference FS-CAM explains classifiers: the softmax probability of the argmax class
 (``ClassTarget``). arcface_torch backbones output embeddings, so the score can also be the cosine
 similarity to a reference embedding (``EmbeddingTarget``): the other image of a verification pair
-(``pair_target``), the image's own clean embedding (``self_target``) or the centroid of its identity's
-other images (``identity_target``). One target object serves FS-CAM, ablation and RISE (``score``
-over batches of variants) and the pytorch-grad-cam methods (``target[i]`` is a callable on one
-image's output, the form the library takes as ``targets=[...]``).
+(``pair_target``), the image's own clean embedding (``self_target``) or the centroid of its
+identity's other images (``identity_target``). One target object serves FS-CAM, ablation and RISE
+(``score`` over batches of variants) and the pytorch-grad-cam methods (``target[i]`` is a callable
+on one image's output, the form the library takes as ``targets=[...]``).
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class Target:
         raise NotImplementedError
 
     def resolve(self, clean_outputs: torch.Tensor) -> "Target":
-        """Fix what depends on the clean output (the argmax class); the clean outputs are one per image."""
+        """Fix what depends on the clean output (the argmax class); the clean outputs are one per
+        image."""
         return self
 
     def take(self, idx: slice | Sequence[int] | torch.Tensor) -> "Target":
@@ -118,7 +119,8 @@ class ClassTarget(Target):
 
 
 class EmbeddingTarget(Target):
-    """Cosine similarity of the embedding to a reference embedding (one for all, or one per image)."""
+    """Cosine similarity of the embedding to a reference embedding (one for all, or one per
+    image)."""
 
     def __init__(self, ref_embeddings: torch.Tensor | np.ndarray) -> None:
         ref = torch.as_tensor(ref_embeddings).float()
@@ -147,7 +149,8 @@ class EmbeddingTarget(Target):
 
 def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
                 precision: str = "fp32") -> EmbeddingTarget:
-    """Targets for ``cat([images1, images2])``: each image scored against its partner's clean embedding."""
+    """Targets for ``cat([images1, images2])``: each image scored against its partner's clean
+    embedding."""
     emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, precision)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())

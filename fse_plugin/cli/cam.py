@@ -1,4 +1,5 @@
-"""``fse cam``: FS-CAM and pixel CAMs per face region for one model or two: overlays, charts, CSV/JSON, report.
+"""``fse cam``: FS-CAM and pixel CAMs per face region for one model or two: overlays, charts,
+CSV/JSON, report.
 
 Every flag is checked while the command line is parsed, and the flags that only mean something
 together (the data and its masks, the target and the data, the two models' names) before any model
@@ -32,7 +33,8 @@ def _methods(text: str) -> list[str]:
 
 
 def _fill(text: str) -> str | float:
-    """An ablation fill: a constant in normalised space or an FSErasing fill name (``fseconfig.check_fill``)."""
+    """An ablation fill: a constant in normalised space or an FSErasing fill name
+    (``fseconfig.check_fill``)."""
     try:
         return check_fill(fill_value(text))
     except ValueError as e:

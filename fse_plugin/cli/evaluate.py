@@ -1,10 +1,11 @@
 """``fse eval verification|ijb|occlusion`` (and ``eval/*.py``): flags -> ``fse_plugin.evaluation`` calls.
 
-``--config configs/NAME.py`` reads an arcface_torch config for the model and data; its ``config.fse_eval``
-(``evaluation.fse_eval``: fscam, occlusion, parser, masks, and defaults of any flag by its dest name, each checked
-by the flag's own rule) asks for FS-CAM and the occlusion benchmark; flags on the command line win. Every flag,
-file and config entry is checked before a model or a pack is loaded; ``--fscam`` explains pairs with
-``fse_plugin.cam`` after the protocol ran.
+``--config configs/NAME.py`` reads an arcface_torch config for the model and data; its
+``config.fse_eval`` (``evaluation.fse_eval``: fscam, occlusion, parser, masks, and defaults of any
+flag by its dest name, each checked by the flag's own rule) asks for FS-CAM and the occlusion
+benchmark; flags on the command line win. Every flag, file and config entry is checked before a
+model or a pack is loaded; ``--fscam`` explains pairs with ``fse_plugin.cam`` after the protocol
+ran.
 """
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ _INTERNAL = ("config", "run", "prog", "cli_parser", "debug")
 
 
 def _flag_value(args: argparse.Namespace, dest: str, value: Any) -> Any:
-    """A ``config.fse_eval`` flag default checked by the flag's own rule, as if typed on the command line."""
+    """A ``config.fse_eval`` flag default checked by the flag's own rule, as if typed on the command
+    line."""
     action = next(a for a in args.cli_parser._actions if a.dest == dest)
     key = f"config.fse_eval.{dest}"
     if action.nargs == 0:
@@ -190,7 +192,8 @@ def _flag_value(args: argparse.Namespace, dest: str, value: Any) -> Any:
 
 
 def _apply_config(args: argparse.Namespace) -> tuple[dict[str, Any] | None, FSEEvalConfig]:
-    """Load --config; its ``fse_eval`` fills flags left at their defaults (the command line wins)."""
+    """Load --config; its ``fse_eval`` fills flags left at their defaults (the command line
+    wins)."""
     if not args.config:
         return None, FSEEvalConfig()
     cfg = load_config(args.config)
@@ -214,7 +217,8 @@ def _apply_config(args: argparse.Namespace) -> tuple[dict[str, Any] | None, FSEE
 
 
 def _model_spec(args: argparse.Namespace, cfg: Mapping[str, Any] | None, suffix: str = "") -> dict[str, Any]:
-    """network / weights / embedding size / label of model ``suffix`` ('' or '2') from flags, else config."""
+    """network / weights / embedding size / label of model ``suffix`` ('' or '2') from flags, else
+    config."""
     cfg = cfg or {}
     network = getattr(args, f"network{suffix}") or (args.network if suffix else None) or cfg.get("network") or "tiny"
     weights = getattr(args, f"weights{suffix}")
@@ -301,8 +305,8 @@ def _write_json(path: Path, doc: Any) -> Path:
 
 
 def _packs(args: argparse.Namespace, cfg: Mapping[str, Any] | None) -> list[str]:
-    """The packs to evaluate: --pack, or --targets (default: the config's val_targets) in --data-dir (default: the
-    config's rec), each checked (found, a readable pack, at least --folds pairs)."""
+    """The packs to evaluate: --pack, or --targets (default: the config's val_targets) in --data-dir
+    (default: the config's rec), each checked (found, a readable pack, at least --folds pairs)."""
     if args.pack and args.data_dir:
         raise FSEError("--pack and --data-dir both name packs: pass one (a pack given twice is evaluated twice)")
     if args.pack and args.targets:
@@ -368,7 +372,8 @@ def run_verification(args: argparse.Namespace) -> int:
 
 
 def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None) -> evaluation.EmbedSettings:
-    """How the models run: --batch-size, --device, --precision (fp16 needs CUDA), --num-workers, --quiet."""
+    """How the models run: --batch-size, --device, --precision (fp16 needs CUDA), --num-workers,
+    --quiet."""
     from fse_plugin.common import resolve_device
     from fse_plugin.evaluation.embed import check_precision
     check_precision(args.precision, resolve_device(args.device), "--precision")
@@ -377,7 +382,8 @@ def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None)
 
 
 def _fscam_settings(args: argparse.Namespace, **meta: str) -> Any:
-    """``cam.ExplainSettings`` of --fscam-methods on --device (``meta``: report entries); logs the target."""
+    """``cam.ExplainSettings`` of --fscam-methods on --device (``meta``: report entries); logs the
+    target."""
     from fse_plugin.cam import TARGETS, ExplainSettings
     from fse_plugin.common import resolve_device
     log.info("FS-CAM target: %s", TARGETS["pair"])

@@ -1,17 +1,20 @@
-"""Face verification evaluation as arcface_torch computes it - ``.bin`` packs and IJB-B/C 1:1, the same numbers
-on the same embeddings - plus a semantic-occlusion benchmark.
+"""Face verification evaluation as arcface_torch computes it - ``.bin`` packs and IJB-B/C 1:1, the
+same numbers on the same embeddings - plus a semantic-occlusion benchmark.
 
 One concern per module:
 
-* ``safepickle`` - unpickling an untrusted pack with what it may build and the memory it may take bounded;
-* ``packs`` - reading ``.bin`` packs, choosing pairs; ``masks`` - the parsing masks of evaluated images;
-* ``embed`` - image + flip embeddings, ``EmbedSettings`` (how every protocol runs a model over images);
+* ``safepickle`` - unpickling an untrusted pack with what it may build and the memory it may take
+  bounded;
+* ``packs`` - reading ``.bin`` packs, choosing pairs; ``masks`` - the parsing masks of evaluated
+  images;
+* ``embed`` - image + flip embeddings, ``EmbedSettings`` (how every protocol runs a model over
+  images);
 * ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
 * ``ijb`` - IJB meta files, template features, TAR@FAR, ROC;
-* ``regions`` - what the occlusion benchmark erases (classes, groups, fill); ``occlusion`` - erasing them in the
-  probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
-* ``config`` - arcface_torch configs; ``fse_eval`` - its ``config.fse_eval``; ``protocols`` - IJB's FAR points, the
-  default packs; ``tables`` - text tables; ``errors`` - PackError, MetaError.
+* ``regions`` - what the occlusion benchmark erases (classes, groups, fill); ``occlusion`` - erasing
+  them in the probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
+* ``config`` - arcface_torch configs; ``fse_eval`` - its ``config.fse_eval``; ``protocols`` - IJB's
+  FAR points, the default packs; ``tables`` - text tables; ``errors`` - PackError, MetaError.
 
 Each name loads its module on first use.
 """

@@ -1,4 +1,5 @@
-"""Embedding aligned faces as the protocols need them: image and horizontally flipped image, un-normalised."""
+"""Embedding aligned faces as the protocols need them: image and horizontally flipped image,
+un-normalised."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ S = TypeVar("S")
 
 
 class FaceImages(Dataset):
-    """Aligned faces -> (normalised CHW tensor, position). ``keys`` picks (and orders) the images used;
-    ``transform(img, mask, key)`` may alter the normalised image - the occlusion benchmark erases a region
-    there, in the [-1, 1] space where FSErasing erases in training. ``masks[key]`` gives its mask."""
+    """Aligned faces -> (normalised CHW tensor, position). ``keys`` picks (and orders) the images
+    used; ``transform(img, mask, key)`` may alter the normalised image - the occlusion benchmark
+    erases a region there, in the [-1, 1] space where FSErasing erases in training. ``masks[key]``
+    gives its mask."""
 
     def __init__(self, images: np.ndarray | None, masks: Any = None, transform: Callable | None = None,
                  keys: Sequence[int] | None = None) -> None:
@@ -47,8 +49,8 @@ class FaceImages(Dataset):
 
 
 def check_precision(precision: Any, device: torch.device, name: str) -> str:
-    """A precision of ``PRECISIONS`` that runs on ``device``: fp16 autocast on a CPU is slow or missing, so it is
-    refused there (naming ``name``: a field or a flag)."""
+    """A precision of ``PRECISIONS`` that runs on ``device``: fp16 autocast on a CPU is slow or
+    missing, so it is refused there (naming ``name``: a field or a flag)."""
     checks.choice(precision, name, PRECISIONS)
     if precision == "fp16" and device.type != "cuda":
         raise FSEError(f"{name}: fp16 autocasts on CUDA only; use fp32 or bf16 on a CPU")
@@ -57,13 +59,15 @@ def check_precision(precision: Any, device: torch.device, name: str) -> str:
 
 @dataclass(frozen=True)
 class EmbedSettings:
-    """How the evaluation runs a model over images: ``batch_size`` images per forward, on ``device`` ('auto',
-    'cpu', 'cuda', 'cuda:N'; stored resolved, refused if this machine lacks it), at ``precision`` ('fp32', or
-    autocast to 'bf16' / 'fp16', the latter on CUDA only), with ``num_workers`` DataLoader processes;
-    ``embedding_size`` (None: not checked) is the size the model must give; ``progress``: tqdm bars.
+    """How the evaluation runs a model over images: ``batch_size`` images per forward, on ``device``
+    ('auto', 'cpu', 'cuda', 'cuda:N'; stored resolved, refused if this machine lacks it), at
+    ``precision`` ('fp32', or autocast to 'bf16' / 'fp16', the latter on CUDA only), with
+    ``num_workers`` DataLoader processes; ``embedding_size`` (None: not checked) is the size the
+    model must give; ``progress``: tqdm bars.
 
-    One object for ``embed``, ``evaluate_pack``, ``evaluate_ijb``, ``ijb_image_features`` and the occlusion
-    benchmark (``OcclusionSettings.embed``); every value is checked when it is made, errors naming the field."""
+    One object for ``embed``, ``evaluate_pack``, ``evaluate_ijb``, ``ijb_image_features`` and the
+    occlusion benchmark (``OcclusionSettings.embed``); every value is checked when it is made,
+    errors naming the field."""
     batch_size: int = 64
     device: str | torch.device = "cpu"
     precision: str = "fp32"
@@ -84,8 +88,8 @@ class EmbedSettings:
 
 
 def given_settings(settings: Any, kind: type[S], **defaults: Any) -> S:
-    """``settings`` if it is a ``kind``, ``kind(**defaults)`` if None; anything else is refused - a batch size
-    passed where the settings object now goes must not be read as one."""
+    """``settings`` if it is a ``kind``, ``kind(**defaults)`` if None; anything else is refused - a
+    batch size passed where the settings object now goes must not be read as one."""
     if settings is None:
         return kind(**defaults)
     if not isinstance(settings, kind):
@@ -96,7 +100,8 @@ def given_settings(settings: Any, kind: type[S], **defaults: Any) -> S:
 
 def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision: str = "fp32",
                 embedding_size: int | None = None) -> np.ndarray:
-    """float32 [V, B, D] of one batch already on the model's device: V=2 (image, flipped image) if ``flip``."""
+    """float32 [V, B, D] of one batch already on the model's device: V=2 (image, flipped image) if
+    ``flip``."""
     views = (x, torch.flip(x, dims=[3])) if flip else (x,)
     feats = []
     for v in views:
@@ -128,11 +133,13 @@ def _face_array(images: Any) -> np.ndarray:
 @torch.no_grad()
 def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSettings | None = None, flip: bool = True,
           desc: str = "embed") -> np.ndarray:
-    """Un-normalised embeddings float32 [V, N, D]: V=2 (image, horizontally flipped image) if ``flip``, else 1.
+    """Un-normalised embeddings float32 [V, N, D]: V=2 (image, horizontally flipped image) if
+    ``flip``, else 1.
 
-    ``images`` is uint8 NHWC RGB or a Dataset of (normalised CHW tensor, index); ``settings`` says how the model
-    runs (default ``EmbedSettings()``), e.g. ``embed(model, images, EmbedSettings(batch_size=32, device="auto"))``;
-    ``desc`` labels the progress bar.
+    ``images`` is uint8 NHWC RGB or a Dataset of (normalised CHW tensor, index); ``settings`` says
+    how the model runs (default ``EmbedSettings()``), e.g.
+    ``embed(model, images, EmbedSettings(batch_size=32, device="auto"))``; ``desc`` labels the
+    progress bar.
     """
     s = given_settings(settings, EmbedSettings)
     checks.choice(flip, "flip", (True, False))

@@ -1,5 +1,6 @@
-"""``config.fse_eval``: what an arcface_torch config asks of evaluation besides the protocol itself - FS-CAM of the
-scored pairs, the semantic-occlusion benchmark, and where their masks come from:
+"""``config.fse_eval``: what an arcface_torch config asks of evaluation besides the protocol
+itself - FS-CAM of the scored pairs, the semantic-occlusion benchmark, and where their masks come
+from:
 
     config.fse_eval = dict(fscam=True, occlusion=dict(far=1e-4), parser="runs/parser/best.pt")
 
@@ -29,7 +30,8 @@ def _cam_methods() -> tuple[str, ...]:
 
 
 def _named(key: str, rule: Callable[..., Any], *args: Any) -> Any:
-    """``rule(*args)``, its ValueError or KeyError (labels' unknown class) an FSEError naming ``key``."""
+    """``rule(*args)``, its ValueError or KeyError (labels' unknown class) an FSEError naming
+    ``key``."""
     try:
         return rule(*args)
     except (ValueError, KeyError) as e:
@@ -50,8 +52,8 @@ def _options(value: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FSCAMOptions:
-    """FS-CAM of the first ``limit`` ``pairs`` the protocol scored, with ``methods`` (``cam``'s registry), into
-    ``out`` (default: ``fscam/`` in the results folder)."""
+    """FS-CAM of the first ``limit`` ``pairs`` the protocol scored, with ``methods`` (``cam``'s
+    registry), into ``out`` (default: ``fscam/`` in the results folder)."""
     out: str | None = None
     methods: tuple[str, ...] = ("fscam",)
     pairs: str = "same"
@@ -75,8 +77,8 @@ class FSCAMOptions:
 
 @dataclass(frozen=True)
 class OcclusionOptions:
-    """The semantic-occlusion benchmark: ``classes`` one at a time and ``groups`` erased in the probe images with
-    ``fill`` (seeded by ``seed``); IJB reports TAR at ``far``."""
+    """The semantic-occlusion benchmark: ``classes`` one at a time and ``groups`` erased in the
+    probe images with ``fill`` (seeded by ``seed``); IJB reports TAR at ``far``."""
     classes: Any = None
     groups: Any = None
     fill: str | float = "random"
@@ -101,9 +103,10 @@ class OcclusionOptions:
 
 @dataclass(frozen=True)
 class FSEEvalConfig:
-    """A checked ``config.fse_eval``. ``parser`` (a checkpoint), ``masks`` (a ``.npy``, one mask per evaluated
-    image) or ``mask_cache`` (a cache dir) give the masks FS-CAM and occlusion need. ``flags``: the other keys,
-    defaults of ``fse eval``'s flags by their names (``fse eval`` only; the script refuses them)."""
+    """A checked ``config.fse_eval``. ``parser`` (a checkpoint), ``masks`` (a ``.npy``, one mask per
+    evaluated image) or ``mask_cache`` (a cache dir) give the masks FS-CAM and occlusion need.
+    ``flags``: the other keys, defaults of ``fse eval``'s flags by their names (``fse eval`` only;
+    the script refuses them)."""
     fscam: FSCAMOptions | None = None
     occlusion: OcclusionOptions | None = None
     parser: Path | None = None
@@ -116,8 +119,9 @@ class FSEEvalConfig:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], resolve: Callable[[Any], Path] = Path,
                     flags: Collection[str] = ()) -> FSEEvalConfig:
-        """Check ``cfg['fse_eval']`` (absent: nothing asked). ``resolve`` turns a path written in the config into
-        a path from here (relative to the arcface_torch tree); ``flags`` are other accepted keys."""
+        """Check ``cfg['fse_eval']`` (absent: nothing asked). ``resolve`` turns a path written in
+        the config into a path from here (relative to the arcface_torch tree); ``flags`` are other
+        accepted keys."""
         entry = cfg.get("fse_eval")
         if entry is None:
             return cls()

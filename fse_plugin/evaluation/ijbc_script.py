@@ -1,10 +1,11 @@
-"""What upstream's ``eval_ijbc.py`` calls once patch 0004 is applied: ``--config configs/NAME.py`` gives the network
-and the weights as ``fse eval --config`` does (``--network`` / ``--model-prefix`` win), and the config's
-``config.fse_eval`` adds FS-CAM and the semantic-occlusion benchmark after upstream's table, into the same result
-folder. Without ``--config`` the script is upstream's.
+"""What upstream's ``eval_ijbc.py`` calls once patch 0004 is applied: ``--config configs/NAME.py``
+gives the network and the weights as ``fse eval --config`` does (``--network`` / ``--model-prefix``
+win), and the config's ``config.fse_eval`` adds FS-CAM and the semantic-occlusion benchmark after
+upstream's table, into the same result folder. Without ``--config`` the script is upstream's.
 
-Everything a user can get wrong is checked by ``IJBCScriptHook.from_args``, before the script computes its first
-embedding; an error is one line on stderr and exit status 2, as ``fse`` reports it.
+Everything a user can get wrong is checked by ``IJBCScriptHook.from_args``, before the script
+computes its first embedding; an error is one line on stderr and exit status 2, as ``fse`` reports
+it.
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ __all__ = ["IJBCScriptHook"]
 log = logging.getLogger(__name__)
 SCRIPT = "eval_ijbc.py"
 EMBEDDING_SIZE = 512
-"""The only size upstream's script embeds with (``get_model``'s default, 1024 columns for image + flip)."""
+"""The only size upstream's script embeds with (``get_model``'s default, 1024 columns for
+image + flip)."""
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """An ``FSEError`` (or a missing file) ends the script as ``fse`` ends: one line, exit status 2."""
+    """An ``FSEError`` (or a missing file) ends the script as ``fse`` ends: one line, exit status
+    2."""
     try:
         yield
     except (FSEError, FileNotFoundError) as e:
@@ -58,7 +61,8 @@ def _log_to_stdout() -> None:
 
 
 def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
-    """``args.network`` and ``args.model_prefix`` from the config where the command line left their defaults."""
+    """``args.network`` and ``args.model_prefix`` from the config where the command line left their
+    defaults."""
     if args.network == parser.get_default("network") and cfg.get("network"):
         args.network = cfg["network"]
     if not args.model_prefix:
@@ -96,8 +100,9 @@ class IJBCScriptHook:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> IJBCScriptHook:
-        """Read and check ``--config`` (network and weights defaults into ``args``), its ``config.fse_eval``,
-        the masks it names and, when FS-CAM or occlusion is asked for, the IJB meta files."""
+        """Read and check ``--config`` (network and weights defaults into ``args``), its
+        ``config.fse_eval``, the masks it names and, when FS-CAM or occlusion is asked for, the IJB
+        meta files."""
         with _user_errors():
             _log_to_stdout()
             cfg = load_config(args.config)
@@ -110,8 +115,9 @@ class IJBCScriptHook:
             return cls(args.config, settings, args.network, args.model_prefix, meta, args.batch_size, args.job)
 
     def __call__(self, save_path: str | os.PathLike, image_features: np.ndarray) -> None:
-        """After upstream's table: occlusion and FS-CAM into ``save_path``. ``image_features``: upstream's
-        (image + flip) x faceness features of every row, the occlusion benchmark's clean side."""
+        """After upstream's table: occlusion and FS-CAM into ``save_path``. ``image_features``:
+        upstream's (image + flip) x faceness features of every row, the occlusion benchmark's clean
+        side."""
         if not self.settings.wants_masks:
             return
         with _user_errors():

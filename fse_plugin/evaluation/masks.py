@@ -1,5 +1,6 @@
-"""Face-parsing masks of the evaluated images (uint8 label maps, one per pack image or IJB meta row): from a
-``.npy`` file, a mask cache, or predicted by the parser; the occlusion benchmark and FS-CAM read them."""
+"""Face-parsing masks of the evaluated images (uint8 label maps, one per pack image or IJB meta
+row): from a ``.npy`` file, a mask cache, or predicted by the parser; the occlusion benchmark and
+FS-CAM read them."""
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ __all__ = ["CacheMasks", "open_masks", "predict_ijb_masks", "stack_masks"]
 
 
 class CacheMasks:
-    """A ``MaskCache`` as the mask source of a pack or an IJB set: image i (pack index or meta row) has the
-    i-th mask of the cache in key order - e.g. a cache of a rec written from those images in order."""
+    """A ``MaskCache`` as the mask source of a pack or an IJB set: image i (pack index or meta row)
+    has the i-th mask of the cache in key order - e.g. a cache of a rec written from those images in
+    order."""
 
     def __init__(self, path: str | os.PathLike, n_images: int) -> None:
         from fse_plugin.maskcache import MaskCache
@@ -42,7 +44,8 @@ class CacheMasks:
 
 
 def open_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (112, 112)) -> Any:
-    """Masks for ``n_images`` images from a ``.npy`` [N,H,W] uint8 file (memory-mapped) or a mask-cache dir."""
+    """Masks for ``n_images`` images from a ``.npy`` [N,H,W] uint8 file (memory-mapped) or a
+    mask-cache dir."""
     path = Path(path)
     if path.is_dir():
         return CacheMasks(path, n_images)
@@ -59,8 +62,9 @@ def stack_masks(masks: Any, keys: Sequence[int]) -> np.ndarray:
 
 def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Sequence[int], out_path: str | os.PathLike,
                       batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
-    """Parser masks of the aligned images of ``rows``, in a [N,112,112] ``.npy`` beside the results (255 in
-    rows not predicted), memory-mapped: IJB-C's 469k masks take 5.9 GB. Reusable with ``--masks``."""
+    """Parser masks of the aligned images of ``rows``, in a [N,112,112] ``.npy`` beside the results
+    (255 in rows not predicted), memory-mapped: IJB-C's 469k masks take 5.9 GB. Reusable with
+    ``--masks``."""
     from fse_plugin.parsing import load_parser, predict_masks
     device = resolve_device(device)
     parser = load_parser(parser_ckpt, map_location=device)

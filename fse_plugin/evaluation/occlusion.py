@@ -1,13 +1,13 @@
-"""Semantic-occlusion benchmark: erase one face region (or a group of regions) in every probe image and measure
-the drop of the verification score, for one or two models side by side.
+"""Semantic-occlusion benchmark: erase one face region (or a group of regions) in every probe image
+and measure the drop of the verification score, for one or two models side by side.
 
-The probe is the second image of each pack pair, or every image of the second template of each IJB pair; the
-other side stays clean. Each clean image is embedded once per model. The erased probes of all regions are built
-once (shared by the models) and embedded in batches, region after region, so at most one region's embeddings
-are held; a probe without the region is not erased (its embedding is the clean one, exactly). IJB probe images
-are read and aligned once for all regions.
-Erasing happens in normalised [-1, 1] space, where FSErasing erases in training, seeded per image so that every
-model, batch size and worker count sees the same erased probes.
+The probe is the second image of each pack pair, or every image of the second template of each IJB
+pair; the other side stays clean. Each clean image is embedded once per model. The erased probes of
+all regions are built once (shared by the models) and embedded in batches, region after region, so
+at most one region's embeddings are held; a probe without the region is not erased (its embedding is
+the clean one, exactly). IJB probe images are read and aligned once for all regions.
+Erasing happens in normalised [-1, 1] space, where FSErasing erases in training, seeded per image so
+that every model, batch size and worker count sees the same erased probes.
 """
 from __future__ import annotations
 
@@ -34,15 +34,17 @@ from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
 __all__ = ["OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack"]
 
 _IN_MEMORY = 2 << 30
-"""Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary file."""
+"""Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary
+file."""
 
 
 @dataclass(frozen=True)
 class OcclusionSettings:
-    """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
-    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embed``: how every model runs
-    (batch, device, precision, workers, progress; its ``embedding_size`` checked for every model);
-    ``embedding_sizes``: the size a model must give, by model name, where it differs from ``embed.embedding_size``.
+    """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default:
+    each of the 25 classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``;
+    ``embed``: how every model runs (batch, device, precision, workers, progress; its
+    ``embedding_size`` checked for every model); ``embedding_sizes``: the size a model must give, by
+    model name, where it differs from ``embed.embedding_size``.
 
     ``OcclusionSettings(seed=1, embed=EmbedSettings(batch_size=8))``"""
     regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
@@ -79,8 +81,8 @@ class OcclusionSettings:
 
 
 class RegionErasing:
-    """Erase fixed classes of a normalised image, seeded per image key so that every model, batch size
-    and worker count sees the same erased probes (``erasing.erase`` does the pixels)."""
+    """Erase fixed classes of a normalised image, seeded per image key so that every model, batch
+    size and worker count sees the same erased probes (``erasing.erase`` does the pixels)."""
 
     def __init__(self, class_ids: Sequence[int], fill: Any = "random", seed: int = 0) -> None:
         self.class_ids = labels.class_ids(class_ids)
@@ -122,8 +124,8 @@ def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray
 class ErasedProbes(Dataset):
     """Every (region, probe) item, region after region: the normalised probe with the region erased.
 
-    ``images[p]`` is the uint8 probe at position p, ``keys[p]`` its image key (its mask ``masks[key]`` and the
-    seed of its random fill)."""
+    ``images[p]`` is the uint8 probe at position p, ``keys[p]`` its image key (its mask
+    ``masks[key]`` and the seed of its random fill)."""
 
     def __init__(self, images: Any, keys: np.ndarray, masks: Any, regions: Sequence[_Region], fill: Any,
                  seed: int) -> None:
@@ -142,9 +144,9 @@ class ErasedProbes(Dataset):
         return self.erasers[r](to_input(np.ascontiguousarray(self.images[p])), self.masks[key], key), index
 
     def batches(self, batch_size: int) -> list[range]:
-        """Item ranges of at most ``batch_size``, none spanning two regions: a batch's images then cost what they
-        cost alone (CPU convolutions get slower per image in larger batches), and each region completes on its own
-        batch boundary."""
+        """Item ranges of at most ``batch_size``, none spanning two regions: a batch's images then
+        cost what they cost alone (CPU convolutions get slower per image in larger batches), and
+        each region completes on its own batch boundary."""
         starts = np.r_[0, self.ends[:-1]]
         return [range(s, min(s + batch_size, end)) for start, end in zip(starts.tolist(), self.ends.tolist())
                 for s in range(start, end, batch_size)]
@@ -156,8 +158,8 @@ class ErasedProbes(Dataset):
 @torch.no_grad()
 def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes,
                   settings: OcclusionSettings) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
-    Each batch is erased once and embedded by every model."""
+    """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each
+    region completes. Each batch is erased once and embedded by every model."""
     s = settings.embed
     sizes = {m: settings.embed_settings(m).embedding_size for m in models}
     for model in models.values():
@@ -190,10 +192,11 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
                    settings: OcclusionSettings | None = None, folds: int = 10, name: str = "pack",
                    clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
-    """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of every pair.
+    """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of
+    every pair.
 
-    ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already gave for
-    ``images``, so they are not embedded again.
+    ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already
+    gave for ``images``, so they are not embedded again.
     """
     s = given_settings(settings, OcclusionSettings)
     checks.count(folds, "folds", minimum=2)
@@ -234,7 +237,8 @@ class _Uint8Faces(Dataset):
 
 
 def _aligned(meta: IJBMeta, rows: np.ndarray, settings: EmbedSettings) -> np.ndarray:
-    """uint8 [len(rows), 112, 112, 3]: the aligned images of ``rows``, read once for every region."""
+    """uint8 [len(rows), 112, 112, 3]: the aligned images of ``rows``, read once for every
+    region."""
     shape = (len(rows), 112, 112, 3)
     out = (np.empty(shape, np.uint8) if np.prod(shape) <= _IN_MEMORY
            else np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=shape))
@@ -248,11 +252,13 @@ def _aligned(meta: IJBMeta, rows: np.ndarray, settings: EmbedSettings) -> np.nda
 def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
                   settings: OcclusionSettings | None = None, far: float = 1e-4,
                   clean_features: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
-    """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
-    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2.
+    """TAR@FAR (%) with each region erased in every image of the probe templates (the second
+    template of each pair); reference templates stay clean, so a pair scores clean t1 against
+    occluded t2.
 
-    ``clean_features``: per model name, the image features (image + flip) x faceness already computed for every
-    meta row (what eval_ijbc.py holds after its table), so they are not computed again.
+    ``clean_features``: per model name, the image features (image + flip) x faceness already
+    computed for every meta row (what eval_ijbc.py holds after its table), so they are not computed
+    again.
     """
     s = given_settings(settings, OcclusionSettings)
     checks.open_fraction(far, "far")

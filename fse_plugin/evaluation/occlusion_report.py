@@ -1,5 +1,5 @@
-"""What the occlusion benchmark reports: per region the score of each model and its drop from the clean score,
-as a text table, CSV, JSON and a bar chart."""
+"""What the occlusion benchmark reports: per region the score of each model and its drop from the
+clean score, as a text table, CSV, JSON and a bar chart."""
 from __future__ import annotations
 
 import csv

@@ -1,6 +1,7 @@
-"""Verification packs (``lfw.bin``, ``cfp_fp.bin`` ...): a pickle of (2P encoded images, P bools), pair i being
-images 2i and 2i+1. Read with the bounded, restricted unpickler (a pack is untrusted input) and decoded with
-OpenCV as mxnet's ``imdecode`` does (mxnet does not import with numpy >= 1.24)."""
+"""Verification packs (``lfw.bin``, ``cfp_fp.bin`` ...): a pickle of (2P encoded images, P bools),
+pair i being images 2i and 2i+1. Read with the bounded, restricted unpickler (a pack is untrusted
+input) and decoded with OpenCV as mxnet's ``imdecode`` does (mxnet does not import with
+numpy >= 1.24)."""
 from __future__ import annotations
 
 import os
@@ -75,13 +76,15 @@ def _pack_file(path: str | os.PathLike) -> str:
 
 
 def pack_pairs(path: str | os.PathLike) -> int:
-    """The number of pairs of a pack, checked as ``load_bin`` checks it but without decoding an image."""
+    """The number of pairs of a pack, checked as ``load_bin`` checks it but without decoding an
+    image."""
     path = _pack_file(path)
     return len(_read_pack(path)[1])
 
 
 def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, np.ndarray]:
-    """A verification pack as (images uint8 [2P,H,W,3] RGB, issame bool [P]); pair i is images 2i, 2i+1.
+    """A verification pack as (images uint8 [2P,H,W,3] RGB, issame bool [P]); pair i is images 2i,
+    2i+1.
 
     Images of another size are resized bicubically (mxnet's resize_short default) to ``image_size``.
     """
@@ -103,7 +106,8 @@ def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) 
 
 
 def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
-    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
+    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first
+    ``limit``."""
     issame = np.asarray(issame, dtype=bool)
     checks.choice(which, "pairs", ("same", "diff", "all"))
     if limit is not None:

@@ -1,6 +1,8 @@
-"""What the semantic-occlusion benchmark erases: face regions (single classes and groups of them) and the fill.
+"""What the semantic-occlusion benchmark erases: face regions (single classes and groups of them)
+and the fill.
 
-Apart from the benchmark, so that ``fse eval occlusion`` and ``config.fse_eval`` check them before torch loads.
+Apart from the benchmark, so that ``fse eval occlusion`` and ``config.fse_eval`` check them before
+torch loads.
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "lower_face": ("right_cheek", "left_cheek", "right_chin", "left_chin", "nose", "mouth", "upper_lip",
                    "lower_lip"),
 }
-"""Region groups of the occlusion benchmark: eyes and brows (what sunglasses hide), the upper face above
-the nose, and the lower face a medical mask covers."""
+"""Region groups of the occlusion benchmark: eyes and brows (what sunglasses hide), the upper face
+above the nose, and the lower face a medical mask covers."""
 
 
 def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
-    """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls" or a
-    mapping name -> classes (names or ids) otherwise."""
+    """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls"
+    or a mapping name -> classes (names or ids) otherwise."""
     if spec is None:
         spec = DEFAULT_GROUPS
     if not isinstance(spec, (str, Mapping)):
@@ -49,7 +51,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
 
 
 def occlusion_fill(fill: Any, name: str = "fill") -> str | float:
-    """A fill of the benchmark: a mode of ``fseconfig.FILLS`` or a constant in the normalised [-1, 1] space."""
+    """A fill of the benchmark: a mode of ``fseconfig.FILLS`` or a constant in the normalised
+    [-1, 1] space."""
     if isinstance(fill, str):
         return checks.choice(fill, name, FILLS)
     return checks.number(fill, name, -1.0, 1.0)
@@ -57,7 +60,8 @@ def occlusion_fill(fill: Any, name: str = "fill") -> str | float:
 
 def occlusion_regions(classes: str | Sequence[str | int] | None = None,
                       groups: str | Mapping[str, Any] | None = None) -> list[tuple[str, list[int]]]:
-    """(region name, class ids): each class of ``classes`` (default all 25) alone, then each group."""
+    """(region name, class ids): each class of ``classes`` (default all 25) alone, then each
+    group."""
     regions = [(labels.class_name(c), [c]) for c in labels.parse_class_list(classes)]
     taken = {r for r, _ in regions}
     for name, ids in parse_groups(groups).items():

@@ -1,13 +1,15 @@
-"""Unpickling an untrusted verification pack, with what it may build and the memory it may take both bounded.
+"""Unpickling an untrusted verification pack, with what it may build and the memory it may take both
+bounded.
 
-A pack is a pickle, and a pickle can run code and ask for memory of its choosing: ``pickle.Unpickler`` sizes its
-memo table from the index a PUT opcode names, before any object is built, so a 10-byte file
-(``PROTO 2, BININT1 0, LONG_BINPUT 400000000, STOP``) takes gigabytes. So the bytes are first scanned with
-``pickletools.genops`` (no object is built): only the opcodes that build bytes, strings, numbers, lists, tuples,
-dicts and global lookups may occur, the protocol is at most 5, and a memo index may be at most the number of memo
-stores before it (what every pickler writes). Then a restricted ``pickle.Unpickler`` builds the content: every
-global is replaced by a checking wrapper, so no callable of the file's choosing ever runs, and only uint8/bool
-arrays can be made. Memory stays a small multiple of the file size.
+A pack is a pickle, and a pickle can run code and ask for memory of its choosing:
+``pickle.Unpickler`` sizes its memo table from the index a PUT opcode names, before any object is
+built, so a 10-byte file (``PROTO 2, BININT1 0, LONG_BINPUT 400000000, STOP``) takes gigabytes. So
+the bytes are first scanned with ``pickletools.genops`` (no object is built): only the opcodes that
+build bytes, strings, numbers, lists, tuples, dicts and global lookups may occur, the protocol is at
+most 5, and a memo index may be at most the number of memo stores before it (what every pickler
+writes). Then a restricted ``pickle.Unpickler`` builds the content: every global is replaced by a
+checking wrapper, so no callable of the file's choosing ever runs, and only uint8/bool arrays can be
+made. Memory stays a small multiple of the file size.
 """
 from __future__ import annotations
 
@@ -31,14 +33,15 @@ _OPCODES = frozenset((
     "EMPTY_LIST", "APPEND", "APPENDS", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
     "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",
     "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"))
-"""Opcodes of the data a pack holds; object construction (INST, OBJ, NEWOBJ), extensions, persistent ids and
-out-of-band buffers are refused."""
+"""Opcodes of the data a pack holds; object construction (INST, OBJ, NEWOBJ), extensions, persistent
+ids and out-of-band buffers are refused."""
 _PUTS = frozenset(("PUT", "BINPUT", "LONG_BINPUT"))
 _PACK_DTYPES = (np.dtype(np.uint8), np.dtype(np.bool_))
 
 
 def _scan(data: bytes, path: str) -> None:
-    """Check the opcode stream of ``data`` without building anything; PackError on what the loader refuses."""
+    """Check the opcode stream of ``data`` without building anything; PackError on what the loader
+    refuses."""
     n_memo = 0
     try:
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
@@ -73,7 +76,8 @@ def _numpy_attr(name: str) -> Any:
 
 
 class _PackUnpickler(pickle.Unpickler):
-    """Unpickler that can only build what a pack holds: bytes, lists, tuples, bools and uint8/bool arrays."""
+    """Unpickler that can only build what a pack holds: bytes, lists, tuples, bools and uint8/bool
+    arrays."""
 
     class _NDArrayToken:
         """Stands for numpy.ndarray: it may only be passed to _reconstruct, never called."""
@@ -97,7 +101,8 @@ class _PackUnpickler(pickle.Unpickler):
         return dt
 
     def _reconstruct_checked(self, subtype, shape, typecode):
-        # numpy always writes _reconstruct(ndarray, (0,), b'b'), then sets dtype and data from the state
+        # numpy always writes _reconstruct(ndarray, (0,), b'b'), then sets dtype and data from the
+        # state
         if subtype is not self._NDArrayToken or tuple(shape) != (0,) or typecode not in (b"b", "b"):
             raise self._refuse(f"numpy _reconstruct({subtype!r}, {shape!r}, {typecode!r})")
         return self._reconstruct(np.ndarray, (0,), b"b")
@@ -140,7 +145,8 @@ class _PackUnpickler(pickle.Unpickler):
 
 
 def load_pack_pickle(data: bytes, path: str) -> Any:
-    """The object a pack's bytes ``data`` hold; PackError (naming ``path``) on anything a pack cannot hold."""
+    """The object a pack's bytes ``data`` hold; PackError (naming ``path``) on anything a pack
+    cannot hold."""
     _scan(data, path)
     try:
         return _PackUnpickler(io.BytesIO(data), path).load()

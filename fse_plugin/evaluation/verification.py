@@ -1,12 +1,13 @@
-"""The ``.bin`` verification protocol of arcface_torch (``eval/verification.py``): 10-fold Accuracy-Flip, XNorm,
-VAL@FAR=1e-3, with upstream's numbers to the last bit on the same embeddings (the same float64 steps, folds,
-thresholds and point picking).
+"""The ``.bin`` verification protocol of arcface_torch (``eval/verification.py``): 10-fold
+Accuracy-Flip, XNorm, VAL@FAR=1e-3, with upstream's numbers to the last bit on the same embeddings
+(the same float64 steps, folds, thresholds and point picking).
 
-One deliberate difference: upstream sets the VAL threshold with ``interp1d(far_train, thresholds, 'slinear')``,
-which raises on repeated FAR values with current scipy (insightface #2152) - and FAR values always repeat.
-``far_threshold`` interpolates linearly between the last threshold of the FAR value below the target and the first
-threshold of the one above (what ``interp1d(kind='linear')`` does with repeats); where the FAR values are distinct
-that is upstream's 'slinear' interpolation.
+One deliberate difference: upstream sets the VAL threshold with
+``interp1d(far_train, thresholds, 'slinear')``, which raises on repeated FAR values with current
+scipy (insightface #2152) - and FAR values always repeat. ``far_threshold`` interpolates linearly
+between the last threshold of the FAR value below the target and the first threshold of the one
+above (what ``interp1d(kind='linear')`` does with repeats); where the FAR values are distinct that
+is upstream's 'slinear' interpolation.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def _folds(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _counts(thresholds: np.ndarray, dist: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(tp, fp, tn, fn) per threshold for the rule ``dist < threshold`` (counts exact, via sorted search)."""
+    """(tp, fp, tn, fn) per threshold for the rule ``dist < threshold`` (counts exact, via sorted
+    search)."""
     pos, neg = np.sort(dist[issame]), np.sort(dist[~issame])
     tp = np.searchsorted(pos, thresholds, side="left")
     fp = np.searchsorted(neg, thresholds, side="left")
@@ -59,7 +61,8 @@ def squared_distances(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
 
 
 def fold_accuracy(dist: np.ndarray, issame: np.ndarray, n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Upstream ``calculate_roc`` (pca=0): (accuracy per test fold, its threshold, the best on the other folds)."""
+    """Upstream ``calculate_roc`` (pca=0): (accuracy per test fold, its threshold, the best on the
+    other folds)."""
     issame = np.asarray(issame, dtype=bool)
     folds = _folds(len(issame), n_folds)
     accuracy, best = np.zeros(len(folds)), np.zeros(len(folds))
@@ -73,12 +76,14 @@ def fold_accuracy(dist: np.ndarray, issame: np.ndarray, n_folds: int = 10) -> tu
 
 
 def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
-    """Threshold at which the training FAR reaches ``target``, robust to repeated FAR values (#2152).
+    """Threshold at which the training FAR reaches ``target``, robust to repeated FAR values
+    (#2152).
 
-    FAR is a non-decreasing step function of the threshold. Between two FAR values a < target < b the
-    threshold is interpolated linearly from the last threshold with FAR a to the first with FAR b (at
-    FAR == target exactly: the last threshold with that FAR) - upstream's 'slinear' interpolation where
-    the FAR values are distinct, ``interp1d(kind='linear')`` with repeats. 0.0 if FAR never reaches it.
+    FAR is a non-decreasing step function of the threshold. Between two FAR values a < target < b
+    the threshold is interpolated linearly from the last threshold with FAR a to the first with FAR
+    b (at FAR == target exactly: the last threshold with that FAR) - upstream's 'slinear'
+    interpolation where the FAR values are distinct, ``interp1d(kind='linear')`` with repeats. 0.0
+    if FAR never reaches it.
     """
     far = np.asarray(far, dtype=np.float64)
     if np.max(far) < target:
@@ -96,7 +101,8 @@ def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> flo
 
 def val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
                thresholds: np.ndarray = _VAL_THRESHOLDS, n_folds: int = 10) -> tuple[float, float, float]:
-    """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on the rest.
+    """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on
+    the rest.
 
     A test fold without genuine (or impostor) pairs has no VAL (FAR) and is left out of the means;
     upstream divides by zero there.
@@ -124,8 +130,8 @@ def _nan_mean_std(x: np.ndarray) -> tuple[float, float]:
 
 
 def _xnorm(views: np.ndarray) -> float:
-    """Mean L2 norm of every un-normalised embedding, flipped views included (upstream's ``_xnorm``, its loop
-    and float64 running sum kept for the last bit)."""
+    """Mean L2 norm of every un-normalised embedding, flipped views included (upstream's ``_xnorm``,
+    its loop and float64 running sum kept for the last bit)."""
     total, count = 0.0, 0
     for view in views:
         for row in np.asarray(view, dtype=np.float64):
@@ -183,7 +189,8 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
 def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray],
                   settings: EmbedSettings | None = None, n_folds: int = 10,
                   name: str | None = None) -> VerificationResult:
-    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds`` protocol."""
+    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds``
+    protocol."""
     s = given_settings(settings, EmbedSettings)
     checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
