@@ -65,13 +65,15 @@ def upstream_modules(root: Path):
     stub.ndarray = types.ModuleType("mxnet.ndarray")
     sys.modules.setdefault("mxnet", stub)
     sys.modules.setdefault("mxnet.ndarray", stub.ndarray)
-    spec = importlib.util.spec_from_file_location("upstream_verification", root / "eval" / "verification.py")
+    spec = importlib.util.spec_from_file_location("upstream_verification",
+                                                  root / "eval" / "verification.py")
     ver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ver)
     ver.interpolate = SimpleNamespace(
         interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y), float(t))))
     tree = ast.parse((root / "eval_ijbc.py").read_text())
-    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "image2template_feature"]
+    keep = [n for n in tree.body
+            if isinstance(n, ast.FunctionDef) and n.name == "image2template_feature"]
     ns = {"np": np, "sklearn": sklearn}
     exec(compile(ast.Module(body=keep, type_ignores=[]), "eval_ijbc.py", "exec"), ns)
     return ver, ns["image2template_feature"]
@@ -82,18 +84,20 @@ def protocol(upstream, rng: np.random.Generator) -> None:
     issame = np.arange(n_pairs) % 2 == 0
     base = rng.normal(size=(2 * n_pairs, dim))
     base[1::2][issame] = base[0::2][issame]
-    views = np.stack([base + 5.0 * rng.normal(size=base.shape) for _ in range(2)]).astype(np.float32)
+    views = np.stack([base + 5.0 * rng.normal(size=base.shape)
+                      for _ in range(2)]).astype(np.float32)
     t_ours, c_ours, ours = timed(ev.evaluate_embeddings, views, issame, repeat=3)
-    print(f"[protocol] 6000 pairs: evaluate_embeddings {t_ours:.3f} s (CPU {c_ours:.3f} s; acc {ours.accuracy:.5f}, "
-          f"VAL {ours.val:.5f})")
+    print(f"[protocol] 6000 pairs: evaluate_embeddings {t_ours:.3f} s (CPU {c_ours:.3f} s; acc "
+          f"{ours.accuracy:.5f}, VAL {ours.val:.5f})")
     if upstream is None:
         print("[protocol] upstream: set ARCFACE_TORCH_DIR to compare")
         return
-    t_up, c_up, (_, _, acc, val, val_std, far) = timed(upstream.evaluate, ev.fuse_views(views), issame.tolist())
+    t_up, c_up, (_, _, acc, val, val_std, far) = timed(upstream.evaluate, ev.fuse_views(views),
+                                                       issame.tolist())
     same = (np.mean(acc), np.std(acc), val, val_std, far) == (ours.accuracy, ours.accuracy_std, ours.val, ours.val_std,
                                                                 ours.far)
-    print(f"[protocol] upstream evaluate {t_up:.3f} s (CPU {c_up:.3f} s) -> x{t_up / t_ours:.1f} faster "
-          f"(CPU x{c_up / c_ours:.1f}), results identical: {same}")
+    print(f"[protocol] upstream evaluate {t_up:.3f} s (CPU {c_up:.3f} s) -> x{t_up / t_ours:.1f} "
+          f"faster (CPU x{c_up / c_ours:.1f}), results identical: {same}")
 
 
 def ijb(upstream_i2t, rng: np.random.Generator, scale: float) -> None:
@@ -102,8 +106,8 @@ def ijb(upstream_i2t, rng: np.random.Generator, scale: float) -> None:
     templates = rng.integers(1, n_templates + 1, n_images)
     medias = rng.integers(1, n_media + 1, n_images)
     t_ours, c_ours, (mine, _) = timed(ev.template_features, feats, templates, medias)
-    print(f"[ijb] {n_images} images, {len(np.unique(templates))} templates: template_features {t_ours:.2f} s "
-          f"(CPU {c_ours:.2f} s)")
+    print(f"[ijb] {n_images} images, {len(np.unique(templates))} templates: template_features "
+          f"{t_ours:.2f} s (CPU {c_ours:.2f} s)")
     if upstream_i2t is None:
         print("[ijb] upstream: set ARCFACE_TORCH_DIR to compare")
         return
@@ -145,7 +149,8 @@ def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
         present = keys[np.isin(masks[keys], ids).any((1, 2))]
         if len(present):
             eraser = ev.RegionErasing(ids, "random", 0)
-            scores.update({(region, m): score(m, model, eraser, present) for m, model in models.items()})
+            scores.update({(region, m): score(m, model, eraser, present)
+                           for m, model in models.items()})
     return scores
 
 
@@ -207,10 +212,12 @@ def batch_cost(model: torch.nn.Module, network: str, n: int = 64) -> None:
         model(x[:b])
         runs = [timed(lambda: [model(x[s:s + b]) for s in range(0, n, b)])[1] for _ in range(2)]
         costs.append(f"batch {b}: {min(runs) / n * 1000:.1f} ms")
-    print(f"[forward] {network} CPU per image, {torch.get_num_threads()} thread(s): {', '.join(costs)}")
+    print(f"[forward] {network} CPU per image, {torch.get_num_threads()} thread(s): "
+          f"{', '.join(costs)}")
 
 
-def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: int, reps: int, workdir: Path) -> None:
+def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: int, reps: int,
+              workdir: Path) -> None:
     models = {}
     for name, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
@@ -227,8 +234,9 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
                       lambda k=None: per_region_occlusion(models, images, issame, masks, regions[:k], batch_size), reps)
 
     n_ids = max(2, n_pairs // 4)  # 2 templates x 2 media x 2 images per identity: 4 probe images each
-    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", n_identities=n_ids, templates_per_identity=2,
-                                            media_per_template=2, images_per_media=2, seed=3, workers=1))
+    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", n_identities=n_ids,
+                                            templates_per_identity=2, media_per_template=2,
+                                            images_per_media=2, seed=3, workers=1))
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
     compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images", probes, "probe",
@@ -239,17 +247,23 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ijb-scale", type=float, default=0.05, help="fraction of IJB-C's 469k images / 23k templates")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ijb-scale", type=float, default=0.05,
+                    help="fraction of IJB-C's 469k images / 23k templates")
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--occ-pairs", type=int, default=100, help="pairs of the occlusion benchmark's synthetic pack "
-                                                               "(>= 10: 10 folds); the IJB set has as many probes")
-    ap.add_argument("--network", default="tiny", help="occlusion: tiny, or an arcface_torch name with --arcface-dir")
+    ap.add_argument("--occ-pairs", type=int, default=100,
+                    help="pairs of the occlusion benchmark's synthetic pack (>= 10: 10 folds); the "
+                         "IJB set has as many probes")
+    ap.add_argument("--network", default="tiny",
+                    help="occlusion: tiny, or an arcface_torch name with --arcface-dir")
     ap.add_argument("--arcface-dir", help="arcface_torch tree (default $ARCFACE_TORCH_DIR)")
-    ap.add_argument("--reps", type=int, default=2, help="occlusion: interleaved runs of each path, best kept")
-    ap.add_argument("--only", choices=("protocol", "ijb", "embed", "forward", "occlusion"), help="one measurement")
+    ap.add_argument("--reps", type=int, default=2,
+                    help="occlusion: interleaved runs of each path, best kept")
+    ap.add_argument("--only", choices=("protocol", "ijb", "embed", "forward", "occlusion"),
+                    help="one measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.environ.get("ARCFACE_TORCH_DIR")
@@ -265,7 +279,8 @@ def main() -> None:
         batch_cost(build_network(args.network, 512, args.arcface_dir).eval(), args.network)
     if args.only in (None, "occlusion"):
         with tempfile.TemporaryDirectory() as tmp:
-            occlusion(args.occ_pairs, args.network, args.arcface_dir, args.batch_size, args.reps, Path(tmp))
+            occlusion(args.occ_pairs, args.network, args.arcface_dir, args.batch_size, args.reps,
+                      Path(tmp))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from fse_plugin.common import FSEError
 
-__all__ = ["PATCH_DIRS", "PatchError", "PatchResult", "patch_files", "find_arcface_dir", "apply_patches"]
+__all__ = ["PATCH_DIRS", "PatchError", "PatchResult", "patch_files", "find_arcface_dir",
+           "apply_patches"]
 
 PATCH_DIRS = (Path(__file__).resolve().parents[1] / "patches",  # source checkout / editable install
               Path(sys.prefix) / "share" / "fse_plugin" / "patches")  # pip install .
@@ -90,7 +91,8 @@ def _explain(patch: Path, stderr: str) -> str:
     return "; ".join(reasons) or stderr.strip()
 
 
-def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = False) -> list[PatchResult]:
+def apply_patches(path: str | os.PathLike, reverse: bool = False,
+                  check: bool = False) -> list[PatchResult]:
     """Apply (or with ``reverse`` revert) every patch to the arcface_torch dir at ``path``.
 
     All patches are checked before any is applied, so a failure leaves the tree untouched; a patch
@@ -122,7 +124,8 @@ def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = 
         else:
             run = _git_apply(patch, target, *(("--reverse",) if reverse else ()))
             if run.returncode != 0:
-                raise PatchError(f"{patch.name}: git apply failed after a clean check: {run.stderr.strip()}")
+                raise PatchError(f"{patch.name}: git apply failed after a clean check: "
+                                 f"{run.stderr.strip()}")
             status = "reverted" if reverse else "applied"
         results.append(PatchResult(patch, status, _files(patch)))
     return results

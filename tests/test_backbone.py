@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fse_plugin.backbone import (CheckpointError, arcface_torch_dir, build_network, iresnet_tiny, load_backbone,
-                                 load_recognizer)
+from fse_plugin.backbone import (CheckpointError, arcface_torch_dir, build_network, iresnet_tiny,
+                                 load_backbone, load_recognizer)
 from fse_plugin.common import FSEError
 from fake_arcface import fake_tree
 
@@ -73,8 +73,8 @@ def test_checkpoint_errors_name_the_file_and_keys(tiny, tmp_path):
                  r"1 missing keys \(stem.0.weight\)")
     expect_error(tmp_path, {**sd, "layers.9.conv.weight": torch.zeros(3)},
                  r"1 unexpected keys \(layers.9.conv.weight\)")
-    expect_error(tmp_path, sd, r"keys of another shape \(fc.bias \[64\] vs \[128\], fc.weight \[64, 3136\] vs "
-                               r"\[128, 3136\]", size=128)
+    expect_error(tmp_path, sd, r"keys of another shape \(fc.bias \[64\] vs \[128\], fc.weight "
+                               r"\[64, 3136\] vs \[128, 3136\]", size=128)
     expect_error(tmp_path, {**sd, "head.weight": HEAD, "fc2.weight": HEAD, "margin.weight": HEAD},
                  "several classifier heads")
     expect_error(tmp_path, {**sd, "head.weight": torch.zeros(10, 32)}, r"head.weight is \[10, 32\]")
@@ -117,7 +117,8 @@ def test_r34_as_releases_come(arcface_torch_dir, tmp_path, no_env):
     ref = build_network("r34", 512, arcface_torch_dir).eval()
     head = torch.randn(7, 512)
     path = tmp_path / "r34_release.pt"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "fc.weight": head}, path)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()},
+                "fc.weight": head}, path)
     model, got = load_recognizer(path, "r34", 512, arcface_torch_dir)
     assert torch.equal(got, head) and same_outputs(model, ref)
     with pytest.raises(CheckpointError, match="r34_release.pt: the weights do not fit"):
@@ -125,7 +126,8 @@ def test_r34_as_releases_come(arcface_torch_dir, tmp_path, no_env):
 
 
 def test_tree_search_order(tmp_path, monkeypatch, no_env):
-    explicit, env, cfg_tree, cwd_tree = (fake_tree(tmp_path / n) for n in ("explicit", "env", "cfg", "cwd"))
+    explicit, env, cfg_tree, cwd_tree = (fake_tree(tmp_path / n)
+                                         for n in ("explicit", "env", "cfg", "cwd"))
     config = cfg_tree / "configs" / "ms1mv3_r50.py"
     config.write_text("config = dict(network='fake')\n")
     monkeypatch.chdir(cwd_tree / "configs")  # a subdirectory of the tree counts
@@ -144,8 +146,8 @@ def test_tree_search_order(tmp_path, monkeypatch, no_env):
 def test_missing_tree_says_what_to_pass(tmp_path, monkeypatch, no_env):
     monkeypatch.chdir(tmp_path)
     assert arcface_torch_dir() is None
-    with pytest.raises(FSEError, match=r"network 'r34' .* pass --arcface-dir /path/to/insightface/recognition/"
-                                       r"arcface_torch"):
+    with pytest.raises(FSEError, match=r"network 'r34' .* pass --arcface-dir "
+                                       r"/path/to/insightface/recognition/arcface_torch"):
         build_network("r34")
     with pytest.raises(FSEError, match=r"network 'r999' is not known to .*get_model"):
         build_network("r999", arcface_dir=fake_tree(tmp_path / "t"))

@@ -75,9 +75,10 @@ def files(synth_bin, synth_rec, synth_cache, tmp_path_factory):
     bare_rec.mkdir()
     for name in ("train.rec", "train.idx"):
         (bare_rec / name).write_bytes((synth_rec / name).read_bytes())
-    return {"pack": synth_bin, "npy": synth_bin.with_name("synth.masks.npy"), "rec": synth_rec, "cache": synth_cache,
-            "weights": d / "w.pt", "npz": d / "m.npz", "text": d / "notes.txt", "missing": d / "missing.pt",
-            "bare_pack": d / "bare.bin", "bare_rec": bare_rec}
+    return {"pack": synth_bin, "npy": synth_bin.with_name("synth.masks.npy"), "rec": synth_rec,
+            "cache": synth_cache, "weights": d / "w.pt", "npz": d / "m.npz",
+            "text": d / "notes.txt", "missing": d / "missing.pt", "bare_pack": d / "bare.bin",
+            "bare_rec": bare_rec}
 
 
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -93,7 +94,8 @@ def test_refused_in_one_line(argv, names, files, no_loading, tmp_path, monkeypat
 def test_cuda_refused_without_cuda(files, no_loading, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = run_fse(["cam", *(a.format(out=tmp_path / "o", **files) for a in GOOD), "--device", "cuda"])
+    result = run_fse(["cam", *(a.format(out=tmp_path / "o", **files) for a in GOOD), "--device",
+                      "cuda"])
     assert_user_error(result, "--device", "CUDA")
 
 
@@ -106,7 +108,8 @@ def test_unknown_layer_refused_before_faces_are_read(files, tmp_path, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a face was decoded before the bad --target-layer was refused")
     monkeypatch.setattr(cv2, "imdecode", refuse)
-    result = run_fse(["cam", "--pack", files["pack"], "--weights", tmp_path / "tiny.pt", "--methods", "gradcam",
-                      "--target-layer", "layers.9", "--out", tmp_path / "o", "--quiet"])
+    result = run_fse(["cam", "--pack", files["pack"], "--weights", tmp_path / "tiny.pt",
+                      "--methods", "gradcam", "--target-layer", "layers.9", "--out", tmp_path / "o",
+                      "--quiet"])
     assert_user_error(result, "--target-layer", "layers.9")
     assert not (tmp_path / "o").exists()

@@ -68,8 +68,10 @@ CASES = [
     ("patch a folder that is not arcface_torch", ["patch-arcface", "{tmp}"], ["not an arcface_torch dir"]),
 ]
 if not torch.cuda.is_available():
-    CASES.append(("cuda on a machine without", V + ["--pack", "{pack}", "--device", "cuda"], ["--device", "cuda"]))
-    CASES.append(("fp16 on a CPU", OCC + ["--device", "cpu", "--precision", "fp16"], ["--precision", "fp16"]))
+    CASES.append(("cuda on a machine without", V + ["--pack", "{pack}", "--device", "cuda"],
+                  ["--device", "cuda"]))
+    CASES.append(("fp16 on a CPU", OCC + ["--device", "cpu", "--precision", "fp16"],
+                  ["--precision", "fp16"]))
 
 
 @pytest.fixture(scope="module")
@@ -85,27 +87,31 @@ def files(tmp_path_factory, synth_bin) -> dict[str, str]:
     (tmp / "data").mkdir()
     np.savez(tmp / "masks.npz", masks=np.zeros((2, 112, 112), np.uint8))
     np.save(tmp / "three_masks.npy", np.zeros((3, 112, 112), np.uint8))
-    configs = {"bad_syntax": "config = dict(\nnetwork = 'tiny'\n", "typo_key": "fse_eval=dict(batch_sise=3)",
-               "zero_batch": "fse_eval=dict(batch_size=0)", "bad_far": "fse_eval=dict(occlusion=dict(far=2))",
-               "no_weights": "output=None"}
+    configs = {"bad_syntax": "config = dict(\nnetwork = 'tiny'\n",
+               "typo_key": "fse_eval=dict(batch_sise=3)",
+               "zero_batch": "fse_eval=dict(batch_size=0)",
+               "bad_far": "fse_eval=dict(occlusion=dict(far=2))", "no_weights": "output=None"}
     for name, body in configs.items():
         text = body if name == "bad_syntax" else f"config = dict(network='tiny', {body})\n"
         (tmp / f"{name}.py").write_text(text)
     ijb = tmp / "IJBC" / "meta"
     ijb.mkdir(parents=True)
     (ijb / "ijbc_face_tid_mid.txt").write_text("1.jpg 1 1\n2.jpg 2 2\n")
-    (ijb / "ijbc_name_5pts_score.txt").write_text("".join(f"{i}.jpg 1 2 3 4 5 6 7 8 9 10 0.9\n" for i in (1, 2)))
+    (ijb / "ijbc_name_5pts_score.txt").write_text("".join(f"{i}.jpg 1 2 3 4 5 6 7 8 9 10 0.9\n"
+                                                          for i in (1, 2)))
     (ijb / "ijbc_template_pair_label.txt").write_text("1 2 1\n")
-    names = {"pack": synth_bin, "weights": weights, "tmp": tmp, "data_dir": tmp / "data", "ijb": tmp / "IJBC",
-             "npz": tmp / "masks.npz", "pack_no_masks": tmp / "no_masks.bin", "three_masks": tmp / "three_masks.npy",
-             "one_pair": tmp / "one_pair.bin", "no_pair": tmp / "no_pair.bin"}
+    names = {"pack": synth_bin, "weights": weights, "tmp": tmp, "data_dir": tmp / "data",
+             "ijb": tmp / "IJBC", "npz": tmp / "masks.npz", "pack_no_masks": tmp / "no_masks.bin",
+             "three_masks": tmp / "three_masks.npy", "one_pair": tmp / "one_pair.bin",
+             "no_pair": tmp / "no_pair.bin"}
     names.update({name: tmp / f"{name}.py" for name in configs})
     return {k: str(v) for k, v in names.items()}
 
 
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_refused_in_one_line(argv, names, files, no_loading):
-    assert_user_error(run_fse([a.format(**files) for a in argv]), *[n.format(**files) for n in names])
+    assert_user_error(run_fse([a.format(**files) for a in argv]),
+                      *[n.format(**files) for n in names])
 
 
 MODEL = torch.nn.Flatten()

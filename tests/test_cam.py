@@ -180,12 +180,16 @@ def test_pixel_cam_agrees_with_library(planted, method, cls):
     with getattr(pytorch_grad_cam, cls)(clf, [layer]) as direct:
         want_soft = direct(input_tensor=x, targets=[ClassifierOutputSoftmaxTarget(c) for c in ids])
         want_raw = direct(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in ids])
-    np.testing.assert_allclose(cam.pixel_cam(clf, x, None, method, target_layer="layers.0"), want_soft, atol=1e-5)
-    np.testing.assert_allclose(cam.pixel_cam(clf, x, cam.ClassTarget(ids, softmax=False), method), want_raw, atol=1e-5)
+    np.testing.assert_allclose(cam.pixel_cam(clf, x, None, method, target_layer="layers.0"),
+                               want_soft, atol=1e-5)
+    np.testing.assert_allclose(cam.pixel_cam(clf, x, cam.ClassTarget(ids, softmax=False), method),
+                               want_raw, atol=1e-5)
     ref = model(x2).detach()
     with getattr(pytorch_grad_cam, cls)(model, [model.layers[-1]]) as direct:
-        want = direct(input_tensor=x, targets=[lambda o, r=r: F.cosine_similarity(o, r, dim=-1) for r in ref])
-    np.testing.assert_allclose(cam.pixel_cam(model, x, cam.EmbeddingTarget(ref), method), want, atol=1e-5)
+        want = direct(input_tensor=x,
+                      targets=[lambda o, r=r: F.cosine_similarity(o, r, dim=-1) for r in ref])
+    np.testing.assert_allclose(cam.pixel_cam(model, x, cam.EmbeddingTarget(ref), method), want,
+                               atol=1e-5)
 
 
 def test_default_target_layer():
@@ -298,7 +302,8 @@ def _save_tiny(path: Path, seed: int) -> Path:
 def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     model, _, x, x2, masks = planted
     other = Planted(layout() == 21).eval()
-    st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3, progress=False, report="html")
+    st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3,
+                             progress=False, report="html")
     res = cam.explain_pairs({"nose": model, "hair": other}, x, x2, masks, masks, tmp_path, st)
     assert list(res.results) == ["nose", "hair"] and list(res.results["hair"]) == ["fscam", "gradcam"]
     fscam = res.results["nose"]["fscam"]
@@ -349,8 +354,10 @@ def test_settings_normalise_what_they_accept():
 
 def test_front_doors_refuse_before_running(planted, tmp_path):
     model, _, x, x2, masks = planted
-    with pytest.raises(FSEError, match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
-        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, cam.ExplainSettings(target="identity"))
+    with pytest.raises(FSEError,
+                       match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path,
+                          cam.ExplainSettings(target="identity"))
     with pytest.raises(FSEError, match="pair sides differ in length"):
         cam.explain_pairs(model, x, x2[:3], masks, masks, tmp_path)
     with pytest.raises(FSEError, match="'a/b' cannot name files"):
@@ -398,11 +405,13 @@ def test_cli_end_to_end(synth_bin, tmp_path):
     from fse_plugin.cli import main
     w1, w2 = _save_tiny(tmp_path / "a.pt", 0), _save_tiny(tmp_path / "b.pt", 1)
     out = tmp_path / "out"
-    rc = main(["cam", "--pack", str(synth_bin), "--weights", str(w1), "--weights2", str(w2), "--methods",
-               "fscam,ablation,gradcam", "--limit", "2", "--grid", "2", "--out", str(out), "--quiet"])
+    rc = main(["cam", "--pack", str(synth_bin), "--weights", str(w1), "--weights2", str(w2),
+               "--methods", "fscam,ablation,gradcam", "--limit", "2", "--grid", "2", "--out",
+               str(out), "--quiet"])
     assert rc == 0
-    for name in ("overlay_baseline.png", "overlay_fse.png", "importance_baseline.png", "importance_fse.png",
-                 "compare.png", "region_scores.csv", "region_stats.csv", "region_scores.json", "report.md"):
+    for name in ("overlay_baseline.png", "overlay_fse.png", "importance_baseline.png",
+                 "importance_fse.png", "compare.png", "region_scores.csv", "region_stats.csv",
+                 "region_scores.json", "report.md"):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "region_scores.csv")))
     assert len(rows) == 2 * 3 * 2 * 4  # models x methods x kinds x images (2 genuine pairs)
@@ -420,11 +429,13 @@ def test_explain_rec_with_mask_cache(synth_rec, synth_cache, tmp_path):
     from fse_plugin.backbone import iresnet_tiny
     torch.manual_seed(0)
     res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec",
-                          cam.ExplainSettings(grid=2, progress=False), limit=8, mask_cache=synth_cache)
+                          cam.ExplainSettings(grid=2, progress=False), limit=8,
+                          mask_cache=synth_cache)
     scores = res.results["model"]["fscam"].values.measure
     assert scores.shape == (8, NUM_CLASSES)
     presence = ~np.isnan(scores)
-    want = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0 for m in gt["masks"][:8]])
+    want = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0
+                     for m in gt["masks"][:8]])
     assert (presence == want).all()
 
 
@@ -489,8 +500,9 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
     tag, img, step, fmt = writer.images[0]
     assert tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8 and img.shape == (224, 336, 3)
     log_lines = training_log.read_text().splitlines()  # the hook's messages, in upstream's format and file
-    for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp", "fse_cam: lfw: 2 genuine pairs, masks from",
-                 "[lfw][4] FS-CAM top regions:", "[lfw][8] FS-CAM top regions:"):
+    for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp",
+                 "fse_cam: lfw: 2 genuine pairs, masks from", "[lfw][4] FS-CAM top regions:",
+                 "[lfw][8] FS-CAM top regions:"):
         assert any(line.startswith("Training: ") and said in line for line in log_lines), said
 
     other = cam.FSCAMCallback(cfg, writer, None, rank=1)
@@ -512,7 +524,8 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
 ])
 def test_training_hook_refuses_bad_config(entry, said):
     with pytest.raises(FSEError) as e:
-        cam.FSCAMCallback(EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam=entry), None, rank=1)
+        cam.FSCAMCallback(EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam=entry), None,
+                          rank=1)
     assert str(e.value).startswith(said)
 
 
@@ -525,7 +538,8 @@ def test_training_hook_amp_is_deprecated_bf16():
 
 def _apply(patch: Path, where: Path) -> None:
     subprocess.run(["git", "apply", str(patch)], cwd=where, check=True, capture_output=True,
-                   env={"GIT_CEILING_DIRECTORIES": str(where.parent), "PATH": "/usr/bin:/bin:/usr/local/bin"})
+                   env={"GIT_CEILING_DIRECTORIES": str(where.parent),
+                        "PATH": "/usr/bin:/bin:/usr/local/bin"})
 
 
 def test_patch_applies_with_dataset_patch_in_either_order(arcface_torch_dir, tmp_path):

@@ -22,8 +22,10 @@ from fse_plugin.backbone import build_network
 from fse_plugin.cli import main as cli_main
 from fse_plugin.patching import apply_patches
 
-pytest.importorskip("pandas", reason="eval_ijbc.py needs the arcface extra: pip install -e '.[arcface]'")
-pytest.importorskip("prettytable", reason="eval_ijbc.py needs the arcface extra: pip install -e '.[arcface]'")
+pytest.importorskip("pandas",
+                    reason="eval_ijbc.py needs the arcface extra: pip install -e '.[arcface]'")
+pytest.importorskip("prettytable",
+                    reason="eval_ijbc.py needs the arcface extra: pip install -e '.[arcface]'")
 
 HARNESS = Path(__file__).with_name("arcface_harness.py")
 NETWORK = "mbf"  # upstream's cheapest backbone: the script builds it with get_model(args.network)
@@ -51,13 +53,14 @@ def ijb_sets(tmp_path_factory) -> dict[str, Path]:
     """An IJB-C and an IJB-B-named synthetic set (5 identities x 2 templates x 2 media: 20 images
     each)."""
     root = tmp_path_factory.mktemp("ijb_sets")
-    return {t: synth.write_ijb(root / t, t, n_identities=5, templates_per_identity=2, media_per_template=2,
-                               images_per_media=1, seed=3 if t == "IJBC" else 4, workers=1) for t in ("IJBC", "IJBB")}
+    return {t: synth.write_ijb(root / t, t, n_identities=5, templates_per_identity=2,
+                               media_per_template=2, images_per_media=1,
+                               seed=3 if t == "IJBC" else 4, workers=1) for t in ("IJBC", "IJBB")}
 
 
 def eval_ijbc(tree: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HARNESS), str(tree), "eval_ijbc.py", *map(str, argv)],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(HARNESS), str(tree), "eval_ijbc.py",
+                           *map(str, argv)], capture_output=True, text=True, timeout=600)
 
 
 def table_numbers(text: str) -> list[str]:
@@ -69,8 +72,9 @@ def table_numbers(text: str) -> list[str]:
 @pytest.mark.parametrize("target", ["IJBC", "IJBB"])
 def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
     weights = tree / "work_dirs" / "fse_mbf" / "model.pt"
-    run = eval_ijbc(tree, "--model-prefix", weights, "--image-path", ijb_sets[target], "--network", NETWORK,
-                    "--target", target, "--result-dir", tmp_path / "upstream", "--batch-size", 8)
+    run = eval_ijbc(tree, "--model-prefix", weights, "--image-path", ijb_sets[target], "--network",
+                    NETWORK, "--target", target, "--result-dir", tmp_path / "upstream",
+                    "--batch-size", 8)
     assert run.returncode == 0, run.stderr[-3000:]
     t = target.lower()
     upstream = tmp_path / "upstream" / "insightface"
@@ -82,7 +86,8 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
                                       "--device", "cpu")]) == 0
     doc = json.loads((ours / f"{t}_results.json").read_text())
     assert [c.strip() for c in table_numbers(run.stdout)] == [f"{v * 100:.2f}" for v in doc["tar"]]
-    np.testing.assert_allclose(np.load(upstream / f"{t}.npy"), np.load(ours / f"{t}.npy"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.load(upstream / f"{t}.npy"), np.load(ours / f"{t}.npy"), rtol=0,
+                               atol=1e-6)
 
 
 def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
@@ -93,8 +98,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     (tree / "configs" / "fse_mbf_eval.py").write_text(
         (tree / "configs" / "fse_mbf.py").read_text() + "config.fse_eval = dict(fscam=dict(limit=1), occlusion=dict("
         f"classes='nose,mouth', groups='none', far=0.1), masks={str(ijbc / 'gt_masks.npy')!r})\n")
-    run = eval_ijbc(tree, "--config", "configs/fse_mbf_eval.py", "--image-path", ijbc, "--result-dir", tmp_path,
-                    "--batch-size", 8)
+    run = eval_ijbc(tree, "--config", "configs/fse_mbf_eval.py", "--image-path", ijbc,
+                    "--result-dir", tmp_path, "--batch-size", 8)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "insightface"
     assert "FS-CAM target: cosine to the clean embedding of the other image of each pair" in run.stdout
@@ -118,8 +123,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     ("dict(occlusion=True)", ["config.fse_eval", "parser="]),
     ("dict(occlusion=True, masks=MASKS[:-4] + '_wrong.npy')", ["_wrong.npy", "expected"]),
 ])
-def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path, monkeypatch, capsys, no_loading,
-                                                       entry, names):
+def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path, monkeypatch,
+                                                       capsys, no_loading, entry, names):
     masks = ijb_sets["IJBC"] / "gt_masks.npy"
     np.save(str(masks)[:-4] + "_wrong.npy", np.zeros((3, 112, 112), np.uint8))
     config = tree / "configs" / "fse_bad.py"
@@ -130,8 +135,8 @@ def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path,
     monkeypatch.setattr(plugin_log, "handlers", list(plugin_log.handlers))
     monkeypatch.setattr(plugin_log, "level", plugin_log.level)
     monkeypatch.setattr(sys, "path", [str(tree), *sys.path])
-    monkeypatch.setattr(sys, "argv", ["eval_ijbc.py", "--config", "configs/fse_bad.py", "--image-path",
-                                      str(ijb_sets["IJBC"])])
+    monkeypatch.setattr(sys, "argv", ["eval_ijbc.py", "--config", "configs/fse_bad.py",
+                                      "--image-path", str(ijb_sets["IJBC"])])
     with warnings.catch_warnings(), pytest.raises(SystemExit) as done:  # the script ignores all warnings
         runpy.run_path("eval_ijbc.py", run_name="__main__")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

@@ -49,7 +49,8 @@ def raw_pack(path: Path) -> tuple[list[bytes], np.ndarray]:
     return list(bins), np.asarray(issame, dtype=bool)
 
 
-def structured_views(n_pairs: int, seed: int, dim: int = 32, noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+def structured_views(n_pairs: int, seed: int, dim: int = 32,
+                     noise: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     """Fake un-normalised embeddings [2, 2P, D] (image, flip) of pairs alternating
     genuine / impostor."""
     rng = np.random.default_rng(seed)
@@ -74,7 +75,8 @@ def ijb_root(tmp_path_factory) -> Path:
     """IJB-C-style set from synth (5 identities x 2 templates x 2 media x 1 image = 20 images)."""
     from fse_plugin import synth
     return Path(synth.write_ijb(tmp_path_factory.mktemp("ijb") / "IJBC", "IJBC", n_identities=5,
-                                templates_per_identity=2, media_per_template=2, images_per_media=1, seed=3, workers=1))
+                                templates_per_identity=2, media_per_template=2, images_per_media=1,
+                                seed=3, workers=1))
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +108,8 @@ def scripted(tmp_path_factory) -> Path:
 def small_bin(tmp_path_factory) -> Path:
     """A 10-pair pack (with masks) for the end-to-end runs of the real tiny backbone."""
     from fse_plugin import synth
-    return Path(synth.write_pairs_bin(tmp_path_factory.mktemp("small_bin") / "lfw.bin", n_pairs=10, seed=2, workers=1))
+    return Path(synth.write_pairs_bin(tmp_path_factory.mktemp("small_bin") / "lfw.bin", n_pairs=10,
+                                      seed=2, workers=1))
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +160,8 @@ def test_fixture_pack_loads_like_plain_decoding(fixtures_dir):
     assert images.dtype == np.uint8 and images.shape == (2 * len(plain_issame), 112, 112, 3)
     assert issame.tolist() == list(plain_issame)
     for i, b in enumerate(bins):
-        ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(b), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(b), np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(images[i], ref)
 
 
@@ -169,7 +173,8 @@ def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
     bins, issame = raw_pack(synth_bin)
     items = [np.frombuffer(b, np.uint8) for b in bins] if as_arrays else bins
     path = tmp_path / "variant.bin"
-    path.write_bytes(pickle.dumps((items, np.asarray(issame) if as_arrays else issame.tolist()), protocol=protocol))
+    path.write_bytes(pickle.dumps((items, np.asarray(issame) if as_arrays else issame.tolist()),
+                                  protocol=protocol))
     images, got = ev.load_bin(path)
     np.testing.assert_array_equal(images, pack[0])
     np.testing.assert_array_equal(got, pack[1])
@@ -177,8 +182,8 @@ def test_pack_variants(synth_bin, pack, tmp_path, protocol, as_arrays):
 
 def test_pack_resized_to_image_size(synth_bin, tmp_path):
     bins, issame = raw_pack(synth_bin)
-    big = [cv2.imencode(".png", cv2.resize(cv2.imdecode(np.frombuffer(b, np.uint8), 1), (128, 128)))[1].tobytes()
-           for b in bins[:4]]
+    big = [cv2.imencode(".png", cv2.resize(cv2.imdecode(np.frombuffer(b, np.uint8), 1),
+                                           (128, 128)))[1].tobytes() for b in bins[:4]]
     path = tmp_path / "big.bin"
     path.write_bytes(pickle.dumps((big, issame[:2].tolist())))
     assert ev.load_bin(path)[0].shape == (4, 112, 112, 3)
@@ -254,7 +259,8 @@ def test_memo_bomb_refused_in_bounded_memory(tmp_path):
     bomb = tmp_path / "bomb.bin"
     bomb.write_bytes(b"\x80\x02K\x00r" + struct.pack("<I", 400_000_000) + b".")
     assert bomb.stat().st_size == 10
-    res = subprocess.run([sys.executable, "-c", BOUNDED, str(bomb)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", BOUNDED, str(bomb)], capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"refused: {bomb}: memo index 400000000 at byte 4 after 0 memo entries" in res.stdout
     assert int(res.stdout.split("rss growth KB:")[1]) < 64 << 10
@@ -345,8 +351,8 @@ def test_equal_to_upstream_verification(upstream, pack):
     images, issame, _ = pack
     model = small_model(1)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()  # what upstream load_bin holds
-    acc1, std1, acc2, std2, xnorm, embeddings_list = upstream.test(([x, torch.flip(x, dims=[3])], issame.tolist()),
-                                                                   model, 20, 10)
+    acc1, std1, acc2, std2, xnorm, embeddings_list = upstream.test(([x, torch.flip(x, dims=[3])],
+                                                                    issame.tolist()), model, 20, 10)
     views = ev.embed(model, images, ev.EmbedSettings(20, progress=False))
     np.testing.assert_array_equal(embeddings_list[0], views[0])
     np.testing.assert_array_equal(embeddings_list[1], views[1])
@@ -362,7 +368,8 @@ def test_equal_to_upstream_verification(upstream, pack):
 def test_embed_checks_output(pack):
     images = pack[0][:4]
     with pytest.raises(ValueError, match="128-d embeddings, expected embedding_size=512"):
-        ev.embed(small_model(0, 128), images, ev.EmbedSettings(4, embedding_size=512, progress=False))
+        ev.embed(small_model(0, 128), images,
+                 ev.EmbedSettings(4, embedding_size=512, progress=False))
     with pytest.raises(ValueError, match=r"model output \(4, 3, 28, 28\) for a batch of 4"):
         ev.embed(small_model(0)[0], images, ev.EmbedSettings(4, progress=False))
     with pytest.raises(ValueError, match="expected embeddings"):
@@ -375,7 +382,8 @@ def test_ijb_matches_plain_and_saves(ijb_root, tmp_path):
     meta = ev.read_ijb_meta(ijb_root, "IJBC")
     assert len(meta.names) == 20 and meta.points5.shape == (20, 5, 2)
     model = small_model(2)
-    result = ev.evaluate_ijb(model, meta, ev.EmbedSettings(8, progress=False), out_dir=tmp_path, name="tiny")
+    result = ev.evaluate_ijb(model, meta, ev.EmbedSettings(8, progress=False), out_dir=tmp_path,
+                             name="tiny")
     scores = np.load(result.scores_path)
     assert Path(result.roc_path).is_file() and scores.shape == (len(meta.p1),)
     # plain: per-image features, per-template loops with np.where, cosine, upstream's nearest-FAR
@@ -450,7 +458,8 @@ def test_ijb_missing_meta_and_bad_image(ijb_root, tmp_path):
     root = tmp_path / "copy2"
     shutil.copytree(ijb_root, root)
     (root / "loose_crop" / "3.jpg").write_bytes(b"garbage")
-    with pytest.raises(ev.MetaError, match=r"3.jpg: missing or undecodable image \(row 3 of .*name_5pts_score.txt\)"):
+    with pytest.raises(ev.MetaError, match=r"3.jpg: missing or undecodable image \(row 3 of "
+                                           r".*name_5pts_score.txt\)"):
         ev.evaluate_ijb(small_model(0), root, ev.EmbedSettings(8, progress=False))
 
 
@@ -492,7 +501,8 @@ def test_occlusion_pack_equals_per_region_reference(pack):
     masks[masks == 24] = 0  # headwear absent from every probe: skipped
     models = {"a": small_model(3), "b": small_model(4)}
     regions = ev.occlusion_regions("nose,headwear,left_eye,mouth", "eyes=right_eye,left_eye")
-    settings = ev.OcclusionSettings(regions, fill="random", seed=5, embed=ev.EmbedSettings(7, progress=False))
+    settings = ev.OcclusionSettings(regions, fill="random", seed=5,
+                                    embed=ev.EmbedSettings(7, progress=False))
     report = ev.occlusion_pack(models, images, issame, masks, settings)
     assert [r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"] and report.skipped == ["headwear"]
     x = torch.stack([to_input(im) for im in images])
@@ -524,7 +534,8 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
     masks = ev.open_masks(ijb_masks, len(meta.names))
     model = small_model(5)
     regions = [("nose", [10]), ("glasses", [23]), ("eyes", [11, 12])]
-    settings = ev.OcclusionSettings(regions, fill="random", seed=2, embed=ev.EmbedSettings(3, progress=False))
+    settings = ev.OcclusionSettings(regions, fill="random", seed=2,
+                                    embed=ev.EmbedSettings(3, progress=False))
     report = ev.occlusion_ijb({"m": model}, meta, masks, settings, far=1e-1)
     clean = ev.evaluate_ijb(model, meta, ev.EmbedSettings(10, progress=False), fars=[1e-1]).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
@@ -535,11 +546,13 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
 
     def template_feats(xs):
         v = views_of(model, xs)
-        return ev.template_features((v[0] + v[1]) * meta.faceness[:, None], meta.templates, meta.medias)
+        return ev.template_features((v[0] + v[1]) * meta.faceness[:, None], meta.templates,
+                                    meta.medias)
 
     references = template_feats(x)
     for row in report.rows:
-        probes = template_feats(erased_by_hand(x, meta.probe_rows(), masks, dict(regions)[row.region], "random", 2))
+        probes = template_feats(erased_by_hand(x, meta.probe_rows(), masks,
+                                               dict(regions)[row.region], "random", 2))
         scores = ev.pair_scores(*references, meta.p1, meta.p2, *probes)
         fpr, tpr, _ = roc_curve(meta.labels, scores)
         expect = np.flipud(tpr)[np.argmin(np.abs(np.flipud(fpr) - 1e-1))] * 100
@@ -562,24 +575,25 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
                    f"config.val_targets = ['lfw', 'agedb_30']\nconfig.output = None\n"
                    f"config.fse_eval = dict(batch_size=20, fscam_limit=2, fscam={str(tmp_path / 'cam')!r})\n")
     out = tmp_path / "out"
-    rc = cli_main(["eval", "verification", "--config", str(cfg), "--out", str(out), "--quiet", "--device", "cpu"])
+    rc = cli_main(["eval", "verification", "--config", str(cfg), "--out", str(out), "--quiet",
+                   "--device", "cpu"])
     assert rc == 0
     doc = json.loads((out / "verification.json").read_text())
     assert [r["name"] for r in doc["results"]] == ["lfw"] and doc["model"]["network"] == "tiny"
     assert doc["model"]["weights"] == str(tmp_path / "work_dirs" / "cfg" / "model.pt")  # config output/model.pt
     images, issame = ev.load_bin(small_bin)
     from fse_plugin.backbone import load_backbone
-    expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images, ev.EmbedSettings(20, progress=False)),
-                                    issame)
+    expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images,
+                                             ev.EmbedSettings(20, progress=False)), issame)
     assert doc["results"][0]["accuracy"] == expect.accuracy and doc["results"][0]["xnorm"] == expect.xnorm
     assert (tmp_path / "cam" / "lfw" / "region_scores.json").is_file()  # FS-CAM via config.fse_eval
 
 
 def test_cli_occlusion_pack_torchscript(synth_bin, scripted, tmp_path):
-    rc = cli_main(["eval", "occlusion", "--pack", str(synth_bin), "--network", "torchscript", "--weights",
-                   str(scripted), "--name", "base", "--weights2", str(scripted), "--name2", "fse", "--classes", "mouth",
-                   "--groups", "none", "--fill", "-1", "--out", str(tmp_path), "--quiet", "--device", "cpu",
-                   "--embedding-size", "64"])
+    rc = cli_main(["eval", "occlusion", "--pack", str(synth_bin), "--network", "torchscript",
+                   "--weights", str(scripted), "--name", "base", "--weights2", str(scripted),
+                   "--name2", "fse", "--classes", "mouth", "--groups", "none", "--fill", "-1",
+                   "--out", str(tmp_path), "--quiet", "--device", "cpu", "--embedding-size", "64"])
     assert rc == 0
     doc = json.loads((tmp_path / "occlusion_synth.json").read_text())
     assert doc["models"] == ["base", "fse"] and doc["fill"] == -1.0 and doc["rows"][0]["region"] == "mouth"
@@ -588,14 +602,16 @@ def test_cli_occlusion_pack_torchscript(synth_bin, scripted, tmp_path):
 
 
 def test_cli_ijb_and_ijb_occlusion(ijb_root, ijb_masks, scripted, tmp_path):
-    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights", str(scripted),
-                   "--out", str(tmp_path), "--quiet", "--device", "cpu", "--fars", "0.01,0.1"])
+    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights",
+                   str(scripted), "--out", str(tmp_path), "--quiet", "--device", "cpu", "--fars",
+                   "0.01,0.1"])
     assert rc == 0
     doc = json.loads((tmp_path / "ijbc_results.json").read_text())
     assert doc["fars"] == [0.01, 0.1] and len(doc["tar"]) == 2 and (tmp_path / "ijbc.npy").is_file()
-    rc = cli_main(["eval", "occlusion", "--ijb-root", str(ijb_root), "--masks", str(ijb_masks), "--network",
-                   "torchscript", "--weights", str(scripted), "--classes", "nose", "--groups", "none", "--far", "0.1",
-                   "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    rc = cli_main(["eval", "occlusion", "--ijb-root", str(ijb_root), "--masks", str(ijb_masks),
+                   "--network", "torchscript", "--weights", str(scripted), "--classes", "nose",
+                   "--groups", "none", "--far", "0.1", "--out", str(tmp_path), "--quiet",
+                   "--device", "cpu"])
     assert rc == 0 and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"] == "nose"
 
 
@@ -608,7 +624,8 @@ def test_eval_scripts_mirror_cli(script, monkeypatch, capsys):
         runpy.run_path(str(path), run_name="__main__")
     assert done.value.code == 0 and f"fse eval {script}" in capsys.readouterr().out
     if script == "ijb":  # and runnable as a plain script
-        res = subprocess.run([sys.executable, str(path), "--root"], capture_output=True, text=True, timeout=120)
+        res = subprocess.run([sys.executable, str(path), "--root"], capture_output=True, text=True,
+                             timeout=120)
         assert res.returncode == 2 and "expected one argument" in res.stderr
 
 
@@ -628,10 +645,12 @@ def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
     cache = maskcache.build_from_labels(rec, recordio.image_index(rec).keys, masks, progress=False)
     torch.manual_seed(0)
     parser = save_parser(UNetRes18(feature_scale=16), tmp_path / "parser.pt")
-    common = ["eval", "occlusion", "--pack", str(small_bin), "--network", "torchscript", "--weights", str(scripted),
-              "--classes", "nose,mouth", "--groups", "none", "--folds", "5", "--quiet", "--device", "cpu"]
+    common = ["eval", "occlusion", "--pack", str(small_bin), "--network", "torchscript",
+              "--weights", str(scripted), "--classes", "nose,mouth", "--groups", "none", "--folds",
+              "5", "--quiet", "--device", "cpu"]
     docs = {}
-    for source, flag in (("file", ["--masks", str(masks_path_for(small_bin))]), ("cache", ["--mask-cache", str(cache)]),
+    for source, flag in (("file", ["--masks", str(masks_path_for(small_bin))]),
+                         ("cache", ["--mask-cache", str(cache)]),
                          ("parser", ["--parser", str(parser)])):
         assert cli_main(common + flag + ["--out", str(tmp_path / source)]) == 0
         docs[source] = json.loads((tmp_path / source / "occlusion_lfw.json").read_text())
@@ -640,7 +659,8 @@ def test_mask_sources_cache_and_parser(small_bin, scripted, tmp_path):
     assert predicted.shape == masks.shape and predicted.dtype == np.uint8
     with pytest.raises(ValueError, match="mask cache holds 20 masks for 7 images"):
         ev.CacheMasks(cache, 7)
-    with pytest.raises(ValueError, match=r"masks are uint8 \(20, 112, 112\), expected uint8 \(21, 112, 112\)"):
+    with pytest.raises(ValueError,
+                       match=r"masks are uint8 \(20, 112, 112\), expected uint8 \(21, 112, 112\)"):
         ev.open_masks(masks_path_for(small_bin), 21)
 
 
@@ -648,9 +668,10 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     from fse_plugin.parsing import UNetRes18, save_parser
     torch.manual_seed(0)
     parser = save_parser(UNetRes18(feature_scale=16), tmp_path / "parser.pt")
-    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights", str(scripted),
-                   "--parser", str(parser), "--fscam", str(tmp_path / "cam"), "--fscam-limit", "2", "--out",
-                   str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    rc = cli_main(["eval", "ijb", "--root", str(ijb_root), "--network", "torchscript", "--weights",
+                   str(scripted), "--parser", str(parser), "--fscam", str(tmp_path / "cam"),
+                   "--fscam-limit", "2", "--out", str(tmp_path / "out"), "--quiet",
+                   "--device", "cpu"])
     assert rc == 0 and (tmp_path / "cam" / "region_scores.json").is_file()
     meta = ev.read_ijb_meta(ijb_root)
     rows = np.concatenate(ijb_fscam_rows(meta, "same", 2))
@@ -668,10 +689,11 @@ def test_upstream_warning_shown_once_per_run(small_bin, tmp_path):
     weights = tmp_path / "fake.pt"
     torch.save(build_network("fake", 64, tree).state_dict(), weights)
     env = {k: v for k, v in os.environ.items() if k not in ("ARCFACE_TORCH_DIR", "PYTHONWARNINGS")}
-    cmd = [sys.executable, "-m", "fse_plugin", "eval", "occlusion", "--pack", str(small_bin), "--network", "fake",
-           "--weights", str(weights), "--weights2", str(weights), "--arcface-dir", str(tree), "--embedding-size", "64",
-           "--classes", "nose,mouth,left_eye", "--groups", "none", "--batch-size", "4", "--folds", "5", "--quiet",
-           "--device", "cpu", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "fse_plugin", "eval", "occlusion", "--pack", str(small_bin),
+           "--network", "fake", "--weights", str(weights), "--weights2", str(weights),
+           "--arcface-dir", str(tree), "--embedding-size", "64", "--classes", "nose,mouth,left_eye",
+           "--groups", "none", "--batch-size", "4", "--folds", "5", "--quiet", "--device", "cpu",
+           "--out", str(tmp_path / "out")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stderr.count("FutureWarning: fake upstream deprecation") == 1, res.stderr
@@ -681,7 +703,8 @@ def _accuracy(out: Path) -> float:
     return json.loads((out / "verification.json").read_text())["results"][0]["accuracy"]
 
 
-def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_path, monkeypatch, capsys):
+def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_path, monkeypatch,
+                                                              capsys):
     """README section 7: inside the arcface_torch tree `fse eval ...` needs no --arcface-dir; a
     --config names its tree wherever it is run; from the plugin root
     `python eval/verification.py ... --arcface-dir` works."""
@@ -691,7 +714,8 @@ def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_pat
     weights.parent.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(build_network("fake", 512, tree).state_dict(), weights)
-    (tree / "configs" / "fake_cfg.py").write_text("config = dict(network='fake', embedding_size=512, output=None)\n")
+    (tree / "configs" / "fake_cfg.py").write_text("config = dict(network='fake', "
+                                                  "embedding_size=512, output=None)\n")
     run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--out"]
     monkeypatch.chdir(tmp_path)  # outside the tree: the config's location names it
     assert cli_main(["eval", "verification", "--config", str(tree / "configs" / "fake_cfg.py"), *run, "by_config"]) == 0
@@ -703,15 +727,17 @@ def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_pat
     capsys.readouterr()
     assert cli_main(["eval", "verification", "--network", "fake", "--weights", str(weights), *run, "nowhere"]) == 2
     assert "network 'fake' is built by arcface_torch's backbones.get_model" in capsys.readouterr().err
-    res = subprocess.run([sys.executable, "eval/verification.py", "--network", "fake", "--weights", str(weights),
-                          "--arcface-dir", str(tree), *run, str(tmp_path / "script")], cwd=REPO, capture_output=True,
-                         text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != "ARCFACE_TORCH_DIR"})
+    res = subprocess.run([sys.executable, "eval/verification.py", "--network", "fake", "--weights",
+                          str(weights), "--arcface-dir", str(tree), *run, str(tmp_path / "script")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "ARCFACE_TORCH_DIR"})
     assert res.returncode == 0, res.stderr
     expect = _accuracy(tmp_path / "by_config")
     assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree", tmp_path / "script")] == [expect] * 3
 
 
-def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path, monkeypatch):
+def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path,
+                                                 monkeypatch):
     """upstream r18 from the user's tree: --arcface-dir, and --config inside the tree (its
     work_dirs/NAME/model.pt)."""
     monkeypatch.delenv("ARCFACE_TORCH_DIR", raising=False)
@@ -735,7 +761,8 @@ def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, t
     assert _accuracy(tmp_path / "flags") == _accuracy(tmp_path / "config") == expect
 
 
-def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb_masks, scripted, tmp_path):
+def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb_masks, scripted,
+                                                                   tmp_path):
     """The config.fse_eval that eval_ijbc.py reads means the same to `fse eval ijb --config`."""
     cfg = tmp_path / "cfg.py"
     cfg.write_text(f"config = dict(network='torchscript', embedding_size=64, output=None, fse_eval=dict("

@@ -10,5 +10,5 @@ from fse_plugin.backbone.checkpoints import CheckpointError, load_backbone, load
 from fse_plugin.backbone.networks import arcface_torch_dir, build_network
 from fse_plugin.backbone.tiny import IResNetTiny, iresnet_tiny
 
-__all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoint", "arcface_torch_dir",
-           "build_network", "IResNetTiny", "iresnet_tiny"]
+__all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoint",
+           "arcface_torch_dir", "build_network", "IResNetTiny", "iresnet_tiny"]

@@ -26,7 +26,8 @@ __all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoi
 
 _WRAPPERS = ("state_dict_backbone", "state_dict", "model", "backbone", "model_state_dict", "net")
 """Keys under which releases nest the backbone's state_dict, in order of preference."""
-_HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc", "partial_fc")
+_HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc",
+          "partial_fc")
 """Names of classifier heads, as nested dicts or as the first part of a key."""
 _OWNERS = ("backbone.", "model.", "net.", "encoder.")
 """First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to
@@ -53,7 +54,8 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     heads: dict[str, Any] = {}
     while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        heads.update(_flat_tensors({k: v for k, v in obj.items() if k != inner and str(k).split(".")[0] in _HEADS}))
+        heads.update(_flat_tensors({k: v for k, v in obj.items()
+                                    if k != inner and str(k).split(".")[0] in _HEADS}))
         if inner is None:
             raise CheckpointError(f"{path}: no state_dict in it (top-level keys {sorted(map(str, obj))[:12]}); "
                                   "expected a state_dict or {'state_dict' | 'model' | 'backbone': state_dict}")
@@ -82,8 +84,8 @@ def _head_weight(name: str, t: torch.Tensor, embedding_size: int, path: str) -> 
         return t.float()
     if parts[-1] == "kernel" and t.shape[0] == embedding_size:
         return t.t().float().contiguous()
-    raise CheckpointError(f"{path}: {name} is {list(t.shape)}; a classifier head must be [num_classes, "
-                          f"{embedding_size}] for embedding size {embedding_size}")
+    raise CheckpointError(f"{path}: {name} is {list(t.shape)}; a classifier head must be "
+                          f"[num_classes, {embedding_size}] for embedding size {embedding_size}")
 
 
 def _summary(keys: list[str], what: str) -> str:
@@ -108,7 +110,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
              if (w := _head_weight(n, t, embedding_size, path)) is not None}
     if len(found) > 1:
         raise CheckpointError(f"{path}: several classifier heads ({', '.join(found)}): keep one")
-    extra = sorted(k for k in state if k not in keys and k.split(".")[0] not in _HEADS and k not in found)
+    extra = sorted(k for k in state
+                   if k not in keys and k.split(".")[0] not in _HEADS and k not in found)
     missing = sorted(keys - set(state))
     shape = sorted(k for k in keys & set(state) if not isinstance(state[k], torch.Tensor)
                    or state[k].shape != expected[k].shape)
@@ -117,8 +120,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
         problems += [_summary(missing, "missing keys")] if missing else []
         problems += [_summary([f"{k} {_shape(state[k])} vs {list(expected[k].shape)}" for k in shape],
                               "keys of another shape")] if shape else []
-        raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)} - "
-                              "check --network and --embedding-size")
+        raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)} "
+                              "- check --network and --embedding-size")
     return {k: state[k] for k in expected}, next(iter(found.values()), None)
 
 
@@ -128,13 +131,15 @@ def _shape(v: Any) -> str:
 
 def _torchscript(weights: str | os.PathLike | None, map_location: str | torch.device) -> nn.Module:
     if weights is None:
-        raise CheckpointError("network 'torchscript' needs the path of a scripted model (--weights)")
+        raise CheckpointError("network 'torchscript' needs the path of a scripted model "
+                              "(--weights)")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"TorchScript model not found: {weights}")
     try:
         return torch.jit.load(str(weights), map_location=map_location).eval()
     except RuntimeError as e:
-        raise CheckpointError(f"{weights}: not a TorchScript file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{weights}: not a TorchScript file "
+                              f"({str(e).splitlines()[0]})") from None
 
 
 def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
@@ -144,9 +149,11 @@ def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
     if not isinstance(weights, (str, os.PathLike)):
         raise FSEError(f"weights: expected the path of a checkpoint, got {weights!r}")
     if os.path.isdir(weights):
-        raise CheckpointError(f"{weights}: a directory; expected a checkpoint file (e.g. its model.pt)")
+        raise CheckpointError(f"{weights}: a directory; expected a checkpoint file (e.g. its "
+                              "model.pt)")
     if not isinstance(network, str):
-        raise FSEError(f"network: expected a name (tiny, torchscript, r18, r50 ...), got {network!r}")
+        raise FSEError("network: expected a name (tiny, torchscript, r18, r50 ...), got "
+                       f"{network!r}")
     checks.count(embedding_size, "embedding_size")
 
 
@@ -176,11 +183,13 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
 
 
 def load_backbone(weights: str | os.PathLike | None, network: str = "tiny", num_features: int = 512,
-                  arcface_dir: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
+                  arcface_dir: str | os.PathLike | None = None,
+                  map_location: str | torch.device = "cpu",
                   config_path: str | os.PathLike | None = None) -> nn.Module:
     """The backbone of ``load_recognizer`` alone. ``weights=None`` builds the network with random
     weights, for callers the user asked for that (cost benchmarks); the command-line tools refuse
     it."""
     if weights is None and network != "torchscript":
         return build_network(network, num_features, arcface_dir, config_path).eval()
-    return load_recognizer(weights, network, num_features, arcface_dir, map_location, config_path)[0]
+    return load_recognizer(weights, network, num_features, arcface_dir, map_location,
+                           config_path)[0]

@@ -34,8 +34,8 @@ def _is_tree(path: Path) -> bool:
 def _checked(path: str | os.PathLike, origin: str) -> Path:
     path = Path(path).expanduser()
     if not _is_tree(path):
-        raise FSEError(f"{origin} {path} is not an arcface_torch tree (no backbones/__init__.py): give the "
-                       "recognition/arcface_torch directory of an insightface checkout")
+        raise FSEError(f"{origin} {path} is not an arcface_torch tree (no backbones/__init__.py): "
+                       "give the recognition/arcface_torch directory of an insightface checkout")
     return path
 
 
@@ -61,7 +61,8 @@ def _backbones(tree: Path) -> ModuleType:
     if tree not in _MODULES:
         name = f"_fse_arcface_backbones_{len(_MODULES)}"
         init = tree / "backbones" / "__init__.py"
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        spec = importlib.util.spec_from_file_location(name, init,
+                                                      submodule_search_locations=[str(init.parent)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # the package's relative imports (.iresnet) resolve through it
         try:
@@ -73,7 +74,8 @@ def _backbones(tree: Path) -> ModuleType:
     return _MODULES[tree]
 
 
-def build_network(network: str = "tiny", embedding_size: int = 512, arcface_dir: str | os.PathLike | None = None,
+def build_network(network: str = "tiny", embedding_size: int = 512,
+                  arcface_dir: str | os.PathLike | None = None,
                   config_path: str | os.PathLike | None = None) -> nn.Module:
     """A freshly initialised (random) network, for weights to be loaded into, or for cost
     measurements."""
@@ -86,7 +88,8 @@ def build_network(network: str = "tiny", embedding_size: int = 512, arcface_dir:
                        "ARCFACE_TORCH_DIR, run from inside that directory, or give --config <tree>/configs/NAME.py); "
                        "--network tiny and --network torchscript need none")
     try:
-        return _backbones(tree).get_model(network, dropout=0.0, fp16=False, num_features=embedding_size)
+        return _backbones(tree).get_model(network, dropout=0.0, fp16=False,
+                                          num_features=embedding_size)
     except ValueError:  # upstream's get_model raises a bare ValueError() for a name it does not know
-        raise FSEError(f"network {network!r} is not known to {tree}/backbones/__init__.py get_model "
-                       "(r18, r34, r50, r100, r200, mbf, vit_t ...)") from None
+        raise FSEError(f"network {network!r} is not known to {tree}/backbones/__init__.py "
+                       "get_model (r18, r34, r50, r100, r200, mbf, vit_t ...)") from None

@@ -58,7 +58,8 @@ class CallbackOptions:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> CallbackOptions:
         opts = dict(cfg.get("fse_cam") or {})
-        known = ("targets", "every", "pairs", "masks", "parser", "images", "batch_size", "precision", "amp")
+        known = ("targets", "every", "pairs", "masks", "parser", "images", "batch_size",
+                 "precision", "amp")
         unknown = sorted(set(opts) - set(known))
         if unknown:
             raise FSEError(f"{_KEY}: unknown keys {unknown}; known: {', '.join(known[:-1])}")
@@ -66,7 +67,8 @@ class CallbackOptions:
             opts["precision"] = _precision_from_amp(opts)
         targets = _pack_names(opts.pop("targets", None) or cfg.get("val_targets") or [])
         every = opts.pop("every", None)
-        every = checks.count(every if every is not None else cfg.get("verbose") or 2000, f"{_KEY}.every")
+        every = checks.count(every if every is not None else cfg.get("verbose") or 2000,
+                             f"{_KEY}.every")
         made = cls(targets, every, **opts)
         for key in ("pairs", "batch_size"):
             checks.count(getattr(made, key), f"{_KEY}.{key}")
@@ -91,8 +93,8 @@ def _precision_from_amp(opts: dict[str, Any]) -> str:
     amp = opts.pop("amp")
     if "precision" in opts:
         raise FSEError(f"{_KEY}: give precision only (amp is its deprecated spelling)")
-    warnings.warn(f"{_KEY}.amp is deprecated; use precision='bf16' (amp=True) or 'fp32'", DeprecationWarning,
-                  stacklevel=3)
+    warnings.warn(f"{_KEY}.amp is deprecated; use precision='bf16' (amp=True) or 'fp32'",
+                  DeprecationWarning, stacklevel=3)
     return "bf16" if checks.choice(amp, f"{_KEY}.amp", (True, False)) else "fp32"
 
 
@@ -106,8 +108,8 @@ class FSCAMCallback:
     training head is not passed to the verification callback.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], summary_writer: Any, verification: Callable | None = None,
-                 rank: int | None = None) -> None:
+    def __init__(self, cfg: Mapping[str, Any], summary_writer: Any,
+                 verification: Callable | None = None, rank: int | None = None) -> None:
         self.options = CallbackOptions.from_config(cfg)
         self.every = self.options.every
         self.writer, self.verification = summary_writer, verification
@@ -142,7 +144,8 @@ class FSCAMCallback:
         order = np.concatenate([np.arange(0, len(pack.images), 2), np.arange(1, len(pack.images), 2)])  # a, then b
         self.packs.append((name, pack.images[order], pack.masks[order]))
         n = len(pack.pairs)
-        log.info("fse_cam: %s: %d genuine pair%s, masks from %s", name, n, "" if n == 1 else "s", pack.masks_source)
+        log.info("fse_cam: %s: %d genuine pair%s, masks from %s", name, n, "" if n == 1 else "s",
+                 pack.masks_source)
 
     def __call__(self, num_update: int, backbone: nn.Module) -> None:
         if self.verification is not None:
@@ -157,16 +160,19 @@ class FSCAMCallback:
         training = model.training
         model.eval()
         try:
-            return {name: self._log_pack(name, images, masks, model, step) for name, images, masks in self.packs}
+            return {name: self._log_pack(name, images, masks, model, step)
+                    for name, images, masks in self.packs}
         finally:
             model.train(training)
 
-    def _log_pack(self, name: str, images: np.ndarray, masks: np.ndarray, model: nn.Module, step: int) -> np.ndarray:
+    def _log_pack(self, name: str, images: np.ndarray, masks: np.ndarray, model: nn.Module,
+                  step: int) -> np.ndarray:
         t0 = time.perf_counter()
         p = len(images) // 2
         bs, precision = self.options.batch_size, self.options.precision
         x = as_input(images).float()
-        scores, maps = fs_cam(model, x, masks, pair_target(model, x[:p], x[p:], bs, precision), bs, precision)
+        scores, maps = fs_cam(model, x, masks, pair_target(model, x[:p], x[p:], bs, precision), bs,
+                              precision)
         mean = region_mean(normalise_scores(scores).numpy())
         if self.writer is not None:
             self._write(name, images, masks, maps.numpy(), mean, step, time.perf_counter() - t0)
@@ -175,13 +181,14 @@ class FSCAMCallback:
                  ", ".join(f"{CLASSES[k]} {mean[k]:.3f}" for k in top), time.perf_counter() - t0)
         return mean
 
-    def _write(self, name: str, images: np.ndarray, masks: np.ndarray, maps: np.ndarray, mean: np.ndarray,
-               step: int, seconds: float) -> None:
+    def _write(self, name: str, images: np.ndarray, masks: np.ndarray, maps: np.ndarray,
+               mean: np.ndarray, step: int, seconds: float) -> None:
         """Scalars ``fse_cam_<name>/<region>`` and ``/seconds``, image ``/overlay``."""
         for k in np.flatnonzero(~np.isnan(mean)):
             self.writer.add_scalar(f"fse_cam_{name}/{CLASSES[k]}", float(mean[k]), step)
         n = min(self.options.images, len(images))
         if n:
-            self.writer.add_image(f"fse_cam_{name}/overlay", overlay_strip(images[:n], masks[:n], [maps[:n]]),
-                                  step, dataformats="HWC")
+            self.writer.add_image(f"fse_cam_{name}/overlay",
+                                  overlay_strip(images[:n], masks[:n], [maps[:n]]), step,
+                                  dataformats="HWC")
         self.writer.add_scalar(f"fse_cam_{name}/seconds", seconds, step)

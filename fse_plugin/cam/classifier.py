@@ -38,10 +38,12 @@ class IdentityLogits(nn.Module):
     ``backbone`` stays reachable as ``.backbone`` (pixel CAMs hook its layers).
     """
 
-    def __init__(self, backbone: nn.Module, head: torch.Tensor, scale: float = ARCFACE_SCALE) -> None:
+    def __init__(self, backbone: nn.Module, head: torch.Tensor,
+                 scale: float = ARCFACE_SCALE) -> None:
         super().__init__()
         if head.ndim != 2:
-            raise FSEError(f"classifier head must be [num_classes, embedding_size], got {tuple(head.shape)}")
+            raise FSEError("classifier head must be [num_classes, embedding_size], got "
+                           f"{tuple(head.shape)}")
         self.backbone = backbone
         self.register_buffer("head", F.normalize(head.detach().float(), dim=1))
         self.scale = float(scale)
@@ -53,8 +55,8 @@ class IdentityLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb = self.backbone(x).flatten(1)
         if emb.shape[1] != self.head.shape[1]:
-            raise FSEError(f"backbone embeds into {emb.shape[1]} features, the classifier head expects "
-                             f"{self.head.shape[1]}")
+            raise FSEError(f"backbone embeds into {emb.shape[1]} features, the classifier head "
+                           f"expects {self.head.shape[1]}")
         return self.scale * F.linear(F.normalize(emb, dim=1), self.head.to(emb.dtype))
 
     def extra_repr(self) -> str:
@@ -91,8 +93,8 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
                        "(arcface_torch's model.pt holds the backbone only): pass a checkpoint with the head, or "
                        f"choose --target {default}")
     if headless:
-        return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, argmax class "
-                                  "of each clean image")
+        return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, "
+                                  "argmax class of each clean image")
     sizes = sorted(set(heads.values()))
     classes = " / ".join(f"{n:,}" for n in sizes)
     return TargetChoice(kind, f"identity logits of the checkpoint's classifier head ({classes} classes; "

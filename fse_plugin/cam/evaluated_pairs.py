@@ -31,8 +31,8 @@ def _with_meta(settings: ExplainSettings | None, **meta: Any) -> ExplainSettings
 
 
 def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-               out_dir: str | os.PathLike, settings: ExplainSettings | None = None, pairs: str = "same",
-               limit: int | None = 64) -> Path:
+               out_dir: str | os.PathLike, settings: ExplainSettings | None = None,
+               pairs: str = "same", limit: int | None = 64) -> Path:
     """FS-CAM (and any other ``cam`` method of ``settings``) of the first ``limit`` ``pairs``
     ('same', 'diff', 'all') of a pack, for one or two models side by side, through
     ``explain_pairs``; returns the report path."""
@@ -44,7 +44,8 @@ def fscam_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.n
                          _with_meta(settings, pairs=f"{len(sel)} {pairs}")).report
 
 
-def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
+def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same",
+                   limit: int | None = 64) -> tuple[np.ndarray, np.ndarray]:
     """Meta rows of the images FS-CAM explains for IJB: each selected template pair is represented
     by the first image (in meta order) of each of its two templates."""
     sel = select_pairs(meta.labels == 1, pairs, limit)
@@ -52,8 +53,9 @@ def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same", limit: int | None = 64) -
     return first[np.searchsorted(unique, meta.p1[sel])], first[np.searchsorted(unique, meta.p2[sel])]
 
 
-def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_dir: str | os.PathLike,
-              settings: ExplainSettings | None = None, pairs: str = "same", limit: int | None = 64) -> Path:
+def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
+              out_dir: str | os.PathLike, settings: ExplainSettings | None = None,
+              pairs: str = "same", limit: int | None = 64) -> Path:
     """FS-CAM of the first ``limit`` template pairs of an IJB set (see ``ijb_fscam_rows``), as
     ``fscam_pack``."""
     rows1, rows2 = ijb_fscam_rows(meta, pairs, limit)
@@ -65,5 +67,5 @@ def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, out_di
         return np.stack([faces.image(r) for r in rows])
 
     settings = _with_meta(settings, benchmark=meta.target, pairs=f"{len(rows1)} {pairs}")
-    return explain_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1), stack_masks(masks, rows2),
-                         out_dir, settings).report
+    return explain_pairs(models, images(rows1), images(rows2), stack_masks(masks, rows1),
+                         stack_masks(masks, rows2), out_dir, settings).report

@@ -37,23 +37,25 @@ Models = nn.Module | Mapping[str, nn.Module]
 """One model (named 'model') or several by name (two are compared: second minus first)."""
 
 
-def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target,
-                       cam: Any, st: ExplainSettings, desc: str) -> tuple[RegionValues, np.ndarray]:
+def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks: torch.Tensor,
+                       target: Target, cam: Any, st: ExplainSettings,
+                       desc: str) -> tuple[RegionValues, np.ndarray]:
     """One method over all images, ``st.images_per_step`` at a time: (values [N,25], first
     ``st.grid`` maps)."""
     parts, kept = [], []
     step = st.images_per_step
     for s in tqdm(range(0, len(data), step), desc=desc, unit="step", disable=not st.progress):
         xb = as_input(data[s:s + step]).float().contiguous()
-        values, maps = run_method(method, model, xb, masks[s:s + step], target.take(slice(s, s + len(xb))), st, cam)
+        values, maps = run_method(method, model, xb, masks[s:s + step],
+                                  target.take(slice(s, s + len(xb))), st, cam)
         parts.append(values)
         if s < st.grid:
             kept.append(maps[:st.grid - s])
     return RegionValues.concat(parts), np.concatenate(kept)[:st.grid]
 
 
-def explain_model(model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target, st: ExplainSettings,
-                  name: str = "model") -> dict[str, MethodResult]:
+def explain_model(model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target,
+                  st: ExplainSettings, name: str = "model") -> dict[str, MethodResult]:
     """Every method of ``st`` on one model; a pixel method's CAM object is made once and its hooks
     removed after."""
     results = {}
@@ -62,7 +64,8 @@ def explain_model(model: nn.Module, data: torch.Tensor, masks: torch.Tensor, tar
             if method in PIXEL_METHODS else None
         t0 = time.perf_counter()
         try:
-            values, maps = _method_over_steps(method, model, data, masks, target, cam, st, f"{name}:{method}")
+            values, maps = _method_over_steps(method, model, data, masks, target, cam, st,
+                                              f"{name}:{method}")
         finally:
             if cam is not None:
                 cam.__exit__(None, None, None)  # removes the library's hooks from the model
@@ -71,16 +74,19 @@ def explain_model(model: nn.Module, data: torch.Tensor, masks: torch.Tensor, tar
     return results
 
 
-def _compare(results: Mapping[str, Mapping[str, MethodResult]], st: ExplainSettings) -> dict[str, MethodStats]:
+def _compare(results: Mapping[str, Mapping[str, MethodResult]],
+             st: ExplainSettings) -> dict[str, MethodStats]:
     """Second model minus first, per method (``{}`` unless exactly two models)."""
     if len(results) != 2:
         return {}
     a, b = results.values()
-    return {method: MethodStats.difference(a[method].values, b[method].values, st.ci, st.seed) for method in a}
+    return {method: MethodStats.difference(a[method].values, b[method].values, st.ci, st.seed)
+            for method in a}
 
 
 def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str | os.PathLike,
-            make_target: Callable[[nn.Module, torch.Tensor], Target], settings: ExplainSettings | None = None,
+            make_target: Callable[[nn.Module, torch.Tensor], Target],
+            settings: ExplainSettings | None = None,
             row_labels: Sequence[str] | None = None) -> Explanation:
     """Explain ``images`` (uint8 [N,H,W,3]) with ``masks`` [N,H,W] under each model and method of
     ``settings``.
@@ -110,7 +116,8 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
         check_target(target, len(data))
         results[name] = explain_model(model, data, m, target, st, name)
     comparison = _compare(results, st)
-    files = write_outputs(out, picture_images(data[:st.grid]), m[:st.grid].numpy(), labels, results, comparison, st)
+    files = write_outputs(out, picture_images(data[:st.grid]), m[:st.grid].numpy(), labels, results,
+                          comparison, st)
     return Explanation(results, comparison, files)
 
 
@@ -125,7 +132,8 @@ def _named(models: Models) -> dict[str, nn.Module]:
     return named
 
 
-def _target_settings(st: ExplainSettings | None, default: str, meta: Mapping[str, Any]) -> ExplainSettings:
+def _target_settings(st: ExplainSettings | None, default: str,
+                     meta: Mapping[str, Any]) -> ExplainSettings:
     """Settings with the target kind (``default`` unless chosen) and the report's meta: the target,
     in words, then ``meta`` (the data), then the caller's (a caller's ``target_description``
     wins)."""
@@ -133,14 +141,15 @@ def _target_settings(st: ExplainSettings | None, default: str, meta: Mapping[str
     kind = st.target or default
     grads = [m for m in st.methods if m in GRADIENT_METHODS]
     if kind == "self" and grads:  # the cosine to the image's own embedding is maximal there: gradient 0
-        log.warning("target 'self' has zero gradient at the clean image: %s maps are noise; use 'pair' or "
-                    "'identity' for gradient CAMs", ", ".join(grads))
+        log.warning("target 'self' has zero gradient at the clean image: %s maps are noise; use "
+                    "'pair' or 'identity' for gradient CAMs", ", ".join(grads))
     return replace(st, target=kind,
                    meta={"target": kind, "target_description": TARGETS[kind], **meta, **st.meta})
 
 
-def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray, masks2: np.ndarray,
-                  out_dir: str | os.PathLike, settings: ExplainSettings | None = None,
+def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, masks1: np.ndarray,
+                  masks2: np.ndarray, out_dir: str | os.PathLike,
+                  settings: ExplainSettings | None = None,
                   row_labels: Sequence[str] | None = None) -> Explanation:
     """Explain verification pairs (the eval scripts' "FS-CAM option").
 
@@ -156,7 +165,8 @@ def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, mask
         raise FSEError(f"pair sides differ in length: {len(images1)}, {len(images2)} images, "
                        f"{len(masks1)}, {len(masks2)} masks")
     st = _target_settings(settings, PAIR_TARGETS[0], {})
-    make_target = target_factory(st.target, PAIR_TARGETS, batch_size=st.batch_size, precision=st.precision)
+    make_target = target_factory(st.target, PAIR_TARGETS, batch_size=st.batch_size,
+                                 precision=st.precision)
     images = np.concatenate([picture_images(images1), picture_images(images2)])
     masks = np.concatenate([np.asarray(masks1), np.asarray(masks2)])
     labels = row_labels or [f"pair {i} {side}" for side in "ab" for i in range(len(images1))]
@@ -165,21 +175,23 @@ def explain_pairs(models: Models, images1: np.ndarray, images2: np.ndarray, mask
 
 def explain_bin(models: Models, bin_path: str | os.PathLike, out_dir: str | os.PathLike,
                 settings: ExplainSettings | None = None, masks: str | os.PathLike | None = None,
-                parser: str | os.PathLike | None = None, pairs: str = "same", limit: int | None = None) -> Explanation:
+                parser: str | os.PathLike | None = None, pairs: str = "same",
+                limit: int | None = None) -> Explanation:
     """``explain_pairs`` on (the first ``limit`` ``pairs`` of) a .bin pack; masks as in
     ``sources.load_pack``."""
     st = settings or ExplainSettings()
     pack = load_pack(bin_path, masks, parser, pairs, limit, st.device)
-    st = replace(st, meta={"pack": str(bin_path), "masks": pack.masks_source, "pairs": f"{len(pack.pairs)} {pairs}",
-                           **st.meta})
+    st = replace(st, meta={"pack": str(bin_path), "masks": pack.masks_source,
+                           "pairs": f"{len(pack.pairs)} {pairs}", **st.meta})
     labels = [f"pair {i} {side}" for side in "ab" for i in pack.pairs]
-    return explain_pairs(models, pack.images[0::2], pack.images[1::2], pack.masks[0::2], pack.masks[1::2], out_dir,
-                         st, labels)
+    return explain_pairs(models, pack.images[0::2], pack.images[1::2], pack.masks[0::2],
+                         pack.masks[1::2], out_dir, st, labels)
 
 
 def explain_rec(models: Models, rec: str | os.PathLike, out_dir: str | os.PathLike,
                 settings: ExplainSettings | None = None, limit: int | None = 256,
-                mask_cache: str | os.PathLike | None = None, parser: str | os.PathLike | None = None) -> Explanation:
+                mask_cache: str | os.PathLike | None = None,
+                parser: str | os.PathLike | None = None) -> Explanation:
     """Explain training images of a rec: each image against its identity centroid (target
     'identity', the default: the mean embedding of the other loaded images of the same label), its
     own embedding ('self'), or a classifier's argmax ('class': the model with its head,

@@ -84,8 +84,9 @@ class GroupCAM(BaseCAM):
             sal[b] = ((s[1:] - s[0])[:, None, None] * mk[:, 0].cpu()).sum(0)
         return sal.relu()
 
-    def get_cam_image(self, input_tensor: torch.Tensor, target_layer: nn.Module, targets: Sequence[Callable],
-                      activations: np.ndarray, grads: np.ndarray, eigen_smooth: bool = False) -> np.ndarray:
+    def get_cam_image(self, input_tensor: torch.Tensor, target_layer: nn.Module,
+                      targets: Sequence[Callable], activations: np.ndarray, grads: np.ndarray,
+                      eigen_smooth: bool = False) -> np.ndarray:
         x = input_tensor.detach()
         masks, valid = self.group_masks(activations, grads, tuple(x.shape[-2:]))
         return self.weigh_masks(x, masks, valid, targets).numpy()

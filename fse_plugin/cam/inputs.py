@@ -29,8 +29,8 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.uint8 and t.ndim == 4 and t.shape[3] == 3:
         return to_input(t)
     if not t.is_floating_point() or t.ndim != 4 or t.shape[1] != 3:
-        raise FSEError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
-                         f"{tuple(t.shape)}")
+        raise FSEError("images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got "
+                       f"{t.dtype} {tuple(t.shape)}")
     return t
 
 
@@ -51,15 +51,16 @@ def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = Non
     given."""
     m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if m.ndim != 3 or m.is_floating_point() or m.is_complex():
-        raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} {tuple(m.shape)}")
+        raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} "
+                       f"{tuple(m.shape)}")
     if shape is not None and tuple(m.shape) != tuple(shape):
         raise FSEError(f"{where}: shape {tuple(m.shape)} does not match the images {tuple(shape)}")
     m = m.long()
     bad = ((m >= NUM_CLASSES) & (m != IGNORE)) | (m < 0)
     if bool(bad.any()):
         i = int(bad.flatten(1).any(1).nonzero()[0, 0])
-        raise FSEError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected 0..{NUM_CLASSES - 1} "
-                         f"or {IGNORE}")
+        raise FSEError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected "
+                       f"0..{NUM_CLASSES - 1} or {IGNORE}")
     return m
 
 

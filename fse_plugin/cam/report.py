@@ -20,8 +20,8 @@ from fse_plugin.labels import CLASSES, NUM_CLASSES
 __all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv",
            "write_stats_csv", "write_json", "write_report", "render"]
 
-RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv", "report.md",
-                                 "report.html")
+RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv",
+                                 "report.md", "report.html")
 """The tables and the page a reader takes as a run's result (each written whole, through a temporary
 file)."""
 Results = Mapping[str, Mapping[str, MethodResult]]
@@ -52,8 +52,8 @@ def write_scores_csv(path: Path, results: Results, labels: Sequence[str]) -> Pat
 def write_stats_csv(path: Path, results: Results, comparison: Comparison) -> Path:
     """One row per model (and ``second-first``), method, kind and region: n, mean and 95% bounds."""
     names = list(results)
-    rows = [(name, method, kind, st) for name, per in results.items() for method, result in per.items()
-            for kind, st in result.stats.kinds().items()]
+    rows = [(name, method, kind, st) for name, per in results.items()
+            for method, result in per.items() for kind, st in result.stats.kinds().items()]
     if comparison:
         rows += [(f"{names[1]}-{names[0]}", method, kind, st) for method, diff in comparison.items()
                  for kind, st in diff.kinds().items()]
@@ -62,8 +62,8 @@ def write_stats_csv(path: Path, results: Results, comparison: Comparison) -> Pat
         w.writerow(["model", "method", "kind", "region", "class_id", "n", "mean", "lo95", "hi95"])
         for name, method, kind, st in rows:
             for k in range(NUM_CLASSES):
-                w.writerow([name, method, kind, CLASSES[k], k, int(st.n[k]), _cell(st.mean[k]), _cell(st.lo[k]),
-                            _cell(st.hi[k])])
+                w.writerow([name, method, kind, CLASSES[k], k, int(st.n[k]), _cell(st.mean[k]),
+                            _cell(st.lo[k]), _cell(st.hi[k])])
     return path
 
 
@@ -86,7 +86,8 @@ def write_json(path: Path, meta: Mapping[str, Any], results: Results, comparison
                      for name, per in results.items()},
            "comparison": {method: _stats_json(diff) for method, diff in comparison.items()},
            "images": list(labels),
-           "tables": {name: {method: {kind: [_nan_to_none(row) for row in v] for kind, v in r.values.kinds().items()}
+           "tables": {name: {method: {kind: [_nan_to_none(row) for row in v]
+                                      for kind, v in r.values.kinds().items()}
                              for method, r in per.items()} for name, per in results.items()}}
     atomic_write(path, json.dumps(doc, indent=1).encode())
     return path
@@ -100,7 +101,8 @@ def _fmt_ci(st: RegionStats, k: int) -> str:
     return f"{st.mean[k]:.3f} [{st.lo[k]:.3f}, {st.hi[k]:.3f}]"
 
 
-def _model_blocks(name: str, results: Mapping[str, MethodResult], files: Mapping[str, Path]) -> list[Block]:
+def _model_blocks(name: str, results: Mapping[str, MethodResult],
+                  files: Mapping[str, Path]) -> list[Block]:
     """One model: its timings, pictures and the region table, most important region (first method)
     first."""
     methods = list(results)
@@ -115,8 +117,10 @@ def _model_blocks(name: str, results: Mapping[str, MethodResult], files: Mapping
             ("table", ["region", "n", *methods], rows)]
 
 
-def _comparison_blocks(comparison: Comparison, files: Mapping[str, Path], names: Sequence[str]) -> list[Block]:
-    rows = [[CLASSES[k]] + [_fmt_ci(diff.importance, k) for diff in comparison.values()] for k in range(NUM_CLASSES)]
+def _comparison_blocks(comparison: Comparison, files: Mapping[str, Path],
+                       names: Sequence[str]) -> list[Block]:
+    rows = [[CLASSES[k]] + [_fmt_ci(diff.importance, k) for diff in comparison.values()]
+            for k in range(NUM_CLASSES)]
     return [("h2", f"{names[1]} vs {names[0]}"), ("img", files["compare"].name, "comparison"),
             ("p", f"Paired difference of importance, {names[1]} minus {names[0]} (same images and masks)."),
             ("table", ["region", *comparison], rows)]
@@ -130,7 +134,8 @@ def write_report(out: Path, results: Results, comparison: Comparison, files: Map
     blocks: list[Block] = [("h1", "FS-CAM region importance")]
     if meta.get("target_description"):
         blocks.append(("p", f"FS-CAM target: {meta['target_description']}."))
-    blocks.append(("p", "; ".join(f"{k}: {v}" for k, v in meta.items() if k != "target_description")))
+    blocks.append(("p",
+                   "; ".join(f"{k}: {v}" for k, v in meta.items() if k != "target_description")))
     interval = "image bootstrap, percentile" if settings.ci == "bootstrap" else "Student t"
     blocks.append(("p", "Importance per region: normalised region score (fscam), normalised score drop (ablation), "
                         "mean of the map over the region (pixel methods). Mean over images where the region is "
@@ -145,14 +150,16 @@ def write_report(out: Path, results: Results, comparison: Comparison, files: Map
     return path
 
 
-def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str], results: Results,
-                    comparison: Comparison, ci: str) -> dict[str, Path]:
+def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str],
+                    results: Results, comparison: Comparison, ci: str) -> dict[str, Path]:
     """Overlay grid and importance chart per model, and the comparison chart of two models."""
     files: dict[str, Path] = {}
     names = list(results)
     for name, per in results.items():
-        files[f"overlay_{name}"] = plot_overlay_grid(images, masks, {m: r.maps for m, r in per.items()},
-                                                     out / f"overlay_{name}.png", labels, title=name)
+        files[f"overlay_{name}"] = plot_overlay_grid(images, masks,
+                                                     {m: r.maps for m, r in per.items()},
+                                                     out / f"overlay_{name}.png", labels,
+                                                     title=name)
         files[f"importance_{name}"] = plot_region_bars(
             {m: {name: r.stats.importance} for m, r in per.items()},
             out / f"importance_{name}.png", title=f"{name}: per-region importance, mean and 95% interval ({ci})")
@@ -170,8 +177,9 @@ def clear_results(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str], results: Results,
-                  comparison: Comparison, settings: ExplainSettings) -> dict[str, Path]:
+def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequence[str],
+                  results: Results, comparison: Comparison,
+                  settings: ExplainSettings) -> dict[str, Path]:
     """Every file of a run; ``images`` and ``masks`` are the first ``settings.grid`` (the
     overlays'), ``labels`` name all images. Returns ``{name: path}``, the report page last."""
     grid = len(images)
@@ -183,7 +191,8 @@ def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequ
             "ci": settings.ci, "ms_per_image": {name: {m: r.ms_per_image for m, r in per.items()}
                                                 for name, per in results.items()},
             "classes": list(CLASSES)}
-    files["region_scores_json"] = write_json(out / "region_scores.json", meta, results, comparison, labels)
+    files["region_scores_json"] = write_json(out / "region_scores.json", meta, results, comparison,
+                                             labels)
     files["report"] = write_report(out, results, comparison, files, settings, len(labels))
     return files
 

@@ -36,8 +36,8 @@ class RegionValues:
     @classmethod
     def concat(cls, parts: Sequence[RegionValues]) -> RegionValues:
         """The values of consecutive chunks of images as one."""
-        return cls(np.concatenate([p.importance for p in parts]), np.concatenate([p.measure for p in parts]),
-                   parts[0].measure_kind)
+        return cls(np.concatenate([p.importance for p in parts]),
+                   np.concatenate([p.measure for p in parts]), parts[0].measure_kind)
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,12 @@ class MethodStats:
     @classmethod
     def of(cls, values: RegionValues, ci: str = "bootstrap", seed: int = 0) -> MethodStats:
         """Per-region mean and 95% interval of each table (``stats.region_stats``)."""
-        return cls(region_stats(values.importance, ci=ci, seed=seed), region_stats(values.measure, ci=ci, seed=seed),
-                   values.measure_kind)
+        return cls(region_stats(values.importance, ci=ci, seed=seed),
+                   region_stats(values.measure, ci=ci, seed=seed), values.measure_kind)
 
     @classmethod
-    def difference(cls, a: RegionValues, b: RegionValues, ci: str = "bootstrap", seed: int = 0) -> MethodStats:
+    def difference(cls, a: RegionValues, b: RegionValues, ci: str = "bootstrap",
+                   seed: int = 0) -> MethodStats:
         """Paired difference ``b - a`` (same images and masks, two models;
         ``stats.compare_stats``)."""
         return cls(compare_stats(a.importance, b.importance, ci=ci, seed=seed),

@@ -32,8 +32,8 @@ class RISE:
     Defaults are the reference's settings (N=8000, s=7, p1=0.1).
     """
 
-    def __init__(self, model: nn.Module, n_masks: int = 8000, s: int = 7, p1: float = 0.1, batch_size: int = 256,
-                 seed: int = 0, precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, n_masks: int = 8000, s: int = 7, p1: float = 0.1,
+                 batch_size: int = 256, seed: int = 0, precision: str = "fp32") -> None:
         checks.count(n_masks, "RISE n_masks")
         checks.count(s, "RISE s")
         checks.number(p1, "RISE p1", 0, 1, lo_open=True)
@@ -66,11 +66,13 @@ class RISE:
         return sal / (self.n_masks * self.p1)
 
     @torch.no_grad()
-    def __call__(self, input_tensor: torch.Tensor, targets: Sequence[Callable] | Target | None = None) -> np.ndarray:
+    def __call__(self, input_tensor: torch.Tensor,
+                 targets: Sequence[Callable] | Target | None = None) -> np.ndarray:
         from pytorch_grad_cam.utils.image import scale_cam_image  # the library's per-image min-max
         x = input_tensor.to(model_device(self.model))
         if targets is None:
-            targets = ClassTarget().resolve(batched_forward(self.model, x, self.batch_size, self.precision))
+            targets = ClassTarget().resolve(batched_forward(self.model, x, self.batch_size,
+                                                            self.precision))
         return scale_cam_image(self.saliency(x, targets).cpu().numpy())
 
     def __enter__(self) -> "RISE":

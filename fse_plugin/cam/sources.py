@@ -50,13 +50,14 @@ def pack_masks_file(bin_path: str | os.PathLike, masks: str | os.PathLike | None
     """The masks file a pack's faces are explained with (None: ``parser`` predicts them): ``masks``,
     else ``<pack minus .bin>.masks.npy`` when no parser is given; refused when there are none."""
     if masks is not None and parser is not None:
-        raise FSEError("give the masks of the pack (--masks) or a parser to predict them (--parser), not both")
+        raise FSEError("give the masks of the pack (--masks) or a parser to predict them "
+                       "(--parser), not both")
     if masks is not None or parser is not None:
         return None if masks is None else Path(masks)
     beside = masks_path_for(bin_path)
     if not beside.is_file():
-        raise FSEError(f"{bin_path}: no masks: pass a masks .npy (--masks), a parser checkpoint (--parser), or put "
-                       f"{beside.name} beside the pack")
+        raise FSEError(f"{bin_path}: no masks: pass a masks .npy (--masks), a parser checkpoint "
+                       f"(--parser), or put {beside.name} beside the pack")
     return beside
 
 
@@ -94,14 +95,14 @@ def rec_masks(rec: str | os.PathLike, mask_cache: str | os.PathLike | None = Non
     ``parser``; and that, in words."""
     if parser is not None:
         if mask_cache is not None:
-            raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its masks (--parser), "
-                           "not both")
+            raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its "
+                           "masks (--parser), not both")
         return None, f"parser {parser}"
     rec_dir = Path(rec) if Path(rec).is_dir() else Path(rec).parent
     path = mask_cache or default_cache_path(rec_dir)
     if mask_cache is None and not Path(path).exists():
-        raise FSEError(f"{rec}: no mask cache at {path}: build it (fse cache build --rec {rec_dir} --parser CKPT), "
-                       "or pass --mask-cache DIR or --parser CKPT")
+        raise FSEError(f"{rec}: no mask cache at {path}: build it (fse cache build --rec {rec_dir} "
+                       "--parser CKPT), or pass --mask-cache DIR or --parser CKPT")
     cache = MaskCache(path)
     cache.check_source(rec_dir)
     return cache, f"mask cache {path}"
@@ -119,15 +120,18 @@ def _records(reader: RecordReader, cache: MaskCache | None,
             continue
         img = reader.read_image(key)
         if shape is not None and img.shape != shape:
-            raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones {shape}")
+            raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier "
+                           f"ones {shape}")
         if mask is not None and mask.shape != img.shape[:2]:
-            raise FSEError(f"{source}: record {key} mask {mask.shape} does not fit image {img.shape[:2]}")
+            raise FSEError(f"{source}: record {key} mask {mask.shape} does not fit image "
+                           f"{img.shape[:2]}")
         shape = img.shape
         yield key, label, img, mask
 
 
-def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str | os.PathLike | None = None,
-             parser: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64) -> RecImages:
+def load_rec(rec: str | os.PathLike, limit: int | None = None,
+             mask_cache: str | os.PathLike | None = None, parser: str | os.PathLike | None = None,
+             device: str = "cpu", batch_size: int = 64) -> RecImages:
     """The first ``limit`` images of a rec (all for None) with masks.
 
     Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default

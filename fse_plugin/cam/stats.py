@@ -41,7 +41,8 @@ def region_mean(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.nansum(v, 0) / np.maximum(n, 1), np.nan)
 
 
-def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray,
+                level: float) -> tuple[np.ndarray, np.ndarray]:
     """mean +- t * sd / sqrt(n) per region."""
     from scipy import stats
     present = ~np.isnan(v)
@@ -50,7 +51,8 @@ def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray, level: float) ->
     return mean - half, mean + half
 
 
-def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of the image bootstrap: multinomial image weights, 250 resamples at a
     time (bounded memory); a resample without the region gives NaN and is skipped."""
     present = ~np.isnan(v)
@@ -58,7 +60,8 @@ def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     boots = []
     for b in range(0, n_boot, 250):
-        w = rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)), size=min(250, n_boot - b)).astype(np.float64)
+        w = rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)),
+                            size=min(250, n_boot - b)).astype(np.float64)
         boots.append((w @ filled) / (w @ present))
     lo, hi = np.nanpercentile(np.concatenate(boots), [50 * (1 - level), 50 * (1 + level)], axis=0)
     return lo, hi

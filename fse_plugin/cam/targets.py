@@ -20,8 +20,8 @@ from torch import nn
 from fse_plugin.cam.inputs import batched_forward
 from fse_plugin.common import FSEError
 
-__all__ = ["TARGETS", "Target", "ClassTarget", "EmbeddingTarget", "pair_target", "self_target", "identity_target",
-           "check_target", "resolve_target", "target_factory"]
+__all__ = ["TARGETS", "Target", "ClassTarget", "EmbeddingTarget", "pair_target", "self_target",
+           "identity_target", "check_target", "resolve_target", "target_factory"]
 
 TARGETS: dict[str, str] = {
     "class": "softmax probability of the argmax class of the clean image (classifier outputs)",
@@ -59,7 +59,8 @@ class Target:
         """The targets of a subset of images (a target with one entry serves any subset)."""
         if len(self) == 1:
             return self
-        return self._take(torch.arange(len(self))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).long())
+        return self._take(torch.arange(len(self))[idx] if isinstance(idx, slice)
+                          else torch.as_tensor(idx).long())
 
     def __getitem__(self, i: int) -> "Target":
         return self.take([int(i)]) if len(self) != 1 else self
@@ -70,8 +71,8 @@ class Target:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         if len(self) != 1:
-            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
-                             "use target[i]")
+            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores "
+                           "one image: use target[i]")
         rows = output if output.ndim > 1 else output[None]
         s = self.score(rows, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
         return s if output.ndim > 1 else s[0]
@@ -84,7 +85,8 @@ class ClassTarget(Target):
     images or one per image.
     """
 
-    def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None, softmax: bool = True) -> None:
+    def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None,
+                 softmax: bool = True) -> None:
         self.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long).reshape(-1).cpu()
         if self.ids is not None and bool((self.ids < 0).any()):
             raise FSEError(f"class ids must be >= 0, got {int(self.ids.min())}")
@@ -106,10 +108,12 @@ class ClassTarget(Target):
 
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.ids is None:
-            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
+            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first "
+                           "(target.resolve)")
         ids = self.ids.to(outputs.device)[self.entry(index)]
         if int(ids.max()) >= outputs.shape[1]:
-            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
+            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} "
+                           "outputs")
         s = outputs.float().softmax(1) if self.softmax else outputs.float()
         return s.gather(1, ids[:, None])[:, 0]
 
@@ -139,7 +143,8 @@ class EmbeddingTarget(Target):
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = outputs.float().flatten(1)
         if out.shape[1] != self.ref.shape[1]:
-            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
+            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings "
+                           f"{self.ref.shape[1]}")
         ref = self.ref.to(out.device)[self.entry(index).to(out.device)]
         return (F.normalize(out, dim=1) * ref).sum(1)
 
@@ -147,11 +152,12 @@ class EmbeddingTarget(Target):
         return f"EmbeddingTarget({len(self.ref)} x {self.ref.shape[1]})"
 
 
-def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
-                precision: str = "fp32") -> EmbeddingTarget:
+def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor,
+                batch_size: int = 256, precision: str = "fp32") -> EmbeddingTarget:
     """Targets for ``cat([images1, images2])``: each image scored against its partner's clean
     embedding."""
-    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, precision)
+    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]),
+                          batch_size, precision)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())
 
@@ -162,8 +168,8 @@ def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
     return EmbeddingTarget(batched_forward(model, images, batch_size, precision).cpu())
 
 
-def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int], batch_size: int = 256,
-                    precision: str = "fp32") -> EmbeddingTarget:
+def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int],
+                    batch_size: int = 256, precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against the centroid of the OTHER images of its identity (its own clean
     embedding when it is the only one), so the score measures identity, not self-similarity."""
     emb = F.normalize(batched_forward(model, images, batch_size, precision).cpu(), dim=1)
@@ -185,7 +191,8 @@ def check_target(target: Target, n: int) -> None:
         raise FSEError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
 
 
-def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, batch_size: int = 256) -> Target:
+def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None,
+                   batch_size: int = 256) -> Target:
     """Target with the argmax filled in (one clean forward when a ClassTarget needs it)."""
     target = ClassTarget() if target is None else target
     check_target(target, len(x))
@@ -194,7 +201,8 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, bat
     return target
 
 
-def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None, batch_size: int = 256,
+def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None,
+                   batch_size: int = 256,
                    precision: str = "fp32") -> Callable[[nn.Module, torch.Tensor], Target]:
     """``make_target(model, images)`` for a target kind (``TARGETS``) among those a source allows.
 

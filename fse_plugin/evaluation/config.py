@@ -20,9 +20,11 @@ def _exec_config(path: Path) -> dict[str, Any]:
     try:
         spec.loader.exec_module(module)  # the user's own config, as arcface_torch's get_config imports it
     except SyntaxError as e:
-        raise FSEError(f"{path}: line {e.lineno}: {e.msg}: fix the config's Python syntax") from None
+        raise FSEError(f"{path}: line {e.lineno}: {e.msg}: fix the config's Python "
+                       "syntax") from None
     except ImportError as e:
-        raise FSEError(f"{path}: {e}: the config imports something this environment lacks") from None
+        raise FSEError(f"{path}: {e}: the config imports something this environment "
+                       "lacks") from None
     if not hasattr(module, "config"):
         raise FSEError(f"{path}: defines no `config`")
     return dict(module.config)

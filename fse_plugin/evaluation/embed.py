@@ -15,8 +15,8 @@ from tqdm import tqdm
 from fse_plugin.common import FSEError, checks, mixed_precision, resolve_device, to_input
 from fse_plugin.common.precision import PRECISIONS
 
-__all__ = ["EmbedSettings", "FaceImages", "batch_loader", "check_precision", "embed", "embed_batch", "fuse_views",
-           "given_settings"]
+__all__ = ["EmbedSettings", "FaceImages", "batch_loader", "check_precision", "embed", "embed_batch",
+           "fuse_views", "given_settings"]
 
 S = TypeVar("S")
 
@@ -27,8 +27,8 @@ class FaceImages(Dataset):
     erases a region there, in the [-1, 1] space where FSErasing erases in training. ``masks[key]``
     gives its mask."""
 
-    def __init__(self, images: np.ndarray | None, masks: Any = None, transform: Callable | None = None,
-                 keys: Sequence[int] | None = None) -> None:
+    def __init__(self, images: np.ndarray | None, masks: Any = None,
+                 transform: Callable | None = None, keys: Sequence[int] | None = None) -> None:
         self.images = images
         self.masks = masks
         self.transform = transform
@@ -93,8 +93,8 @@ def given_settings(settings: Any, kind: type[S], **defaults: Any) -> S:
     if settings is None:
         return kind(**defaults)
     if not isinstance(settings, kind):
-        raise FSEError(f"settings: expected {kind.__name__}(...) or None, got {settings!r} (one settings object "
-                       "replaced the separate batch size, device ... arguments)")
+        raise FSEError(f"settings: expected {kind.__name__}(...) or None, got {settings!r} (one "
+                       "settings object replaced the separate batch size, device ... arguments)")
     return settings
 
 
@@ -109,7 +109,8 @@ def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision:
             f = model(v)
         if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(v):
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise FSEError(f"model output {shape} for a batch of {len(v)}: expected [batch, embedding_size]")
+            raise FSEError(f"model output {shape} for a batch of {len(v)}: expected [batch, "
+                           "embedding_size]")
         if embedding_size is not None and f.shape[1] != embedding_size:
             raise FSEError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}: "
                            "pass the --embedding-size the model was trained with")
@@ -117,22 +118,24 @@ def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision:
     return np.stack(feats)
 
 
-def batch_loader(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int) -> DataLoader:
+def batch_loader(dataset: Dataset, batch_size: int, device: torch.device,
+                 num_workers: int) -> DataLoader:
     """Batches in dataset order (the protocols index the results by position)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
 
 
 def _face_array(images: Any) -> np.ndarray:
-    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] == 3):
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+            and images.shape[3] == 3):
         what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
         raise FSEError(f"images: expected uint8 [N, H, W, 3] RGB faces (or a Dataset), got {what}")
     return images
 
 
 @torch.no_grad()
-def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSettings | None = None, flip: bool = True,
-          desc: str = "embed") -> np.ndarray:
+def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSettings | None = None,
+          flip: bool = True, desc: str = "embed") -> np.ndarray:
     """Un-normalised embeddings float32 [V, N, D]: V=2 (image, horizontally flipped image) if
     ``flip``, else 1.
 
@@ -146,9 +149,10 @@ def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSetting
     dataset = images if isinstance(images, Dataset) else FaceImages(_face_array(images))
     model.to(s.device).eval()
     out: np.ndarray | None = None
-    for x, index in tqdm(batch_loader(dataset, s.batch_size, s.device, s.num_workers), desc=desc, unit="batch",
-                         disable=not s.progress, leave=False):
-        views = embed_batch(model, x.to(s.device, non_blocking=True), flip, s.precision, s.embedding_size)
+    for x, index in tqdm(batch_loader(dataset, s.batch_size, s.device, s.num_workers), desc=desc,
+                         unit="batch", disable=not s.progress, leave=False):
+        views = embed_batch(model, x.to(s.device, non_blocking=True), flip, s.precision,
+                            s.embedding_size)
         if out is None:
             out = np.zeros((len(views), len(dataset), views.shape[2]), dtype=np.float32)
         elif views.shape[2] != out.shape[2]:
@@ -162,4 +166,5 @@ def embed(model: nn.Module, images: np.ndarray | Dataset, settings: EmbedSetting
 def fuse_views(views: np.ndarray) -> np.ndarray:
     """Image + flip summed (float64, as upstream) and L2-normalised: [V,N,D] -> [N,D]."""
     views = np.asarray(views, dtype=np.float64)
-    return sklearn.preprocessing.normalize(views[0] + views[1] if len(views) > 1 else views[0].copy())
+    return sklearn.preprocessing.normalize(views[0] + views[1] if len(views) > 1
+                                           else views[0].copy())

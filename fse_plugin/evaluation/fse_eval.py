@@ -43,7 +43,8 @@ def _options(value: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
     if value is True:
         return {}
     if not isinstance(value, Mapping):
-        raise FSEError(f"{key}: expected True, False or a dict with keys {', '.join(allowed)}; got {value!r}")
+        raise FSEError(f"{key}: expected True, False or a dict with keys {', '.join(allowed)}; got "
+                       f"{value!r}")
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise FSEError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(allowed)}")
@@ -69,9 +70,10 @@ class FSCAMOptions:
         items = _options(value, key, [f for f in cls.__dataclass_fields__])
         options = cls()
         return cls(out=None if items.get("out") is None else os.fspath(items["out"]),
-                   methods=tuple(checks.name_list(items.get("methods", options.methods), f"{key}.methods",
-                                                  _cam_methods())),
-                   pairs=checks.choice(items.get("pairs", options.pairs), f"{key}.pairs", FSCAM_PAIRS),
+                   methods=tuple(checks.name_list(items.get("methods", options.methods),
+                                                  f"{key}.methods", _cam_methods())),
+                   pairs=checks.choice(items.get("pairs", options.pairs), f"{key}.pairs",
+                                       FSCAM_PAIRS),
                    limit=checks.count(items.get("limit", options.limit), f"{key}.limit"))
 
 
@@ -96,9 +98,11 @@ class OcclusionOptions:
         classes, groups = items.get("classes"), items.get("groups")
         _named(f"{key}.classes", occlusion_regions, classes, "none")
         regions = _named(f"{key}.groups", occlusion_regions, classes, groups)
-        return cls(classes=classes, groups=groups, fill=occlusion_fill(items.get("fill", options.fill), f"{key}.fill"),
+        return cls(classes=classes, groups=groups,
+                   fill=occlusion_fill(items.get("fill", options.fill), f"{key}.fill"),
                    seed=checks.count(items.get("seed", options.seed), f"{key}.seed", minimum=0),
-                   far=checks.open_fraction(items.get("far", options.far), f"{key}.far"), regions=tuple(regions))
+                   far=checks.open_fraction(items.get("far", options.far), f"{key}.far"),
+                   regions=tuple(regions))
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,9 @@ class FSEEvalConfig:
                 found, f"{KEY}.{name}", kind)
 
         return cls(fscam=FSCAMOptions.parse(entry.get("fscam")),
-                   occlusion=OcclusionOptions.parse(entry.get("occlusion")), parser=path("parser", "checkpoint"),
-                   masks=path("masks", "npy"), mask_cache=path("mask_cache", None),
+                   occlusion=OcclusionOptions.parse(entry.get("occlusion")),
+                   parser=path("parser", "checkpoint"), masks=path("masks", "npy"),
+                   mask_cache=path("mask_cache", None),
                    flags={k: v for k, v in entry.items() if k not in cls.KEYS})
 
     @property

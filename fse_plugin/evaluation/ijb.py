@@ -28,14 +28,15 @@ from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
 from fse_plugin.evaluation.protocols import IJB_FARS
 from fse_plugin.evaluation.tables import format_table
 
-__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
-           "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
+__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features",
+           "image_features", "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far",
+           "template_features"]
 
 _BATCH_SIZE = 128
 """eval_ijbc.py's default batch: the IJB functions' default ``EmbedSettings(batch_size=128)``."""
 
-_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
-                      [62.7299, 92.2041]], dtype=np.float32)
+_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+                      [33.5493, 92.3655], [62.7299, 92.2041]], dtype=np.float32)
 _TEMPLATE[:, 0] += 8.0
 """The ArcFace 5-point template as eval_ijbc.py builds it (float32, x shifted in float32): it
 differs from ``align.ARCFACE_TEMPLATE`` in the last bits, and skimage estimates in the points'
@@ -85,8 +86,8 @@ def _text_rows(path: Path, n_cols: int, layout: str) -> list[list[Any]]:
             if not cols:
                 continue
             if len(cols) != n_cols:
-                raise MetaError(f"{path}: row {lineno}: expected {n_cols} columns ({layout}), got {len(cols)}: "
-                                f"{line.strip()[:80]!r}")
+                raise MetaError(f"{path}: row {lineno}: expected {n_cols} columns ({layout}), got "
+                                f"{len(cols)}: {line.strip()[:80]!r}")
             rows.append(cols + [lineno])
     if not rows:
         raise MetaError(f"{path}: no rows")
@@ -112,8 +113,8 @@ def _int_table(path: Path, n_cols: int, layout: str) -> np.ndarray:
         pass
     names = layout.split()
     rows = _text_rows(path, n_cols, layout)
-    return np.asarray([[_number(v, int, path, r[-1], names[c]) for c, v in enumerate(r[:-1])] for r in rows],
-                      dtype=np.int64)
+    return np.asarray([[_number(v, int, path, r[-1], names[c]) for c, v in enumerate(r[:-1])]
+                       for r in rows], dtype=np.int64)
 
 
 def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +123,8 @@ def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndar
     tid_file, pts_file = files["face_tid_mid"], files["name_5pts_score"]
     tid_rows = _text_rows(tid_file, 3, "name tid mid")
     names = [r[0] for r in tid_rows]
-    tm = [[_number(r[1], int, tid_file, r[3], "tid"), _number(r[2], int, tid_file, r[3], "mid")] for r in tid_rows]
+    tm = [[_number(r[1], int, tid_file, r[3], "tid"), _number(r[2], int, tid_file, r[3], "mid")]
+          for r in tid_rows]
     templates, medias = np.asarray(tm, dtype=np.int64).T
     pts_rows = _text_rows(pts_file, 12, "name x1 y1 ... x5 y5 faceness")
     known = dict(zip(names, range(len(names))))
@@ -135,8 +137,8 @@ def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndar
     if len(pts_rows) != len(names):
         raise MetaError(f"{pts_file}: {len(pts_rows)} rows but {tid_file} has {len(names)}; first image without "
                         f"landmarks: {names[len(pts_rows)]!r} (row {tid_rows[len(pts_rows)][3]})")
-    values = np.asarray([[_number(v, float, pts_file, r[-1], f"{c + 2}") for c, v in enumerate(r[1:-1])]
-                         for r in pts_rows], dtype=np.float64)
+    values = np.asarray([[_number(v, float, pts_file, r[-1], f"{c + 2}")
+                          for c, v in enumerate(r[1:-1])] for r in pts_rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values).all(1))
     if len(bad):
         raise MetaError(f"{pts_file}: row {pts_rows[bad[0]][-1]}: landmarks or score not finite")
@@ -151,7 +153,8 @@ def _read_pairs(files: dict[str, Path], templates: np.ndarray) -> np.ndarray:
         missing = ~np.isin(ids, templates)
         if missing.any():
             i = int(np.argmax(missing))
-            raise MetaError(f"{path}: row {i + 1}: template {ids[i]} ({col}) has no image in {files['face_tid_mid']}")
+            raise MetaError(f"{path}: row {i + 1}: template {ids[i]} ({col}) has no image in "
+                            f"{files['face_tid_mid']}")
     bad = ~np.isin(pairs[:, 2], (0, 1))
     if bad.any():
         i = int(np.argmax(bad))
@@ -170,7 +173,8 @@ def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
             raise FileNotFoundError(f"{path}: missing IJB meta file ({what}) under {root}")
     names, templates, medias, values = _read_images(files)
     p1, p2, label = _read_pairs(files, templates).T
-    return IJBMeta(Path(root), target.upper(), names, values[:, :10].reshape(-1, 5, 2).astype(np.float32),
+    return IJBMeta(Path(root), target.upper(), names,
+                   values[:, :10].reshape(-1, 5, 2).astype(np.float32),
                    values[:, 10].astype(np.float32), templates, medias, p1, p2, label, files)
 
 
@@ -180,7 +184,8 @@ class IJBFaces(FaceImages):
 
     def __init__(self, meta: IJBMeta, keys: Sequence[int] | None = None, masks: Any = None,
                  transform: Callable | None = None) -> None:
-        super().__init__(None, masks, transform, keys if keys is not None else np.arange(len(meta.names)))
+        super().__init__(None, masks, transform,
+                         keys if keys is not None else np.arange(len(meta.names)))
         self.meta = meta
 
     def image(self, key: int) -> np.ndarray:
@@ -192,8 +197,10 @@ class IJBFaces(FaceImages):
             raise MetaError(f"{path}: missing or undecodable image ({where})")
         transform = SimilarityTransform.from_estimate(self.meta.points5[key], _TEMPLATE)
         if not transform:
-            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an alignment")
-        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0), cv2.COLOR_BGR2RGB)
+            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an "
+                            "alignment")
+        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0),
+                            cv2.COLOR_BGR2RGB)
 
 
 def ijb_image_features(model: nn.Module, meta: IJBMeta, settings: EmbedSettings | None = None,
@@ -217,7 +224,8 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
     upstream (float32 media means and sums), grouped by one sort instead of a scan per template.
     """
     if not len(img_feats) == len(templates) == len(medias):
-        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
+        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} "
+                       "media ids")
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
@@ -241,9 +249,9 @@ def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray
     return index
 
 
-def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np.ndarray, p2: np.ndarray,
-                template_feats2: np.ndarray | None = None, unique_templates2: np.ndarray | None = None,
-                chunk: int = 100000) -> np.ndarray:
+def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np.ndarray,
+                p2: np.ndarray, template_feats2: np.ndarray | None = None,
+                unique_templates2: np.ndarray | None = None, chunk: int = 100000) -> np.ndarray:
     """Cosine score per template pair (upstream ``verification``); ``template_feats2`` (optional)
     holds the second templates of the pairs, e.g. occluded probes against clean references."""
     if template_feats2 is None:
@@ -267,7 +275,8 @@ def _tar_at(fpr: np.ndarray, tpr: np.ndarray, fars: Sequence[float]) -> np.ndarr
     return np.array([tpr[np.argmin(np.abs(fpr - far))] for far in fars])
 
 
-def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Sequence[float] = IJB_FARS) -> tuple[np.ndarray, float]:
+def tar_at_far(labels: np.ndarray, scores: np.ndarray,
+               fars: Sequence[float] = IJB_FARS) -> tuple[np.ndarray, float]:
     """(TAR at each FAR, AUC) from sklearn's ROC, taking the point whose FPR is nearest each
     FAR - upstream's pick, ties to the higher threshold index of the flipped curve, i.e. ``argmin``
     after ``flipud``."""
@@ -284,14 +293,16 @@ def roc_colours(n_colours: int, colour_map: str) -> list[tuple[float, float, flo
     return [tuple(cmap(i / n_colours)[:3]) for i in range(n_colours)]
 
 
-def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path, title: str) -> Path:
+def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path,
+              title: str) -> Path:
     """Upstream's ROC figure (log FPR 1e-6..0.1, TPR 0.3..1, AUC in the legend) of the flipped
     curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig = plt.figure()
-    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
+    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1,
+             label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
     plt.xlim([10 ** -6, 0.1])
     plt.ylim([0.3, 1.0])
     plt.grid(linestyle="--", linewidth=1)
@@ -342,8 +353,9 @@ def _fars(fars: Sequence[float]) -> list[float]:
     return [checks.open_fraction(f, f"fars[{i}]") for i, f in enumerate(fars)]
 
 
-def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: EmbedSettings | None = None,
-                 target: str | None = None, out_dir: str | os.PathLike | None = None, name: str = "model",
+def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta,
+                 settings: EmbedSettings | None = None, target: str | None = None,
+                 out_dir: str | os.PathLike | None = None, name: str = "model",
                  fars: Sequence[float] = IJB_FARS) -> IJBResult:
     """IJB-B/C 1:1 verification of the set at ``root`` (``target`` IJBB or IJBC, default IJBC) or of
     an ``IJBMeta`` already read; TAR at each of ``fars``. ``settings`` as ``ijb_image_features``.
@@ -361,6 +373,7 @@ def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         result.scores_path = str(atomic_npy(out_dir / f"{meta.target.lower()}.npy", scores))
-        result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name, out_dir / f"{meta.target.lower()}_roc.png",
+        result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name,
+                                        out_dir / f"{meta.target.lower()}_roc.png",
                                         f"ROC on {meta.target}"))
     return result

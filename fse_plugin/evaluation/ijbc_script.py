@@ -60,7 +60,8 @@ def _log_to_stdout() -> None:
         root.setLevel(logging.INFO)
 
 
-def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
+def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                       cfg: dict[str, Any]) -> None:
     """``args.network`` and ``args.model_prefix`` from the config where the command line left their
     defaults."""
     if args.network == parser.get_default("network") and cfg.get("network"):
@@ -68,8 +69,8 @@ def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser
     if not args.model_prefix:
         weights = config_weights(cfg)
         if weights is None:
-            raise FSEError(f"{args.config}: no weights: {Path(cfg['output']) / 'model.pt'} does not exist; pass "
-                           "--model-prefix PATH/model.pt")
+            raise FSEError(f"{args.config}: no weights: {Path(cfg['output']) / 'model.pt'} does "
+                           "not exist; pass --model-prefix PATH/model.pt")
         args.model_prefix = str(weights)
     size = cfg.get("embedding_size", EMBEDDING_SIZE)
     if size != EMBEDDING_SIZE:
@@ -112,7 +113,8 @@ class IJBCScriptHook:
             if settings.wants_masks:
                 meta = read_ijb_meta(args.image_path, args.target)
                 _check_masks(settings, meta)
-            return cls(args.config, settings, args.network, args.model_prefix, meta, args.batch_size, args.job)
+            return cls(args.config, settings, args.network, args.model_prefix, meta,
+                       args.batch_size, args.job)
 
     def __call__(self, save_path: str | os.PathLike, image_features: np.ndarray) -> None:
         """After upstream's table: occlusion and FS-CAM into ``save_path``. ``image_features``:
@@ -123,7 +125,8 @@ class IJBCScriptHook:
         with _user_errors():
             from fse_plugin.backbone import load_backbone
             device = resolve_device("auto")
-            model = load_backbone(self.weights, self.network, EMBEDDING_SIZE, os.getcwd(), config_path=self.config_path)
+            model = load_backbone(self.weights, self.network, EMBEDDING_SIZE, os.getcwd(),
+                                  config_path=self.config_path)
             models, out = {self.name: model}, Path(save_path)
             masks = self._masks(out, device)
             if self.settings.occlusion is not None:
@@ -140,13 +143,17 @@ class IJBCScriptHook:
             from fse_plugin.cam import ijb_fscam_rows
             rows += list(ijb_fscam_rows(self.meta, s.fscam.pairs, s.fscam.limit))
         return predict_ijb_masks(s.parser, self.meta, np.unique(np.concatenate(rows)),
-                                 out / f"{self.meta.target.lower()}_masks.npy", self.batch_size, device, False)
+                                 out / f"{self.meta.target.lower()}_masks.npy", self.batch_size,
+                                 device, False)
 
-    def _occlusion(self, models: dict, masks: Any, image_features: np.ndarray, out: Path, device: Any) -> None:
+    def _occlusion(self, models: dict, masks: Any, image_features: np.ndarray, out: Path,
+                   device: Any) -> None:
         o = self.settings.occlusion
-        embedding = EmbedSettings(self.batch_size, device, embedding_size=EMBEDDING_SIZE, progress=False)
+        embedding = EmbedSettings(self.batch_size, device, embedding_size=EMBEDDING_SIZE,
+                                  progress=False)
         settings = OcclusionSettings(list(o.regions), o.fill, o.seed, embedding)
-        report = occlusion_ijb(models, self.meta, masks, settings, o.far, {self.name: image_features})
+        report = occlusion_ijb(models, self.meta, masks, settings, o.far,
+                               {self.name: image_features})
         log.info("%s", report.table())
         paths = write_occlusion_report(report, out, f"occlusion_{self.meta.target.lower()}")
         log.info("occlusion: %s", ", ".join(str(p) for p in paths.values()))
@@ -156,6 +163,6 @@ class IJBCScriptHook:
         f = self.settings.fscam
         log.info("FS-CAM target: %s", TARGETS["pair"])
         settings = ExplainSettings(methods=f.methods, device=str(device), progress=False)
-        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam", settings, f.pairs,
-                           f.limit)
+        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam",
+                           settings, f.pairs, f.limit)
         log.info("FS-CAM report: %s", report)

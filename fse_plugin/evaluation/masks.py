@@ -27,7 +27,8 @@ class CacheMasks:
         self.cache = MaskCache(path)
         self.path = path
         if len(self.cache) != n_images:
-            raise FSEError(f"{path}: mask cache holds {len(self.cache)} masks for {n_images} images")
+            raise FSEError(f"{path}: mask cache holds {len(self.cache)} masks for {n_images} "
+                           "images")
 
     def __getitem__(self, index: int) -> np.ndarray:
         key = int(self.cache.keys[int(index)])
@@ -56,12 +57,14 @@ def stack_masks(masks: Any, keys: Sequence[int]) -> np.ndarray:
     """uint8 [len(keys), H, W]: the masks of ``keys`` (whole numbers) from any mask source."""
     keys = np.asarray(keys)
     if keys.ndim != 1 or keys.dtype.kind not in "iu":
-        raise FSEError(f"keys: expected a 1-D sequence of whole image keys, got {keys.dtype} {keys.shape}")
+        raise FSEError(f"keys: expected a 1-D sequence of whole image keys, got {keys.dtype} "
+                       f"{keys.shape}")
     return np.stack([np.asarray(masks[int(k)]) for k in keys]).astype(np.uint8)
 
 
-def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Sequence[int], out_path: str | os.PathLike,
-                      batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
+def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Sequence[int],
+                      out_path: str | os.PathLike, batch_size: int = 64,
+                      device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
     """Parser masks of the aligned images of ``rows``, in a [N,112,112] ``.npy`` beside the results
     (255 in rows not predicted), memory-mapped: IJB-C's 469k masks take 5.9 GB. Reusable with
     ``--masks``."""
@@ -70,12 +73,14 @@ def predict_ijb_masks(parser_ckpt: str | os.PathLike, meta: IJBMeta, rows: Seque
     parser = load_parser(parser_ckpt, map_location=device)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    masks = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(len(meta.names), 112, 112))
+    masks = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8,
+                                      shape=(len(meta.names), 112, 112))
     masks[:] = 255
     faces = IJBFaces(meta)
     rows = np.asarray(rows, dtype=np.int64)
     for s in tqdm(range(0, len(rows), batch_size), desc="parser", disable=not progress):
         chunk = rows[s:s + batch_size]
-        masks[chunk] = predict_masks(parser, np.stack([faces.image(r) for r in chunk]), batch_size, device)
+        masks[chunk] = predict_masks(parser, np.stack([faces.image(r) for r in chunk]), batch_size,
+                                     device)
     masks.flush()
     return masks

@@ -25,8 +25,8 @@ from fse_plugin import labels
 from fse_plugin.common import FSEError, checks, to_input
 from fse_plugin.erasing import check_fill, erase
 from fse_plugin.evaluation.embed import EmbedSettings, batch_loader, embed, embed_batch, fuse_views, given_settings
-from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
-                                       template_features)
+from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features,
+                                       pair_scores, tar_at_far, template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
 from fse_plugin.evaluation.regions import occlusion_fill, occlusion_regions
 from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
@@ -69,7 +69,8 @@ class OcclusionSettings:
         if not isinstance(self.embed, EmbedSettings):
             raise FSEError(f"{name}.embed: expected EmbedSettings(...), got {self.embed!r}")
         if not isinstance(self.embedding_sizes, Mapping):
-            raise FSEError(f"{name}.embedding_sizes: expected a dict model name -> size, got {self.embedding_sizes!r}")
+            raise FSEError(f"{name}.embedding_sizes: expected a dict model name -> size, got "
+                           f"{self.embedding_sizes!r}")
         for model, size in self.embedding_sizes.items():
             if size is not None:
                 checks.count(size, f"{name}.embedding_sizes[{model!r}]")
@@ -77,7 +78,8 @@ class OcclusionSettings:
 
     def embed_settings(self, model: str) -> EmbedSettings:
         """``embed`` with the embedding size model ``model`` must give."""
-        return replace(self.embed, embedding_size=self.embedding_sizes.get(model, self.embed.embedding_size))
+        return replace(self.embed,
+                       embedding_size=self.embedding_sizes.get(model, self.embed.embedding_size))
 
 
 class RegionErasing:
@@ -94,7 +96,8 @@ class RegionErasing:
             raise FSEError(f"image {key}: no mask to erase {self!r} with")
         seed = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
+        return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids,
+                     self.fill, generator)
 
     def __repr__(self) -> str:
         names = ",".join(labels.class_name(c) for c in self.class_ids)
@@ -109,7 +112,8 @@ class _Region:
     positions: np.ndarray
 
 
-def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray) -> tuple[list[_Region], list[str]]:
+def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any,
+          keys: np.ndarray) -> tuple[list[_Region], list[str]]:
     """(regions present in some probe, names of those absent from every probe)."""
     presence = np.zeros((len(keys), labels.NUM_CLASSES), dtype=bool)
     for i, k in enumerate(keys):
@@ -127,8 +131,8 @@ class ErasedProbes(Dataset):
     ``images[p]`` is the uint8 probe at position p, ``keys[p]`` its image key (its mask
     ``masks[key]`` and the seed of its random fill)."""
 
-    def __init__(self, images: Any, keys: np.ndarray, masks: Any, regions: Sequence[_Region], fill: Any,
-                 seed: int) -> None:
+    def __init__(self, images: Any, keys: np.ndarray, masks: Any, regions: Sequence[_Region],
+                 fill: Any, seed: int) -> None:
         self.images, self.keys, self.masks = images, keys, masks
         self.erasers = [RegionErasing(r.ids, fill, seed) for r in regions]
         self.items = np.concatenate([np.stack([np.full(len(r.positions), i), r.positions], 1)
@@ -164,10 +168,11 @@ def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes,
     sizes = {m: settings.embed_settings(m).embedding_size for m in models}
     for model in models.values():
         model.to(s.device).eval()
-    loader = DataLoader(dataset, batch_sampler=dataset.batches(s.batch_size), num_workers=s.num_workers,
-                        pin_memory=s.device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(s.batch_size),
+                        num_workers=s.num_workers, pin_memory=s.device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not s.progress, leave=False):
+    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not s.progress,
+                         leave=False):
         x = x.to(s.device, non_blocking=True)
         for m, model in models.items():
             parts[m].append(embed_batch(model, x, True, s.precision, sizes[m]))
@@ -177,20 +182,23 @@ def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes,
             parts = {m: [] for m in models}
 
 
-def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
-                    clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
+def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes,
+                    regions: Sequence[_Region], clean: Mapping[str, float],
+                    score: Callable[[str, _Region, np.ndarray], float],
                     settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
     for r, views in _erased_views(models, dataset, settings):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
-        rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
-                                 scores, {m: clean[m] - scores[m] for m in models}))
+        rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids],
+                                 len(region.positions), scores,
+                                 {m: clean[m] - scores[m] for m in models}))
     return rows
 
 
-def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-                   settings: OcclusionSettings | None = None, folds: int = 10, name: str = "pack",
+def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray,
+                   masks: Any, settings: OcclusionSettings | None = None, folds: int = 10,
+                   name: str = "pack",
                    clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
     """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of
     every pair.
@@ -203,8 +211,8 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     keys = np.arange(1, len(images), 2)
     present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
-    emb = {m: fuse_views(clean_views[m] if m in clean_views else embed(model, images, s.embed_settings(m),
-                                                                         desc=f"{m} clean"))
+    emb = {m: fuse_views(clean_views[m] if m in clean_views
+                         else embed(model, images, s.embed_settings(m), desc=f"{m} clean"))
            for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
@@ -220,7 +228,8 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     if present:
         dataset = ErasedProbes(images[1::2], keys, masks, present, s.fill, s.seed)
         rows = _occlusion_rows(models, dataset, present, clean, score, s)
-    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, s.fill, s.seed, len(keys))
+    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, s.fill, s.seed,
+                           len(keys))
 
 
 class _Uint8Faces(Dataset):
@@ -243,8 +252,10 @@ def _aligned(meta: IJBMeta, rows: np.ndarray, settings: EmbedSettings) -> np.nda
     out = (np.empty(shape, np.uint8) if np.prod(shape) <= _IN_MEMORY
            else np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=shape))
     faces = IJBFaces(meta, rows)
-    loader = batch_loader(_Uint8Faces(faces), settings.batch_size, torch.device("cpu"), settings.num_workers)
-    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not settings.progress, leave=False):
+    loader = batch_loader(_Uint8Faces(faces), settings.batch_size, torch.device("cpu"),
+                          settings.num_workers)
+    for imgs, index in tqdm(loader, desc="align probes", unit="batch",
+                            disable=not settings.progress, leave=False):
         out[index.numpy()] = imgs.numpy()
     return out
 
@@ -265,8 +276,9 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
     keys = meta.probe_rows()
     present, skipped = _plan(s.regions, masks, keys)
     clean_features = clean_features or {}
-    feats = {m: clean_features[m] if m in clean_features else
-             ijb_image_features(model, meta, s.embed_settings(m), f"{m} clean") for m, model in models.items()}
+    feats = {m: clean_features[m] if m in clean_features
+             else ijb_image_features(model, meta, s.embed_settings(m), f"{m} clean")
+             for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
@@ -285,5 +297,5 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
         images = _aligned(meta, keys, s.embed)
         dataset = ErasedProbes(images, keys, masks, present, s.fill, s.seed)
         rows = _occlusion_rows(models, dataset, present, clean, score, s)
-    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, s.fill, s.seed,
-                           len(keys))
+    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped,
+                           s.fill, s.seed, len(keys))

@@ -31,7 +31,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
     if spec is None:
         spec = DEFAULT_GROUPS
     if not isinstance(spec, (str, Mapping)):
-        raise FSEError(f"groups: expected 'name=class,class;...' or a dict name -> classes, got {spec!r}")
+        raise FSEError("groups: expected 'name=class,class;...' or a dict name -> classes, got "
+                       f"{spec!r}")
     if isinstance(spec, str):
         if spec.strip().lower() in ("", "none"):
             return {}
@@ -41,7 +42,8 @@ def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> 
                 continue
             name, sep, classes = part.partition("=")
             if not sep or not name.strip() or not classes.strip():
-                raise FSEError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
+                raise FSEError(f"group {part!r}: expected name=class,class (groups are separated "
+                               "by ';')")
             if name.strip() in items:
                 raise FSEError(f"group {name.strip()!r} given twice")
             items[name.strip()] = classes

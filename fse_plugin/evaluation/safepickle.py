@@ -49,25 +49,28 @@ def _scan(data: bytes, path: str) -> None:
                 raise PackError(f"{path}: refusing to unpickle opcode {op.name} at byte {pos}: a verification pack "
                                 "holds only bytes, uint8 arrays, bools, lists and tuples")
             if op.name == "PROTO" and arg > pickle.HIGHEST_PROTOCOL:
-                raise PackError(f"{path}: pickle protocol {arg} at byte {pos} (at most {pickle.HIGHEST_PROTOCOL})")
+                raise PackError(f"{path}: pickle protocol {arg} at byte {pos} (at most "
+                                f"{pickle.HIGHEST_PROTOCOL})")
             if op.name == "FRAME" and arg > len(data) - pos:
-                raise PackError(f"{path}: not a readable verification pack (truncated: a frame of {arg} bytes at "
-                                f"byte {pos} runs past the end of the file)")
+                raise PackError(f"{path}: not a readable verification pack (truncated: a frame of "
+                                f"{arg} bytes at byte {pos} runs past the end of the file)")
             if op.name in _PUTS:
                 if arg > n_memo:
-                    raise PackError(f"{path}: memo index {arg} at byte {pos} after {n_memo} memo entries: not "
-                                    "written by a pickler (a memory bomb?)")
+                    raise PackError(f"{path}: memo index {arg} at byte {pos} after {n_memo} memo "
+                                    "entries: not written by a pickler (a memory bomb?)")
                 n_memo = max(n_memo, arg + 1)
             elif op.name == "MEMOIZE":
                 n_memo += 1
     except PackError:
         raise
     except Exception as e:  # truncated or garbled stream
-        raise PackError(f"{path}: not a readable verification pack ({type(e).__name__}: {e})") from None
+        raise PackError(f"{path}: not a readable verification pack "
+                        f"({type(e).__name__}: {e})") from None
 
 
 def _numpy_attr(name: str) -> Any:
-    for module in ("numpy._core.multiarray", "numpy._core.numeric", "numpy.core.multiarray", "numpy.core.numeric"):
+    for module in ("numpy._core.multiarray", "numpy._core.numeric", "numpy.core.multiarray",
+                   "numpy.core.numeric"):
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -89,8 +92,8 @@ class _PackUnpickler(pickle.Unpickler):
         self._frombuffer = _numpy_attr("_frombuffer")
 
     def _refuse(self, what: str) -> PackError:
-        return PackError(f"{self.path}: refusing to unpickle {what}: a verification pack holds only bytes, "
-                         "uint8 arrays, bools, lists and tuples")
+        return PackError(f"{self.path}: refusing to unpickle {what}: a verification pack holds "
+                         "only bytes, uint8 arrays, bools, lists and tuples")
 
     def _dtype(self, spec, align=False, copy=False) -> np.dtype:
         if not isinstance(spec, (str, bytes)):
@@ -153,4 +156,5 @@ def load_pack_pickle(data: bytes, path: str) -> Any:
     except PackError:
         raise
     except Exception as e:  # inconsistent stream the scan cannot see (stack underflow, bad memo reference ...)
-        raise PackError(f"{path}: not a readable verification pack ({type(e).__name__}: {e})") from None
+        raise PackError(f"{path}: not a readable verification pack "
+                        f"({type(e).__name__}: {e})") from None

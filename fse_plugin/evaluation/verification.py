@@ -39,8 +39,8 @@ def _folds(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if n_folds <= 1:  # upstream LFold: one "fold" trained and tested on everything
         return [(indices, indices)]
     if n < n_folds:
-        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a pack needs at least "
-                       "as many pairs as folds")
+        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a "
+                       "pack needs at least as many pairs as folds")
     return list(KFold(n_splits=n_folds, shuffle=False).split(indices))
 
 
@@ -60,7 +60,8 @@ def squared_distances(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
     return np.sum(np.square(np.subtract(emb1, emb2)), 1)
 
 
-def fold_accuracy(dist: np.ndarray, issame: np.ndarray, n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def fold_accuracy(dist: np.ndarray, issame: np.ndarray,
+                  n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Upstream ``calculate_roc`` (pca=0): (accuracy per test fold, its threshold, the best on the
     other folds)."""
     issame = np.asarray(issame, dtype=bool)
@@ -100,7 +101,8 @@ def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> flo
 
 
 def val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
-               thresholds: np.ndarray = _VAL_THRESHOLDS, n_folds: int = 10) -> tuple[float, float, float]:
+               thresholds: np.ndarray = _VAL_THRESHOLDS,
+               n_folds: int = 10) -> tuple[float, float, float]:
     """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on
     the rest.
 
@@ -164,26 +166,27 @@ def _issame(issame: Any) -> np.ndarray:
     """One bool per pair (0/1 accepted): any other value cannot say whether a pair is genuine."""
     flags = np.asarray(issame)
     if flags.ndim != 1 or not (flags.dtype == bool or (flags.dtype.kind in "iu" and np.isin(flags, (0, 1)).all())):
-        raise FSEError(f"issame: expected a 1-D sequence of bools (one per pair), got {flags.dtype} {flags.shape}")
+        raise FSEError("issame: expected a 1-D sequence of bools (one per pair), got "
+                       f"{flags.dtype} {flags.shape}")
     return flags.astype(bool)
 
 
-def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10, name: str = "pack",
-                        far_target: float = 1e-3) -> VerificationResult:
+def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10,
+                        name: str = "pack", far_target: float = 1e-3) -> VerificationResult:
     """The .bin protocol on un-normalised embeddings [V, 2P, D] (pairs are rows 2i, 2i+1)."""
     checks.count(n_folds, "n_folds", minimum=2)
     checks.open_fraction(far_target, "far_target")
     issame = _issame(issame)
     views = np.asarray(views)
     if views.ndim != 3 or views.shape[1] != 2 * len(issame):
-        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
-                         f"got {views.shape}")
+        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} "
+                       f"pairs, got {views.shape}")
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
     acc, best = fold_accuracy(dist, issame, n_folds)
     val, val_std, far = val_at_far(dist, issame, far_target, n_folds=n_folds)
-    return VerificationResult(name, len(issame), float(np.mean(acc)), float(np.std(acc)), _xnorm(views), val,
-                              val_std, far, acc.tolist(), best.tolist())
+    return VerificationResult(name, len(issame), float(np.mean(acc)), float(np.std(acc)),
+                              _xnorm(views), val, val_std, far, acc.tolist(), best.tolist())
 
 
 def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray],
@@ -195,10 +198,12 @@ def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, 
     checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
         if len(pack) != 2:
-            raise FSEError(f"pack: expected a .bin path or (images, issame), got a tuple of {len(pack)}")
+            raise FSEError("pack: expected a .bin path or (images, issame), got a tuple of "
+                           f"{len(pack)}")
         images, issame = pack[0], _issame(pack[1])
         if len(images) != 2 * len(issame):
-            raise FSEError(f"pack: {len(images)} images for {len(issame)} pairs (expected {2 * len(issame)})")
+            raise FSEError(f"pack: {len(images)} images for {len(issame)} pairs (expected "
+                           f"{2 * len(issame)})")
         name = name or "pack"
     else:
         images, issame = load_bin(pack)
