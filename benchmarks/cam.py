@@ -78,7 +78,8 @@ def forward_vs_fscam(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray,
     # least)
     xf = x.repeat(max(1, -(-2 * args.batch_size // len(x))),
                   1, 1, 1)[:max(len(x), 2 * args.batch_size)]
-    cam.batched_forward(model, xf[:args.batch_size], args.batch_size, args.precision)  # warm-up (cuDNN, allocator)
+    # warm-up (cuDNN, allocator)
+    cam.batched_forward(model, xf[:args.batch_size], args.batch_size, args.precision)
     cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.precision)
     t_fwd, t_cam = [], []
     for _ in range(args.reps):

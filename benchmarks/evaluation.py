@@ -70,7 +70,8 @@ def upstream_modules(root: Path):
     ver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ver)
     ver.interpolate = SimpleNamespace(
-        interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y), float(t))))
+        interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y),
+                                                                float(t))))
     tree = ast.parse((root / "eval_ijbc.py").read_text())
     keep = [n for n in tree.body
             if isinstance(n, ast.FunctionDef) and n.name == "image2template_feature"]
@@ -229,20 +230,26 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
     images, issame = ev.load_bin(pack)
     masks = np.load(masks_path_for(pack))
     compare_occlusion(f"[occlusion pack] {label}, {n_pairs} pairs", n_pairs, "pair",
-                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, ev.OcclusionSettings(
+                      lambda k=None: ev.occlusion_pack(models, images, issame, masks,
+                                                       ev.OcclusionSettings(
                           regions[:k], seed=0, embed=ev.EmbedSettings(batch_size, progress=False))),
-                      lambda k=None: per_region_occlusion(models, images, issame, masks, regions[:k], batch_size), reps)
+                      lambda k=None: per_region_occlusion(models, images, issame, masks,
+                                                          regions[:k], batch_size), reps)
 
-    n_ids = max(2, n_pairs // 4)  # 2 templates x 2 media x 2 images per identity: 4 probe images each
+    # 2 templates x 2 media x 2 images per identity: 4 probe images each
+    n_ids = max(2, n_pairs // 4)
     meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", n_identities=n_ids,
                                             templates_per_identity=2, media_per_template=2,
                                             images_per_media=2, seed=3, workers=1))
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
-    compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images", probes, "probe",
+    compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images",
+                      probes, "probe",
                       lambda k=None: ev.occlusion_ijb(models, meta, masks, ev.OcclusionSettings(
-                          regions[:k], seed=0, embed=ev.EmbedSettings(batch_size, progress=False)), 1e-1),
-                      lambda k=None: per_region_occlusion_ijb(models, meta, masks, regions[:k], batch_size, 1e-1),
+                          regions[:k], seed=0,
+                          embed=ev.EmbedSettings(batch_size, progress=False)), 1e-1),
+                      lambda k=None: per_region_occlusion_ijb(models, meta, masks, regions[:k],
+                                                              batch_size, 1e-1),
                       reps)
 
 
@@ -267,7 +274,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = os.environ.get("ARCFACE_TORCH_DIR")
-    ver, i2t = upstream_modules(Path(root)) if root and args.only in (None, "protocol", "ijb") else (None, None)
+    ver, i2t = (upstream_modules(Path(root)) if root and args.only in (None, "protocol", "ijb")
+                else (None, None))
     rng = np.random.default_rng(0)
     if args.only in (None, "protocol"):
         protocol(ver, rng)

@@ -32,7 +32,8 @@ class PatchError(FSEError):
 @dataclass
 class PatchResult:
     patch: Path
-    status: str  # 'applied' | 'reverted' | 'already applied' | 'not applied' | 'would apply' | 'would revert'
+    # 'applied' | 'reverted' | 'already applied' | 'not applied' | 'would apply' | 'would revert'
+    status: str
     files: list[str]
 
 

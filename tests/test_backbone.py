@@ -87,7 +87,8 @@ def test_unreadable_checkpoints(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pt: not a readable checkpoint"):
         load_recognizer(garbage)
-    code = tmp_path / "code.pt"  # objects weights_only refuses to build (a plain pickle could run code)
+    # objects weights_only refuses to build (a plain pickle could run code)
+    code = tmp_path / "code.pt"
     code.write_bytes(pickle.dumps({"weights": shutil.rmtree}))
     with pytest.raises(CheckpointError, match="code.pt: not a readable checkpoint.*weights_only"):
         load_recognizer(code)
@@ -95,7 +96,8 @@ def test_unreadable_checkpoints(tmp_path):
         load_recognizer(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="no weights given; a randomly initialised network"):
         load_recognizer(None, "tiny")
-    assert isinstance(load_backbone(None, "tiny"), torch.nn.Module)  # random only when asked for by name
+    # random only when asked for by name
+    assert isinstance(load_backbone(None, "tiny"), torch.nn.Module)
 
 
 def test_torchscript_has_no_head(tmp_path, tiny):

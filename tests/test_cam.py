@@ -80,7 +80,8 @@ def test_fscam_puts_planted_region_first(planted, kind):
         net, target = clf, None
     else:
         net = model
-        target = cam.pair_target(model, x, x2).take(slice(0, 4)) if kind == "pair" else cam.self_target(model, x)
+        target = (cam.pair_target(model, x, x2).take(slice(0, 4)) if kind == "pair"
+                  else cam.self_target(model, x))
     scores, maps = cam.fs_cam(net, x, masks, target)
     assert (top(scores) == PLANTED).all()
     present = set(torch.unique(masks[0]).tolist()) - {cam.IGNORE}
@@ -144,7 +145,8 @@ def test_ablation_puts_planted_region_first(planted):
     assert (top(drops) == PLANTED).all()
     others = drops.clone()
     others[:, PLANTED] = float("nan")
-    assert np.nanmax(np.abs(others.numpy())) < 1e-5  # erasing a region the model ignores changes nothing
+    # erasing a region the model ignores changes nothing
+    assert np.nanmax(np.abs(others.numpy())) < 1e-5
     assert (maps[masks == PLANTED] == 1).all()
     r1, _ = cam.region_ablation(model, x, masks, target, fill="random", seed=3)
     r2, _ = cam.region_ablation(model, x, masks, target, fill="random", seed=3)
@@ -173,7 +175,8 @@ def test_pixel_methods_put_planted_region_first(planted, method):
                                         ("layercam", "LayerCAM"), ("scorecam", "ScoreCAM")])
 def test_pixel_cam_agrees_with_library(planted, method, cls):
     import pytorch_grad_cam
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+    from pytorch_grad_cam.utils.model_targets import (ClassifierOutputSoftmaxTarget,
+                                                      ClassifierOutputTarget)
     model, clf, x, x2, _ = planted
     layer = clf.layers[-1]
     ids = clf(x).argmax(1).tolist()
@@ -224,7 +227,8 @@ def test_target_maths():
     assert torch.allclose(t.score(out, idx), F.cosine_similarity(out, ref[idx], dim=1), atol=1e-6)
     assert torch.allclose(t[3](out[0]), F.cosine_similarity(out[0], ref[3], dim=0), atol=1e-6)
     assert t[3](out).shape == (5,)
-    assert float(t.score(torch.zeros(1, 8), torch.tensor([0]))) == 0.0  # an all-zero embedding has no similarity
+    # an all-zero embedding has no similarity
+    assert float(t.score(torch.zeros(1, 8), torch.tensor([0]))) == 0.0
     with pytest.raises(ValueError, match="use target\\[i\\]"):
         t(out[0])
 
@@ -317,7 +321,8 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     for f in res.files.values():
         assert f.is_file() and f.stat().st_size > 0
     assert "<img src='compare.png'" in res.report.read_text()
-    doc = json.loads(res.files["region_scores_json"].read_text())  # the typed result, as the file lays it out
+    # the typed result, as the file lays it out
+    doc = json.loads(res.files["region_scores_json"].read_text())
     assert list(doc["stats"]["nose"]["fscam"]) == ["importance", "score"]
     assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [float(n) for n in
                                                              res.results["hair"]["gradcam"].stats.measure.n]
@@ -335,7 +340,8 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     ("precision", "amp", "ExplainSettings.precision: 'amp' is not one of fp32, fp16, bf16"),
     ("ci", "normal", "ExplainSettings.ci: 'normal' is not one of bootstrap, t"),
     ("report", "pdf", "ExplainSettings.report: 'pdf' is not one of md, html"),
-    ("target", "centroid", "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
+    ("target", "centroid",
+     "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
     ("options", {"rsie": {"n_masks": 4}}, "ExplainSettings.options: unknown name rsie"),
 ])
 def test_settings_refuse_what_cannot_run(field, value, said):
@@ -371,7 +377,8 @@ def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
     """An earlier run's tables and page are gone once a run starts; a table interrupted while it is
     written is absent, not half there."""
     import importlib
-    explain = importlib.import_module("fse_plugin.cam.explain")  # the module; the package's ``explain`` is the function
+    # the module; the package's ``explain`` is the function
+    explain = importlib.import_module("fse_plugin.cam.explain")
     report = importlib.import_module("fse_plugin.cam.report")
     model, _, x, x2, masks = planted
     st = cam.ExplainSettings(grid=2, progress=False)
@@ -499,7 +506,8 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
     assert all(0 <= v <= 1 for t, v, _ in writer.scalars if not t.endswith("seconds"))
     tag, img, step, fmt = writer.images[0]
     assert tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8 and img.shape == (224, 336, 3)
-    log_lines = training_log.read_text().splitlines()  # the hook's messages, in upstream's format and file
+    # the hook's messages, in upstream's format and file
+    log_lines = training_log.read_text().splitlines()
     for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp",
                  "fse_cam: lfw: 2 genuine pairs, masks from", "[lfw][4] FS-CAM top regions:",
                  "[lfw][8] FS-CAM top regions:"):

@@ -61,8 +61,7 @@ def test_choose_target_defaults_and_words():
     assert cam.choose_target("self", "pair", heads, weights).description == cam.TARGETS["self"]
     with pytest.raises(FSEError, match="--target class needs a classifier head, and a.pt has none"):
         cam.choose_target("class", "identity", {"a": None}, weights)
-    assert "scripted" in cam.choose_target("class", "pair", {"a": None}, weights,
-                                           scripted=True).description
+    assert "scripted" in cam.choose_target("class", "pair", {"a": None}, weights, scripted=True).description
 
 
 def _run(argv, capsys):
@@ -84,8 +83,10 @@ def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_pa
         rc, io = _run(["cam", *source, "--weights", str(weights), "--limit", "2", "--grid", "2",
                        "--out", str(out)], capsys)
         assert rc == 0, io.err
-        said = "FS-CAM target: identity logits of the checkpoint's classifier head (12 classes; cosine x 64, softmax)"
-        assert said in io.err and said in (out / "report.md").read_text()  # logged (stderr) and reported
+        said = ("FS-CAM target: identity logits of the checkpoint's classifier head (12 classes; "
+                "cosine x 64, softmax)")
+        # logged (stderr) and reported
+        assert said in io.err and said in (out / "report.md").read_text()
         meta = json.loads((out / "region_scores.json").read_text())["meta"]
         assert meta["target"] == "class" and "12 classes" in meta["target_description"]
         assert np.isfinite(json.loads((out / "region_scores.json").read_text())["stats"]["baseline"]["fscam"]

@@ -78,7 +78,8 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
     assert run.returncode == 0, run.stderr[-3000:]
     t = target.lower()
     upstream = tmp_path / "upstream" / "insightface"
-    assert sorted(p.name for p in upstream.iterdir()) == [f"{t}.npy", f"{t}.pdf"]  # nothing of the plugin's
+    # nothing of the plugin's
+    assert sorted(p.name for p in upstream.iterdir()) == [f"{t}.npy", f"{t}.pdf"]
     assert "FS-CAM" not in run.stdout
     ours = tmp_path / "fse"
     assert cli_main([str(a) for a in ("eval", "ijb", "--root", ijb_sets[target], "--ijb-set", target, "--network",
@@ -93,8 +94,9 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
 def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     """Network and weights from the config; FS-CAM and occlusion into the result folder, naming
     their regions."""
-    ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", n_identities=3, templates_per_identity=2, media_per_template=1,
-                           images_per_media=1, seed=5, workers=1)  # 6 images: FS-CAM and occlusion cost forwards
+    # 6 images: FS-CAM and occlusion cost forwards
+    ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", n_identities=3, templates_per_identity=2,
+                           media_per_template=1, images_per_media=1, seed=5, workers=1)
     (tree / "configs" / "fse_mbf_eval.py").write_text(
         (tree / "configs" / "fse_mbf.py").read_text() + "config.fse_eval = dict(fscam=dict(limit=1), occlusion=dict("
         f"classes='nose,mouth', groups='none', far=0.1), masks={str(ijbc / 'gt_masks.npy')!r})\n")
@@ -104,7 +106,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     out = tmp_path / "insightface"
     assert "FS-CAM target: cosine to the clean embedding of the other image of each pair" in run.stdout
     occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
-    regions = [r["region"] for r in occlusion["rows"]] + occlusion["skipped"]  # skipped: absent in every probe
+    # skipped: absent in every probe
+    regions = [r["region"] for r in occlusion["rows"]] + occlusion["skipped"]
     assert sorted(regions) == ["mouth", "nose"] and occlusion["metric"] == "TAR@FAR=0.1 (%)"
     tar_01 = float(table_numbers(run.stdout)[-1])  # the clean side is upstream's own features
     assert occlusion["clean"]["insightface"] == pytest.approx(tar_01, abs=0.005)
@@ -116,7 +119,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
 @pytest.mark.parametrize("entry, names", [
     ("dict(ocllusion=True)", ["config.fse_eval.ocllusion"]),
     ("dict(occlusion=dict(far=2.0), masks=MASKS)", ["config.fse_eval.occlusion.far"]),
-    ("dict(occlusion=dict(classes='noze'), masks=MASKS)", ["config.fse_eval.occlusion.classes", "noze"]),
+    ("dict(occlusion=dict(classes='noze'), masks=MASKS)",
+     ["config.fse_eval.occlusion.classes", "noze"]),
     ("dict(fscam=dict(methods='fscm'), masks=MASKS)", ["config.fse_eval.fscam.methods", "fscm"]),
     ("dict(fscam=True, parser='missing.pt')", ["config.fse_eval.parser", "missing.pt"]),
     ("dict(occlusion=True, masks='missing.npy')", ["config.fse_eval.masks", "missing.npy"]),
@@ -131,13 +135,15 @@ def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path,
     config.write_text((tree / "configs" / "fse_mbf.py").read_text() + f"MASKS = {str(masks)!r}\n"
                       f"config.fse_eval = {entry}\n")
     monkeypatch.chdir(tree)
-    plugin_log = logging.getLogger("fse_plugin")  # the script's hook logs to stdout: restored after the test
+    # the script's hook logs to stdout: restored after the test
+    plugin_log = logging.getLogger("fse_plugin")
     monkeypatch.setattr(plugin_log, "handlers", list(plugin_log.handlers))
     monkeypatch.setattr(plugin_log, "level", plugin_log.level)
     monkeypatch.setattr(sys, "path", [str(tree), *sys.path])
     monkeypatch.setattr(sys, "argv", ["eval_ijbc.py", "--config", "configs/fse_bad.py",
                                       "--image-path", str(ijb_sets["IJBC"])])
-    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:  # the script ignores all warnings
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:
+        # the script ignores all warnings
         runpy.run_path("eval_ijbc.py", run_name="__main__")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert done.value.code == 2 and len(lines) == 1, lines

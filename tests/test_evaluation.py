@@ -132,7 +132,8 @@ def upstream(arcface_torch_dir):
                 sys.modules[k] = v
     # current scipy's interp1d raises on repeated FAR values (insightface #2152): same rule as ours
     module.interpolate = SimpleNamespace(
-        interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y), float(t))))
+        interp1d=lambda x, y, kind: (lambda t: ev.far_threshold(np.asarray(x), np.asarray(y),
+                                                                float(t))))
     return module
 
 
@@ -272,7 +273,8 @@ class _Plain:
 
 @pytest.mark.parametrize("data, match", [
     (lambda: pickle.dumps(([_Plain()], []), protocol=2), "opcode NEWOBJ"),
-    (lambda: pickle.dumps(([b"x"], []), protocol=0).replace(b"(lp0", b"(i__main__\n_Plain\np0", 1), "opcode INST"),
+    (lambda: pickle.dumps(([b"x"], []), protocol=0).replace(b"(lp0", b"(i__main__\n_Plain\np0",
+                                                            1), "opcode INST"),
     (lambda: b"\x80\x06N.", "pickle protocol 6"),
     (lambda: b"\x80\x02N}q\x05.", r"memo index 5 at byte 4 after 0 memo entries"),
     (lambda: b"\x80\x02N", "not a readable verification pack"),
@@ -310,7 +312,8 @@ def plain_protocol(views: np.ndarray, issame: np.ndarray, far_target: float = 1e
         best = thresholds[int(np.argmax(train_acc))]
         accs.append(np.mean((dist[test] < best) == issame[test]))
         far_train = np.array([np.mean(dist[train][~issame[train]] < t) for t in fine])
-        t = float(interp1d(far_train, fine, kind="linear")(far_target)) if far_train.max() >= far_target else 0.0
+        t = (float(interp1d(far_train, fine, kind="linear")(far_target))
+             if far_train.max() >= far_target else 0.0)
         vals.append(np.mean(dist[test][issame[test]] < t))
         fars.append(np.mean(dist[test][~issame[test]] < t))
     norms = np.linalg.norm(views.reshape(-1, views.shape[-1]).astype(np.float64), axis=1)
@@ -335,14 +338,16 @@ def test_far_threshold_with_repeated_far_values():
     assert got == pytest.approx([0.2, 0.25, 0.4, 0.45, 0.7, 0.8])
     assert ev.far_threshold(far, th, 0.6) == 0.0  # never reached: upstream's 0.0
     distinct = np.array([0.0, 0.1, 0.3])
-    assert ev.far_threshold(distinct, np.array([0.0, 1.0, 2.0]), 0.2) == pytest.approx(1.5)  # plain linear
+    # plain linear
+    assert ev.far_threshold(distinct, np.array([0.0, 1.0, 2.0]), 0.2) == pytest.approx(1.5)
 
 
 def test_val_without_impostors_in_a_fold_does_not_crash():
     views, issame = structured_views(20, 0)
     issame[:] = True
     r = ev.evaluate_embeddings(views, issame)  # upstream divides by zero here
-    assert np.isnan(r.far) and r.val == 0.0  # FAR never reaches 1e-3 on train: threshold 0, as upstream
+    # FAR never reaches 1e-3 on train: threshold 0, as upstream
+    assert np.isnan(r.far) and r.val == 0.0
 
 
 def test_equal_to_upstream_verification(upstream, pack):
@@ -350,7 +355,8 @@ def test_equal_to_upstream_verification(upstream, pack):
     XNorm, VAL)."""
     images, issame, _ = pack
     model = small_model(1)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()  # what upstream load_bin holds
+    # what upstream load_bin holds
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
     acc1, std1, acc2, std2, xnorm, embeddings_list = upstream.test(([x, torch.flip(x, dims=[3])],
                                                                     issame.tolist()), model, 20, 10)
     views = ev.embed(model, images, ev.EmbedSettings(20, progress=False))
@@ -434,13 +440,15 @@ def _edit(path: Path, row: int, text: str) -> None:
 
 
 @pytest.mark.parametrize("file, row, text, match", [
-    ("template_pair_label", 3, "1 999 1", r"template_pair_label.txt: row 4: template 999 \(tid_2\) has no image"),
+    ("template_pair_label", 3, "1 999 1",
+     r"template_pair_label.txt: row 4: template 999 \(tid_2\) has no image"),
     ("template_pair_label", 0, "1 2", "template_pair_label.txt: row 1: expected 3 columns"),
     ("template_pair_label", 1, "1 2 7", "template_pair_label.txt: row 2: label 7 is not 0 or 1"),
     ("face_tid_mid", 2, "3.jpg x 2", "face_tid_mid.txt: row 3: column tid is 'x'"),
     ("name_5pts_score", 4, "ghost.jpg 1 2 3 4 5 6 7 8 9 10 0.9",
      "name_5pts_score.txt: row 5: image 'ghost.jpg' is not in"),
-    ("name_5pts_score", 6, "7.jpg 1 2 3 4 5 6 7 8 9 0.9", "name_5pts_score.txt: row 7: expected 12 columns"),
+    ("name_5pts_score", 6, "7.jpg 1 2 3 4 5 6 7 8 9 0.9",
+     "name_5pts_score.txt: row 7: expected 12 columns"),
     ("name_5pts_score", 0, "2.jpg 1 2 3 4 5 6 7 8 9 10 0.9", "row 1: image '2.jpg' is row 2 of"),
 ])
 def test_ijb_bad_meta(ijb_root, tmp_path, file, row, text, match):
@@ -580,7 +588,8 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     assert rc == 0
     doc = json.loads((out / "verification.json").read_text())
     assert [r["name"] for r in doc["results"]] == ["lfw"] and doc["model"]["network"] == "tiny"
-    assert doc["model"]["weights"] == str(tmp_path / "work_dirs" / "cfg" / "model.pt")  # config output/model.pt
+    # config output/model.pt
+    assert doc["model"]["weights"] == str(tmp_path / "work_dirs" / "cfg" / "model.pt")
     images, issame = ev.load_bin(small_bin)
     from fse_plugin.backbone import load_backbone
     expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images,
@@ -597,7 +606,8 @@ def test_cli_occlusion_pack_torchscript(synth_bin, scripted, tmp_path):
     assert rc == 0
     doc = json.loads((tmp_path / "occlusion_synth.json").read_text())
     assert doc["models"] == ["base", "fse"] and doc["fill"] == -1.0 and doc["rows"][0]["region"] == "mouth"
-    assert doc["rows"][0]["score"]["base"] == doc["rows"][0]["score"]["fse"]  # the same weights twice
+    # the same weights twice
+    assert doc["rows"][0]["score"]["base"] == doc["rows"][0]["score"]["fse"]
     assert (tmp_path / "occlusion_synth.png").is_file() and (tmp_path / "occlusion_synth.csv").is_file()
 
 
@@ -676,7 +686,8 @@ def test_cli_ijb_fscam_with_parser_masks(ijb_root, scripted, tmp_path):
     meta = ev.read_ijb_meta(ijb_root)
     rows = np.concatenate(ijb_fscam_rows(meta, "same", 2))
     masks = np.load(tmp_path / "out" / "ijbc_masks.npy")
-    assert (masks[rows] != 255).any((1, 2)).all()  # predicted where FS-CAM needs them, 255 elsewhere
+    # predicted where FS-CAM needs them, 255 elsewhere
+    assert (masks[rows] != 255).any((1, 2)).all()
     assert (masks[np.setdiff1d(np.arange(len(masks)), rows)] == 255).all()
 
 
@@ -773,4 +784,5 @@ def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb
     tar = json.loads((out / "ijbc_results.json").read_text())["tar"]
     occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
     assert occlusion["rows"][0]["region"] == "nose" and occlusion["metric"] == "TAR@FAR=0.1 (%)"
-    assert occlusion["clean"]["cheap"] == pytest.approx(tar[-1] * 100)  # FAR 0.1 is the table's last column
+    # FAR 0.1 is the table's last column
+    assert occlusion["clean"]["cheap"] == pytest.approx(tar[-1] * 100)

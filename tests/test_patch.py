@@ -135,7 +135,8 @@ def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, c
     root = tmp_path / "insightface"
     target = root / "recognition" / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)  # an enclosing repo must not confuse git apply
+    # an enclosing repo must not confuse git apply
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
     assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 4
     assert _pristine(target, arcface_torch_dir)
     assert cli.main(["patch-arcface", str(root)]) == 0
@@ -306,9 +307,11 @@ def test_patched_val_at_far_is_upstreams_where_scipy_accepts_the_far_values(veri
     upstream, patched = verification_modules
     e1, e2, issame = _pairs(400, 0)
     impostor = np.sort(np.sum((e1 - e2) ** 2, 1)[~issame])
-    thresholds = np.r_[0.0, (impostor[:-1] + impostor[1:]) / 2, 4.0]  # one impostor more per threshold
+    # one impostor more per threshold
+    thresholds = np.r_[0.0, (impostor[:-1] + impostor[1:]) / 2, 4.0]
     for far_target in (1e-3, 0.01, 0.1, 0.37):
-        want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)  # scipy's slinear
+        # scipy's slinear
+        want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)
         assert patched.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1) == want
         far = np.arange(len(thresholds)) / len(impostor)  # that training FAR: distinct values
         assert far_threshold(far, thresholds, far_target) == pytest.approx(

@@ -6,7 +6,8 @@ arcface_torch's ``backbones.get_model`` in the user's tree (and finds that tree)
 reads checkpoints as releases come and returns the backbone and, when the checkpoint holds one, the
 classifier head.
 """
-from fse_plugin.backbone.checkpoints import CheckpointError, load_backbone, load_recognizer, read_checkpoint
+from fse_plugin.backbone.checkpoints import (CheckpointError, load_backbone, load_recognizer,
+                                             read_checkpoint)
 from fse_plugin.backbone.networks import arcface_torch_dir, build_network
 from fse_plugin.backbone.tiny import IResNetTiny, iresnet_tiny
 

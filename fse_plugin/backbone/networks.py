@@ -90,6 +90,7 @@ def build_network(network: str = "tiny", embedding_size: int = 512,
     try:
         return _backbones(tree).get_model(network, dropout=0.0, fp16=False,
                                           num_features=embedding_size)
-    except ValueError:  # upstream's get_model raises a bare ValueError() for a name it does not know
+    except ValueError:
+        # upstream's get_model raises a bare ValueError() for a name it does not know
         raise FSEError(f"network {network!r} is not known to {tree}/backbones/__init__.py "
                        "get_model (r18, r34, r50, r100, r200, mbf, vit_t ...)") from None

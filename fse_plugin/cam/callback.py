@@ -86,7 +86,8 @@ def _pack_names(value: Any) -> tuple[str, ...]:
     names = value.split(",") if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise FSEError(f"{_KEY}.targets: expected a list of pack names, got {value!r}")
-    return tuple(checks.name_list(list(names), f"{_KEY}.targets", [n.strip() for n in names])) if names else ()
+    return (tuple(checks.name_list(list(names), f"{_KEY}.targets", [n.strip() for n in names]))
+            if names else ())
 
 
 def _precision_from_amp(opts: dict[str, Any]) -> str:
@@ -141,7 +142,9 @@ class FSCAMCallback:
             checks.existing_file(parser, f"{_KEY}.parser", "checkpoint")
         device = str(resolve_device())  # 'cuda' is the rank's device: train_v2 has set it
         pack = load_pack(path, masks, parser, "same", self.options.pairs, device)
-        order = np.concatenate([np.arange(0, len(pack.images), 2), np.arange(1, len(pack.images), 2)])  # a, then b
+        # a, then b
+        order = np.concatenate([np.arange(0, len(pack.images), 2),
+                                np.arange(1, len(pack.images), 2)])
         self.packs.append((name, pack.images[order], pack.masks[order]))
         n = len(pack.pairs)
         log.info("fse_cam: %s: %d genuine pair%s, masks from %s", name, n, "" if n == 1 else "s",

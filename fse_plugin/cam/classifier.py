@@ -86,7 +86,8 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
     if kind not in TARGETS:
         raise FSEError(f"unknown target {kind!r}; known: {', '.join(TARGETS)}")
     if kind != "class":
-        why = f" (no classifier head in {_source(weights[headless[0]])})" if requested is None and headless else ""
+        why = (f" (no classifier head in {_source(weights[headless[0]])})"
+               if requested is None and headless else "")
         return TargetChoice(kind, TARGETS[kind] + why)
     if headless and not scripted:
         raise FSEError(f"--target class needs a classifier head, and {_source(weights[headless[0]])} has none "
@@ -105,7 +106,8 @@ def explained_model(backbone: nn.Module, head: torch.Tensor | None, kind: str,
                     scale: float = ARCFACE_SCALE) -> nn.Module:
     """The model a target kind explains: backbone + identity logits for 'class' with a head, else
     the backbone."""
-    return IdentityLogits(backbone, head, scale).eval() if kind == "class" and head is not None else backbone
+    return (IdentityLogits(backbone, head, scale).eval() if kind == "class" and head is not None
+            else backbone)
 
 
 def _source(weights: str | None) -> str:

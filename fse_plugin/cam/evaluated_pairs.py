@@ -50,7 +50,8 @@ def ijb_fscam_rows(meta: IJBMeta, pairs: str = "same",
     by the first image (in meta order) of each of its two templates."""
     sel = select_pairs(meta.labels == 1, pairs, limit)
     unique, first = np.unique(meta.templates, return_index=True)
-    return first[np.searchsorted(unique, meta.p1[sel])], first[np.searchsorted(unique, meta.p2[sel])]
+    return (first[np.searchsorted(unique, meta.p1[sel])],
+            first[np.searchsorted(unique, meta.p2[sel])])
 
 
 def fscam_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,

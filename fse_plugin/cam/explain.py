@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from fse_plugin.cam.inputs import as_images, as_input, as_masks, picture_images
 from fse_plugin.cam.methods import run_method
-from fse_plugin.cam.names import GRADIENT_METHODS, PAIR_TARGETS, PIXEL_METHODS, REC_TARGETS, check_model_name
+from fse_plugin.cam.names import (GRADIENT_METHODS, PAIR_TARGETS, PIXEL_METHODS, REC_TARGETS,
+                                  check_model_name)
 from fse_plugin.cam.pixel import make_pixel_cam
 from fse_plugin.cam.report import clear_results, write_outputs
 from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
@@ -101,7 +102,8 @@ def explain(models: Models, images: np.ndarray, masks: np.ndarray, out_dir: str 
     if not len(data):
         raise FSEError("nothing to explain: no images")
     m = as_masks(masks, (len(data), *as_input(data[:1]).shape[2:]))
-    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(len(data))]
+    labels = (list(row_labels) if row_labels is not None
+              else [f"image {i}" for i in range(len(data))])
     if len(labels) != len(data):
         raise FSEError(f"{len(labels)} row labels for {len(data)} images")
     st = settings or ExplainSettings()
@@ -140,7 +142,8 @@ def _target_settings(st: ExplainSettings | None, default: str,
     st = st or ExplainSettings()
     kind = st.target or default
     grads = [m for m in st.methods if m in GRADIENT_METHODS]
-    if kind == "self" and grads:  # the cosine to the image's own embedding is maximal there: gradient 0
+    if kind == "self" and grads:
+        # the cosine to the image's own embedding is maximal there: gradient 0
         log.warning("target 'self' has zero gradient at the clean image: %s maps are noise; use "
                     "'pair' or 'identity' for gradient CAMs", ", ".join(grads))
     return replace(st, target=kind,

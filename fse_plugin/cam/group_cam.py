@@ -58,7 +58,8 @@ class GroupCAM(BaseCAM):
         acts = torch.from_numpy(np.asarray(activations)).float()
         alpha = torch.from_numpy(np.asarray(grads)).float().mean((2, 3), keepdim=True)
         groups = min(self.groups, acts.shape[1])
-        gmaps = torch.stack([c.sum(1) for c in (alpha * acts).tensor_split(groups, 1)], 1).relu()  # [B,G,h,w]
+        # [B,G,h,w]
+        gmaps = torch.stack([c.sum(1) for c in (alpha * acts).tensor_split(groups, 1)], 1).relu()
         thr = torch.quantile(gmaps.flatten(2), self.percentile / 100.0, dim=2)[..., None, None]
         gmaps = torch.where(gmaps > thr, gmaps, torch.zeros_like(gmaps))
         up = F.interpolate(gmaps, size=size, mode="bilinear", align_corners=False)

@@ -36,7 +36,8 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def as_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images as a tensor, not yet normalised (uint8 faces are normalised chunk by chunk)."""
-    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    return (images if isinstance(images, torch.Tensor)
+            else torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def picture_images(images: np.ndarray | torch.Tensor) -> np.ndarray:

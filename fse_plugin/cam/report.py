@@ -68,7 +68,8 @@ def write_stats_csv(path: Path, results: Results, comparison: Comparison) -> Pat
 
 
 def _nan_to_none(a: np.ndarray) -> list:
-    return [None if not np.isfinite(v) else round(float(v), 6) for v in np.asarray(a, np.float64).ravel()]
+    return [None if not np.isfinite(v) else round(float(v), 6)
+            for v in np.asarray(a, np.float64).ravel()]
 
 
 def _stats_json(stats: MethodStats) -> dict[str, dict[str, list]]:
@@ -111,7 +112,8 @@ def _model_blocks(name: str, results: Mapping[str, MethodResult],
     rows = [[CLASSES[k], str(int(first.n[k]))] + [_fmt_ci(r.stats.importance, k) for r in results.values()]
             for k in order]
     return [("h2", f"Model {name}"),
-            ("p", "ms per image: " + ", ".join(f"{m} {r.ms_per_image:.1f}" for m, r in results.items())),
+            ("p",
+             "ms per image: " + ", ".join(f"{m} {r.ms_per_image:.1f}" for m, r in results.items())),
             ("img", files[f"overlay_{name}"].name, f"{name} overlays"),
             ("img", files[f"importance_{name}"].name, f"{name} importance"),
             ("table", ["region", "n", *methods], rows)]
@@ -122,8 +124,8 @@ def _comparison_blocks(comparison: Comparison, files: Mapping[str, Path],
     rows = [[CLASSES[k]] + [_fmt_ci(diff.importance, k) for diff in comparison.values()]
             for k in range(NUM_CLASSES)]
     return [("h2", f"{names[1]} vs {names[0]}"), ("img", files["compare"].name, "comparison"),
-            ("p", f"Paired difference of importance, {names[1]} minus {names[0]} (same images and masks)."),
-            ("table", ["region", *comparison], rows)]
+            ("p", f"Paired difference of importance, {names[1]} minus {names[0]} (same images and "
+                  "masks)."), ("table", ["region", *comparison], rows)]
 
 
 def write_report(out: Path, results: Results, comparison: Comparison, files: Mapping[str, Path],
@@ -162,10 +164,12 @@ def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Se
                                                      title=name)
         files[f"importance_{name}"] = plot_region_bars(
             {m: {name: r.stats.importance} for m, r in per.items()},
-            out / f"importance_{name}.png", title=f"{name}: per-region importance, mean and 95% interval ({ci})")
+            out / f"importance_{name}.png",
+            title=f"{name}: per-region importance, mean and 95% interval ({ci})")
     if comparison:
         files["compare"] = plot_region_bars(
-            {m: {n: results[n][m].stats.importance for n in names} for m in comparison}, out / "compare.png",
+            {m: {n: results[n][m].stats.importance for n in names} for m in comparison},
+            out / "compare.png",
             title=f"{names[0]} vs {names[1]}: per-region importance, mean and 95% interval ({ci})")
     return files
 

@@ -147,5 +147,6 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None,
         raise FSEError(f"{rec}: no images with masks to explain")
     keys, labels, images, masks = (list(col) for col in zip(*rows))
     images_np = np.stack(images)
-    masks_np = masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
+    masks_np = (masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None
+                else np.stack(masks))
     return RecImages(images_np, masks_np, np.asarray(labels), np.asarray(keys), source)

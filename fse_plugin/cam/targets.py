@@ -118,7 +118,8 @@ class ClassTarget(Target):
         return s.gather(1, ids[:, None])[:, 0]
 
     def __repr__(self) -> str:
-        ids = "argmax" if self.ids is None else (int(self.ids[0]) if len(self.ids) == 1 else f"{len(self.ids)} ids")
+        ids = ("argmax" if self.ids is None
+               else (int(self.ids[0]) if len(self.ids) == 1 else f"{len(self.ids)} ids"))
         return f"ClassTarget({ids}, softmax={self.softmax})"
 
 

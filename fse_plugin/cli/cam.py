@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fse_plugin.cam.names import HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARGETS, check_model_name
+from fse_plugin.cam.names import (HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARGETS,
+                                  check_model_name)
 from fse_plugin.cli import types
 from fse_plugin.cli.grammar import command, fill_value, pack_flag, precision_flag, renamed
 from fse_plugin.common import FSEError, checks
@@ -206,8 +207,8 @@ def _load_models(args: argparse.Namespace) -> list[Loaded]:
     specs = [(args.name, args.weights, args.network)]
     if args.weights2 is not None:
         specs.append((args.name2, args.weights2, args.network2 or args.network))
-    return [Loaded(name, None if weights is None else str(weights), network, *load(weights, network))
-            for name, weights, network in specs]
+    return [Loaded(name, None if weights is None else str(weights), network,
+                   *load(weights, network)) for name, weights, network in specs]
 
 
 def _settings(args: argparse.Namespace, kind: str, meta: dict[str, str]) -> Any:
@@ -217,9 +218,12 @@ def _settings(args: argparse.Namespace, kind: str, meta: dict[str, str]) -> Any:
                         "seed": args.seed, "precision": args.precision},
                "groupcam": {"groups": args.groupcam_groups}}
     return cam.ExplainSettings(
-        methods=tuple(args.methods), target=kind, device=str(resolve_device(args.device)), batch_size=args.batch_size,
-        images_per_step=args.images_per_step, grid=args.grid, precision=args.precision, fill=args.fill,
-        seed=args.seed, target_layer=args.target_layer, options=options, ci=args.ci, report=args.report, meta=meta,
+        methods=tuple(args.methods), target=kind, device=str(resolve_device(args.device)),
+        batch_size=args.batch_size,
+        images_per_step=args.images_per_step, grid=args.grid, precision=args.precision,
+        fill=args.fill,
+        seed=args.seed, target_layer=args.target_layer, options=options, ci=args.ci,
+        report=args.report, meta=meta,
         progress=not args.quiet)
 
 

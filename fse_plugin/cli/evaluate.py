@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 HELP = "evaluate: verification packs, IJB-B/C 1:1, semantic-occlusion benchmark (+ FS-CAM)"
 log = logging.getLogger(__name__)
 PROTOCOLS = {
-    "verification": "LFW-style .bin packs: 10-fold Accuracy-Flip, XNorm, VAL@FAR=1e-3 (arcface_torch protocol)",
+    "verification": "LFW-style .bin packs: 10-fold Accuracy-Flip, XNorm, VAL@FAR=1e-3 "
+                    "(arcface_torch protocol)",
     "ijb": "IJB-B/C 1:1 verification: TAR@FAR 1e-6..1e-1, ROC plot, scores (eval_ijbc.py protocol)",
-    "occlusion": "semantic-occlusion benchmark: score drop per face region erased in the probes, 1 or 2 models",
+    "occlusion": "semantic-occlusion benchmark: score drop per face region erased in the probes, 1 "
+                 "or 2 models",
 }
 
 
@@ -239,17 +241,20 @@ def _model_spec(args: argparse.Namespace, cfg: Mapping[str, Any] | None,
     """network / weights / embedding size / label of model ``suffix`` ('' or '2') from flags, else
     config."""
     cfg = cfg or {}
-    network = getattr(args, f"network{suffix}") or (args.network if suffix else None) or cfg.get("network") or "tiny"
+    network = (getattr(args, f"network{suffix}") or (args.network if suffix else None)
+               or cfg.get("network") or "tiny")
     weights = getattr(args, f"weights{suffix}")
     if weights is None and not suffix and cfg:
         found = config_weights(cfg)
         weights = str(found) if found else None
-    size = getattr(args, f"embedding_size{suffix}") or args.embedding_size or cfg.get("embedding_size")
+    size = (getattr(args, f"embedding_size{suffix}") or args.embedding_size
+            or cfg.get("embedding_size"))
     if size is not None:
         checks.count(size, "config.embedding_size" if cfg.get("embedding_size") == size
                      else "--embedding-size")
     weights = None if weights is None else str(weights)
-    label = (Path(weights).parent.name if Path(weights).stem == "model" else Path(weights).stem) if weights else network
+    label = ((Path(weights).parent.name if Path(weights).stem == "model" else Path(weights).stem)
+             if weights else network)
     name = getattr(args, f"name{suffix}") or label
     return {"network": network, "weights": weights, "embedding_size": size, "name": name}
 
@@ -285,7 +290,8 @@ def _mask_source(args: argparse.Namespace, pack: str | None = None) -> str:
         return given[0]
     if pack is not None and masks_path_for(pack).is_file():
         return "beside"
-    where = f"{pack}: no masks: put {masks_path_for(pack).name} beside the pack or pass" if pack else "masks needed:"
+    where = (f"{pack}: no masks: put {masks_path_for(pack).name} beside the pack or pass" if pack
+             else "masks needed:")
     raise FSEError(f"{where} --masks, --mask-cache or --parser")
 
 
@@ -512,7 +518,8 @@ def run_occlusion(args: argparse.Namespace) -> int:
         _check_ijb_masks(args, meta)
         models = _load_models(args, specs)
         from fse_plugin.cam import ijb_fscam_rows
-        fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
+        fscam_rows = (np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit))
+                      if args.fscam else [])
         masks = _ijb_masks(args, meta, np.union1d(meta.probe_rows(), fscam_rows).astype(np.int64),
                            out)
         report = evaluation.occlusion_ijb(models, meta, masks, run, args.far)

@@ -18,7 +18,8 @@ def _exec_config(path: Path) -> dict[str, Any]:
         raise FSEError(f"{path}: not a Python config file")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)  # the user's own config, as arcface_torch's get_config imports it
+        # the user's own config, as arcface_torch's get_config imports it
+        spec.loader.exec_module(module)
     except SyntaxError as e:
         raise FSEError(f"{path}: line {e.lineno}: {e.msg}: fix the config's Python "
                        "syntax") from None

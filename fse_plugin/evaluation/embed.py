@@ -83,7 +83,8 @@ class EmbedSettings:
             checks.count(self.embedding_size, f"{name}.embedding_size")
         checks.choice(self.progress, f"{name}.progress", (True, False))
         device = resolve_device(self.device, f"{name}.device")
-        object.__setattr__(self, "device", device)  # frozen: the resolved device is stored once, here
+        # frozen: the resolved device is stored once, here
+        object.__setattr__(self, "device", device)
         check_precision(self.precision, device, f"{name}.precision")
 
 
@@ -128,7 +129,8 @@ def batch_loader(dataset: Dataset, batch_size: int, device: torch.device,
 def _face_array(images: Any) -> np.ndarray:
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
             and images.shape[3] == 3):
-        what = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        what = (f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray)
+                else type(images).__name__)
         raise FSEError(f"images: expected uint8 [N, H, W, 3] RGB faces (or a Dataset), got {what}")
     return images
 

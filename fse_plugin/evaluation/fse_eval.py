@@ -25,7 +25,8 @@ FSCAM_PAIRS = ("same", "diff", "all")
 
 
 def _cam_methods() -> tuple[str, ...]:
-    from fse_plugin.cam.names import METHODS  # cam imports evaluation: read its registry at call time
+    # cam imports evaluation: read its registry at call time
+    from fse_plugin.cam.names import METHODS
     return METHODS
 
 

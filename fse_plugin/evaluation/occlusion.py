@@ -24,7 +24,8 @@ from tqdm import tqdm
 from fse_plugin import labels
 from fse_plugin.common import FSEError, checks, to_input
 from fse_plugin.erasing import check_fill, erase
-from fse_plugin.evaluation.embed import EmbedSettings, batch_loader, embed, embed_batch, fuse_views, given_settings
+from fse_plugin.evaluation.embed import (EmbedSettings, batch_loader, embed, embed_batch,
+                                         fuse_views, given_settings)
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features,
                                        pair_scores, tar_at_far, template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
@@ -122,7 +123,8 @@ def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any,
             raise FSEError(f"image {k}: no mask in the mask source")
         presence[i] = np.bincount(np.asarray(mask).ravel(), minlength=256)[:labels.NUM_CLASSES] > 0
     present = [_Region(name, ids, np.flatnonzero(presence[:, ids].any(1))) for name, ids in regions]
-    return [r for r in present if len(r.positions)], [r.name for r in present if not len(r.positions)]
+    return ([r for r in present if len(r.positions)],
+            [r.name for r in present if not len(r.positions)])
 
 
 class ErasedProbes(Dataset):
@@ -145,14 +147,16 @@ class ErasedProbes(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         r, p = self.items[index]
         key = int(self.keys[p])
-        return self.erasers[r](to_input(np.ascontiguousarray(self.images[p])), self.masks[key], key), index
+        return (self.erasers[r](to_input(np.ascontiguousarray(self.images[p])),
+                                self.masks[key], key), index)
 
     def batches(self, batch_size: int) -> list[range]:
         """Item ranges of at most ``batch_size``, none spanning two regions: a batch's images then
         cost what they cost alone (CPU convolutions get slower per image in larger batches), and
         each region completes on its own batch boundary."""
         starts = np.r_[0, self.ends[:-1]]
-        return [range(s, min(s + batch_size, end)) for start, end in zip(starts.tolist(), self.ends.tolist())
+        return [range(s, min(s + batch_size, end))
+                for start, end in zip(starts.tolist(), self.ends.tolist())
                 for s in range(start, end, batch_size)]
 
     def __repr__(self) -> str:

@@ -116,5 +116,6 @@ def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = No
     checks.choice(which, "pairs", ("same", "diff", "all"))
     if limit is not None:
         checks.count(limit, "limit", minimum=0)
-    idx = np.arange(len(issame)) if which == "all" else np.flatnonzero(issame if which == "same" else ~issame)
+    idx = (np.arange(len(issame)) if which == "all"
+           else np.flatnonzero(issame if which == "same" else ~issame))
     return idx[:limit] if limit is not None else idx

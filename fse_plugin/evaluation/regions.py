@@ -16,10 +16,10 @@ __all__ = ["DEFAULT_GROUPS", "occlusion_fill", "occlusion_regions", "parse_group
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
-    "upper_face": ("right_forehead", "left_forehead", "middle_forehead", "around_right_eye", "around_left_eye",
-                   "right_eye", "left_eye", "right_brow", "left_brow"),
-    "lower_face": ("right_cheek", "left_cheek", "right_chin", "left_chin", "nose", "mouth", "upper_lip",
-                   "lower_lip"),
+    "upper_face": ("right_forehead", "left_forehead", "middle_forehead", "around_right_eye",
+                   "around_left_eye", "right_eye", "left_eye", "right_brow", "left_brow"),
+    "lower_face": ("right_cheek", "left_cheek", "right_chin", "left_chin", "nose", "mouth",
+                   "upper_lip", "lower_lip"),
 }
 """Region groups of the occlusion benchmark: eyes and brows (what sunglasses hide), the upper face
 above the nose, and the lower face a medical mask covers."""

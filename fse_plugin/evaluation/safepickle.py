@@ -27,8 +27,10 @@ __all__ = ["load_pack_pickle"]
 
 _OPCODES = frozenset((
     "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
+    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+    "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
+    "BYTEARRAY8",
     "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
     "EMPTY_LIST", "APPEND", "APPENDS", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
     "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",
@@ -86,7 +88,8 @@ class _PackUnpickler(pickle.Unpickler):
         """Stands for numpy.ndarray: it may only be passed to _reconstruct, never called."""
 
     def __init__(self, file, path: str) -> None:
-        super().__init__(file, encoding="latin1")  # py2 packs: str -> latin1 str, converted back to bytes later
+        # py2 packs: str -> latin1 str, converted back to bytes later
+        super().__init__(file, encoding="latin1")
         self.path = path
         self._reconstruct = _numpy_attr("_reconstruct")
         self._frombuffer = _numpy_attr("_frombuffer")
@@ -155,6 +158,7 @@ def load_pack_pickle(data: bytes, path: str) -> Any:
         return _PackUnpickler(io.BytesIO(data), path).load()
     except PackError:
         raise
-    except Exception as e:  # inconsistent stream the scan cannot see (stack underflow, bad memo reference ...)
+    except Exception as e:
+        # inconsistent stream the scan cannot see (stack underflow, bad memo reference ...)
         raise PackError(f"{path}: not a readable verification pack "
                         f"({type(e).__name__}: {e})") from None
