@@ -163,8 +163,9 @@ def main() -> None:
     fwd_ips, cam_ips = forward_vs_fscam(model, x, masks, target, args)
     ratio = cam_ips / (fwd_ips / 26)
     dev = args.device + ("" if args.precision == "fp32" else f" {args.precision}")
-    print(f"network {args.network}, {len(x)} synthetic 112x112 faces ({present:.1f} regions present on average), "
-          f"target {what}, batch {args.batch_size}, device {dev}, {args.threads} CPU threads; best of {args.reps}")
+    print(f"network {args.network}, {len(x)} synthetic 112x112 faces ({present:.1f} regions "
+          f"present on average), target {what}, batch {args.batch_size}, device {dev}, "
+          f"{args.threads} CPU threads; best of {args.reps}")
     print(f"{'':14} {'images/s wall':>14} {'images/s CPU':>13}")
     print(f"{'plain forward':14} {fwd_ips[0]:>14.1f} {fwd_ips[1]:>13.1f}")
     print(f"{'FS-CAM':14} {cam_ips[0]:>14.1f} {cam_ips[1]:>13.1f}   {1 + present:.1f} "
