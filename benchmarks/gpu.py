@@ -3,7 +3,8 @@
     python benchmarks/gpu.py [--budget 500] [--out gpu_out] [--arcface-dir DIR] [--stages cache,train_v2]
     python benchmarks/gpu.py --smoke      # every stage on CPU at tiny sizes (tests/test_gpu_benchmark.py)
 
-Stages, in this order, each in child processes (the GPU window's command: benchmarks/README.md, GPU):
+Stages, in this order, each in child processes (the GPU window's command: benchmarks/README.md,
+GPU):
 
   env       GPU, driver, torch / CUDA / cuDNN, CPUs, the cache build's default workers, git, the commit
   data      a synthetic rec (40 x 25 faces with exact masks); a rec tiled from it for train_v2 + its mask
@@ -17,14 +18,15 @@ Stages, in this order, each in child processes (the GPU window's command: benchm
   cam       FS-CAM images/s vs the plain forward, r50 bf16: benchmarks/cam.py
   study     ``fse study --trainer arcface``, variants off and fse, one seed, 300 steps
 
-A stage that would start with less than its minimum time left is skipped with a note; one that outruns its
-box (or the budget) is stopped and keeps the figures it had; one that fails is recorded and the next one
-runs (exit status 1 at the end). ``OUT/gpu.json`` and ``OUT/gpu.md`` (the tables, each goal marked) are
-rewritten after every stage, so a run cut short keeps what it measured; ``OUT/gpu.log`` holds each child's
-command, output, wall and CPU seconds. No network: the data is synthetic and the parsers and networks
-random-init (costs do not depend on weights). Missing packages are named at the start, with how to bring
-them as wheels; the stages that need them are skipped. On CPU the arcface_torch stages go through
-tests/arcface_harness.py, which redirects train_v2.py's CUDA-only calls; with CUDA nothing is redirected.
+A stage that would start with less than its minimum time left is skipped with a note; one that
+outruns its box (or the budget) is stopped and keeps the figures it had; one that fails is recorded
+and the next one runs (exit status 1 at the end). ``OUT/gpu.json`` and ``OUT/gpu.md`` (the tables,
+each goal marked) are rewritten after every stage, so a run cut short keeps what it measured;
+``OUT/gpu.log`` holds each child's command, output, wall and CPU seconds. No network: the data is
+synthetic and the parsers and networks random-init (costs do not depend on weights). Missing
+packages are named at the start, with how to bring them as wheels; the stages that need them are
+skipped. On CPU the arcface_torch stages go through tests/arcface_harness.py, which redirects
+train_v2.py's CUDA-only calls; with CUDA nothing is redirected.
 """
 from __future__ import annotations
 
@@ -61,12 +63,13 @@ def bring(missing: list[str]) -> str:
     return f"make wheels with 'python3 -m pip wheel --no-deps -w .whl {names}' and carry .whl (benchmarks/README.md)"
 
 
-# ------------------------------------------------------------------------------------------------ sizes
+# ---------------------------------------------------------------------------------------- sizes
 
 
 @dataclass(frozen=True)
 class Train:
-    """train_v2.py's run: one epoch of ``steps`` batches, "Speed" logged every ``frequent`` steps."""
+    """train_v2.py's run: one epoch of ``steps`` batches, "Speed" logged every ``frequent``
+    steps."""
     network: str
     batch: int
     steps: int
@@ -77,8 +80,9 @@ class Train:
 
 @dataclass(frozen=True)
 class Sizes:
-    """What the stages run on: ``full_sizes`` on a GPU node, ``SMOKE`` on CPU (seconds per stage). Both pass the
-    same flags to the benchmarks (precision included), so a renamed flag fails the smoke test too."""
+    """What the stages run on: ``full_sizes`` on a GPU node, ``SMOKE`` on CPU (seconds per stage).
+    Both pass the same flags to the benchmarks (precision included), so a renamed flag fails the
+    smoke test too."""
     device: str
     rec: tuple[int, int]  # identities x faces of the synthetic rec
     scales: tuple[int, ...]  # parser feature_scales ...
@@ -119,11 +123,12 @@ SMOKE = Sizes(
            "steps": 2, "batch_size": 4})
 
 
-# ------------------------------------------------------------------------------------------------ children
+# ---------------------------------------------------------------------------------------- children
 
 
 class StageTimeout(Exception):
-    """The stage's box (or the whole budget) ran out while a child was running; the child was stopped."""
+    """The stage's box (or the whole budget) ran out while a child was running; the child was
+    stopped."""
 
 
 class StageError(Exception):
@@ -131,8 +136,9 @@ class StageError(Exception):
 
 
 def stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """End a child's process group: SIGTERM, then SIGKILL after ``grace_s`` (torchrun stops its workers, which
-    it starts in sessions of their own, on SIGTERM); a Ctrl-C meanwhile is ignored, so no child is left."""
+    """End a child's process group: SIGTERM, then SIGKILL after ``grace_s`` (torchrun stops its
+    workers, which it starts in sessions of their own, on SIGTERM); a Ctrl-C meanwhile is ignored,
+    so no child is left."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -149,7 +155,8 @@ def stop(proc: subprocess.Popen, grace_s: float) -> None:
 
 
 def _what(argv: list[Any]) -> str:
-    """The program of a child's command line, for messages: a module, a script (and this script's child)."""
+    """The program of a child's command line, for messages: a module, a script (and this script's
+    child)."""
     args = [str(a) for a in argv[1:]]
     if args[0] == "-m":
         return args[1]
@@ -157,10 +164,10 @@ def _what(argv: list[Any]) -> str:
 
 
 class Context:
-    """What a stage runs with: sizes, folders, the arcface_torch checkout, the data stage's figures, and
-    ``call`` for its children, which stops them at the stage's deadline. Each child leads a process group of
-    its own (in this session, so whatever ends the session ends them too): a Ctrl-C at the terminal reaches
-    only this process, which stops them (``close``)."""
+    """What a stage runs with: sizes, folders, the arcface_torch checkout, the data stage's figures,
+    and ``call`` for its children, which stops them at the stage's deadline. Each child leads a
+    process group of its own (in this session, so whatever ends the session ends them too): a Ctrl-C
+    at the terminal reaches only this process, which stops them (``close``)."""
 
     def __init__(self, sizes: Sizes, work: Path, log: Path, arcface: Path | None, smoke: bool) -> None:
         self.sizes, self.work, self.log, self.arcface, self.smoke = sizes, work, log, arcface, smoke
@@ -172,7 +179,8 @@ class Context:
                     "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "1"} if smoke else {})}
 
     def call(self, argv: list[Any], cwd: Path | None = None) -> str:
-        """Run ``argv`` to its end within the deadline; returns its output (also appended to the log)."""
+        """Run ``argv`` to its end within the deadline; returns its output (also appended to the
+        log)."""
         left = self.deadline - time.monotonic() - self.grace_s
         if left < 1:
             raise StageTimeout(f"no time left to start {_what(argv)}")
@@ -201,7 +209,8 @@ class Context:
         return self.call([sys.executable, *args], cwd)
 
     def child_json(self, name: str) -> dict:
-        """Run this script's own child ``name`` (one concern in a fresh process) and return its figures."""
+        """Run this script's own child ``name`` (one concern in a fresh process) and return its
+        figures."""
         self.python(__file__, "--child", name, "--work", self.work, *(["--smoke"] if self.smoke else []),
                     *([] if self.arcface is None else ["--arcface-dir", self.arcface]))
         return json.loads((self.work / f"{name}.json").read_text())
@@ -214,7 +223,8 @@ class Context:
 
 
 def _children_cpu() -> float:
-    """CPU seconds of this process's finished children and theirs (torchrun's workers, DataLoader workers)."""
+    """CPU seconds of this process's finished children and theirs (torchrun's workers, DataLoader
+    workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -228,7 +238,8 @@ def _bench(name: str):
 
 
 def child_env(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
-    """The machine and software the figures come from; the commit measured where the checkout has git."""
+    """The machine and software the figures come from; the commit measured where the checkout has
+    git."""
     import cv2
     import numpy
     import torch
@@ -263,8 +274,9 @@ def _run_text(*argv: str) -> str | None:
 
 
 def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
-    """The synthetic rec; train_v2's rec (its faces tiled to ``train_images`` records) with a mask cache; a
-    patched copy of the arcface_torch checkout (``fse_plugin.patching``, what ``fse patch-arcface`` runs)."""
+    """The synthetic rec; train_v2's rec (its faces tiled to ``train_images`` records) with a mask
+    cache; a patched copy of the arcface_torch checkout (``fse_plugin.patching``, what
+    ``fse patch-arcface`` runs)."""
     import numpy as np
 
     from fse_plugin import maskcache, recordio, synth
@@ -322,16 +334,17 @@ def _sync(device) -> None:
 
 
 def study_argv(sizes: Sizes, arcface: Path | None, out: Path, device: str) -> list[str]:
-    """The ``fse study`` command line of the study stage: off and fse, the sizes of ``sizes.study``."""
+    """The ``fse study`` command line of the study stage: off and fse, the sizes of
+    ``sizes.study``."""
     flags = [a for k, v in sizes.study.items() if k != "network" for a in (f"--{k.replace('_', '-')}", str(v))]
     return ["study", "--trainer", "arcface", "--arcface-dir", str(arcface), "--network", sizes.study["network"],
             "--variants", "off", "fse", "--device", device, "--quiet", "--out", str(out), *flags]
 
 
 def child_study(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
-    """``fse study --trainer arcface`` on CPU: the GPU run's command line, read by fse's own parser, then the
-    library call the command makes, with train_v2.py launched through tests/arcface_harness.py (the command
-    itself refuses to run without CUDA)."""
+    """``fse study --trainer arcface`` on CPU: the GPU run's command line, read by fse's own parser,
+    then the library call the command makes, with train_v2.py launched through
+    tests/arcface_harness.py (the command itself refuses to run without CUDA)."""
     from fse_plugin.cli import build_parser
     from fse_plugin.cli.grammar import sizes_from
     from fse_plugin.study import DEFAULT, run_study
@@ -357,7 +370,7 @@ def run_child(name: str, sizes: Sizes, work: Path, arcface: Path | None) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------ stages
+# ---------------------------------------------------------------------------------------- stages
 
 
 def stage_env(ctx: Context, figures: dict) -> None:
@@ -369,7 +382,8 @@ def stage_data(ctx: Context, figures: dict) -> None:
 
 
 def stage_cache(ctx: Context, figures: dict) -> None:
-    """Per feature_scale, forward-only before and after the build, the build's loop and end-to-end rates."""
+    """Per feature_scale, forward-only before and after the build, the build's loop and end-to-end
+    rates."""
     s = ctx.sizes
     for scale, images in zip(s.scales, s.cache_images):
         out = ctx.work / f"cache_fs{scale}.json"
@@ -398,7 +412,8 @@ SPEED = re.compile(r"Speed ([0-9.]+) samples/sec")
 
 
 def train_config(ctx: Context, output: Path, p: float | None) -> str:
-    """A train_v2 config over upstream's configs/base.py: the tiled rec, no verification, config.fse or not."""
+    """A train_v2 config over upstream's configs/base.py: the tiled rec, no verification, config.fse
+    or not."""
     t, data = ctx.sizes.train, ctx.data
     lines = ["from easydict import EasyDict as edict", "config = edict()", f"config.network = {t.network!r}",
              f"config.output = {str(output)!r}", f"config.rec = {data['train_rec']!r}",
@@ -412,7 +427,8 @@ def train_config(ctx: Context, output: Path, p: float | None) -> str:
 
 
 def samples_per_s(log: str) -> tuple[float, list[float]]:
-    """The median of train_v2's own "Speed ... samples/sec" lines, the first two (warm-up) left out."""
+    """The median of train_v2's own "Speed ... samples/sec" lines, the first two (warm-up) left
+    out."""
     speeds = [float(v) for v in SPEED.findall(log)]
     if not speeds:
         raise StageError("training.log has no 'Speed ... samples/sec' line")
@@ -426,7 +442,8 @@ def patched_tree(ctx: Context) -> Path:
 
 
 def stage_train_v2(ctx: Context, figures: dict) -> None:
-    """Upstream train_v2.py under torchrun (one process) per variant; samples/s from its training.log."""
+    """Upstream train_v2.py under torchrun (one process) per variant; samples/s from its
+    training.log."""
     tree = patched_tree(ctx)
     figures.update(asdict(ctx.sizes.train))
     for name, p in TRAIN_VARIANTS.items():
@@ -449,7 +466,8 @@ CAM_LINE = re.compile(r"^(plain forward|FS-CAM)\s+([0-9.]+)\s+([0-9.]+)", re.M)
 
 
 def stage_cam(ctx: Context, figures: dict) -> None:
-    """benchmarks/cam.py, FS-CAM only (its per-method table for one face), the figures read from its output."""
+    """benchmarks/cam.py, FS-CAM only (its per-method table for one face), the figures read from its
+    output."""
     arcface = ["--arcface-dir", patched_tree(ctx)]
     text = ctx.python(BENCH / "cam.py", "--device", ctx.sizes.device, *ctx.sizes.cam, *arcface, "--methods", "fscam",
                       "--method-images", "1")
@@ -461,7 +479,8 @@ def stage_cam(ctx: Context, figures: dict) -> None:
 
 
 def stage_study(ctx: Context, figures: dict) -> None:
-    """``fse study --trainer arcface`` (on CPU the same library call through the harness), off and fse."""
+    """``fse study --trainer arcface`` (on CPU the same library call through the harness), off and
+    fse."""
     study = ctx.sizes.study
     if ctx.sizes.device == "cuda":
         ctx.python("-m", "fse_plugin", *study_argv(ctx.sizes, ctx.arcface, ctx.work / "study", "cuda"))
@@ -496,7 +515,7 @@ STAGES = (
 NAMES = tuple(s.name for s in STAGES)
 
 
-# ------------------------------------------------------------------------------------------------ the run
+# ---------------------------------------------------------------------------------------- the run
 
 
 @dataclass
@@ -520,8 +539,8 @@ def lacks(stage: Stage, missing: list[str], arcface: Path | None) -> str:
 
 
 def run_stage(ctx: Context, stage: Stage, budget_end: float) -> Result:
-    """One stage within its box and what is left of the budget (in a smoke run, the budget alone: CPU times say
-    nothing of a GPU's). A stage's failure is recorded and the run goes on."""
+    """One stage within its box and what is left of the budget (in a smoke run, the budget alone:
+    CPU times say nothing of a GPU's). A stage's failure is recorded and the run goes on."""
     left = budget_end - time.monotonic()
     if left < stage.min_s:
         return Result("skipped", note=f"budget spent: {left:.0f} s left, the stage needs ~{stage.min_s:.0f} s")
@@ -544,8 +563,8 @@ def run_stage(ctx: Context, stage: Stage, budget_end: float) -> Result:
 
 
 class Report:
-    """gpu.json and gpu.md, rewritten whole after every stage (atomically: a run cut short leaves the stages it
-    finished)."""
+    """gpu.json and gpu.md, rewritten whole after every stage (atomically: a run cut short leaves
+    the stages it finished)."""
 
     def __init__(self, out: Path, ctx: Context, budget: float, missing: list[str]) -> None:
         self.out = out
@@ -587,7 +606,7 @@ def say(line: str) -> None:
     print(f"[gpu] {line}", file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------------------------------------ tables
+# ---------------------------------------------------------------------------------------- tables
 
 
 def _n(x: float | None, digits: int = 0) -> str:
@@ -685,12 +704,13 @@ def _study_md(fig: dict, judged: bool) -> list[str]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ main
+# ---------------------------------------------------------------------------------------- main
 
 
 def arcface_checkout(given: str | None) -> Path | None:
-    """--arcface-dir, else $ARCFACE_TORCH_DIR, else .gpu/arcface_torch in the repo (what the GPU window carries),
-    else shared/arcface_torch beside the repo or a parent; None without a train_v2.py."""
+    """--arcface-dir, else $ARCFACE_TORCH_DIR, else .gpu/arcface_torch in the repo (what the GPU
+    window carries), else shared/arcface_torch beside the repo or a parent; None without a
+    train_v2.py."""
     candidates = [given, os.environ.get("ARCFACE_TORCH_DIR"), REPO / ".gpu" / "arcface_torch",
                   *(p / "shared" / "arcface_torch" for p in REPO.parents)]
     for c in candidates:

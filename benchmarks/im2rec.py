@@ -1,14 +1,15 @@
-"""im2rec benchmark: ``python -m fse_plugin.im2rec`` vs mxnet 1.9.1's ``python -m mxnet.tools.im2rec``.
+"""im2rec benchmark: ``python -m fse_plugin.im2rec`` vs mxnet 1.9.1's
+``python -m mxnet.tools.im2rec``.
 
     python benchmarks/im2rec.py --mxnet-python PYTHON_WITH_MXNET [--images 3000] [--copies 5] [--threads 1 2]
 
-The image folder: aligned 112x112 synthetic faces (``fse_plugin.synth``), one sub-folder per identity,
-JPEG files (written once under --workdir; ``--copies`` hard-links it into more identity folders).
-Each measurement is a whole command in a fresh process, the two tools alternating, ``--repeats``
-times (median): ``--list --recursive``, then packing the same list re-encoded at ``--quality 95``
-(im2rec's default) and with ``--pass-through``, at each ``--threads`` count. Outputs are checked to
-be byte-identical. Images/s are of the work (the command less the import of its package, which each
-tool's ``--help`` measures); the whole commands' ratio too.
+The image folder: aligned 112x112 synthetic faces (``fse_plugin.synth``), one sub-folder per
+identity, JPEG files (written once under --workdir; ``--copies`` hard-links it into more identity
+folders). Each measurement is a whole command in a fresh process, the two tools alternating,
+``--repeats`` times (median): ``--list --recursive``, then packing the same list re-encoded at
+``--quality 95`` (im2rec's default) and with ``--pass-through``, at each ``--threads`` count.
+Outputs are checked to be byte-identical. Images/s are of the work (the command less the import of
+its package, which each tool's ``--help`` measures); the whole commands' ratio too.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_folder(workdir: Path, images: int, per_identity: int = 20) -> Path:
-    """``images`` aligned faces as ``images/<label>/<key>.jpg`` (the synthetic rec's JPEGs, written out)."""
+    """``images`` aligned faces as ``images/<label>/<key>.jpg`` (the synthetic rec's JPEGs, written
+    out)."""
     from fse_plugin import synth
     from fse_plugin.recordio import image_index, open_rec, unpack
     root = workdir / f"images{images}"
@@ -65,8 +67,8 @@ _DRIVERS = {
 
 
 def _env() -> dict:
-    """This repo first on the path, and bytecode cached as in a normal install (both tools' imports then
-    read .pyc files; the first start-up run writes ours)."""
+    """This repo first on the path, and bytecode cached as in a normal install (both tools' imports
+    then read .pyc files; the first start-up run writes ours)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
@@ -91,7 +93,8 @@ def startup(python: str, tool: str) -> float:
 
 def run_pair(pythons: dict, workdir: Path, args: list[str], lst: Path | None, repeats: int,
              outputs: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """Median (whole, work) seconds of each tool running ``args PREFIX ROOT``; outputs must be byte-identical."""
+    """Median (whole, work) seconds of each tool running ``args PREFIX ROOT``; outputs must be
+    byte-identical."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in pythons}
     for _ in range(repeats):
         for name, python in pythons.items():
@@ -109,8 +112,8 @@ def run_pair(pythons: dict, workdir: Path, args: list[str], lst: Path | None, re
 
 
 def copied(base: Path, copies: int) -> Path:
-    """``copies`` hard-linked copies of the folder's identities (new identity folders, the same files):
-    a bigger folder for the per-image rates without rendering more faces."""
+    """``copies`` hard-linked copies of the folder's identities (new identity folders, the same
+    files): a bigger folder for the per-image rates without rendering more faces."""
     if copies == 1:
         return base
     root = base.with_name(f"{base.name}x{copies}")

@@ -1,4 +1,5 @@
-"""RecordIO benchmark: index open time/memory and random-read rate, fse_plugin vs mxnet side by side.
+"""RecordIO benchmark: index open time/memory and random-read rate, fse_plugin vs mxnet side by
+side.
 
     python benchmarks/recordio.py [--mxnet-python /path/to/python-with-mxnet]
 
@@ -35,7 +36,8 @@ def _vm(field: str) -> int:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """Measure one thing with ``args.module`` (fse_plugin.recordio or mxnet.recordio); print JSON."""
+    """Measure one thing with ``args.module`` (fse_plugin.recordio or mxnet.recordio); print
+    JSON."""
     import importlib
 
     import numpy as np
@@ -85,7 +87,8 @@ def _run_child(python: str, module: str, what: str, api: str, rec: Path, idx: Pa
 
 
 def make_index(workdir: Path, n: int) -> tuple[Path, Path]:
-    """An insightface-ordered .idx of n lines and a sparse .rec it fits (records only at the ends)."""
+    """An insightface-ordered .idx of n lines and a sparse .rec it fits (records only at the
+    ends)."""
     import numpy as np
     idx, rec = workdir / f"index{n}.idx", workdir / f"index{n}.rec"
     if idx.is_file() and rec.is_file():

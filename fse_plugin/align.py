@@ -31,7 +31,8 @@ def five_points_from_68(ldmks: np.ndarray) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama 1991).
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama
+    1991).
 
     Returns the 2x3 matrix for ``cv2.warpAffine``.
     """

@@ -27,10 +27,10 @@ id  class              side rule  lies on
 16  left_ear           image      image-left edge  (x ~6)
 ==  =================  =========  ================================================
 
-All other classes (background, nose, mouth, lips, neck, hair, clothing, glasses, headwear) have no side.
-So around_right_eye (8, image-left) surrounds left_eye (12, image-left). A horizontal flip moves every
-pixel to the other side of the image, so under either rule each sided class must swap with its partner
-(``MIRROR``) for the mask to keep telling the truth; ``flip_mask`` does both.
+All other classes (background, nose, mouth, lips, neck, hair, clothing, glasses, headwear) have no
+side. So around_right_eye (8, image-left) surrounds left_eye (12, image-left). A horizontal flip
+moves every pixel to the other side of the image, so under either rule each sided class must swap
+with its partner (``MIRROR``) for the mask to keep telling the truth; ``flip_mask`` does both.
 """
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ _NAME_TO_ID["headware"] = _NAME_TO_ID["headwear"]  # seed typo
 def class_id(name: str | int, what: str = "class") -> int:
     """Id of a class given by name (case-insensitive) or int id; FSEError naming ``what`` otherwise.
 
-    A string is a name, never an id: ``"10"`` is refused (``10`` or ``"nose"``), as are bools and floats.
+    A string is a name, never an id: ``"10"`` is refused (``10`` or ``"nose"``), as are bools and
+    floats.
     """
     if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
         if not 0 <= int(name) < NUM_CLASSES:
@@ -148,7 +149,8 @@ def class_id(name: str | int, what: str = "class") -> int:
 
 
 def class_ids(names: Iterable[str | int], what: str = "classes") -> list[int]:
-    """Ids for names and/or int ids, order kept; unknown or duplicate classes refused naming ``what``."""
+    """Ids for names and/or int ids, order kept; unknown or duplicate classes refused naming
+    ``what``."""
     ids = [class_id(n, what) for n in names]
     twice = [i for k, i in enumerate(ids) if i in ids[:k]]
     if twice:
@@ -183,9 +185,9 @@ def parse_class_list(spec: Any, name: str = "classes", *, allow_empty: bool = Fa
     """The one rule for a list of classes, wherever one is given (config keys, CLI flags, the API).
 
     ``spec``: a list or tuple of class names and/or int ids, or one string of comma-separated names
-    (``"nose, mouth"``); None means all 25. Strings are names, never ids (``"10"`` is refused with a hint
-    naming ``"nose"`` and ``10``). Unknown or duplicate classes, and an empty list unless ``allow_empty``,
-    are refused with an FSEError naming ``name`` (a flag or config key).
+    (``"nose, mouth"``); None means all 25. Strings are names, never ids (``"10"`` is refused with a
+    hint naming ``"nose"`` and ``10``). Unknown or duplicate classes, and an empty list unless
+    ``allow_empty``, are refused with an FSEError naming ``name`` (a flag or config key).
 
     Example::
 

@@ -11,8 +11,8 @@ torch.set_num_threads(1)
 
 
 def _find_shared(name: str, env: str) -> Path:
-    """$``env``, else the nearest ``shared/<name>`` beside the repo or one of its parents (the checkout
-    may sit deeper than ``<work>/main`` in CI); the path returned may not exist."""
+    """$``env``, else the nearest ``shared/<name>`` beside the repo or one of its parents (the
+    checkout may sit deeper than ``<work>/main`` in CI); the path returned may not exist."""
     if os.environ.get(env):
         return Path(os.environ[env])
     repo = Path(__file__).resolve().parents[1]
@@ -60,8 +60,8 @@ def synth_bin(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mxnet_python() -> str:
-    """An interpreter that imports mxnet 1.9.1: $FSE_MXNET_PYTHON, else this one if it can; the tests that
-    compare with real mxnet are skipped, saying how to run them, without one."""
+    """An interpreter that imports mxnet 1.9.1: $FSE_MXNET_PYTHON, else this one if it can; the
+    tests that compare with real mxnet are skipped, saying how to run them, without one."""
     import subprocess
     import sys
     for py in (os.environ.get("FSE_MXNET_PYTHON"), sys.executable):
@@ -72,8 +72,9 @@ def mxnet_python() -> str:
 
 @pytest.fixture(scope="session")
 def arcface_torch_dir() -> Path:
-    """Pristine arcface_torch checkout: $ARCFACE_TORCH_DIR, else ``shared/arcface_torch`` beside the repo
-    (tests copy it before patching); the tests that need it are skipped, saying why, without one."""
+    """Pristine arcface_torch checkout: $ARCFACE_TORCH_DIR, else ``shared/arcface_torch`` beside the
+    repo (tests copy it before patching); the tests that need it are skipped, saying why, without
+    one."""
     if not (ARCFACE_TORCH / "train_v2.py").is_file():
         pytest.skip(f"no arcface_torch checkout at {ARCFACE_TORCH} (set ARCFACE_TORCH_DIR to "
                     f"recognition/arcface_torch of insightface 7fadd420)")

@@ -1,4 +1,5 @@
-"""Alignment helpers: 5 points from 68, the Umeyama similarity, ArcFace warps (images bilinear, labels nearest)."""
+"""Alignment helpers: 5 points from 68, the Umeyama similarity, ArcFace warps (images bilinear,
+labels nearest)."""
 from __future__ import annotations
 
 import cv2

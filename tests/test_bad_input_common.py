@@ -1,4 +1,5 @@
-"""The error contract of the command line itself (the commands' own cases are in test_bad_input_<area>.py)."""
+"""The error contract of the command line itself (the commands' own cases are in
+test_bad_input_<area>.py)."""
 import pytest
 
 from badinput import assert_user_error, run_fse

@@ -1,5 +1,5 @@
-"""Bad input to ``fse rec list|pack|shuffle`` and ``python -m fse_plugin.im2rec``: one line naming the flag,
-file or line, exit status 2, nothing decoded and nothing written."""
+"""Bad input to ``fse rec list|pack|shuffle`` and ``python -m fse_plugin.im2rec``: one line naming
+the flag, file or line, exit status 2, nothing decoded and nothing written."""
 from pathlib import Path
 
 import cv2

@@ -10,7 +10,8 @@ from fse_plugin.common import FSEError, NORM_LUT, load_masks, masks_path_for, mo
 def test_to_input_is_arcface_torchs_normalisation():
     img = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
     x = to_input(img)
-    # torchvision's ToTensor + Normalize(0.5, 0.5), as upstream's MXFaceDataset and verification.py run it
+    # torchvision's ToTensor + Normalize(0.5, 0.5), as upstream's MXFaceDataset and verification.py
+    # run it
     want = torch.stack([(torch.from_numpy(i).permute(2, 0, 1).float() / 255 - 0.5) / 0.5 for i in img])
     assert torch.equal(x, want) and x.is_contiguous() and x.dtype == torch.float32
     nhwc = to_input(img, channels_last=True)

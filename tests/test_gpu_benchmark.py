@@ -1,6 +1,7 @@
-"""benchmarks/gpu.py, the one command of a GPU window: ``--smoke`` runs every stage on CPU at tiny sizes
-(so the command is known to work before a window opens), a stage is stopped at its box and later ones
-skipped when the budget is spent, bad flags are one line and exit status 2, Ctrl-C one line and 130."""
+"""benchmarks/gpu.py, the one command of a GPU window: ``--smoke`` runs every stage on CPU at tiny
+sizes (so the command is known to work before a window opens), a stage is stopped at its box and
+later ones skipped when the budget is spent, bad flags are one line and exit status 2, Ctrl-C one
+line and 130."""
 import importlib.util
 import json
 import os
@@ -73,8 +74,9 @@ def test_smoke_runs_every_stage_on_cpu(arcface_torch_dir, tmp_path):
 
 
 def test_the_gpu_runs_study_command_line_is_one_fse_reads(gpu, arcface_torch_dir, tmp_path):
-    """The smoke runs the study through the library (fse study refuses --trainer arcface without CUDA): the
-    full run's command line is checked here (--device cpu: the device is checked while parsing)."""
+    """The smoke runs the study through the library (fse study refuses --trainer arcface without
+    CUDA): the full run's command line is checked here (--device cpu: the device is checked while
+    parsing)."""
     from fse_plugin.cli import build_parser
     args = build_parser().parse_args(gpu.study_argv(gpu.full_sizes(16), arcface_torch_dir, tmp_path, "cpu"))
     assert (args.trainer, args.network, args.variants, args.seeds, args.steps) == ("arcface", "r18", ["off", "fse"],

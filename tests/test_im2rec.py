@@ -1,6 +1,7 @@
-"""Dataset preparation without mxnet: im2rec's lists and records against mxnet 1.9.1's (fixtures, and real
-mxnet where FSE_MXNET_PYTHON has it), worker processes, skipped images, interruption and resume, the
-seeded shuffle against upstream's scripts/shuffle_rec.py, and the prepared rec in the rest of the workflow."""
+"""Dataset preparation without mxnet: im2rec's lists and records against mxnet 1.9.1's (fixtures,
+and real mxnet where FSE_MXNET_PYTHON has it), worker processes, skipped images, interruption and
+resume, the seeded shuffle against upstream's scripts/shuffle_rec.py, and the prepared rec in the
+rest of the workflow."""
 import hashlib
 import json
 import logging
@@ -66,8 +67,8 @@ def test_lists_are_mxnets(im2rec_dir, tmp_path):
 
 @pytest.mark.parametrize("prefix, flags", [("pt", ["--pass-through"]), ("train", ["--quality", 95])])
 def test_records_are_mxnets(im2rec_dir, tmp_path, prefix, flags):
-    """Pass-through is the file's bytes; re-encoded JPEGs are mxnet's (its OpenCV 4.8.1 / libjpeg-turbo
-    2.1.3 and ours give the same bytes: the same cv2 calls on the same pixels)."""
+    """Pass-through is the file's bytes; re-encoded JPEGs are mxnet's (its OpenCV 4.8.1 /
+    libjpeg-turbo 2.1.3 and ours give the same bytes: the same cv2 calls on the same pixels)."""
     expected = json.loads((im2rec_dir / "expected.json").read_text())
     shutil.copy(im2rec_dir / f"{prefix}.lst", tmp_path)
     im2rec(*flags, tmp_path / prefix, im2rec_dir / "images")
@@ -108,7 +109,7 @@ def test_workers_keep_order_and_leave_ctrl_c_to_the_parent():
     assert multiprocessing.active_children() == []
 
 
-# ------------------------------------------------------------------------------- skipped, interrupted, resumed
+# -------------------------------------------------------------------- skipped, interrupted, resumed
 def _folder(root: Path, n: int) -> Path:
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -225,10 +226,11 @@ def test_shuffle_is_upstreams_script_seeded(arcface_torch_dir, synth_rec, tmp_pa
     assert index.labels.tolist() != original.labels.tolist()
 
 
-# ------------------------------------------------------------------------------- the rest of the workflow
+# ------------------------------------------------------------------------- the rest of the workflow
 @pytest.fixture(scope="module")
 def im2rec_rec(im2rec_dir, tmp_path_factory) -> Path:
-    """The fixture's image folder as a user prepares it: list, pack (train.rec/.idx in a dataset folder)."""
+    """The fixture's image folder as a user prepares it: list, pack (train.rec/.idx in a dataset
+    folder)."""
     d = tmp_path_factory.mktemp("prepared")
     im2rec("--list", "--recursive", d / "train", im2rec_dir / "images")
     im2rec("--num-thread", 2, "--quality", 100, d / "train", im2rec_dir / "images")
@@ -258,7 +260,8 @@ def test_prepared_rec_builds_a_mask_cache_and_feeds_fsemxfacedataset(im2rec_rec,
 
 def test_prepared_rec_trains_through_the_patched_get_dataloader(arcface_torch_dir, im2rec_rec, synth_bin, tmp_path):
     """train_v2.py's own get_dataloader call reads the im2rec rec: upstream's MXFaceDataset without
-    config.fse (the same pixels and labels as FSEMXFaceDataset with erasing off), FSEMXFaceDataset with it."""
+    config.fse (the same pixels and labels as FSEMXFaceDataset with erasing off), FSEMXFaceDataset
+    with it."""
     from test_patch import DRIVER  # the patched tree's loaders, as test_patch drives them
     target = tmp_path / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
@@ -281,7 +284,7 @@ def test_prepared_rec_trains_through_the_patched_get_dataloader(arcface_torch_di
     assert out["vanilla_equals_fse_off"] is True and "config.fse.p" in out["bad"]
 
 
-# ------------------------------------------------------------------------------- real mxnet (optional)
+# ---------------------------------------------------------------------------- real mxnet (optional)
 def _image(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 7 % 256], -1)[..., :c]
@@ -289,8 +292,9 @@ def _image(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.ndarray:
 
 
 def _awkward_folder(root: Path) -> Path:
-    """Root files, an upper-case suffix, a non-image, an empty folder, a symlinked folder, nested folders,
-    odd sizes, grayscale, alpha, a non-ASCII name, an undecodable .jpg and an EXIF-rotated JPEG."""
+    """Root files, an upper-case suffix, a non-image, an empty folder, a symlinked folder, nested
+    folders, odd sizes, grayscale, alpha, a non-ASCII name, an undecodable .jpg and an EXIF-rotated
+    JPEG."""
     rng = np.random.default_rng(0)
     files = {"a.jpg": (30, 30, 3), "B.JPG": (20, 20, 3), "m/x.png": (40, 60, 3), "m/y.jpeg": (61, 35, 3),
              "m/sub/deeper.jpg": (33, 33, 3), "z_dir/tall.png": (70, 30, 3), "z_dir/gray.png": (25, 31, 1),
@@ -315,8 +319,8 @@ PACK_FLAGS = [[], ["--resize", "24", "--center-crop", "--quality", "80"], ["--en
 
 
 def test_same_files_as_real_mxnet(mxnet_python, tmp_path):
-    """Set FSE_MXNET_PYTHON to an interpreter with mxnet 1.9.1 to run this (mxnet packs with 2 processes:
-    its single-process path stops at the first unreadable image)."""
+    """Set FSE_MXNET_PYTHON to an interpreter with mxnet 1.9.1 to run this (mxnet packs with 2
+    processes: its single-process path stops at the first unreadable image)."""
     root = _awkward_folder(tmp_path / "root")
 
     def mxnet(workdir: Path, *argv: str) -> None:

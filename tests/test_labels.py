@@ -23,7 +23,8 @@ def test_unknown_classes_are_named(bad, what):
 
 
 def test_class_lists():
-    """One rule everywhere: names or int ids, a list or a comma string of names; a string is never an id."""
+    """One rule everywhere: names or int ids, a list or a comma string of names; a string is never
+    an id."""
     assert L.parse_class_list(None) == list(range(25))
     assert L.parse_class_list("nose, hair,mouth") == [10, 21, 17]
     assert L.parse_class_list(["hair", 0]) == [21, 0] and L.parse_class_list((np.int64(3),)) == [3]
@@ -69,7 +70,8 @@ def test_colorize_and_facesynthetics_mapping():
 
 
 def test_side_rule_per_class():
-    """As the authors' labels_25 maps lie: skin parts by the subject's sides, eyes/brows/ears by the image's."""
+    """As the authors' labels_25 maps lie: skin parts by the subject's sides, eyes/brows/ears by the
+    image's."""
     assert [L.CLASSES[k] for k in range(25) if L.SIDE[k] == "subject"] == [
         "right_cheek", "left_cheek", "right_chin", "left_chin", "right_forehead", "left_forehead", "around_right_eye",
         "around_left_eye"]

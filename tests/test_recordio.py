@@ -425,7 +425,7 @@ def test_pack_img_unpack_img():
         R.decode_image(b"")
 
 
-# ------------------------------------------------------------------------------- real mxnet (optional)
+# ---------------------------------------------------------------------------- real mxnet (optional)
 _MX_WRITE = """
 import struct, sys, hashlib, mxnet.recordio as R
 data = open(sys.argv[1], 'rb').read(); pos = 0; w = R.MXIndexedRecordIO(sys.argv[2], sys.argv[3], 'w'); i = 0
@@ -452,7 +452,8 @@ def test_byte_identical_to_real_mxnet(tmp_path, mxnet_python):
 
 
 def test_decode_refuses_images_whose_header_claims_too_many_pixels():
-    """A 100-byte PNG claiming 30000x30000 would make OpenCV allocate 2.7 GB: refused from its header."""
+    """A 100-byte PNG claiming 30000x30000 would make OpenCV allocate 2.7 GB: refused from its
+    header."""
     img = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     for ext in (".jpg", ".png"):
         buf = cv2.imencode(ext, img)[1].tobytes()

@@ -1,5 +1,6 @@
 """Start-up: ``fse --help``, each command's help and refusals, and dataset preparation (``fse rec``,
-``python -m fse_plugin.im2rec``) import none of torch, torchvision, scikit-learn, scipy, matplotlib."""
+``python -m fse_plugin.im2rec``) import none of torch, torchvision, scikit-learn, scipy,
+matplotlib."""
 import argparse
 import json
 import os
@@ -63,7 +64,8 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def _runs(argvs: list[list[str]], cwd: Path) -> list:
-    """Run ``fse argv`` for each in turn in one fresh process: [argv, exit status, heavy modules loaded so far]."""
+    """Run ``fse argv`` for each in turn in one fresh process: [argv, exit status, heavy modules
+    loaded so far]."""
     out = _python("-c", _DRIVER, json.dumps(argvs), cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])
@@ -89,7 +91,8 @@ def test_each_command_help_and_refusal_imports_no_heavy_library(tmp_path):
 
 
 def test_im2rec_imports_no_heavy_library(tmp_path):
-    """mxnet's two im2rec commands, list and pack, as ``python -m fse_plugin.im2rec`` (what a rec's owner types)."""
+    """mxnet's two im2rec commands, list and pack, as ``python -m fse_plugin.im2rec`` (what a rec's
+    owner types)."""
     for label in range(2):
         (tmp_path / "faces" / f"id{label}").mkdir(parents=True)
         for i in range(2):

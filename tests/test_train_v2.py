@@ -1,6 +1,6 @@
-"""Upstream arcface_torch's own ``train_v2.py``, patched by ``fse patch-arcface``, trains a few steps
-and verifies: with and without ``config.fse``, with ``config.fse_cam``, on a synthetic rec and val
-pack. On CPU through tests/arcface_harness.py (CPU stand-ins for its CUDA calls); with CUDA the
+"""Upstream arcface_torch's own ``train_v2.py``, patched by ``fse patch-arcface``, trains a few
+steps and verifies: with and without ``config.fse``, with ``config.fse_cam``, on a synthetic rec and
+val pack. On CPU through tests/arcface_harness.py (CPU stand-ins for its CUDA calls); with CUDA the
 harness changes nothing (nccl, the GPU). ``FSE_TRAIN_NPROC=N`` launches it with torchrun on N
 processes (N GPUs with CUDA; gloo processes without)."""
 import json
@@ -20,10 +20,10 @@ from fse_plugin import cli, maskcache, synth
 HARNESS = Path(__file__).with_name("arcface_harness.py")
 REPO = HARNESS.parents[1]
 
-# r18 (what `fse eval verification --network r18` rebuilds; ~0.2 s per face forward on a loaded CPU, so
-# the sizes are minimal): 24 faces / batch 8 = 3 steps, verification (and FS-CAM) at step 3, loss logged
-# at steps 2 and 3 (CallBackLogging logs from its second call on). 20 pairs: 10 folds of one genuine and
-# one impostor pair (upstream divides by zero on a fold without either).
+# r18 (what `fse eval verification --network r18` rebuilds; ~0.2 s per face forward on a loaded CPU,
+# so the sizes are minimal): 24 faces / batch 8 = 3 steps, verification (and FS-CAM) at step 3, loss
+# logged at steps 2 and 3 (CallBackLogging logs from its second call on). 20 pairs: 10 folds of one
+# genuine and one impostor pair (upstream divides by zero on a fold without either).
 CONFIG = textwrap.dedent("""
     from easydict import EasyDict as edict
     config = edict()
@@ -57,7 +57,8 @@ def patched(arcface_torch_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory) -> Path:
-    """8 identities x 3 faces, their mask cache at <rec>/fse_masks, a val pack <rec>/synth_val.bin (+ masks)."""
+    """8 identities x 3 faces, their mask cache at <rec>/fse_masks, a val pack <rec>/synth_val.bin
+    (+ masks)."""
     rec = synth.write_rec(tmp_path_factory.mktemp("rec"), n_identities=8, images_per_identity=3, seed=3)
     gt = np.load(rec / "gt_masks.npz")
     maskcache.build_from_labels(rec, gt["keys"], gt["masks"], progress=False)
@@ -73,7 +74,8 @@ def scalars(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def train(tree: Path, rec: Path, name: str, out: Path, extra: str = "") -> tuple[str, dict]:
-    """Run ``train_v2.py configs/NAME`` (the harness); returns (training.log, tensorboard scalars)."""
+    """Run ``train_v2.py configs/NAME`` (the harness); returns (training.log, tensorboard
+    scalars)."""
     nproc = int(os.environ.get("FSE_TRAIN_NPROC", "1"))
     (tree / "configs" / f"{name}.py").write_text(
         CONFIG.format(output=str(out), rec=str(rec), batch_size=8 // nproc) + extra)  # 8 per step in all
@@ -118,8 +120,8 @@ def test_train_v2_with_config_fse_and_fse_cam(patched, rec, tmp_path):
 
 
 def test_train_v2_without_config_fse(patched, rec, tmp_path):
-    """Upstream's own MXFaceDataset (through fse_plugin.mxcompat). No val target: verification does not
-    depend on config.fse and is covered above; r18 forwards are most of this module's time."""
+    """Upstream's own MXFaceDataset (through fse_plugin.mxcompat). No val target: verification does
+    not depend on config.fse and is covered above; r18 forwards are most of this module's time."""
     out = tmp_path / "vanilla"
     log, tb = train(patched, rec, "tiny_vanilla", out, "config.val_targets = []\n")
     assert "FSEMXFaceDataset" not in log and "loss" in tb

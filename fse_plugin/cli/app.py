@@ -30,8 +30,9 @@ _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirec
 
 
 def build_parser(complete: bool = True) -> Parser:
-    """The ``fse`` grammar. ``complete=False`` (what ``main`` runs) leaves each command's flags to be added when
-    that command is parsed, so a command imports what its own flags need, and ``fse --help`` no command's."""
+    """The ``fse`` grammar. ``complete=False`` (what ``main`` runs) leaves each command's flags to
+    be added when that command is parsed, so a command imports what its own flags need, and
+    ``fse --help`` no command's."""
     ap = Parser(prog="fse", description="FSErasing and FS-CAM for insightface arcface_torch.")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks (also FSE_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -66,7 +67,8 @@ def _each_warning_once() -> Iterator[None]:
 
 
 class _Stderr(logging.StreamHandler):
-    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted (tests swap
+    it)."""
 
     @property
     def stream(self):
@@ -80,7 +82,8 @@ class _Stderr(logging.StreamHandler):
 @contextmanager
 def _logging_to_stderr(quiet: bool) -> Iterator[None]:
     """While a command runs, the ``fse_plugin`` loggers print their messages as they are, to stderr
-    (warnings only with --quiet); afterwards the logger is as it was (``main`` may run in-process)."""
+    (warnings only with --quiet); afterwards the logger is as it was (``main`` may run
+    in-process)."""
     log = logging.getLogger("fse_plugin")
     saved = log.level, log.propagate
     handler = _Stderr()
@@ -98,8 +101,8 @@ def _logging_to_stderr(quiet: bool) -> Iterator[None]:
 
 @contextmanager
 def _interrupts_counted() -> Iterator[list[int]]:
-    """Count SIGINTs while the command runs (each still raises KeyboardInterrupt), so an interrupt that
-    some library swallowed, or that made a child process fail, is still reported as one."""
+    """Count SIGINTs while the command runs (each still raises KeyboardInterrupt), so an interrupt
+    that some library swallowed, or that made a child process fail, is still reported as one."""
     seen: list[int] = []
 
     def handler(signum, frame) -> None:

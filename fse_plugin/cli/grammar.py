@@ -1,4 +1,5 @@
-"""The ``fse`` grammar: ``fse COMMAND [ACTION] --flags``, one spelling per flag, old spellings hidden.
+"""The ``fse`` grammar: ``fse COMMAND [ACTION] --flags``, one spelling per flag, old spellings
+hidden.
 
 Every command module calls ``command`` to declare a leaf (its flags and the function that runs it)
 and ``renamed`` for a flag spelled differently in an earlier release; both keep working with a
@@ -49,7 +50,8 @@ class Parser(argparse.ArgumentParser):
         self._deferred.append(add)
 
     def complete(self) -> Parser:
-        """Add the deferred flags now, here and in every command below (for tools that read the whole grammar)."""
+        """Add the deferred flags now, here and in every command below (for tools that read the
+        whole grammar)."""
         self._add_deferred()
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -84,7 +86,8 @@ def _deprecated(run: Runner, old: str, new: str) -> Runner:
 def command(sub: argparse._SubParsersAction, name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None],
             run: Runner, prog: str | None = None, old_names: tuple[str, ...] = (),
             old_sub: Any = None) -> argparse.ArgumentParser:
-    """Declare ``fse ... NAME``: a parser with ``add_args``'s flags and ``--debug``, run by ``run(args)``.
+    """Declare ``fse ... NAME``: a parser with ``add_args``'s flags and ``--debug``, run by
+    ``run(args)``.
 
     ``old_names`` are earlier spellings of the same command, registered hidden in ``old_sub`` (the
     top-level subparsers, for commands that moved under a group); they run the same code.
@@ -108,7 +111,8 @@ def _leaf(p: Parser, add_args: Callable[[argparse.ArgumentParser], None], run: R
 
 
 def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
-    """``fse NAME ACTION``: a command whose actions are subcommands (``fse cache build|info|verify``)."""
+    """``fse NAME ACTION``: a command whose actions are subcommands
+    (``fse cache build|info|verify``)."""
     p = sub.add_parser(name, help=help, description=help)
     return p.add_subparsers(dest=f"{name}_action", metavar="ACTION", required=True)
 
@@ -130,7 +134,8 @@ class _Renamed(argparse.Action):
 
 
 def renamed(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: argparse.Action) -> None:
-    """Accept ``old`` as a hidden, deprecated spelling of the flag ``new`` (the Action add_argument returned)."""
+    """Accept ``old`` as a hidden, deprecated spelling of the flag ``new`` (the Action add_argument
+    returned)."""
     zero = new.nargs == 0
     p.add_argument(old, dest=new.dest, action=_Renamed, new=new, nargs=0 if zero else new.nargs,
                    type=None if zero else new.type, choices=new.choices, default=argparse.SUPPRESS,
@@ -146,8 +151,9 @@ def fill_value(text: str) -> str | float:
 
 
 def size_flags(g: argparse._ArgumentGroup, preset: Any, label: str = "default") -> None:
-    """One ``--field-name`` flag per field of a sizes dataclass (``fse demo``, ``fse study``), helped by the
-    field's ``metadata['help']``; unset flags are None, so ``sizes_from`` keeps the chosen preset's value."""
+    """One ``--field-name`` flag per field of a sizes dataclass (``fse demo``, ``fse study``),
+    helped by the field's ``metadata['help']``; unset flags are None, so ``sizes_from`` keeps the
+    chosen preset's value."""
     for f in fields(preset):
         value = getattr(preset, f.name)
         g.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None,
@@ -161,7 +167,8 @@ def sizes_from(args: argparse.Namespace, preset: Sizes) -> Sizes:
 
 
 class _DeprecatedValue(argparse.Action):
-    """An old switch that now stands for one value of a newer flag (``--amp`` -> ``--precision bf16``)."""
+    """An old switch that now stands for one value of a newer flag (``--amp`` ->
+    ``--precision bf16``)."""
 
     def __init__(self, option_strings: list[str], dest: str, value: Any, new: str, **kwargs: Any) -> None:
         self.value, self.new = value, new
@@ -174,10 +181,10 @@ class _DeprecatedValue(argparse.Action):
 
 def precision_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, amp_meant: str | None = None,
                    old_switches: tuple[str, ...] = ("--amp",), default: str = "fp32") -> argparse.Action:
-    """``--precision {fp32,fp16,bf16}`` (autocast dtype; ``common.runtime.mixed_precision``), and ``auto``
-    (``resolve_precision``: bf16 on CUDA, fp32 elsewhere) where that is the default. With ``amp_meant``, the
-    command's earlier switches (``--amp``, ``--fp16``) still work, hidden and deprecated, meaning that
-    precision (``--no-amp``: fp32)."""
+    """``--precision {fp32,fp16,bf16}`` (autocast dtype; ``common.runtime.mixed_precision``), and
+    ``auto`` (``resolve_precision``: bf16 on CUDA, fp32 elsewhere) where that is the default. With
+    ``amp_meant``, the command's earlier switches (``--amp``, ``--fp16``) still work, hidden and
+    deprecated, meaning that precision (``--no-amp``: fp32)."""
     auto = ("auto",) if default == "auto" else ()
     new = p.add_argument("--precision", choices=(*auto, *PRECISIONS), default=default,
                          help=f"{'auto (bf16 on CUDA, fp32 on CPU), ' if auto else ''}fp32, or autocast to "
@@ -192,7 +199,8 @@ def precision_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, amp_mea
 
 
 def pack_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str, **kwargs: Any) -> argparse.Action:
-    """``--pack PATH`` (a verification .bin), with ``--bin``, its earlier spelling, hidden and deprecated."""
+    """``--pack PATH`` (a verification .bin), with ``--bin``, its earlier spelling, hidden and
+    deprecated."""
     new = p.add_argument("--pack", help=help, **kwargs)
     renamed(p, "--bin", new)
     return new

@@ -1,8 +1,9 @@
-"""``fse rec list|pack|shuffle``: an image folder -> im2rec lists -> .rec/.idx, and a shuffled copy for DALI.
+"""``fse rec list|pack|shuffle``: an image folder -> im2rec lists -> .rec/.idx, and a shuffled copy
+for DALI.
 
-``list`` and ``pack`` take mxnet 1.9.1 im2rec's flags and write its files; ``python -m fse_plugin.im2rec``
-takes im2rec's own command line (``--list`` chooses the action) and runs these. ``shuffle`` is
-arcface_torch's ``scripts/shuffle_rec.py``, seeded.
+``list`` and ``pack`` take mxnet 1.9.1 im2rec's flags and write its files;
+``python -m fse_plugin.im2rec`` takes im2rec's own command line (``--list`` chooses the action) and
+runs these. ``shuffle`` is arcface_torch's ``scripts/shuffle_rec.py``, seeded.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ _PACK_FLAGS = {"--pass-through": 0, "--resize": 1, "--center-crop": 0, "--qualit
 
 
 class _OtherAction(argparse.Action):
-    """A flag of the other action (im2rec takes both kinds in one command line): refused, saying why."""
+    """A flag of the other action (im2rec takes both kinds in one command line): refused, saying
+    why."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         parser.error(f"{option_string} is a flag of '{self.const}'; here it would mean nothing")

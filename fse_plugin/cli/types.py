@@ -88,8 +88,8 @@ def output_dir_type() -> Callable[[str], Path]:
 
 
 def device_type() -> Callable[[str], str]:
-    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes it). auto and
-    cpu, which every machine has (the defaults), are taken without importing torch."""
+    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes
+    it). auto and cpu, which every machine has (the defaults), are taken without importing torch."""
     def device(text: str) -> str:
         if text not in ("auto", "cpu"):
             from fse_plugin.common.runtime import resolve_device

@@ -125,7 +125,8 @@ def _matches(path: Path, kind: str) -> bool:
 
 
 def existing_file(path: str | os.PathLike, name: str, kind: str | None = None) -> Path:
-    """An existing, readable file; with ``kind`` (a key of ``FILE_KINDS``) its first bytes must match."""
+    """An existing, readable file; with ``kind`` (a key of ``FILE_KINDS``) its first bytes must
+    match."""
     p = Path(path)
     if not p.exists():
         raise FSEError(f"{name}: {p} does not exist")

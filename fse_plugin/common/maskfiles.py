@@ -1,7 +1,7 @@
 """Mask files beside verification packs: ``<stem>.masks.npy``, uint8 label maps ``[N,H,W]``.
 
-One rule for every reader: a plain ``.npy`` (never a pickle), dtype uint8, shape ``(N, H, W)`` matching
-the images it belongs to; opened memory-mapped, so IJB-size files cost no memory up front.
+One rule for every reader: a plain ``.npy`` (never a pickle), dtype uint8, shape ``(N, H, W)``
+matching the images it belongs to; opened memory-mapped, so IJB-size files cost no memory up front.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def load_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (
                mmap: bool = True) -> np.ndarray:
     """The label maps of ``n_images`` images of ``size`` (H, W) from a ``.npy`` file, checked.
 
-    Raises FSEError naming the file when it is missing, not a plain uint8 array, or of another shape.
+    Raises FSEError naming the file when it is missing, not a plain uint8 array, or of another
+    shape.
     """
     path = Path(path)
     if not path.is_file():

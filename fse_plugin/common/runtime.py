@@ -17,8 +17,9 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataP
 
 
 def resolve_device(device: str | torch.device = "auto", name: str = "--device") -> torch.device:
-    """'auto' is CUDA when available, else CPU; 'cpu', 'cuda' and 'cuda:N' only when this machine has
-    them (checked here, so a missing GPU is one clear error naming ``name``, not a driver message later)."""
+    """'auto' is CUDA when available, else CPU; 'cpu', 'cuda' and 'cuda:N' only when this machine
+    has them (checked here, so a missing GPU is one clear error naming ``name``, not a driver
+    message later)."""
     text = str(device)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,8 +41,9 @@ def resolve_device(device: str | torch.device = "auto", name: str = "--device") 
 
 
 def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device) under torchrun (gloo on CPU, nccl on CUDA, the process group started
-    once); (0, 1, device) in a plain process. On CUDA each rank takes ``cuda:LOCAL_RANK``."""
+    """(rank, world_size, device) under torchrun (gloo on CPU, nccl on CUDA, the process group
+    started once); (0, 1, device) in a plain process. On CUDA each rank takes
+    ``cuda:LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device
@@ -55,8 +57,9 @@ def dist_env(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``precision`` as it runs on ``device``: 'auto' is bf16 autocast on CUDA and fp32 elsewhere (what the
-    parser's training and the cache build did by default before ``--precision`` existed)."""
+    """``precision`` as it runs on ``device``: 'auto' is bf16 autocast on CUDA and fp32 elsewhere
+    (what the parser's training and the cache build did by default before ``--precision``
+    existed)."""
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     if precision not in PRECISIONS:
@@ -65,7 +68,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def mixed_precision(device: torch.device | str, precision: str) -> ContextManager:
-    """torch.autocast on ``device`` to the dtype ``precision`` names ('fp16', 'bf16'); 'fp32' is a no-op."""
+    """torch.autocast on ``device`` to the dtype ``precision`` names ('fp16', 'bf16'); 'fp32' is a
+    no-op."""
     if precision not in PRECISIONS:
         raise FSEError(f"precision {precision!r} unknown; use one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
@@ -80,8 +84,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def unwrapped_key(key: str) -> str:
-    """A state_dict key as the bare model names it: ``module.`` (DDP) and ``_orig_mod.`` (torch.compile)
-    removed, nested in any order (``module._orig_mod.conv0.weight`` -> ``conv0.weight``)."""
+    """A state_dict key as the bare model names it: ``module.`` (DDP) and ``_orig_mod.``
+    (torch.compile) removed, nested in any order (``module._orig_mod.conv0.weight`` ->
+    ``conv0.weight``)."""
     while key.startswith(_WRAPPER_PREFIXES):
         for prefix in _WRAPPER_PREFIXES:
             key = key.removeprefix(prefix)

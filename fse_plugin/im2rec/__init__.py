@@ -8,8 +8,8 @@
   renames that make an interrupted run invisible to readers (and resumable);
 * ``packing``: every ``<prefix>*.lst`` -> ``.rec``/``.idx``; ``shuffle``: ``shuffled_<name>``.
 
-``python -m fse_plugin.im2rec`` takes im2rec's command line; ``fse rec list|pack|shuffle`` is the same
-in the ``fse`` grammar.
+``python -m fse_plugin.im2rec`` takes im2rec's command line; ``fse rec list|pack|shuffle`` is the
+same in the ``fse`` grammar.
 """
 from fse_plugin.im2rec.encoding import PackSettings
 from fse_plugin.im2rec.listing import DEFAULT_EXTS, ListFile, ListSettings, list_images, make_lists

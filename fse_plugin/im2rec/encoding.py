@@ -1,12 +1,14 @@
-"""One list line -> one record, as mxnet 1.9.1's im2rec ``image_encode`` makes it (run in worker processes).
+"""One list line -> one record, as mxnet 1.9.1's im2rec ``image_encode`` makes it (run in worker
+processes).
 
-The header is ``IRHeader(0, label, index, 0)``; with ``pack_label`` and several labels on the line, the
-label vector. ``pass_through`` packs the file's bytes as they are (no check that they are an image,
-as mxnet). Otherwise the image is read with ``cv2.imread(path, color)``, centre-cropped to a square,
-its shorter edge resized to ``resize`` (``cv2.resize``'s default bilinear, mxnet's integer rounding) and
-encoded with ``recordio.pack_img`` at ``quality``: the calls im2rec makes, so the bytes are mxnet's
-wherever the same OpenCV (and its libjpeg / libpng) encodes them. (The file is decoded from its bytes
-with ``cv2.imdecode``, which runs the same decoder and EXIF rotation as ``cv2.imread``.)
+The header is ``IRHeader(0, label, index, 0)``; with ``pack_label`` and several labels on the line,
+the label vector. ``pass_through`` packs the file's bytes as they are (no check that they are an
+image, as mxnet). Otherwise the image is read with ``cv2.imread(path, color)``, centre-cropped to a
+square, its shorter edge resized to ``resize`` (``cv2.resize``'s default bilinear, mxnet's integer
+rounding) and encoded with ``recordio.pack_img`` at ``quality``: the calls im2rec makes, so the
+bytes are mxnet's wherever the same OpenCV (and its libjpeg / libpng) encodes them. (The file is
+decoded from its bytes with ``cv2.imdecode``, which runs the same decoder and EXIF rotation as
+``cv2.imread``.)
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ class PackSettings:
 
 
 class Encoded(NamedTuple):
-    """A line's outcome: its record as .rec ``chunks`` under ``key``, or why the image was skipped."""
+    """A line's outcome: its record as .rec ``chunks`` under ``key``, or why the image was
+    skipped."""
     key: int
     path: str
     chunks: bytes | None
@@ -72,7 +75,8 @@ class Encoded(NamedTuple):
 
 
 class EncodedBatch(NamedTuple):
-    """A batch's records as .rec chunks back to back (the writer only appends them), and what was skipped."""
+    """A batch's records as .rec chunks back to back (the writer only appends them), and what was
+    skipped."""
     chunks: bytes
     keys: list[int]
     sizes: list[int]  # bytes of each record's chunks
@@ -120,8 +124,9 @@ class ItemEncoder:
             return Encoded(item.index, path, None, reason)
 
     def _record(self, path: str, header: IRHeader) -> bytes:
-        """im2rec's record of one image; the file is read whole first, so a missing or unreadable file is an
-        OSError with its reason (``cv2.imread`` would print its own warning and return None)."""
+        """im2rec's record of one image; the file is read whole first, so a missing or unreadable
+        file is an OSError with its reason (``cv2.imread`` would print its own warning and return
+        None)."""
         s = self.settings
         with open(path, "rb") as f:
             data = f.read()

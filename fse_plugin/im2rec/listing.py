@@ -1,14 +1,15 @@
 """``im2rec --list``: the image lists mxnet 1.9.1's ``tools/im2rec.py`` writes, line for line.
 
-Its order, reproduced here: a top-down walk (symlinks followed, sub-folders and files sorted by name),
-files kept when their lower-cased suffix is one of ``exts``; with ``recursive`` each folder holding an
-image gets the next label in walk order, else only the root's files are listed, all label 0. The list
-is shuffled by Python's ``random`` seeded with 100 (unless ``shuffle`` is off), cut into ``chunks``
-of ceil(N / chunks) images, and each chunk split into test, train and val parts at
-int(chunk_size * ratio), as mxnet does (the last chunk may be shorter).
+Its order, reproduced here: a top-down walk (symlinks followed, sub-folders and files sorted by
+name), files kept when their lower-cased suffix is one of ``exts``; with ``recursive`` each folder
+holding an image gets the next label in walk order, else only the root's files are listed, all
+label 0. The list is shuffled by Python's ``random`` seeded with 100 (unless ``shuffle`` is off),
+cut into ``chunks`` of ceil(N / chunks) images, and each chunk split into test, train and val parts
+at int(chunk_size * ratio), as mxnet does (the last chunk may be shorter).
 
 The image table keeps all file names as one UTF-8 byte string with an offset and a folder per image,
-not a tuple of Python objects per image as mxnet does: a WebFace42M-size folder fits in memory easily.
+not a tuple of Python objects per image as mxnet does: a WebFace42M-size folder fits in memory
+easily.
 """
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ class ListFile:
 
 
 def _scan(path: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
-    """(sub-folders, image files) of a folder, sorted; entries classified as os.walk does, files kept as
-    ``os.path.isfile`` would (symlinks followed) without a stat per regular file. None if unreadable."""
+    """(sub-folders, image files) of a folder, sorted; entries classified as os.walk does, files
+    kept as ``os.path.isfile`` would (symlinks followed) without a stat per regular file. None if
+    unreadable."""
     dirs, files = [], []
     try:
         with os.scandir(path) as it:
@@ -149,7 +151,8 @@ def _write(path: str, table: ImageTable, order: array) -> ListFile:
 
 
 def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: ListSettings) -> list[tuple[str, slice]]:
-    """(file name, slice of the chunk) of each list a chunk gives, in the order mxnet writes them."""
+    """(file name, slice of the chunk) of each list a chunk gives, in the order mxnet writes
+    them."""
     name = prefix + (f"_{chunk}" if n_chunks > 1 else "")
     if settings.train_ratio == 1.0:
         return [(name + ".lst", slice(None))]
@@ -165,7 +168,8 @@ def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: Li
 
 def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: ListSettings = ListSettings()
                ) -> list[ListFile]:
-    """Write im2rec's lists of the images under ``root`` to ``<prefix>[_<chunk>][_train|_val|_test].lst``.
+    """Write im2rec's lists of the images under ``root`` to
+    ``<prefix>[_<chunk>][_train|_val|_test].lst``.
 
     FSEError if ``root`` holds no image, or if there are fewer images than ``chunks``.
     """

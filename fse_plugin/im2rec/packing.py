@@ -1,4 +1,5 @@
-"""im2rec's packing: every ``<prefix>*.lst`` -> ``.rec``/``.idx``, in list order, by ``workers`` processes.
+"""im2rec's packing: every ``<prefix>*.lst`` -> ``.rec``/``.idx``, in list order, by ``workers``
+processes.
 
 mxnet 1.9.1 packs every file of the prefix's folder whose path starts with the prefix and ends in
 ``.lst`` into a pair named after it; records are written in list order under the list's index (also
@@ -36,7 +37,8 @@ _CHECKPOINT_S = 5.0  # journal period: at most this much work is redone after a 
 
 @dataclass(frozen=True)
 class PackResult:
-    """One packed list: its pair, records written, images skipped, and what a resumed run found done."""
+    """One packed list: its pair, records written, images skipped, and what a resumed run found
+    done."""
     lst: Path
     rec: Path
     idx: Path
@@ -48,8 +50,8 @@ class PackResult:
 
 
 def find_lists(prefix: str | os.PathLike) -> list[Path]:
-    """The lists im2rec packs for ``prefix``: files of its folder (or of ``prefix`` itself, if a folder)
-    whose path starts with ``prefix`` and ends in ``.lst``, sorted."""
+    """The lists im2rec packs for ``prefix``: files of its folder (or of ``prefix`` itself, if a
+    folder) whose path starts with ``prefix`` and ends in ``.lst``, sorted."""
     prefix = os.path.abspath(prefix)
     folder = prefix if os.path.isdir(prefix) else os.path.dirname(prefix)
     checks.existing_dir(folder, "PREFIX")
@@ -63,7 +65,8 @@ def find_lists(prefix: str | os.PathLike) -> list[Path]:
 
 
 def _identity(summary: ListSummary, root: str, settings: PackSettings) -> dict:
-    """What a resumed run must share with the interrupted one: the same list file, root and record options."""
+    """What a resumed run must share with the interrupted one: the same list file, root and record
+    options."""
     st = os.stat(summary.path)
     return {"list": summary.path, "list_size": st.st_size, "list_mtime_ns": st.st_mtime_ns, "root": root,
             "settings": asdict(settings)}
@@ -76,7 +79,8 @@ def _batches(lst: str, skip: int) -> Iterator[list[tuple[int, str]]]:
 
 
 class _Packer:
-    """Packs one checked list into its output pair (a fresh run, or the rest of an interrupted one)."""
+    """Packs one checked list into its output pair (a fresh run, or the rest of an interrupted
+    one)."""
 
     def __init__(self, summary: ListSummary, root: str, settings: PackSettings, workers: int, progress: bool):
         self.summary, self.root, self.settings = summary, root, settings
@@ -88,7 +92,8 @@ class _Packer:
         return f"_Packer({self.summary.path!r} -> {str(self.output.rec)!r}, workers={self.workers})"
 
     def start_point(self, resume: bool) -> Progress:
-        """Where to start: 0, or (``resume``) where the interrupted run's journal says its parts are whole."""
+        """Where to start: 0, or (``resume``) where the interrupted run's journal says its parts are
+        whole."""
         leftovers = self.output.leftovers()
         if leftovers and not resume:
             raise FSEError(f"{leftovers[0]}: left by an interrupted run; pass --resume to go on with it, or delete"
@@ -143,8 +148,8 @@ def pack_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: Pac
                workers: int = 1, resume: bool = False, progress: bool = True) -> list[PackResult]:
     """Pack every list of ``prefix`` (see ``find_lists``) with the images under ``root``.
 
-    Everything a user can get wrong (root, lists, leftovers of an interrupted run without ``resume``)
-    is refused with an FSEError before the first image is read.
+    Everything a user can get wrong (root, lists, leftovers of an interrupted run without
+    ``resume``) is refused with an FSEError before the first image is read.
     """
     checks.count(workers, "--num-workers")
     root = os.path.abspath(checks.existing_dir(root, "ROOT"))

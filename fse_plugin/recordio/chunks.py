@@ -2,9 +2,10 @@
 
 A record is stored as one or more chunks
 ``uint32 magic 0xced7230a | uint32 lrec = cflag << 29 | length | data | zero pad to 4 bytes``.
-Where the record holds the magic word at a 4-byte-aligned position, the writer cuts it out and starts
-a new chunk (cflag 1 first, 2 middle, 3 last; 0 = whole record), so a reader that lost sync can always
-find the next record by scanning for the magic.  Readers re-insert the magic between the parts.
+Where the record holds the magic word at a 4-byte-aligned position, the writer cuts it out and
+starts a new chunk (cflag 1 first, 2 middle, 3 last; 0 = whole record), so a reader that lost sync
+can always find the next record by scanning for the magic.  Readers re-insert the magic between
+the parts.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def encode_record(buf: bytes) -> bytes:
 class RecordFile:
     """A .rec file read only with ``os.pread``: no file offset is shared, so forked workers may
     read concurrently; the descriptor is dropped on pickling and reopened lazily. Reads by offset
-    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to workers."""
+    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to
+    workers."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)

@@ -1,4 +1,5 @@
-"""Image payloads: their size from the PNG/JPEG header, and decoding to RGB like ``mx.image.imdecode``."""
+"""Image payloads: their size from the PNG/JPEG header, and decoding to RGB like
+``mx.image.imdecode``."""
 from __future__ import annotations
 
 import struct
@@ -22,8 +23,8 @@ _JPEG_FRAME = struct.Struct(">HH")  # frame height, width after the sample preci
 
 
 def image_size(buf: bytes | memoryview) -> tuple[int, int] | None:
-    """(height, width) from a PNG or JPEG header without decoding; None for other formats or no header.
-    Runs on every record a DataLoader worker decodes: a few struct reads, no copies."""
+    """(height, width) from a PNG or JPEG header without decoding; None for other formats or no
+    header. Runs on every record a DataLoader worker decodes: a few struct reads, no copies."""
     if len(buf) >= 24 and buf[:8] == _PNG_SIGNATURE:
         width, height = _PNG_SIZE.unpack_from(buf, 16)
         return height, width
@@ -44,7 +45,8 @@ def decode_image(buf: bytes | memoryview, out: np.ndarray | None = None) -> np.n
     """Encoded image bytes (a record's payload) -> RGB uint8 HxWx3, like ``mx.image.imdecode``.
 
     ``out``: write the pixels there (e.g. a row of a batch array) instead of into a new array;
-    ValueError if the image has another size, or if its header claims more than ``MAX_IMAGE_PIXELS``.
+    ValueError if the image has another size, or if its header claims more than
+    ``MAX_IMAGE_PIXELS``.
     """
     size = image_size(buf)
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:

@@ -1,4 +1,5 @@
-"""The ``.idx`` file: text lines ``key\\toffset`` (offset of a record's first chunk), parsed into numpy.
+"""The ``.idx`` file: text lines ``key\\toffset`` (offset of a record's first chunk), parsed into
+numpy.
 
 Two int64 arrays instead of mxnet's dict of Python ints: several times less memory and time to open
 an MS1M-size index (figures in benchmarks/README.md); lookups stay O(1) for the usual key orders.

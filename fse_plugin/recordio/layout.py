@@ -1,4 +1,5 @@
-"""Dataset layouts (insightface, im2rec, multilabel): image record keys and int labels from headers only."""
+"""Dataset layouts (insightface, im2rec, multilabel): image record keys and int labels from headers
+only."""
 from __future__ import annotations
 
 import os
@@ -70,8 +71,8 @@ def image_index(reader_or_path: RecordReader | str | os.PathLike) -> ImageIndex:
       ``[first_identity_key, end]``; images are keys ``1 .. label[0]-1`` (after them come one
       image-less record per identity). This is the case MXFaceDataset handles.
     * ``multilabel`` (insightface mask-parameter recs): no header record, keys from 0, and every
-      record carries a label vector (237 floats) of which ``label[0]`` is the identity. MXFaceDataset
-      takes record 0's label[0] as the image count there and finds no images.
+      record carries a label vector (237 floats) of which ``label[0]`` is the identity.
+      MXFaceDataset takes record 0's label[0] as the image count there and finds no images.
     * ``im2rec``: no header record; every record with image bytes is an image (scalar label, or
       ``label[0]`` of a vector label, as MXFaceDataset does).
 

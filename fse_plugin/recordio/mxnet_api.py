@@ -1,6 +1,6 @@
-"""mxnet's ``recordio`` interface: ``MXRecordIO``, ``MXIndexedRecordIO``, ``IRHeader``, ``pack``, ``unpack``,
-``pack_img`` and ``unpack_img`` with mxnet's names, signatures and bytes (what ``mxcompat`` serves as
-``mx.recordio`` to arcface_torch's own code)."""
+"""mxnet's ``recordio`` interface: ``MXRecordIO``, ``MXIndexedRecordIO``, ``IRHeader``, ``pack``,
+``unpack``, ``pack_img`` and ``unpack_img`` with mxnet's names, signatures and bytes (what
+``mxcompat`` serves as ``mx.recordio`` to arcface_torch's own code)."""
 from __future__ import annotations
 
 import numbers
@@ -196,7 +196,8 @@ def unpack_img(s: bytes, iscolor: int = -1) -> tuple[IRHeader, np.ndarray | None
 
 
 def pack_img(header: IRHeader | tuple, img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg") -> bytes:
-    """Encode a BGR image with cv2 (JPEG quality / PNG compression = ``quality``) and ``pack`` it."""
+    """Encode a BGR image with cv2 (JPEG quality / PNG compression = ``quality``) and ``pack``
+    it."""
     params = None
     if img_fmt.upper() in (".JPG", ".JPEG"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]

@@ -1,5 +1,6 @@
-"""``RecordReader``, the read path the plugin uses: numpy index, ``os.pread`` per read (no shared file
-offset, so safe in forked DataLoader workers), magic, chunk flags and lengths validated on every read."""
+"""``RecordReader``, the read path the plugin uses: numpy index, ``os.pread`` per read (no shared
+file offset, so safe in forked DataLoader workers), magic, chunk flags and lengths validated on
+every read."""
 from __future__ import annotations
 
 import os
@@ -63,7 +64,8 @@ class RecordReader:
         return self._file.read_record(self.offset(key), key)[0]
 
     def read_image(self, key: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """The RGB image of a record (into ``out`` if given): ``decode_image`` of its payload, with its errors."""
+        """The RGB image of a record (into ``out`` if given): ``decode_image`` of its payload, with
+        its errors."""
         return decode_image(unpack(self.read(key))[1], out=out)
 
     def read_header(self, key: Any) -> IRHeader:
@@ -96,7 +98,8 @@ class RecordReader:
 
 
 def open_rec(path: str | os.PathLike) -> RecordReader:
-    """``RecordReader`` for a dataset dir (train.rec + train.idx) or a .rec file (.idx beside it)."""
+    """``RecordReader`` for a dataset dir (train.rec + train.idx) or a .rec file (.idx beside
+    it)."""
     path = Path(path)
     rec = path / "train.rec" if path.is_dir() else path
     if not rec.is_file():
