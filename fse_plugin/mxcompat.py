@@ -28,7 +28,8 @@ class NDArray(np.ndarray):
 def imdecode(buf: bytes | np.ndarray, flag: int = 1, to_rgb: int = 1) -> NDArray:
     """Decode an encoded image like ``mx.image.imdecode``: HxWx3 RGB (flag 1) or HxWx1 (flag 0),
     uint8."""
-    data = np.frombuffer(buf, np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf)
+    data = (np.frombuffer(buf, np.uint8) if isinstance(buf, (bytes, bytearray, memoryview))
+            else np.asarray(buf))
     img = cv2.imdecode(data, cv2.IMREAD_COLOR if flag else cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"cannot decode image ({data.size} bytes)")

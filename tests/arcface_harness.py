@@ -2,7 +2,8 @@
 CUDA.
 
     python tests/arcface_harness.py ARCFACE_DIR configs/NAME
-    python tests/arcface_harness.py ARCFACE_DIR eval_ijbc.py --model-prefix ... (eval_ijbc.py's flags)
+    python tests/arcface_harness.py ARCFACE_DIR eval_ijbc.py --model-prefix ...
+        (eval_ijbc.py's flags)
 
 does what ``cd ARCFACE_DIR && python train_v2.py configs/NAME`` (or ``python eval_ijbc.py ...``)
 does (``runpy``, ``sys.argv`` set), for train_v2.py after filling in a one-process torch.distributed
@@ -36,7 +37,8 @@ def free_port() -> int:
 
 def single_process_env() -> None:
     """torchrun's variables for one process, where torchrun did not set them."""
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 

@@ -30,5 +30,6 @@ def fake_tree(root: Path, name: str = "fake", warn: bool = False) -> Path:
     ``name``."""
     (root / "backbones").mkdir(parents=True)
     (root / "configs").mkdir()
-    (root / "backbones" / "__init__.py").write_text(BACKBONES.replace("{name}", name).replace("{warn}", str(warn)))
+    (root / "backbones" / "__init__.py").write_text(
+        BACKBONES.replace("{name}", name).replace("{warn}", str(warn)))
     return root

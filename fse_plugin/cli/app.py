@@ -26,7 +26,8 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (synth, rec, parsing, cache, evaluate, cam, demo, study, patch)
 """Command modules in ``fse --help`` order; each has ``register(subparsers)``."""
 
-_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                   NotADirectoryError)
 
 
 def build_parser(complete: bool = True) -> Parser:
@@ -128,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help()
         return 2
     debug = args.debug or os.environ.get("FSE_DEBUG", "") not in ("", "0")
-    with _interrupts_counted() as interrupts, _logging_to_stderr(bool(getattr(args, "quiet", False))):
+    quiet = bool(getattr(args, "quiet", False))
+    with _interrupts_counted() as interrupts, _logging_to_stderr(quiet):
         try:
             with _each_warning_once():
                 status = int(args.run(args) or 0)
@@ -147,6 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _interrupted(args.prog)
             if debug:
                 raise
-            print(f"{args.prog}: internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
-                  file=sys.stderr)
+            print(f"{args.prog}: internal error: {type(e).__name__}: {e} "
+                  "(run again with --debug for the traceback)", file=sys.stderr)
             return 1

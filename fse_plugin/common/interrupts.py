@@ -32,17 +32,20 @@ def sigint_deferred() -> Iterator[None]:
     """
     caught: list[int] = []
     swap = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum)) if swap else None
+    previous = (signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum)) if swap
+                else None)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _MASKABLE else None
     try:
         yield
     finally:
         if old_mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # a pending SIGINT reaches the recorder now
+            # a pending SIGINT reaches the recorder now
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if swap:
             signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
             if caught:
-                signal.raise_signal(signal.SIGINT)  # to the handler in place before: KeyboardInterrupt here
+                # to the handler in place before: KeyboardInterrupt here
+                signal.raise_signal(signal.SIGINT)
 
 
 def child_ignores_sigint() -> None:

@@ -30,7 +30,8 @@ class _LazyPackage(types.ModuleType):
         # Loading a module binds it on its package; where a re-exported name is also its module's
         # name (``cam.explain``), the name keeps meaning what the module exports, as an eager
         # ``__init__`` has it.
-        if not (isinstance(value, types.ModuleType) and self.__dict__["_lazy_homes"].get(name) == f".{name}"):
+        if not (isinstance(value, types.ModuleType)
+                and self.__dict__["_lazy_homes"].get(name) == f".{name}"):
             super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:

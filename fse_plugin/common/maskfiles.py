@@ -18,7 +18,8 @@ __all__ = ["masks_path_for", "load_masks"]
 def masks_path_for(pack: str | os.PathLike) -> Path:
     """Where the masks of a pack live: ``lfw.bin`` -> ``lfw.masks.npy`` beside it."""
     pack = Path(pack)
-    return pack.with_name(pack.name[:-4] + ".masks.npy" if pack.name.endswith(".bin") else pack.name + ".masks.npy")
+    return pack.with_name(pack.name[:-4] + ".masks.npy" if pack.name.endswith(".bin")
+                          else pack.name + ".masks.npy")
 
 
 def load_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (112, 112),

@@ -11,9 +11,11 @@ from torch import nn
 from fse_plugin.common.errors import FSEError
 from fse_plugin.common.precision import PRECISIONS
 
-__all__ = ["resolve_device", "dist_env", "resolve_precision", "mixed_precision", "model_device", "unwrapped_key"]
+__all__ = ["resolve_device", "dist_env", "resolve_precision", "mixed_precision", "model_device",
+           "unwrapped_key"]
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
+# DataParallel / DistributedDataParallel, torch.compile
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def resolve_device(device: str | torch.device = "auto", name: str = "--device") -> torch.device:
@@ -35,8 +37,9 @@ def resolve_device(device: str | torch.device = "auto", name: str = "--device") 
         raise FSEError(f"{name}: {text} asked for, but this machine has no usable CUDA device "
                        f"(torch {torch.__version__}); use --device cpu or auto")
     if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise FSEError(f"{name}: {text} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                       f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise FSEError(f"{name}: {text} asked for, but this machine has "
+                       f"{torch.cuda.device_count()} CUDA device(s): "
+                       f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -63,7 +66,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     if precision not in PRECISIONS:
-        raise FSEError(f"precision {precision!r} unknown; use auto or one of {', '.join(PRECISIONS)}")
+        raise FSEError(f"precision {precision!r} unknown; "
+                       f"use auto or one of {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -73,7 +77,8 @@ def mixed_precision(device: torch.device | str, precision: str) -> ContextManage
     if precision not in PRECISIONS:
         raise FSEError(f"precision {precision!r} unknown; use one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
-    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype))
+    return (nullcontext() if dtype is None
+            else torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype)))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -17,5 +17,6 @@ from fse_plugin.im2rec.lstfile import check_list
 from fse_plugin.im2rec.packing import PackResult, find_lists, pack_lists
 from fse_plugin.im2rec.shuffle import ShuffleResult, shuffle_rec, shuffled_dir
 
-__all__ = ["DEFAULT_EXTS", "ListSettings", "ListFile", "list_images", "make_lists", "check_list", "PackSettings",
-           "PackResult", "find_lists", "pack_lists", "ShuffleResult", "shuffle_rec", "shuffled_dir"]
+__all__ = ["DEFAULT_EXTS", "ListSettings", "ListFile", "list_images", "make_lists", "check_list",
+           "PackSettings", "PackResult", "find_lists", "pack_lists", "ShuffleResult", "shuffle_rec",
+           "shuffled_dir"]

@@ -52,7 +52,8 @@ def parse_line(line: str, where: str) -> ListItem | None:
     if len(fields) < 3:
         if fields == [""]:
             return None
-        raise FSEError(f"{where}: expected 'index<TAB>label<TAB>path' (tab-separated), got {line.strip()[:80]!r}")
+        raise FSEError(f"{where}: expected 'index<TAB>label<TAB>path' (tab-separated), "
+                       f"got {line.strip()[:80]!r}")
     try:
         index = int(fields[0])
     except ValueError:
@@ -114,5 +115,5 @@ def _refuse_duplicates(path: str, keys: np.ndarray, numbers: np.ndarray) -> None
     same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
     if len(same):
         first, second = order[same[0]], order[same[0] + 1]
-        raise FSEError(f"{path}: line {numbers[second]}: index {keys[first]} is already on line {numbers[first]}"
-                       " (record keys must be unique)")
+        raise FSEError(f"{path}: line {numbers[second]}: index {keys[first]} is already on line "
+                       f"{numbers[first]} (record keys must be unique)")

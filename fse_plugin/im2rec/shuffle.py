@@ -41,7 +41,8 @@ def shuffled_dir(input_dir: str | os.PathLike) -> Path:
     return path.parent / f"shuffled_{path.name}"
 
 
-def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = True) -> ShuffleResult:
+def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = True
+                ) -> ShuffleResult:
     """Write ``shuffled_<name>/train.rec``, ``train.idx`` (and ``property``) of the dataset folder
     ``input_dir``.
 
@@ -62,8 +63,8 @@ def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = Tr
         output.discard()  # parts of an interrupted shuffle: nothing worth resuming
         writer = PartWriter(output, Progress())
         try:
-            for i, key in enumerate(tqdm(keys.tolist(), unit="img", disable=not progress, desc="shuffle",
-                                         dynamic_ncols=True)):
+            for i, key in enumerate(tqdm(keys.tolist(), unit="img", disable=not progress,
+                                         desc="shuffle", dynamic_ncols=True)):
                 header, image = unpack(reader.read(key))
                 label = header.label if header.flag == 0 else header.label[0]
                 writer.write(i, pack(IRHeader(header.flag, label, header.id, header.id2), image))

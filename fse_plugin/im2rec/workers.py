@@ -49,8 +49,8 @@ def _start(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def ordered_map(fn: Callable[[Any], Any], batches: Iterable[Any], workers: int, window: int | None = None
-                ) -> Iterator[tuple[Any, Any]]:
+def ordered_map(fn: Callable[[Any], Any], batches: Iterable[Any], workers: int,
+                window: int | None = None) -> Iterator[tuple[Any, Any]]:
     """(batch, fn(batch)) for each batch, in order; ``workers`` 1 runs here, more in worker
     processes.
 

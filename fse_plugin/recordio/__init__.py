@@ -20,10 +20,10 @@ use).
 from fse_plugin.recordio.chunks import MAGIC, RecordFile, RecordIOError, encode_record
 from fse_plugin.recordio.images import MAX_IMAGE_PIXELS, decode_image, image_size
 from fse_plugin.recordio.layout import ImageIndex, image_index
-from fse_plugin.recordio.mxnet_api import (IRHeader, MXIndexedRecordIO, MXRecordIO, pack, pack_img, unpack,
-                                           unpack_img)
+from fse_plugin.recordio.mxnet_api import (IRHeader, MXIndexedRecordIO, MXRecordIO, pack, pack_img,
+                                           unpack, unpack_img)
 from fse_plugin.recordio.reader import RecordReader, open_rec
 
-__all__ = ["MAGIC", "RecordIOError", "IRHeader", "encode_record", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack",
-           "unpack_img", "pack_img", "RecordFile", "RecordReader", "open_rec", "MAX_IMAGE_PIXELS", "image_size",
-           "decode_image", "ImageIndex", "image_index"]
+__all__ = ["MAGIC", "RecordIOError", "IRHeader", "encode_record", "MXRecordIO", "MXIndexedRecordIO",
+           "pack", "unpack", "unpack_img", "pack_img", "RecordFile", "RecordReader", "open_rec",
+           "MAX_IMAGE_PIXELS", "image_size", "decode_image", "ImageIndex", "image_index"]

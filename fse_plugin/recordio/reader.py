@@ -27,7 +27,8 @@ class RecordReader:
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None,
                  key_type: type = int):
         self.rec_path = Path(rec_path)
-        self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
+        self.idx_path = (Path(idx_path) if idx_path is not None
+                         else self.rec_path.with_suffix(".idx"))
         self._file = RecordFile(self.rec_path)
         self._index = _Index(str(self.idx_path), key_type)
         self._index.check_against(self._file)
@@ -82,7 +83,8 @@ class RecordReader:
                 if flag:
                     header = header._replace(label=np.frombuffer(data, np.float32, flag, _IR_SIZE))
                 return header
-        raise _error(self.rec_path, key, offset, f"record of {len(data)} bytes is shorter than its image header")
+        raise _error(self.rec_path, key, offset,
+                     f"record of {len(data)} bytes is shorter than its image header")
 
     def close(self) -> None:
         self._file.close()
