@@ -52,13 +52,13 @@ class PackSettings:
                 what = "JPEG quality" if self.encoding == ".jpg" else "PNG compression level"
                 raise FSEError(f"--quality: the {what} is {lo}..{hi}, got {self.quality}")
         if self.pass_through:
-            given = [flag for flag, value, default in (("--resize", self.resize, 0), ("--center-crop", self.center_crop,
-                                                       False), ("--quality", self.quality, None),
-                                                      ("--color", self.color, 1), ("--encoding", self.encoding, ".jpg"))
-                     if value != default]
+            flags = (("--resize", self.resize, 0), ("--center-crop", self.center_crop, False),
+                     ("--quality", self.quality, None), ("--color", self.color, 1),
+                     ("--encoding", self.encoding, ".jpg"))
+            given = [flag for flag, value, default in flags if value != default]
             if given:
-                raise FSEError(f"{', '.join(given)}: no effect with --pass-through, which packs the files as they are;"
-                               " drop one or the other")
+                raise FSEError(f"{', '.join(given)}: no effect with --pass-through, which packs "
+                               "the files as they are; drop one or the other")
 
     @property
     def jpeg_or_png_quality(self) -> int:
@@ -119,8 +119,10 @@ class ItemEncoder:
         path = os.path.join(self.root, item.path)
         try:
             return Encoded(item.index, path, encode_record(self._record(path, self.header(item))))
-        except (OSError, cv2.error, ValueError) as e:  # ValueError: undecodable, or a record of 2^29 bytes or more
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1]
+        except (OSError, cv2.error, ValueError) as e:
+            # ValueError: undecodable, or a record of 2^29 bytes or more
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                      else str(e).strip().splitlines()[-1])
             return Encoded(item.index, path, None, reason)
 
     def _record(self, path: str, header: IRHeader) -> bytes:
@@ -132,7 +134,8 @@ class ItemEncoder:
             data = f.read()
         if s.pass_through:
             return pack(header, data)
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), s.color)  # imread's decoder and EXIF rotation
+        # imread's decoder and EXIF rotation
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), s.color)
         if img is None:
             raise ValueError("OpenCV cannot decode it as an image")
         if s.center_crop:

@@ -49,24 +49,27 @@ class ListSettings:
         checks.probability(self.train_ratio, "--train-ratio")
         checks.probability(self.test_ratio, "--test-ratio")
         if self.train_ratio + self.test_ratio > 1.0:
-            raise FSEError(f"--train-ratio {self.train_ratio:g} + --test-ratio {self.test_ratio:g} is over 1; "
+            raise FSEError(f"--train-ratio {self.train_ratio:g} + --test-ratio {self.test_ratio:g} "
+                           "is over 1; "
                            "the rest goes to the val list, so make them sum to 1 or less")
         if not self.exts:
             raise FSEError("--exts: give at least one file suffix, e.g. .jpg")
         for ext in self.exts:
             if not ext.startswith(".") or ext != ext.lower() or len(ext) < 2:
-                raise FSEError(f"--exts: {ext!r} never matches: suffixes are compared lower-cased with their dot"
-                               f" (use {'.' + ext.lstrip('.').lower()!r})")
+                raise FSEError(f"--exts: {ext!r} never matches: suffixes are compared lower-cased "
+                               f"with their dot (use {'.' + ext.lstrip('.').lower()!r})")
 
 
 @dataclass
 class ImageTable:
     """Images in walk order: the index of image i is i, its label that of its folder."""
-    folders: list[str] = field(default_factory=list)  # relative folder path with a trailing '/', or ''
+    # relative folder path with a trailing '/', or ''
+    folders: list[str] = field(default_factory=list)
     labels: array = field(default_factory=lambda: array("q"))  # label of each folder
     folder_of: array = field(default_factory=lambda: array("i"))  # folder of each image
     ends: array = field(default_factory=lambda: array("q"))  # end of each image's name in names
-    names: bytearray = field(default_factory=bytearray)  # file names, UTF-8 (surrogateescape), back to back
+    # file names, UTF-8 (surrogateescape), back to back
+    names: bytearray = field(default_factory=bytearray)
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -123,7 +126,8 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-def list_images(root: str | os.PathLike, recursive: bool, exts: tuple[str, ...] = DEFAULT_EXTS) -> ImageTable:
+def list_images(root: str | os.PathLike, recursive: bool, exts: tuple[str, ...] = DEFAULT_EXTS
+                ) -> ImageTable:
     """The images under ``root`` in im2rec's order, with its labels (see the module docstring)."""
     root = os.path.abspath(checks.existing_dir(root, "ROOT"))
     table = ImageTable()
@@ -150,7 +154,8 @@ def _write(path: str, table: ImageTable, order: array) -> ListFile:
     return ListFile(Path(path), len(order))
 
 
-def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: ListSettings) -> list[tuple[str, slice]]:
+def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: ListSettings
+           ) -> list[tuple[str, slice]]:
     """(file name, slice of the chunk) of each list a chunk gives, in the order mxnet writes
     them."""
     name = prefix + (f"_{chunk}" if n_chunks > 1 else "")
@@ -166,8 +171,8 @@ def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: Li
     return parts
 
 
-def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: ListSettings = ListSettings()
-               ) -> list[ListFile]:
+def make_lists(prefix: str | os.PathLike, root: str | os.PathLike,
+               settings: ListSettings = ListSettings()) -> list[ListFile]:
     """Write im2rec's lists of the images under ``root`` to
     ``<prefix>[_<chunk>][_train|_val|_test].lst``.
 
@@ -178,14 +183,16 @@ def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: Lis
     table = list_images(root, settings.recursive, settings.exts)
     n = len(table)
     if not n:
-        where = f"under {root}" if settings.recursive else f"directly in {root} (--recursive lists its sub-folders)"
+        where = (f"under {root}" if settings.recursive
+                 else f"directly in {root} (--recursive lists its sub-folders)")
         raise FSEError(f"ROOT: no image with suffix {', '.join(settings.exts)} {where}")
     if settings.chunks > n:
         raise FSEError(f"--chunks {settings.chunks} is more than the {n} images under {root}")
     log.info("%d images in %d labelled folders under %s", n, len(table.folders), root)
     order = array("i", range(n))
     if settings.shuffle:
-        random.Random(_SHUFFLE_SEED).shuffle(order)  # the same permutation as mxnet's shuffle of its list
+        # the same permutation as mxnet's shuffle of its list
+        random.Random(_SHUFFLE_SEED).shuffle(order)
     chunk_size = (n + settings.chunks - 1) // settings.chunks
     written = []
     for c in range(settings.chunks):

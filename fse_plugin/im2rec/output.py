@@ -134,26 +134,28 @@ class RecOutput:
             doc = json.loads(self.journal.read_text())
             progress = Progress(**doc["progress"])
         except FileNotFoundError:
-            raise FSEError(f"{self.rec_part}: no journal {self.journal.name} beside it, so there is no safe point"
-                           " to resume from; delete the .part files and start again") from None
+            raise FSEError(f"{self.rec_part}: no journal {self.journal.name} beside it, so there "
+                           "is no safe point to resume from; "
+                           "delete the .part files and start again") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise FSEError(f"{self.journal}: unreadable journal ({e}); delete it and the .part files and start"
-                           " again") from None
+            raise FSEError(f"{self.journal}: unreadable journal ({e}); delete it and the .part "
+                           "files and start again") from None
         changed = [k for k, v in identity.items() if doc.get(k) != _plain(v)]
         if changed:
             was = ", ".join(f"{k}={doc.get(k)!r}" for k in changed)
-            raise FSEError(f"{self.journal}: the interrupted run had {was}; resume with the same list, root and"
-                           " flags, or delete the .part files and start again")
+            raise FSEError(f"{self.journal}: the interrupted run had {was}; resume with the same "
+                           "list, root and flags, or delete the .part files and start again")
         return progress
 
     def check_parts(self, progress: Progress) -> None:
         """FSEError if a part is shorter than the journal says (data lost in a crash before reaching
         the disk)."""
-        for part, size in ((self.rec_part, progress.rec_bytes), (self.idx_part, progress.idx_bytes)):
+        for part, size in ((self.rec_part, progress.rec_bytes),
+                           (self.idx_part, progress.idx_bytes)):
             have = part.stat().st_size if part.exists() else 0
             if have < size:
-                raise FSEError(f"{part}: {have} bytes, its journal says {size} were written (lost in a crash?);"
-                               " delete the .part files and start again")
+                raise FSEError(f"{part}: {have} bytes, its journal says {size} were written "
+                               "(lost in a crash?); delete the .part files and start again")
 
     def finish_renaming(self, progress: Progress) -> bool:
         """After a crash between the two renames of ``publish``: rename the .idx part too, if the
@@ -161,8 +163,8 @@ class RecOutput:
         if self.rec_part.exists() or not self.idx_part.exists() or not self.rec.exists():
             return False
         if self.rec.stat().st_size != progress.rec_bytes:
-            raise FSEError(f"{self.idx_part}: its .rec part is gone and {self.rec} is not the one it indexes;"
-                           " delete the .part files and start again")
+            raise FSEError(f"{self.idx_part}: its .rec part is gone and {self.rec} is not the one "
+                           "it indexes; delete the .part files and start again")
         os.replace(self.idx_part, self.idx)
         self.journal.unlink(missing_ok=True)
         return True

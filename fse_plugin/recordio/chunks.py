@@ -52,7 +52,8 @@ def encode_record(buf: bytes) -> bytes:
         out += [_CHUNK.pack(MAGIC, (2 if start else 1) << 29 | (pos - start)), buf[start:pos]]
         start = pos + 4
         pos = buf.find(_MAGIC_BYTES, start)
-    out += [_CHUNK.pack(MAGIC, (3 if start else 0) << 29 | (size - start)), buf[start:], b"\0" * (-size % 4)]
+    out += [_CHUNK.pack(MAGIC, (3 if start else 0) << 29 | (size - start)), buf[start:],
+            b"\0" * (-size % 4)]
     return b"".join(out)
 
 
@@ -85,7 +86,8 @@ class RecordFile:
     def __getstate__(self) -> dict:
         return {"path": self.path, "size": self.size, "_fd": None}
 
-    def read_record(self, offset: int, key: Any = None, limit: int | None = None) -> tuple[bytes, int]:
+    def read_record(self, offset: int, key: Any = None, limit: int | None = None
+                    ) -> tuple[bytes, int]:
         """The record whose first chunk starts at ``offset``, and the offset after its last chunk.
 
         With ``limit`` it may stop once ``limit`` bytes of the record are known (header reads);
@@ -97,18 +99,22 @@ class RecordFile:
         while True:
             head = os.pread(fd, _PREFETCH if limit is None else 8 + limit - got, pos)
             if len(head) < 8:
-                what = "offset past the end of the file" if pos >= self.size else "truncated chunk header"
-                raise _error(self.path, key, offset, f"{what} (chunk at {pos}, file size {self.size})")
+                what = ("offset past the end of the file" if pos >= self.size
+                        else "truncated chunk header")
+                raise _error(self.path, key, offset,
+                             f"{what} (chunk at {pos}, file size {self.size})")
             magic, lrec = _CHUNK.unpack_from(head)
             if magic != MAGIC:
-                raise _error(self.path, key, offset, f"bad magic 0x{magic:08x} at {pos}: not a record start"
+                raise _error(self.path, key, offset,
+                             f"bad magic 0x{magic:08x} at {pos}: not a record start"
                              " (corrupt file, or an .idx that does not belong to this .rec)")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             if cflag not in ((2, 3) if parts else (0, 1)):
                 raise _error(self.path, key, offset, f"chunk flag {cflag} at {pos} out of order"
                              + ("" if parts else " (offset points inside a split record)"))
             if pos + 8 + length > self.size:
-                raise _error(self.path, key, offset, f"truncated record: chunk at {pos} has {length} bytes,"
+                raise _error(self.path, key, offset,
+                             f"truncated record: chunk at {pos} has {length} bytes,"
                              f" file ends at {self.size}")
             data = head[8:8 + length]
             if limit is not None and got + len(data) >= limit:
