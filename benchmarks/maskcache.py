@@ -1,9 +1,12 @@
 """Mask cache benchmark: codec choice, bytes and get() time per mask with and without verification,
 start-up check cost, the build pipeline against decoding alone, cache build vs parser forward.
 
-    python benchmarks/maskcache.py [--rec DIR] [--images N] [--feature-scale 8] [--batch-size 32] [--device cpu]
-    python benchmarks/maskcache.py --pipeline-only [--images 6000] [--json FILE]   # CPU proxy of the GPU build
-    python benchmarks/maskcache.py --build-only --device cuda --images 40000 --batch-size 512 --feature-scale 1
+    python benchmarks/maskcache.py [--rec DIR] [--images N] [--feature-scale 8] [--batch-size 32]
+                                   [--device cpu]
+    python benchmarks/maskcache.py --pipeline-only [--images 6000] [--json FILE]
+                                   # CPU proxy of the GPU build
+    python benchmarks/maskcache.py --build-only --device cuda --images 40000 --batch-size 512
+                                   --feature-scale 1
 
 1. Codec candidates on the synthetic ground-truth masks (``gt_masks.npz`` of a synth rec): bytes per
    mask, decode and encode microseconds per mask on one core (best of 3; wall and CPU time).
@@ -11,15 +14,15 @@ start-up check cost, the build pipeline against decoding alone, cache build vs p
    microseconds per mask in random key order, alternating with the same calls unverified (no entry
    crc32, uncapped inflate: what format 1 did) - the cost of "never a wrong mask", budget < 10%;
    ``MaskCache.check()`` per 16,384-row chunk and for keys.npy, summed for an MS1MV3-size cache.
-3. ``--pipeline-only``: the build pipeline (batch decode processes, hand-off, encoding, chunk writes)
-   with the parser replaced by a free stand-in, images/s per decode worker at 1 and 2 workers, next
-   to reading + decoding the same records in one process (JSON keys ``pipeline_per_worker``,
-   ``decode_alone``; also per CPU-second, which a loaded machine distorts less); goal >= 0.5x and
-   near-linear in workers.
-4. ``fse cache build`` throughput with the default workers against the parser's forward-only throughput
-   (``parsing.forward_throughput``) at the same batch size, measured forward / build / forward in this
-   one run; goal >= 0.8. A random-init parser is fine for throughput. On CUDA pass ``--device cuda``
-   (and ``--images 40000 --batch-size 512``).
+3. ``--pipeline-only``: the build pipeline (batch decode processes, hand-off, encoding, chunk
+   writes) with the parser replaced by a free stand-in, images/s per decode worker at 1 and 2
+   workers, next to reading + decoding the same records in one process (JSON keys
+   ``pipeline_per_worker``, ``decode_alone``; also per CPU-second, which a loaded machine distorts
+   less); goal >= 0.5x and near-linear in workers.
+4. ``fse cache build`` throughput with the default workers against the parser's forward-only
+   throughput (``parsing.forward_throughput``) at the same batch size, measured forward / build /
+   forward in this one run; goal >= 0.8. A random-init parser is fine for throughput. On CUDA pass
+   ``--device cuda`` (and ``--images 40000 --batch-size 512``).
 """
 from __future__ import annotations
 
@@ -110,7 +113,8 @@ CANDIDATES = {
 
 
 def ragged(masks: np.ndarray, p: float, seed: int = 0) -> np.ndarray:
-    """Parser-like boundary noise: each pixel on a class boundary takes its neighbour's label with probability p."""
+    """Parser-like boundary noise: each pixel on a class boundary takes its neighbour's label with
+    probability p."""
     rng = np.random.default_rng(seed)
     out = masks.copy()
     for i, m in enumerate(masks):
@@ -146,7 +150,8 @@ def codec_table(masks: np.ndarray) -> list[dict]:
 
 @contextlib.contextmanager
 def unverified():
-    """MaskCache.get without its checks, as format 1 read: no entry crc32, zlib inflating without a cap."""
+    """MaskCache.get without its checks, as format 1 read:
+    no entry crc32, zlib inflating without a cap."""
     entry, decode = chunk.ChunkFile.entry, chunk.decode_mask
 
     def raw_entry(self, i, key=None):
@@ -163,10 +168,10 @@ def unverified():
 
 
 def get_table(cache: mc.MaskCache, repeat: int = 25, block: int = 100) -> dict:
-    """MaskCache.get in random key order next to the same calls unverified, and get_runs (the same checks, no
-    expansion into a mask): each block of ``block`` keys is timed ``repeat`` times per variant, alternating,
-    and the per-block minima are summed (a burst of load then spoils one sample of one block, not the
-    comparison)."""
+    """MaskCache.get in random key order next to the same calls unverified, and get_runs (the same
+    checks, no expansion into a mask): each block of ``block`` keys is timed ``repeat`` times per
+    variant, alternating, and the per-block minima are summed (a burst of load then spoils one
+    sample of one block, not the comparison)."""
     order = np.random.default_rng(0).permutation(cache.keys).tolist()
     for k in order:
         cache.get(k)  # map the chunks, warm the page cache
@@ -192,9 +197,9 @@ def get_table(cache: mc.MaskCache, repeat: int = 25, block: int = 100) -> dict:
 
 
 def check_table(cache: mc.MaskCache, masks: np.ndarray, tmp: Path, n_keys: int = 5_179_510) -> dict:
-    """MaskCache.check() cost: this cache on a fresh instance; one full-size chunk (16,384 rows, entries tiled
-    from ``masks``) mapped and checked; keys.npy of ``n_keys`` (MS1MV3) hashed and checked ascending; and
-    the sum for a cache of that size (count / 16,384 chunks)."""
+    """MaskCache.check() cost: this cache on a fresh instance; one full-size chunk (16,384 rows,
+    entries tiled from ``masks``) mapped and checked; keys.npy of ``n_keys`` (MS1MV3) hashed and
+    checked ascending; and the sum for a cache of that size (count / 16,384 chunks)."""
     fresh = mc.MaskCache(cache.path)
     t = time.perf_counter()
     fresh.check()
@@ -237,7 +242,8 @@ class FreeStandIn:
 
 
 def tile_rec(src: Path, out: Path, n: int) -> Path:
-    """An im2rec-layout rec of ``n`` records cycling through ``src``'s image records (bytes as they are)."""
+    """An im2rec-layout rec of ``n`` records cycling through ``src``'s image records
+    (bytes as they are)."""
     reader = recordio.open_rec(src)
     keys = recordio.image_index(reader).keys
     out.mkdir(parents=True, exist_ok=True)
@@ -250,14 +256,15 @@ def tile_rec(src: Path, out: Path, n: int) -> Path:
 
 
 def _cpu() -> tuple[float, float]:
-    """CPU seconds of this process and of its finished children (DataLoader workers and encoders, once joined)."""
+    """CPU seconds of this process and of its finished children
+    (DataLoader workers and encoders, once joined)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def decode_alone(rec: Path) -> tuple[float, float]:
-    """(images/s, images per CPU-second) of reading + decoding every image record in one process, one
-    OpenCV thread."""
+    """(images/s, images per CPU-second) of reading + decoding every image record in one process,
+    one OpenCV thread."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     reader = recordio.open_rec(rec)
@@ -273,9 +280,9 @@ def decode_alone(rec: Path) -> tuple[float, float]:
 
 def pipeline_rate(rec: Path, out: Path, workers: int, encode_workers: int, batch_size: int,
                   chunk_size: int) -> tuple[float, float]:
-    """(images/s, images per CPU-second of the child processes) of ChunkPipeline over every record of
-    ``rec`` with the free stand-in (fresh cache dir). With ``encode_workers=0`` the children are exactly
-    the decode workers."""
+    """(images/s, images per CPU-second of the child processes) of ChunkPipeline over every record
+    of ``rec`` with the free stand-in (fresh cache dir). With ``encode_workers=0`` the children are
+    exactly the decode workers."""
     src = source.scan_source(rec)
     try:
         h, w = source.probe_size(src.reader, src.keys)
@@ -359,7 +366,8 @@ def main() -> None:
 
 
 def cache_section(args: argparse.Namespace, rec: Path, keys: np.ndarray, masks: np.ndarray, tmp: Path) -> dict:
-    """Sections 1-2: codec candidates, bytes/mask, get() with and without verification, check() cost, encoding."""
+    """Sections 1-2: codec candidates, bytes/mask, get() with and without verification,
+    check() cost, encoding."""
     table = codec_table(masks[:args.codec_masks])
     print(f"codec candidates on {min(len(masks), args.codec_masks)} ground-truth masks, one core:")
     print("| codec | bytes/mask | decode us/mask (wall / CPU) | encode us/mask (wall / CPU) |")
@@ -392,8 +400,8 @@ def cache_section(args: argparse.Namespace, rec: Path, keys: np.ndarray, masks: 
 
 
 def precision_of(args: argparse.Namespace) -> str:
-    """--precision, else the earlier --amp/--no-amp, else bf16 on CUDA (what the build ran at when this
-    benchmark's figures were first taken) and fp32 elsewhere."""
+    """--precision, else the earlier --amp/--no-amp, else bf16 on CUDA
+    (what the build ran at when this benchmark's figures were first taken) and fp32 elsewhere."""
     if getattr(args, "precision", None):
         return args.precision
     amp = args.device.startswith("cuda") if getattr(args, "amp", None) is None else args.amp

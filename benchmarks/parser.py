@@ -1,12 +1,15 @@
-"""Parser cost side by side: parameters, GFLOP per 112x112 face, forward-only images/s, per feature_scale.
+"""Parser cost side by side: parameters, GFLOP per 112x112 face, forward-only images/s,
+per feature_scale.
 
     python benchmarks/parser.py --threads 2 --batch-size 32 --scales 1 2 4
-    python benchmarks/parser.py --device cuda --precision bf16 --batch-size 512 --scales 1 2 4   # GPU, channels_last
+    python benchmarks/parser.py --device cuda --precision bf16 --batch-size 512 --scales 1 2 4
+                                # GPU, channels_last
 
 Forward-only = normalise + network + argmax on a uint8 batch already on the device
-(``fse_plugin.parsing.forward_throughput``), the ceiling that ``fse cache build`` is measured against.
-Ratios are relative to the first scale listed, all measured in this one run. ``img/CPU-s`` divides by
-the process's CPU time (all threads), which other jobs on a shared machine distort far less than wall time.
+(``fse_plugin.parsing.forward_throughput``), the ceiling that ``fse cache build`` is measured
+against. Ratios are relative to the first scale listed, all measured in this one run. ``img/CPU-s``
+divides by the process's CPU time (all threads), which other jobs on a shared machine distort far
+less than wall time.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from fse_plugin.parsing import UNetRes18, forward_throughput
 
 
 def gflop_per_image(model: torch.nn.Module, size: int = 112) -> float:
-    """Forward FLOPs (multiply and add counted separately) of one face, counted by torch's FlopCounterMode."""
+    """Forward FLOPs (multiply and add counted separately) of one face,
+    counted by torch's FlopCounterMode."""
     x = torch.zeros(1, model.in_channels, size, size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(x)
@@ -49,7 +53,8 @@ def main() -> None:
         gflop = gflop_per_image(model, args.size)
         cpu0 = time.process_time()
         ips = forward_throughput(model, args.batch_size, args.device, args.precision, iters=args.iters, size=args.size)
-        # images per CPU-second (all threads; warm-up batch included): robust to other jobs on a shared machine
+        # images per CPU-second (all threads; warm-up batch included):
+        # robust to other jobs on a shared machine
         ipc = args.batch_size * (args.iters + 1) / (time.process_time() - cpu0)
         rows.append((fs, params, gflop, ips, ipc))
         del model

@@ -1,5 +1,6 @@
-"""Bad input to ``fse cache build|info|verify`` and ``fse parser train|eval``: each refused in one line naming the
-flag, file or key, exit status 2, before any model or image is loaded, and a refused build writes nothing."""
+"""Bad input to ``fse cache build|info|verify`` and ``fse parser train|eval``: each refused in one
+line naming the flag, file or key, exit status 2, before any model or image is loaded, and a refused
+build writes nothing."""
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,8 @@ CASES = [  # (id, argv with {placeholders}, what the one line must name)
 
 @pytest.fixture(scope="module")
 def paths(synth_rec, synth_cache, tmp_path_factory) -> dict:
-    """The files the cases name: a rec and its cache, a parser checkpoint, labels (good and bad), an image,
-    a FaceSynthetics folder, and places that do not exist."""
+    """The files the cases name: a rec and its cache, a parser checkpoint, labels
+    (good and bad), an image, a FaceSynthetics folder, and places that do not exist."""
     d = tmp_path_factory.mktemp("bad_input_cache")
     from fse_plugin.parsing import UNetRes18, save_parser
     with np.load(synth_rec / "gt_masks.npz") as z:
@@ -100,7 +101,8 @@ def test_refused_in_one_line(argv, names, paths, no_loading):
 
 
 def test_deprecated_amp_means_bf16(paths):
-    """``--amp`` of the cache and the parser meant bf16: it still does, with a note; ``--no-amp`` is fp32."""
+    """``--amp`` of the cache and the parser meant bf16: it still does, with a note;
+    ``--no-amp`` is fp32."""
     from fse_plugin.cli import build_parser
     ap = build_parser()
     for argv, default in ((FROM_PARSER, "auto"), (TRAIN, "auto"), (EVAL, "fp32")):

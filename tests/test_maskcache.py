@@ -1,4 +1,5 @@
-"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume, torchrun.
+"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume,
+torchrun.
 
 Damage fuzzing, repair and the build's robustness: test_maskcache_damage.py."""
 import json
@@ -50,7 +51,8 @@ def gt(synth_rec):
 
 @pytest.fixture(scope="session")
 def parsers(tmp_path_factory):
-    """Two tiny random parsers (feature_scale 16) saved with save_parser: masks are deterministic, not good."""
+    """Two tiny random parsers (feature_scale 16) saved with save_parser:
+    masks are deterministic, not good."""
     d = tmp_path_factory.mktemp("parsers")
     out = []
     for seed in (0, 1):
@@ -123,7 +125,8 @@ def test_decode_runs_is_decode_mask_before_the_expansion():
 
 
 def _all_runs_match_get(cache: mc.MaskCache) -> int:
-    """get_runs of every key expands to get's mask (None where get gives None); returns the masks seen."""
+    """get_runs of every key expands to get's mask (None where get gives None);
+    returns the masks seen."""
     seen = 0
     for k in cache.keys.tolist():
         runs, mask = cache.get_runs(k), cache.get(k)
@@ -388,7 +391,8 @@ def _spec(count: int, chunk_size: int) -> mc.CacheSpec:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
-    """Whole batches decoded into the shared ring, in order, exactly as decode_image; failures zeroed and named."""
+    """Whole batches decoded into the shared ring, in order, exactly as decode_image;
+    failures zeroed and named."""
     rec = tmp_path / "rec"
     shutil.copytree(synth_rec, rec)
     reader = recordio.open_rec(rec)
@@ -417,8 +421,8 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
 
 
 def test_batch_decoder_after_opencv_threads_went_idle(synth_rec):
-    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they used
-    to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
+    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they
+    used to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
     import time
 
     import cv2

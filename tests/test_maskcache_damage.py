@@ -1,4 +1,5 @@
-"""Never a wrong mask: damage anywhere in a cache gives an error naming the file and the rebuild command.
+"""Never a wrong mask: damage anywhere in a cache gives an error naming the file and the rebuild
+command.
 
 Sampled fuzzing (bit flips, truncations, offset edits, swapped files) bounded to a few seconds, the
 build's repair of damaged caches, kills at every write, refused inputs, and the rebuild hints.
@@ -46,7 +47,8 @@ def pristine(synth_rec, gt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gappy(synth_rec, gt, tmp_path_factory):
-    """An im2rec-layout rec whose keys have gaps, and its labels cache (key -> row by binary search)."""
+    """An im2rec-layout rec whose keys have gaps, and its labels cache
+    (key -> row by binary search)."""
     reader = recordio.open_rec(synth_rec)
     rec = tmp_path_factory.mktemp("gappy")
     w = recordio.MXIndexedRecordIO(str(rec / "train.idx"), str(rec / "train.rec"), "w")
@@ -64,8 +66,8 @@ def _files(d: Path) -> dict:
 
 
 def _read_both(cache: mc.MaskCache, key: int) -> tuple:
-    """(get_runs(key), get(key)); get_runs must refuse a key exactly when get does, with the same error,
-    which is then raised."""
+    """(get_runs(key), get(key)); get_runs must refuse a key exactly when get does,
+    with the same error, which is then raised."""
     results, errors = [], []
     for read in (cache.get_runs, cache.get):
         try:
@@ -80,10 +82,12 @@ def _read_both(cache: mc.MaskCache, key: int) -> tuple:
 
 
 def _outcome(d: Path, truth: dict) -> str:
-    """'read' if opening or a get refused, 'check' if only check() did, else 'none'; never a wrong mask.
+    """'read' if opening or a get refused, 'check' if only check() did, else 'none';
+    never a wrong mask.
 
-    Every refusal must be a CacheError naming a file of the cache and the command that rebuilds it (or
-    resumes its build); that command's --rec is a placeholder only where the damage took the path itself.
+    Every refusal must be a CacheError naming a file of the cache and the command that rebuilds it
+    (or resumes its build); that command's --rec is a placeholder only where the damage took the
+    path itself.
     """
     try:
         try:
@@ -123,7 +127,8 @@ def _chunk_layout(path: Path) -> tuple[int, int]:
 
 
 def test_single_bit_flips_anywhere_are_caught(pristine, gappy, tmp_path):
-    """~1,300 sampled flips: every structural byte of one chunk, samples of all data, keys.npy and the manifest."""
+    """~1,300 sampled flips: every structural byte of one chunk, samples of all data,
+    keys.npy and the manifest."""
     rng = np.random.default_rng(0)
     outcomes = {}
     for source, truth, n_manifest, n_keys in ((pristine, pristine[1], 160, 100), (gappy, gappy[1], 40, 100)):
@@ -309,8 +314,8 @@ def test_build_repairs_only_what_is_damaged(pristine, synth_rec, gt, tmp_path, c
 
 
 def _dying_build(n: int, synth_rec: Path, out: Path) -> None:
-    """Child process: build, and die by kill -9 in the middle of the n-th file write (half of it in the
-    temporary file), as a power cut or the OOM killer would: no cleanup code runs."""
+    """Child process: build, and die by kill -9 in the middle of the n-th file write (half of it in
+    the temporary file), as a power cut or the OOM killer would: no cleanup code runs."""
     write, calls = build.atomic_write, []
 
     def dying_write(path: Path, data: bytes) -> None:
@@ -326,7 +331,8 @@ def _dying_build(n: int, synth_rec: Path, out: Path) -> None:
 
 
 def test_no_temporary_file_survives_a_kill(pristine, synth_rec, tmp_path):
-    """kill -9 in each file write (build_spec, 5 chunks, keys, build_info, manifest), then the same command."""
+    """kill -9 in each file write (build_spec, 5 chunks, keys, build_info, manifest),
+    then the same command."""
     npz = synth_rec / "gt_masks.npz"
     for n in range(1, 10):
         out = tmp_path / f"kill{n}"
@@ -422,9 +428,10 @@ _INTERRUPT = {  # where the build is when Ctrl-C comes: code the child runs to p
 
 @pytest.mark.parametrize("when", list(_INTERRUPT))
 def test_ctrl_c_is_one_line(synth_rec, tmp_path, when):
-    """A terminal's Ctrl-C (SIGINT to the whole process group) while the build starts its 1 encode and 2 decode
-    processes, or mid-build: one line, exit status 130, no traceback of any process, an unfinished build that
-    readers recognise. The child sends the signal itself at the point named, so nothing depends on timing."""
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while the build starts its 1 encode
+    and 2 decode processes, or mid-build: one line, exit status 130, no traceback of any process, an
+    unfinished build that readers recognise. The child sends the signal itself at the point named,
+    so nothing depends on timing."""
     out = tmp_path / "cache"
     ckpt = tmp_path / "tiny.pt"
     script = textwrap.dedent(f"""

@@ -24,8 +24,9 @@ SMALL = 16  # feature_scale for fast tests (widths 4..64)
 # ----------------------------------------------------------------------------- a tiny FaceSynthetics folder
 
 def _canonical_face(size: int = 112) -> np.ndarray:
-    """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels: right_cheek (1) on the
-    image-left (the subject's right), right_eye and right_brow (11, 13) on the image-right (the image's right)."""
+    """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels:
+    right_cheek (1) on the image-left (the subject's right), right_eye and right_brow (11, 13) on
+    the image-right (the image's right)."""
     m = np.zeros((size, size), np.uint8)
     cx = int(ARCFACE_TEMPLATE[2, 0])
     cv2.ellipse(m, (cx, 40), (40, 30), 0, 180, 360, class_id("hair"), -1)
@@ -45,7 +46,8 @@ def _canonical_face(size: int = 112) -> np.ndarray:
 
 def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160, skip: tuple[int, ...] = (),
                               labels: str = "labels_25") -> Path:
-    """FaceSynthetics layout: {id:06d}.png, _ldmks.txt (70 rows), labels_25/{id:06d}_seg.png, anno_list.csv."""
+    """FaceSynthetics layout: {id:06d}.png, _ldmks.txt (70 rows), labels_25/{id:06d}_seg.png,
+    anno_list.csv."""
     rng = np.random.default_rng(seed)
     (root / labels).mkdir(parents=True, exist_ok=True)
     canon = _canonical_face()
@@ -77,7 +79,8 @@ def fake_fs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(fake_fs, tmp_path_factory) -> tuple[Path, dict]:
-    """Four epochs of a feature_scale-16 parser on the fake folder (shared by the training/eval tests)."""
+    """Four epochs of a feature_scale-16 parser on the fake folder
+    (shared by the training/eval tests)."""
     out = tmp_path_factory.mktemp("train")
     torch.manual_seed(0)
     summary = P.train_parser(fake_fs, out, P.TrainSettings(epochs=4, batch_size=4, lr=1e-2, feature_scale=SMALL,
@@ -286,7 +289,8 @@ def test_read_anno_list_and_split(fake_fs, tmp_path):
 def test_prepare_dataset_aligns_and_caches(fake_fs, tmp_path):
     a = P.prepare_dataset(fake_fs, tmp_path)
     assert a.images.shape == (39, 112, 112, 3) and a.masks.shape == (39, 112, 112)
-    # the aligned label map is the canonical face up to border pixels of nearest-neighbour resampling
+    # the aligned label map is the canonical face up to border pixels of nearest-neighbour
+    # resampling
     agree = (a.masks == _canonical_face()[None]).mean()
     assert agree > 0.97, agree
     stamp = (a.path / "images.npy").stat().st_mtime_ns
@@ -296,7 +300,8 @@ def test_prepare_dataset_aligns_and_caches(fake_fs, tmp_path):
 
 @pytest.mark.parametrize("folder", ["labels_25", "labels25"])
 def test_label_folder_either_spelling(tmp_path, folder):
-    """The authors' README names the folder labels_25 and labels25 (labels_9 and labels9): both are read."""
+    """The authors' README names the folder labels_25 and labels25 (labels_9 and labels9):
+    both are read."""
     root = write_fake_facesynthetics(tmp_path / "fs", n=3, labels=folder)
     assert P.label_dir(root) == root / folder
     a = P.prepare_dataset(root, tmp_path / "cache", progress=False)
@@ -325,7 +330,8 @@ def _train_loss(model, aligned, idx):
     x = to_input(np.asarray(aligned.images[idx]))
     y = torch.from_numpy(np.asarray(aligned.masks[idx]).astype(np.int64))
     with torch.no_grad():
-        # train-mode BN (batch statistics): a few steps move the weights far more than the running averages
+        # train-mode BN (batch statistics): a few steps move the weights far more than the running
+        # averages
         return float(torch.nn.functional.cross_entropy(model.train()(x), y, ignore_index=P.IGNORE_INDEX))
 
 
@@ -354,8 +360,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
-    """A step budget is the whole schedule: the same seed gives the same weights, a generous time budget
-    (a safety stop) changes nothing, and the summary carries the held-out scores the demo's floor reads."""
+    """A step budget is the whole schedule: the same seed gives the same weights, a generous time
+    budget (a safety stop) changes nothing, and the summary carries the held-out scores the demo's
+    floor reads."""
     kw = dict(batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2, workers=0, device="cpu", warmup_steps=2,
               progress=False, cache_dir=tmp_path / "cache")
     a = P.train_parser(fake_fs, tmp_path / "a", P.TrainSettings(steps=10, **kw))
@@ -372,8 +379,8 @@ def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
 
 
 def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monkeypatch):
-    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second epoch it
-    leaves the first epoch's checkpoints whole, and --resume finishes the run."""
+    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second
+    epoch it leaves the first epoch's checkpoints whole, and --resume finishes the run."""
     from dataclasses import replace
 
     from fse_plugin.parsing import facesynthetics, train

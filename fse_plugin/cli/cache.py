@@ -15,7 +15,8 @@ from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE
 
 HELP = "build (precompute), inspect (info) or check (verify) the mask cache of a rec"
 _PARSER_ONLY = ("batch_size", "device", "precision", "num_workers", "encode_workers")
-"""Settings of a parser build: a cache --from-labels runs no parser, so any but their defaults are refused there."""
+"""Settings of a parser build: a cache --from-labels runs no parser,
+so any but their defaults are refused there."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def rec_type(text: str) -> Path:
-    """argparse type of ``--rec``: a dataset dir holding train.rec (and its .idx), or a .rec file."""
+    """argparse type of ``--rec``: a dataset dir holding train.rec
+    (and its .idx), or a .rec file."""
     path = Path(text)
     try:
         checks.existing_file(path / "train.rec" if path.is_dir() else path, "rec")

@@ -1,4 +1,5 @@
-"""``fse parser train|eval``: train the face parser on a FaceSynthetics-layout folder, score it per class."""
+"""``fse parser train|eval``: train the face parser on a FaceSynthetics-layout folder,
+score it per class."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resume_type(text: str) -> str | Path:
-    """``--resume`` alone means OUT/last.pt ('auto', checked when OUT is known); else a checkpoint file."""
+    """``--resume`` alone means OUT/last.pt ('auto', checked when OUT is known);
+    else a checkpoint file."""
     return text if text == "auto" else file_type("checkpoint")(text)
 
 
@@ -81,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def csv_type(text: str) -> Path:
-    """argparse type of an output file: not a directory, in a directory that exists or can be made."""
+    """argparse type of an output file: not a directory,
+    in a directory that exists or can be made."""
     path = Path(text)
     try:
         if path.is_dir():

@@ -1,5 +1,5 @@
-"""The steps every cache build shares (``CacheWriter``: prepare the directory, write chunks, commit keys.npy
-and manifest.json) and ``build_from_labels`` (a cache of given masks).
+"""The steps every cache build shares (``CacheWriter``: prepare the directory, write chunks, commit
+keys.npy and manifest.json) and ``build_from_labels`` (a cache of given masks).
 
 A build writes each chunk atomically as soon as it is complete, then ``keys.npy``,
 ``build_info.json`` and, last, ``manifest.json`` (the commit: a cache is complete exactly when it
@@ -48,7 +48,8 @@ _OUR_FILES = (MANIFEST, KEYS_FILE, BUILD_SPEC, BUILD_INFO)
 
 @dataclass(frozen=True)
 class BuildInfo:
-    """What build_info.json records: when, where, how fast (the one file allowed to differ between builds)."""
+    """What build_info.json records: when, where, how fast
+    (the one file allowed to differ between builds)."""
     finished_utc: str
     host: str
     world_size: int
@@ -75,7 +76,8 @@ def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 
 
 def _first_problem(out: Path) -> str | None:
-    """What is wrong with the complete cache at ``out`` (every byte checked), or None if it is sound."""
+    """What is wrong with the complete cache at ``out`` (every byte checked),
+    or None if it is sound."""
     try:
         with MaskCache(out) as cache:
             cache.check(data=True)
@@ -85,11 +87,12 @@ def _first_problem(out: Path) -> str | None:
 
 
 class CacheWriter:
-    """One build of ``spec`` into the directory ``out``: the steps every rank and every kind of build share.
+    """One build of ``spec`` into the directory ``out``:
+    the steps every rank and every kind of build share.
 
     ``prepare`` (rank 0) readies the directory and says whether it already holds this very cache;
-    each rank then writes its ``pending_chunks`` with ``write_chunk``; rank 0 ``wait_for_chunks`` of the
-    others and ``commit``s keys.npy, build_info.json and manifest.json.
+    each rank then writes its ``pending_chunks`` with ``write_chunk``; rank 0 ``wait_for_chunks`` of
+    the others and ``commit``s keys.npy, build_info.json and manifest.json.
     """
 
     def __init__(self, out: Path, spec: CacheSpec):
@@ -103,7 +106,8 @@ class CacheWriter:
             p.unlink()
 
     def _holds_this_cache(self) -> bool:
-        """True if ``out`` holds a sound cache of the spec; CacheMismatchError if it holds one of another spec."""
+        """True if ``out`` holds a sound cache of the spec;
+        CacheMismatchError if it holds one of another spec."""
         if not (self.out / MANIFEST).is_file():
             return False
         try:
@@ -123,7 +127,8 @@ class CacheWriter:
         return False
 
     def _check_unfinished(self) -> None:
-        """Refuse to mix into an unfinished build of another spec that has already written chunks."""
+        """Refuse to mix into an unfinished build of another spec that has already written
+        chunks."""
         try:
             old = json.loads((self.out / BUILD_SPEC).read_bytes()).get("spec")
         except (OSError, ValueError, AttributeError):
@@ -136,9 +141,11 @@ class CacheWriter:
                 f"Add --overwrite to discard it, or choose another --out.")
 
     def prepare(self, overwrite: bool, command: str) -> bool:
-        """Make ``out`` ready for this build (rank 0 only); True if it already holds this very cache, sound.
+        """Make ``out`` ready for this build (rank 0 only);
+        True if it already holds this very cache, sound.
 
-        ``command`` (the same build, which resumes or repairs) is what error messages tell the user to rerun.
+        ``command`` (the same build, which resumes or repairs) is what error messages tell the user
+        to rerun.
         """
         out = self.out
         out.mkdir(parents=True, exist_ok=True)
@@ -160,12 +167,14 @@ class CacheWriter:
         return chunk_ok(chunk_path(self.out, index), self.spec.chunk_expect(index))
 
     def pending_chunks(self, rank: int = 0, world: int = 1) -> list[int]:
-        """Chunks this rank must compute: every ``world``-th one that is not already there, sound."""
+        """Chunks this rank must compute: every ``world``-th one that is not already there,
+        sound."""
         return [c for c in range(rank, self.spec.n_chunks, world) if not self._sound(c)]
 
     def write_chunk(self, index: int, entries: Entries, errors: Sequence[tuple[int, str]], pixels: np.ndarray,
                     images: np.ndarray) -> None:
-        """One chunk file, atomically; ``errors`` are (key, reason) of the rows with an empty entry."""
+        """One chunk file, atomically; ``errors`` are (key, reason) of the rows with an empty
+        entry."""
         start, stop = self.spec.chunk_rows(index)
         if len(entries.lengths) != stop - start:  # a bug of the caller: never write a chunk of the wrong size
             raise RuntimeError(f"chunk {index}: {len(entries.lengths)} entries for rows {start}..{stop - 1}")
@@ -209,7 +218,8 @@ class CacheWriter:
 
     def commit(self, keys: np.ndarray, rec_path: str, producer_path: str | None, created: dict,
                meta: Mapping[str, Any], info: BuildInfo) -> Manifest:
-        """Rank 0: write keys.npy, build_info.json and (last: the commit) manifest.json; deterministic bytes."""
+        """Rank 0: write keys.npy, build_info.json and (last: the commit) manifest.json;
+        deterministic bytes."""
         chunks, missing, pixels, images = self._collect_chunks()
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(keys, dtype="<i8"), allow_pickle=False)
@@ -245,7 +255,8 @@ def log_summary(out: Path, manifest: Manifest, info: BuildInfo) -> None:
 # --------------------------------------------------------------------------------------- from labels
 
 def labels_from_npz(path: str | os.PathLike, name: str = "--from-labels") -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``keys`` and ``masks`` of a labels file (e.g. synth ``gt_masks.npz``), read without pickles."""
+    """Arrays ``keys`` and ``masks`` of a labels file (e.g. synth ``gt_masks.npz``),
+    read without pickles."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if "keys" not in z or "masks" not in z:
@@ -271,7 +282,8 @@ def _check_labels(keys: np.ndarray, masks: np.ndarray, where: str) -> None:
 
 
 def _labels_order(src: Source, keys: np.ndarray, masks: np.ndarray, where: str) -> np.ndarray:
-    """The permutation that puts ``keys``/``masks`` in the rec's key order; CacheError unless they match it."""
+    """The permutation that puts ``keys``/``masks`` in the rec's key order;
+    CacheError unless they match it."""
     order = np.argsort(keys, kind="stable")
     if not np.array_equal(keys[order], src.keys):
         lost, extra = np.setdiff1d(src.keys, keys), np.setdiff1d(keys, src.keys)
@@ -306,12 +318,13 @@ def _encode_chunks(writer: CacheWriter, masks: np.ndarray, order: np.ndarray, pr
 def build_from_labels(rec_dir: str | os.PathLike, keys: np.ndarray, masks: np.ndarray,
                       out: str | os.PathLike | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                       overwrite: bool = False, progress: bool = True, **meta: Any) -> Path:
-    """Cache of given masks (e.g. synth ``gt_masks.npz``), no parser: one mask for every image key of the rec.
+    """Cache of given masks (e.g. synth ``gt_masks.npz``), no parser:
+    one mask for every image key of the rec.
 
-    ``keys``/``masks`` may be in any order; they must cover exactly the rec's image keys at its image
-    size, with class ids 0..24 (checked before anything is written). ``meta`` (JSON values) is stored in
-    the manifest; ``labels_path`` there names the source for rebuild commands and errors. Single process
-    (it only encodes), resumable and self-repairing like ``precompute``.
+    ``keys``/``masks`` may be in any order; they must cover exactly the rec's image keys at its
+    image size, with class ids 0..24 (checked before anything is written). ``meta`` (JSON values) is
+    stored in the manifest; ``labels_path`` there names the source for rebuild commands and errors.
+    Single process (it only encodes), resumable and self-repairing like ``precompute``.
     """
     checks.count(chunk_size, "chunk_size")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

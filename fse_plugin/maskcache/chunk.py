@@ -1,4 +1,5 @@
-"""Chunk files ``chunks/NNNNNN.fsmc``: rows ``[i * chunk_size, (i + 1) * chunk_size)`` of a cache, self-checking.
+"""Chunk files ``chunks/NNNNNN.fsmc``: rows ``[i * chunk_size, (i + 1) * chunk_size)`` of a cache,
+self-checking.
 
 Layout (format 2, little-endian)::
 
@@ -12,9 +13,9 @@ Layout (format 2, little-endian)::
 
 Every byte is covered by a check the reader makes: head, meta and table by the table crc32 the
 first time a process maps the chunk, the end marker and the size at the same time, and each entry by
-its own crc32 on every read (costs: benchmarks/README.md, "## maskcache"), so a damaged byte gives an
-error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data
-in one pass. ``spec_id`` (hash of what defines the cache) ties each chunk to its build.
+its own crc32 on every read (costs: benchmarks/README.md, "## maskcache"), so a damaged byte gives
+an error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data in one pass.
+``spec_id`` (hash of what defines the cache) ties each chunk to its build.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def chunk_path(root: Path, index: int) -> Path:
 
 @dataclass(frozen=True)
 class ChunkMeta(JsonRecord):
-    """A chunk's metadata: its undecodable images ``[key, reason]`` and its class pixel/image counts."""
+    """A chunk's metadata: its undecodable images ``[key, reason]`` and its class pixel/image
+    counts."""
     errors: list
     class_pixels: list
     class_images: list
@@ -90,8 +92,8 @@ def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: 
 
 
 def remove_temporaries(directory: Path, names: Sequence[str]) -> int:
-    """Delete what killed writes left of the files ``names`` (globs) in ``directory``: temporary files of
-    ``common.files.atomic_write`` (and of the writers of earlier versions)."""
+    """Delete what killed writes left of the files ``names`` (globs) in ``directory``:
+    temporary files of ``common.files.atomic_write`` (and of the writers of earlier versions)."""
     found = [p for name in names for p in directory.glob(f"{name}.tmp*")]
     for p in found:
         p.unlink(missing_ok=True)
@@ -99,18 +101,20 @@ def remove_temporaries(directory: Path, names: Sequence[str]) -> int:
 
 
 def _u32(buf: memoryview, count: int) -> Any:
-    """``count`` little-endian u32 of ``buf`` that index to Python ints quickly (a memoryview cast where
-    the machine is little-endian, numpy elsewhere)."""
+    """``count`` little-endian u32 of ``buf`` that index to Python ints quickly
+    (a memoryview cast where the machine is little-endian, numpy elsewhere)."""
     if sys.byteorder == "little" and struct.calcsize("I") == 4:
         return buf[:4 * count].cast("I")
     return np.frombuffer(buf, "<u4", count)
 
 
 class ChunkFile:
-    """One chunk file, memory-mapped, checked against what the manifest (or the build) expects of it.
+    """One chunk file, memory-mapped, checked against what the manifest
+    (or the build) expects of it.
 
     Opening checks the size, header fields, table crc32, offsets and end marker (DamagedEntryError,
-    naming the file, if any is off); :meth:`runs` and :meth:`mask` check the entry's crc32 before decoding it.
+    naming the file, if any is off); :meth:`runs` and :meth:`mask` check the entry's crc32 before
+    decoding it.
     """
 
     def __init__(self, path: Path, expect: ChunkExpect = ChunkExpect(), hint: str = ""):
@@ -180,7 +184,8 @@ class ChunkFile:
         return blob
 
     def runs(self, i: int, height: int, width: int, key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Runs (values, lengths) of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
+        """Runs (values, lengths) of entry ``i`` (None for an empty entry);
+        DamagedEntryError if it fails a check."""
         return self._decoded(decode_runs, i, height, width, key)
 
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
@@ -199,7 +204,8 @@ class ChunkFile:
         raise self._error(what, key)
 
     def check_data(self) -> None:
-        """All entries at once against the data crc32 in the header (what a build and ``verify`` check)."""
+        """All entries at once against the data crc32 in the header
+        (what a build and ``verify`` check)."""
         if zlib.crc32(self._data) != self.data_crc:
             raise self._error("data crc32 mismatch (damaged)")
 

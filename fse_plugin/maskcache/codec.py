@@ -24,11 +24,13 @@ ZLIB_LEVEL = 9
 
 
 class CorruptEntryError(ValueError):
-    """An entry that does not decode to a mask of the asked size (damaged, or not an entry at all)."""
+    """An entry that does not decode to a mask of the asked size
+    (damaged, or not an entry at all)."""
 
 
 class Runs:
-    """The runs of equal pixels of a uint8 ``[B,H,W]`` batch: ``bounds[m]:bounds[m+1]`` are mask m's runs."""
+    """The runs of equal pixels of a uint8 ``[B,H,W]`` batch:
+    ``bounds[m]:bounds[m+1]`` are mask m's runs."""
 
     def __init__(self, masks: np.ndarray):
         masks = check_masks(masks)
@@ -74,10 +76,12 @@ def encode_masks(masks: np.ndarray) -> list[bytes]:
 
 
 def _inflate_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's run stream as (values, lengths), uint8 [n] each, before the count of the pixels they cover.
+    """An entry's run stream as (values, lengths), uint8 [n] each,
+    before the count of the pixels they cover.
 
     Inflates at most the ``2 * height * width`` bytes a mask's runs can take, so a damaged or
-    hostile entry costs no more time or memory than a real one; CorruptEntryError if the stream is damaged.
+    hostile entry costs no more time or memory than a real one;
+    CorruptEntryError if the stream is damaged.
     """
     z = zlib.decompressobj()
     try:
@@ -101,22 +105,23 @@ def _covers(pixels: int, height: int, width: int) -> None:
 
 
 def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly ``height * width``
-    pixels; CorruptEntryError if it is damaged. What a reader needs when it wants a few classes' pixels, not
-    the mask."""
+    """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly
+    ``height * width`` pixels; CorruptEntryError if it is damaged. What a reader needs when it wants
+    a few classes' pixels, not the mask."""
     values, lengths = _inflate_runs(blob, height, width)
     _covers(int(lengths.sum()), height, width)
     return values, lengths
 
 
 def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Runs back to their uint8 ``[height, width]`` mask (writable); the runs must cover it exactly."""
+    """Runs back to their uint8 ``[height, width]`` mask (writable);
+    the runs must cover it exactly."""
     return np.repeat(values, lengths).reshape(height, width)
 
 
 def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
-    """An entry back to its uint8 ``[height, width]`` mask (writable); CorruptEntryError if it is damaged.
-    The expanded size is the coverage check: no separate count of the runs' pixels."""
+    """An entry back to its uint8 ``[height, width]`` mask (writable); CorruptEntryError if it is
+    damaged. The expanded size is the coverage check: no separate count of the runs' pixels."""
     out = np.repeat(*_inflate_runs(blob, height, width))
     _covers(out.size, height, width)
     return out.reshape(height, width)

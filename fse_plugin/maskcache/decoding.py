@@ -1,11 +1,12 @@
-"""Decode processes for a cache build: whole batches of records read and decoded into a ring of shared arrays.
+"""Decode processes for a cache build: whole batches of records read and decoded into a ring of
+shared arrays.
 
-Each worker fills a slot of one preallocated shared uint8 ``[slots, B, H, W, 3]`` array and sends back
-only ``(batch, slot, errors)``. Compared with a DataLoader that returns one new shared tensor per
-batch, nothing is allocated, pickled or page-faulted per batch, which on small faces is a large share
-of a worker's time (benchmarks/README.md, "## maskcache"). Slot ownership is explicit, so a slot is
-never written while read: free -> a worker (decoding) -> the main process (until it takes the next
-batch) -> free.
+Each worker fills a slot of one preallocated shared uint8 ``[slots, B, H, W, 3]`` array and sends
+back only ``(batch, slot, errors)``. Compared with a DataLoader that returns one new shared tensor
+per batch, nothing is allocated, pickled or page-faulted per batch, which on small faces is a large
+share of a worker's time (benchmarks/README.md, "## maskcache"). Slot ownership is explicit, so a
+slot is never written while read: free -> a worker (decoding) -> the main process (until it takes
+the next batch) -> free.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class Batch(NamedTuple):
 
 
 def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.ndarray) -> list[tuple[int, str]]:
-    """Read and decode the records ``keys`` into ``out[:len(keys)]``; (i, reason) of those that fail (zeroed)."""
+    """Read and decode the records ``keys`` into ``out[:len(keys)]``;
+    (i, reason) of those that fail (zeroed)."""
     errors = []
     for i, key in enumerate(keys):
         try:
@@ -67,10 +69,12 @@ def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[t
 
 
 class BatchDecoder:
-    """Iterate ``Batch``es of ``batches`` (row ranges of ``keys``), in order, decoded by ``workers`` processes.
+    """Iterate ``Batch``es of ``batches`` (row ranges of ``keys``), in order,
+    decoded by ``workers`` processes.
 
-    ``workers=0`` decodes in this process. A batch's ``images`` stay valid until the next one is taken.
-    Worker processes are forked (they inherit the reader and the ring); without fork, decoding runs here.
+    ``workers=0`` decodes in this process. A batch's ``images`` stay valid until the next one is
+    taken. Worker processes are forked (they inherit the reader and the ring); without fork,
+    decoding runs here.
     """
 
     def __init__(self, reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]],
@@ -91,9 +95,10 @@ class BatchDecoder:
     def _start(self, workers: int) -> None:
         """Fork the workers with OpenCV set to one thread, then give this process its threads back.
 
-        One thread per worker: a pool in each worker of a many-core machine makes every small cvtColor
-        wait on the others. Set here, not in the child: a forked child that reconfigures the pool it
-        inherited waits forever on the parent's idle pool threads, which do not exist in it.
+        One thread per worker: a pool in each worker of a many-core machine makes every small
+        cvtColor wait on the others. Set here, not in the child: a forked child that reconfigures
+        the pool it inherited waits forever on the parent's idle pool threads, which do not exist in
+        it.
         """
         import cv2
         ctx = multiprocessing.get_context("fork")

@@ -1,4 +1,5 @@
-"""The encoding part of a cache build: encode processes, and the assembly of their batches into chunk files.
+"""The encoding part of a cache build: encode processes,
+and the assembly of their batches into chunk files.
 
 Masks go to the encode processes one batch (one array) per job and come back as one joined byte
 string with lengths and crc32s (``chunk.Entries``), not as a list of per-mask objects; each chunk is
@@ -41,8 +42,8 @@ class _InlineExecutor(Executor):
 
 
 def _encoder_start(parent: int) -> None:
-    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone, so a
-    kill -9 leaves no orphan waiting on its queue."""
+    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone,
+    so a kill -9 leaves no orphan waiting on its queue."""
     import threading
     child_ignores_sigint()
 
@@ -54,13 +55,15 @@ def _encoder_start(parent: int) -> None:
 
 
 def encoders(workers: int) -> Executor:
-    """The encode processes, all started now (before the build loop starts its decode processes and threads)."""
+    """The encode processes, all started now (before the build loop starts its decode processes and
+    threads)."""
     if workers <= 0:
         return _InlineExecutor()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
-    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not
+    # touch.
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
     try:
@@ -93,7 +96,8 @@ class ChunkAssembler:
         self.flush(final=False)
 
     def flush(self, final: bool) -> None:
-        """Write every leading chunk whose batches are all in (and, unless ``final``, all encoded)."""
+        """Write every leading chunk whose batches are all in
+        (and, unless ``final``, all encoded)."""
         while self.parts:
             c = self.parts[0][0]
             start, stop = self.spec.chunk_rows(c)

@@ -1,13 +1,17 @@
-"""The cache directory and its ``manifest.json``: what a complete cache holds, written and read back checked.
+"""The cache directory and its ``manifest.json``: what a complete cache holds,
+written and read back checked.
 
 Directory (``<rec_dir>/fse_masks`` by default)::
 
-    manifest.json    written last, so its presence means the cache is complete; see ``read_manifest``
+    manifest.json    written last, so its presence means the cache is complete; see
+                     ``read_manifest``
     keys.npy         int64 image keys, ascending; row i of the cache is the mask of keys[i]
     chunks/*.fsmc    the masks (chunk.py)
-    build_spec.json  only while a build is unfinished: what it builds and the command that resumes it
-    build_info.json  time, host, world size and speed of the build: the one file that differs between
-                     two builds of the same cache (everything else is byte-identical, by construction)
+    build_spec.json  only while a build is unfinished: what it builds and the command that
+                     resumes it
+    build_info.json  time, host, world size and speed of the build: the one file that differs
+                     between two builds of the same cache (everything else is byte-identical, by
+                     construction)
 
 The manifest holds the spec (``spec.CacheSpec``: its hash ``spec_id`` is stamped on every chunk),
 canonical paths of the rec and parser (for rebuild commands), the keys' first/last/sha256, per-chunk
@@ -36,7 +40,8 @@ __all__ = ["MANIFEST", "KEYS_FILE", "BUILD_SPEC", "BUILD_INFO", "CHUNK_DIR", "Ch
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 28
-"""Larger is not read: a manifest lists one entry per chunk and per undecodable image, nothing per mask."""
+"""Larger is not read: a manifest lists one entry per chunk and per undecodable image,
+nothing per mask."""
 KEYS_FILE = "keys.npy"
 BUILD_SPEC = "build_spec.json"
 BUILD_INFO = "build_info.json"
@@ -54,8 +59,9 @@ class ChunkEntry(JsonRecord):
 
 @dataclass(frozen=True)
 class KeysEntry(JsonRecord):
-    """keys.npy as the manifest records it: ``sha256`` of the keys (as the fingerprint has it), ``file_sha256``
-    of the file, first and last key, and whether the keys are consecutive (a row is then key - first)."""
+    """keys.npy as the manifest records it: ``sha256`` of the keys (as the fingerprint has it),
+    ``file_sha256`` of the file, first and last key, and whether the keys are consecutive (a row is
+    then key - first)."""
     file: str
     sha256: str
     file_sha256: str
@@ -73,10 +79,11 @@ class MissingImage(JsonRecord):
 
 @dataclass(frozen=True)
 class Manifest:
-    """A complete cache: its spec, where it came from, its files, the undecodable images and class counts.
+    """A complete cache: its spec, where it came from, its files,
+    the undecodable images and class counts.
 
-    ``created`` holds the library versions that wrote it and ``meta`` what the builder added (JSON values,
-    e.g. ``labels_path``).
+    ``created`` holds the library versions that wrote it and ``meta`` what the builder added
+    (JSON values, e.g. ``labels_path``).
     """
     spec: CacheSpec
     rec_path: str | None
@@ -112,7 +119,8 @@ class Manifest:
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    """The manifest file of a JSON object: readable JSON with the sha256 of its canonical form as ``checksum``."""
+    """The manifest file of a JSON object: readable JSON with the sha256 of its canonical form as
+    ``checksum``."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     body["checksum"] = "sha256:" + hashlib.sha256(json_bytes(body)).hexdigest()
     return json.dumps(body, indent=1, sort_keys=True).encode()
@@ -121,7 +129,8 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 # ------------------------------------------------------------------------------------------ reading
 
 def _salvage(raw: bytes) -> Recorded:
-    """What a rebuild command needs, from a manifest that no longer parses (a damaged byte elsewhere)."""
+    """What a rebuild command needs, from a manifest that no longer parses
+    (a damaged byte elsewhere)."""
     text = raw.decode("utf-8", "replace")
     values = {}
     for key in ("rec_path", "path", "kind"):
@@ -220,7 +229,8 @@ def _parse(m: dict, mpath: Path, hint: str) -> Manifest:
 
 
 def read_manifest(path: Path) -> Manifest:
-    """The manifest of the cache at ``path``, checked: checksum, format, fields, and their consistency."""
+    """The manifest of the cache at ``path``, checked: checksum, format, fields,
+    and their consistency."""
     mpath = path / MANIFEST
     if not path.is_dir():
         raise CacheError(f"{path}: no mask cache here (not a directory). {rebuild_hint(path, None)}")

@@ -1,10 +1,13 @@
-"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache, at the GPU's pace.
+"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache,
+at the GPU's pace.
 
 Pipeline of one rank::
 
-    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring (decoding.py)
+    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring
+                         (decoding.py)
     main process         parser forward + argmax, one batch in flight on CUDA (inference.py)
-    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back (encoding.py)
+    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back
+                         (encoding.py)
     writer thread        each chunk file, as soon as all of its batches are encoded (encoding.py)
 
 Batches never cross a chunk and split each chunk the same way in every run, so a chunk's bytes do
@@ -44,7 +47,8 @@ log = logging.getLogger(__name__)
 
 
 def batch_plan(chunks: Sequence[int], spec: CacheSpec, batch_size: int) -> list[tuple[int, int]]:
-    """Row ranges of the batches of ``chunks``: never crossing a chunk, the same split in every run."""
+    """Row ranges of the batches of ``chunks``: never crossing a chunk,
+    the same split in every run."""
     return [(s, min(s + batch_size, e)) for c in chunks for e in [spec.chunk_rows(c)[1]]
             for s in range(c * spec.chunk_size, e, batch_size)]
 
@@ -54,8 +58,8 @@ class ChunkPipeline:
 
     ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` that has read the images
     when it returns (an :class:`Inference`, or a stand-in in benchmarks). Batch i + 1 is launched
-    before the masks of batch i are collected. ``settings`` gives the batch size, the worker counts and
-    whether to show progress (as ``desc``).
+    before the masks of batch i are collected. ``settings`` gives the batch size,
+    the worker counts and whether to show progress (as ``desc``).
     """
 
     def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings, desc: str = "masks"):
@@ -140,14 +144,15 @@ def _compute(writer: CacheWriter, src: Source, infer: Inference, settings: Build
 
 def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
                settings: BuildSettings = BuildSettings()) -> Path:
-    """Run the parser over every image record of ``rec_dir`` and write the mask cache (default beside train.rec).
+    """Run the parser over every image record of ``rec_dir`` and write the mask cache
+    (default beside train.rec).
 
     Decoding happens in ``settings.num_workers`` processes and run-length/zlib encoding in
     ``settings.encode_workers`` processes, both overlapped with inference.
-    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a
-    shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files and
-    writes the manifest. Completed chunks survive a kill; rerunning the same command resumes, and on
-    a complete cache checks every byte and recomputes only what is damaged; the result is
+    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on
+    a shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files
+    and writes the manifest. Completed chunks survive a kill; rerunning the same command resumes,
+    and on a complete cache checks every byte and recomputes only what is damaged; the result is
     byte-identical to an uninterrupted single-process run. The device and the checkpoint are checked
     before anything is written. Undecodable images are recorded in the manifest with their reason.
     """

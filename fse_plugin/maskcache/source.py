@@ -73,15 +73,16 @@ def scan_source(rec_dir: str | os.PathLike) -> Source:
 
 
 def source_fingerprint(rec_dir: str | os.PathLike) -> Fingerprint:
-    """What identifies a rec for a cache: counts, sha256 of keys and .idx, sha256 of sampled record bytes."""
+    """What identifies a rec for a cache: counts, sha256 of keys and .idx,
+    sha256 of sampled record bytes."""
     src = scan_source(rec_dir)
     src.reader.close()
     return src.fingerprint
 
 
 def rec_location(reader: recordio.RecordReader) -> str:
-    """The canonical path a manifest records and ``--rec`` takes: the dataset dir for ``train.rec``, else the
-    .rec file itself."""
+    """The canonical path a manifest records and ``--rec`` takes:
+    the dataset dir for ``train.rec``, else the .rec file itself."""
     rec = Path(reader.rec_path).resolve()
     return str(rec.parent if rec.name == "train.rec" else rec)
 

@@ -1,4 +1,5 @@
-"""How long a parser training run trains: its step budget and schedule (``Budget``) and its clock (``Clock``)."""
+"""How long a parser training run trains: its step budget and schedule (``Budget``) and its clock
+(``Clock``)."""
 from __future__ import annotations
 
 import math
@@ -22,7 +23,8 @@ class Budget:
 
     @classmethod
     def of(cls, epochs: int | None, steps: int | None, time_budget: float | None, per_epoch: int) -> "Budget":
-        """The budget of a run with ``per_epoch`` batches per epoch (the settings checked the values)."""
+        """The budget of a run with ``per_epoch`` batches per epoch
+        (the settings checked the values)."""
         if steps is not None:
             return cls(steps, math.ceil(steps / per_epoch), time_budget)
         if epochs is not None:
@@ -51,7 +53,8 @@ class Clock:
         self.t_start, self.cpu_start, self.val_cost = time.perf_counter(), time.process_time(), 0.0
 
     def rank_max(self, value: float) -> float:
-        """The same number on every rank: ranks must agree on when the budget ends, or collectives hang."""
+        """The same number on every rank: ranks must agree on when the budget ends,
+        or collectives hang."""
         if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self.dev)
@@ -62,8 +65,8 @@ class Clock:
         return self.elapsed0 + time.perf_counter() - self.t_start
 
     def elapsed(self) -> float:
-        """The ranks' agreed time; without a time budget nothing depends on it, so no collective (and no
-        CUDA sync) runs every step."""
+        """The ranks' agreed time; without a time budget nothing depends on it, so no collective
+        (and no CUDA sync) runs every step."""
         return self.local() if self.time_budget is None else self.rank_max(self.local())
 
     def cpu(self) -> float:

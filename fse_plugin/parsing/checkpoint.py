@@ -1,4 +1,5 @@
-"""Parser checkpoints: load ours, the published state_dict and common wrappers safely; save atomically."""
+"""Parser checkpoints: load ours, the published state_dict and common wrappers safely;
+save atomically."""
 from __future__ import annotations
 
 import os
@@ -18,11 +19,13 @@ from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE
 __all__ = ["FORMAT", "ParserCheckpointError", "read_checkpoint", "load_parser", "load_parser_and_meta", "save_parser"]
 
 FORMAT = "fse_plugin.parser/1"
-"""Format tag written into every checkpoint and aligned-face cache (saved files carry it: never change it)."""
+"""Format tag written into every checkpoint and aligned-face cache
+(saved files carry it: never change it)."""
 
 
 class ParserCheckpointError(FSEError):
-    """A parser checkpoint that cannot be read or does not fit the model; the message names the file."""
+    """A parser checkpoint that cannot be read or does not fit the model;
+    the message names the file."""
 
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
@@ -81,8 +84,9 @@ def _listing(title: str, items: Sequence[str], limit: int = 12) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """What a torch checkpoint file holds, loaded with ``weights_only=True``; ParserCheckpointError naming the
-    file for anything else (a zip that torch did not write, such as an .npz, is refused before loading)."""
+    """What a torch checkpoint file holds, loaded with ``weights_only=True``; ParserCheckpointError
+    naming the file for anything else (a zip that torch did not write, such as an .npz, is refused
+    before loading)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"parser checkpoint not found: {path}")
     if zipfile.is_zipfile(path):
@@ -110,8 +114,9 @@ def load_parser(path: str | os.PathLike, map_location: str | torch.device = "cpu
 
 def load_parser_and_meta(path: str | os.PathLike,
                          map_location: str | torch.device = "cpu") -> tuple[UNetRes18, Mapping[str, Any]]:
-    """:func:`load_parser` plus the file's top-level entries (seed, val_fraction ...; empty for a bare
-    state_dict), from one read: a training checkpoint also holds the optimizer, so reading it twice costs."""
+    """:func:`load_parser` plus the file's top-level entries (seed, val_fraction ...; empty for a
+    bare state_dict), from one read: a training checkpoint also holds the optimizer, so reading it
+    twice costs."""
     path = str(path)
     obj = read_checkpoint(path, map_location)
     sd, meta = _unwrap_state_dict(obj, path)
@@ -158,10 +163,11 @@ def _check_meta(value: Any, where: str) -> None:
 
 
 def save_parser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
-    """Write ``{'model': state_dict, 'feature_scale', 'n_classes', 'in_channels', 'label_set': 'fse25', **meta}``.
+    """Write ``{'model': state_dict, 'feature_scale', 'n_classes', 'in_channels',
+    'label_set': 'fse25', **meta}``.
 
-    Written to a temporary file and renamed (``common.files.atomic_output``), so a crash never leaves a
-    half checkpoint under ``path``.
+    Written to a temporary file and renamed (``common.files.atomic_output``),
+    so a crash never leaves a half checkpoint under ``path``.
     """
     net = _bare(model)
     if not isinstance(net, UNetRes18):

@@ -1,10 +1,12 @@
-"""FaceSynthetics-layout parser data: read the frames with 25-class labels, align them once, cache them.
+"""FaceSynthetics-layout parser data: read the frames with 25-class labels, align them once,
+cache them.
 
-Layout (microsoft/FaceSynthetics plus the FSErasing labels): ``{id:06d}.png`` and ``{id:06d}_ldmks.txt``
-(70 rows ``x y``: 68 iBUG points and two pupils), flat or under ``images/``; the 25-class maps in
-``labels_25/{id:06d}_seg.png`` (the authors' README also spells the folder ``labels25``: both are
-read); ``anno_list.csv`` (``frame_id,with_25``) lists which frames have them. Each frame is aligned
-to ArcFace 112x112 by its own landmarks: the image bilinear, the label map nearest-neighbour.
+Layout (microsoft/FaceSynthetics plus the FSErasing labels): ``{id:06d}.png`` and
+``{id:06d}_ldmks.txt`` (70 rows ``x y``: 68 iBUG points and two pupils), flat or under ``images/``;
+the 25-class maps in ``labels_25/{id:06d}_seg.png`` (the authors' README also spells the folder
+``labels25``: both are read); ``anno_list.csv`` (``frame_id,with_25``) lists which frames have them.
+Each frame is aligned to ArcFace 112x112 by its own landmarks: the image bilinear, the label map
+nearest-neighbour.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def read_anno_list(data_dir: str | os.PathLike) -> np.ndarray:
 
 
 def _frame_paths(root: Path, labels: Path, fid: int) -> tuple[Path, Path, Path]:
-    """Image, landmarks, 25-class label of a frame (images flat as released, or under ``images/``)."""
+    """Image, landmarks, 25-class label of a frame (images flat as released, or under
+    ``images/``)."""
     stem = f"{fid:06d}"
     image = root / f"{stem}.png"
     if not image.is_file() and (root / "images" / f"{stem}.png").is_file():
@@ -79,7 +82,8 @@ def _frame_paths(root: Path, labels: Path, fid: int) -> tuple[Path, Path, Path]:
 
 
 def _read_labels(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A frame's 25-class map, checked: one uint8 channel of the image's size, ids 0..24 or ignore."""
+    """A frame's 25-class map, checked: one uint8 channel of the image's size,
+    ids 0..24 or ignore."""
     seg = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
     if seg is None:
         raise FSEError(f"{label_path}: missing or not a readable label image")
@@ -93,7 +97,8 @@ def _read_labels(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def load_frame(data_dir: str | os.PathLike, frame_id: int, size: int = 112,
                labels: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One FaceSynthetics frame aligned to ArcFace ``size``: (RGB uint8 HxWx3 bilinear, labels uint8 HxW nearest).
+    """One FaceSynthetics frame aligned to ArcFace ``size``:
+    (RGB uint8 HxWx3 bilinear, labels uint8 HxW nearest).
 
     ``labels`` is the label folder (default: :func:`label_dir` of ``data_dir``).
     """
@@ -119,7 +124,8 @@ class AlignedSet(NamedTuple):
 
 
 def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
-    """Hash of anno_list.csv and every frame's three file sizes and mtimes: any edit rebuilds the cache."""
+    """Hash of anno_list.csv and every frame's three file sizes and mtimes:
+    any edit rebuilds the cache."""
     h = hashlib.sha1(f"{FORMAT}:{size}".encode())
     h.update((root / "anno_list.csv").read_bytes())
     for fid in ids:
@@ -129,7 +135,8 @@ def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
 
 
 def _size_mtime(path: Path) -> str:
-    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing: one stat per file (three per frame)."""
+    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing:
+    one stat per file (three per frame)."""
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):  # what Path.exists() reads as missing
@@ -144,9 +151,9 @@ def _load_frame_job(job: tuple[str, int, int, str]) -> tuple[np.ndarray, np.ndar
 
 def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Path, workers: int,
                  progress: bool) -> None:
-    """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when complete:
-    an interrupted run leaves no half cache (a killed one a temporary folder the next run removes), and
-    the faces never need to fit in RAM at once."""
+    """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when
+    complete: an interrupted run leaves no half cache (a killed one a temporary folder the next run
+    removes), and the faces never need to fit in RAM at once."""
     tmp = temporary_name(cache)
     tmp.mkdir(parents=True, exist_ok=True)
     try:
@@ -205,7 +212,8 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
 
     The cache is a folder of ``.npy`` files (not one ``.npz``) so DataLoader workers share pages
     through mmap instead of each holding a copy of every face. Its name holds a fingerprint of the
-    source files, so an edited folder gets a fresh cache; what killed runs left of theirs is removed.
+    source files, so an edited folder gets a fresh cache;
+    what killed runs left of theirs is removed.
     """
     root = Path(data_dir)
     if not root.is_dir():

@@ -1,4 +1,5 @@
-"""Parser scores: per-class F1 (Dice) and IoU from a confusion matrix, on arrays or a checkpoint's split."""
+"""Parser scores: per-class F1 (Dice) and IoU from a confusion matrix,
+on arrays or a checkpoint's split."""
 from __future__ import annotations
 
 import csv
@@ -109,10 +110,10 @@ def evaluate_parser(model: nn.Module, images: np.ndarray, masks: np.ndarray, bat
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How ``evaluate_checkpoint`` scores: which ``split`` ('val': held out, 'train', 'all'), the split's
-    ``val_fraction`` and ``seed`` (None: as the checkpoint was trained), batch size, device, autocast
-    ``precision``, the aligned-face ``cache_dir`` (None: cache/ beside the checkpoint, where
-    ``train_parser`` put it) and the alignment processes used when that cache is built."""
+    """How ``evaluate_checkpoint`` scores: which ``split`` ('val': held out, 'train', 'all'), the
+    split's ``val_fraction`` and ``seed`` (None: as the checkpoint was trained), batch size, device,
+    autocast ``precision``, the aligned-face ``cache_dir`` (None: cache/ beside the checkpoint,
+    where ``train_parser`` put it) and the alignment processes used when that cache is built."""
     split: str = "val"
     val_fraction: float | None = None
     seed: int | None = None
@@ -135,7 +136,8 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class ParserEvaluation:
-    """A checkpoint's scores on one split of a FaceSynthetics folder, and which frames that split was."""
+    """A checkpoint's scores on one split of a FaceSynthetics folder,
+    and which frames that split was."""
     metrics: ParserMetrics
     split: str
     val_fraction: float
@@ -149,7 +151,8 @@ class ParserEvaluation:
 
 def evaluate_checkpoint(data: str | os.PathLike, parser_ckpt: str | os.PathLike,
                         settings: EvalSettings = EvalSettings()) -> ParserEvaluation:
-    """Metrics of a checkpoint on the held-out, training or all frames of a folder (``settings.split``).
+    """Metrics of a checkpoint on the held-out, training or all frames of a folder
+    (``settings.split``).
 
     The split's seed and fraction come from the checkpoint (as training saved them) unless given, so
     the held-out faces are the ones training never saw.

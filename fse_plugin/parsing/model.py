@@ -1,7 +1,7 @@
 """The parser network: FSErasing's U-Net with a ResNet-18 encoder.
 
-Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing, ``models/unet.py``)
-so that its released checkpoint loads unchanged; the code is our own.
+Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing,
+``models/unet.py``) so that its released checkpoint loads unchanged; the code is our own.
 """
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ class UNetRes18(nn.Module):
 
     Input: aligned faces normalised to [-1, 1] (``common.to_input``). Stem 3x3 stride-1 conv+BN+ReLU
     (no 7x7, no max-pool: 112x112 faces are small), four stages of two BasicBlocks (stride 2 first,
-    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder steps
-    (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names match the
-    published ``UNet_res18`` so its state_dict loads unchanged.
+    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder
+    steps (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names
+    match the published ``UNet_res18`` so its state_dict loads unchanged.
     """
 
     def __init__(self, n_classes: int = NUM_CLASSES, feature_scale: int = DEFAULT_FEATURE_SCALE,

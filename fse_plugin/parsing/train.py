@@ -1,13 +1,14 @@
 """Parser training on a FaceSynthetics-layout folder (CPU, CUDA, torchrun DDP), budgeted in steps.
 
-A run aligns the folder once (``facesynthetics.prepare_dataset``), holds out a seeded split, and trains
-a :class:`UNetRes18` with class-weighted cross-entropy and AdamW under a warm-up + cosine schedule
-over its step budget (``epochs`` or ``steps``), validating and checkpointing after every epoch
-(``last.pt``; ``best.pt`` by val mIoU). With a step budget the weights are the same, bit for bit, on
-every run with the same data, seed, device and thread count; ``time_budget`` then only stops a run
-early (a safety stop). Without a step budget (``epochs=None``) the run is timed: the learning rate
-anneals to zero as ``time_budget`` runs out, and how far it gets depends on the machine.
-Checkpoints are written whole or not at all: an interrupted run resumes from the last epoch's ``last.pt``.
+A run aligns the folder once (``facesynthetics.prepare_dataset``), holds out a seeded split, and
+trains a :class:`UNetRes18` with class-weighted cross-entropy and AdamW under a warm-up + cosine
+schedule over its step budget (``epochs`` or ``steps``), validating and checkpointing after every
+epoch (``last.pt``; ``best.pt`` by val mIoU). With a step budget the weights are the same, bit for
+bit, on every run with the same data, seed, device and thread count; ``time_budget`` then only stops
+a run early (a safety stop). Without a step budget (``epochs=None``) the run is timed: the learning
+rate anneals to zero as ``time_budget`` runs out, and how far it gets depends on the machine.
+Checkpoints are written whole or not at all: an interrupted run resumes from the last epoch's
+``last.pt``.
 """
 from __future__ import annotations
 
@@ -51,17 +52,17 @@ log = logging.getLogger(__name__)
 class TrainSettings:
     """How ``train_parser`` trains; every value checked when the settings are made.
 
-    Budget: ``steps`` optimizer steps if given, else ``epochs`` epochs (None with ``time_budget``: a timed
-    run); ``time_budget`` seconds of training incl. validation (not the one-off alignment) stop a run
-    early. The learning rate ``lr`` warms up over ``warmup_steps`` and anneals to zero at the end of the
-    budget; AdamW's ``weight_decay``; cross-entropy weighted by :func:`class_weights` with
-    ``class_weight_power``. ``feature_scale`` divides the parser's widths; ``val_fraction`` of the frames
-    is held out, split by ``seed`` (which also seeds the weights and the augmentation). ``workers``:
-    DataLoader workers and alignment processes. ``precision``: fp32, or autocast to fp16 (with loss
-    scaling) / bf16. ``augment`` defaults to ``ParserAugment()``. ``resume`` (a path, or 'auto' for
-    ``out/last.pt``) continues from the saved epoch with the saved optimizer, split and elapsed time.
-    ``cache_dir``: where aligned faces are cached (default ``out/cache``). Loss and learning rate go to
-    tensorboard every ``log_every`` steps.
+    Budget: ``steps`` optimizer steps if given, else ``epochs`` epochs (None with ``time_budget``: a
+    timed run); ``time_budget`` seconds of training incl. validation (not the one-off alignment)
+    stop a run early. The learning rate ``lr`` warms up over ``warmup_steps`` and anneals to zero at
+    the end of the budget; AdamW's ``weight_decay``; cross-entropy weighted by :func:`class_weights`
+    with ``class_weight_power``. ``feature_scale`` divides the parser's widths; ``val_fraction`` of
+    the frames is held out, split by ``seed`` (which also seeds the weights and the augmentation).
+    ``workers``: DataLoader workers and alignment processes. ``precision``: fp32, or autocast to
+    fp16 (with loss scaling) / bf16. ``augment`` defaults to ``ParserAugment()``. ``resume`` (a
+    path, or 'auto' for ``out/last.pt``) continues from the saved epoch with the saved optimizer,
+    split and elapsed time. ``cache_dir``: where aligned faces are cached (default ``out/cache``).
+    Loss and learning rate go to tensorboard every ``log_every`` steps.
     """
     epochs: int | None = 30
     steps: int | None = None
@@ -105,11 +106,11 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What a training run did: ``epochs`` and ``steps`` reached, ``elapsed`` training seconds and this
-    process's ``cpu_seconds`` (on a shared machine, how much of the wall-clock the run really got), the
-    last validation's ``val_mf1``/``val_miou`` (NaN without a held-out split), ``best.pt``'s
-    ``best_val_miou``/``best_val_mf1``, the paths ``last``, ``best`` and ``cache`` (aligned faces), and
-    the split sizes ``n_train``, ``n_val``."""
+    """What a training run did: ``epochs`` and ``steps`` reached, ``elapsed`` training seconds and
+    this process's ``cpu_seconds`` (on a shared machine, how much of the wall-clock the run really
+    got), the last validation's ``val_mf1``/``val_miou`` (NaN without a held-out split),
+    ``best.pt``'s ``best_val_miou``/``best_val_mf1``, the paths ``last``, ``best`` and ``cache``
+    (aligned faces), and the split sizes ``n_train``, ``n_val``."""
     epochs: int
     steps: int
     elapsed: float
@@ -170,7 +171,8 @@ def _aligned_on_every_rank(data: str | os.PathLike, cache_dir: Path, out: Path, 
 
 def _model_and_optimizer(settings: TrainSettings, state: dict | None,
                          where: _Placement) -> tuple[UNetRes18, nn.Module, torch.optim.Optimizer]:
-    """Seeded model (or the resumed one) on the device, its DDP wrapper under torchrun, and AdamW."""
+    """Seeded model (or the resumed one) on the device, its DDP wrapper under torchrun,
+    and AdamW."""
     dev = where.device
     torch.manual_seed(settings.seed)
     model = UNetRes18(feature_scale=settings.feature_scale)
@@ -194,7 +196,8 @@ def _train_format(dev: torch.device) -> torch.memory_format:
 
 def _train_loader(dataset: ParsingDataset, settings: TrainSettings, where: _Placement,
                   data: str | os.PathLike) -> DataLoader:
-    """Shuffled batches of this rank's shard (a DistributedSampler, also with one rank: same order either way)."""
+    """Shuffled batches of this rank's shard (a DistributedSampler, also with one rank: same order
+    either way)."""
     batch, world = settings.batch_size, where.world
     drop_last = len(dataset) >= 2 * batch * world
     sampler = DistributedSampler(dataset, num_replicas=world, rank=where.rank, shuffle=True, seed=settings.seed,
@@ -208,7 +211,8 @@ def _train_loader(dataset: ParsingDataset, settings: TrainSettings, where: _Plac
 
 
 class _Run:
-    """One training run's moving parts and progress; :meth:`train_epoch` and :meth:`end_epoch` are its steps."""
+    """One training run's moving parts and progress; :meth:`train_epoch` and :meth:`end_epoch` are
+    its steps."""
 
     def __init__(self, settings: TrainSettings, where: _Placement, parts: _Parts, budget: Budget, clock: Clock,
                  out: Path, meta: dict[str, Any], state: dict[str, Any] | None) -> None:
@@ -226,7 +230,8 @@ class _Run:
             self.writer = SummaryWriter(str(out / "tb"))
 
     def _batches(self) -> tqdm:
-        """This epoch's batches; DataLoader workers are born deaf to Ctrl-C (the main process stops them)."""
+        """This epoch's batches; DataLoader workers are born deaf to Ctrl-C
+        (the main process stops them)."""
         loader = self.parts.loader
         loader.sampler.set_epoch(self.epoch)
         loader.dataset.set_epoch(self.epoch)
@@ -338,11 +343,12 @@ class _Run:
 
 def train_parser(data: str | os.PathLike, out: str | os.PathLike,
                  settings: TrainSettings = TrainSettings()) -> TrainingResult:
-    """Train a parser on a FaceSynthetics-layout folder; writes ``last.pt`` each epoch and ``best.pt`` (val mIoU).
+    """Train a parser on a FaceSynthetics-layout folder;
+    writes ``last.pt`` each epoch and ``best.pt`` (val mIoU).
 
-    See :class:`TrainSettings` for the budget, schedule, loss and resume. The folder's layout is checked
-    before anything is loaded. Under torchrun each rank trains on a DistributedSampler shard; rank 0
-    validates and writes.
+    See :class:`TrainSettings` for the budget, schedule, loss and resume. The folder's layout is
+    checked before anything is loaded. Under torchrun each rank trains on a DistributedSampler
+    shard; rank 0 validates and writes.
     """
     out, s = Path(out), settings
     read_anno_list(data), label_dir(data)  # a FaceSynthetics folder with 25-class labels, or a clear error
@@ -372,7 +378,8 @@ def train_parser(data: str | os.PathLike, out: str | os.PathLike,
 
 def _start(s: TrainSettings, where: _Placement, aligned: AlignedSet, train_idx: np.ndarray, out: Path,
            state: dict[str, Any] | None, data: str | os.PathLike) -> _Run:
-    """Model, optimizer, loader, loss, budget and clock of a run (the resumed one's, from ``state``)."""
+    """Model, optimizer, loader, loss, budget and clock of a run
+    (the resumed one's, from ``state``)."""
     model, net, opt = _model_and_optimizer(s, state, where)
     dataset = ParsingDataset(aligned.images, aligned.masks, train_idx, s.augment or ParserAugment(), s.seed)
     loader = _train_loader(dataset, s, where, data)
