@@ -21,7 +21,7 @@ from fse_plugin.labels import MIRROR, NUM_CLASSES, PALETTE, class_id
 SMALL = 16  # feature_scale for fast tests (widths 4..64)
 
 
-# ----------------------------------------------------------------------------- a tiny FaceSynthetics folder
+# --------------------------------------------------------------------- a tiny FaceSynthetics folder
 
 def _canonical_face(size: int = 112) -> np.ndarray:
     """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels:
@@ -89,7 +89,7 @@ def trained(fake_fs, tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
-# ------------------------------------------------------------------------------------------------ model
+# -------------------------------------------------------------------------------------------- model
 
 def _published_layout(fs: int, n_classes: int = 25, cin: int = 3) -> dict[str, tuple[int, ...]]:
     """Key -> shape of gsisaoki/FSErasing's UNet_res18, derived by hand from its models/unet.py."""
@@ -145,7 +145,7 @@ def test_forward_shapes(hw):
         P.UNetRes18(feature_scale=3)
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
+# -------------------------------------------------------------------------------------- checkpoints
 
 def _small_model(fs=SMALL, seed=0):
     torch.manual_seed(seed)
@@ -224,7 +224,7 @@ def test_load_parser_refuses_unsafe_and_foreign_files(tmp_path):
         P.load_parser(tmp_path / "missing.pt")
 
 
-# -------------------------------------------------------------------------------------------- inference
+# ---------------------------------------------------------------------------------------- inference
 
 def test_predict_masks_batches_agree():
     model = _small_model()
@@ -239,7 +239,7 @@ def test_predict_masks_batches_agree():
     assert P.predict_masks(model, imgs, batch_size=4, precision="bf16").shape == (7, 48, 48)  # autocast path
 
 
-# ----------------------------------------------------------------------------------------- augmentation
+# ------------------------------------------------------------------------------------- augmentation
 
 def test_flip_keeps_anatomy():
     mask = _canonical_face()
@@ -270,7 +270,7 @@ def test_augment_deterministic_labels_nearest():
     assert "ParserAugment(flip=0.5" in repr(aug)
 
 
-# ------------------------------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------------------------- data
 
 def test_read_anno_list_and_split(fake_fs, tmp_path):
     ids = P.read_anno_list(fake_fs)
@@ -324,7 +324,7 @@ def test_load_frame_errors_name_the_file(tmp_path):
         P.load_frame(root, 0)
 
 
-# --------------------------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------------------- training
 
 def _train_loss(model, aligned, idx):
     x = to_input(np.asarray(aligned.images[idx]))
@@ -430,7 +430,7 @@ def test_time_budget_stops_training(fake_fs, tmp_path):
         P.train_parser(fake_fs, tmp_path, P.TrainSettings(resume=tmp_path / "nothing.pt", progress=False))
 
 
-# ---------------------------------------------------------------------------------------------- metrics
+# ------------------------------------------------------------------------------------------ metrics
 
 def test_metrics_match_sklearn():
     rng = np.random.default_rng(0)

@@ -35,8 +35,8 @@ from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_ru
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
 from fse_plugin.maskcache.spec import ChunkExpect, JsonRecord, json_bytes
 
-__all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok", "chunk_path",
-           "remove_temporaries"]
+__all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok",
+           "chunk_path", "remove_temporaries"]
 
 CHUNK_DIR = "chunks"
 VERSION = 2
@@ -75,8 +75,8 @@ class Entries(NamedTuple):
                    np.concatenate([p.crcs for p in parts]))
 
 
-def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: int, entries: Entries,
-                meta: ChunkMeta) -> bytes:
+def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: int,
+                entries: Entries, meta: ChunkMeta) -> bytes:
     """The bytes of one chunk file (deterministic: same entries, same bytes)."""
     meta_b = json_bytes(meta.to_json())
     meta_b += b"\0" * (-len(meta_b) % 8)
@@ -84,10 +84,12 @@ def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: 
     offsets = np.zeros(rows + 1, np.int64)
     np.cumsum(entries.lengths, out=offsets[1:])
     if offsets[-1] >= 1 << 32:
-        raise CacheError(f"chunk {index} would hold {offsets[-1]} bytes (limit 4 GiB): use a smaller --chunk-size")
+        raise CacheError(f"chunk {index} would hold {offsets[-1]} bytes (limit 4 GiB): "
+                         f"use a smaller --chunk-size")
     head = HEAD.pack(MAGIC, VERSION, spec_id, index, row_start, rows, height, width, len(meta_b),
                      zlib.crc32(entries.data))
-    index_part = b"".join([head, meta_b, offsets.astype("<u4").tobytes(), entries.crcs.astype("<u4").tobytes()])
+    index_part = b"".join([head, meta_b, offsets.astype("<u4").tobytes(),
+                           entries.crcs.astype("<u4").tobytes()])
     return b"".join([index_part, struct.pack("<I", zlib.crc32(index_part)), entries.data, END])
 
 
@@ -134,14 +136,16 @@ class ChunkFile:
             raise
 
     def _check(self, size: int) -> None:
-        magic, version, spec_id, index, row_start, rows, height, width, meta_len, data_crc = HEAD.unpack_from(self.mm)
+        (magic, version, spec_id, index, row_start, rows, height, width, meta_len,
+         data_crc) = HEAD.unpack_from(self.mm)
         if magic != MAGIC or version != VERSION:
             raise self._error(f"not a format-{VERSION} chunk (magic {magic!r}, version {version})")
         want = self.expect
         if want.bytes is not None and size != want.bytes:
-            raise self._error(f"truncated or overwritten: {size} bytes, the manifest says {want.bytes}")
-        got = {"spec_id": spec_id, "index": index, "row_start": row_start, "rows": rows, "height": height,
-               "width": width}
+            raise self._error(f"truncated or overwritten: {size} bytes, "
+                              f"the manifest says {want.bytes}")
+        got = {"spec_id": spec_id, "index": index, "row_start": row_start, "rows": rows,
+               "height": height, "width": width}
         for k, v in got.items():
             if getattr(want, k) is not None and getattr(want, k) != v:
                 raise self._error(f"header field {k} is {v!r}, expected {getattr(want, k)!r} "
@@ -149,7 +153,8 @@ class ChunkFile:
         table = HEAD.size + meta_len
         self.data_start = table + 4 * (2 * rows + 2)
         if meta_len % 8 or self.data_start + len(END) > size:
-            raise self._error(f"header says {rows} rows and {meta_len} metadata bytes, more than its {size} bytes hold")
+            raise self._error(f"header says {rows} rows and {meta_len} metadata bytes, "
+                              f"more than its {size} bytes hold")
         self.crc32 = struct.unpack_from("<I", self.mm, self.data_start - 4)[0]
         if zlib.crc32(memoryview(self.mm)[:self.data_start - 4]) != self.crc32:
             raise self._error("header/offset table crc32 mismatch (damaged)")
@@ -162,14 +167,16 @@ class ChunkFile:
         offsets = np.frombuffer(self.mm, "<u4", rows + 1, table).astype(np.int64)
         if offsets[0] != 0 or offsets[-1] != data_len or (np.diff(offsets) < 0).any():
             raise self._error(f"offset table does not match the {data_len} data bytes (damaged)")
-        self.rows, self.row_start, self.meta_len, self.data_crc = rows, row_start, meta_len, data_crc
+        self.rows, self.row_start = rows, row_start
+        self.meta_len, self.data_crc = meta_len, data_crc
         view = memoryview(self.mm)
         self._off = _u32(view[table:], rows + 1)
         self._crc = _u32(view[table + 4 * (rows + 1):], rows)
         self._data = view[self.data_start:size - len(END)]
 
     def _error(self, what: str, key: int | None = None) -> DamagedEntryError:
-        return DamagedEntryError(f"{self.path}: {what}." + (f" {self._hint}" if self._hint else ""), key, self.path)
+        return DamagedEntryError(f"{self.path}: {what}." + (f" {self._hint}" if self._hint else ""),
+                                 key, self.path)
 
     def span(self, i: int) -> tuple[int, int]:
         """File byte range of entry ``i``."""
@@ -180,10 +187,12 @@ class ChunkFile:
         blob = self._data[self._off[i]:self._off[i + 1]]
         if zlib.crc32(blob) != self._crc[i]:
             blob.release()  # a traceback must not keep the map open
-            raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) is damaged: crc32 mismatch", key)
+            raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) is damaged: "
+                              "crc32 mismatch", key)
         return blob
 
-    def runs(self, i: int, height: int, width: int, key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def runs(self, i: int, height: int, width: int,
+             key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """Runs (values, lengths) of entry ``i`` (None for an empty entry);
         DamagedEntryError if it fails a check."""
         return self._decoded(decode_runs, i, height, width, key)
@@ -217,7 +226,8 @@ class ChunkFile:
             raise self._error(f"chunk metadata is not valid JSON ({e})") from None
         names = [f.name for f in fields(ChunkMeta)]
         if not isinstance(meta, dict) or not all(isinstance(meta.get(n), list) for n in names):
-            raise self._error(f"chunk metadata is not a JSON object of the lists {', '.join(names)}")
+            raise self._error(f"chunk metadata is not a JSON object of the lists "
+                              f"{', '.join(names)}")
         return ChunkMeta.from_json(meta)
 
     def close(self) -> None:

@@ -29,11 +29,13 @@ __all__ = ["Batch", "BatchDecoder", "decode_batch"]
 
 class Batch(NamedTuple):
     start: int  # first row
-    images: np.ndarray  # uint8 [n,H,W,3], zeros where an image failed; valid until the next batch is taken
+    # uint8 [n,H,W,3], zeros where an image failed; valid until the next batch is taken
+    images: np.ndarray
     errors: list  # [(i, reason)] of the rows without an image
 
 
-def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.ndarray) -> list[tuple[int, str]]:
+def decode_batch(reader: recordio.RecordReader, keys: Sequence[int],
+                 out: np.ndarray) -> list[tuple[int, str]]:
     """Read and decode the records ``keys`` into ``out[:len(keys)]``;
     (i, reason) of those that fail (zeroed)."""
     errors = []
@@ -46,8 +48,9 @@ def decode_batch(reader: recordio.RecordReader, keys: Sequence[int], out: np.nda
     return errors
 
 
-def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]], ring: np.ndarray,
-            jobs: multiprocessing.Queue, results: multiprocessing.Queue, parent: int) -> None:
+def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]],
+            ring: np.ndarray, jobs: multiprocessing.Queue, results: multiprocessing.Queue,
+            parent: int) -> None:
     """Decode process: Ctrl-C is the parent's; exit when told, or when the parent is gone."""
     child_ignores_sigint()
     while True:
@@ -62,7 +65,8 @@ def _worker(reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[t
         b, slot = job
         start, stop = batches[b]
         try:
-            results.put((b, slot, decode_batch(reader, keys[start:stop].tolist(), ring[slot]), None))
+            errors = decode_batch(reader, keys[start:stop].tolist(), ring[slot])
+            results.put((b, slot, errors, None))
         except Exception as e:  # a bug, not a bad record: the main process raises it
             results.put((b, slot, [], f"{type(e).__name__}: {e}"))
             return
@@ -77,15 +81,18 @@ class BatchDecoder:
     decoding runs here.
     """
 
-    def __init__(self, reader: recordio.RecordReader, keys: np.ndarray, batches: Sequence[tuple[int, int]],
-                 height: int, width: int, workers: int, prefetch: int = 2):
+    def __init__(self, reader: recordio.RecordReader, keys: np.ndarray,
+                 batches: Sequence[tuple[int, int]], height: int, width: int, workers: int,
+                 prefetch: int = 2):
         if workers and "fork" not in multiprocessing.get_all_start_methods():
-            warnings.warn("no fork on this platform: decoding in the main process", RuntimeWarning, stacklevel=2)
+            warnings.warn("no fork on this platform: decoding in the main process", RuntimeWarning,
+                          stacklevel=2)
             workers = 0
         self.reader, self.keys, self.batches, self.workers = reader, keys, list(batches), workers
         slots = max(2, workers * prefetch + 1) if workers else 1
         biggest = max((e - s for s, e in self.batches), default=0)
-        self._mm = mmap.mmap(-1, max(1, slots * biggest * height * width * 3))  # shared with forked children
+        # shared with forked children
+        self._mm = mmap.mmap(-1, max(1, slots * biggest * height * width * 3))
         self.ring = np.frombuffer(self._mm, np.uint8, slots * biggest * height * width * 3).reshape(
             slots, biggest, height, width, 3)
         self._procs: list = []
@@ -104,12 +111,14 @@ class BatchDecoder:
         ctx = multiprocessing.get_context("fork")
         self._jobs, self._results = ctx.Queue(), ctx.Queue()
         self._procs = [ctx.Process(target=_worker, daemon=True, name=f"fse-decode-{i}",
-                                   args=(self.reader, self.keys, self.batches, self.ring, self._jobs, self._results,
-                                         os.getpid())) for i in range(workers)]
+                                   args=(self.reader, self.keys, self.batches, self.ring,
+                                         self._jobs, self._results, os.getpid()))
+                       for i in range(workers)]
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            with sigint_deferred():  # born deaf to Ctrl-C (see common.interrupts); a Ctrl-C meanwhile lands after
+            # born deaf to Ctrl-C (see common.interrupts); a Ctrl-C meanwhile lands after
+            with sigint_deferred():
                 for p in self._procs:
                     p.start()
         except BaseException:
@@ -144,7 +153,8 @@ class BatchDecoder:
         except queue.Empty:
             dead = [p for p in self._procs if p.exitcode is not None]
             if dead:
-                raise RuntimeError(f"decode worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
+                raise RuntimeError(f"decode worker {dead[0].name} died "
+                                   f"(exit code {dead[0].exitcode})") from None
             return {}
         if failure is not None:
             raise RuntimeError(f"decode worker failed on batch {b}: {failure}")
@@ -152,7 +162,8 @@ class BatchDecoder:
 
     def close(self) -> None:
         """Stop the workers (they are told to; stragglers are terminated)."""
-        started = [p for p in self._procs if p.pid is not None]  # start-up may have been interrupted
+        # start-up may have been interrupted
+        started = [p for p in self._procs if p.pid is not None]
         for _ in started:
             self._jobs.put(None)
         for p in started:
@@ -173,4 +184,5 @@ class BatchDecoder:
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self.batches)} batches of {self.reader.rec_path}, workers={self.workers})"
+        return (f"{type(self).__name__}({len(self.batches)} batches of {self.reader.rec_path}, "
+                f"workers={self.workers})")

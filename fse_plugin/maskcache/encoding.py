@@ -62,12 +62,15 @@ def encoders(workers: int) -> Executor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
-    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not
-    # touch.
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must
+    # not touch.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                      else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start,
+                               initargs=(os.getpid(),))
     try:
-        with sigint_deferred():  # the processes are born deaf to Ctrl-C; a Ctrl-C meanwhile lands after
+        # the processes are born deaf to Ctrl-C; a Ctrl-C meanwhile lands after
+        with sigint_deferred():
             pool.submit(int).result()  # with fork, the first job starts every process
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -102,12 +105,16 @@ class ChunkAssembler:
             c = self.parts[0][0]
             start, stop = self.spec.chunk_rows(c)
             mine = [p for p in self.parts if p[0] == c]
-            if sum(p[2] for p in mine) < stop - start or not (final or all(p[4].done() for p in mine)):
+            if (sum(p[2] for p in mine) < stop - start
+                    or not (final or all(p[4].done() for p in mine))):
                 break
             results = [p[4].result() for p in mine]
-            errors = [(int(self.keys[s + i]), reason) for _, s, _, errs, _ in mine for i, reason in errs]
-            self.writes.append(self.writer.submit(self.cache.write_chunk, c, Entries.join([r[0] for r in results]),
-                                                  errors, sum(r[1] for r in results), sum(r[2] for r in results)))
+            errors = [(int(self.keys[s + i]), reason)
+                      for _, s, _, errs, _ in mine for i, reason in errs]
+            self.writes.append(self.writer.submit(self.cache.write_chunk, c,
+                                                  Entries.join([r[0] for r in results]), errors,
+                                                  sum(r[1] for r in results),
+                                                  sum(r[2] for r in results)))
             for _ in mine:
                 self.parts.popleft()
         while self.writes and (final or len(self.writes) > 2 or self.writes[0].done()):

@@ -5,7 +5,8 @@ import os
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "without_hint"]
+__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError",
+           "without_hint"]
 
 
 class CacheError(FSEError):

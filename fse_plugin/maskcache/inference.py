@@ -46,7 +46,8 @@ class Inference:
         if buf is None or len(buf) < len(images):
             buf = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
         elif uploaded is not None:
-            uploaded.synchronize()  # its previous upload (two batches ago) must be done before refilling
+            # its previous upload (two batches ago) must be done before refilling
+            uploaded.synchronize()
         part = buf[:len(images)]
         part.numpy()[...] = images
         x = part.to(self.device, non_blocking=True)

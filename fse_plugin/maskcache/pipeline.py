@@ -62,8 +62,10 @@ class ChunkPipeline:
     the worker counts and whether to show progress (as ``desc``).
     """
 
-    def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings, desc: str = "masks"):
-        self.writer, self.src, self.infer, self.settings, self.desc = writer, src, infer, settings, desc
+    def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings,
+                 desc: str = "masks"):
+        self.writer, self.src, self.infer = writer, src, infer
+        self.settings, self.desc = settings, desc
 
     def run(self, chunks: Sequence[int]) -> tuple[int, float]:
         """Compute and write ``chunks``; (masks computed, seconds of the loop)."""
@@ -71,13 +73,15 @@ class ChunkPipeline:
         spec, (decode_workers, encode_workers) = self.writer.spec, self.settings.workers()
         batches = batch_plan(chunks, spec, self.settings.batch_size)
         rows = sum(e - s for s, e in batches)
-        with ExitStack() as stack:  # each part stopped, in reverse, however start-up or the loop ends
+        # each part stopped, in reverse, however start-up or the loop ends
+        with ExitStack() as stack:
             pool = encoders(encode_workers)  # forked before this loop starts threads of its own
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            asm = ChunkAssembler(self.writer, self.src.keys, max_pending=4 * max(1, encode_workers) + 2)
+            asm = ChunkAssembler(self.writer, self.src.keys,
+                                 max_pending=4 * max(1, encode_workers) + 2)
             stack.callback(asm.close)
-            decoder = stack.enter_context(BatchDecoder(self.src.reader, self.src.keys, batches, spec.height,
-                                                       spec.width, decode_workers))
+            decoder = stack.enter_context(BatchDecoder(self.src.reader, self.src.keys, batches,
+                                                       spec.height, spec.width, decode_workers))
             bar = stack.enter_context(tqdm(total=rows, unit="mask", desc=self.desc, smoothing=0.05,
                                            disable=not self.settings.progress))
 
@@ -125,7 +129,8 @@ def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
     return value
 
 
-def _parser_spec(src: Source, parser_ckpt: Path, settings: BuildSettings, device: torch.device) -> CacheSpec:
+def _parser_spec(src: Source, parser_ckpt: Path, settings: BuildSettings,
+                 device: torch.device) -> CacheSpec:
     height, width = probe_size(src.reader, src.keys)
     return CacheSpec(height, width, len(src.keys), settings.chunk_size, src.fingerprint,
                      Producer("checkpoint", sha256_file(parser_ckpt)),
@@ -139,10 +144,12 @@ def _compute(writer: CacheWriter, src: Source, infer: Inference, settings: Build
     if not mine:
         return 0, 0.0
     shown = replace(settings, progress=settings.progress and rank == 0)
-    return ChunkPipeline(writer, src, infer, shown, desc=f"cache build rank {rank}/{world}").run(mine)
+    return ChunkPipeline(writer, src, infer, shown,
+                         desc=f"cache build rank {rank}/{world}").run(mine)
 
 
-def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
+def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike,
+               out: str | os.PathLike | None = None,
                settings: BuildSettings = BuildSettings()) -> Path:
     """Run the parser over every image record of ``rec_dir`` and write the mask cache
     (default beside train.rec).
@@ -164,8 +171,8 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     parser_ckpt = Path(parser_ckpt).resolve()
     model = load_parser(parser_ckpt)  # a rejected checkpoint leaves nothing behind
     if model.n_classes != NUM_CLASSES:
-        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; a mask cache holds the "
-                         f"{NUM_CLASSES} classes of fse_plugin.labels")
+        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; "
+                         f"a mask cache holds the {NUM_CLASSES} classes of fse_plugin.labels")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, dev = dist_env(dev)
@@ -180,13 +187,15 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
             if rank == 0:
                 log.info("mask cache %s is complete, every byte checked", out)
             return out
-        computed, seconds = _compute(writer, src, Inference(model, dev, settings.precision), settings, rank, world)
+        computed, seconds = _compute(writer, src, Inference(model, dev, settings.precision),
+                                     settings, rank, world)
         if rank == 0:
             if world > 1:
                 writer.wait_for_chunks()
             info = BuildInfo.measure(time.perf_counter() - t0, computed, world, seconds)
             created = library_versions(torch=torch.__version__)
-            log_summary(out, writer.commit(src.keys, rec_abs, str(parser_ckpt), created, {}, info), info)
+            manifest = writer.commit(src.keys, rec_abs, str(parser_ckpt), created, {}, info)
+            log_summary(out, manifest, info)
     finally:
         if src is not None:
             src.reader.close()

@@ -35,8 +35,9 @@ def _abs(path: str | os.PathLike | None, placeholder: str) -> str:
 
 
 def rebuild_command(cache: str | os.PathLike, rec: str | os.PathLike | None = None,
-                    parser: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
-                    overwrite: bool = False, from_labels: bool = False, flags: tuple[str, ...] = ()) -> str:
+                    parser: str | os.PathLike | None = None,
+                    labels: str | os.PathLike | None = None, overwrite: bool = False,
+                    from_labels: bool = False, flags: tuple[str, ...] = ()) -> str:
     """The ``fse cache build`` command line for ``cache``, absolute paths,
     placeholders where a path is unknown.
 
@@ -47,7 +48,8 @@ def rebuild_command(cache: str | os.PathLike, rec: str | os.PathLike | None = No
     """
     src = (f"--from-labels {_abs(labels, 'NPZ')}" if labels or from_labels
            else f"--parser {_abs(parser, 'CKPT')}")
-    return " ".join([f"fse cache build --rec {_abs(rec, 'REC_DIR')} {src} --out {_abs(cache, 'OUT')}",
+    return " ".join([f"fse cache build --rec {_abs(rec, 'REC_DIR')} {src} "
+                     f"--out {_abs(cache, 'OUT')}",
                      *map(shlex.quote, flags), *(["--overwrite"] if overwrite else [])])
 
 
@@ -56,7 +58,8 @@ def recorded_sources(cache: Path, recorded: Recorded | None) -> dict:
     paths that exist here only: a relative one was typed in another working directory, a damaged one
     names nothing) and whether it is a labels cache."""
     r = recorded or Recorded()
-    keep = lambda p: p if isinstance(p, str) and os.path.isabs(p) and os.path.exists(p) else None  # noqa: E731
+    keep = lambda p: (  # noqa: E731
+        p if isinstance(p, str) and os.path.isabs(p) and os.path.exists(p) else None)
     rec = keep(r.rec_path)
     if rec is None and cache.name == DEFAULT_DIRNAME:
         rec = str(cache.parent)

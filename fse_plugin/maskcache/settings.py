@@ -19,7 +19,8 @@ def default_workers(cpus: int | None = None) -> tuple[int, int]:
     encoding its mask, and the caps are where the build kept up with a GPU's parser
     (benchmarks/README.md, "## maskcache")."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1))
         cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     usable = max(1, cpus - 1)
     decode = max(1, min(6, 2 * usable // 3))

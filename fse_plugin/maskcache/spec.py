@@ -17,8 +17,8 @@ from typing import Any, Mapping
 from fse_plugin.labels import CLASSES, LABEL_SET
 from fse_plugin.maskcache.codec import CODEC
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "JsonRecord", "Fingerprint", "Producer",
-           "InferenceSpec", "CacheSpec", "ChunkExpect", "json_bytes"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "JsonRecord", "Fingerprint",
+           "Producer", "InferenceSpec", "CacheSpec", "ChunkExpect", "json_bytes"]
 
 FORMAT_NAME = "fse-maskcache"
 FORMAT_VERSION = 2
@@ -84,7 +84,8 @@ class InferenceSpec:
     precision: str = "fp32"
 
     def to_json(self) -> dict[str, Any]:
-        out = {"batch_size": self.batch_size, "device": self.device, "amp": self.precision != "fp32"}
+        out = {"batch_size": self.batch_size, "device": self.device,
+               "amp": self.precision != "fp32"}
         if self.precision == "fp16":
             out["precision"] = "fp16"
         return out
@@ -123,7 +124,8 @@ class CacheSpec:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "codec": CODEC,
                 "labels": {"name": LABEL_SET, "classes": list(CLASSES)}, "height": int(self.height),
-                "width": int(self.width), "count": int(self.count), "chunk_size": int(self.chunk_size),
+                "width": int(self.width), "count": int(self.count),
+                "chunk_size": int(self.chunk_size),
                 "source": self.source.to_json(), "parser": self.producer.to_json(),
                 "inference": None if self.inference is None else self.inference.to_json()}
 
@@ -132,7 +134,8 @@ class CacheSpec:
         """The spec of a manifest whose format, codec and label set were checked
         (KeyError/TypeError when a field is missing or malformed: the caller names the file)."""
         inference = obj["inference"]
-        return cls(obj["height"], obj["width"], obj["count"], obj["chunk_size"], Fingerprint.from_json(obj["source"]),
+        return cls(obj["height"], obj["width"], obj["count"], obj["chunk_size"],
+                   Fingerprint.from_json(obj["source"]),
                    Producer(obj["parser"]["kind"], obj["parser"]["sha256"]),
                    None if inference is None else InferenceSpec.from_json(inference))
 
@@ -154,7 +157,8 @@ class CacheSpec:
         (besides --rec, --parser/--from-labels): what a resume or rebuild command must repeat."""
         flags: tuple[str, ...] = ()
         if self.inference is not None:
-            flags += ("--batch-size", str(self.inference.batch_size), "--device", self.inference.device)
+            flags += ("--batch-size", str(self.inference.batch_size),
+                      "--device", self.inference.device)
             if self.inference.precision != "fp32":
                 flags += ("--precision", self.inference.precision)
         if self.chunk_size != DEFAULT_CHUNK_SIZE:
