@@ -22,7 +22,8 @@ class Budget:
         self.steps, self.epochs, self.time_budget = steps, epochs, time_budget
 
     @classmethod
-    def of(cls, epochs: int | None, steps: int | None, time_budget: float | None, per_epoch: int) -> "Budget":
+    def of(cls, epochs: int | None, steps: int | None, time_budget: float | None,
+           per_epoch: int) -> "Budget":
         """The budget of a run with ``per_epoch`` batches per epoch
         (the settings checked the values)."""
         if steps is not None:
@@ -42,13 +43,15 @@ class Budget:
         return self.epochs is not None and epoch >= self.epochs
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(steps={self.steps}, epochs={self.epochs}, time_budget={self.time_budget})"
+        return (f"{type(self).__name__}(steps={self.steps}, epochs={self.epochs}, "
+                f"time_budget={self.time_budget})")
 
 
 class Clock:
     """Training seconds so far (earlier runs of a resumed one included), agreed by every rank."""
 
-    def __init__(self, world: int, dev: torch.device, elapsed0: float, time_budget: float | None) -> None:
+    def __init__(self, world: int, dev: torch.device, elapsed0: float,
+                 time_budget: float | None) -> None:
         self.world, self.dev, self.elapsed0, self.time_budget = world, dev, elapsed0, time_budget
         self.t_start, self.cpu_start, self.val_cost = time.perf_counter(), time.process_time(), 0.0
 

@@ -20,10 +20,10 @@ class DoubleConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -62,8 +62,10 @@ class UNetRes18(nn.Module):
                  in_channels: int = 3) -> None:
         super().__init__()
         w = parser_widths(feature_scale)
-        self.n_classes, self.feature_scale, self.in_channels = int(n_classes), int(feature_scale), int(in_channels)
-        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+        self.n_classes, self.feature_scale = int(n_classes), int(feature_scale)
+        self.in_channels = int(in_channels)
+        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]),
+                                   nn.ReLU(inplace=True))
         self.conv1 = _stage(w[0], w[1])
         self.conv2 = _stage(w[1], w[2])
         self.conv3 = _stage(w[2], w[3])
@@ -87,5 +89,6 @@ class UNetRes18(nn.Module):
         return self.final(x)
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, in_channels={self.in_channels}"
+        return (f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, "
+                f"in_channels={self.in_channels}")
 

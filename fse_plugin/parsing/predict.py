@@ -23,7 +23,8 @@ __all__ = ["forward_throughput", "masks_from_checkpoint", "predict_masks"]
 def _batch_to(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """A uint8 batch on ``device``: uint8 crosses the bus
     (4x less than float), pinned for async copies."""
-    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, dtype=np.uint8))
+    t = (images if isinstance(images, torch.Tensor)
+         else torch.from_numpy(np.array(images, dtype=np.uint8)))
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
@@ -40,7 +41,8 @@ def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
     """
     device = torch.device(device)
     if images.ndim != 4:
-        raise FSEError(f"predict_masks expects uint8 images [N,H,W,C], got shape {tuple(images.shape)}")
+        raise FSEError(f"predict_masks expects uint8 images [N,H,W,C], "
+                       f"got shape {tuple(images.shape)}")
     checks.count(batch_size, "batch_size")
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = np.empty(tuple(images.shape[:3]), dtype=np.uint8)
@@ -51,14 +53,16 @@ def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
     return out
 
 
-def masks_from_checkpoint(parser_ckpt: str | os.PathLike, images: np.ndarray, device: str | torch.device = "cpu",
-                          batch_size: int = 64) -> np.ndarray:
+def masks_from_checkpoint(parser_ckpt: str | os.PathLike, images: np.ndarray,
+                          device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
     """``predict_masks`` with the parser of a checkpoint file (loaded onto ``device``)."""
-    return predict_masks(load_parser(parser_ckpt, map_location=device), images, batch_size=batch_size, device=device)
+    return predict_masks(load_parser(parser_ckpt, map_location=device), images,
+                         batch_size=batch_size, device=device)
 
 
 def forward_throughput(model: nn.Module, batch_size: int = 64, device: str | torch.device = "cpu",
-                       precision: str = "fp32", iters: int = 5, warmup: int = 1, size: int = 112) -> float:
+                       precision: str = "fp32", iters: int = 5, warmup: int = 1,
+                       size: int = 112) -> float:
     """Images/s of the parser's forward + argmax alone on a random uint8 batch already on
     ``device``.
 

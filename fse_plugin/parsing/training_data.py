@@ -33,7 +33,8 @@ class ParsingDataset(torch.utils.data.Dataset):
         return torch.from_numpy(img), torch.from_numpy(mask.astype(np.int64))
 
 
-def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES, power: float = 0.5) -> torch.Tensor:
+def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES,
+                  power: float = 0.5) -> torch.Tensor:
     """Cross-entropy weights ``(pixels / class pixels) ** power``, mean 1 over the classes present.
 
     Why: eyes, brows and lips cover a tiny share of an aligned face each; plain cross-entropy learns

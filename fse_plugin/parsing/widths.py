@@ -31,6 +31,6 @@ def parser_widths(feature_scale: int) -> list[int]:
     exactly."""
     if isinstance(feature_scale, bool) or not isinstance(feature_scale, (int, np.integer)) \
             or feature_scale < 1 or 64 % feature_scale:
-        raise FSEError(f"feature_scale must be a divisor of 64 ({', '.join(map(str, FEATURE_SCALES))}), "
-                       f"got {feature_scale!r}")
+        raise FSEError(f"feature_scale must be a divisor of 64 "
+                       f"({', '.join(map(str, FEATURE_SCALES))}), got {feature_scale!r}")
     return [w // int(feature_scale) for w in _BASE_WIDTHS]
