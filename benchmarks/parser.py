@@ -37,10 +37,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="autocast of the forward")
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                    help="autocast of the forward")
     ap.add_argument("--amp", dest="precision", action="store_const", const="bf16",
                     help="earlier spelling of --precision bf16")
-    ap.add_argument("--iters", type=int, default=3, help="timed batches per scale (after one warm-up batch)")
+    ap.add_argument("--iters", type=int, default=3,
+                    help="timed batches per scale (after one warm-up batch)")
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,7 +54,8 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         gflop = gflop_per_image(model, args.size)
         cpu0 = time.process_time()
-        ips = forward_throughput(model, args.batch_size, args.device, args.precision, iters=args.iters, size=args.size)
+        ips = forward_throughput(model, args.batch_size, args.device, args.precision,
+                                 iters=args.iters, size=args.size)
         # images per CPU-second (all threads; warm-up batch included):
         # robust to other jobs on a shared machine
         ipc = args.batch_size * (args.iters + 1) / (time.process_time() - cpu0)
@@ -60,13 +63,15 @@ def main() -> None:
         del model
 
     base = rows[0]
-    print(f"parser forward-only, {args.size}x{args.size}, batch {args.batch_size}, device {args.device}"
-          f" {args.precision}, {args.threads} CPU threads; ratios vs feature_scale {base[0]}")
-    print(f"{'scale':>5} {'params (M)':>11} {'GFLOP/img':>10} {'img/s':>9} {'img/CPU-s':>10} {'params x':>9} "
-          f"{'GFLOP x':>8} {'speed x':>8} {'CPU-speed x':>11}")
+    print(f"parser forward-only, {args.size}x{args.size}, batch {args.batch_size}, "
+          f"device {args.device} {args.precision}, {args.threads} CPU threads; "
+          f"ratios vs feature_scale {base[0]}")
+    print(f"{'scale':>5} {'params (M)':>11} {'GFLOP/img':>10} {'img/s':>9} {'img/CPU-s':>10} "
+          f"{'params x':>9} {'GFLOP x':>8} {'speed x':>8} {'CPU-speed x':>11}")
     for fs, params, gflop, ips, ipc in rows:
-        print(f"{fs:>5} {params / 1e6:>11.2f} {gflop:>10.2f} {ips:>9.1f} {ipc:>10.1f} {params / base[1]:>9.3f} "
-              f"{gflop / base[2]:>8.3f} {ips / base[3]:>8.2f} {ipc / base[4]:>11.2f}")
+        print(f"{fs:>5} {params / 1e6:>11.2f} {gflop:>10.2f} {ips:>9.1f} {ipc:>10.1f} "
+              f"{params / base[1]:>9.3f} {gflop / base[2]:>8.3f} {ips / base[3]:>8.2f} "
+              f"{ipc / base[4]:>11.2f}")
 
 
 if __name__ == "__main__":
