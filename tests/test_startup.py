@@ -1,5 +1,6 @@
 """Start-up: ``fse --help``, each command's help and refusals, and dataset preparation (``fse rec``,
-``python -m fse_plugin.im2rec``) import none of torch, torchvision, scikit-learn, scipy, matplotlib."""
+``python -m fse_plugin.im2rec``) import none of torch, torchvision, scikit-learn, scipy,
+matplotlib."""
 import argparse
 import json
 import os
@@ -18,9 +19,12 @@ NOT_YET = {("study",): "its flags read fse_plugin.study's presets, which import 
            ("demo",): "its flags read fse_plugin.demo's presets, which import torch"}
 """Commands whose flags still import torch, and why."""
 REFUSED = [["--bogus"], ["nosuch"], ["rec", "list", "p", "r", "--chunks", "0"], ["rec", "shuffle"],
-           ["rec", "pack", "p", "r", "--quality", "x"], ["parser", "train", "--batch-size", "0"], ["parser", "eval"],
-           ["cache", "build", "--rec", "r", "--from-labels", "l.npz", "--batch-size", "8"],  # refused when run
-           ["cache", "info", "nowhere"], ["eval", "verification", "--batch-size", "0"], ["eval", "ijb", "--far", "2"],
+           ["rec", "pack", "p", "r", "--quality", "x"], ["parser", "train", "--batch-size", "0"],
+           ["parser", "eval"],
+           # refused when run
+           ["cache", "build", "--rec", "r", "--from-labels", "l.npz", "--batch-size", "8"],
+           ["cache", "info", "nowhere"], ["eval", "verification", "--batch-size", "0"],
+           ["eval", "ijb", "--far", "2"],
            ["eval", "occlusion", "--classes", "nosuch"], ["eval", "occlusion", "--fill", "blue"],
            ["cam", "--methods", "nosuch"], ["cam", "--name", "a/b"], ["cam", "--fill", "blue"],
            ["patch-arcface"], ["train-parser", "--batch-size", "0"]]
@@ -42,8 +46,8 @@ print(json.dumps(runs))
 
 
 def _python(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def _heavy(importtime: str) -> set[str]:
@@ -63,7 +67,8 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def _runs(argvs: list[list[str]], cwd: Path) -> list:
-    """Run ``fse argv`` for each in turn in one fresh process: [argv, exit status, heavy modules loaded so far]."""
+    """Run ``fse argv`` for each in turn in one fresh process: [argv, exit status, heavy modules
+    loaded so far]."""
     out = _python("-c", _DRIVER, json.dumps(argvs), cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])
@@ -89,14 +94,16 @@ def test_each_command_help_and_refusal_imports_no_heavy_library(tmp_path):
 
 
 def test_im2rec_imports_no_heavy_library(tmp_path):
-    """mxnet's two im2rec commands, list and pack, as ``python -m fse_plugin.im2rec`` (what a rec's owner types)."""
+    """mxnet's two im2rec commands, list and pack, as ``python -m fse_plugin.im2rec`` (what a rec's
+    owner types)."""
     for label in range(2):
         (tmp_path / "faces" / f"id{label}").mkdir(parents=True)
         for i in range(2):
             face = np.full((8, 8, 3), 40 * i + label, np.uint8)
             cv2.imwrite(str(tmp_path / "faces" / f"id{label}" / f"{i}.png"), face)
     for flags in (["--list", "--recursive"], ["--num-thread", "1"]):
-        out = _python("-X", "importtime", "-m", "fse_plugin.im2rec", *flags, "train", "faces", cwd=tmp_path)
+        out = _python("-X", "importtime", "-m", "fse_plugin.im2rec", *flags, "train", "faces",
+                      cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
         assert not _heavy(out.stderr)
     assert (tmp_path / "train.rec").stat().st_size > 0 and (tmp_path / "train.idx").is_file()

@@ -12,7 +12,7 @@ lazy_exports(__name__, {
     ".images": ["NORM_LUT", "to_input", "to_uint8"],
     ".maskfiles": ["load_masks", "masks_path_for"],
     ".precision": ["PRECISIONS"],
-    ".runtime": ["dist_env", "mixed_precision", "model_device", "resolve_device", "resolve_precision",
-                 "unwrapped_key"],
+    ".runtime": ["dist_env", "mixed_precision", "model_device", "resolve_device",
+                 "resolve_precision", "unwrapped_key"],
     ".schedule": ["warmup_cosine"],
 })

@@ -13,12 +13,14 @@ __all__ = ["BuildSettings", "default_workers"]
 
 
 def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on, shared by
-    torchrun's local ranks). One core is left for the main process; of the rest two thirds decode (up to
-    6) and the others encode (up to 4): reading + decoding a face costs more than encoding its mask, and
-    the caps are where the build kept up with a GPU's parser (benchmarks/README.md, "## maskcache")."""
+    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on,
+    shared by torchrun's local ranks). One core is left for the main process; of the rest two thirds
+    decode (up to 6) and the others encode (up to 4): reading + decoding a face costs more than
+    encoding its mask, and the caps are where the build kept up with a GPU's parser
+    (benchmarks/README.md, "## maskcache")."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1))
         cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     usable = max(1, cpus - 1)
     decode = max(1, min(6, 2 * usable // 3))
@@ -27,11 +29,13 @@ def default_workers(cpus: int | None = None) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """How ``precompute`` runs: parser batch (per rank), device, autocast ``precision`` (fp32, fp16, bf16),
-    decode and encode processes (None: ``default_workers()``; 0 encode processes: in the main process),
-    masks per chunk file, whether to replace a cache of another spec at the output, a progress bar.
+    """How ``precompute`` runs: parser batch (per rank), device, autocast ``precision`` (fp32, fp16,
+    bf16), decode and encode processes (None: ``default_workers()``; 0 encode processes: in the main
+    process), masks per chunk file, whether to replace a cache of another spec at the output, a
+    progress bar.
 
-    Batch size, device and precision are recorded in the cache's spec: they decide the masks' bits."""
+    Batch size, device and precision are recorded in the cache's spec:
+    they decide the masks' bits."""
     batch_size: int = 256
     device: str = "auto"
     precision: str = "auto"

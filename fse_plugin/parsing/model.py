@@ -1,7 +1,7 @@
 """The parser network: FSErasing's U-Net with a ResNet-18 encoder.
 
-Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing, ``models/unet.py``)
-so that its released checkpoint loads unchanged; the code is our own.
+Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing,
+``models/unet.py``) so that its released checkpoint loads unchanged; the code is our own.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ class DoubleConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -53,17 +53,19 @@ class UNetRes18(nn.Module):
 
     Input: aligned faces normalised to [-1, 1] (``common.to_input``). Stem 3x3 stride-1 conv+BN+ReLU
     (no 7x7, no max-pool: 112x112 faces are small), four stages of two BasicBlocks (stride 2 first,
-    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder steps
-    (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names match the
-    published ``UNet_res18`` so its state_dict loads unchanged.
+    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder
+    steps (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names
+    match the published ``UNet_res18`` so its state_dict loads unchanged.
     """
 
     def __init__(self, n_classes: int = NUM_CLASSES, feature_scale: int = DEFAULT_FEATURE_SCALE,
                  in_channels: int = 3) -> None:
         super().__init__()
         w = parser_widths(feature_scale)
-        self.n_classes, self.feature_scale, self.in_channels = int(n_classes), int(feature_scale), int(in_channels)
-        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+        self.n_classes, self.feature_scale = int(n_classes), int(feature_scale)
+        self.in_channels = int(in_channels)
+        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]),
+                                   nn.ReLU(inplace=True))
         self.conv1 = _stage(w[0], w[1])
         self.conv2 = _stage(w[1], w[2])
         self.conv3 = _stage(w[2], w[3])
@@ -87,5 +89,6 @@ class UNetRes18(nn.Module):
         return self.final(x)
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, in_channels={self.in_channels}"
+        return (f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, "
+                f"in_channels={self.in_channels}")
 
