@@ -68,11 +68,11 @@ def _options(spec: str, text: str) -> dict[str, Any]:
     for part in filter(None, (p.strip() for p in _split_top(text))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise VariantError(f"variant {spec!r}: expected key=value, got {part!r}")
+            raise VariantError(f"--variants {spec!r}: expected key=value, got {part!r}")
         try:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            raise VariantError(f"variant {spec!r}: {key.strip()}={value.strip()} is not a Python literal "
+            raise VariantError(f"--variants {spec!r}: {key.strip()}={value.strip()} is not a Python literal "
                                f"(quote strings: fill='random_mix')") from None
     return options
 
@@ -98,28 +98,29 @@ def parse_variant(spec: str) -> Variant:
     options = _options(spec, rest)
     if kind == "off":
         if options:
-            raise VariantError(f"variant {spec!r}: 'off' takes no options")
+            raise VariantError(f"--variants {spec!r}: 'off' takes no options")
         return Variant("off")
     if kind == "fse":
         if "masks" in options:
-            raise VariantError(f"variant {spec!r}: masks is the study's own cache; leave it out")
+            raise VariantError(f"--variants {spec!r}: masks is the study's own cache; leave it out")
         try:  # every key checked as config.fse is at start-up ("." stands in for the cache, built later)
             validate_fse_config({"p": 0.5, **options, "masks": "."})
         except FSEError as e:
-            raise VariantError(f"variant {spec!r}: {e}") from None
+            raise VariantError(f"--variants {spec!r}: {e}") from None
         return Variant(spec.strip(), fse={"p": 0.5, **options})
     if kind == "random_erasing":
         bad = sorted(set(options) - set(_RANDOM_ERASING_KEYS))
         if bad:
-            raise VariantError(f"variant {spec!r}: unknown RandomErasing argument {bad[0]!r}; known: "
+            raise VariantError(f"--variants {spec!r}: unknown RandomErasing argument {bad[0]!r}; known: "
                                f"{', '.join(_RANDOM_ERASING_KEYS)}")
         variant = Variant(spec.strip(), random_erasing=options)
         try:
             variant.transform()
         except (ValueError, TypeError) as e:
-            raise VariantError(f"variant {spec!r}: {e}") from None
+            raise VariantError(f"--variants {spec!r}: {e}") from None
         return variant
-    raise VariantError(f"unknown variant {spec!r}: use off, fse[:key=value,...] or random_erasing[:key=value,...]")
+    raise VariantError(f"--variants: unknown variant {spec!r}; use off, fse[:key=value,...] or "
+                       "random_erasing[:key=value,...]")
 
 
 def parse_variants(specs: list[str] | tuple[str, ...]) -> list[Variant]:
@@ -128,7 +129,7 @@ def parse_variants(specs: list[str] | tuple[str, ...]) -> list[Variant]:
     names = [v.name for v in variants]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise VariantError(f"variant {dup[0]!r} given twice")
+        raise VariantError(f"--variants: {dup[0]!r} given twice")
     if REFERENCE not in names:
-        raise VariantError(f"the variants must include {REFERENCE!r}: every other is compared with it, seed by seed")
+        raise VariantError(f"--variants must include {REFERENCE!r}: every other is compared with it, seed by seed")
     return sorted(variants, key=lambda v: v.name != REFERENCE)
