@@ -89,21 +89,48 @@ def _runs(study: Path) -> dict[tuple[str, int], dict]:
 
 
 def _sensitivity(runs: dict, issame: np.ndarray, n_pairs: int) -> dict:
-    """Per metric: the Sensitivity of fse - off on the first ``n_pairs`` pairs of the pack."""
+    """Per metric: the Sensitivity of fse - off on the first ``n_pairs`` pairs of the pack (the study's own
+    summary, on the runs' distances cut to those pairs)."""
     from fse_plugin.study.probes import scores
-    from fse_plugin.study.sensitivity import pair_resamples, resampled_scores, sensitivity
-    seeds = sorted(s for v, s in runs if v == "off" and ("fse", s) in runs)
+    from fse_plugin.study.results import RunResult, summarise
     same = issame[:n_pairs]
-    cut = {key: {k: d[:n_pairs] for k, d in r["distances"].items()} for key, r in runs.items()}
-    diffs, variances = {}, {}
-    for seed in seeds:
-        a, b = scores(cut[("fse", seed)], same), scores(cut[("off", seed)], same)
-        idx = pair_resamples(n_pairs, seed)
-        ra, rb = (resampled_scores(cut[(v, seed)], same, idx, scores) for v in ("fse", "off"))
-        for m in a:
-            diffs.setdefault(m, []).append(a[m] - b[m])
-            variances.setdefault(m, []).append(float(np.var(ra[m] - rb[m], ddof=1)))
-    return {m: sensitivity(diffs[m], variances[m], n_pairs) for m in diffs}
+    cut = [RunResult(v, seed, scores(d, same), {}, d) for (v, seed), r in runs.items()
+           for d in [{k: x[:n_pairs] for k, x in r["distances"].items()}]]
+    seeds = {s for v, s in runs if v == "off"} & {s for v, s in runs if v == "fse"}
+    return summarise([r for r in cut if r.seed in seeds], ["off", "fse"], same).sensitivity["fse"]
+
+
+def _identity_resamples(seed: int, n: int = 100) -> list[np.ndarray]:
+    """Resamples of the big pack that draw identities (each pair goes with its first identity), not pairs."""
+    from fse_plugin.synth import pair_plan
+    first = np.array([a for a, _, _ in pair_plan(PAIRS, 0)])
+    members = [np.flatnonzero(first == i) for i in np.unique(first)]
+    rng = np.random.default_rng([31, seed])
+    return [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))]) for _ in range(n)]
+
+
+def _difference(runs: dict, seed: int, idx: np.ndarray, issame: np.ndarray) -> dict[str, float]:
+    """fse - off of one seed on the pairs ``idx``."""
+    from fse_plugin.study.probes import scores
+    a, b = (scores({k: d[idx] for k, d in runs[(v, seed)]["distances"].items()}, issame[idx]) for v in ("fse", "off"))
+    return {m: a[m] - b[m] for m in a}
+
+
+def identities_lever(out: Path) -> None:
+    """Is a pair's noise its own or its identities'? The pairs' part of s100's differences with the pairs
+    resampled against the identities resampled (all pairs of an identity together)."""
+    from fse_plugin.experiment import read_pack
+    from fse_plugin.study.sensitivity import pair_resamples
+    runs, issame = _runs(out / "s100"), read_pack(out / "data" / "rec" / "synth_val.bin")[1]
+    seeds = sorted(s for v, s in runs if v == "off" and ("fse", s) in runs)
+    for name, draw in (("pairs", lambda s: list(pair_resamples(len(issame), s))), ("identities", _identity_resamples)):
+        var: dict[str, list[float]] = {}
+        for seed in seeds:
+            diffs = [_difference(runs, seed, idx, issame) for idx in draw(seed)]
+            for m in HEADLINE:
+                var.setdefault(m, []).append(float(np.var([d[m] for d in diffs], ddof=1)))
+        print(f"s100, {len(issame)} pairs, {name} resampled: " +
+              ", ".join(f"{m} SD {math.sqrt(np.mean(v)):.3f}" for m, v in var.items()))
 
 
 def _seconds(runs: dict) -> str:
@@ -130,8 +157,11 @@ def table(out: Path) -> None:
         issame = read_pack(out / "data" / ("rec/synth_val.bin" if pack == "big" else "small.bin"))[1]
         steps = int(flags[flags.index("--steps") + 1])
         for v in ("off", "fse"):
-            curve.setdefault(v, []).append((steps, mean_ci([scores(r["distances"], issame)["clean"]
-                                                            for (w, _), r in runs.items() if w == v])))
+            clean = [scores(r["distances"], issame)["clean"] for (w, _), r in runs.items() if w == v]
+            if clean:
+                curve.setdefault(v, []).append((steps, mean_ci(clean)))
+        if not {s for v, s in runs if v == "off"} & {s for v, s in runs if v == "fse"}:
+            continue
         for n in sorted({len(issame), 300, 1000, 3000} & set(range(1, len(issame) + 1))):
             for m, s in _sensitivity(runs, issame, n).items():
                 if m in HEADLINE:
@@ -140,6 +170,8 @@ def table(out: Path) -> None:
                                 f"{s.seeds_for(HEADLINE[m])} | {_seconds(runs)} |")
     print("\n".join(rows))
     _plot_curve(curve, out / "curve.png")
+    if (out / "s100" / "runs").is_dir():
+        identities_lever(out)
 
 
 def _plot_curve(curve: dict, path: Path) -> None:

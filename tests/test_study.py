@@ -265,6 +265,7 @@ def small_rec(tmp_path_factory):
     return rec, synth.write_pairs_bin(root / "val.bin", n_pairs=10, seed=4)
 
 
+@pytest.mark.timeout(900)  # two train_v2.py processes: minutes on a loaded CPU
 def test_study_trains_with_upstream_train_v2(arcface_torch_dir, small_rec, tmp_path):
     """--trainer arcface for real: off and fse, one seed, 3 steps each through upstream's train_v2.py (the
     harness on a CPU, torchrun on CUDA), each model.pt scored, study.json with both variants."""
@@ -433,7 +434,7 @@ def test_an_interrupted_study_is_one_line_and_leaves_complete_runs_only(tmp_path
     argv = ["study", "--quick", "--masks", "gt", "--seeds", "1", "--variants", "off", "fse", "--probes", "none",
             "--quiet", "--out", out]
     result = run_fse(argv)
-    assert result.rc == 130 and result.lines == ["fse study: interrupted"]
+    assert result.rc == 130 and result.lines[-1] == "fse study: interrupted" and "Traceback" not in result.err
     runs = out / "runs"
     assert (runs / "off_s0" / "scores.json").is_file() and not (runs / "fse_s0" / "scores.json").exists()
     assert not (out / "report.md").exists() and not [p for p in out.rglob("*") if ".tmp-" in p.name]

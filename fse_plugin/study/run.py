@@ -77,7 +77,7 @@ def _reused_inputs(out: Path, spec: dict[str, Any]) -> Inputs | None:
     return found if all(p.exists() for p in (found.rec, found.cache, found.pack, found.pack_masks)) else None
 
 
-def _pack_masks(settings: StudySettings, out: Path, pack: Path, progress: bool) -> Path:
+def _pack_masks(settings: StudySettings, out: Path, pack: Path) -> Path:
     """The pack's masks: beside it, or predicted by ``--parser`` into the study folder."""
     from fse_plugin.common import masks_path_for
     if settings.data.parser is None:
@@ -100,6 +100,7 @@ def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
     if found is not None:
         log.info("[study] reusing the inputs of %s", out / "inputs.json")
         return found
+    (out / "inputs.json").unlink(missing_ok=True)  # whatever it recorded is being replaced
     parser_data = settings.mask_source == "parser"
     synthetic = make.synthesise(out, s.fs_images if parser_data else 0, 0 if own.rec else s.ids, s.per_id,
                                 0 if own.pack else s.pairs, 0, progress)
@@ -116,7 +117,7 @@ def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
         make.warn(warning)
         cache = make.build_mask_cache(rec, summary["best"], settings.device, progress)
     parser = {k: summary[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in summary}
-    found = Inputs(rec, Path(cache), pack, _pack_masks(settings, out, pack, progress), parser, warning)
+    found = Inputs(rec, Path(cache), pack, _pack_masks(settings, out, pack), parser, warning)
     atomic_write(out / "inputs.json", json.dumps({"spec": spec, "inputs": found.to_json()}, indent=2).encode())
     return found
 
@@ -168,8 +169,9 @@ def run_study(settings: StudySettings, progress: bool = True) -> Path:
     probes_png = probe_samples(probes, out / "probes.png")
     clock("probes")
     trainer = _trainer(settings, found, progress)
-    run_settings = {**settings.facts(), "sizes": {**settings.facts()["sizes"], "seeds": None},
-                    "trainer": repr(trainer), "threads": torch.get_num_threads(), "inputs": _inputs_spec(settings)}
+    facts = settings.facts()  # a run depends on all of it but the other variants and seeds
+    run_settings = {**facts, "sizes": {**facts["sizes"], "seeds": None}, "variants": None, "trainer": repr(trainer),
+                    "threads": torch.get_num_threads(), "inputs": _inputs_spec(settings)}
     runs = [_run_one(trainer, v, seed, probes, out / "runs" / f"{v.slug}_s{seed}",
                      {**run_settings, "variant": repr(v), "seed": seed}, settings.device)
             for seed in range(settings.sizes.seeds) for v in chosen]
