@@ -49,6 +49,10 @@ CASES = [
     ("study parser that is no checkpoint", ["study", "--pack", "{pack}", "--parser", "{file}"], ["--parser"]),
     ("study parser without pack", ["study", "--parser", "{ckpt}"], ["--parser", "--pack"]),
     ("study out is a file", ["study", "--out", "{file}"], ["--out"]),
+    ("study synthetic size with own rec", ["study", "--rec", "{rec}", "--ids", "50"], ["--ids", "--rec"]),
+    ("study pack size with own pack", ["study", "--pack", "{pack}", "--pairs", "500"], ["--pairs", "--pack"]),
+    ("study parser epochs without a parser", ["study", "--masks", "gt", "--parser-epochs", "3"],
+     ["--parser-epochs", "--masks gt"]),
     ("study arcface trainer without CUDA", ["study", "--trainer", "arcface"], ["--trainer arcface", "CUDA"]),
 ]
 

@@ -6,6 +6,7 @@ import argparse
 
 from fse_plugin.cli.grammar import command, size_flags, sizes_from
 from fse_plugin.cli.types import count_type, device_type, file_type
+from fse_plugin.common import FSEError
 
 HELP = ("evidence with intervals: train K seeds x variants (off, fse p=0.5, torchvision RandomErasing) on one "
         "synthetic set or your own rec, evaluate clean / erased regions / rendered occluders, report means, 95 percent "
@@ -56,9 +57,25 @@ def add_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--nproc-per-node", type=count_type(), default=1, help="GPUs per run for --trainer arcface")
 
 
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """A size typed for data the study will not make cannot mean what was typed."""
+    unused = []
+    if args.rec:
+        unused.append(("--rec", ("ids", "per_id", "fs_images", "parser_epochs")))
+    if args.pack:
+        unused.append(("--pack", ("pairs",)))
+    if args.masks == "gt":
+        unused.append(("--masks gt", ("fs_images", "parser_epochs")))
+    for flag, sizes in unused:
+        typed = [f"--{s.replace('_', '-')}" for s in sizes if getattr(args, s) is not None]
+        if typed:
+            raise FSEError(f"{typed[0]} sizes synthetic data that the study does not make with {flag}: leave it out")
+
+
 def settings_from(args: argparse.Namespace):
     """The study's settings from the command line (checked whole by ``run_study`` before any work)."""
     from fse_plugin.study import DEFAULT, QUICK, ArcfaceSettings, OwnData, StudySettings
+    _refuse_unused(args)
     probes = () if args.probes.strip() == "none" else tuple(x.strip() for x in args.probes.split(","))
     return StudySettings(
         out=args.out, sizes=sizes_from(args, QUICK if args.quick else DEFAULT), variants=tuple(args.variants),

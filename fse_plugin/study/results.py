@@ -61,11 +61,13 @@ class StudyResults:
         }
 
 
-def _tests(d: PairedDifference) -> str:
+def _tests(d: PairedDifference, s: Sensitivity | None) -> str:
+    """The tests' p-values and, where known, the effect the seeds detect (what a tie or noise may hide)."""
     if d.n < 2:
         return ""
     t = "paired t-test p=n/a" if d.t_test_p != d.t_test_p else f"paired t-test p={d.t_test_p:.3g}"
-    return f"{t}, sign-flip p={d.sign_flip_p:.3g}, {d.n} seeds"
+    detectable = "" if s is None else f", which detect {s.detectable:.2f} points at 80% power"
+    return f"{t}, sign-flip p={d.sign_flip_p:.3g}, {d.n} seeds{detectable}"
 
 
 def _sensitivities(by: dict[tuple[str, int], RunResult], variants: list[str], seeds: list[int], metrics: list[str],
@@ -96,12 +98,12 @@ def summarise(runs: list[RunResult], variants: list[str], issame: np.ndarray | N
     metrics = list(by[(variants[0], seeds[0])].scores)
     values = {v: {m: tuple(by[(v, s)].scores[m] for s in seeds) for m in metrics} for v in variants}
     intervals = {v: {m: mean_ci(values[v][m]) for m in metrics} for v in variants}
-    differences, verdicts = {}, {}
-    for v in (v for v in variants if v != REFERENCE):
-        differences[v] = {m: paired_difference(values[v][m], values[REFERENCE][m]) for m in metrics}
-        verdicts[v] = {m: verdict(v, REFERENCE, describe(m), d, tests=_tests(d), higher_is_better=higher_is_better(m))
-                       for m, d in differences[v].items()}
+    others = [v for v in variants if v != REFERENCE]
+    differences = {v: {m: paired_difference(values[v][m], values[REFERENCE][m]) for m in metrics} for v in others}
     sens = {}
     if issame is not None and all(r.distances for r in runs):
         sens = _sensitivities(by, variants, seeds, metrics, differences, np.asarray(issame, dtype=bool))
+    verdicts = {v: {m: verdict(v, REFERENCE, describe(m), d, tests=_tests(d, sens.get(v, {}).get(m)),
+                               higher_is_better=higher_is_better(m)) for m, d in differences[v].items()}
+                for v in others}
     return StudyResults(variants, seeds, metrics, values, intervals, differences, verdicts, sens)
