@@ -38,6 +38,10 @@ GRID = {  # name -> (fse study flags, pack)
 }
 COMMON = ["--variants", "off", "fse", "--probes", "upper_face", "--threads", "1", "--quiet"]
 HEADLINE = {"clean": 1.0, "drop:erased:upper_face": 2.0}
+# Quiet 2-core costs (2 torch threads) for the plan: seconds per training step of batch 64 at width 8 and
+# per forward pass when scoring (batch 16), the fixed part of a default study (synthesis, parser, mask
+# cache), and what width 16 multiplies them by; benchmarks/README.md says where each comes from.
+STEP_S, FORWARD_S, FIXED_S, WIDE = 0.48, 0.0010, 320.0, {"train": 2.8, "forward": 3.7}
 
 
 def _fse(*args: str) -> list[str]:
@@ -133,6 +137,22 @@ def identities_lever(out: Path) -> None:
               ", ".join(f"{m} SD {math.sqrt(np.mean(v)):.3f}" for m, v in var.items()))
 
 
+def _plan(name: str, steps: int, width: int, sens: dict, pairs: int) -> list[str]:
+    """What the goal takes with this configuration's measured spreads: seeds (off and fse each) and quiet
+    minutes, for packs of several sizes (the pairs' part scaled as 1 / sqrt(pairs))."""
+    rows = []
+    for n in (1000, 2000, 3000, 6000, 12000):
+        need = [sens[m].seeds_for(goal, n) for m, goal in HEADLINE.items()]
+        if None in need:
+            continue
+        seeds = max(need)
+        wide = WIDE if width > 8 else {"train": 1.0, "forward": 1.0}
+        per_run = steps * STEP_S * wide["train"] + 3 * n * 2 * FORWARD_S * wide["forward"]  # clean pairs + probe
+        minutes = (FIXED_S + 2 * seeds * per_run) / 60
+        rows.append(f"| {name} | {steps} | {width} | {n} | {' / '.join(map(str, need))} | {seeds} | {minutes:.0f} |")
+    return rows
+
+
 def _seconds(runs: dict) -> str:
     """Mean seconds per run: training + scoring."""
     return (f"{np.mean([r['train']['seconds'] for r in runs.values()]):.0f} + "
@@ -148,7 +168,7 @@ def table(out: Path) -> None:
     from fse_plugin.study.probes import scores
     rows = ["| config | pairs | seeds | metric | SD over seeds (pairs, training) | detectable at 80% | "
             "seeds for the goal | s/run (train + score) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
-    curve = {}
+    curve, plans = {}, []
     for name, (flags, pack) in GRID.items():
         study = out / name
         if not (study / "runs").is_dir():
@@ -163,12 +183,19 @@ def table(out: Path) -> None:
         if not {s for v, s in runs if v == "off"} & {s for v, s in runs if v == "fse"}:
             continue
         for n in sorted({len(issame), 300, 1000, 3000} & set(range(1, len(issame) + 1))):
-            for m, s in _sensitivity(runs, issame, n).items():
+            sens = _sensitivity(runs, issame, n)
+            for m, s in sens.items():
                 if m in HEADLINE:
                     rows.append(f"| {name} ({' '.join(flags)}) | {n} | {s.seeds} | {m} | {_fmt(s.sd_seeds)} "
                                 f"({_fmt(s.sd_pairs)}, {_fmt(s.sd_training)}) | {_fmt(s.detectable)} | "
                                 f"{s.seeds_for(HEADLINE[m])} | {_seconds(runs)} |")
+        if all(m in sens for m in HEADLINE) and sens["clean"].seeds > 1:
+            width = int(flags[flags.index("--width") + 1]) if "--width" in flags else 8
+            plans += _plan(name, steps, width, sens, len(issame))
     print("\n".join(rows))
+    print("\n| config | steps | width | pairs | seeds for 1 point clean / 2 points upper-face drop | seeds | quiet "
+          "minutes (off and fse) |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(plans))
     _plot_curve(curve, out / "curve.png")
     if (out / "s100" / "runs").is_dir():
         identities_lever(out)

@@ -167,7 +167,7 @@ def test_probe_scores_are_the_benchmarks_numbers(pack):
     model = iresnet_tiny().eval()
     images, issame, masks = pack
     probes = build_probes(images, issame, masks, ["upper_face", "hat"], single_regions=False)
-    got = scores(probe_distances(model, probes), issame)
+    got = scores(probe_distances(model, probes, batch_size=64), issame)  # the benchmark's batch: the same bits
     assert set(got) == {"clean", "occluder:hat", "erased:upper_face", "drop:occluder:hat", "drop:erased:upper_face"}
     assert got["clean"] == evaluate_embeddings(embed(model, images, progress=False), issame).accuracy * 100
     upper = occlusion_pack({"m": model}, images, issame, masks, probes.groups, progress=False).rows[0]
@@ -324,10 +324,13 @@ def test_arcface_trainer_writes_a_config_upstream_reads(arcface_torch_dir, synth
 # ------------------------------------------------------------------------------------------------ end to end
 
 
+QUICK = ["study", "--quick", "--quiet", "--variants", "off", "fse", "random_erasing", "--probes", "all"]
+
+
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "study"
-    assert main(["study", "--quick", "--quiet", "--out", str(out)]) == 0
+    assert main([*QUICK, "--out", str(out)]) == 0
     return out
 
 
@@ -386,7 +389,7 @@ def _figures(facts):
 def test_the_quick_study_repeats_its_figures(quick_study, tmp_path):
     """A second study with the same seeds in another folder: the same figures in study.json."""
     out = tmp_path / "again"
-    assert main(["study", "--quick", "--quiet", "--out", str(out)]) == 0
+    assert main([*QUICK, "--out", str(out)]) == 0
     first, second = (json.loads((d / "study.json").read_text()) for d in (quick_study, out))
     assert _figures(first) == _figures(second)
 
@@ -406,7 +409,7 @@ def test_a_study_started_again_reuses_what_it_has(quick_study, tmp_path, monkeyp
         return train(self, variant, seed, run_dir)
     monkeypatch.setattr(BuiltinTrainer, "__call__", counting)
     monkeypatch.setattr(run_mod.make, "synthesise", lambda *a, **k: pytest.fail("inputs synthesised again"))
-    assert main(["study", "--quick", "--quiet", "--seeds", "4", "--variants", "off", "fse", "--out", str(out)]) == 0
+    assert main([*QUICK[:3], "--probes", "all", "--seeds", "4", "--out", str(out)]) == 0  # off and fse only
     assert sorted(trained) == [("fse", 3), ("off", 3)]
     facts = json.loads((out / "study.json").read_text())
     assert facts["seeds"] == [0, 1, 2, 3] and os.path.isfile(out / "runs" / "off_s3" / "scores.json")
@@ -440,3 +443,16 @@ def test_an_interrupted_study_is_one_line_and_leaves_complete_runs_only(tmp_path
     assert not (out / "report.md").exists() and not [p for p in out.rglob("*") if ".tmp-" in p.name]
     monkeypatch.setattr(run_mod, "probe_distances", distances)
     assert run_fse(argv).rc == 0 and trained == ["off", "fse", "fse"] and (out / "report.md").is_file()
+
+
+def test_the_default_study_is_the_measured_one():
+    """What `fse study` runs without flags: the configuration benchmarks/README.md measured and sized."""
+    from fse_plugin.cli import build_parser
+    from fse_plugin.cli.study import settings_from
+    from fse_plugin.study import DEFAULT
+    settings = settings_from(build_parser().parse_args(["study"]))
+    assert settings.variants == ("off", "fse") and settings.probes == ("upper_face",) and settings.masks is None
+    assert settings.sizes == DEFAULT
+    assert (DEFAULT.seeds, DEFAULT.steps, DEFAULT.pairs, DEFAULT.width) == (8, 100, 3000, 8)
+    assert settings_from(build_parser().parse_args(["study", "--probes", "all"])).probes == (
+        "sunglasses", "surgical_mask", "hat", "hand", "eyes+brows", "upper_face", "lower_face")

@@ -18,17 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    from fse_plugin.study import DEFAULT, DEFAULT_VARIANTS, PROBES
-    p.add_argument("--out", default="fse_study", help="output folder")
+    from fse_plugin.study import DEFAULT, StudySettings
+    default = StudySettings()
+    p.add_argument("--out", default=str(default.out), help="output folder")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (3 seeds, 8 steps per run): a smoke test of a couple of minutes")
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="VARIANT",
+    p.add_argument("--variants", nargs="+", default=list(default.variants), metavar="VARIANT",
                    help="off, fse[:key=value,...] (config.fse keys; fse alone is p=0.5), "
                         "random_erasing[:key=value,...] (torchvision RandomErasing arguments); must include off")
-    p.add_argument("--probes", default=",".join(PROBES), metavar="NAMES",
+    p.add_argument("--probes", default=",".join(default.probes) or "none", metavar="NAMES",
                    help="what each model is scored on besides the clean pairs: occluders drawn on the probe "
                         "(sunglasses, surgical_mask, hat, hand) and groups erased in it (eyes+brows, upper_face, "
-                        "lower_face), comma-separated; 'none' for clean pairs only")
+                        "lower_face), comma-separated; 'all' for every one, 'none' for clean pairs only")
     p.add_argument("--regions", action="store_true",
                    help="also erase each of the 25 single regions (mean accuracy; 25 more evaluations per run)")
     p.add_argument("--masks", choices=("parser", "gt"), default=None,
@@ -74,9 +75,10 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 
 def settings_from(args: argparse.Namespace):
     """The study's settings from the command line (checked whole by ``run_study`` before any work)."""
-    from fse_plugin.study import DEFAULT, QUICK, ArcfaceSettings, OwnData, StudySettings
+    from fse_plugin.study import DEFAULT, PROBES, QUICK, ArcfaceSettings, OwnData, StudySettings
     _refuse_unused(args)
-    probes = () if args.probes.strip() == "none" else tuple(x.strip() for x in args.probes.split(","))
+    named = {"none": (), "all": PROBES}
+    probes = named.get(args.probes.strip(), tuple(x.strip() for x in args.probes.split(",")))
     return StudySettings(
         out=args.out, sizes=sizes_from(args, QUICK if args.quick else DEFAULT), variants=tuple(args.variants),
         probes=probes, regions=args.regions, masks=args.masks, trainer=args.trainer,

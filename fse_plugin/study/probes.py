@@ -33,6 +33,9 @@ PROBES: tuple[str, ...] = OCCLUDERS + tuple(DEFAULT_GROUPS)
 """The probes a study can score besides the clean pairs: each occluder kind and each erased group."""
 _SINGLE = "region:"
 """Distance keys of the single erased regions (averaged into ``erased:regions_mean``)."""
+CPU_BATCH, GPU_BATCH = 16, 128
+"""Images per embedding batch: on a CPU small batches cost less per image (their activations stay in
+cache; benchmarks/README.md), on a GPU large ones."""
 
 
 @dataclass
@@ -100,11 +103,13 @@ def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int],
 
 
 def probe_distances(model: nn.Module, probes: ProbeSet, device: str = "cpu",
-                    batch_size: int = 64) -> dict[str, np.ndarray]:
+                    batch_size: int | None = None) -> dict[str, np.ndarray]:
     """Squared distance of every pair of the pack for one model: ``clean``, ``occluder:<kind>``,
-    ``erased:<group>`` and ``region:<class>`` (each image embedded with its flip)."""
+    ``erased:<group>`` and ``region:<class>`` (each image embedded with its flip; ``batch_size`` by
+    default ``CPU_BATCH`` or ``GPU_BATCH``)."""
     from fse_plugin.evaluation import embed, fuse_views
     from fse_plugin.evaluation.verification import squared_distances
+    batch_size = batch_size or (CPU_BATCH if str(device).startswith("cpu") else GPU_BATCH)
     emb = fuse_views(embed(model, probes.images, batch_size, device, progress=False))
     dist = {"clean": squared_distances(emb[0::2], emb[1::2])}
     for kind, images in probes.occluded.items():

@@ -9,12 +9,15 @@ from typing import Any
 
 from fse_plugin.common import FSEError, checks
 from fse_plugin.study.arcface import ArcfaceSettings
-from fse_plugin.study.probes import PROBES, check_probes
+from fse_plugin.study.probes import check_probes
 from fse_plugin.study.variants import DEFAULT_VARIANTS, Variant, parse_variants
 
 __all__ = ["StudySizes", "DEFAULT", "QUICK", "OwnData", "StudySettings"]
 
 MASKS = ("parser", "gt")
+DEFAULT_PROBES = ("upper_face",)
+"""What the default study scores besides the clean pairs: the probe its budget is sized for (every other
+probe costs as much scoring again; ``--probes all``)."""
 TRAINERS = ("builtin", "arcface")
 
 
@@ -26,9 +29,9 @@ class StudySizes:
     fs_images: int = field(default=1200, metadata={"help": "FaceSynthetics-layout frames for the parser"})
     ids: int = field(default=200, metadata={"help": "training identities of the synthetic rec"})
     per_id: int = field(default=12, metadata={"help": "faces per training identity"})
-    pairs: int = field(default=300, metadata={"help": "held-out verification pairs of the synthetic pack"})
+    pairs: int = field(default=3000, metadata={"help": "held-out verification pairs of the synthetic pack"})
     parser_epochs: int = field(default=8, metadata={"help": "parser epochs (batch 8)"})
-    seeds: int = field(default=5, metadata={"help": "seeds per variant (0..N-1), the K of the intervals"})
+    seeds: int = field(default=8, metadata={"help": "seeds per variant (0..N-1), the K of the intervals"})
     steps: int = field(default=100, metadata={"help": "recognizer steps per run (--trainer arcface: rounded up "
                                                       "to whole epochs)"})
     batch_size: int = field(default=64, metadata={"help": "recognizer batch (per GPU with --trainer arcface)"})
@@ -86,7 +89,7 @@ class StudySettings:
     out: Path = Path("fse_study")
     sizes: StudySizes = DEFAULT
     variants: tuple[str, ...] = DEFAULT_VARIANTS
-    probes: tuple[str, ...] = PROBES
+    probes: tuple[str, ...] = DEFAULT_PROBES
     regions: bool = False
     masks: str | None = None
     trainer: str = "builtin"
