@@ -2,7 +2,8 @@
 
     python benchmarks/cam.py --threads 2 --images 64 --method-images 4 --rise-n 500
     python benchmarks/cam.py --threads 2 --images 64 --methods fscam --head-classes 93431
-    python benchmarks/cam.py --device cuda --amp --network r50 --arcface-dir DIR --images 1024 --batch-size 520
+    python benchmarks/cam.py --device cuda --precision bf16 --network r50 --arcface-dir DIR --images 1024 \
+        --batch-size 520
 
 Goal: FS-CAM images/s >= 0.9 x (forward images/s / 26), 26 = the reference's 1 + 25 forwards per image.
 Faces are synthetic aligned 112x112 with exact masks (fse_plugin.synth), explained as verification pairs
@@ -72,12 +73,13 @@ def forward_vs_fscam(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray,
     """(forward, FS-CAM) images/s as [wall, CPU]: interleaved, best of ``args.reps`` (robust to other load)."""
     # the forward runs full batches of the same size FS-CAM uses (faces repeated to 2 batches at least)
     xf = x.repeat(max(1, -(-2 * args.batch_size // len(x))), 1, 1, 1)[:max(len(x), 2 * args.batch_size)]
-    cam.batched_forward(model, xf[:args.batch_size], args.batch_size, args.amp)  # warm-up (cuDNN, allocator)
-    cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.amp)
+    cam.batched_forward(model, xf[:args.batch_size], args.batch_size, args.precision)  # warm-up (cuDNN, allocator)
+    cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.precision)
     t_fwd, t_cam = [], []
     for _ in range(args.reps):
-        t_fwd.append(timed(lambda: cam.batched_forward(model, xf, args.batch_size, args.amp), args.device) / len(xf))
-        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size, args.amp), args.device)
+        t_fwd.append(timed(lambda: cam.batched_forward(model, xf, args.batch_size, args.precision), args.device)
+                     / len(xf))
+        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size, args.precision), args.device)
                      / len(x))
     return 1 / np.min(t_fwd, 0), 1 / np.min(t_cam, 0)
 
@@ -88,18 +90,18 @@ def method_costs(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray, tar
     counter = Counter(model)
     n = min(args.method_images, len(x))
     xs, ms, ts = x[:n], torch.as_tensor(masks[:n]), target.take(slice(0, n))
+    settings = cam.ExplainSettings(methods=args.methods, batch_size=args.batch_size, precision=args.precision)
     print(f"\ncost per image ({n} faces each; RISE with N={args.rise_n})")
     print(f"{'method':>13} {'ms/image':>10} {'forwards':>9} {'backwards':>10}")
-    for method in cam.parse_methods(args.methods):
+    for method in settings.methods:
         cam_obj = None
         if method in cam.PIXEL_METHODS:
-            opts = {"rise": {"n_masks": args.rise_n, "batch_size": args.batch_size, "amp": args.amp},
+            opts = {"rise": {"n_masks": args.rise_n, "batch_size": args.batch_size, "precision": args.precision},
                     "scorecam": {"batch_size": args.batch_size}}.get(method, {})
             cam_obj = cam.make_pixel_cam(method, model, None, **opts)
 
         def run(k: int, method: str = method, cam_obj=cam_obj):
-            return cam.run_method(method, model, xs[:k], ms[:k], ts.take(slice(0, k)), args.batch_size, args.amp,
-                                  cam=cam_obj)
+            return cam.run_method(method, model, xs[:k], ms[:k], ts.take(slice(0, k)), settings, cam_obj)
         if method != "rise":
             run(1)  # warm-up: first-call costs (autograd, hooks, allocator) are not per-image costs
         counter.reset()
@@ -122,7 +124,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=260)
     ap.add_argument("--rise-n", type=int, default=8000)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (forward, FS-CAM, ablation, RISE)")
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                    help="autocast of the forwards (plain forward, FS-CAM, ablation, RISE)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -138,12 +141,13 @@ def main() -> None:
         model = cam.IdentityLogits(model, torch.randn(args.head_classes, 512)).to(args.device).eval()
         target, what = cam.ClassTarget(), f"identity logits of a {args.head_classes:,}-class head"
     else:
-        target, what = cam.pair_target(model, x[:p], x[p:], args.batch_size, args.amp), "pairs (cosine to partner)"
+        target = cam.pair_target(model, x[:p], x[p:], args.batch_size, args.precision)
+        what = "pairs (cosine to partner)"
     present = float(np.mean([len(set(np.unique(m).tolist()) - {cam.IGNORE}) for m in masks]))
 
     fwd_ips, cam_ips = forward_vs_fscam(model, x, masks, target, args)
     ratio = cam_ips / (fwd_ips / 26)
-    dev = args.device + (" bf16" if args.amp else "")
+    dev = args.device + ("" if args.precision == "fp32" else f" {args.precision}")
     print(f"network {args.network}, {len(x)} synthetic 112x112 faces ({present:.1f} regions present on average), "
           f"target {what}, batch {args.batch_size}, device {dev}, {args.threads} CPU threads; best of {args.reps}")
     print(f"{'':14} {'images/s wall':>14} {'images/s CPU':>13}")

@@ -1,29 +1,29 @@
-"""Dataset benchmark: FSEMXFaceDataset with erasing on vs off, and vs arcface_torch's MXFaceDataset pipeline.
+"""Dataset benchmark: FSEMXFaceDataset with erasing on vs off (and vs arcface_torch's MXFaceDataset pipeline),
+and what each DataLoader worker costs at WebFace42M scale under every start method.
 
-    python benchmarks/dataset.py [--rec DIR] [--samples 3072] [--batch-size 128] [--repeats 5]
+    python benchmarks/dataset.py [--rec DIR] [--samples 3072] [--batch-size 128] [--repeats 5] [--runs 3] [--stages]
+    python benchmarks/dataset.py --scale 1000000 [--workers 2]
 
-One process, one thread (what a DataLoader worker gets), the same rec, the same run. A worker's
-job per batch is timed as torch's fetcher does it: the dataset's ``__getitems__`` (or
-``__getitem__`` per index where it has none), then ``default_collate``. ``--samples`` random
-records are cut into batches; for each batch the variants take turns, ``--repeats`` times, and
-each variant's best time per batch counts (interleaved at batch granularity, so a burst of load on
-a shared machine hits all variants alike). Process CPU time. Variants:
+Speed (default). One process, one thread (what a DataLoader worker gets), the same rec, the same run.
+A worker's job per batch is timed as torch's fetcher does it: the dataset's ``__getitems__`` (or
+``__getitem__`` per index where it has none), then ``default_collate``. ``--samples`` random records
+are cut into batches; for each batch the variants take turns, ``--repeats`` times, and each variant's
+best time per batch counts (interleaved at batch granularity, so a burst of load on a shared machine
+hits all variants alike). Process CPU time. ``--runs`` repeats the whole measurement and prints the
+spread of the ratios. Variants:
 
 * ``fse p=1.0``: FSErasing as the reference (every sample erased, one random region, N(0,1) fill);
 * ``fse p=0.5``: the config line of configs/README.md;
 * ``off``: the same dataset with ``fse=None`` (decode, flip, normalise);
 * ``fse p=1.0, masks in RAM``: diagnostic, every mask's runs decoded up front (splits the mask
   cache's inflate from erasing's cost);
-* ``fse p=1.0 / p=0.5, whole masks``: the erased path before masks were read as runs (each mask
-  expanded as ``MaskCache.get`` does, erased through the whole-mask form of ``select_batch`` /
-  ``erase_batch_``), for before/after in the same run;
 * ``upstream``: MXFaceDataset's pipeline reproduced: MXIndexedRecordIO.read_idx + unpack,
   ``mx.image.imdecode`` (mxnet when importable, else cv2 decode to RGB), torchvision
   ToPILImage -> RandomHorizontalFlip -> ToTensor -> Normalize(0.5, 0.5).
 
-``--stages`` adds per-stage costs of the erased path, timed alone on the same batches (best of
-``--repeats`` per batch): reading the masks (``get`` vs ``get_runs``) and choosing + erasing
-(whole masks, mirrored, vs ``MaskRuns``).
+A single ``dataset[i]`` (one sample, what a user trying the dataset calls) is timed for off, p=0.5 and
+p=1.0 the same way. ``--stages`` adds the erased path's stages timed alone on the same batches: reading
+the masks (``get_runs``, and ``get`` for whole masks), drawing the classes (``get_params``) and erasing.
 
 With ``--mxnet-python PY`` (an interpreter that imports mxnet, e.g. a venv with numpy 1.23.5 and no
 torch), ``upstream (mxnet)`` adds mxnet's own read_idx + unpack + imdecode().asnumpy(), timed in a child
@@ -32,12 +32,20 @@ process under PY, to the torchvision transform timed here on the same images (da
 Without ``--rec``, a synthetic rec (fse_plugin.synth, 112x112 JPEG q95 as insightface) and a mask
 cache of its exact masks are written to a temporary dir. With ``--rec``, ``<rec>/fse_masks`` (or
 ``--masks``) must exist.
+
+Scale (``--scale N``). A rec of N records (each a 1x1 PNG: the index, not the pixels, is what grows)
+and its mask cache are written to a temporary dir, and a small one of 1,000 records beside it. For
+each start method (fork, forkserver, spawn) a DataLoader with ``--workers`` workers reads 8 batches
+with erasing on: the bytes a worker receives (the dataset pickled as multiprocessing pickles it), and
+each worker's memory from /proc (RSS; USS, the pages only it holds; PSS), the largest over the
+batches. It uses only the dataset's constructor, so it also measures older versions of the package.
 """
 from __future__ import annotations
 
 import argparse
 import numbers
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,13 +55,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
+from torch.utils.data import DataLoader, default_collate  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from fse_plugin import recordio  # noqa: E402
 from fse_plugin.dataset import FSEMXFaceDataset  # noqa: E402
-from fse_plugin.erasing import MaskRuns, erase_batch_  # noqa: E402
-from fse_plugin.maskcache.codec import expand_runs  # noqa: E402
 
 try:
     import mxnet as mx
@@ -61,6 +67,8 @@ try:
 except ImportError:
     import fse_plugin.mxcompat as mx  # fse_plugin.recordio + cv2 decode, RGB like mx.image.imdecode
     MX = "fse_plugin.mxcompat (mxnet not importable)"
+
+ON_OFF = ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM")
 
 
 class UpstreamPipeline(torch.utils.data.Dataset):
@@ -150,25 +158,11 @@ class InMemoryMasks:
         return self.runs[key]
 
 
-class WholeMasks(FSEMXFaceDataset):
-    """The erased path before masks were read as runs: each mask expanded (what ``MaskCache.get`` does after
-    inflating) and erased through the whole-mask form of select_batch / erase_batch_ (mirrored)."""
-
-    def _erase(self, samples, masks, flip, keys):
-        rows = [b for b, m in masks.items() if m is not None]
-        if rows:
-            whole = [expand_runs(*masks[b], self.masks.height, self.masks.width) for b in rows]
-            selected = self.erasing.select_batch(whole, mirrored=flip[rows]).numpy()
-            erase_batch_([samples[b] for b in rows], whole, selected, self.erasing.fill, mirrored=flip[rows])
-
-
 def _variants(rec: Path, masks: str) -> dict:
     variants = {
         "fse p=1.0": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0)),
         "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
         "off": FSEMXFaceDataset(rec, 0),
-        "fse p=1.0, whole masks": WholeMasks(rec, 0, fse=dict(masks=masks, p=1.0)),
-        "fse p=0.5, whole masks": WholeMasks(rec, 0, fse=dict(masks=masks, p=0.5)),
     }
     variants["fse p=1.0, masks in RAM"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0))
     variants["fse p=1.0, masks in RAM"].masks = InMemoryMasks(variants["fse p=1.0"].masks, variants["off"].keys)
@@ -178,13 +172,14 @@ def _variants(rec: Path, masks: str) -> dict:
 
 def _stages(ds: FSEMXFaceDataset, batches: list[list[int]], repeats: int) -> dict[str, float]:
     """CPU us per sample of the erased path's stages, each timed alone (best of ``repeats`` per batch)."""
+    from fse_plugin.erasing import MaskRuns, erase
     cache, H, W = ds.masks, ds.masks.height, ds.masks.width
     rng = np.random.default_rng(1)
     best: dict[str, list[float]] = {}
 
-    def timed(name: str, i: int, fn, *args) -> None:
+    def timed(name: str, i: int, fn) -> None:
         t = time.process_time()
-        fn(*args)
+        fn()
         row = best.setdefault(name, [float("inf")] * len(batches))
         row[i] = min(row[i], time.process_time() - t)
 
@@ -193,44 +188,15 @@ def _stages(ds: FSEMXFaceDataset, batches: list[list[int]], repeats: int) -> dic
             keys = [int(ds.keys[j]) for j in batch]
             timed("read: MaskCache.get (whole masks)", i, lambda: [cache.get(k) for k in keys])
             timed("read: MaskCache.get_runs", i, lambda: [cache.get_runs(k) for k in keys])
-            runs = [cache.get_runs(k) for k in keys]
-            whole = [expand_runs(*r, H, W) for r in runs]
+            runs = MaskRuns([cache.get_runs(k) for k in keys], H, W)
             flip = rng.random(len(keys)) < 0.5
             samples = [torch.randn(3, H, W) for _ in keys]
-
-            def erase_whole():
-                selected = ds.erasing.select_batch(whole, mirrored=flip).numpy()
-                erase_batch_(samples, whole, selected, ds.erasing.fill, mirrored=flip)
-
-            def erase_runs():
-                mr = MaskRuns(runs, H, W)
-                selected = ds.erasing.select_batch(mr, mirrored=flip).numpy()
-                erase_batch_(samples, mr, selected, ds.erasing.fill, mirrored=flip)
-            timed("choose + erase: whole masks", i, erase_whole)
-            timed("choose + erase: MaskRuns", i, erase_runs)
+            timed("choose: FSErasing.get_params", i, lambda: ds.erasing.get_params(runs, mirrored=flip))
+            selected = ds.erasing.get_params(runs, mirrored=flip)
+            timed("erase: find, fill, write", i,
+                  lambda: erase(samples, runs, selected, ds.erasing.fill, mirrored=flip, inplace=True))
     n = sum(len(b) for b in batches)
     return {name: 1e6 * sum(v) / n for name, v in best.items()}
-
-
-def _report(dataset: dict[str, float], worker: dict[str, float], n: int) -> None:
-    print(f"  {'variant':26s} {'worker (fetch + collate)':>26s} {'dataset only':>22s}")
-    for name in dataset:
-        w = f"{n / worker[name]:8.0f}/s {1e6 * worker[name] / n:6.0f} us" if name in worker else ""
-        print(f"  {name:26s} {w:>26s} {n / dataset[name]:8.0f}/s {1e6 * dataset[name] / n:6.0f} us")
-    for mode, t in (("worker", worker), ("dataset only", dataset)):
-        on_off = {k: t["off"] / t[k] for k in ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM",
-                                                "fse p=1.0, whole masks", "fse p=0.5, whole masks")}
-        vs_up = {k: t["upstream"] / t[k] for k in ("off", "fse p=1.0", "fse p=0.5")}
-        print(f"[{mode}] erasing on / off (goal >= 0.9): p=1.0 {on_off['fse p=1.0']:.2f}, "
-              f"p=0.5 {on_off['fse p=0.5']:.2f}"
-              f" (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}; whole masks, before: "
-              f"p=1.0 {on_off['fse p=1.0, whole masks']:.2f}, p=0.5 {on_off['fse p=0.5, whole masks']:.2f}); "
-              f"FSEMXFaceDataset / upstream "
-              f"(goal >= 2): off {vs_up['off']:.2f}, p=1.0 {vs_up['fse p=1.0']:.2f}, p=0.5 {vs_up['fse p=0.5']:.2f}")
-    if "upstream (mxnet)" in dataset:
-        mx_t = dataset["upstream (mxnet)"]
-        print(f"[dataset only] FSEMXFaceDataset / upstream with mxnet: off {mx_t / dataset['off']:.2f}, "
-              f"p=1.0 {mx_t / dataset['fse p=1.0']:.2f}, p=0.5 {mx_t / dataset['fse p=0.5']:.2f}")
 
 
 def _measure(variants: dict, batches: list[list[int]], repeats: int) -> tuple[dict, dict]:
@@ -248,6 +214,153 @@ def _measure(variants: dict, batches: list[list[int]], repeats: int) -> tuple[di
     return dataset, worker
 
 
+def _single(variants: dict, indices: list[int], repeats: int) -> dict[str, float]:
+    """CPU seconds per ``dataset[i]`` of off / p=0.5 / p=1.0, best of ``repeats`` per chunk of 64, interleaved."""
+    names = ("off", "fse p=0.5", "fse p=1.0")
+    chunks = [indices[s:s + 64] for s in range(0, len(indices), 64)]
+    best = {name: [float("inf")] * len(chunks) for name in names}
+    for r in range(repeats):
+        for c, chunk in enumerate(chunks):
+            for name in names[r % 3:] + names[:r % 3]:
+                ds, t = variants[name], time.process_time()
+                for i in chunk:
+                    ds[i]
+                best[name][c] = min(best[name][c], time.process_time() - t)
+    return {name: sum(v) / len(indices) for name, v in best.items()}
+
+
+def _report(dataset: dict[str, float], worker: dict[str, float], single: dict[str, float], n: int) -> dict:
+    print(f"  {'variant':26s} {'worker (fetch + collate)':>26s} {'dataset only':>22s}")
+    for name in dataset:
+        w = f"{n / worker[name]:8.0f}/s {1e6 * worker[name] / n:6.0f} us" if name in worker else ""
+        print(f"  {name:26s} {w:>26s} {n / dataset[name]:8.0f}/s {1e6 * dataset[name] / n:6.0f} us")
+    print("  single dataset[i]: " + ", ".join(f"{name} {1e6 * t:.0f} us" for name, t in single.items()))
+    ratios = {}
+    for mode, t in (("worker", worker), ("dataset only", dataset)):
+        on_off = {k: t["off"] / t[k] for k in ON_OFF}
+        vs_up = {k: t["upstream"] / t[k] for k in ("off", "fse p=1.0", "fse p=0.5")}
+        print(f"[{mode}] erasing on / off (goals: p=1.0 >= 0.9, p=0.5 >= 0.95): p=1.0 {on_off['fse p=1.0']:.2f}, "
+              f"p=0.5 {on_off['fse p=0.5']:.2f} (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}); "
+              f"FSEMXFaceDataset / upstream: off {vs_up['off']:.2f}, p=1.0 {vs_up['fse p=1.0']:.2f}, "
+              f"p=0.5 {vs_up['fse p=0.5']:.2f}")
+        ratios[mode] = on_off
+    if "upstream (mxnet)" in dataset:
+        mx_t = dataset["upstream (mxnet)"]
+        print(f"[dataset only] FSEMXFaceDataset / upstream with mxnet: off {mx_t / dataset['off']:.2f}, "
+              f"p=1.0 {mx_t / dataset['fse p=1.0']:.2f}, p=0.5 {mx_t / dataset['fse p=0.5']:.2f}")
+    print(f"[single dataset[i]] off / on: p=0.5 {single['off'] / single['fse p=0.5']:.2f}, "
+          f"p=1.0 {single['off'] / single['fse p=1.0']:.2f}")
+    ratios["single"] = {k: single["off"] / single[k] for k in ("fse p=0.5", "fse p=1.0")}
+    return ratios
+
+
+def _spread(runs: list[dict]) -> None:
+    print(f"spread over {len(runs)} runs (min / median / max of off-time / on-time):")
+    for mode in ("worker", "dataset only", "single"):
+        for name in ("fse p=1.0", "fse p=0.5"):
+            v = [r[mode][name] for r in runs]
+            print(f"  {mode:13s} {name}: {min(v):.2f} / {statistics.median(v):.2f} / {max(v):.2f}  "
+                  f"({', '.join(f'{x:.2f}' for x in v)})")
+
+
+def speed(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(args.rec) if args.rec else _synth(Path(tmp), args.identities, args.per_identity)
+        variants = _variants(rec, args.masks or str(rec / "fse_masks"))
+        n = len(variants["off"])
+        print(f"rec: {rec} ({n} images), {args.samples} samples in batches of {args.batch_size}, best of "
+              f"{args.repeats} per batch, 1 thread, CPU time; upstream decode via {MX}; python "
+              f"{sys.version.split()[0]}, torch {torch.__version__}")
+        runs = []
+        for run in range(args.runs):
+            order = np.random.default_rng(run).integers(0, n, args.samples).tolist()
+            batches = [order[s:s + args.batch_size] for s in range(0, len(order), args.batch_size)]
+            torch.manual_seed(0)
+            _measure(variants, batches[:2], 1)  # warm the page cache and code paths
+            dataset, worker = _measure(variants, batches, args.repeats)
+            single = _single(variants, order[:512], args.repeats)
+            if args.mxnet_python and run == 0:
+                keys = [int(variants["off"].keys[i]) for i in order]
+                rate, version = _mxnet_upstream(args.mxnet_python, rec, keys, args.repeats,
+                                                variants["upstream"].transform)
+                dataset["upstream (mxnet)"] = len(order) / rate
+                print(f"mxnet {version} via {args.mxnet_python}")
+            print(f"run {run + 1} of {args.runs} (load average {os.getloadavg()[0]:.1f}):")
+            runs.append(_report(dataset, worker, single, len(order)))
+            if args.stages:
+                for name, us in _stages(variants["fse p=1.0"], batches, args.repeats).items():
+                    print(f"  stage {name:36s} {us:6.1f} us/sample")
+        _spread(runs)
+
+
+# ------------------------------------------------------------------------------------------------ scale
+def _tiny_rec(out: Path, n: int) -> Path:
+    """A rec of ``n`` records (1x1 PNG each, labels key // 10) and its mask cache (class 0 everywhere)."""
+    import cv2
+
+    from fse_plugin import maskcache
+    out.mkdir(parents=True)
+    png = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes()
+    rec = recordio.MXIndexedRecordIO(str(out / "train.idx"), str(out / "train.rec"), "w")
+    for key in range(n):
+        rec.write_idx(key, recordio.pack(recordio.IRHeader(0, float(key // 10), key, 0), png))
+    rec.close()
+    maskcache.build_from_labels(out, np.arange(n), np.zeros((n, 1, 1), np.uint8), progress=False)
+    return out
+
+
+def _memory() -> dict[str, float]:
+    """This process's RSS, PSS and USS in MiB (from /proc)."""
+    fields = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+
+
+def _collate_with_memory(samples):
+    """default_collate, plus the worker's id and memory (collate runs in the worker)."""
+    info = torch.utils.data.get_worker_info()
+    return default_collate(samples), (info.id, _memory())
+
+
+def _scale_one(rec: Path, method: str, workers: int, batches: int = 8) -> dict:
+    from multiprocessing import get_context
+    from multiprocessing.reduction import ForkingPickler
+    ds = FSEMXFaceDataset(rec, 0, fse=dict(p=1.0))
+    handed = len(bytes(ForkingPickler.dumps(ds)))
+    loader = DataLoader(ds, batch_size=128, num_workers=workers, multiprocessing_context=get_context(method),
+                        collate_fn=_collate_with_memory, sampler=torch.utils.data.RandomSampler(ds))
+    peak: dict[int, dict[str, float]] = {}
+    t = time.perf_counter()
+    for i, (_, (wid, mem)) in enumerate(loader):
+        peak[wid] = {k: max(v, peak.get(wid, {}).get(k, 0.0)) for k, v in mem.items()}
+        if i + 1 == batches:
+            break
+    return {"records": len(ds), "handed": handed, "seconds": time.perf_counter() - t, "workers": peak,
+            "main": _memory()}
+
+
+def scale(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        recs = {n: _tiny_rec(Path(tmp) / f"rec{n}", n) for n in (1000, args.scale)}
+        print(f"wrote recs of {', '.join(map(str, recs))} records and their caches in {time.perf_counter() - t:.0f} s; "
+              f"python {sys.version.split()[0]}, torch {torch.__version__}, fse_plugin from "
+              f"{Path(sys.modules['fse_plugin'].__file__).parent}")
+        print(f"  {'start method':12s} {'records':>9s} {'worker receives':>16s} "
+              f"{'per worker: RSS / PSS / USS (MiB, max over 8 batches)':>56s}")
+        for method in ("fork", "forkserver", "spawn"):
+            for n, rec in recs.items():
+                r = _scale_one(rec, method, args.workers)
+                mem = "; ".join(f"{m['rss']:6.0f} / {m['pss']:5.0f} / {m['uss']:5.0f}"
+                                for _, m in sorted(r["workers"].items()))
+                print(f"  {method:12s} {r['records']:9d} {r['handed']:>10,d} bytes   {mem}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rec", help="rec dir (train.rec/train.idx); default: a synthetic one")
@@ -257,33 +370,16 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=3072, help="samples per variant and round")
     ap.add_argument("--batch-size", type=int, default=128, help="per-GPU batch (arcface_torch's configs: 128)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3, help="whole measurements, for the spread of the ratios")
     ap.add_argument("--mxnet-python", help="interpreter with mxnet for the 'upstream (mxnet)' figure")
     ap.add_argument("--stages", action="store_true", help="also time the erased path's stages alone")
+    ap.add_argument("--scale", type=int, help="instead: workers' memory for a rec of this many records")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of --scale")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import cv2
     cv2.setNumThreads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        rec = Path(args.rec) if args.rec else _synth(Path(tmp), args.identities, args.per_identity)
-        variants = _variants(rec, args.masks or str(rec / "fse_masks"))
-        n = len(variants["off"])
-        order = np.random.default_rng(0).integers(0, n, args.samples).tolist()
-        batches = [order[s:s + args.batch_size] for s in range(0, len(order), args.batch_size)]
-        torch.manual_seed(0)
-        _measure(variants, batches[:2], 1)  # warm the page cache and code paths
-        dataset, worker = _measure(variants, batches, args.repeats)
-        if args.mxnet_python:
-            keys = [int(variants["off"].keys[i]) for i in order]
-            rate, version = _mxnet_upstream(args.mxnet_python, rec, keys, args.repeats, variants["upstream"].transform)
-            dataset["upstream (mxnet)"] = len(order) / rate
-            print(f"mxnet {version} via {args.mxnet_python}")
-        print(f"rec: {rec} ({n} images), {args.samples} samples in batches of {args.batch_size}, best of "
-              f"{args.repeats} per batch, 1 thread, CPU time; upstream decode via {MX}; python "
-              f"{sys.version.split()[0]}, torch {torch.__version__}")
-        _report(dataset, worker, len(order))
-        if args.stages:
-            for name, us in _stages(variants["fse p=1.0"], batches, args.repeats).items():
-                print(f"  stage {name:36s} {us:6.1f} us/sample")
+    scale(args) if args.scale else speed(args)
     return 0
 
 

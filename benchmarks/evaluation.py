@@ -114,8 +114,9 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
     torch.manual_seed(0)
     model = iresnet_tiny().eval()
     images = rng.integers(0, 256, (n_images, 112, 112, 3), dtype=np.uint8)
-    ev.embed(model, images[:batch_size], batch_size, progress=False)  # warm-up
-    t_embed, c_embed, _ = timed(lambda: ev.embed(model, images, batch_size, progress=False))
+    settings = ev.EmbedSettings(batch_size, progress=False)
+    ev.embed(model, images[:batch_size], settings)  # warm-up
+    t_embed, c_embed, _ = timed(lambda: ev.embed(model, images, settings))
     x = to_input(images)
 
     @torch.no_grad()
@@ -144,11 +145,12 @@ def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
 
 def per_region_occlusion(models, images, issame, masks, regions, batch_size: int) -> dict:
     """Pack: the clean views with the region's probes re-embedded erased, then the whole protocol."""
-    clean = {m: ev.embed(model, images, batch_size, progress=False) for m, model in models.items()}
+    settings = ev.EmbedSettings(batch_size, progress=False)
+    clean = {m: ev.embed(model, images, settings) for m, model in models.items()}
 
     def score(m, model, eraser, present):
         views = clean[m].copy()
-        views[:, present] = ev.embed(model, FaceImages(images, masks, eraser, present), batch_size, progress=False)
+        views[:, present] = ev.embed(model, FaceImages(images, masks, eraser, present), settings)
         return ev.evaluate_embeddings(views, issame).accuracy * 100
 
     return per_region(models, np.arange(1, len(images), 2), masks, regions, score)
@@ -157,12 +159,13 @@ def per_region_occlusion(models, images, issame, masks, regions, batch_size: int
 def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far: float) -> dict:
     """IJB: the region's probe images read, aligned and embedded erased, probe templates against clean ones."""
     keys = meta.probe_rows()
-    feats = {m: ijb_image_features(model, meta, batch_size, progress=False) for m, model in models.items()}
+    settings = ev.EmbedSettings(batch_size, progress=False)
+    feats = {m: ijb_image_features(model, meta, settings) for m, model in models.items()}
     references = {m: ev.template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def score(m, model, eraser, present):
         f = feats[m].copy()
-        views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), batch_size, progress=False)
+        views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), settings)
         f[present] = image_features(views, meta.faceness[present])
         probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
         return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
@@ -210,8 +213,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
     images, issame = ev.load_bin(pack)
     masks = np.load(masks_path_for(pack))
     compare_occlusion(f"[occlusion pack] {label}, {n_pairs} pairs", n_pairs, "pair",
-                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, regions[:k], seed=0,
-                                                       batch_size=batch_size, progress=False),
+                      lambda k=None: ev.occlusion_pack(models, images, issame, masks, ev.OcclusionSettings(
+                          regions[:k], seed=0, embed=ev.EmbedSettings(batch_size, progress=False))),
                       lambda k=None: per_region_occlusion(models, images, issame, masks, regions[:k], batch_size), reps)
 
     n_ids = max(2, n_pairs // 4)  # 2 templates x 2 media x 2 images per identity: 4 probe images each
@@ -220,8 +223,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
     compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images", probes, "probe",
-                      lambda k=None: ev.occlusion_ijb(models, meta, masks, regions[:k], 1e-1, seed=0,
-                                                      batch_size=batch_size, progress=False),
+                      lambda k=None: ev.occlusion_ijb(models, meta, masks, ev.OcclusionSettings(
+                          regions[:k], seed=0, embed=ev.EmbedSettings(batch_size, progress=False)), 1e-1),
                       lambda k=None: per_region_occlusion_ijb(models, meta, masks, regions[:k], batch_size, 1e-1),
                       reps)
 

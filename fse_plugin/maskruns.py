@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import MIRROR_LUT, NUM_CLASSES
 
 __all__ = ["MaskRuns", "erased_pixels"]
@@ -19,30 +20,43 @@ __all__ = ["MaskRuns", "erased_pixels"]
 class MaskRuns:
     """B label maps of one size as runs of equal pixels in row-major order, as the mask cache stores
     them (``MaskCache.get_runs``). Erasing a few classes needs only their runs: this form finds their
-    pixels without making the maps (what the dataset passes to ``select_batch`` and ``erase_batch_``).
+    pixels without making the maps (what the dataset passes to ``FSErasing.get_params`` and ``erase``).
 
     runs: one (values, lengths) pair per map, uint8 class ids and lengths (any integer type) whose
     sum is ``height * width``; zero-length runs are allowed.
+
+    Example::
+
+        >>> runs = MaskRuns([cache.get_runs(k) for k in keys], cache.height, cache.width)
+        >>> out = erase(imgs, runs, FSErasing(n_erase=2).get_params(runs))
     """
 
     def __init__(self, runs: Sequence[tuple[np.ndarray, np.ndarray]], height: int, width: int) -> None:
-        self.height, self.width = int(height), int(width)
-        self.counts = np.array([len(v) for v, _ in runs], np.intp)
-        self.values = np.concatenate([np.asarray(v) for v, _ in runs]) if runs else np.zeros(0, np.uint8)
-        self.lengths = np.concatenate([np.asarray(n) for _, n in runs]) if runs else np.zeros(0, np.int64)
+        self.height, self.width = checks.count(height, "MaskRuns: height"), checks.count(width, "MaskRuns: width")
+        counts = [len(v) for v, _ in runs]
+        self.counts = np.array(counts, np.intp)
+        self.values = np.concatenate([v for v, _ in runs]) if runs else np.zeros(0, np.uint8)
+        self.lengths = np.concatenate([n for _, n in runs]) if runs else np.zeros(0, np.int64)
         kind = self.lengths.dtype.kind
         if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
                 or (kind == "i" and (self.lengths < 0).any())):
-            raise ValueError("MaskRuns needs uint8 values and as many non-negative integer lengths, per map")
-        self.ends = np.cumsum(self.lengths, dtype=np.int64)  # where each run ends in the maps laid end to end
-        last = np.cumsum(self.counts) - 1
-        if len(runs) and ((self.counts == 0).any() or not np.array_equal(
-                self.ends[last], np.arange(1, len(runs) + 1, dtype=np.int64) * self.height * self.width)):
-            raise ValueError(f"every map's runs must cover its {self.height}x{self.width} pixels exactly")
+            raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
+        self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs are bounds[i]:bounds[i + 1]
+        if runs and (0 in counts or not (np.add.reduceat(self.lengths, self.bounds[:-1], dtype=np.int64)
+                                         == self.height * self.width).all()):
+            raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
         self._keyed: np.ndarray | None = None
+        self._ends: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Per run, where it ends in the maps laid end to end (int64)."""
+        if self._ends is None:
+            self._ends = np.cumsum(self.lengths, dtype=np.int64)
+        return self._ends
 
     @property
     def keyed(self) -> np.ndarray:
@@ -57,11 +71,14 @@ class MaskRuns:
         table[self.keyed] = True
         return table.reshape(len(self), 256)[:, :NUM_CLASSES]
 
+    def map(self, i: int) -> np.ndarray:
+        """Label map ``i``, uint8 [H,W]."""
+        a, b = self.bounds[i], self.bounds[i + 1]
+        return np.repeat(self.values[a:b], self.lengths[a:b]).reshape(self.height, self.width)
+
     def maps(self) -> list[np.ndarray]:
         """The B label maps, uint8 [H,W] each."""
-        bounds = np.r_[0, np.cumsum(self.counts)]
-        return [np.repeat(self.values[a:b], self.lengths[a:b]).reshape(self.height, self.width)
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        return [self.map(i) for i in range(len(self))]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} maps of {self.height}x{self.width}, {len(self.values)} runs)"
@@ -73,8 +90,9 @@ def _selected_runs(runs: MaskRuns, selected: np.ndarray, mirrored: np.ndarray) -
     table = np.zeros((len(runs), 256), bool)
     K = min(selected.shape[1], 256)  # ids >= K are never erased
     table[:, :K] = selected[:, :K]
-    flip = np.flatnonzero(mirrored)
-    table[flip] = table[flip][:, MIRROR_LUT]
+    if mirrored.any():
+        flip = np.flatnonzero(mirrored)
+        table[flip] = table[flip][:, MIRROR_LUT]
     hit = np.flatnonzero(table.reshape(-1)[runs.keyed])
     b = runs.keyed[hit] >> 8
     offset = b * (runs.height * runs.width)
@@ -88,6 +106,8 @@ def _shown_pieces(runs: MaskRuns, b, start, end, mirrored: np.ndarray) -> tuple[
     shows as a range of the same row, mirrored."""
     W = runs.width
     mirror = mirrored[b]
+    if not mirror.any():  # every piece is its run
+        return b, start, end - start, np.arange(len(b))
     first = start // W
     cuts = np.where(mirror, (end - 1) // W - first + 1, 1)  # zero-length runs: no piece
     piece = np.repeat(np.arange(len(b)), cuts)
@@ -96,23 +116,27 @@ def _shown_pieces(runs: MaskRuns, b, start, end, mirrored: np.ndarray) -> tuple[
     s = np.where(m, np.maximum(start[piece], row * W), start[piece])
     e = np.where(m, np.minimum(end[piece], row * W + W), end[piece])
     shown = np.where(m, 2 * row * W + W - e, s)  # columns [x0, x1) of row y show at [W - x1, W - x0)
-    b = b[piece]
-    if mirror.any():  # a mirrored row's pieces come right to left: put them in pixel order
-        order = np.argsort(b * (runs.height * W) + shown, kind="stable")
-        b, shown, s, e, piece = b[order], shown[order], s[order], e[order], piece[order]
-    return b, shown, e - s, piece
+    order = np.argsort(b[piece] * (runs.height * W) + shown, kind="stable")  # mirrored rows' pieces come right to
+    piece = piece[order]  # left: put them in pixel order
+    return b[piece], shown[order], (e - s)[order], piece
 
 
 def erased_pixels(runs: MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
                   with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The pixels to erase in each of ``rows``: their flat indices (ascending) in the shown image (flipped
     where ``mirrored``), and their classes (all rows concatenated) if asked. selected: [B, K] bool.
-    Only the selected classes' runs are expanded."""
+    Only the selected classes' runs are expanded.
+
+    Example::
+
+        >>> pixels, _ = erased_pixels(runs, selected, rows=[0, 2], mirrored=np.zeros(len(runs), bool),
+        ...                           with_classes=False)   # pixels[0]: flat indices erased in image 0
+    """
     b, start, end, value = _selected_runs(runs, selected, mirrored)
     b, shown, length, piece = _shown_pieces(runs, b, start, end, mirrored)
     offsets = np.cumsum(length) - length
     pix = np.repeat(shown - offsets, length) + np.arange(int(length.sum()), dtype=np.int64)
-    bounds = np.r_[offsets, len(pix)][np.searchsorted(b, np.r_[rows, len(runs)])]
+    bounds = np.append(offsets, len(pix))[np.searchsorted(b, np.append(rows, len(runs)))]
     pixels = [pix[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
     if not with_classes:
         return pixels, None

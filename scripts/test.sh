@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-python3 -m pip install --quiet -e '.[dev]'
+python3 -m pip install --quiet -e '.[dev,arcface]'
 python3 -m ruff check .
 python3 -m pytest -q tests "$@"

@@ -1,12 +1,12 @@
-"""Harness of the bad-input tests (``tests/test_bad_input_*.py``): run ``fse`` in-process and check the
-error contract: exit status 2, exactly one line on stderr naming the flag, file or key, and nothing
-loaded before the refusal (the ``no_loading`` fixture)."""
+"""Harness of the bad-input tests (``tests/test_bad_input_*.py``): run ``fse`` in-process and check
+the error contract: exit status 2, exactly one line on stderr naming the flag, file or key, and
+nothing loaded before the refusal (the ``no_loading`` fixture)."""
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pytest
 
@@ -24,12 +24,13 @@ class Result:
         return [line for line in self.err.splitlines() if line.strip()]
 
 
-def run_fse(argv: Sequence[str]) -> Result:
-    """``fse *argv`` in this process; argparse's exits become the status."""
+def run_fse(argv: Sequence[str], entry: Callable[[list[str]], int] = main) -> Result:
+    """``fse *argv`` in this process (or another command's ``entry`` with the same contract, e.g. a
+    benchmark script's ``main``); argparse's exits become the status."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
-            rc = main([str(a) for a in argv])
+            rc = entry([str(a) for a in argv])
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else 1
     return Result(rc, out.getvalue(), err.getvalue())

@@ -14,6 +14,7 @@ from easydict import EasyDict
 from torch import nn
 
 from fse_plugin import cam
+from fse_plugin.common import FSEError
 from fse_plugin.labels import NUM_CLASSES
 
 H = W = 64
@@ -268,18 +269,18 @@ def test_region_stats_intervals(ci):
     v[:200, 1] = rng.normal(0.3, 0.2, 200)
     v[0, 21] = 0.5
     st = cam.region_stats(v, ci=ci, seed=0)
-    assert st["n"][10] == 400 and st["n"][1] == 200 and st["n"][21] == 1 and st["n"][0] == 0
+    assert st.n[10] == 400 and st.n[1] == 200 and st.n[21] == 1 and st.n[0] == 0
     for k, mu in ((10, 0.8), (1, 0.3)):
-        assert st["lo"][k] < st["mean"][k] < st["hi"][k] and st["lo"][k] < mu < st["hi"][k]
-    width = st["hi"] - st["lo"]
+        assert st.lo[k] < st.mean[k] < st.hi[k] and st.lo[k] < mu < st.hi[k]
+    width = st.hi - st.lo
     assert width[10] == pytest.approx(2 * 1.96 * 0.1 / 20, rel=0.25)
     assert width[1] > width[10]
-    assert st["mean"][21] == 0.5 and np.isnan(st["lo"][21]) and np.isnan(st["mean"][0])
+    assert st.mean[21] == 0.5 and np.isnan(st.lo[21]) and np.isnan(st.mean[0])
     again = cam.region_stats(v, ci=ci, seed=0)
-    np.testing.assert_array_equal(np.nan_to_num(again["lo"]), np.nan_to_num(st["lo"]))
+    np.testing.assert_array_equal(np.nan_to_num(again.lo), np.nan_to_num(st.lo))
     diff = cam.compare_stats(v, v + 0.1, ci=ci)
-    assert diff["mean"][10] == pytest.approx(0.1) and diff["lo"][10] == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="ci must be"):
+    assert diff.mean[10] == pytest.approx(0.1) and diff.lo[10] == pytest.approx(0.1)
+    with pytest.raises(FSEError, match="ci: 'normal' is not one of bootstrap, t"):
         cam.region_stats(v, ci="normal")
 
 
@@ -295,16 +296,100 @@ def _save_tiny(path: Path, seed: int) -> Path:
 def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     model, _, x, x2, masks = planted
     other = Planted(layout() == 21).eval()
-    res = cam.explain_pairs(model, x, x2, masks, masks, tmp_path, methods=("fscam", "gradcam"), model2=other,
-                            names=("nose", "hair"), chunk=3, grid=3, progress=False, report="html")
-    assert res["tables"]["nose"]["fscam"]["importance"].shape == (8, NUM_CLASSES)
-    assert np.nanargmax(res["stats"]["nose"]["fscam"]["importance"]["mean"]) == PLANTED
-    assert np.nanargmax(res["stats"]["hair"]["gradcam"]["importance"]["mean"]) == 21
-    cmp = res["comparison"]["fscam"]["importance"]
-    assert cmp["mean"][21] > 0 > cmp["mean"][PLANTED]
-    for f in res["files"].values():
+    st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3, progress=False, report="html")
+    res = cam.explain_pairs({"nose": model, "hair": other}, x, x2, masks, masks, tmp_path, st)
+    assert list(res.results) == ["nose", "hair"] and list(res.results["hair"]) == ["fscam", "gradcam"]
+    fscam = res.results["nose"]["fscam"]
+    assert fscam.values.importance.shape == fscam.values.measure.shape == (8, NUM_CLASSES)
+    assert fscam.values.measure_kind == "score" and fscam.maps.shape == (3, H, W) and fscam.ms_per_image > 0
+    assert res.results["nose"]["gradcam"].values.measure_kind == "share"
+    assert np.nanargmax(fscam.stats.importance.mean) == PLANTED
+    assert np.nanargmax(res.results["hair"]["gradcam"].stats.importance.mean) == 21
+    cmp = res.comparison["fscam"].importance
+    assert cmp.mean[21] > 0 > cmp.mean[PLANTED]
+    for f in res.files.values():
         assert f.is_file() and f.stat().st_size > 0
-    assert "<img src='compare.png'" in res["report"].read_text()
+    assert "<img src='compare.png'" in res.report.read_text()
+    doc = json.loads(res.files["region_scores_json"].read_text())  # the typed result, as the file lays it out
+    assert list(doc["stats"]["nose"]["fscam"]) == ["importance", "score"]
+    assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [float(n) for n in
+                                                             res.results["hair"]["gradcam"].stats.measure.n]
+    assert list(doc["comparison"]["gradcam"]) == ["importance", "share"]
+    assert len(doc["tables"]["nose"]["fscam"]["importance"]) == 8 and doc["meta"]["models"] == ["nose", "hair"]
+
+
+@pytest.mark.parametrize("field,value,said", [
+    ("methods", "fscam,gradcam,fscam", "ExplainSettings.methods: fscam given more than once"),
+    ("methods", ["fscm"], "ExplainSettings.methods: unknown name fscm"),
+    ("batch_size", 0, "ExplainSettings.batch_size: must be >= 1, got 0"),
+    ("images_per_step", 2.0, "ExplainSettings.images_per_step: expected a whole number"),
+    ("grid", True, "ExplainSettings.grid: expected a whole number"),
+    ("seed", -1, "ExplainSettings.seed: must be >= 0"),
+    ("precision", "amp", "ExplainSettings.precision: 'amp' is not one of fp32, fp16, bf16"),
+    ("ci", "normal", "ExplainSettings.ci: 'normal' is not one of bootstrap, t"),
+    ("report", "pdf", "ExplainSettings.report: 'pdf' is not one of md, html"),
+    ("target", "centroid", "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
+    ("options", {"rsie": {"n_masks": 4}}, "ExplainSettings.options: unknown name rsie"),
+])
+def test_settings_refuse_what_cannot_run(field, value, said):
+    with pytest.raises(FSEError) as e:
+        cam.ExplainSettings(**{field: value})
+    assert str(e.value).startswith(said)
+
+
+def test_settings_normalise_what_they_accept():
+    st = cam.ExplainSettings(methods="FSCAM, gradcam", fill="random", options={"rise": {"s": 3}})
+    assert st.methods == ("fscam", "gradcam") and st.fill == "random" and st.options == {"rise": {"s": 3}}
+    assert cam.ExplainSettings(fill=1).fill == 1.0
+    with pytest.raises(ValueError, match="fill"):
+        cam.ExplainSettings(fill="blue")
+
+
+def test_front_doors_refuse_before_running(planted, tmp_path):
+    model, _, x, x2, masks = planted
+    with pytest.raises(FSEError, match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, cam.ExplainSettings(target="identity"))
+    with pytest.raises(FSEError, match="pair sides differ in length"):
+        cam.explain_pairs(model, x, x2[:3], masks, masks, tmp_path)
+    with pytest.raises(FSEError, match="'a/b' cannot name files"):
+        cam.explain_pairs({"a/b": model}, x, x2, masks, masks, tmp_path)
+    with pytest.raises(FSEError, match="3 row labels for 8 images"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, row_labels=["a", "b", "c"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
+    """An earlier run's tables and page are gone once a run starts; a table interrupted while it is
+    written is absent, not half there."""
+    import importlib
+    explain = importlib.import_module("fse_plugin.cam.explain")  # the module; the package's ``explain`` is the function
+    report = importlib.import_module("fse_plugin.cam.report")
+    model, _, x, x2, masks = planted
+    st = cam.ExplainSettings(grid=2, progress=False)
+    cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    assert {"report.md", "region_scores.json", "region_scores.csv"} <= {p.name for p in tmp_path.iterdir()}
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(explain, "run_method", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    assert not {p.name for p in tmp_path.iterdir()} & set(report.RESULT_FILES)
+
+    class BrokenWriter:
+        def __init__(self, f):
+            self.rows = 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 3:
+                raise KeyboardInterrupt
+    monkeypatch.setattr(report.csv, "writer", BrokenWriter)
+    with pytest.raises(KeyboardInterrupt):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert not names & set(report.RESULT_FILES) and not [n for n in names if ".tmp-" in n]
 
 
 def test_cli_end_to_end(synth_bin, tmp_path):
@@ -332,10 +417,11 @@ def test_explain_rec_with_mask_cache(synth_rec, synth_cache, tmp_path):
     gt = np.load(synth_rec / "gt_masks.npz")
     from fse_plugin.backbone import iresnet_tiny
     torch.manual_seed(0)
-    res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec", limit=8, mask_cache=synth_cache,
-                          methods=("fscam",), grid=2, progress=False)
-    assert res["tables"]["model"]["fscam"]["score"].shape == (8, NUM_CLASSES)
-    presence = ~np.isnan(res["tables"]["model"]["fscam"]["score"])
+    res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec",
+                          cam.ExplainSettings(grid=2, progress=False), limit=8, mask_cache=synth_cache)
+    scores = res.results["model"]["fscam"].values.measure
+    assert scores.shape == (8, NUM_CLASSES)
+    presence = ~np.isnan(scores)
     want = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0 for m in gt["masks"][:8]])
     assert (presence == want).all()
 
@@ -351,7 +437,32 @@ class FakeWriter:
         self.images.append((tag, img, step, dataformats))
 
 
-def test_training_hook_logs_fscam(synth_bin, tmp_path, caplog):
+@pytest.fixture
+def training_log(arcface_torch_dir, tmp_path, monkeypatch):
+    """arcface_torch's own ``init_logging`` (rank 0) into tmp_path/training.log, undone afterwards. The
+    ``fse_plugin`` logger is as in a training process, unconfigured (an in-process ``fse`` run sets its level
+    and stops it propagating)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_upstream_utils_logging",
+                                                  arcface_torch_dir / "utils" / "utils_logging.py")
+    upstream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(upstream)
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    ours = logging.getLogger("fse_plugin")
+    monkeypatch.setattr(ours, "propagate", True)
+    ours_level = ours.level
+    ours.setLevel(logging.NOTSET)
+    upstream.init_logging(0, str(tmp_path))
+    yield tmp_path / "training.log"
+    ours.setLevel(ours_level)
+    for handler in set(root.handlers) - set(before):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
     from fse_plugin.backbone import iresnet_tiny
     rec = tmp_path / "rec"
     rec.mkdir()
@@ -361,9 +472,8 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, caplog):
                    fse_cam=dict(targets=["lfw", "cfp_fp"], every=4, pairs=2, images=2))
     calls = []
     writer = FakeWriter()
-    with caplog.at_level(logging.WARNING):
-        cb = cam.FSCAMCallback(cfg, writer, lambda step, bb: calls.append(step), rank=0)
-    assert "cfp_fp" in caplog.text and [p[0] for p in cb.packs] == ["lfw"]
+    cb = cam.FSCAMCallback(cfg, writer, lambda step, bb: calls.append(step), rank=0)
+    assert [p[0] for p in cb.packs] == ["lfw"]
     torch.manual_seed(0)
     backbone = iresnet_tiny().train()
     for step in (2, 4, 6, 8, 9):
@@ -376,12 +486,39 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, caplog):
     assert all(0 <= v <= 1 for t, v, _ in writer.scalars if not t.endswith("seconds"))
     tag, img, step, fmt = writer.images[0]
     assert tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8 and img.shape == (224, 336, 3)
+    log_lines = training_log.read_text().splitlines()  # the hook's messages, in upstream's format and file
+    for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp", "fse_cam: lfw: 2 genuine pairs, masks from",
+                 "[lfw][4] FS-CAM top regions:", "[lfw][8] FS-CAM top regions:"):
+        assert any(line.startswith("Training: ") and said in line for line in log_lines), said
 
     other = cam.FSCAMCallback(cfg, writer, None, rank=1)
     other(8, backbone)
     assert other.packs == [] and len(writer.images) == 2
-    with pytest.raises(ValueError, match="unknown keys \\['pair'\\]"):
-        cam.FSCAMCallback(EasyDict(cfg, fse_cam={"pair": 3}), writer, rank=0)
+
+
+@pytest.mark.parametrize("entry,said", [
+    ({"pair": 3}, "config.fse_cam: unknown keys ['pair']"),
+    ({"every": 0}, "config.fse_cam.every: must be >= 1, got 0"),
+    ({"pairs": 2.5}, "config.fse_cam.pairs: expected a whole number"),
+    ({"images": -1}, "config.fse_cam.images: must be >= 0"),
+    ({"batch_size": True}, "config.fse_cam.batch_size: expected a whole number"),
+    ({"precision": "fp8"}, "config.fse_cam.precision: 'fp8' is not one of fp32, fp16, bf16"),
+    ({"targets": ["lfw", "lfw"]}, "config.fse_cam.targets: lfw given more than once"),
+    ({"targets": 3}, "config.fse_cam.targets: expected a list of pack names"),
+    ({"amp": True, "precision": "bf16"}, "config.fse_cam: give precision only"),
+    ({"amp": 1}, "config.fse_cam.amp: 1 is not one of True, False"),
+])
+def test_training_hook_refuses_bad_config(entry, said):
+    with pytest.raises(FSEError) as e:
+        cam.FSCAMCallback(EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam=entry), None, rank=1)
+    assert str(e.value).startswith(said)
+
+
+def test_training_hook_amp_is_deprecated_bf16():
+    cfg = EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam={"amp": True})
+    with pytest.warns(DeprecationWarning, match="config.fse_cam.amp is deprecated"):
+        cb = cam.FSCAMCallback(cfg, None, rank=1)
+    assert cb.options.precision == "bf16" and cb.options.targets == ("lfw",) and cb.every == 2
 
 
 def _apply(patch: Path, where: Path) -> None:

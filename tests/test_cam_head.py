@@ -40,7 +40,7 @@ def test_class_target_on_the_head_puts_planted_region_first(with_head, method):
     model = cam.explained_model(backbone, head, "class")
     target = cam.ClassTarget()
     if method in cam.REGION_METHODS:
-        values = cam.run_method(method, model, x, masks, target)[0]["importance"]
+        values = cam.run_method(method, model, x, masks, target, cam.ExplainSettings())[0].importance
     else:
         values = cam.aggregate_per_region(cam.pixel_cam(model, x, target, method), masks)[0]
     assert (top(values) == PLANTED).all()
@@ -76,11 +76,11 @@ def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_pa
     weights = _save_tiny(tmp_path / "w.pt", 0)
     for source in (["--pack", str(synth_bin)], ["--rec", str(synth_rec), "--mask-cache", str(synth_cache)]):
         out = tmp_path / source[0][2:]
-        rc, io = _run(["cam", *source, "--weights", str(weights), "--limit", "2", "--grid", "2", "--out", str(out),
-                       "--quiet"], capsys)
+        rc, io = _run(["cam", *source, "--weights", str(weights), "--limit", "2", "--grid", "2", "--out", str(out)],
+                      capsys)
         assert rc == 0, io.err
         said = "FS-CAM target: identity logits of the checkpoint's classifier head (12 classes; cosine x 64, softmax)"
-        assert said in io.out and said in (out / "report.md").read_text()
+        assert said in io.err and said in (out / "report.md").read_text()  # logged (stderr) and reported
         meta = json.loads((out / "region_scores.json").read_text())["meta"]
         assert meta["target"] == "class" and "12 classes" in meta["target_description"]
         assert np.isfinite(json.loads((out / "region_scores.json").read_text())["stats"]["baseline"]["fscam"]
@@ -90,10 +90,10 @@ def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_pa
 def test_cli_without_head_says_which_target_ran(synth_bin, tmp_path, capsys):
     weights = _save_tiny(tmp_path / "w.pt", 0)
     rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--limit", "2", "--out",
-                   str(tmp_path / "o"), "--quiet"], capsys)
+                   str(tmp_path / "o")], capsys)
     assert rc == 0
     assert f"FS-CAM target: cosine to the clean embedding of the other image of each pair (no classifier head in " \
-           f"{weights})" in io.out
+           f"{weights})" in io.err
     rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--target", "class", "--out",
                    str(tmp_path / "o2")], capsys)
     assert rc == 2 and "fse cam: error: --target class needs a classifier head" in io.err

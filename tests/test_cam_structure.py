@@ -10,6 +10,7 @@ import torch
 from test_cam import PLANTED, layout
 
 from fse_plugin import cam
+from fse_plugin.common import FSEError
 from fse_plugin.labels import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_rise_is_called_like_a_library_cam():
         assert repr(r) == "RISE(n_masks=16, s=2, p1=0.1)"
         maps = r(torch.randn(3, 3, 8, 8), None)
     assert maps.shape == (3, 8, 8) and maps.min() >= 0 and maps.max() <= 1
-    with pytest.raises(ValueError, match="RISE needs"):
+    with pytest.raises(FSEError, match="RISE p1: must be > 0 and <= 1, got 0"):
         RISE(net, p1=0)
 
 

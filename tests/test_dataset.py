@@ -13,8 +13,10 @@ from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from torchvision import transforms
 
 from fse_plugin import maskcache, recordio, synth
-from fse_plugin.dataset import FSEConfigError, FSEMXFaceDataset, validate_fse_config
-from fse_plugin.erasing import FILLS, erase_batch_
+from fse_plugin.common import FSEError
+from fse_plugin.dataset import FSEMXFaceDataset
+from fse_plugin.erasing import FILLS, erase
+from fse_plugin.fseconfig import FSEConfig
 from fse_plugin.labels import class_id, flip_mask
 from fse_plugin.recordio import RecordIOError
 
@@ -105,10 +107,10 @@ def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
 def reference_batch(ds: FSEMXFaceDataset, indices: list[int]) -> list[torch.Tensor]:
     """What ``__getitems__`` gave before it read masks as runs, from whole masks: the same draws (flip and
     coin per row, then the classes and fills of the erased rows), upstream's pixels, each erased row's mask
-    from ``MaskCache.get`` flipped with its image, and erasing through ``erase_batch_`` on those masks."""
+    from ``MaskCache.get`` flipped with its image, and erasing through ``erase`` on those masks."""
     keys = [int(ds.keys[i]) for i in indices]
-    flip, erase = (torch.rand(len(keys), 2).numpy() < (ds.flip_p, ds.erasing.p)).T
-    masks = {b: ds.masks.get(keys[b]) for b in np.flatnonzero(erase).tolist()}
+    flip, erased = (torch.rand(len(keys), 2).numpy() < (ds.flip_p, ds.erasing.p)).T
+    masks = {b: ds.masks.get(keys[b]) for b in np.flatnonzero(erased).tolist()}
     samples = []
     for key, f in zip(keys, flip):
         img = record_image(ds.root_dir, key)
@@ -116,8 +118,8 @@ def reference_batch(ds: FSEMXFaceDataset, indices: list[int]) -> list[torch.Tens
     rows = [b for b, m in masks.items() if m is not None]
     shown = [flip_mask(masks[b]) if flip[b] else masks[b] for b in rows]
     if rows:
-        selected = ds.erasing.select_batch(shown).numpy()
-        erase_batch_([samples[b] for b in rows], shown, selected, ds.erasing.fill)
+        selected = ds.erasing.get_params(shown)
+        erase([samples[b] for b in rows], shown, selected, ds.erasing.fill, inplace=True)
     return samples
 
 
@@ -214,7 +216,7 @@ def test_a_damaged_entry_is_found_by_verify_and_served_unerased_otherwise(synth_
     shutil.copytree(cache, damaged)
     key = int(sorted(gt)[10])
     _damage_entry(damaged, gt[key])
-    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: .*damaged"):
+    with pytest.raises(FSEError, match=r"config\.fse\.masks: .*damaged"):
         FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), verify=True))  # before the first step
     ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), p=1.0, classes=["background"], fill=SENTINEL))
     erased = _erased_per_sample(DataLoader(ds, batch_size=8, num_workers=2))
@@ -265,62 +267,75 @@ def test_distributed_sampler_workers_and_seeds(synth_rec, cache):
 
 def test_cache_problems_name_config_fse_masks(synth_rec, cache, tmp_path):
     other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=3, seed=1)
-    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: mask cache .* another record file.*"
-                                             r"fse cache build --rec") as err:
+    with pytest.raises(FSEError, match=r"config\.fse\.masks: mask cache .* another record file.*"
+                                       r"fse cache build --rec") as err:
         FSEMXFaceDataset(other, 0, fse=dict(masks=cache))
     assert isinstance(err.value.__cause__, maskcache.CacheMismatchError)
     broken = Path(shutil.copytree(cache, tmp_path / "broken"))
     (broken / "manifest.json").write_text("{")
-    with pytest.raises(FSEConfigError, match=r"config\.fse\.masks: .*manifest"):
+    with pytest.raises(FSEError, match=r"config\.fse\.masks: .*manifest"):
         FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(broken)))
 
 
 @pytest.mark.parametrize("fse, key, what", [
-    (dict(p=1.5), "p", "probability"),
-    (dict(p="0.5"), "p", "probability"),
-    (dict(flip=-0.1), "flip", "probability"),
+    (dict(p=1.5), "p", ">= 0 and <= 1"),
+    (dict(p="0.5"), "p", "expected a finite number"),
+    (dict(flip=-0.1), "flip", ">= 0 and <= 1"),
     (dict(classes=["nose", "nostril"]), "classes", "nostril"),
     (dict(classes=[]), "classes", "empty"),
     (dict(classes=5), "classes", "list of class names"),
     (dict(classes={"nose": 1}), "classes", "list of class names"),
-    (dict(classes="5"), "classes", "string, not a class"),
-    (dict(classes=["nose", "10"]), "classes", "string, not a class"),
-    (dict(classes=[10.0]), "classes", "not a class name or id"),
+    (dict(classes="5"), "classes", r"string of digits.*'right_forehead'.*\(5\)"),
+    (dict(classes=["nose", "10"]), "classes", r"string of digits.*'nose'.*\(10\)"),
+    (dict(classes=[10.0]), "classes", "not a class name or int id"),
+    (dict(classes=["nose", "nose"]), "classes", "'nose' given twice"),
     (dict(fill="blur"), "fill", "unknown"),
     (dict(fill=True), "fill", "finite number"),
     (dict(n_erase=(3, 1)), "n_erase", "lo <= hi"),
     (dict(n_erase=26), "n_erase", "exceeds"),
+    (dict(n_erase=-1), "n_erase", "must be >= 0"),
     (dict(n_erase="2"), "n_erase", "string, not a count"),
     (dict(n_erase=2.0), "n_erase", "must be an int"),
     (dict(n_erase=(1, "3")), "n_erase", "must be an int"),
+    (dict(n_erase=[1, 3]), "n_erase", "holds ints.*tuple"),
     (dict(present_only="yes"), "present_only", "True or False"),
     (dict(verify=1), "verify", "True or False"),
     (dict(erase_p=0.5), "erase_p", "unknown key"),
     (dict(masks="/nonexistent/fse_masks"), "masks", "fse cache build"),
     (dict(masks=""), "masks", "path of a mask cache"),
     (dict(masks=123), "masks", "path of a mask cache"),
+    (dict(masks=__file__), "masks", "is a file; expected a directory"),
 ])
 def test_config_errors_name_the_key(synth_rec, cache, fse, key, what):
     cfg = {"masks": cache, **fse}
-    with pytest.raises(FSEConfigError, match=rf"config\.fse\.{key}: .*{what}"):
-        validate_fse_config(cfg, synth_rec)
-    with pytest.raises(FSEConfigError, match=rf"config\.fse\.{key}:"):
+    with pytest.raises(FSEError, match=rf"config\.fse\.{key}: .*{what}"):
+        FSEConfig.from_mapping(cfg, rec_dir=synth_rec)
+    with pytest.raises(FSEError, match=rf"config\.fse\.{key}:"):
         FSEMXFaceDataset(synth_rec, 0, fse=cfg)  # at construction, in the main process
 
 
 def test_config_normalised(synth_rec, cache, tmp_path):
-    cfg = validate_fse_config(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0), synth_rec)
-    assert cfg == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0.0,
-                       flip=0.5, verify=False)
-    assert validate_fse_config(dict(masks=Path(cache), n_erase=["left_eye", 11]))["n_erase"] == [12, 11]
-    assert validate_fse_config(dict(masks=cache, classes=(0, "hair"), fill="random_mix_sample"))["classes"] == [0, 21]
-    with pytest.raises(FSEConfigError, match="fse cache build --rec"):
-        validate_fse_config(dict(), tmp_path)  # default <rec>/fse_masks, not built
-    with pytest.raises(FSEConfigError, match="must be a dict"):
-        validate_fse_config(0.5, synth_rec)
+    cfg = FSEConfig.from_mapping(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0), rec_dir=synth_rec)
+    assert cfg.as_dict() == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0.0,
+                                 flip=0.5, verify=False)
+    fixed = FSEConfig.from_mapping(dict(masks=Path(cache), n_erase=["left_eye", "Right_Eye"]))
+    assert fixed.n_erase == ["left_eye", "right_eye"] and fixed.fixed == [12, 11]
+    assert FSEConfig.from_mapping(fixed.as_dict()) == fixed  # the normalised form reads back
+    assert FSEConfig.from_mapping(dict(masks=cache, classes=(0, "hair"), fill="random_mix_sample")).classes == [0, 21]
+    assert FSEConfig.from_mapping({}).masks is None  # no rec known: the cache is named later
+    with pytest.raises(FSEError, match="fse cache build --rec"):
+        FSEConfig.from_mapping(dict(), rec_dir=tmp_path)  # default <rec>/fse_masks, not built
+    with pytest.raises(FSEError, match="must be a dict"):
+        FSEConfig.from_mapping(0.5, rec_dir=synth_rec)
+    with pytest.warns(DeprecationWarning):
+        from fse_plugin.dataset import validate_fse_config
+        assert validate_fse_config(dict(masks=cache, p=0.5))["p"] == 0.5
 
 
-def test_transform_and_repr(synth_rec, cache):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5), transform=lambda x: x * 0)
+def test_transform_repr_and_settings_line(synth_rec, cache, caplog):
+    with caplog.at_level(logging.INFO):  # arcface_torch's init_logging sets the root logger to INFO
+        ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5), transform=lambda x: x * 0)
     assert not ds[0][0].any()
     assert "FSErasing(p=0.5, n_erase=1, classes=all 25" in repr(ds) and "records=72" in repr(ds)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("fse_plugin.dataset", logging.INFO,
+                                                                              repr(ds))]  # reaches training.log

@@ -1,12 +1,13 @@
-"""FSErasing: draw distributions, p, fill modes, locality, flips, determinism, the batched form."""
+"""FSErasing: draw distributions, p, fill modes, locality, flips, determinism, batches, both engines."""
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
 
+from erasing_golden import mask_runs as _runs
 from fse_plugin import synth
-from fse_plugin.erasing import (FILLS, FSErasing, HorizontalFlipPair, MaskRuns, erase, erase_, erase_batch,
-                                erase_batch_, flip_pair)
+from fse_plugin.common import FSEError
+from fse_plugin.erasing import FILLS, FSErasing, MaskRuns, erase, flip_pair
 from fse_plugin.labels import MIRROR, NUM_CLASSES, class_id, flip_mask
 
 
@@ -24,21 +25,23 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def drawn(selected: torch.Tensor) -> list[list[int]]:
+    """Class ids of each row of a selection."""
+    return [row.nonzero().squeeze(1).tolist() for row in selected]
+
+
 def test_class_draws_uniform_over_all_25():
-    t, g = FSErasing(), gen(1)
-    mask = torch.zeros(4, 4, dtype=torch.uint8)
-    draws = [t.choose(mask, g) for _ in range(5000)]
-    assert all(len(d) == 1 for d in draws)
-    counts = np.bincount([d[0] for d in draws], minlength=NUM_CLASSES)
+    sel = FSErasing().get_params(torch.zeros(5000, 4, 4, dtype=torch.uint8), gen(1))
+    assert sel.shape == (5000, NUM_CLASSES) and (sel.sum(1) == 1).all()
+    counts = sel.sum(0).numpy()
     assert counts.min() > 0 and chisquare(counts).pvalue > 1e-3
 
 
 def test_range_and_without_replacement_and_subset():
-    t, g = FSErasing(n_erase=(1, 3), classes=["nose", "mouth", "left_eye", "right_eye", 0]), gen(2)
-    draws = [t.choose(None, g) for _ in range(3000)]
+    t = FSErasing(n_erase=(1, 3), classes=["nose", "mouth", "left_eye", "right_eye", 0])
+    draws = drawn(t.get_params([np.zeros((2, 2), np.uint8)] * 3000, gen(2)))
     sizes = np.bincount([len(d) for d in draws], minlength=4)
     assert sizes[0] == 0 and chisquare(sizes[1:]).pvalue > 1e-3  # 1, 2, 3 equally likely (inclusive)
-    assert all(len(set(d)) == len(d) for d in draws)
     allowed = {class_id(c) for c in ["nose", "mouth", "left_eye", "right_eye"]} | {0}
     flat = [c for d in draws for c in d]
     assert set(flat) == allowed
@@ -47,18 +50,16 @@ def test_range_and_without_replacement_and_subset():
 
 def test_present_only_and_fixed(faces):
     _, masks = faces
-    g = gen(3)
     t = FSErasing(n_erase=2, present_only=True)
-    for m in masks:
-        present = set(torch.unique(m).tolist())
-        for _ in range(20):
-            d = t.choose(m, g)
-            assert len(d) == 2 and set(d) <= present
-    few = torch.zeros(8, 8, dtype=torch.uint8)
-    few[:2] = class_id("nose")
-    assert sorted(FSErasing(n_erase=3, present_only=True).choose(few, g)) == [0, class_id("nose")]
+    for _ in range(20):
+        for m, d in zip(masks, drawn(t.get_params(masks, gen(3)))):
+            assert len(d) == 2 and set(d) <= set(torch.unique(m).tolist())
+    few = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    few[0, :2] = class_id("nose")
+    assert drawn(FSErasing(n_erase=3, present_only=True).get_params(few, gen(3))) == [[0, class_id("nose")]]
     fixed = FSErasing(n_erase=["left_eye", "right_eye"])
-    assert fixed.choose(None, g) == [12, 11]
+    assert drawn(fixed.get_params(masks, gen(3))) == [[11, 12]] * len(masks)
+    assert fixed.fixed == [12, 11]
 
 
 def test_p_respected():
@@ -115,24 +116,25 @@ def test_absent_class_and_bad_arguments(faces):
     img, mask = faces[0][0], faces[1][0]
     absent = next(c for c in range(NUM_CLASSES) if not (mask == c).any())
     assert torch.equal(erase(img, mask, [absent], "random", gen()), img)
-    with pytest.raises(ValueError, match="fill"):
+    assert torch.equal(erase(img, mask, [], "random", gen()), img)
+    with pytest.raises(FSEError, match="fill: unknown fill 'blur'"):
         erase(img, mask, [0], "blur")
-    with pytest.raises(ValueError, match="mask shape"):
+    with pytest.raises(FSEError, match="mask shape"):
         erase(img, mask[:10], [0])
-    with pytest.raises(ValueError, match="p must be"):
+    with pytest.raises(FSEError, match=r"FSErasing\.p: must be >= 0 and <= 1"):
         FSErasing(p=1.5)
-    with pytest.raises(KeyError, match="unknown face class 'nostril'"):
+    with pytest.raises(FSEError, match="unknown face class 'nostril'"):
         FSErasing(classes=["nose", "nostril"])
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(FSEError, match="exceeds"):
         FSErasing(n_erase=3, classes=["nose", "mouth"])
-    with pytest.raises(ValueError, match="lo <= hi"):
+    with pytest.raises(FSEError, match="lo <= hi"):
         FSErasing(n_erase=(3, 1))
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(FSEError, match="drop one of them"):
         FSErasing(n_erase=["nose"], classes=["mouth"])
-    with pytest.raises(ValueError, match=r"n_erase '2' is a string.*n_erase=2"):
+    with pytest.raises(FSEError, match=r"FSErasing\.n_erase: '2' is a string.*n_erase=2"):
         FSErasing(n_erase="2")  # not 'always erase class 2'
     assert FSErasing(n_erase="left_eye, right_eye").fixed == [12, 11]
-    with pytest.raises(ValueError, match="classes must be a list"):
+    with pytest.raises(FSEError, match=r"FSErasing\.classes: must be a list"):
         FSErasing(classes=5)
 
 
@@ -170,14 +172,6 @@ def test_flip_pair_swaps_left_right(faces):
     bm[:, 0, 0] = 255
     fb = flip_pair(imgs, bm)[1]
     assert fb.shape == bm.shape and torch.all(fb[:, 0, -1] == 255)
-    g = gen(8)
-    hf = HorizontalFlipPair(p=0.5)
-    small, small_mask = torch.arange(6.0).view(1, 2, 3), torch.tensor([[11, 0, 12], [1, 0, 2]], dtype=torch.uint8)
-    outs = [hf(small, small_mask, g) for _ in range(1000)]
-    flipped = [o for o in outs if not torch.equal(o[0], small)]
-    assert abs(len(flipped) / 1000 - 0.5) < 0.06
-    assert all(torch.equal(m, torch.tensor([[11, 0, 12], [1, 0, 2]], dtype=torch.uint8)) for _, m in flipped)
-    assert repr(hf) == "HorizontalFlipPair(p=0.5)"
 
 
 def test_repr():
@@ -187,22 +181,24 @@ def test_repr():
     assert "n_erase=['left_eye']" in repr(FSErasing(n_erase=["left_eye"]))
 
 
-def test_batch_draws_match_single_distribution():
+def test_batch_draws_and_p():
     g = gen(9)
-    t = FSErasing(n_erase=(0, 3), classes=list(range(1, NUM_CLASSES)), p=0.8)
-    masks = torch.zeros(4000, 2, 2, dtype=torch.uint8)
-    sel = t.draw_batch(masks, g)
-    assert sel.shape == (4000, NUM_CLASSES) and not sel[:, 0].any()
-    n = sel.sum(1)
-    assert abs(float((n == 0).float().mean()) - (0.2 + 0.8 / 4)) < 0.03
-    assert chisquare(np.bincount(n[n > 0].numpy(), minlength=4)[1:]).pvalue > 1e-3
-    assert chisquare(sel[:, 1:].sum(0).numpy()).pvalue > 1e-3
+    t = FSErasing(n_erase=(0, 3), classes=list(range(1, NUM_CLASSES)), p=0.8, fill=2.0)
+    masks = torch.arange(4).view(1, 2, 2).expand(4000, 2, 2).to(torch.uint8)  # classes 0..3, one pixel each
+    out = t(torch.zeros(4000, 3, 2, 2), masks, g)
+    erased = (out == 2.0).all(1).flatten(1)
+    assert not erased[:, 0].any()  # class 0 is not among the classes to draw from
+    n = t.get_params(masks, g).sum(1)
+    assert chisquare(np.bincount(n.numpy(), minlength=4)).pvalue > 1e-3  # 0..3 equally likely
+    share = float(erased.any(1).float().mean())  # erased: p, and at least one of classes 1..3 drawn
+    hit = 1 - np.mean([np.prod([(24 - j - 3) / (24 - j) for j in range(k)]) for k in range(4)])
+    assert abs(share - 0.8 * hit) < 0.03
     present = torch.zeros(500, 4, 4, dtype=torch.uint8)
     present[:, 0] = 7
     present[:, 1] = 255  # not a class: never drawn
-    sel = FSErasing(n_erase=3, present_only=True).draw_batch(present, g)
+    sel = FSErasing(n_erase=3, present_only=True).get_params(present, g)
     assert torch.equal(sel.nonzero()[:, 1].unique(), torch.tensor([0, 7]))
-    fixed = FSErasing(n_erase=["nose"]).draw_batch(masks[:5], g)
+    fixed = FSErasing(n_erase=["nose"]).get_params(masks[:5], g)
     assert torch.equal(fixed.nonzero()[:, 1], torch.full((5,), class_id("nose")))
 
 
@@ -211,7 +207,7 @@ def test_batch_erase_changes_only_selected_regions(faces, fill):
     imgs, masks = faces
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[0, 0] = sel[1, class_id("hair")] = sel[2, [0, 10]] = True  # samples 3..5: nothing
-    out = erase_batch(imgs, masks, sel, fill, gen(10))
+    out = erase(imgs, masks, sel, fill, gen(10))
     region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
     assert torch.equal(out.permute(1, 0, 2, 3)[:, ~region], imgs.permute(1, 0, 2, 3)[:, ~region])
     assert torch.equal(out[3:], imgs[3:])
@@ -229,15 +225,17 @@ def test_batch_erase_changes_only_selected_regions(faces, fill):
 def test_fsErasing_batch_end_to_end(faces):
     imgs, masks = faces
     t = FSErasing(p=1.0, n_erase=2, present_only=True, fill=3.0)
-    out = t.batch(imgs, masks, gen(12))
+    out = t(imgs, masks, gen(12))
     erased = (out == 3.0).all(1)
     for b in range(len(imgs)):
         ids = masks[b][erased[b]].unique()
         assert len(ids) == 2 and torch.equal(erased[b], torch.isin(masks[b], ids))
+    assert torch.equal(FSErasing(p=0.0)(imgs, masks, gen(12)), imgs)
+    img = imgs[0]
+    assert FSErasing(p=0.0)(img, masks[0], gen(12)) is img  # not drawn: the image itself
 
 
-
-def test_autograd_images_take_the_batched_path(faces):
+def test_autograd_images_take_the_torch_engine(faces):
     imgs, masks = faces
     img = imgs[0].clone().requires_grad_(True)
     out = erase(img, masks[0], [0, class_id("hair")], "region_mean")
@@ -261,29 +259,30 @@ def test_random_mix_tosses_per_region(faces, fill, mixed_share):
     assert abs(mixed / n - mixed_share) < 0.08
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[:, ids] = True
-    outs = [erase_batch(imgs, masks, sel, fill, gen(s)) for s in range(60)]  # the batched form tosses alike
+    outs = [erase(imgs, masks, sel, fill, gen(s)) for s in range(60)]  # the batched form tosses alike
     flat = torch.stack([torch.stack([(o[b][:, masks[b] == c] == o[b][:, masks[b] == c][:, :1]).all()
                                      for b in range(len(imgs)) for c in ids]) for o in outs]).view(-1, 2)
     assert abs(float((flat[:, 0] != flat[:, 1]).float().mean()) - mixed_share) < 0.1
 
 
 @pytest.mark.parametrize("fill", FILLS + (0.5,))
-def test_in_place_forms_agree_with_the_batched_one(faces, fill):
-    """erase_batch_ (CPU numpy path, what the dataset calls) and erase_batch (torch) erase the same
-    pixels; where the fill is deterministic they give the same values, also through erase_."""
+def test_forms_agree(faces, fill):
+    """In place on a list of samples (the dataset's call), on a copy, one image at a time and on the torch
+    engine (autograd): the same pixels, and the same values for one seed (the mean fills to rounding)."""
     imgs, masks = faces
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[0, 0] = sel[1, class_id("hair")] = sel[2, [0, 10, 21]] = True
-    ref = erase_batch(imgs, masks, sel, fill, gen(14))
-    out = erase_batch_(imgs.clone(), masks.numpy(), sel.numpy(), fill, gen(14))
-    changed = lambda o: (o != imgs).any(1)  # noqa: E731
+    rows = list(imgs.clone())
+    assert erase(rows, masks.numpy(), sel.numpy(), fill, gen(14), inplace=True) is rows
+    copy = erase(imgs, masks, sel, fill, gen(14))
+    torch_engine = erase(imgs.clone().requires_grad_(True), masks, sel, fill, gen(14)).detach()
+    assert torch.equal(torch.stack(rows), copy)
+    assert torch.allclose(torch_engine, copy, atol=1e-6)
     region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
-    assert torch.equal(changed(out), region) and torch.equal(changed(ref), region)
+    assert torch.equal((copy != imgs).any(1), region) and torch.equal((torch_engine != imgs).any(1), region)
     if fill in ("region_mean", "image_mean", 0.5):
-        assert torch.allclose(out, ref, atol=1e-5)
-        single = erase_(imgs[2].clone(), masks[2], [0, 10, 21], fill)
-        assert torch.allclose(single, ref[2], atol=1e-5)
-    assert torch.equal(out[3:], imgs[3:])
+        assert torch.allclose(erase(imgs[2], masks[2], [0, 10, 21], fill), copy[2], atol=1e-5)
+    assert torch.equal(copy[3:], imgs[3:])
 
 
 @pytest.mark.parametrize("fill", FILLS + (0.5,))
@@ -295,25 +294,14 @@ def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[0, class_id("right_eye")] = sel[1, [class_id("right_cheek"), class_id("hair")]] = True
     sel[2, [0, class_id("left_brow")]] = sel[3, class_id("left_ear")] = True
-    a = erase_batch_(flipped_imgs.clone(), list(masks.numpy()), sel, fill, gen(15), mirrored=[True] * len(imgs))
-    b = erase_batch_(flipped_imgs.clone(), flipped_masks, sel, fill, gen(15))
+    a = erase(flipped_imgs, list(masks.numpy()), sel, fill, gen(15), mirrored=[True] * len(imgs))
+    b = erase(flipped_imgs, flipped_masks, sel, fill, gen(15))
     assert torch.equal(a, b) and not torch.equal(a, flipped_imgs)
+    c = erase(flipped_imgs.clone().requires_grad_(True), masks, sel, fill, gen(15), mirrored=[True] * len(imgs))
+    assert torch.allclose(c, a, atol=1e-6)  # the torch engine reads mirrored masks alike
     t = FSErasing(n_erase=2, present_only=True)
-    assert torch.equal(t.select_batch(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
-                       t.select_batch(flipped_masks, gen(16)))
-
-
-def _runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's uint8 form:
-    runs cross image rows, equal neighbouring runs occur)."""
-    flat = np.asarray(mask).reshape(-1)
-    start = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-    lengths = np.diff(start, append=flat.size)
-    pieces = (lengths + cut - 1) // cut
-    values = np.repeat(flat[start], pieces)
-    split = np.full(values.size, cut, np.int64)
-    split[np.cumsum(pieces) - 1] = lengths - cut * (pieces - 1)
-    return values, split.astype(np.uint8 if cut <= 255 else np.int64)
+    assert torch.equal(t.get_params(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
+                       t.get_params(flipped_masks, gen(16)))
 
 
 @pytest.fixture(scope="module")
@@ -335,13 +323,13 @@ def test_mask_runs_maps_present_and_checks(odd_masks):
     present = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0 for m in masks])
     assert np.array_equal(runs.present(), present)
     assert "6 maps of 112x112" in repr(runs)
-    with pytest.raises(ValueError, match="cover its 112x112 pixels"):
+    with pytest.raises(FSEError, match="cover its 112x112 pixels"):
         MaskRuns([_runs(masks[0]), _runs(masks[1][:-1])], 112, 112)
-    with pytest.raises(ValueError, match="cover"):
+    with pytest.raises(FSEError, match="cover"):
         MaskRuns([(np.zeros(0, np.uint8), np.zeros(0, np.uint8)), _runs(masks[0])], 112, 112)
-    with pytest.raises(ValueError, match="uint8 values"):
+    with pytest.raises(FSEError, match="uint8 values"):
         MaskRuns([(np.zeros(1, np.int64), np.full(1, 112 * 112))], 112, 112)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(FSEError, match="non-negative"):
         MaskRuns([(np.zeros(2, np.uint8), np.array([112 * 112 + 1, -1]))], 112, 112)
 
 
@@ -356,35 +344,34 @@ def _selections(n: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("fill", FILLS + (0.5,))
 def test_runs_erase_as_whole_masks(faces, odd_masks, fill):
-    """erase_batch_ on MaskRuns (the dataset's form) gives the same pixels, classes, draws and values as on
+    """erase on MaskRuns (the dataset's form) gives the same pixels, classes, draws and values as on
     the whole masks, flipped images (mirrored) or not, for any selection."""
     imgs, _ = faces
     masks, runs = odd_masks
     for seed in range(4):
         sel = _selections(len(masks), seed)
         mirrored = np.random.default_rng(seed).random(len(masks)) < 0.5
-        a = erase_batch_(imgs.clone(), runs, sel, fill, gen(seed), mirrored=mirrored)
-        b = erase_batch_(imgs.clone(), list(masks), sel, fill, gen(seed), mirrored=mirrored)
+        a = erase(imgs, runs, sel, fill, gen(seed), mirrored=mirrored)
+        b = erase(imgs, list(masks), sel, fill, gen(seed), mirrored=mirrored)
         shown = [flip_mask(m) if f else m for m, f in zip(masks, mirrored)]
-        c = erase_batch_(imgs.clone(), shown, sel, fill, gen(seed))
+        c = erase(imgs, shown, sel, fill, gen(seed))
         assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, imgs)
     rows = list(imgs.clone())  # a list of [C,H,W] tensors, as the dataset's samples
-    assert erase_batch_(rows, runs, sel, fill, gen(9), mirrored=mirrored) is rows
-    assert torch.equal(torch.stack(rows), erase_batch_(imgs.clone(), list(masks), sel, fill, gen(9), mirrored=mirrored))
-    with pytest.raises(ValueError, match="mask shape"):
-        erase_batch_(imgs[:, :, :100].contiguous(), runs, sel, fill)
+    assert erase(rows, runs, sel, fill, gen(9), mirrored=mirrored, inplace=True) is rows
+    assert torch.equal(torch.stack(rows), erase(imgs, list(masks), sel, fill, gen(9), mirrored=mirrored))
+    with pytest.raises(FSEError, match="mask shape"):
+        erase(imgs[:, :, :100].contiguous(), runs, sel, fill)
 
 
-def test_runs_on_the_torch_path_and_select_batch(faces, odd_masks):
+def test_runs_on_the_torch_engine_and_get_params(faces, odd_masks):
     imgs, _ = faces
     masks, runs = odd_masks
     sel, mirrored = _selections(len(masks), 5), [True, False] * 3
-    graded = imgs.clone().requires_grad_(True)  # not the numpy path: erase_batch on the expanded maps
-    with torch.no_grad():
-        out = erase_batch_(graded.clone(), runs, sel, "region_mean", mirrored=mirrored)
-    ref = erase_batch_(imgs.clone(), list(masks), sel, "region_mean", mirrored=mirrored)
+    graded = imgs.clone().requires_grad_(True)  # not the numpy engine: the torch one on the expanded maps
+    out = erase(graded, runs, sel, "region_mean", mirrored=mirrored).detach()
+    ref = erase(imgs, list(masks), sel, "region_mean", mirrored=mirrored)
     assert torch.allclose(out, ref, atol=1e-5)
     for t in (FSErasing(n_erase=2, present_only=True), FSErasing(n_erase=(0, 4), present_only=True),
               FSErasing(present_only=True), FSErasing(n_erase=(1, 3)), FSErasing()):
-        assert torch.equal(t.select_batch(runs, gen(16), mirrored=mirrored),
-                           t.select_batch(list(masks), gen(16), mirrored=mirrored))
+        assert torch.equal(t.get_params(runs, gen(16), mirrored=mirrored),
+                           t.get_params(list(masks), gen(16), mirrored=mirrored))

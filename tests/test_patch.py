@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"ms1mv3_r50_fse": "ms1mv3_r50", "ms1mv3_r50_onegpu_fse": "ms1mv3_r50_onegpu", "wf4m_r50_fse": "wf4m_r50"}
 DATASET_PATCH = PATCH_DIRS[0] / "0001-fse-dataset.patch"
 COMPAT_PATCH = PATCH_DIRS[0] / "0003-upstream-compat.patch"
-PATCHED_FILES = ("dataset.py", "train_v2.py", "eval/verification.py", "lr_scheduler.py")
+EVAL_PATCH = PATCH_DIRS[0] / "0004-fse-eval-ijbc.patch"
+PATCHED_FILES = ("dataset.py", "train_v2.py", "eval/verification.py", "lr_scheduler.py", "eval_ijbc.py")
 
 
 def _hunks(patch: Path) -> list[list[str]]:
@@ -58,11 +59,19 @@ def test_dataset_patch_is_small_and_commented():
 def test_compat_patch_is_small_and_commented():
     assert COMPAT_PATCH in patch_files()
     hunks = _hunks(COMPAT_PATCH)
-    assert sum(row[0] in "+-" for h in hunks for row in h) <= 12
+    assert sum(row[0] in "+-" for h in hunks for row in h) <= 27
     for h in hunks:
         assert any(row.startswith("+") and "# FSE compat" in row for row in h), h
     assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(), flags=re.M) == ["eval/verification.py",
-                                                                                   "lr_scheduler.py"]
+                                                                                   "eval_ijbc.py", "lr_scheduler.py"]
+
+
+def test_eval_ijbc_patch_adds_lines_only_and_says_why():
+    hunks = _hunks(EVAL_PATCH)
+    assert not any(row.startswith("-") for h in hunks for row in h)  # upstream's lines all stay
+    assert sum(row[0] == "+" for h in hunks for row in h) <= 10
+    for h in hunks:
+        assert any(row.startswith("+") and "# FSE" in row for row in h), h
 
 
 def _fake_arcface(root: Path) -> Path:
@@ -123,17 +132,18 @@ def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, c
     target = root / "recognition" / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
     subprocess.run(["git", "init", "-q", str(root)], check=True)  # an enclosing repo must not confuse git apply
-    assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 3
+    assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 4
     assert _pristine(target, arcface_torch_dir)
     assert cli.main(["patch-arcface", str(root)]) == 0
-    assert "0003-upstream-compat.patch: applied (eval/verification.py, lr_scheduler.py)" in capsys.readouterr().out
+    assert ("0003-upstream-compat.patch: applied (eval/verification.py, eval_ijbc.py, lr_scheduler.py)"
+            in capsys.readouterr().out)
     assert "fse=cfg.get(\"fse\")" in (target / "train_v2.py").read_text()
     assert "if verbose else {}" in (target / "lr_scheduler.py").read_text()
     assert {r.status for r in apply_patches(target)} == {"already applied"}
     assert cli.main(["patch-arcface", str(target), "--reverse", "--check"]) == 0
-    assert capsys.readouterr().out.count(": would revert") == 3 and not _pristine(target, arcface_torch_dir)
+    assert capsys.readouterr().out.count(": would revert") == 4 and not _pristine(target, arcface_torch_dir)
     assert cli.main(["patch-arcface", str(root), "--reverse"]) == 0
-    assert capsys.readouterr().out.count(": reverted") == 3 and _pristine(target, arcface_torch_dir)
+    assert capsys.readouterr().out.count(": reverted") == 4 and _pristine(target, arcface_torch_dir)
     assert {r.status for r in apply_patches(root, reverse=True)} == {"not applied"}
 
 
@@ -199,7 +209,7 @@ DRIVER = textwrap.dedent('''
     fse = loader("fse_test")
     img, label = next(iter(fse))
     out["fse"] = [type(fse.dataset).__name__, list(img.shape), str(img.dtype), str(label.dtype),
-                  float(img.min()), float(img.max()), fse.dataset.fse["p"]]
+                  float(img.min()), float(img.max()), fse.dataset.config.p]
     from fse_plugin.dataset import FSEMXFaceDataset
     plain = FSEMXFaceDataset(vanilla.dataset.root_dir, 0)
     same = []

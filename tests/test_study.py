@@ -161,7 +161,7 @@ def pack(synth_bin):
 def test_probe_scores_are_the_benchmarks_numbers(pack):
     """The study's clean and erased-group accuracies equal evaluate_embeddings' and occlusion_pack's."""
     from fse_plugin.backbone import iresnet_tiny
-    from fse_plugin.evaluation import embed, evaluate_embeddings, occlusion_pack
+    from fse_plugin.evaluation import EmbedSettings, OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
     from fse_plugin.study.probes import build_probes, probe_distances, scores
     torch.manual_seed(0)
     model = iresnet_tiny().eval()
@@ -169,8 +169,9 @@ def test_probe_scores_are_the_benchmarks_numbers(pack):
     probes = build_probes(images, issame, masks, ["upper_face", "hat"], single_regions=False)
     got = scores(probe_distances(model, probes, batch_size=64), issame)  # the benchmark's batch: the same bits
     assert set(got) == {"clean", "occluder:hat", "erased:upper_face", "drop:occluder:hat", "drop:erased:upper_face"}
-    assert got["clean"] == evaluate_embeddings(embed(model, images, progress=False), issame).accuracy * 100
-    upper = occlusion_pack({"m": model}, images, issame, masks, probes.groups, progress=False).rows[0]
+    quiet = EmbedSettings(progress=False)
+    assert got["clean"] == evaluate_embeddings(embed(model, images, quiet), issame).accuracy * 100
+    upper = occlusion_pack({"m": model}, images, issame, masks, OcclusionSettings(probes.groups, embed=quiet)).rows[0]
     assert upper.region == "upper_face" and got["erased:upper_face"] == upper.score["m"]
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fse_plugin.backbone.networks import build_network
-from fse_plugin.common import FSEError, unwrapped_key
+from fse_plugin.common import FSEError, checks, resolve_device, unwrapped_key
 
 __all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoint"]
 
@@ -133,6 +133,18 @@ def _torchscript(weights: str | os.PathLike | None, map_location: str | torch.de
         raise CheckpointError(f"{weights}: not a TorchScript file ({str(e).splitlines()[0]})") from None
 
 
+def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
+    """What ``load_recognizer`` is asked for can mean something: a path that is not a folder, a network name,
+    a whole-number size (refused naming the parameter before anything is built or read)."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise FSEError(f"weights: expected the path of a checkpoint, got {weights!r}")
+    if os.path.isdir(weights):
+        raise CheckpointError(f"{weights}: a directory; expected a checkpoint file (e.g. its model.pt)")
+    if not isinstance(network, str):
+        raise FSEError(f"network: expected a name (tiny, torchscript, r18, r50 ...), got {network!r}")
+    checks.count(embedding_size, "embedding_size")
+
+
 def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding_size: int = 512,
                     arcface_dir: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
                     config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
@@ -145,6 +157,8 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
     if weights is None:
         raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised network says "
                               "nothing - pass the checkpoint (arcface_torch's model.pt)")
+    _check_request(weights, network, embedding_size)
+    map_location = resolve_device(map_location, "map_location")
     if network == "torchscript":
         return _torchscript(weights, map_location), None
     model = build_network(network, embedding_size, arcface_dir, config_path)

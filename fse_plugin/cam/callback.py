@@ -1,8 +1,14 @@
-"""The arcface_torch training hook: ``config.fse_cam = dict(...)`` (after patches/0002-fse-cam.patch)."""
+"""The arcface_torch training hook: ``config.fse_cam = dict(...)`` (after patches/0002-fse-cam.patch).
+
+Its messages go to the ``fse_plugin.cam.callback`` logger, which propagates to the root logger
+arcface_torch configures, so they land in ``training.log`` beside upstream's own lines.
+"""
 from __future__ import annotations
 
 import logging
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -10,18 +16,81 @@ import numpy as np
 import torch
 from torch import nn
 
-from fse_plugin.cam.data import load_pack
 from fse_plugin.cam.inputs import as_input
 from fse_plugin.cam.plots import overlay_strip
 from fse_plugin.cam.regions import fs_cam, normalise_scores
+from fse_plugin.cam.sources import load_pack
 from fse_plugin.cam.stats import region_mean
 from fse_plugin.cam.targets import pair_target
-from fse_plugin.common import masks_path_for, resolve_device
+from fse_plugin.common import PRECISIONS, FSEError, checks, masks_path_for, resolve_device
 from fse_plugin.labels import CLASSES
 
-__all__ = ["FSCAMCallback"]
+__all__ = ["CallbackOptions", "FSCAMCallback"]
 
 log = logging.getLogger(__name__)
+
+_KEY = "config.fse_cam"
+
+
+@dataclass(frozen=True)
+class CallbackOptions:
+    """The keys of ``config.fse_cam``, checked (``from_config``; errors name ``config.fse_cam.<key>``).
+
+    ``targets``: pack names under cfg.rec (default cfg.val_targets); ``every``: steps between two
+    logs (default cfg.verbose); ``pairs``: genuine pairs per pack (bounds the time: ~(1 + regions) x 2
+    x pairs forwards); ``masks``: a .npy path, or ``{name: path}`` (default <rec>/<name>.masks.npy);
+    ``parser``: checkpoint that predicts masks once at start when no mask file exists; ``images``:
+    overlay rows (0: none); ``batch_size``; ``precision``: 'fp32', 'bf16' or 'fp16' (``amp=True``,
+    the earlier key, is deprecated and means 'bf16').
+    """
+
+    targets: tuple[str, ...]
+    every: int
+    pairs: int = 32
+    masks: str | Mapping[str, str] | None = None
+    parser: str | None = None
+    images: int = 4
+    batch_size: int = 260
+    precision: str = "fp32"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> CallbackOptions:
+        opts = dict(cfg.get("fse_cam") or {})
+        known = ("targets", "every", "pairs", "masks", "parser", "images", "batch_size", "precision", "amp")
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise FSEError(f"{_KEY}: unknown keys {unknown}; known: {', '.join(known[:-1])}")
+        if "amp" in opts:
+            opts["precision"] = _precision_from_amp(opts)
+        targets = _pack_names(opts.pop("targets", None) or cfg.get("val_targets") or [])
+        every = opts.pop("every", None)
+        every = checks.count(every if every is not None else cfg.get("verbose") or 2000, f"{_KEY}.every")
+        made = cls(targets, every, **opts)
+        for key in ("pairs", "batch_size"):
+            checks.count(getattr(made, key), f"{_KEY}.{key}")
+        checks.count(made.images, f"{_KEY}.images", minimum=0)
+        checks.choice(made.precision, f"{_KEY}.precision", PRECISIONS)
+        return made
+
+    def masks_for(self, name: str) -> str | None:
+        """The mask file named for pack ``name`` (None: the default beside the pack, or the parser)."""
+        return self.masks.get(name) if isinstance(self.masks, Mapping) else self.masks
+
+
+def _pack_names(value: Any) -> tuple[str, ...]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise FSEError(f"{_KEY}.targets: expected a list of pack names, got {value!r}")
+    return tuple(checks.name_list(list(names), f"{_KEY}.targets", [n.strip() for n in names])) if names else ()
+
+
+def _precision_from_amp(opts: dict[str, Any]) -> str:
+    amp = opts.pop("amp")
+    if "precision" in opts:
+        raise FSEError(f"{_KEY}: give precision only (amp is its deprecated spelling)")
+    warnings.warn(f"{_KEY}.amp is deprecated; use precision='bf16' (amp=True) or 'fp32'", DeprecationWarning,
+                  stacklevel=3)
+    return "bf16" if checks.choice(amp, f"{_KEY}.amp", (True, False)) else "fp32"
 
 
 class FSCAMCallback:
@@ -29,29 +98,15 @@ class FSCAMCallback:
     importance of a few genuine pairs of each val pack to tensorboard (a scalar per region and an
     overlay image), at most once per ``every`` steps.
 
-    Enabled by ``config.fse_cam = dict(...)`` once patches/0002-fse-cam.patch is applied. Keys:
-    ``targets`` (pack names under cfg.rec; default cfg.val_targets), ``every`` (steps; default
-    cfg.verbose), ``pairs`` (genuine pairs per pack, bounds the time: ~(1 + regions) x 2 x pairs
-    forwards), ``masks`` (a .npy path, or {name: path}; default <rec>/<name>.masks.npy), ``parser``
-    (checkpoint to predict masks once at start when no mask file exists), ``images`` (overlay rows),
-    ``batch_size``, ``amp`` (bf16). The target is the pair target (the other image's embedding):
-    the training head is not passed to the verification callback.
+    Enabled by ``config.fse_cam = dict(...)`` once patches/0002-fse-cam.patch is applied; its keys are
+    ``CallbackOptions``'. The target is the pair target (the other image's embedding): the training
+    head is not passed to the verification callback.
     """
-
-    DEFAULTS = {"targets": None, "every": None, "pairs": 32, "masks": None, "parser": None, "images": 4,
-                "batch_size": 260, "amp": False}
 
     def __init__(self, cfg: Mapping[str, Any], summary_writer: Any, verification: Callable | None = None,
                  rank: int | None = None) -> None:
-        opts = dict(cfg.get("fse_cam") or {})
-        unknown = sorted(set(opts) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(f"config.fse_cam: unknown keys {unknown}; known: {sorted(self.DEFAULTS)}")
-        self.opts = {**self.DEFAULTS, **opts}
-        self.opts["targets"] = list(self.opts["targets"] or cfg.get("val_targets") or [])
-        self.every = int(self.opts["every"] or cfg.get("verbose") or 2000)
-        if self.every < 1:
-            raise ValueError(f"config.fse_cam.every must be >= 1, got {self.every}")
+        self.options = CallbackOptions.from_config(cfg)
+        self.every = self.options.every
         self.writer, self.verification = summary_writer, verification
         if rank is None:
             dist = torch.distributed
@@ -61,7 +116,7 @@ class FSCAMCallback:
         # (name, images [2n], masks [2n]): all a-sides, then all b-sides
         self.packs: list[tuple[str, np.ndarray, np.ndarray]] = []
         if self.rank == 0:
-            for name in self.opts["targets"]:
+            for name in self.options.targets:
                 self._load(cfg, name)
 
     def _load(self, cfg: Mapping[str, Any], name: str) -> None:
@@ -69,19 +124,22 @@ class FSCAMCallback:
         if not path.is_file():
             log.warning("fse_cam: %s not found, no FS-CAM for %s", path, name)
             return
-        masks = self.opts["masks"]
-        if isinstance(masks, Mapping):
-            masks = masks.get(name)
-        parser = None if masks else self.opts["parser"]
+        masks = self.options.masks_for(name)
+        parser = None if masks else self.options.parser
         if not (masks or parser or masks_path_for(path).is_file()):
             log.warning("fse_cam: no masks for %s (no %s, no masks/parser in config.fse_cam)", path,
                         masks_path_for(path).name)
             return
+        if masks:
+            checks.existing_file(masks, f"{_KEY}.masks", "npy")
+        elif parser:
+            checks.existing_file(parser, f"{_KEY}.parser", "checkpoint")
         device = str(resolve_device())  # 'cuda' is the rank's device: train_v2 has set it
-        images, _, m, source, sel = load_pack(path, masks, parser, "same", int(self.opts["pairs"]), device)
-        order = np.concatenate([np.arange(0, len(images), 2), np.arange(1, len(images), 2)])  # a-sides, b-sides
-        self.packs.append((name, images[order], m[order]))
-        log.info("fse_cam: %s: %d genuine pairs, masks from %s", name, len(sel), source)
+        pack = load_pack(path, masks, parser, "same", self.options.pairs, device)
+        order = np.concatenate([np.arange(0, len(pack.images), 2), np.arange(1, len(pack.images), 2)])  # a, then b
+        self.packs.append((name, pack.images[order], pack.masks[order]))
+        n = len(pack.pairs)
+        log.info("fse_cam: %s: %d genuine pair%s, masks from %s", name, n, "" if n == 1 else "s", pack.masks_source)
 
     def __call__(self, num_update: int, backbone: nn.Module) -> None:
         if self.verification is not None:
@@ -103,9 +161,9 @@ class FSCAMCallback:
     def _log_pack(self, name: str, images: np.ndarray, masks: np.ndarray, model: nn.Module, step: int) -> np.ndarray:
         t0 = time.perf_counter()
         p = len(images) // 2
-        bs, amp = self.opts["batch_size"], self.opts["amp"]
+        bs, precision = self.options.batch_size, self.options.precision
         x = as_input(images).float()
-        scores, maps = fs_cam(model, x, masks, pair_target(model, x[:p], x[p:], bs, amp), bs, amp)
+        scores, maps = fs_cam(model, x, masks, pair_target(model, x[:p], x[p:], bs, precision), bs, precision)
         mean = region_mean(normalise_scores(scores).numpy())
         if self.writer is not None:
             self._write(name, images, masks, maps.numpy(), mean, step, time.perf_counter() - t0)
@@ -119,7 +177,7 @@ class FSCAMCallback:
         """Scalars ``fse_cam_<name>/<region>`` and ``/seconds``, image ``/overlay``."""
         for k in np.flatnonzero(~np.isnan(mean)):
             self.writer.add_scalar(f"fse_cam_{name}/{CLASSES[k]}", float(mean[k]), step)
-        n = min(int(self.opts["images"]), len(images))
+        n = min(self.options.images, len(images))
         if n:
             self.writer.add_image(f"fse_cam_{name}/overlay", overlay_strip(images[:n], masks[:n], [maps[:n]]),
                                   step, dataformats="HWC")

@@ -39,7 +39,7 @@ class IdentityLogits(nn.Module):
     def __init__(self, backbone: nn.Module, head: torch.Tensor, scale: float = ARCFACE_SCALE) -> None:
         super().__init__()
         if head.ndim != 2:
-            raise ValueError(f"classifier head must be [num_classes, embedding_size], got {tuple(head.shape)}")
+            raise FSEError(f"classifier head must be [num_classes, embedding_size], got {tuple(head.shape)}")
         self.backbone = backbone
         self.register_buffer("head", F.normalize(head.detach().float(), dim=1))
         self.scale = float(scale)
@@ -51,7 +51,7 @@ class IdentityLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb = self.backbone(x).flatten(1)
         if emb.shape[1] != self.head.shape[1]:
-            raise ValueError(f"backbone embeds into {emb.shape[1]} features, the classifier head expects "
+            raise FSEError(f"backbone embeds into {emb.shape[1]} features, the classifier head expects "
                              f"{self.head.shape[1]}")
         return self.scale * F.linear(F.normalize(emb, dim=1), self.head.to(emb.dtype))
 

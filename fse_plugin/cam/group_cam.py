@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from fse_plugin.cam.inputs import batched_forward
+from fse_plugin.common import checks
 
 __all__ = ["GroupCAM"]
 
@@ -33,6 +34,11 @@ class GroupCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], groups: int = 32,
                  blur_kernel: int = 51, blur_sigma: float = 50.0, percentile: float = 70.0,
                  batch_size: int = 64) -> None:
+        checks.count(groups, "Group-CAM groups")
+        checks.count(blur_kernel, "Group-CAM blur_kernel")
+        checks.number(blur_sigma, "Group-CAM blur_sigma", 0, lo_open=True)
+        checks.number(percentile, "Group-CAM percentile", 0, 100)
+        checks.count(batch_size, "Group-CAM batch_size")
         super().__init__(model, target_layers)
         self.groups, self.blur_kernel, self.blur_sigma = groups, blur_kernel, blur_sigma
         self.percentile, self.batch_size = percentile, batch_size

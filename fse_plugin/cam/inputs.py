@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fse_plugin.common import autocast, model_device, to_input, to_uint8
+from fse_plugin.common import FSEError, checks, mixed_precision, model_device, to_input, to_uint8
 from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
@@ -28,7 +28,7 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.uint8 and t.ndim == 4 and t.shape[3] == 3:
         return to_input(t)
     if not t.is_floating_point() or t.ndim != 4 or t.shape[1] != 3:
-        raise ValueError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
+        raise FSEError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
                          f"{tuple(t.shape)}")
     return t
 
@@ -49,28 +49,30 @@ def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = Non
     """Label maps ``[N,H,W]`` as int64, checked: values 0..24 or 255 (ignore), shape ``shape`` if given."""
     m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if m.ndim != 3 or m.is_floating_point() or m.is_complex():
-        raise ValueError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} {tuple(m.shape)}")
+        raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} {tuple(m.shape)}")
     if shape is not None and tuple(m.shape) != tuple(shape):
-        raise ValueError(f"{where}: shape {tuple(m.shape)} does not match the images {tuple(shape)}")
+        raise FSEError(f"{where}: shape {tuple(m.shape)} does not match the images {tuple(shape)}")
     m = m.long()
     bad = ((m >= NUM_CLASSES) & (m != IGNORE)) | (m < 0)
     if bool(bad.any()):
         i = int(bad.flatten(1).any(1).nonzero()[0, 0])
-        raise ValueError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected 0..{NUM_CLASSES - 1} "
+        raise FSEError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected 0..{NUM_CLASSES - 1} "
                          f"or {IGNORE}")
     return m
 
 
 @torch.no_grad()
 def batched_forward(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 256,
-                    amp: bool = False) -> torch.Tensor:
-    """``model(x)`` in batches on the model's device; float32 outputs stay on that device.
-    ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by batch (no float copy of all)."""
+                    precision: str = "fp32") -> torch.Tensor:
+    """``model(x)`` in batches on the model's device (under autocast for 'bf16' / 'fp16'); float32
+    outputs stay on that device. ``x`` as ``as_input`` takes it; uint8 faces are normalised batch by
+    batch (no float copy of all)."""
+    checks.count(batch_size, "batch_size")
     dev = model_device(model)
     x = as_images(x)
     outs = []
     for i in range(0, len(x), batch_size):
-        with autocast(dev, amp):
+        with mixed_precision(dev, precision):
             out = model(as_input(x[i:i + batch_size]).to(dev, non_blocking=True))
         outs.append(out.float())
     return torch.cat(outs)

@@ -16,21 +16,14 @@ from torch import nn
 
 from fse_plugin.cam.classifier import IdentityLogits
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks
+from fse_plugin.cam.names import LIBRARY_CAMS, PIXEL_METHODS
 from fse_plugin.cam.rise import RISE
 from fse_plugin.cam.targets import Target, resolve_target
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["PIXEL_METHODS", "GRADIENT_METHODS", "default_target_layer", "resolve_layer", "make_pixel_cam",
-           "run_pixel_cam", "pixel_cam", "aggregate_per_region"]
-
-LIBRARY_CAMS: dict[str, str] = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
-                                "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-                                "hirescam": "HiResCAM", "eigengradcam": "EigenGradCAM"}
-"""Our method names -> pytorch-grad-cam class names."""
-PIXEL_METHODS: tuple[str, ...] = (*LIBRARY_CAMS, "rise", "groupcam")
-GRADIENT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigengradcam",
-                                     "groupcam")
-"""Methods that backpropagate the target (their maps are noise where its gradient is zero)."""
+__all__ = ["default_target_layer", "resolve_layer", "make_pixel_cam", "run_pixel_cam", "pixel_cam",
+           "aggregate_per_region"]
 
 
 def _network(model: nn.Module) -> nn.Module:
@@ -43,7 +36,7 @@ def default_target_layer(model: nn.Module) -> nn.Module:
     resnets), else ``layers[-1]`` (fse iresnet_tiny, arcface_torch mobilefacenet), else the last Conv2d."""
     net = _network(model)
     if isinstance(net, torch.jit.ScriptModule):
-        raise ValueError("pixel CAMs hook layers and need an eager nn.Module, not TorchScript "
+        raise FSEError("pixel CAMs hook layers and need an eager nn.Module, not TorchScript "
                          "(use fscam, ablation or rise, or load the backbone with --network NAME)")
     if isinstance(getattr(net, "layer4", None), nn.Module):
         return net.layer4
@@ -52,7 +45,7 @@ def default_target_layer(model: nn.Module) -> nn.Module:
         return layers[-1]
     convs = [mod for mod in net.modules() if isinstance(mod, nn.Conv2d)]
     if not convs:
-        raise ValueError(f"{type(net).__name__} has no Conv2d: pass target_layer (a module or dotted name)")
+        raise FSEError(f"{type(net).__name__} has no Conv2d: pass target_layer (a module or dotted name)")
     return convs[-1]
 
 
@@ -69,7 +62,7 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
         except AttributeError:
             pass
     names = [n for n, _ in _network(model).named_modules() if n][-8:]
-    raise ValueError(f"target layer {layer!r} not found in {type(_network(model)).__name__} (last modules: "
+    raise FSEError(f"target layer {layer!r} not found in {type(_network(model)).__name__} (last modules: "
                      f"{', '.join(names)})")
 
 
@@ -85,10 +78,10 @@ def make_pixel_cam(method: str, model: nn.Module, target_layer: nn.Module | str 
         from fse_plugin.cam.group_cam import GroupCAM  # imports pytorch-grad-cam
         return GroupCAM(model, [resolve_layer(model, target_layer)], **options)
     if method not in LIBRARY_CAMS:
-        raise ValueError(f"unknown pixel CAM {method!r}; known: {', '.join(PIXEL_METHODS)}")
+        raise FSEError(f"unknown pixel CAM {method!r}; known: {', '.join(PIXEL_METHODS)}")
     batch = options.pop("batch_size", None)
     if options:
-        raise ValueError(f"{method} takes no options {sorted(options)}")
+        raise FSEError(f"{method} takes no options {sorted(options)}")
     import pytorch_grad_cam
     cam = getattr(pytorch_grad_cam, LIBRARY_CAMS[method])(model, [resolve_layer(model, target_layer)])
     if batch is not None:
@@ -98,6 +91,7 @@ def make_pixel_cam(method: str, model: nn.Module, target_layer: nn.Module | str 
 
 def run_pixel_cam(cam, x: torch.Tensor, target: Target, batch_size: int = 16) -> np.ndarray:
     """Run a CAM object over images in batches with per-image targets -> ``[N,H,W]`` float32."""
+    checks.count(batch_size, "batch_size")
     maps = []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].float().contiguous()

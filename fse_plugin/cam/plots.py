@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fse_plugin.cam.inputs import IGNORE
+from fse_plugin.cam.stats import RegionStats
+from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import CLASSES, NUM_CLASSES, PALETTE, colorize
 
 __all__ = ["CMAP", "overlay", "overlay_strip", "overlay_grid_figure", "plot_overlay_grid", "plot_region_bars"]
@@ -49,7 +51,8 @@ def _save_figure(fig, path: str | os.PathLike, title: str) -> Path:
         fig.suptitle(textwrap.fill(title, chars), fontsize=9)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     _pyplot().close(fig)
     return Path(path)
 
@@ -106,8 +109,8 @@ def plot_overlay_grid(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, 
     return _save_figure(overlay_grid_figure(images, masks, maps, row_labels), path, title)
 
 
-def plot_region_bars(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: str | os.PathLike,
-                     title: str = "", xlabel: str = "importance") -> Path:
+def plot_region_bars(stats: Mapping[str, Mapping[str, RegionStats]], path: str | os.PathLike, title: str = "",
+                     xlabel: str = "importance") -> Path:
     """Per-region bar chart with 95% intervals: ``stats[method][series]`` -> one panel per method,
     one bar colour per series (one model, or two models side by side)."""
     plt = _pyplot()
@@ -118,8 +121,8 @@ def plot_region_bars(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
         series = stats[method]
         h = 0.8 / max(1, len(series))
         for j, (name, st) in enumerate(series.items()):
-            mean = np.asarray(st["mean"], np.float64)
-            err = np.abs(np.stack([mean - st["lo"], st["hi"] - mean]))
+            mean = np.asarray(st.mean, np.float64)
+            err = np.abs(np.stack([mean - st.lo, st.hi - mean]))
             ax.barh(y + (j - (len(series) - 1) / 2) * h, np.nan_to_num(mean), height=h, label=name,
                     xerr=np.nan_to_num(err), capsize=1.5, error_kw={"elinewidth": 0.7})
         ax.set_title(method, fontsize=9)

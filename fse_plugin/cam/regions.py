@@ -18,12 +18,10 @@ from torch import nn
 from fse_plugin.cam.inputs import IGNORE, as_images, as_input, as_masks, batched_forward
 from fse_plugin.cam.targets import ClassTarget, Target, check_target
 from fse_plugin.common import model_device
-from fse_plugin.erasing import check_fill, erase_batch
+from fse_plugin.erasing import check_fill, erase
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["REGION_METHODS", "normalise_scores", "paint", "fs_cam", "region_ablation"]
-
-REGION_METHODS: tuple[str, ...] = ("fscam", "ablation")
+__all__ = ["normalise_scores", "paint", "fs_cam", "region_ablation"]
 
 Variant = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``variant(images [V,3,H,W], masks [V,H,W], class ids [V])`` -> the images the model scores."""
@@ -59,7 +57,7 @@ def _keep_region(x: torch.Tensor, m: torch.Tensor, cls: torch.Tensor) -> torch.T
 
 @torch.no_grad()
 def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                   target: Target | None, batch_size: int, amp: bool,
+                   target: Target | None, batch_size: int, precision: str,
                    variant: Variant) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loop shared by FS-CAM and ablation: per chunk of ~batch_size/26 images, the clean images and
     ``variant(images, masks, class)`` of every present region go through the model in one batch.
@@ -76,7 +74,7 @@ def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: t
         xb, mb = as_input(x[s:s + per_chunk]).to(dev).float(), m[s:s + per_chunk].to(dev)
         n = len(xb)
         img, cls = _present_regions(mb)
-        out = batched_forward(model, torch.cat([xb, variant(xb[img], mb[img], cls)]), batch_size, amp)
+        out = batched_forward(model, torch.cat([xb, variant(xb[img], mb[img], cls)]), batch_size, precision)
         t = target.take(slice(s, s + n)).resolve(out[:n])
         clean[s:s + n] = t.score(out[:n], torch.arange(n, device=dev)).cpu()
         scores[s + img.cpu(), cls.cpu()] = t.score(out[n:], img).cpu()
@@ -84,7 +82,8 @@ def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: t
 
 
 def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-           target: Target | None = None, batch_size: int = 260, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+           target: Target | None = None, batch_size: int = 260,
+           precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """FS-CAM of each image: ``(scores [N,25] float32, NaN where the class is absent; maps [N,H,W])``.
 
     Per image, the original and one copy per present region (only that region kept, the rest 0 in
@@ -94,17 +93,17 @@ def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Ten
     the map is ``sum_k mask_k * s_k``, min-max normalised per image, constant within each region.
     Absent classes cost nothing: their score would be that of an all-zero image in every region.
     """
-    _, scores, m = _score_regions(model, images, masks, target, batch_size, amp, _keep_region)
+    _, scores, m = _score_regions(model, images, masks, target, batch_size, precision, _keep_region)
     return scores, paint(normalise_scores(scores), m)
 
 
 def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
                     target: Target | None = None, fill: str | float = 0.0, batch_size: int = 260,
-                    seed: int = 0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    seed: int = 0, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Complement of FS-CAM: ``(drops [N,25], NaN where absent; maps [N,H,W])``.
 
-    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase_batch``,
-    the batched ``erase``) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
+    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase`` on a
+    batch) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
     random fills drawn from a generator seeded with ``seed``. The map is the per-image min-max of
     the drops. Costs 1 + (present regions) forwards per image, like FS-CAM.
     """
@@ -112,8 +111,8 @@ def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: 
     gen = torch.Generator().manual_seed(seed)
 
     def erase_region(x: torch.Tensor, m: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        return erase_batch(x, m, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
+        return erase(x, m, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
 
-    clean, scores, m = _score_regions(model, images, masks, target, batch_size, amp, erase_region)
+    clean, scores, m = _score_regions(model, images, masks, target, batch_size, precision, erase_region)
     drops = clean[:, None] - scores
     return drops, paint(normalise_scores(drops), m)

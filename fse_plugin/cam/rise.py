@@ -16,7 +16,7 @@ from torch import nn
 
 from fse_plugin.cam.inputs import batched_forward
 from fse_plugin.cam.targets import ClassTarget, Target
-from fse_plugin.common import model_device
+from fse_plugin.common import checks, model_device
 
 __all__ = ["RISE"]
 
@@ -32,11 +32,13 @@ class RISE:
     """
 
     def __init__(self, model: nn.Module, n_masks: int = 8000, s: int = 7, p1: float = 0.1, batch_size: int = 256,
-                 seed: int = 0, amp: bool = False) -> None:
-        if n_masks < 1 or s < 1 or not 0 < p1 <= 1:
-            raise ValueError(f"RISE needs n_masks >= 1, s >= 1, 0 < p1 <= 1 (got {n_masks}, {s}, {p1})")
+                 seed: int = 0, precision: str = "fp32") -> None:
+        checks.count(n_masks, "RISE n_masks")
+        checks.count(s, "RISE s")
+        checks.number(p1, "RISE p1", 0, 1, lo_open=True)
+        checks.count(batch_size, "RISE batch_size")
         self.model, self.n_masks, self.s, self.p1 = model, n_masks, s, p1
-        self.batch_size, self.amp = batch_size, amp
+        self.batch_size, self.precision = batch_size, precision
         g = torch.Generator().manual_seed(seed)
         self.grids = (torch.rand(n_masks, 1, s, s, generator=g) < p1).float()
         self.shifts = torch.rand(n_masks, 2, generator=g)
@@ -57,7 +59,7 @@ class RISE:
         for i in range(0, self.n_masks, self.batch_size):
             mk = self.masks(i, min(i + self.batch_size, self.n_masks), tuple(x.shape[2:]), x.device)
             for b in range(len(x)):
-                out = batched_forward(self.model, x[b:b + 1] * mk, self.batch_size, self.amp)
+                out = batched_forward(self.model, x[b:b + 1] * mk, self.batch_size, self.precision)
                 sal[b] += (targets[b](out).float()[:, None, None] * mk[:, 0]).sum(0)
         return sal / (self.n_masks * self.p1)
 
@@ -66,7 +68,7 @@ class RISE:
         from pytorch_grad_cam.utils.image import scale_cam_image  # the library's per-image min-max
         x = input_tensor.to(model_device(self.model))
         if targets is None:
-            targets = ClassTarget().resolve(batched_forward(self.model, x, self.batch_size, self.amp))
+            targets = ClassTarget().resolve(batched_forward(self.model, x, self.batch_size, self.precision))
         return scale_cam_image(self.saliency(x, targets).cpu().numpy())
 
     def __enter__(self) -> "RISE":

@@ -7,16 +7,29 @@ paired difference of two models on the same images.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["region_mean", "region_stats", "compare_stats", "dataset_stats", "compare_models"]
+__all__ = ["CI_METHODS", "RegionStats", "region_mean", "region_stats", "compare_stats"]
 
-Stats = dict[str, np.ndarray]
-"""``mean, lo, hi`` (float64 [25]) and ``n`` (images where the region is present)."""
+CI_METHODS: tuple[str, ...] = ("bootstrap", "t")
+"""How the 95% interval is computed: image bootstrap (percentile) or Student t."""
+
+
+@dataclass(frozen=True)
+class RegionStats:
+    """One value per region over a dataset: the mean over the images where the region is present, the
+    interval's bounds (float64 [25], NaN where fewer than 2 images have the region) and ``n`` [25]."""
+
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n: np.ndarray
 
 
 def region_mean(values: np.ndarray) -> np.ndarray:
@@ -50,7 +63,7 @@ def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int, seed: int) -> 
 
 
 def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> Stats:
+                 seed: int = 0) -> RegionStats:
     """Per-region mean and ``level`` interval over images of ``values [N,25]`` (NaN = region absent).
 
     ``ci='bootstrap'``: percentile interval of the image-level bootstrap (images resampled with
@@ -59,9 +72,10 @@ def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95,
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != NUM_CLASSES:
-        raise ValueError(f"values must be [N,{NUM_CLASSES}], got {v.shape}")
-    if ci not in ("bootstrap", "t"):
-        raise ValueError(f"ci must be 'bootstrap' or 't', got {ci!r}")
+        raise FSEError(f"values must be [N,{NUM_CLASSES}], got {v.shape}")
+    checks.choice(ci, "ci", CI_METHODS)
+    checks.open_fraction(level, "level")
+    checks.count(n_boot, "n_boot")
     n = (~np.isnan(v)).sum(0)
     mean = region_mean(v)
     lo, hi = np.full(NUM_CLASSES, np.nan), np.full(NUM_CLASSES, np.nan)
@@ -72,29 +86,13 @@ def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95,
                 lo[ok], hi[ok] = _t_interval(v[:, ok], mean[ok], n[ok], level)
             else:
                 lo[ok], hi[ok] = _bootstrap_interval(v[:, ok], level, n_boot, seed)
-    return {"mean": mean, "lo": lo, "hi": hi, "n": n}
+    return RegionStats(mean, lo, hi, n)
 
 
-def compare_stats(a: np.ndarray, b: np.ndarray, **kwargs: Any) -> Stats:
+def compare_stats(a: np.ndarray, b: np.ndarray, **kwargs: Any) -> RegionStats:
     """Paired difference b - a per region (same images, same masks: baseline vs FSErasing-trained)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"cannot compare region tables of shapes {a.shape} and {b.shape}")
+        raise FSEError(f"cannot compare region tables of shapes {a.shape} and {b.shape}")
     return region_stats(b - a, **kwargs)
 
-
-def dataset_stats(tables: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], ci: str = "bootstrap",
-                  seed: int = 0) -> dict[str, dict[str, dict[str, Stats]]]:
-    """``region_stats`` of every table: ``{model: {method: {kind: stats}}}``."""
-    return {name: {method: {kind: region_stats(v, ci=ci, seed=seed) for kind, v in kinds.items()}
-                   for method, kinds in per.items()} for name, per in tables.items()}
-
-
-def compare_models(tables: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], names: Sequence[str],
-                   ci: str = "bootstrap", seed: int = 0) -> dict[str, dict[str, Stats]]:
-    """Second model minus first, per method and kind (``{}`` unless exactly two models)."""
-    if len(names) != 2:
-        return {}
-    a, b = tables[names[0]], tables[names[1]]
-    return {method: {kind: compare_stats(a[method][kind], b[method][kind], ci=ci, seed=seed) for kind in a[method]}
-            for method in a}

@@ -69,7 +69,7 @@ class Target:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         if len(self) != 1:
-            raise ValueError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
+            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
                              "use target[i]")
         rows = output if output.ndim > 1 else output[None]
         s = self.score(rows, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
@@ -85,6 +85,8 @@ class ClassTarget(Target):
 
     def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None, softmax: bool = True) -> None:
         self.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long).reshape(-1).cpu()
+        if self.ids is not None and bool((self.ids < 0).any()):
+            raise FSEError(f"class ids must be >= 0, got {int(self.ids.min())}")
         self.softmax = softmax
 
     def __len__(self) -> int:
@@ -103,10 +105,10 @@ class ClassTarget(Target):
 
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.ids is None:
-            raise ValueError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
+            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
         ids = self.ids.to(outputs.device)[self.entry(index)]
         if int(ids.max()) >= outputs.shape[1]:
-            raise ValueError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
+            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
         s = outputs.float().softmax(1) if self.softmax else outputs.float()
         return s.gather(1, ids[:, None])[:, 0]
 
@@ -123,7 +125,7 @@ class EmbeddingTarget(Target):
         if ref.ndim == 1:
             ref = ref[None]
         if ref.ndim != 2:
-            raise ValueError(f"reference embeddings must be [D] or [N,D], got {tuple(ref.shape)}")
+            raise FSEError(f"reference embeddings must be [D] or [N,D], got {tuple(ref.shape)}")
         self.ref = F.normalize(ref, dim=1)
 
     def __len__(self) -> int:
@@ -135,7 +137,7 @@ class EmbeddingTarget(Target):
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = outputs.float().flatten(1)
         if out.shape[1] != self.ref.shape[1]:
-            raise ValueError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
+            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
         ref = self.ref.to(out.device)[self.entry(index).to(out.device)]
         return (F.normalize(out, dim=1) * ref).sum(1)
 
@@ -144,26 +146,27 @@ class EmbeddingTarget(Target):
 
 
 def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
-                amp: bool = False) -> EmbeddingTarget:
+                precision: str = "fp32") -> EmbeddingTarget:
     """Targets for ``cat([images1, images2])``: each image scored against its partner's clean embedding."""
-    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, amp)
+    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, precision)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())
 
 
-def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256, amp: bool = False) -> EmbeddingTarget:
+def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against its own clean embedding (what of the face makes it itself)."""
-    return EmbeddingTarget(batched_forward(model, images, batch_size, amp).cpu())
+    return EmbeddingTarget(batched_forward(model, images, batch_size, precision).cpu())
 
 
 def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int], batch_size: int = 256,
-                    amp: bool = False) -> EmbeddingTarget:
+                    precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against the centroid of the OTHER images of its identity (its own clean
     embedding when it is the only one), so the score measures identity, not self-similarity."""
-    emb = F.normalize(batched_forward(model, images, batch_size, amp).cpu(), dim=1)
+    emb = F.normalize(batched_forward(model, images, batch_size, precision).cpu(), dim=1)
     labels_t = torch.as_tensor(np.asarray(labels)).long()
     if len(labels_t) != len(emb):
-        raise ValueError(f"{len(labels_t)} labels for {len(emb)} images")
+        raise FSEError(f"{len(labels_t)} labels for {len(emb)} images")
     _, inv = torch.unique(labels_t, return_inverse=True)
     sums = torch.zeros(int(inv.max()) + 1, emb.shape[1]).index_add_(0, inv, emb)
     counts = torch.bincount(inv).float()
@@ -176,7 +179,7 @@ def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int
 def check_target(target: Target, n: int) -> None:
     """A target fits ``n`` images when it has one entry, one per image, or none yet (argmax)."""
     if len(target) not in (0, 1, n):
-        raise ValueError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
+        raise FSEError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
 
 
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, batch_size: int = 256) -> Target:
@@ -189,7 +192,7 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, bat
 
 
 def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None, batch_size: int = 256,
-                   amp: bool = False) -> Callable[[nn.Module, torch.Tensor], Target]:
+                   precision: str = "fp32") -> Callable[[nn.Module, torch.Tensor], Target]:
     """``make_target(model, images)`` for a target kind (``TARGETS``) among those a source allows.
 
     'pair' takes the images as all first sides, then all second sides; 'identity' needs ``labels``.
@@ -200,11 +203,11 @@ def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | No
     def make_target(model: nn.Module, x: torch.Tensor) -> Target:
         if kind == "pair":
             p = len(x) // 2
-            return pair_target(model, x[:p], x[p:], batch_size, amp)
+            return pair_target(model, x[:p], x[p:], batch_size, precision)
         if kind == "identity":
-            return identity_target(model, x, labels, batch_size, amp)
+            return identity_target(model, x, labels, batch_size, precision)
         if kind == "self":
-            return self_target(model, x, batch_size, amp)
+            return self_target(model, x, batch_size, precision)
         return ClassTarget()
 
     return make_target

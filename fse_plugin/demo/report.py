@@ -67,7 +67,7 @@ def _verification(out: Path, facts: dict[str, Any], ev: Any) -> list[str]:
         f"![ROC]({_rel(out, ev.roc)})", ""]
 
 
-def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: dict[str, Any],
+def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: Any,
                  pictures: dict[str, Path]) -> Path:
     """report.md: the verdict, tables and every picture of the run, including when FSErasing did not help."""
     rec = facts["parser_on_rec"]
@@ -84,9 +84,9 @@ def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: dict[str, A
         "```", ev.occlusion.table(), "```", "",
         f"![occlusion]({_rel(out, ev.occlusion_files['png'])})", "",
         "## FS-CAM of both models (genuine pairs, target: cosine to the other image)", "",
-        f"Full FS-CAM report: [{_rel(out, cam_out['report'])}]({_rel(out, cam_out['report'])})", "",
+        f"Full FS-CAM report: [{_rel(out, cam_out.report)}]({_rel(out, cam_out.report)})", "",
     ]
-    for key, path in cam_out.get("files", {}).items():
+    for key, path in cam_out.files.items():
         if str(path).endswith(".png"):
             lines += [f"![{key}]({_rel(out, path)})", ""]
     report = out / "report.md"

@@ -86,24 +86,23 @@ def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issa
     """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion benchmark
     (25 regions + groups erased in the probe)."""
     from fse_plugin import evaluation
-    views = {name: evaluation.embed(m, images, progress=False) for name, m in models.items()}
+    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False)) for name, m in models.items()}
     results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name, v in views.items()}
     roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame, out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))
-    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n],
-                                    evaluation.occlusion_regions(None, evaluation.parse_groups(None)),
-                                    seed=seed, progress=progress, name="synth_lfw")
+    settings = evaluation.OcclusionSettings(seed=seed, embed=evaluation.EmbedSettings(progress=progress))
+    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n], settings, name="synth_lfw")
     return Evaluation(results, occ, evaluation.write_occlusion_report(occ, out / "occlusion"), roc)
 
 
 def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray, out: Path,
-            n_pairs: int, device: str, progress: bool) -> dict[str, Any]:
+            n_pairs: int, device: str, progress: bool) -> Any:
     """FS-CAM of both models on the first ``n_pairs`` genuine pairs of the pack."""
     from fse_plugin import cam
     same = np.flatnonzero(issame)[:n_pairs]
-    return cam.explain_pairs(models["baseline"], images[2 * same], images[2 * same + 1], masks[2 * same],
-                             masks[2 * same + 1], out / "fscam", model2=models["fserasing"],
-                             names=("baseline", "fserasing"), device=device, progress=progress)
+    return cam.explain_pairs({name: models[name] for name in ("baseline", "fserasing")}, images[2 * same],
+                             images[2 * same + 1], masks[2 * same], masks[2 * same + 1], out / "fscam",
+                             cam.ExplainSettings(device=device, progress=progress))
 
 
 @dataclass

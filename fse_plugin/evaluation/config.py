@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from fse_plugin.common import FSEError
+from fse_plugin.common import FSEError, checks
 
 __all__ = ["config_file", "config_weights", "load_config"]
 
@@ -17,7 +17,12 @@ def _exec_config(path: Path) -> dict[str, Any]:
     if spec is None or spec.loader is None:
         raise FSEError(f"{path}: not a Python config file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # the user's own config, as arcface_torch's get_config imports it
+    try:
+        spec.loader.exec_module(module)  # the user's own config, as arcface_torch's get_config imports it
+    except SyntaxError as e:
+        raise FSEError(f"{path}: line {e.lineno}: {e.msg}: fix the config's Python syntax") from None
+    except ImportError as e:
+        raise FSEError(f"{path}: {e}: the config imports something this environment lacks") from None
     if not hasattr(module, "config"):
         raise FSEError(f"{path}: defines no `config`")
     return dict(module.config)
@@ -26,9 +31,7 @@ def _exec_config(path: Path) -> dict[str, Any]:
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """An arcface_torch config: ``configs/base.py`` beside it first, then the job config over it, ``output``
     defaulting to ``work_dirs/NAME`` - what ``utils_config.get_config`` does. ``_path`` is the file read."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
+    path = checks.existing_file(path, "--config")
     base = path.parent / "base.py"
     cfg = _exec_config(base) if base.is_file() and base.resolve() != path.resolve() else {}
     cfg.update(_exec_config(path))

@@ -2,8 +2,9 @@
 faceness score, averaged per media, summed per template, L2-normalised; a cosine score per template pair; TAR at
 each FAR from sklearn's ROC. Same arithmetic in the same order as upstream, so the scores agree to the last bit.
 
-Differences, and why: faces are aligned by ``fse_plugin.align`` (Umeyama least squares, the same template) instead
-of skimage; the three meta files are checked against each other (upstream silently pairs rows by position).
+Faces are aligned as upstream aligns them (scikit-image's similarity transform estimated in float32 onto the
+template built as upstream builds it), so the aligned pixels are upstream's too. The difference, and why: the three
+meta files are checked against each other (upstream silently pairs rows by position).
 """
 from __future__ import annotations
 
@@ -15,20 +16,28 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 import sklearn.preprocessing
-import torch
 from sklearn.metrics import auc, roc_curve
 from torch import nn
 
-from fse_plugin.align import align_image
-from fse_plugin.evaluation.embed import FaceImages, embed
+from fse_plugin.evaluation.embed import EmbedSettings, FaceImages, embed, given_settings
+from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
+from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
+from fse_plugin.evaluation.protocols import IJB_FARS
 from fse_plugin.evaluation.tables import format_table
 
-__all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
-           "pair_scores", "read_ijb_meta", "tar_at_far", "template_features"]
+__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
+           "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
 
-IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-"""FAR points of upstream's IJB table."""
+_BATCH_SIZE = 128
+"""eval_ijbc.py's default batch: the IJB functions' default ``EmbedSettings(batch_size=128)``."""
+
+_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
+                      [62.7299, 92.2041]], dtype=np.float32)
+_TEMPLATE[:, 0] += 8.0
+"""The ArcFace 5-point template as eval_ijbc.py builds it (float32, x shifted in float32): it differs from
+``align.ARCFACE_TEMPLATE`` in the last bits, and skimage estimates in the points' float32, so this is what gives
+upstream's aligned pixels."""
 
 
 @dataclass
@@ -149,8 +158,8 @@ def _read_pairs(files: dict[str, Path], templates: np.ndarray) -> np.ndarray:
 def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
     """Read and cross-check ``meta/{t}_face_tid_mid.txt``, ``{t}_template_pair_label.txt`` and
     ``{t}_name_5pts_score.txt`` of an IJB-B/C root (``target`` IJBB or IJBC)."""
-    if target.upper() not in ("IJBB", "IJBC"):
-        raise ValueError(f"target must be IJBB or IJBC, got {target!r}")
+    if not isinstance(target, str) or target.upper() not in ("IJBB", "IJBC"):
+        raise FSEError(f"IJB target must be IJBB or IJBC, got {target!r}")
     files = _meta_files(root, target)
     for what, path in files.items():
         if not path.is_file():
@@ -162,29 +171,33 @@ def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
 
 
 class IJBFaces(FaceImages):
-    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points; keys are meta rows."""
+    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points, as eval_ijbc.py aligns them;
+    keys are meta rows."""
 
     def __init__(self, meta: IJBMeta, keys: Sequence[int] | None = None, masks: Any = None,
-                 transform: Callable | None = None, size: int = 112) -> None:
+                 transform: Callable | None = None) -> None:
         super().__init__(None, masks, transform, keys if keys is not None else np.arange(len(meta.names)))
         self.meta = meta
-        self.size = size
 
     def image(self, key: int) -> np.ndarray:
+        from skimage.transform import SimilarityTransform
         path = self.meta.image_dir / self.meta.names[key]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        where = f"row {key + 1} of {self.meta.files['name_5pts_score']}"
         if img is None:
-            raise MetaError(f"{path}: missing or undecodable image (row {key + 1} of "
-                            f"{self.meta.files['name_5pts_score']})")
-        return align_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.meta.points5[key], self.size)
+            raise MetaError(f"{path}: missing or undecodable image ({where})")
+        transform = SimilarityTransform.from_estimate(self.meta.points5[key], _TEMPLATE)
+        if not transform:
+            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an alignment")
+        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0), cv2.COLOR_BGR2RGB)
 
 
-def ijb_image_features(model: nn.Module, meta: IJBMeta, batch_size: int = 128, device: str | torch.device = "cpu",
-                       fp16: bool = False, num_workers: int = 0, embedding_size: int | None = None,
-                       progress: bool = True, desc: str = "IJB") -> np.ndarray:
-    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream."""
-    views = embed(model, IJBFaces(meta), batch_size, device, True, fp16, num_workers, embedding_size, progress, desc)
-    return image_features(views, meta.faceness)
+def ijb_image_features(model: nn.Module, meta: IJBMeta, settings: EmbedSettings | None = None,
+                       desc: str = "IJB") -> np.ndarray:
+    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream.
+    ``settings`` default: ``EmbedSettings(batch_size=128)``, eval_ijbc.py's batch."""
+    s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
+    return image_features(embed(model, IJBFaces(meta), s, desc=desc), meta.faceness)
 
 
 def image_features(views: np.ndarray, faceness: np.ndarray) -> np.ndarray:
@@ -200,7 +213,7 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
     (float32 media means and sums), grouped by one sort instead of a scan per template.
     """
     if not len(img_feats) == len(templates) == len(medias):
-        raise ValueError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
+        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
@@ -220,7 +233,7 @@ def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray
     index = np.searchsorted(unique_templates, ids)
     bad = (index >= len(unique_templates)) | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids)
     if bad.any():
-        raise ValueError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
+        raise FSEError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
     return index
 
 
@@ -257,13 +270,22 @@ def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Sequence[float] = I
     return _tar_at(fpr, tpr, fars), roc_auc
 
 
+def roc_colours(n_colours: int, colour_map: str) -> list[tuple[float, float, float]]:
+    """``n_colours`` RGB colours spread over a matplotlib colour map, as menpo's ``sample_colours_from_colourmap``
+    gives them: what the patched eval_ijbc.py colours its ROC curves with when menpo (unmaintained, built from an
+    sdist) is not installed."""
+    import matplotlib
+    cmap = matplotlib.colormaps[colour_map]
+    return [tuple(cmap(i / n_colours)[:3]) for i in range(n_colours)]
+
+
 def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path, title: str) -> Path:
     """Upstream's ROC figure (log FPR 1e-6..0.1, TPR 0.3..1, AUC in the legend) of the flipped curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig = plt.figure()
-    plt.plot(fpr, tpr, color=plt.get_cmap("Set2")(0.0), lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
+    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
     plt.xlim([10 ** -6, 0.1])
     plt.ylim([0.3, 1.0])
     plt.grid(linestyle="--", linewidth=1)
@@ -274,8 +296,7 @@ def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path:
     plt.ylabel("True Positive Rate")
     plt.title(title)
     plt.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    atomic_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -299,25 +320,40 @@ class IJBResult:
                             ["Methods"] + [str(f) for f in self.fars])
 
 
-def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, target: str = "IJBC",
-                 out_dir: str | os.PathLike | None = None, name: str = "model", batch_size: int = 128,
-                 device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
-                 embedding_size: int | None = None, fars: Sequence[float] = IJB_FARS,
-                 progress: bool = True) -> IJBResult:
-    """IJB-B/C 1:1 verification; with ``out_dir``, saves ``<target>.npy`` scores (as upstream) and a ROC PNG."""
-    meta = root if isinstance(root, IJBMeta) else read_ijb_meta(root, target)
-    feats = ijb_image_features(model, meta, batch_size, device, fp16, num_workers, embedding_size, progress,
-                               meta.target)
+def _meta(root: str | os.PathLike | IJBMeta, target: str | None) -> IJBMeta:
+    """The meta of ``root`` (read, target default IJBC) or ``root`` itself, whose target must be ``target``."""
+    if not isinstance(root, IJBMeta):
+        return read_ijb_meta(root, "IJBC" if target is None else target)
+    if target is not None and str(target).upper() != root.target:
+        raise FSEError(f"target: {target!r} asked for, but the meta given is {root.target}'s")
+    return root
+
+
+def _fars(fars: Sequence[float]) -> list[float]:
+    if isinstance(fars, (str, bytes)) or not isinstance(fars, Sequence) or not len(fars):
+        raise FSEError(f"fars: expected a non-empty list of FARs in (0, 1), got {fars!r}")
+    return [checks.open_fraction(f, f"fars[{i}]") for i, f in enumerate(fars)]
+
+
+def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: EmbedSettings | None = None,
+                 target: str | None = None, out_dir: str | os.PathLike | None = None, name: str = "model",
+                 fars: Sequence[float] = IJB_FARS) -> IJBResult:
+    """IJB-B/C 1:1 verification of the set at ``root`` (``target`` IJBB or IJBC, default IJBC) or of an ``IJBMeta``
+    already read; TAR at each of ``fars``. ``settings`` as ``ijb_image_features``. With ``out_dir``, saves
+    ``<target>.npy`` scores (as upstream) and a ROC PNG."""
+    fars = _fars(fars)
+    s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
+    meta = _meta(root, target)
+    feats = ijb_image_features(model, meta, s, meta.target)
     tfeats, unique_templates = template_features(feats, meta.templates, meta.medias)
     scores = pair_scores(tfeats, unique_templates, meta.p1, meta.p2)
     fpr, tpr, roc_auc = _roc(meta.labels, scores)
-    result = IJBResult(name, meta.target, len(meta.names), len(unique_templates), len(scores), list(fars),
+    result = IJBResult(name, meta.target, len(meta.names), len(unique_templates), len(scores), fars,
                        _tar_at(fpr, tpr, fars).tolist(), roc_auc)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.scores_path = str(out_dir / f"{meta.target.lower()}.npy")
-        np.save(result.scores_path, scores)
+        result.scores_path = str(atomic_npy(out_dir / f"{meta.target.lower()}.npy", scores))
         result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name, out_dir / f"{meta.target.lower()}_roc.png",
                                         f"ROC on {meta.target}"))
     return result

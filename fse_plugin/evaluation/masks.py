@@ -50,7 +50,10 @@ def open_masks(path: str | os.PathLike, n_images: int, size: tuple[int, int] = (
 
 
 def stack_masks(masks: Any, keys: Sequence[int]) -> np.ndarray:
-    """uint8 [len(keys), H, W]: the masks of ``keys`` from any mask source."""
+    """uint8 [len(keys), H, W]: the masks of ``keys`` (whole numbers) from any mask source."""
+    keys = np.asarray(keys)
+    if keys.ndim != 1 or keys.dtype.kind not in "iu":
+        raise FSEError(f"keys: expected a 1-D sequence of whole image keys, got {keys.dtype} {keys.shape}")
     return np.stack([np.asarray(masks[int(k)]) for k in keys]).astype(np.uint8)
 
 

@@ -12,7 +12,7 @@ model, batch size and worker count sees the same erased probes.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,65 +22,60 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fse_plugin import labels
-from fse_plugin.common import to_input
+from fse_plugin.common import FSEError, checks, to_input
 from fse_plugin.erasing import check_fill, erase
-from fse_plugin.evaluation.embed import batch_loader, embed, embed_batch, fuse_views, prepare_model
+from fse_plugin.evaluation.embed import EmbedSettings, batch_loader, embed, embed_batch, fuse_views, given_settings
 from fse_plugin.evaluation.ijb import (IJBFaces, IJBMeta, ijb_image_features, image_features, pair_scores, tar_at_far,
                                        template_features)
 from fse_plugin.evaluation.occlusion_report import OcclusionReport, OcclusionRow
+from fse_plugin.evaluation.regions import occlusion_fill, occlusion_regions
 from fse_plugin.evaluation.verification import fold_accuracy, squared_distances
 
-__all__ = ["DEFAULT_GROUPS", "RegionErasing", "occlusion_ijb", "occlusion_pack", "occlusion_regions", "parse_groups"]
-
-DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
-    "eyes+brows": ("right_eye", "left_eye", "right_brow", "left_brow"),
-    "upper_face": ("right_forehead", "left_forehead", "middle_forehead", "around_right_eye", "around_left_eye",
-                   "right_eye", "left_eye", "right_brow", "left_brow"),
-    "lower_face": ("right_cheek", "left_cheek", "right_chin", "left_chin", "nose", "mouth", "upper_lip",
-                   "lower_lip"),
-}
-"""Region groups of the occlusion benchmark: eyes and brows (what sunglasses hide), the upper face above
-the nose, and the lower face a medical mask covers."""
+__all__ = ["OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack"]
 
 _IN_MEMORY = 2 << 30
 """Aligned IJB probe images up to this many bytes are held in memory; more go to a temporary file."""
 
-Sizes = int | Mapping[str, int | None] | None
 
+@dataclass(frozen=True)
+class OcclusionSettings:
+    """How the benchmark erases and embeds. ``regions``: (name, class ids) erased in turn (default: each of the 25
+    classes, then ``DEFAULT_GROUPS``); ``fill`` and ``seed`` as ``RegionErasing``; ``embed``: how every model runs
+    (batch, device, precision, workers, progress; its ``embedding_size`` checked for every model);
+    ``embedding_sizes``: the size a model must give, by model name, where it differs from ``embed.embedding_size``.
 
-def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
-    """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls" or a
-    mapping name -> classes (names or ids) otherwise."""
-    if spec is None:
-        spec = DEFAULT_GROUPS
-    if isinstance(spec, str):
-        if spec.strip().lower() in ("", "none"):
-            return {}
-        items = {}
-        for part in (p.strip() for p in spec.split(";")):
-            if not part:
-                continue
-            name, sep, classes = part.partition("=")
-            if not sep or not name.strip() or not classes.strip():
-                raise ValueError(f"group {part!r}: expected name=class,class (groups are separated by ';')")
-            if name.strip() in items:
-                raise ValueError(f"group {name.strip()!r} given twice")
-            items[name.strip()] = classes
-        spec = items
-    return {name: labels.parse_class_list(classes if isinstance(classes, str) else list(classes))
-            for name, classes in spec.items()}
+    ``OcclusionSettings(seed=1, embed=EmbedSettings(batch_size=8))``"""
+    regions: Sequence[tuple[str, list[int]]] = field(default_factory=lambda: occlusion_regions())
+    fill: Any = "random"
+    seed: int = 0
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    embedding_sizes: Mapping[str, int | None] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not self.regions:
+            raise FSEError(f"{name}.regions: nothing to erase; name classes or groups")
+        for i, region in enumerate(self.regions):
+            try:
+                _, ids = region
+                labels.class_ids(ids)
+            except (TypeError, ValueError, KeyError) as e:
+                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
+                               f"{e.args[0] if e.args else e}") from None
+        occlusion_fill(self.fill, f"{name}.fill")
+        checks.count(self.seed, f"{name}.seed", minimum=0)
+        if not isinstance(self.embed, EmbedSettings):
+            raise FSEError(f"{name}.embed: expected EmbedSettings(...), got {self.embed!r}")
+        if not isinstance(self.embedding_sizes, Mapping):
+            raise FSEError(f"{name}.embedding_sizes: expected a dict model name -> size, got {self.embedding_sizes!r}")
+        for model, size in self.embedding_sizes.items():
+            if size is not None:
+                checks.count(size, f"{name}.embedding_sizes[{model!r}]")
+        object.__setattr__(self, "embedding_sizes", dict(self.embedding_sizes))
 
-def occlusion_regions(classes: str | Sequence[str | int] | None = None,
-                      groups: str | Mapping[str, Any] | None = None) -> list[tuple[str, list[int]]]:
-    """(region name, class ids): each class of ``classes`` (default all 25) alone, then each group."""
-    regions = [(labels.class_name(c), [c]) for c in labels.parse_class_list(classes)]
-    taken = {r for r, _ in regions}
-    for name, ids in parse_groups(groups).items():
-        if name in taken:
-            raise ValueError(f"group name {name!r} is also a class name")
-        regions.append((name, ids))
-    return regions
+    def embed_settings(self, model: str) -> EmbedSettings:
+        """``embed`` with the embedding size model ``model`` must give."""
+        return replace(self.embed, embedding_size=self.embedding_sizes.get(model, self.embed.embedding_size))
 
 
 class RegionErasing:
@@ -94,7 +89,7 @@ class RegionErasing:
 
     def __call__(self, img: torch.Tensor, mask: np.ndarray | None, key: int) -> torch.Tensor:
         if mask is None:
-            raise ValueError(f"image {key}: no mask to erase {self!r} with")
+            raise FSEError(f"image {key}: no mask to erase {self!r} with")
         seed = int(np.random.SeedSequence([self.seed, int(key)]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         return erase(img, torch.from_numpy(np.array(mask, dtype=np.uint8)), self.class_ids, self.fill, generator)
@@ -118,7 +113,7 @@ def _plan(regions: Sequence[tuple[str, list[int]]], masks: Any, keys: np.ndarray
     for i, k in enumerate(keys):
         mask = masks[int(k)]
         if mask is None:
-            raise ValueError(f"image {k}: no mask")
+            raise FSEError(f"image {k}: no mask in the mask source")
         presence[i] = np.bincount(np.asarray(mask).ravel(), minlength=256)[:labels.NUM_CLASSES] > 0
     present = [_Region(name, ids, np.flatnonzero(presence[:, ids].any(1))) for name, ids in regions]
     return [r for r in present if len(r.positions)], [r.name for r in present if not len(r.positions)]
@@ -158,24 +153,22 @@ class ErasedProbes(Dataset):
         return f"{type(self).__name__}({len(self.erasers)} regions, {len(self)} erased probes)"
 
 
-def _size_of(embedding_size: Sizes, model: str) -> int | None:
-    return embedding_size.get(model) if isinstance(embedding_size, Mapping) else embedding_size
-
-
 @torch.no_grad()
-def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedding_size: Sizes, batch_size: int,
-                  device: str | torch.device, fp16: bool, num_workers: int,
-                  progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes,
+                  settings: OcclusionSettings) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(region index, {model: float32 [2, n, D] views of the region's erased probes}), as each region completes.
     Each batch is erased once and embedded by every model."""
-    device = [prepare_model(model, device, fp16) for model in models.values()][0]  # the same for all
-    loader = DataLoader(dataset, batch_sampler=dataset.batches(batch_size), num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    s = settings.embed
+    sizes = {m: settings.embed_settings(m).embedding_size for m in models}
+    for model in models.values():
+        model.to(s.device).eval()
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(s.batch_size), num_workers=s.num_workers,
+                        pin_memory=s.device.type == "cuda")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not progress, leave=False):
-        x = x.to(device, non_blocking=True)
+    for x, index in tqdm(loader, desc="occlusion", unit="batch", disable=not s.progress, leave=False):
+        x = x.to(s.device, non_blocking=True)
         for m, model in models.items():
-            parts[m].append(embed_batch(model, x, True, fp16, _size_of(embedding_size, m)))
+            parts[m].append(embed_batch(model, x, True, s.precision, sizes[m]))
         region = int(dataset.items[int(index[0]), 0])
         if int(index[-1]) + 1 == dataset.ends[region]:
             yield region, {m: np.concatenate(v, 1) for m, v in parts.items()}
@@ -184,10 +177,9 @@ def _erased_views(models: Mapping[str, nn.Module], dataset: ErasedProbes, embedd
 
 def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regions: Sequence[_Region],
                     clean: Mapping[str, float], score: Callable[[str, _Region, np.ndarray], float],
-                    embedding_size: Sizes, batch_size: int, device: str | torch.device, fp16: bool, num_workers: int,
-                    progress: bool) -> list[OcclusionRow]:
+                    settings: OcclusionSettings) -> list[OcclusionRow]:
     rows = []
-    for r, views in _erased_views(models, dataset, embedding_size, batch_size, device, fp16, num_workers, progress):
+    for r, views in _erased_views(models, dataset, settings):
         region = regions[r]
         scores = {m: score(m, region, views[m]) for m in models}
         rows.append(OcclusionRow(region.name, [labels.class_name(c) for c in region.ids], len(region.positions),
@@ -196,24 +188,24 @@ def _occlusion_rows(models: Mapping[str, nn.Module], dataset: ErasedProbes, regi
 
 
 def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: np.ndarray, masks: Any,
-                   regions: Sequence[tuple[str, list[int]]], fill: Any = "random", seed: int = 0, batch_size: int = 64,
-                   device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10, num_workers: int = 0,
-                   embedding_size: Sizes = None, name: str = "pack", progress: bool = True,
+                   settings: OcclusionSettings | None = None, folds: int = 10, name: str = "pack",
                    clean_views: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
-    """Accuracy (10-fold protocol, %) with each region erased in the probe (second) image of every pair.
+    """Accuracy (``folds``-fold protocol, %) with each region erased in the probe (second) image of every pair.
 
-    ``embedding_size`` (checked) is one size or one per model name. ``clean_views``: per model name, what
-    ``embed`` (with flips, this batch size and device) already gave for ``images``, so they are not embedded again.
+    ``clean_views``: per model name, what ``embed`` (with flips, this batch size and device) already gave for
+    ``images``, so they are not embedded again.
     """
+    s = given_settings(settings, OcclusionSettings)
+    checks.count(folds, "folds", minimum=2)
     keys = np.arange(1, len(images), 2)
-    present, skipped = _plan(regions, masks, keys)
+    present, skipped = _plan(s.regions, masks, keys)
     clean_views = clean_views or {}
-    emb = {m: fuse_views(clean_views[m] if m in clean_views else
-                         embed(model, images, batch_size, device, True, fp16, num_workers, _size_of(embedding_size, m),
-                               progress, f"{m} clean")) for m, model in models.items()}
+    emb = {m: fuse_views(clean_views[m] if m in clean_views else embed(model, images, s.embed_settings(m),
+                                                                         desc=f"{m} clean"))
+           for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
-        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, n_folds)[0])) * 100
+        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, folds)[0])) * 100
 
     def score(m: str, region: _Region, views: np.ndarray) -> float:
         probes = emb[m][1::2].copy()
@@ -223,10 +215,9 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
     clean = {m: accuracy(m, emb[m][1::2]) for m in models}
     rows = []
     if present:
-        dataset = ErasedProbes(images[1::2], keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, fill, seed, len(keys))
+        dataset = ErasedProbes(images[1::2], keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(name, "accuracy (%)", list(models), clean, rows, skipped, s.fill, s.seed, len(keys))
 
 
 class _Uint8Faces(Dataset):
@@ -242,28 +233,34 @@ class _Uint8Faces(Dataset):
         return torch.from_numpy(self.faces.image(int(self.faces.keys[index]))), index
 
 
-def _aligned(meta: IJBMeta, rows: np.ndarray, batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
+def _aligned(meta: IJBMeta, rows: np.ndarray, settings: EmbedSettings) -> np.ndarray:
     """uint8 [len(rows), 112, 112, 3]: the aligned images of ``rows``, read once for every region."""
     shape = (len(rows), 112, 112, 3)
     out = (np.empty(shape, np.uint8) if np.prod(shape) <= _IN_MEMORY
            else np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=shape))
     faces = IJBFaces(meta, rows)
-    loader = batch_loader(_Uint8Faces(faces), batch_size, torch.device("cpu"), num_workers)
-    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not progress, leave=False):
+    loader = batch_loader(_Uint8Faces(faces), settings.batch_size, torch.device("cpu"), settings.num_workers)
+    for imgs, index in tqdm(loader, desc="align probes", unit="batch", disable=not settings.progress, leave=False):
         out[index.numpy()] = imgs.numpy()
     return out
 
 
-def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, regions: Sequence[tuple[str, list[int]]],
-                  far: float = 1e-4, fill: Any = "random", seed: int = 0, batch_size: int = 128,
-                  device: str | torch.device = "cpu", fp16: bool = False, num_workers: int = 0,
-                  embedding_size: Sizes = None, progress: bool = True) -> OcclusionReport:
+def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
+                  settings: OcclusionSettings | None = None, far: float = 1e-4,
+                  clean_features: Mapping[str, np.ndarray] | None = None) -> OcclusionReport:
     """TAR@FAR (%) with each region erased in every image of the probe templates (the second template of
-    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2."""
+    each pair); reference templates stay clean, so a pair scores clean t1 against occluded t2.
+
+    ``clean_features``: per model name, the image features (image + flip) x faceness already computed for every
+    meta row (what eval_ijbc.py holds after its table), so they are not computed again.
+    """
+    s = given_settings(settings, OcclusionSettings)
+    checks.open_fraction(far, "far")
     keys = meta.probe_rows()
-    present, skipped = _plan(regions, masks, keys)
-    feats = {m: ijb_image_features(model, meta, batch_size, device, fp16, num_workers, _size_of(embedding_size, m),
-                                   progress, f"{m} clean") for m, model in models.items()}
+    present, skipped = _plan(s.regions, masks, keys)
+    clean_features = clean_features or {}
+    feats = {m: clean_features[m] if m in clean_features else
+             ijb_image_features(model, meta, s.embed_settings(m), f"{m} clean") for m, model in models.items()}
     references = {m: template_features(f, meta.templates, meta.medias) for m, f in feats.items()}
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
@@ -279,9 +276,8 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any, re
              for m in models}
     rows = []
     if present:
-        images = _aligned(meta, keys, batch_size, num_workers, progress)
-        dataset = ErasedProbes(images, keys, masks, present, fill, seed)
-        rows = _occlusion_rows(models, dataset, present, clean, score, embedding_size, batch_size, device, fp16,
-                               num_workers, progress)
-    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, fill, seed,
+        images = _aligned(meta, keys, s.embed)
+        dataset = ErasedProbes(images, keys, masks, present, s.fill, s.seed)
+        rows = _occlusion_rows(models, dataset, present, clean, score, s)
+    return OcclusionReport(meta.target, f"TAR@FAR={far:g} (%)", list(models), clean, rows, skipped, s.fill, s.seed,
                            len(keys))

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from fse_plugin.common.files import atomic_output, atomic_write
+from fse_plugin.evaluation.outputs import atomic_figure
 from fse_plugin.evaluation.tables import format_table
 
 __all__ = ["OcclusionReport", "OcclusionRow", "write_occlusion_report"]
@@ -69,7 +71,7 @@ def _plot(report: OcclusionReport, path: Path) -> Path:
     ax.set_title(f"{report.benchmark}: region erased in the probe")
     ax.grid(axis="x", linestyle="--", linewidth=0.5)
     ax.legend(loc="lower right", fontsize="small")
-    fig.savefig(path, bbox_inches="tight", dpi=120)
+    atomic_figure(fig, path, bbox_inches="tight", dpi=120)
     plt.close(fig)
     return path
 
@@ -81,13 +83,13 @@ def write_occlusion_report(report: OcclusionReport, out_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png"}
     models = report.models
-    with open(paths["csv"], "w", newline="") as f:
+    with atomic_output(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["region", "classes", "n_probes"] + [f"{m} {h}" for m in models for h in ("score", "drop")])
         w.writerow(["(clean)", "", report.n_probes] + [v for m in models for v in (report.clean[m], 0.0)])
         for r in report.rows:
             scores = [v for m in models for v in (r.score[m], r.drop[m])]
             w.writerow([r.region, ",".join(r.classes), r.n_probes] + scores)
-    paths["json"].write_text(json.dumps(asdict(report), indent=2))
+    atomic_write(paths["json"], json.dumps(asdict(report), indent=2).encode())
     _plot(report, paths["png"])
     return paths

@@ -4,16 +4,17 @@ OpenCV as mxnet's ``imdecode`` does (mxnet does not import with numpy >= 1.24)."
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from fse_plugin.common import checks
 from fse_plugin.evaluation.errors import PackError
 from fse_plugin.evaluation.safepickle import load_pack_pickle
 from fse_plugin.recordio import decode_image
 
-__all__ = ["load_bin", "select_pairs"]
+__all__ = ["load_bin", "pack_pairs", "select_pairs"]
 
 
 def _as_bytes(item: Any, path: str, index: int) -> bytes:
@@ -52,6 +53,8 @@ def _read_pack(path: str) -> tuple[list[bytes], np.ndarray]:
     if not isinstance(bins, (list, tuple)):
         raise PackError(f"{path}: images must be a list, got {type(bins).__name__}")
     issame = _issame(issame, path)
+    if not len(issame):
+        raise PackError(f"{path}: holds no pairs")
     if len(bins) != 2 * len(issame):
         raise PackError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected {2 * len(issame)})")
     if sum(len(b) if hasattr(b, "__len__") else 0 for b in bins) > len(data):
@@ -60,16 +63,33 @@ def _read_pack(path: str) -> tuple[list[bytes], np.ndarray]:
     return [_as_bytes(b, path, i) for i, b in enumerate(bins)], issame
 
 
+def _pack_file(path: str | os.PathLike) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise PackError(f"path: expected the path of a .bin pack, got {path!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PackError(f"{path}: a directory; a verification pack is a .bin file (a folder of packs is --data-dir)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"verification pack not found: {path}")
+    return path
+
+
+def pack_pairs(path: str | os.PathLike) -> int:
+    """The number of pairs of a pack, checked as ``load_bin`` checks it but without decoding an image."""
+    path = _pack_file(path)
+    return len(_read_pack(path)[1])
+
+
 def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, np.ndarray]:
     """A verification pack as (images uint8 [2P,H,W,3] RGB, issame bool [P]); pair i is images 2i, 2i+1.
 
     Images of another size are resized bicubically (mxnet's resize_short default) to ``image_size``.
     """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"verification pack not found: {path}")
+    path = _pack_file(path)
+    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
+        raise PackError(f"image_size: expected (height, width), got {image_size!r}")
+    h, w = (checks.count(side, f"image_size[{i}]") for i, side in enumerate(image_size))
     bins, issame = _read_pack(path)
-    h, w = image_size
     images = np.empty((len(bins), h, w, 3), dtype=np.uint8)
     for i, buf in enumerate(bins):
         try:
@@ -85,7 +105,8 @@ def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) 
 def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
     """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
     issame = np.asarray(issame, dtype=bool)
-    if which not in ("same", "diff", "all"):
-        raise ValueError(f"pairs must be 'same', 'diff' or 'all', got {which!r}")
+    checks.choice(which, "pairs", ("same", "diff", "all"))
+    if limit is not None:
+        checks.count(limit, "limit", minimum=0)
     idx = np.arange(len(issame)) if which == "all" else np.flatnonzero(issame if which == "same" else ~issame)
     return idx[:limit] if limit is not None else idx

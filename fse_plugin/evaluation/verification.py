@@ -14,19 +14,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from sklearn.model_selection import KFold
 from torch import nn
 
-from fse_plugin.evaluation.embed import embed, fuse_views
+from fse_plugin.common import FSEError, checks
+from fse_plugin.evaluation.embed import EmbedSettings, embed, fuse_views, given_settings
 from fse_plugin.evaluation.packs import load_bin
 
-__all__ = ["PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
+__all__ = ["VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
            "fold_accuracy", "squared_distances", "val_at_far"]
 
-PACK_NAMES = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
 _THRESHOLDS = np.arange(0, 4, 0.01)
 """Squared-L2 thresholds of the accuracy protocol (upstream ``evaluate``)."""
 _VAL_THRESHOLDS = np.arange(0, 4, 0.001)
@@ -38,7 +38,8 @@ def _folds(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if n_folds <= 1:  # upstream LFold: one "fold" trained and tested on everything
         return [(indices, indices)]
     if n < n_folds:
-        raise ValueError(f"{n} pairs cannot be split into {n_folds} folds")
+        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a pack needs at least "
+                       "as many pairs as folds")
     return list(KFold(n_splits=n_folds, shuffle=False).split(indices))
 
 
@@ -53,7 +54,7 @@ def _counts(thresholds: np.ndarray, dist: np.ndarray, issame: np.ndarray) -> tup
 def squared_distances(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
     """Squared L2 distance of each row pair of two sets of fused, normalised embeddings [P, D]."""
     if emb1.shape != emb2.shape:
-        raise ValueError(f"embedding sets differ in shape: {emb1.shape} vs {emb2.shape}")
+        raise FSEError(f"embedding sets differ in shape: {emb1.shape} vs {emb2.shape}")
     return np.sum(np.square(np.subtract(emb1, emb2)), 1)
 
 
@@ -153,12 +154,23 @@ class VerificationResult:
                 f"(FAR {self.far:1.5f})")
 
 
+def _issame(issame: Any) -> np.ndarray:
+    """One bool per pair (0/1 accepted): any other value cannot say whether a pair is genuine."""
+    flags = np.asarray(issame)
+    if flags.ndim != 1 or not (flags.dtype == bool or (flags.dtype.kind in "iu" and np.isin(flags, (0, 1)).all())):
+        raise FSEError(f"issame: expected a 1-D sequence of bools (one per pair), got {flags.dtype} {flags.shape}")
+    return flags.astype(bool)
+
+
 def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10, name: str = "pack",
                         far_target: float = 1e-3) -> VerificationResult:
     """The .bin protocol on un-normalised embeddings [V, 2P, D] (pairs are rows 2i, 2i+1)."""
+    checks.count(n_folds, "n_folds", minimum=2)
+    checks.open_fraction(far_target, "far_target")
+    issame = _issame(issame)
     views = np.asarray(views)
     if views.ndim != 3 or views.shape[1] != 2 * len(issame):
-        raise ValueError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
+        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
                          f"got {views.shape}")
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
@@ -168,17 +180,20 @@ def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10
                               val_std, far, acc.tolist(), best.tolist())
 
 
-def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray], batch_size: int = 64,
-                  device: str | torch.device = "cpu", fp16: bool = False, n_folds: int = 10,
-                  embedding_size: int | None = None, name: str | None = None,
-                  progress: bool = True) -> VerificationResult:
-    """Load (or take) a pack, embed image + flip, and run the protocol."""
+def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray],
+                  settings: EmbedSettings | None = None, n_folds: int = 10,
+                  name: str | None = None) -> VerificationResult:
+    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds`` protocol."""
+    s = given_settings(settings, EmbedSettings)
+    checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
-        images, issame = pack
+        if len(pack) != 2:
+            raise FSEError(f"pack: expected a .bin path or (images, issame), got a tuple of {len(pack)}")
+        images, issame = pack[0], _issame(pack[1])
+        if len(images) != 2 * len(issame):
+            raise FSEError(f"pack: {len(images)} images for {len(issame)} pairs (expected {2 * len(issame)})")
         name = name or "pack"
     else:
         images, issame = load_bin(pack)
         name = name or Path(pack).stem
-    views = embed(model, images, batch_size, device, True, fp16, embedding_size=embedding_size, progress=progress,
-                  desc=name)
-    return evaluate_embeddings(views, issame, n_folds, name)
+    return evaluate_embeddings(embed(model, images, s, desc=name), issame, n_folds, name)

@@ -11,7 +11,7 @@ augmentation from the parser's errors, from the synthetic ground truth.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,9 @@ def train_parser(fs_dir: str | Path, out: str | Path, epochs: int, seed: int = 0
     with it is not repeatable (``repeatable`` False in the summary).
     """
     from fse_plugin import parsing
-    from fse_plugin.common import checks
-    checks.count(epochs, "parser epochs")
-    summary = parsing.train_parser(fs_dir, out, epochs=epochs, batch_size=8, time_budget=max_seconds or None,
-                                   seed=seed, feature_scale=8, workers=0, device=device, progress=progress)
+    summary = asdict(parsing.train_parser(fs_dir, out, parsing.TrainSettings(
+        epochs=epochs, batch_size=8, time_budget=max_seconds or None, seed=seed, feature_scale=8, workers=0,
+        device=device, progress=progress)))
     return {**summary, "epochs_asked": epochs, "stopped_by_time": summary["epochs"] < epochs,
             "repeatable": not max_seconds}
 
@@ -95,8 +94,8 @@ def build_mask_cache(rec_dir: str | Path, parser_ckpt: str | Path | None, device
         gt = np.load(rec_dir / "gt_masks.npz")
         return maskcache.build_from_labels(rec_dir, gt["keys"], gt["masks"], overwrite=True, progress=progress,
                                            labels_path=str(rec_dir / "gt_masks.npz"))
-    return maskcache.precompute(rec_dir, parser_ckpt, batch_size=64, device=device, num_workers=1, overwrite=True,
-                                progress=progress)
+    return maskcache.precompute(rec_dir, parser_ckpt, settings=maskcache.BuildSettings(
+        batch_size=64, device=device, num_workers=1, overwrite=True, progress=progress))
 
 
 def warn(text: str | None) -> None:

@@ -1,4 +1,5 @@
-"""Chunk files ``chunks/NNNNNN.fsmc``: rows ``[i * chunk_size, (i + 1) * chunk_size)`` of a cache, self-checking.
+"""Chunk files ``chunks/NNNNNN.fsmc``: rows ``[i * chunk_size, (i + 1) * chunk_size)`` of a cache,
+self-checking.
 
 Layout (format 2, little-endian)::
 
@@ -11,10 +12,10 @@ Layout (format 2, little-endian)::
     end    8s "FSEMEND2"
 
 Every byte is covered by a check the reader makes: head, meta and table by the table crc32 the
-first time a process maps the chunk (~0.1 ms for 16,384 rows), the end marker and the size at the
-same time, and each entry by its own crc32 on every read (~0.3 us for 550 bytes), so a damaged
-byte gives an error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data
-in one pass. ``spec_id`` (hash of what defines the cache) ties each chunk to its build.
+first time a process maps the chunk, the end marker and the size at the same time, and each entry by
+its own crc32 on every read (costs: benchmarks/README.md, "## maskcache"), so a damaged byte gives
+an error, never a wrong mask. The data crc32 lets a build or ``verify`` check all data in one pass.
+``spec_id`` (hash of what defines the cache) ties each chunk to its build.
 """
 from __future__ import annotations
 
@@ -24,32 +25,37 @@ import os
 import struct
 import sys
 import zlib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from fse_plugin.maskcache.codec import decode_mask, decode_runs
+from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
+from fse_plugin.maskcache.spec import ChunkExpect, JsonRecord, json_bytes
 
-__all__ = ["CHUNK_DIR", "ChunkFile", "Entries", "chunk_bytes", "chunk_ok", "chunk_path", "atomic_write",
-           "json_bytes", "remove_temporaries"]
+__all__ = ["CHUNK_DIR", "ChunkFile", "ChunkMeta", "Entries", "chunk_bytes", "chunk_ok",
+           "chunk_path", "remove_temporaries"]
 
 CHUNK_DIR = "chunks"
 VERSION = 2
 HEAD = struct.Struct("<8sI8sIQIHHII")
 MAGIC = b"FSEMASK2"
 END = b"FSEMEND2"
-_TMP = ".tmp"
 
 
 def chunk_path(root: Path, index: int) -> Path:
     return root / CHUNK_DIR / f"{index:06d}.fsmc"
 
 
-def json_bytes(obj: Any) -> bytes:
-    """Canonical JSON (sorted keys, no spaces): a chunk's metadata, and what the manifest's hashes are taken of."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class ChunkMeta(JsonRecord):
+    """A chunk's metadata: its undecodable images ``[key, reason]`` and its class pixel/image
+    counts."""
+    errors: list
+    class_pixels: list
+    class_images: list
 
 
 class Entries(NamedTuple):
@@ -69,62 +75,51 @@ class Entries(NamedTuple):
                    np.concatenate([p.crcs for p in parts]))
 
 
-def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: int, entries: Entries,
-                meta: Mapping[str, Any]) -> bytes:
+def chunk_bytes(spec_id: bytes, index: int, row_start: int, height: int, width: int,
+                entries: Entries, meta: ChunkMeta) -> bytes:
     """The bytes of one chunk file (deterministic: same entries, same bytes)."""
-    meta_b = json_bytes(meta)
+    meta_b = json_bytes(meta.to_json())
     meta_b += b"\0" * (-len(meta_b) % 8)
     rows = len(entries.lengths)
     offsets = np.zeros(rows + 1, np.int64)
     np.cumsum(entries.lengths, out=offsets[1:])
     if offsets[-1] >= 1 << 32:
-        raise CacheError(f"chunk {index} would hold {offsets[-1]} bytes (limit 4 GiB): use a smaller --chunk-size")
+        raise CacheError(f"chunk {index} would hold {offsets[-1]} bytes (limit 4 GiB): "
+                         f"use a smaller --chunk-size")
     head = HEAD.pack(MAGIC, VERSION, spec_id, index, row_start, rows, height, width, len(meta_b),
                      zlib.crc32(entries.data))
-    index_part = b"".join([head, meta_b, offsets.astype("<u4").tobytes(), entries.crcs.astype("<u4").tobytes()])
+    index_part = b"".join([head, meta_b, offsets.astype("<u4").tobytes(),
+                           entries.crcs.astype("<u4").tobytes()])
     return b"".join([index_part, struct.pack("<I", zlib.crc32(index_part)), entries.data, END])
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file + fsync + rename: a reader or a killed writer never sees half a file.
-
-    A kill leaves at most the temporary file, which the next build removes (``remove_temporaries``).
-    """
-    tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def remove_temporaries(directory: Path, names: Sequence[str]) -> int:
-    """Delete what killed ``atomic_write`` calls left of the files ``names`` (globs) in ``directory``."""
-    found = [p for name in names for p in directory.glob(f"{name}{_TMP}*")]
+    """Delete what killed writes left of the files ``names`` (globs) in ``directory``:
+    temporary files of ``common.files.atomic_write`` (and of the writers of earlier versions)."""
+    found = [p for name in names for p in directory.glob(f"{name}.tmp*")]
     for p in found:
         p.unlink(missing_ok=True)
     return len(found)
 
 
 def _u32(buf: memoryview, count: int) -> Any:
-    """``count`` little-endian u32 of ``buf`` that index to Python ints quickly (a memoryview cast where
-    the machine is little-endian, numpy elsewhere)."""
+    """``count`` little-endian u32 of ``buf`` that index to Python ints quickly
+    (a memoryview cast where the machine is little-endian, numpy elsewhere)."""
     if sys.byteorder == "little" and struct.calcsize("I") == 4:
         return buf[:4 * count].cast("I")
     return np.frombuffer(buf, "<u4", count)
 
 
 class ChunkFile:
-    """One chunk file, memory-mapped, checked against what the manifest (or the build) expects of it.
+    """One chunk file, memory-mapped, checked against what the manifest
+    (or the build) expects of it.
 
     Opening checks the size, header fields, table crc32, offsets and end marker (DamagedEntryError,
-    naming the file, if any is off); :meth:`runs` and :meth:`mask` check the entry's crc32 before decoding it.
+    naming the file, if any is off); :meth:`runs` and :meth:`mask` check the entry's crc32 before
+    decoding it.
     """
 
-    def __init__(self, path: Path, expect: Mapping[str, Any], hint: str = ""):
+    def __init__(self, path: Path, expect: ChunkExpect = ChunkExpect(), hint: str = ""):
         self.path, self.expect, self._hint = path, expect, hint
         try:
             with open(path, "rb") as f:
@@ -141,25 +136,30 @@ class ChunkFile:
             raise
 
     def _check(self, size: int) -> None:
-        magic, version, spec_id, index, row_start, rows, height, width, meta_len, data_crc = HEAD.unpack_from(self.mm)
+        (magic, version, spec_id, index, row_start, rows, height, width, meta_len,
+         data_crc) = HEAD.unpack_from(self.mm)
         if magic != MAGIC or version != VERSION:
             raise self._error(f"not a format-{VERSION} chunk (magic {magic!r}, version {version})")
-        if "bytes" in self.expect and size != self.expect["bytes"]:
-            raise self._error(f"truncated or overwritten: {size} bytes, the manifest says {self.expect['bytes']}")
-        got = {"spec_id": spec_id, "index": index, "row_start": row_start, "rows": rows, "height": height,
-               "width": width}
+        want = self.expect
+        if want.bytes is not None and size != want.bytes:
+            raise self._error(f"truncated or overwritten: {size} bytes, "
+                              f"the manifest says {want.bytes}")
+        got = {"spec_id": spec_id, "index": index, "row_start": row_start, "rows": rows,
+               "height": height, "width": width}
         for k, v in got.items():
-            if k in self.expect and self.expect[k] != v:
-                raise self._error(f"header field {k} is {v!r}, expected {self.expect[k]!r} (a chunk of another build?)")
+            if getattr(want, k) is not None and getattr(want, k) != v:
+                raise self._error(f"header field {k} is {v!r}, expected {getattr(want, k)!r} "
+                                  "(a chunk of another build?)")
         table = HEAD.size + meta_len
         self.data_start = table + 4 * (2 * rows + 2)
         if meta_len % 8 or self.data_start + len(END) > size:
-            raise self._error(f"header says {rows} rows and {meta_len} metadata bytes, more than its {size} bytes hold")
+            raise self._error(f"header says {rows} rows and {meta_len} metadata bytes, "
+                              f"more than its {size} bytes hold")
         self.crc32 = struct.unpack_from("<I", self.mm, self.data_start - 4)[0]
         if zlib.crc32(memoryview(self.mm)[:self.data_start - 4]) != self.crc32:
             raise self._error("header/offset table crc32 mismatch (damaged)")
-        if "crc32" in self.expect and self.expect["crc32"] != self.crc32:
-            raise self._error(f"checksum {self.crc32:08x}, the manifest says {self.expect['crc32']:08x} "
+        if want.crc32 is not None and want.crc32 != self.crc32:
+            raise self._error(f"checksum {self.crc32:08x}, the manifest says {want.crc32:08x} "
                               "(a chunk of another build?)")
         if self.mm[size - len(END):] != END:
             raise self._error("end marker missing (truncated or damaged)")
@@ -167,14 +167,16 @@ class ChunkFile:
         offsets = np.frombuffer(self.mm, "<u4", rows + 1, table).astype(np.int64)
         if offsets[0] != 0 or offsets[-1] != data_len or (np.diff(offsets) < 0).any():
             raise self._error(f"offset table does not match the {data_len} data bytes (damaged)")
-        self.rows, self.row_start, self.meta_len, self.data_crc = rows, row_start, meta_len, data_crc
+        self.rows, self.row_start = rows, row_start
+        self.meta_len, self.data_crc = meta_len, data_crc
         view = memoryview(self.mm)
         self._off = _u32(view[table:], rows + 1)
         self._crc = _u32(view[table + 4 * (rows + 1):], rows)
         self._data = view[self.data_start:size - len(END)]
 
     def _error(self, what: str, key: int | None = None) -> DamagedEntryError:
-        return DamagedEntryError(f"{self.path}: {what}." + (f" {self._hint}" if self._hint else ""), key, self.path)
+        return DamagedEntryError(f"{self.path}: {what}." + (f" {self._hint}" if self._hint else ""),
+                                 key, self.path)
 
     def span(self, i: int) -> tuple[int, int]:
         """File byte range of entry ``i``."""
@@ -185,11 +187,14 @@ class ChunkFile:
         blob = self._data[self._off[i]:self._off[i + 1]]
         if zlib.crc32(blob) != self._crc[i]:
             blob.release()  # a traceback must not keep the map open
-            raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) is damaged: crc32 mismatch", key)
+            raise self._error(f"entry {i} (row {self.row_start + i}, key {key}) is damaged: "
+                              "crc32 mismatch", key)
         return blob
 
-    def runs(self, i: int, height: int, width: int, key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Runs (values, lengths) of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
+    def runs(self, i: int, height: int, width: int,
+             key: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Runs (values, lengths) of entry ``i`` (None for an empty entry);
+        DamagedEntryError if it fails a check."""
         return self._decoded(decode_runs, i, height, width, key)
 
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
@@ -202,25 +207,28 @@ class ChunkFile:
             return None
         try:
             return decode(blob, height, width)
-        except ValueError as e:  # its crc32 matched: written damaged, or by something else
+        except CorruptEntryError as e:  # its crc32 matched: written damaged, or by something else
             what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
         blob.release()  # a traceback must not keep the map open
         raise self._error(what, key)
 
     def check_data(self) -> None:
-        """All entries at once against the data crc32 in the header (what a build and ``verify`` check)."""
+        """All entries at once against the data crc32 in the header
+        (what a build and ``verify`` check)."""
         if zlib.crc32(self._data) != self.data_crc:
             raise self._error("data crc32 mismatch (damaged)")
 
-    def meta(self) -> dict:
+    def meta(self) -> ChunkMeta:
         raw = bytes(self.mm[HEAD.size:HEAD.size + self.meta_len]).rstrip(b"\0")
         try:
             meta = json.loads(raw)
         except ValueError as e:
             raise self._error(f"chunk metadata is not valid JSON ({e})") from None
-        if not isinstance(meta, dict):
-            raise self._error("chunk metadata is not a JSON object")
-        return meta
+        names = [f.name for f in fields(ChunkMeta)]
+        if not isinstance(meta, dict) or not all(isinstance(meta.get(n), list) for n in names):
+            raise self._error(f"chunk metadata is not a JSON object of the lists "
+                              f"{', '.join(names)}")
+        return ChunkMeta.from_json(meta)
 
     def close(self) -> None:
         for name in ("_off", "_crc", "_data"):
@@ -234,7 +242,7 @@ class ChunkFile:
                 pass
 
 
-def chunk_ok(path: Path, expect: Mapping[str, Any]) -> bool:
+def chunk_ok(path: Path, expect: ChunkExpect) -> bool:
     """True if ``path`` is a complete, undamaged chunk of this build (a build keeps it)."""
     try:
         ch = ChunkFile(path, expect)

@@ -2,10 +2,10 @@
 
 An entry is ``zlib(values || lengths)``: one uint8 value and one uint8 length per run, runs longer
 than 255 split. Chosen by measurement against zlib/lzma/bz2 of the raw mask, PNG, 16-bit run
-lengths and a 4-bit palette (benchmarks/README.md, "## maskcache"): the smallest of those that
-decode in well under 50 us, and ~5x faster to encode than zlib of the raw bytes. Encoding is
-vectorised over a batch; decoding is capped at the mask's size, so no entry can make a reader
-allocate or inflate more than one mask's worth.
+lengths and a 4-bit palette (benchmarks/README.md, "## maskcache"): the smallest of the candidates
+that decode fast enough for a DataLoader worker, and much faster to encode than zlib of the raw
+bytes. Encoding is vectorised over a batch; decoding is capped at the mask's size, so no entry can
+make a reader allocate or inflate more than one mask's worth.
 """
 from __future__ import annotations
 
@@ -13,16 +13,24 @@ import zlib
 
 import numpy as np
 
+from fse_plugin.common.errors import FSEError
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["CODEC", "encode_masks", "decode_mask", "decode_runs", "expand_runs", "encode_batch", "class_counts"]
+__all__ = ["CODEC", "CorruptEntryError", "encode_masks", "decode_mask", "decode_runs",
+           "expand_runs", "encode_batch", "class_counts"]
 
 CODEC = "rle8+zlib"
 ZLIB_LEVEL = 9
 
 
+class CorruptEntryError(ValueError):
+    """An entry that does not decode to a mask of the asked size
+    (damaged, or not an entry at all)."""
+
+
 class Runs:
-    """The runs of equal pixels of a uint8 ``[B,H,W]`` batch: ``bounds[m]:bounds[m+1]`` are mask m's runs."""
+    """The runs of equal pixels of a uint8 ``[B,H,W]`` batch:
+    ``bounds[m]:bounds[m+1]`` are mask m's runs."""
 
     def __init__(self, masks: np.ndarray):
         masks = check_masks(masks)
@@ -58,7 +66,7 @@ class Runs:
 def check_masks(masks: np.ndarray) -> np.ndarray:
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.dtype != np.uint8:
-        raise ValueError(f"masks must be uint8 [N,H,W], got {masks.dtype} {masks.shape}")
+        raise FSEError(f"masks must be uint8 [N,H,W], got {masks.dtype} {masks.shape}")
     return np.ascontiguousarray(masks)
 
 
@@ -67,49 +75,55 @@ def encode_masks(masks: np.ndarray) -> list[bytes]:
     return Runs(masks).entries()
 
 
-def _inflate_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's run stream as (values, lengths), uint8 [n] each, before the count of the pixels they cover.
+def _inflate_runs(blob: bytes | memoryview, height: int,
+                  width: int) -> tuple[np.ndarray, np.ndarray]:
+    """An entry's run stream as (values, lengths), uint8 [n] each,
+    before the count of the pixels they cover.
 
     Inflates at most the ``2 * height * width`` bytes a mask's runs can take, so a damaged or
-    hostile entry costs no more time or memory than a real one; ValueError if the stream is damaged.
+    hostile entry costs no more time or memory than a real one;
+    CorruptEntryError if the stream is damaged.
     """
     z = zlib.decompressobj()
     try:
         raw = z.decompress(blob, 2 * height * width)
     except zlib.error as e:
-        raise ValueError(f"zlib: {e}") from None
+        raise CorruptEntryError(f"zlib: {e}") from None
     if not z.eof:
-        raise ValueError("run stream longer than a mask" if z.unconsumed_tail else "zlib stream truncated")
+        raise CorruptEntryError("run stream longer than a mask" if z.unconsumed_tail
+                                else "zlib stream truncated")
     if z.unused_data:
-        raise ValueError(f"{len(z.unused_data)} bytes after the zlib stream")
+        raise CorruptEntryError(f"{len(z.unused_data)} bytes after the zlib stream")
     n = len(raw) // 2
     if 2 * n != len(raw):
-        raise ValueError(f"run stream of odd length {len(raw)}")
+        raise CorruptEntryError(f"run stream of odd length {len(raw)}")
     r = np.frombuffer(raw, np.uint8)
     return r[:n], r[n:]
 
 
 def _covers(pixels: int, height: int, width: int) -> None:
     if pixels != height * width:
-        raise ValueError(f"runs cover {pixels} pixels, expected {height}x{width}")
+        raise CorruptEntryError(f"runs cover {pixels} pixels, expected {height}x{width}")
 
 
 def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly ``height * width``
-    pixels; ValueError if it is damaged. What a reader needs when it wants a few classes' pixels, not the mask."""
+    """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly
+    ``height * width`` pixels; CorruptEntryError if it is damaged. What a reader needs when it wants
+    a few classes' pixels, not the mask."""
     values, lengths = _inflate_runs(blob, height, width)
     _covers(int(lengths.sum()), height, width)
     return values, lengths
 
 
 def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Runs back to their uint8 ``[height, width]`` mask (writable); the runs must cover it exactly."""
+    """Runs back to their uint8 ``[height, width]`` mask (writable);
+    the runs must cover it exactly."""
     return np.repeat(values, lengths).reshape(height, width)
 
 
 def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
-    """An entry back to its uint8 ``[height, width]`` mask (writable); ValueError if it is damaged.
-    The expanded size is the coverage check: no separate count of the runs' pixels."""
+    """An entry back to its uint8 ``[height, width]`` mask (writable); CorruptEntryError if it is
+    damaged. The expanded size is the coverage check: no separate count of the runs' pixels."""
     out = np.repeat(*_inflate_runs(blob, height, width))
     _covers(out.size, height, width)
     return out.reshape(height, width)
@@ -119,22 +133,25 @@ def class_counts(runs: Runs, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels per class and number of masks containing each class, over the masks with ``keep``."""
     which = runs.which
     sel = keep[which]
-    pixels = np.bincount(runs.values[sel], weights=runs.lengths[sel], minlength=NUM_CLASSES).astype(np.int64)
+    pixels = np.bincount(runs.values[sel], weights=runs.lengths[sel],
+                         minlength=NUM_CLASSES).astype(np.int64)
     n = len(keep)
-    present = np.bincount(which[sel] * NUM_CLASSES + runs.values[sel], minlength=n * NUM_CLASSES) > 0
+    present = np.bincount(which[sel] * NUM_CLASSES + runs.values[sel],
+                          minlength=n * NUM_CLASSES) > 0
     return pixels, present.reshape(n, NUM_CLASSES).sum(0).astype(np.int64)
 
 
-def encode_batch(masks: np.ndarray, valid: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+def encode_batch(masks: np.ndarray,
+                 valid: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Entries (empty where not ``valid``) and class pixel/image counts of one batch of masks.
 
-    The job of the encode processes; ValueError for a label outside the 25 classes.
+    The job of the encode processes; FSEError for a label outside the 25 classes.
     """
     runs = Runs(masks)
     if runs.values.size and int(runs.values.max()) >= NUM_CLASSES:
         bad = int(np.flatnonzero(runs.values >= NUM_CLASSES)[0])
-        raise ValueError(f"mask {int(runs.which[bad])} of the batch holds label {int(runs.values[bad])}, "
-                         f"outside the {NUM_CLASSES} classes")
+        raise FSEError(f"mask {int(runs.which[bad])} of the batch holds label "
+                       f"{int(runs.values[bad])}, outside the {NUM_CLASSES} classes")
     valid = np.asarray(valid, bool)
     pixels, images = class_counts(runs, valid)
     return [b if v else b"" for b, v in zip(runs.entries(), valid.tolist())], pixels, images

@@ -1,4 +1,5 @@
-"""The encoding part of a cache build: encode processes, and the assembly of their batches into chunk files.
+"""The encoding part of a cache build: encode processes,
+and the assembly of their batches into chunk files.
 
 Masks go to the encode processes one batch (one array) per job and come back as one joined byte
 string with lengths and crc32s (``chunk.Entries``), not as a list of per-mask objects; each chunk is
@@ -7,19 +8,17 @@ written by a thread as soon as all of its batches are back, so the main loop nev
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from fse_plugin.maskcache.build import write_chunk
+from fse_plugin.common.interrupts import child_ignores_sigint, sigint_deferred
+from fse_plugin.maskcache.build import CacheWriter
 from fse_plugin.maskcache.chunk import Entries
 from fse_plugin.maskcache.codec import encode_batch
-from fse_plugin.maskcache.manifest import chunk_rows
 
 __all__ = ["encoders", "encode_job", "ChunkAssembler"]
 
@@ -43,10 +42,10 @@ class _InlineExecutor(Executor):
 
 
 def _encoder_start(parent: int) -> None:
-    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone, so a
-    kill -9 leaves no orphan waiting on its queue."""
+    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone,
+    so a kill -9 leaves no orphan waiting on its queue."""
     import threading
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child_ignores_sigint()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -56,16 +55,26 @@ def _encoder_start(parent: int) -> None:
 
 
 def encoders(workers: int) -> Executor:
-    """The encode processes, all started now (before the build loop starts its decode processes and threads)."""
+    """The encode processes, all started now (before the build loop starts its decode processes and
+    threads)."""
     if workers <= 0:
         return _InlineExecutor()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
-    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
-    pool.submit(int).result()  # with fork, the first job starts every process
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must
+    # not touch.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                      else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start,
+                               initargs=(os.getpid(),))
+    try:
+        # the processes are born deaf to Ctrl-C; a Ctrl-C meanwhile lands after
+        with sigint_deferred():
+            pool.submit(int).result()  # with fork, the first job starts every process
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     return pool
 
 
@@ -76,39 +85,43 @@ class ChunkAssembler:
     at most two chunks for their write; an error of either surfaces here, in the main process.
     """
 
-    def __init__(self, out: Path, spec: dict, keys: np.ndarray, max_pending: int):
-        self.out, self.spec, self.keys, self.max_pending = out, spec, keys, max_pending
+    def __init__(self, writer: CacheWriter, keys: np.ndarray, max_pending: int):
+        self.cache, self.spec, self.keys, self.max_pending = writer, writer.spec, keys, max_pending
         self.parts: deque = deque()  # (chunk, row_start, rows, errors, future)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="chunk-writer")
         self.writes: deque = deque()
         self.written = 0
 
     def add(self, row_start: int, rows: int, errors: list[tuple[int, str]], future: Future) -> None:
-        self.parts.append((row_start // self.spec["chunk_size"], row_start, rows, errors, future))
+        self.parts.append((row_start // self.spec.chunk_size, row_start, rows, errors, future))
         while sum(not p[4].done() for p in self.parts) > self.max_pending:
             next(p[4] for p in self.parts if not p[4].done()).result()
         self.flush(final=False)
 
     def flush(self, final: bool) -> None:
-        """Write every leading chunk whose batches are all in (and, unless ``final``, all encoded)."""
+        """Write every leading chunk whose batches are all in
+        (and, unless ``final``, all encoded)."""
         while self.parts:
             c = self.parts[0][0]
-            start, stop = chunk_rows(c, self.spec["count"], self.spec["chunk_size"])
+            start, stop = self.spec.chunk_rows(c)
             mine = [p for p in self.parts if p[0] == c]
-            if sum(p[2] for p in mine) < stop - start or not (final or all(p[4].done() for p in mine)):
+            if (sum(p[2] for p in mine) < stop - start
+                    or not (final or all(p[4].done() for p in mine))):
                 break
             results = [p[4].result() for p in mine]
-            errors = [(int(self.keys[s + i]), reason) for _, s, _, errs, _ in mine for i, reason in errs]
-            self.writes.append(self.writer.submit(write_chunk, self.out, self.spec, c,
+            errors = [(int(self.keys[s + i]), reason)
+                      for _, s, _, errs, _ in mine for i, reason in errs]
+            self.writes.append(self.writer.submit(self.cache.write_chunk, c,
                                                   Entries.join([r[0] for r in results]), errors,
-                                                  sum(r[1] for r in results), sum(r[2] for r in results)))
+                                                  sum(r[1] for r in results),
+                                                  sum(r[2] for r in results)))
             for _ in mine:
                 self.parts.popleft()
         while self.writes and (final or len(self.writes) > 2 or self.writes[0].done()):
             self.writes.popleft().result()  # a failed write raises here
             self.written += 1
-        if final and self.parts:
-            raise AssertionError(f"chunk {self.parts[0][0]} is missing batches")
+        if final and self.parts:  # a bug of the batch plan: never write a chunk short of rows
+            raise RuntimeError(f"chunk {self.parts[0][0]} is missing batches")
 
     def close(self) -> None:
         self.writer.shutdown(wait=True, cancel_futures=True)

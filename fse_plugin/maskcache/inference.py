@@ -1,4 +1,5 @@
-"""The parser's part of a cache build: forward + argmax of one batch, queued on the GPU one batch ahead."""
+"""The parser's part of a cache build: forward + argmax of one batch,
+queued on the GPU one batch ahead."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,26 +7,30 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fse_plugin.common import autocast, to_input
+from fse_plugin.common import to_input
+from fse_plugin.common.runtime import mixed_precision
 
 __all__ = ["Inference", "Masks"]
 
 Masks = Callable[[], np.ndarray]
-"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks (waits for the GPU)."""
+"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks
+(waits for the GPU)."""
 
 
 class Inference:
-    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch later.
+    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch
+    later.
 
-    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8 batch
-    is copied into one of two pinned buffers (so the decoder's slot is free at once) and uploaded with
-    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), bf16 autocast, argmax
-    downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs deterministically, so
-    masks repeat exactly across runs (resume byte-identity).
+    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8
+    batch is copied into one of two pinned buffers (so the decoder's slot is free at once) and
+    uploaded with a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view),
+    autocast, argmax downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs
+    deterministically, so masks repeat exactly across runs (resume byte-identity). ``precision``:
+    fp32, or autocast to fp16/bf16.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
-        self.device, self.amp = device, amp
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
+        self.device, self.precision = device, precision
         self.cuda = device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = False
@@ -41,7 +46,8 @@ class Inference:
         if buf is None or len(buf) < len(images):
             buf = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
         elif uploaded is not None:
-            uploaded.synchronize()  # its previous upload (two batches ago) must be done before refilling
+            # its previous upload (two batches ago) must be done before refilling
+            uploaded.synchronize()
         part = buf[:len(images)]
         part.numpy()[...] = images
         x = part.to(self.device, non_blocking=True)
@@ -54,10 +60,11 @@ class Inference:
         """Queue one batch of uint8 ``[B,H,W,3]`` images; returns having read them."""
         if not self.cuda:
             from fse_plugin.parsing import predict_masks
-            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device, amp=self.amp)
+            masks = predict_masks(self.model, images, batch_size=len(images), device=self.device,
+                                  precision=self.precision)
             return lambda: masks
         x = self._upload(images)
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), mixed_precision(self.device, self.precision):
             m = self.model(to_input(x, channels_last=True)).argmax(1).to(torch.uint8)
         host = torch.empty(m.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(m, non_blocking=True)
@@ -70,4 +77,4 @@ class Inference:
         return result
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={self.device}, amp={self.amp})"
+        return f"{type(self).__name__}(device={self.device}, precision={self.precision})"

@@ -1,10 +1,13 @@
-"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache, at the GPU's pace.
+"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache,
+at the GPU's pace.
 
 Pipeline of one rank::
 
-    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring (decoding.py)
+    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring
+                         (decoding.py)
     main process         parser forward + argmax, one batch in flight on CUDA (inference.py)
-    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back (encoding.py)
+    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back
+                         (encoding.py)
     writer thread        each chunk file, as soon as all of its batches are encoded (encoding.py)
 
 Batches never cross a chunk and split each chunk the same way in every run, so a chunk's bytes do
@@ -14,9 +17,11 @@ exist. Ctrl-C stops every process with one line; workers never print tracebacks 
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,36 +29,28 @@ import numpy as np
 import torch
 
 from fse_plugin.common import dist_env, resolve_device
-from fse_plugin.maskcache.build import (build_info, check_counts, finalize, prepare, report, todo, versions,
-                                        wait_for_chunks)
+from fse_plugin.common.runtime import resolve_precision
+from fse_plugin.labels import NUM_CLASSES
+from fse_plugin.maskcache.build import BuildInfo, CacheWriter, library_versions, log_summary
 from fse_plugin.maskcache.decoding import BatchDecoder
 from fse_plugin.maskcache.encoding import ChunkAssembler, encode_job, encoders
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
 from fse_plugin.maskcache.inference import Inference, Masks
-from fse_plugin.maskcache.manifest import (DEFAULT_CHUNK_SIZE, chunk_rows, default_cache_path, make_spec,
-                                           rebuild_command)
+from fse_plugin.maskcache.rebuild import default_cache_path, rebuild_command
+from fse_plugin.maskcache.settings import BuildSettings
 from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source, sha256_file
+from fse_plugin.maskcache.spec import CacheSpec, InferenceSpec, Producer
 
-__all__ = ["precompute", "default_workers", "batch_plan", "ChunkPipeline"]
+__all__ = ["precompute", "batch_plan", "ChunkPipeline"]
 
-
-def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on, shared by
-    torchrun's local ranks). One core is left for the main process; of the rest two thirds decode (up to
-    6) and the others encode (up to 4): reading + decoding a 112x112 face costs ~2.5x encoding its mask
-    (benchmarks/README.md), and 6 + 4 processes keep up with ~35k masks/s on a 16-core GPU host."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    usable = max(1, cpus - 1)
-    decode = max(1, min(6, 2 * usable // 3))
-    return decode, max(1, min(4, usable - decode))
+log = logging.getLogger(__name__)
 
 
-def batch_plan(chunks: Sequence[int], chunk_size: int, count: int, batch_size: int) -> list[tuple[int, int]]:
-    """Row ranges of the batches of ``chunks``: never crossing a chunk, the same split in every run."""
-    return [(s, min(s + batch_size, e)) for c in chunks for e in [chunk_rows(c, count, chunk_size)[1]]
-            for s in range(c * chunk_size, e, batch_size)]
+def batch_plan(chunks: Sequence[int], spec: CacheSpec, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of the batches of ``chunks``: never crossing a chunk,
+    the same split in every run."""
+    return [(s, min(s + batch_size, e)) for c in chunks for e in [spec.chunk_rows(c)[1]]
+            for s in range(c * spec.chunk_size, e, batch_size)]
 
 
 class ChunkPipeline:
@@ -61,35 +58,41 @@ class ChunkPipeline:
 
     ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` that has read the images
     when it returns (an :class:`Inference`, or a stand-in in benchmarks). Batch i + 1 is launched
-    before the masks of batch i are collected.
+    before the masks of batch i are collected. ``settings`` gives the batch size,
+    the worker counts and whether to show progress (as ``desc``).
     """
 
-    def __init__(self, out: Path, spec: dict, src: Source, infer: Any, batch_size: int, num_workers: int,
-                 encode_workers: int, progress: bool = False, desc: str = "masks"):
-        self.out, self.spec, self.src, self.infer = out, spec, src, infer
-        self.batch_size, self.num_workers, self.encode_workers = batch_size, num_workers, encode_workers
-        self.progress, self.desc = progress, desc
+    def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings,
+                 desc: str = "masks"):
+        self.writer, self.src, self.infer = writer, src, infer
+        self.settings, self.desc = settings, desc
 
     def run(self, chunks: Sequence[int]) -> tuple[int, float]:
         """Compute and write ``chunks``; (masks computed, seconds of the loop)."""
         from tqdm import tqdm
-        batches = batch_plan(chunks, self.spec["chunk_size"], self.spec["count"], self.batch_size)
+        spec, (decode_workers, encode_workers) = self.writer.spec, self.settings.workers()
+        batches = batch_plan(chunks, spec, self.settings.batch_size)
         rows = sum(e - s for s, e in batches)
-        pool = encoders(self.encode_workers)  # forked before this loop starts threads of its own
-        asm = ChunkAssembler(self.out, self.spec, self.src.keys, max_pending=4 * max(1, self.encode_workers) + 2)
-        decoder = BatchDecoder(self.src.reader, self.src.keys, batches, self.spec["height"], self.spec["width"],
-                               self.num_workers)
-        bar = tqdm(total=rows, unit="mask", desc=self.desc, disable=not self.progress, smoothing=0.05)
+        # each part stopped, in reverse, however start-up or the loop ends
+        with ExitStack() as stack:
+            pool = encoders(encode_workers)  # forked before this loop starts threads of its own
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            asm = ChunkAssembler(self.writer, self.src.keys,
+                                 max_pending=4 * max(1, encode_workers) + 2)
+            stack.callback(asm.close)
+            decoder = stack.enter_context(BatchDecoder(self.src.reader, self.src.keys, batches,
+                                                       spec.height, spec.width, decode_workers))
+            bar = stack.enter_context(tqdm(total=rows, unit="mask", desc=self.desc, smoothing=0.05,
+                                           disable=not self.settings.progress))
 
-        def hand_over(start: int, errors: list[tuple[int, str]], masks: Masks) -> None:
-            m = masks()
-            valid = np.ones(len(m), bool)
-            valid[[i for i, _ in errors]] = False
-            asm.add(start, len(m), errors, pool.submit(encode_job, m, valid))
-            bar.update(len(m))
+            def hand_over(start: int, errors: list[tuple[int, str]], masks: Masks) -> None:
+                m = masks()
+                valid = np.ones(len(m), bool)
+                valid[[i for i, _ in errors]] = False
+                asm.add(start, len(m), errors, pool.submit(encode_job, m, valid))
+                bar.update(len(m))
 
-        t0 = time.perf_counter()
-        try:
+            t0 = time.perf_counter()
             prev = None
             for batch in decoder:
                 cur = (batch.start, batch.errors, self.infer.launch(batch.images))
@@ -99,12 +102,10 @@ class ChunkPipeline:
             if prev is not None:
                 hand_over(*prev)
             asm.flush(final=True)
-        finally:
-            bar.close()
-            decoder.close()
-            pool.shutdown(wait=True, cancel_futures=True)
-            asm.close()
         return rows, time.perf_counter() - t0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.writer!r}, {self.infer!r}, {self.settings!r})"
 
 
 def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
@@ -128,64 +129,73 @@ def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
     return value
 
 
-def _parser_spec(src: Source, parser_ckpt: Path, chunk_size: int, inference: dict) -> dict:
+def _parser_spec(src: Source, parser_ckpt: Path, settings: BuildSettings,
+                 device: torch.device) -> CacheSpec:
     height, width = probe_size(src.reader, src.keys)
-    return make_spec(src.fingerprint, {"kind": "checkpoint", "sha256": sha256_file(parser_ckpt)}, height, width,
-                     len(src.keys), chunk_size, inference)
+    return CacheSpec(height, width, len(src.keys), settings.chunk_size, src.fingerprint,
+                     Producer("checkpoint", sha256_file(parser_ckpt)),
+                     InferenceSpec(settings.batch_size, device.type, settings.precision))
 
 
-def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
-               batch_size: int = 256, device: str = "auto", num_workers: int | None = None, *,
-               chunk_size: int = DEFAULT_CHUNK_SIZE, encode_workers: int | None = None, amp: bool | None = None,
-               overwrite: bool = False, progress: bool = True) -> Path:
-    """Run the parser over every image record of ``rec_dir`` and write the mask cache (default beside train.rec).
+def _compute(writer: CacheWriter, src: Source, infer: Inference, settings: BuildSettings, rank: int,
+             world: int) -> tuple[int, float]:
+    """This rank's pending chunks: (masks computed, seconds)."""
+    mine = writer.pending_chunks(rank, world)
+    if not mine:
+        return 0, 0.0
+    shown = replace(settings, progress=settings.progress and rank == 0)
+    return ChunkPipeline(writer, src, infer, shown,
+                         desc=f"cache build rank {rank}/{world}").run(mine)
 
-    Decoding happens in ``num_workers`` processes and run-length/zlib encoding in ``encode_workers``
-    processes (defaults: ``default_workers()``), both overlapped with inference.
-    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a
-    shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files and
-    writes the manifest. Completed chunks survive a kill; rerunning the same command resumes, and on
-    a complete cache checks every byte and recomputes only what is damaged; the result is
-    byte-identical to an uninterrupted single-process run. The checkpoint is loaded before anything
-    is written. Undecodable images are recorded in the manifest with their reason. ``amp`` (bf16)
-    defaults to on for CUDA.
+
+def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike,
+               out: str | os.PathLike | None = None,
+               settings: BuildSettings = BuildSettings()) -> Path:
+    """Run the parser over every image record of ``rec_dir`` and write the mask cache
+    (default beside train.rec).
+
+    Decoding happens in ``settings.num_workers`` processes and run-length/zlib encoding in
+    ``settings.encode_workers`` processes, both overlapped with inference.
+    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on
+    a shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files
+    and writes the manifest. Completed chunks survive a kill; rerunning the same command resumes,
+    and on a complete cache checks every byte and recomputes only what is damaged; the result is
+    byte-identical to an uninterrupted single-process run. The device and the checkpoint are checked
+    before anything is written. Undecodable images are recorded in the manifest with their reason.
     """
     import torch.distributed as dist
 
     from fse_plugin.parsing import load_parser
     t0 = time.perf_counter()
-    check_counts(batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers, encode_workers=encode_workers)
-    auto = default_workers()
-    num_workers = auto[0] if num_workers is None else num_workers
-    encode_workers = auto[1] if encode_workers is None else encode_workers
+    dev = resolve_device(settings.device, "device")
     parser_ckpt = Path(parser_ckpt).resolve()
     model = load_parser(parser_ckpt)  # a rejected checkpoint leaves nothing behind
+    if model.n_classes != NUM_CLASSES:
+        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; "
+                         f"a mask cache holds the {NUM_CLASSES} classes of fse_plugin.labels")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
-    rank, world, dev = dist_env(resolve_device(device))
-    amp = dev.type == "cuda" if amp is None else bool(amp)
+    rank, world, dev = dist_env(dev)
+    settings = replace(settings, precision=resolve_precision(settings.precision, dev))
     src = None
     try:
         src = scan_source(rec_dir)
-        spec = _parser_spec(src, parser_ckpt, chunk_size, {"batch_size": batch_size, "device": dev.type, "amp": amp})
-        rec_abs = rec_location(src.reader)
-        if _coordinate(lambda: prepare(out, spec, overwrite, rebuild_command(out, rec_abs, parser_ckpt)), rank, world):
+        spec = _parser_spec(src, parser_ckpt, settings, dev)
+        writer, rec_abs = CacheWriter(out, spec), rec_location(src.reader)
+        command = rebuild_command(out, rec_abs, parser_ckpt, flags=spec.build_flags())
+        if _coordinate(lambda: writer.prepare(settings.overwrite, command), rank, world):
             if rank == 0:
-                print(f"mask cache {out} is complete, every byte checked", file=sys.stderr)
+                log.info("mask cache %s is complete, every byte checked", out)
             return out
-        mine = todo(out, spec, rank, world)
-        computed, seconds = 0, 0.0
-        if mine:
-            pipeline = ChunkPipeline(out, spec, src, Inference(model, dev, amp), batch_size, num_workers,
-                                     encode_workers, progress=progress and rank == 0,
-                                     desc=f"cache build rank {rank}/{world}")
-            computed, seconds = pipeline.run(mine)
+        computed, seconds = _compute(writer, src, Inference(model, dev, settings.precision),
+                                     settings, rank, world)
         if rank == 0:
             if world > 1:
-                wait_for_chunks(out, spec)
-            info = build_info(time.perf_counter() - t0, computed, world, seconds)
-            report(out, finalize(out, spec, src.keys, rec_abs, str(parser_ckpt), versions(torch=torch.__version__),
-                                 {}, info), info)
+                writer.wait_for_chunks()
+            info = BuildInfo.measure(time.perf_counter() - t0, computed, world, seconds)
+            created = library_versions(torch=torch.__version__)
+            manifest = writer.commit(src.keys, rec_abs, str(parser_ckpt), created, {}, info)
+            log_summary(out, manifest, info)
     finally:
         if src is not None:
             src.reader.close()

@@ -7,28 +7,63 @@ process pools, no parser, no progress bars).
 from __future__ import annotations
 
 import io
+import operator
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
+from fse_plugin.common.text import plural
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
 from fse_plugin.maskcache.codec import Runs, class_counts
 from fse_plugin.maskcache.errors import (CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError,
                                          without_hint)
-from fse_plugin.maskcache.manifest import (DEFAULT_DIRNAME, KEYS_FILE, MANIFEST, default_cache_path, read_manifest,
-                                           rebuild_command, rebuild_hint, recorded_sources)
+from fse_plugin.maskcache.manifest import KEYS_FILE, MANIFEST, read_manifest
+from fse_plugin.maskcache.rebuild import (DEFAULT_DIRNAME, default_cache_path, rebuild_command, rebuild_hint,
+                                          recorded_sources)
 from fse_plugin.maskcache.source import sha256_file, source_fingerprint
+from fse_plugin.maskcache.spec import ChunkExpect
 
-__all__ = ["MaskCache", "ClassFrequencies"]
+__all__ = ["MaskCache", "ClassFrequencies", "Verification"]
 
 
 class ClassFrequencies(NamedTuple):
     pixels: np.ndarray  # float64 [25]: fraction of all mask pixels per class
     images: np.ndarray  # float64 [25]: fraction of masks in which the class occurs
     masks: int  # number of masks counted
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What ``MaskCache.verify`` found in a sound cache."""
+    path: str
+    masks: int
+    chunks: int
+    missing: int
+    bytes_per_mask: float
+    source_checked: bool
+    parser_checked: bool
+
+
+@dataclass
+class _Totals:
+    """What ``verify`` adds up over the chunks, to compare with the manifest."""
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    images: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    missing: list = field(default_factory=list)
+
+
+def _as_key(key: object) -> int:
+    """An image key: an integer (Python or numpy), never a float or bool that would be read as another key."""
+    try:
+        if not isinstance(key, bool):
+            return operator.index(key)
+    except TypeError:
+        pass
+    raise UnknownKeyError(f"key {key!r} is not an integer image key")
 
 
 class MaskCache:
@@ -56,27 +91,26 @@ class MaskCache:
 
     def _setup(self) -> None:
         m = self.manifest
-        self._hint = rebuild_hint(self.path, m)
-        self.height, self.width, self.chunk_size = m["height"], m["width"], m["chunk_size"]
-        self._count = m["count"]
-        self._first = m["keys"]["first"]
-        self._contiguous = m["keys"]["contiguous"]
+        self._hint = rebuild_hint(self.path, m.recorded)
+        self.height, self.width, self.chunk_size = m.spec.height, m.spec.width, m.spec.chunk_size
+        self._count = m.spec.count
+        self._first = m.keys.first
+        self._contiguous = m.keys.contiguous
         self._keys: np.ndarray | None = None
         self._chunks: dict[int, ChunkFile] = {}
-        self._spec_id = bytes.fromhex(m["spec_id"])
 
     def _check_files(self) -> None:
-        chunks = self.manifest["chunks"]
+        chunks = self.manifest.chunks
         for i, c in enumerate(chunks):
-            p = self.path / c["file"]
+            p = self.path / c.file
             try:
                 size = p.stat().st_size
             except FileNotFoundError:
-                raise CacheError(f"{p}: missing chunk {i} of {len(chunks)} (rows {c['row_start']}.."
-                                 f"{c['row_start'] + c['rows'] - 1}). {self._hint}") from None
-            if size != c["bytes"]:
+                raise CacheError(f"{p}: missing chunk {i} of {len(chunks)} (rows {c.row_start}.."
+                                 f"{c.row_start + c.rows - 1}). {self._hint}") from None
+            if size != c.bytes:
                 raise CacheError(f"{p}: truncated or overwritten chunk {i}: {size} bytes, the manifest says "
-                                 f"{c['bytes']}. {self._hint}")
+                                 f"{c.bytes}. {self._hint}")
         self._load_keys()
 
     def _keys_error(self, what: str) -> CacheError:
@@ -98,10 +132,10 @@ class MaskCache:
             raise self._keys_error(f"not the int64 array of {self._count} keys the manifest describes "
                                    f"({size} bytes; damaged, or from another cache)")
         keys = np.memmap(kp, "<i8", "r", offset=len(header), shape=(self._count,))
-        k = self.manifest["keys"]
-        if int(keys[0]) != k["first"] or int(keys[-1]) != k["last"]:
+        k = self.manifest.keys
+        if int(keys[0]) != k.first or int(keys[-1]) != k.last:
             raise self._keys_error(f"keys run {int(keys[0])}..{int(keys[-1])}, the manifest says "
-                                   f"{k['first']}..{k['last']} (shifted, or from another cache)")
+                                   f"{k.first}..{k.last} (shifted, or from another cache)")
         return keys
 
     def __getstate__(self) -> dict:
@@ -114,10 +148,10 @@ class MaskCache:
     @property
     def keys(self) -> np.ndarray:
         """Image keys, ascending (int64, memory-mapped); the file checked against the manifest's sha256 once
-        per process (~10 ms per million keys)."""
+        per process, on first use."""
         if self._keys is None:
             keys = self._load_keys()
-            if sha256_file(self.path / KEYS_FILE) != self.manifest["keys"]["file_sha256"]:
+            if sha256_file(self.path / KEYS_FILE) != self.manifest.keys.file_sha256:
                 raise self._keys_error("sha256 differs from the manifest's (damaged, or from another cache)")
             self._keys = keys
         return self._keys
@@ -127,7 +161,9 @@ class MaskCache:
 
     def row(self, key: int) -> int:
         """Row of ``key`` (UnknownKeyError, a KeyError, if the cache has no such image key)."""
-        k = int(key)
+        return self._row(_as_key(key))
+
+    def _row(self, k: int) -> int:
         if self._contiguous:
             r = k - self._first
             if 0 <= r < self._count:
@@ -137,24 +173,24 @@ class MaskCache:
             r = int(np.searchsorted(keys, k))
             if r < self._count and keys[r] == k:
                 return r
-        raise UnknownKeyError(f"key {key} is not an image key of mask cache {self.path} ({self._count} keys, "
-                              f"{self._first}..{self.manifest['keys']['last']})")
+        raise UnknownKeyError(f"key {k} is not an image key of mask cache {self.path} ({self._count} keys, "
+                              f"{self._first}..{self.manifest.keys.last})")
 
     def __contains__(self, key: int) -> bool:
         try:
             self.row(key)
             return True
-        except (KeyError, TypeError, ValueError):
+        except KeyError:
             return False
 
     def _chunk(self, index: int, key: int | None = None) -> ChunkFile:
         ch = self._chunks.get(index)
         if ch is None:
-            c = self.manifest["chunks"][index]
-            expect = {"spec_id": self._spec_id, "index": index, "row_start": c["row_start"], "rows": c["rows"],
-                      "height": self.height, "width": self.width, "bytes": c["bytes"], "crc32": c["crc32"]}
+            c = self.manifest.chunks[index]
+            expect = ChunkExpect(self.manifest.spec.spec_id, index, c.row_start, c.rows, self.height, self.width,
+                                 c.bytes, c.crc32)
             try:
-                ch = self._chunks[index] = ChunkFile(self.path / c["file"], expect, self._hint)
+                ch = self._chunks[index] = ChunkFile(self.path / c.file, expect, self._hint)
             except DamagedEntryError as e:
                 e.key = key
                 raise
@@ -172,41 +208,37 @@ class MaskCache:
         ch, i = self._chunk_of(row, key)
         return ch.mask(i, self.height, self.width, key)
 
-    def get_row(self, row: int) -> np.ndarray | None:
-        """Mask of row ``row`` (rows follow ``keys``); None where the image had no mask."""
-        if not 0 <= row < self._count:
-            raise IndexError(f"row {row} out of range for mask cache {self.path} ({self._count} masks)")
-        return self._mask(row, None)
-
     def get(self, key: int) -> np.ndarray | None:
         """Mask (uint8 ``[H,W]``, writable) of image record ``key``; None if its image could not be decoded.
 
         DamagedEntryError if its entry or chunk fails a check; UnknownKeyError if the cache has no such key.
         """
-        return self._mask(self.row(key), int(key))
+        k = _as_key(key)
+        return self._mask(self._row(k), k)
 
     def get_runs(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``get`` before its last step: the mask of record ``key`` as runs of equal pixels in row-major
         order, (values, lengths), uint8 [n] each, read-only, covering exactly ``height * width`` pixels
         (``codec.expand_runs`` makes the mask). Same checks and errors as ``get``. For readers that need
         only some classes' pixels (erasing): expanding a whole mask is most of ``get``'s time."""
-        return self._runs(self.row(key), int(key))
+        k = _as_key(key)
+        return self._runs(self._row(k), k)
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""
         m = self.manifest
-        n = self._count - len(m["missing"])
-        pixels = np.asarray(m["class_pixels"], np.float64)
-        images = np.asarray(m["class_images"], np.float64)
+        n = self._count - len(m.missing)
+        pixels = np.asarray(m.class_pixels, np.float64)
+        images = np.asarray(m.class_images, np.float64)
         return ClassFrequencies(pixels / max(1, n * self.height * self.width), images / max(1, n), n)
 
     @property
     def bytes_per_mask(self) -> float:
-        return sum(c["bytes"] for c in self.manifest["chunks"]) / self._count
+        return self.manifest.data_bytes / self._count
 
     # ------------------------------------------------------------------------------------ checks
 
-    def check(self, data: bool = False) -> dict:
+    def check(self, data: bool = False) -> None:
         """Every file's structure without reading masks: keys.npy (sha256, ascending) and each chunk's
         header, table crc32 and size. Raises CacheError (DamagedEntryError for a chunk) naming the file.
 
@@ -216,13 +248,12 @@ class MaskCache:
         keys = self.keys
         if self._count > 1 and not (np.diff(keys) > 0).all():
             raise self._keys_error("keys are not strictly ascending")
-        for i in range(len(self.manifest["chunks"])):
+        for i in range(len(self.manifest.chunks)):
             ch = self._chunk(i)
             if data:
                 ch.check_data()
-        return {"path": str(self.path), "masks": self._count, "chunks": len(self.manifest["chunks"])}
 
-    def _verify_chunk(self, i: int, keys: np.ndarray | None, totals: dict) -> list[str]:
+    def _verify_chunk(self, i: int, keys: np.ndarray | None, totals: _Totals) -> list[str]:
         """Problems of chunk ``i``: structure, data crc32, every entry, its error list and class counts."""
         try:
             ch = self._chunk(i)
@@ -238,27 +269,27 @@ class MaskCache:
                 continue
             (empty.append(ch.row_start + j) if mask is None else decoded.append(mask))
         meta = ch.meta()
-        errors = meta.get("errors", [])
+        errors = meta.errors
         if keys is not None and sorted(k for k, _ in errors) != keys[empty].tolist():
             problems.append(f"{ch.path}: empty entries do not match its list of undecodable keys {errors[:5]}")
-        totals["missing"] += errors
+        totals.missing += errors
         if decoded:
             runs = Runs(np.stack(decoded))
             if runs.values.max() >= NUM_CLASSES:
                 return problems + [f"{ch.path}: label {int(runs.values.max())} outside the {NUM_CLASSES} classes"]
             p, n = class_counts(runs, np.ones(len(decoded), bool))
-            if p.tolist() != meta.get("class_pixels") or n.tolist() != meta.get("class_images"):
+            if p.tolist() != meta.class_pixels or n.tolist() != meta.class_images:
                 problems.append(f"{ch.path}: class counts differ from the ones stored at build time")
-            totals["pixels"] += p
-            totals["images"] += n
+            totals.pixels += p
+            totals.images += n
         return problems
 
     def verify(self, rec_dir: str | os.PathLike | None = None, parser: str | os.PathLike | None = None,
-               progress: bool = False) -> dict:
+               progress: bool = False) -> Verification:
         """Check every byte: keys, chunk headers/crc32/offsets, every entry decodes, stored counts agree.
 
         Raises CacheError listing all problems found (CacheMismatchError if only the source differs).
-        Returns a summary dict when the cache is sound (and belongs to ``rec_dir``/``parser`` if given).
+        Returns what it found when the cache is sound (and belongs to ``rec_dir``/``parser`` if given).
         """
         from tqdm import tqdm
         m, problems, keys = self.manifest, [], None
@@ -268,37 +299,35 @@ class MaskCache:
                 problems.append(f"{self.path / KEYS_FILE}: keys are not strictly ascending")
         except CacheError as e:
             problems.append(without_hint(e))
-        totals: dict[str, Any] = {"pixels": np.zeros(NUM_CLASSES, np.int64), "images": np.zeros(NUM_CLASSES, np.int64),
-                                  "missing": []}
-        for i in tqdm(range(len(m["chunks"])), desc="verify", unit="chunk", disable=not progress):
+        totals = _Totals()
+        for i in tqdm(range(len(m.chunks)), desc="verify", unit="chunk", disable=not progress):
             problems += self._verify_chunk(i, keys, totals)
         if not problems:  # the totals only mean something when every chunk was read
-            if totals["pixels"].tolist() != m["class_pixels"] or totals["images"].tolist() != m["class_images"]:
+            if totals.pixels.tolist() != m.class_pixels or totals.images.tolist() != m.class_images:
                 problems.append(f"{self.path / MANIFEST}: class counts differ from the chunks'")
-            if [[d.get("key"), d.get("reason")] for d in m["missing"]] != totals["missing"]:
+            if [[d.key, d.reason] for d in m.missing] != totals.missing:
                 problems.append(f"{self.path / MANIFEST}: list of undecodable keys differs from the chunks'")
         if problems:
-            raise CacheError(f"mask cache {self.path} failed verification ({len(problems)} problem"
-                             f"{'s' if len(problems) > 1 else ''}):\n  "
-                             + "\n  ".join(problems[:20]) + f"\n{self._hint}")
+            more = f"; and {plural(len(problems) - 10, 'more problem')}" if len(problems) > 10 else ""
+            raise CacheError(f"mask cache {self.path} failed verification ({plural(len(problems), 'problem')}: "
+                             + "; ".join(problems[:10]) + f"{more}). {self._hint}")
         if rec_dir is not None:
             self.check_source(rec_dir, parser)
-        return {"path": str(self.path), "masks": self._count, "chunks": len(m["chunks"]),
-                "missing": len(m["missing"]), "bytes_per_mask": self.bytes_per_mask,
-                "source_checked": rec_dir is not None, "parser_checked": parser is not None}
+        return Verification(str(self.path), self._count, len(m.chunks), len(m.missing), self.bytes_per_mask,
+                            rec_dir is not None, parser is not None)
 
     # ------------------------------------------------------------------------------------ identity
 
     def _valid_for(self, rec: str) -> bool:
         """True if the rec at ``rec`` still has the fingerprint this cache was built from."""
         try:
-            return source_fingerprint(rec) == self.manifest["source"]
+            return source_fingerprint(rec) == self.manifest.spec.source
         except (OSError, ValueError):
             return False
 
     def _other_rec_hint(self, rec_dir: str | os.PathLike) -> str:
         """How to get a cache for ``rec_dir``, never replacing a cache that is valid for its own rec."""
-        src = recorded_sources(self.path, self.manifest)
+        src = recorded_sources(self.path, self.manifest.recorded)
         built = src.pop("rec")
         src.pop("labels", None)  # those labels were for the other rec
         target = default_cache_path(rec_dir)
@@ -318,24 +347,25 @@ class MaskCache:
         still matches, a regenerated or different one does not.
         """
         fp = source_fingerprint(rec_dir)
-        mine = self.manifest["source"]
-        diff = [k for k in sorted(set(fp) | set(mine)) if fp.get(k) != mine.get(k)]
+        mine = self.manifest.spec.source
+        diff = sorted(mine.differences(fp))
         if diff:
             short = lambda v: v[:12] + ".." if isinstance(v, str) and len(v) > 14 else v  # noqa: E731
-            detail = "; ".join(f"{k} {short(mine.get(k))!r} vs {short(fp.get(k))!r}"
+            detail = "; ".join(f"{k} {short(getattr(mine, k))!r} vs {short(getattr(fp, k))!r}"
                                for k in diff if k != "sample_keys")
             raise CacheMismatchError(
                 f"mask cache {self.path} was built for another record file (built from "
-                f"{self.manifest.get('rec_path')}; {rec_dir} differs: {detail}). {self._other_rec_hint(rec_dir)}")
+                f"{self.manifest.rec_path}; {rec_dir} differs: {detail}). {self._other_rec_hint(rec_dir)}")
         if parser is not None:
-            prod = self.manifest["parser"]
+            prod, flags = self.manifest.spec.producer, self.manifest.spec.build_flags()
+            beside = self.path.with_name(self.path.name + "_new")
             sha = sha256_file(parser)
-            if sha != prod.get("sha256"):
+            if sha != prod.sha256:
                 raise CacheMismatchError(
-                    f"mask cache {self.path} was built by another parser ({prod.get('kind')} {prod.get('path')}, "
-                    f"sha256 {str(prod.get('sha256'))[:16]}..; {parser} has sha256 {sha[:16]}..). Replace its masks "
-                    f"with: {rebuild_command(self.path, rec_dir, parser, overwrite=True)}, or keep them and build "
-                    f"beside it with: {rebuild_command(self.path.with_name(self.path.name + '_new'), rec_dir, parser)}")
+                    f"mask cache {self.path} was built by another parser ({prod.kind} {self.manifest.parser_path}, "
+                    f"sha256 {prod.sha256[:16]}..; {parser} has sha256 {sha[:16]}..). Replace its masks "
+                    f"with: {rebuild_command(self.path, rec_dir, parser, overwrite=True, flags=flags)}, or keep them "
+                    f"and build beside it with: {rebuild_command(beside, rec_dir, parser, flags=flags)}")
 
     def close(self) -> None:
         for ch in self._chunks.values():
@@ -351,4 +381,4 @@ class MaskCache:
 
     def __repr__(self) -> str:
         return (f"MaskCache({str(self.path)!r}, masks={self._count}, size={self.height}x{self.width}, "
-                f"missing={len(self.manifest['missing'])})")
+                f"missing={len(self.manifest.missing)})")

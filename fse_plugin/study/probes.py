@@ -17,14 +17,17 @@ is better) and ``drop:<probe>`` = clean - that probe (points lost, lower is bett
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from torch import nn
 
 from fse_plugin.common import FSEError
-from fse_plugin.evaluation.occlusion import DEFAULT_GROUPS
+from fse_plugin.evaluation.regions import DEFAULT_GROUPS
 from fse_plugin.occluders import OCCLUDERS, check_kind, occlude
+
+if TYPE_CHECKING:
+    from fse_plugin.evaluation import EmbedSettings
 
 __all__ = ["PROBES", "ProbeSet", "build_probes", "check_probes", "probe_distances", "scores", "higher_is_better",
            "describe"]
@@ -88,8 +91,8 @@ def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray, prob
     return ProbeSet(images, np.asarray(issame), masks, groups, singles, occluded, seed)
 
 
-def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int], clean: np.ndarray, device: str,
-                             batch_size: int) -> np.ndarray | None:
+def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int], clean: np.ndarray,
+                             run: EmbedSettings) -> np.ndarray | None:
     """The fused probe embeddings with ``ids`` erased (clean where the probe lacks them); None if no probe has them."""
     from fse_plugin.evaluation import RegionErasing, embed, fuse_views
     from fse_plugin.evaluation.embed import FaceImages
@@ -98,7 +101,7 @@ def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int],
         return None
     erased = FaceImages(probes.images, probes.masks, RegionErasing(ids, "random", probes.seed), keys=2 * positions + 1)
     out = clean[1::2].copy()
-    out[positions] = fuse_views(embed(model, erased, batch_size, device, progress=False))
+    out[positions] = fuse_views(embed(model, erased, run))
     return out
 
 
@@ -107,17 +110,17 @@ def probe_distances(model: nn.Module, probes: ProbeSet, device: str = "cpu",
     """Squared distance of every pair of the pack for one model: ``clean``, ``occluder:<kind>``,
     ``erased:<group>`` and ``region:<class>`` (each image embedded with its flip; ``batch_size`` by
     default ``CPU_BATCH`` or ``GPU_BATCH``)."""
-    from fse_plugin.evaluation import embed, fuse_views
+    from fse_plugin.evaluation import EmbedSettings, embed, fuse_views
     from fse_plugin.evaluation.verification import squared_distances
     batch_size = batch_size or (CPU_BATCH if str(device).startswith("cpu") else GPU_BATCH)
-    emb = fuse_views(embed(model, probes.images, batch_size, device, progress=False))
+    run = EmbedSettings(batch_size, device, progress=False)
+    emb = fuse_views(embed(model, probes.images, run))
     dist = {"clean": squared_distances(emb[0::2], emb[1::2])}
     for kind, images in probes.occluded.items():
-        occluded = fuse_views(embed(model, images, batch_size, device, progress=False))
-        dist[f"occluder:{kind}"] = squared_distances(emb[0::2], occluded)
+        dist[f"occluder:{kind}"] = squared_distances(emb[0::2], fuse_views(embed(model, images, run)))
     for prefix, regions in (("erased:", probes.groups), (_SINGLE, probes.singles)):
         for region, ids in regions:
-            erased = _erased_probe_embeddings(model, probes, ids, emb, device, batch_size)
+            erased = _erased_probe_embeddings(model, probes, ids, emb, run)
             if erased is not None:
                 dist[prefix + region] = squared_distances(emb[0::2], erased)
     return dist

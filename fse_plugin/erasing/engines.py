@@ -1,0 +1,178 @@
+"""The two engines behind ``erase``: find the erased pixels, ask the fill for their values, write them.
+
+* numpy (CPU tensors without grad, what the dataset runs): only the erased pixels are touched,
+  found from whole masks or from ``MaskRuns`` (the mask cache's runs), in place, over numpy views
+  of the images' memory; a flipped image's unflipped mask is read mirrored.
+* torch (any device, autograd): the same pixels found with tensor ops, written into a copy.
+
+Both hand the same ``ErasedPixels`` (rows with something selected, pixels in (image, pixel) order) to
+``fills.fill_values``, so one generator gives both the same random values.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from fse_plugin.erasing.fills import fill_values
+from fse_plugin.fseconfig import Fill
+from fse_plugin.labels import MIRROR_LUT, flip_mask
+from fse_plugin.maskruns import MaskRuns, erased_pixels
+
+__all__ = ["erase_numpy", "erase_torch"]
+
+
+class _NumpyPixels:
+    """``ErasedPixels`` over numpy views: ``flat[r]`` [C, H*W] is erased image r, ``pixels[r]`` its pixels."""
+
+    def __init__(self, flat: list[np.ndarray], pixels: list[np.ndarray], cls: np.ndarray | None, K: int) -> None:
+        self.flat, self.pixels, self.cls, self.K = flat, pixels, cls, K
+        self.C, self.R = flat[0].shape[0], len(flat)
+        self.sizes = [len(p) for p in pixels]
+        self.N = sum(self.sizes)
+
+    @cached_property
+    def row(self) -> np.ndarray:
+        return np.repeat(np.arange(self.R), self.sizes)
+
+    def randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> np.ndarray:
+        return torch.randn(shape, generator=generator).numpy()
+
+    def rand(self, shape: tuple[int, ...], generator: torch.Generator | None) -> np.ndarray:
+        return torch.rand(shape, generator=generator).numpy()
+
+    def where(self, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(cond, a, b)
+
+    def full(self, value: float) -> np.ndarray:
+        return np.full((self.C, self.N), value, self.flat[0].dtype)
+
+    def means(self) -> np.ndarray:
+        return np.stack([f.mean(1) for f in self.flat])
+
+    def group_means(self, group: np.ndarray, n_groups: int) -> np.ndarray:
+        counts = np.maximum(np.bincount(group, minlength=n_groups), 1)
+        values = np.concatenate([f[:, p] for f, p in zip(self.flat, self.pixels)], 1)
+        return np.stack([(np.bincount(group, v, n_groups) / counts)[group] for v in values]).astype(values.dtype)
+
+
+def _region(mask: np.ndarray, selected: np.ndarray, single: int) -> np.ndarray:
+    """Bool [H,W]: pixels whose class is selected (ids >= K never are); ``single`` the one selected
+    class, or -1 when there are several."""
+    if single >= 0:  # the common case: one compare
+        return mask == single
+    K = len(selected)
+    if mask.dtype == np.uint8 and K <= 256:  # the cache's masks: a 256-entry table lookup
+        lut = np.zeros(256, np.uint8)
+        lut[:K] = selected
+        return cv2.LUT(mask, lut).view(np.bool_)
+    labels = mask.astype(np.int64)
+    known = (labels >= 0) & (labels < K)
+    return selected[np.where(known, labels, 0)] & known
+
+
+def _mask_pixels(mask: np.ndarray, selected: np.ndarray, single: int, mirror: bool,
+                 with_classes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flat indices of the erased pixels of one image (and their classes), its mask read mirrored if
+    ``mirror`` (the image was flipped, the mask not)."""
+    mask = np.ascontiguousarray(mask)
+    if mirror:  # class k of the flipped image is class MIRROR[k] of the unflipped mask, columns reversed
+        selected = selected[MIRROR_LUT[:len(selected)]]
+        single = int(MIRROR_LUT[single]) if single >= 0 else -1
+    region = _region(mask, selected, single)
+    if mirror:
+        region = cv2.flip(region.view(np.uint8), 1).view(np.bool_)
+    pix = region.reshape(-1).nonzero()[0]  # numpy's nonzero is fast on bool only (7x slower on uint8)
+    if not with_classes:
+        return pix, None
+    shown = flip_mask(mask) if mirror else mask
+    return pix, shown.reshape(-1)[pix].astype(np.intp)
+
+
+def _find(masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
+          with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The erased pixels of each of ``rows`` (flat indices, ascending) and, if asked, their classes."""
+    if isinstance(masks, MaskRuns):
+        return erased_pixels(masks, selected, rows, mirrored, with_classes)
+    single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
+    found = [_mask_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), with_classes) for r in rows]
+    return [p for p, _ in found], np.concatenate([c for _, c in found]) if with_classes else None
+
+
+def erase_numpy(planes: list[np.ndarray], masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray,
+                fill: Fill, generator: torch.Generator | None, mirrored: np.ndarray) -> None:
+    """Erase ``planes[b]`` [C,H,W] (contiguous numpy views) in place where ``selected[b]`` [K] says; masks
+    [H,W] per image or ``MaskRuns``, read mirrored where ``mirrored``. Shapes are the caller's to check."""
+    rows = np.flatnonzero(selected.any(1)).tolist()
+    if not rows:
+        return
+    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
+    pixels, cls = _find(masks, selected, rows, mirrored, per_class)
+    px = _NumpyPixels([planes[r].reshape(planes[r].shape[0], -1) for r in rows], pixels, cls, selected.shape[1])
+    if not px.N:  # only absent classes chosen: the images stay as they are (the reference), nothing drawn
+        return
+    values = fill_values(fill, px, generator)
+    start = 0
+    for f, pix in zip(px.flat, pixels):
+        for k in range(len(f)):  # 1-D fancy assignment per channel: faster than one 2-D one
+            f[k][pix] = values[k, start:start + len(pix)]
+        start += len(pix)
+
+
+class _TorchPixels:
+    """``ErasedPixels`` over tensors: pixel ``i`` is ``pix[i]`` of image ``b[i]`` of ``imgs`` [B,C,H*W]."""
+
+    def __init__(self, imgs: torch.Tensor, b: torch.Tensor, pix: torch.Tensor, cls: torch.Tensor,
+                 selected: torch.Tensor, draw_device: torch.device) -> None:
+        self.imgs, self.b, self.pix, self.cls = imgs, b, pix, cls
+        chosen = selected.any(1)
+        self.rows = chosen.nonzero().squeeze(1)
+        self.row = (chosen.cumsum(0) - 1)[b]
+        self.C, self.R, self.K, self.N = imgs.shape[1], len(self.rows), selected.shape[1], len(pix)
+        self.draw_device = draw_device
+
+    def randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        out = torch.randn(shape, generator=generator, device=self.draw_device, dtype=self.imgs.dtype)
+        return out.to(self.imgs.device)
+
+    def rand(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=self.draw_device).to(self.imgs.device)
+
+    def where(self, cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(cond, a, b)
+
+    def full(self, value: float) -> torch.Tensor:
+        return torch.full((self.C, self.N), value, dtype=self.imgs.dtype, device=self.imgs.device)
+
+    def means(self) -> torch.Tensor:
+        return self.imgs[self.rows].mean(2)
+
+    def group_means(self, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+        counts = torch.bincount(group, minlength=n_groups).clamp(min=1)
+        values = self.imgs[self.b, :, self.pix].T.double()
+        sums = torch.zeros(len(values), n_groups, dtype=values.dtype, device=values.device)
+        sums = sums.index_add(1, group, values)  # differentiable, unlike bincount's weights
+        return (sums / counts)[:, group].to(self.imgs.dtype)
+
+
+def erase_torch(imgs: torch.Tensor, masks: torch.Tensor, selected: torch.Tensor, fill: Fill,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """``imgs`` [B,C,H,W] with the pixels of the selected classes replaced, as a new tensor (autograd
+    flows to the kept pixels and through the mean fills). masks [B,H,W] integer ids on the images'
+    device (ids >= K are never erased), selected [B,K] bool."""
+    B, C, H, W = imgs.shape
+    ids = masks.reshape(B, H * W).long()
+    K = selected.shape[1]
+    region = selected.gather(1, ids.clamp(0, K - 1)) & (ids >= 0) & (ids < K)
+    b, pix = region.nonzero(as_tuple=True)  # row-major: the numpy engine's (image, pixel) order
+    if not len(pix):
+        return imgs.clone()
+    flat = imgs.reshape(B, C, H * W)
+    px = _TorchPixels(flat, b, pix, ids[b, pix], selected,
+                      generator.device if generator is not None else imgs.device)
+    out = flat.clone()
+    out[b, :, pix] = fill_values(fill, px, generator).T.to(imgs.dtype)
+    return out.view(B, C, H, W)
