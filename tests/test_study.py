@@ -335,6 +335,7 @@ def quick_study(tmp_path_factory):
     return out
 
 
+@pytest.mark.timeout(900)  # the module's quick study is made in this test's setup: minutes on a loaded CPU
 def test_study_quick_end_to_end(quick_study):
     out = quick_study
     facts = json.loads((out / "study.json").read_text())
@@ -387,6 +388,7 @@ def _figures(facts):
                  for r in facts["runs"]]}
 
 
+@pytest.mark.timeout(900)
 def test_the_quick_study_repeats_its_figures(quick_study, tmp_path):
     """A second study with the same seeds in another folder: the same figures in study.json."""
     out = tmp_path / "again"
@@ -395,6 +397,7 @@ def test_the_quick_study_repeats_its_figures(quick_study, tmp_path):
     assert _figures(first) == _figures(second)
 
 
+@pytest.mark.timeout(900)
 def test_a_study_started_again_reuses_what_it_has(quick_study, tmp_path, monkeypatch):
     """More seeds in the same folder: inputs and the finished runs are reused, only the new seed trains."""
     import shutil
