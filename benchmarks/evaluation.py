@@ -238,9 +238,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
 
     # 2 templates x 2 media x 2 images per identity: 4 probe images each
     n_ids = max(2, n_pairs // 4)
-    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", n_identities=n_ids,
-                                            templates_per_identity=2, media_per_template=2,
-                                            images_per_media=2, seed=3, workers=1))
+    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", synth.IJBLayout(n_ids, 2, 2, 2),
+                                            seed=3, workers=1))
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
     compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images",

@@ -14,6 +14,7 @@ antialiased. ``occluder_layer`` returns the colour layer and its coverage (what 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import cv2
@@ -23,7 +24,7 @@ from fse_plugin.align import ARCFACE_TEMPLATE
 from fse_plugin.common import FSEError
 from fse_plugin.synth.geometry import ellipse
 
-__all__ = ["OCCLUDERS", "Occluder", "occlude", "occluder_layer"]
+__all__ = ["OCCLUDERS", "Occluder", "check_kind", "occlude", "occluder_layer"]
 
 _SS = 4  # supersampling factor of the coverage masks
 _TEMPLATE_SIZE = 112.0
@@ -132,7 +133,7 @@ def _sunglasses(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float
                frame, rng.uniform(1.8, 2.8))
 
 
-def _mask(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> None:
+def _surgical_mask(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> None:
     """A surgical mask from the nose bridge over nose, mouth and chin; ear loops to the sides."""
     colour = _jitter_colour(rng, rng.choice([(160, 200, 230), (236, 236, 240), (35, 35, 40), (200, 215, 205),
                                              (235, 190, 200)]), 8)
@@ -209,15 +210,24 @@ def _hand(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> N
     layer.shade(rot @ np.array([0.0, 1.0]), rng.uniform(0.05, 0.3))
 
 
-_DRAW = {"sunglasses": _sunglasses, "mask": _mask, "hat": _hat, "hand": _hand}
+_DRAW = {"sunglasses": _sunglasses, "surgical_mask": _surgical_mask, "hat": _hat, "hand": _hand}
 OCCLUDERS: tuple[str, ...] = tuple(_DRAW)
-"""The occluder kinds: ``sunglasses`` (the eye band), ``mask`` (nose, mouth, chin), ``hat`` (forehead
+"""The occluder kinds: ``sunglasses`` (the eye band), ``surgical_mask`` (nose, mouth, chin), ``hat`` (forehead
 and above), ``hand`` (over the mouth, a cheek, an eye or the chin)."""
 
 
-def _check_kind(kind: str) -> str:
+_RENAMED = {"mask": "surgical_mask"}
+"""Earlier spellings of occluder kinds (a mask is a label map everywhere else in the plugin)."""
+
+
+def check_kind(kind: str, name: str = "occluder") -> str:
+    """The occluder kind ``kind`` names (an earlier spelling with a deprecation warning), else FSEError."""
+    if kind in _RENAMED:
+        warnings.warn(f"occluder kind {kind!r} is deprecated; use {_RENAMED[kind]!r}", DeprecationWarning,
+                      stacklevel=3)
+        return _RENAMED[kind]
     if kind not in _DRAW:
-        raise FSEError(f"unknown occluder {kind!r}; choose from {', '.join(OCCLUDERS)}")
+        raise FSEError(f"{name}: unknown occluder {kind!r}; choose from {', '.join(OCCLUDERS)}")
     return kind
 
 
@@ -233,7 +243,7 @@ def occluder_layer(kind: str, shape: tuple[int, int], rng: np.random.Generator,
     frame = _Frame(pts)
     layer = _Layer(h, w)
     reach = (np.hypot(h, w) / frame.scale) / 2 + 8  # beyond the image sides, from between the eyes
-    _DRAW[_check_kind(kind)](layer, frame, rng, reach)
+    _DRAW[check_kind(kind)](layer, frame, rng, reach)
     return np.clip(layer.rgb, 0, 255), layer.alpha
 
 
@@ -241,17 +251,17 @@ def occlude(image: np.ndarray, kind: str, rng: np.random.Generator, points5: np.
     """``image`` (uint8 HxWx3 RGB, an aligned face) with an occluder of ``kind`` drawn on it (a new array)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"occlude: expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        raise FSEError(f"occlude: expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
     rgb, alpha = occluder_layer(kind, image.shape[:2], rng, points5)
     out = image.astype(np.float32) * (1 - alpha[..., None]) + rgb * alpha[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 class Occluder:
-    """``occlude`` as a transform: ``Occluder('mask')(image, rng)``."""
+    """``occlude`` as a transform: ``Occluder('surgical_mask')(image, rng)``."""
 
     def __init__(self, kind: str) -> None:
-        self.kind = _check_kind(kind)
+        self.kind = check_kind(kind)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return occlude(image, self.kind, rng)

@@ -38,6 +38,9 @@ def test_demo_quick_runs_the_whole_pipeline(quick_demo):
     assert not quality["reliable"] and quality["val_mean_f1"] < quality["floor"]
     assert report.splitlines()[2].startswith("> **WARNING: the parser's validation mean F1")
     assert facts["clean_verdict"]["sentence"] in report
+    # what the scores depend on besides code and seed, and nothing half-written left behind
+    assert facts["machine"]["cpu"] and facts["machine"]["torch_threads"] == facts["torch_threads"]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
 def test_demo_repeats_its_scores_bit_for_bit(quick_demo, tmp_path):
@@ -55,27 +58,28 @@ def test_demo_repeats_its_scores_bit_for_bit(quick_demo, tmp_path):
 
 def test_recognizer_counted_in_steps_repeats_bit_for_bit(synth_rec, synth_cache, tmp_path):
     """A step budget makes the demo's training reproducible (a time budget cannot be); erasing on."""
-    from fse_plugin.study.recognizer import train_recognizer
+    from fse_plugin.experiment import RecognizerSettings, train_recognizer
 
-    runs = [train_recognizer(synth_rec, tmp_path / f"m{i}.pt", dict(masks=str(synth_cache), p=1.0), 3, seed=5,
-                             batch_size=16, progress=False) for i in range(2)]
+    settings = RecognizerSettings(3, 16, seed=5)
+    runs = [train_recognizer(synth_rec, tmp_path / f"m{i}.pt", settings, fse=dict(masks=str(synth_cache), p=1.0),
+                             progress=False) for i in range(2)]
     assert [r["steps"] for r in runs] == [3, 3] and not any(r["stopped_by_time"] for r in runs)
     a, b = (torch.load(r["weights"], weights_only=True) for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    other = train_recognizer(synth_rec, tmp_path / "m2.pt", None, 3, seed=5, batch_size=16, progress=False)
+    other = train_recognizer(synth_rec, tmp_path / "m2.pt", settings, progress=False)
     c = torch.load(other["weights"], weights_only=True)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # erasing changed what was learnt
 
 
 def test_a_safety_stop_is_reported(synth_rec, tmp_path):
-    from fse_plugin.study.recognizer import train_recognizer
-    run = train_recognizer(synth_rec, tmp_path / "m.pt", None, 50, batch_size=16, max_seconds=1e-9, num_workers=0,
+    from fse_plugin.experiment import RecognizerSettings, train_recognizer
+    run = train_recognizer(synth_rec, tmp_path / "m.pt", RecognizerSettings(50, 16, max_seconds=1e-9, num_workers=0),
                            progress=False)
     assert run["stopped_by_time"] and run["steps"] < run["steps_asked"] == 50
 
 
 def test_parser_quality_floor_warns_below_it_only():
-    from fse_plugin.study.data import PARSER_FLOOR, parser_warning
+    from fse_plugin.experiment import PARSER_FLOOR, parser_warning
     assert parser_warning({"val_mf1": 0.85}) is None
     low = parser_warning({"val_mf1": 0.204})
     assert "0.204" in low and str(PARSER_FLOOR) in low and "not meaningful" in low

@@ -53,8 +53,7 @@ def ijb_sets(tmp_path_factory) -> dict[str, Path]:
     """An IJB-C and an IJB-B-named synthetic set (5 identities x 2 templates x 2 media: 20 images
     each)."""
     root = tmp_path_factory.mktemp("ijb_sets")
-    return {t: synth.write_ijb(root / t, t, n_identities=5, templates_per_identity=2,
-                               media_per_template=2, images_per_media=1,
+    return {t: synth.write_ijb(root / t, t, synth.IJBLayout(5, 2, 2, 1),
                                seed=3 if t == "IJBC" else 4, workers=1) for t in ("IJBC", "IJBB")}
 
 
@@ -95,8 +94,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     """Network and weights from the config; FS-CAM and occlusion into the result folder, naming
     their regions."""
     # 6 images: FS-CAM and occlusion cost forwards
-    ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", n_identities=3, templates_per_identity=2,
-                           media_per_template=1, images_per_media=1, seed=5, workers=1)
+    ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", synth.IJBLayout(3, 2, 1, 1), seed=5,
+                           workers=1)
     (tree / "configs" / "fse_mbf_eval.py").write_text(
         (tree / "configs" / "fse_mbf.py").read_text() + "config.fse_eval = dict(fscam=dict(limit=1), occlusion=dict("
         f"classes='nose,mouth', groups='none', far=0.1), masks={str(ijbc / 'gt_masks.npy')!r})\n")

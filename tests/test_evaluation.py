@@ -74,9 +74,8 @@ def pack(synth_bin):
 def ijb_root(tmp_path_factory) -> Path:
     """IJB-C-style set from synth (5 identities x 2 templates x 2 media x 1 image = 20 images)."""
     from fse_plugin import synth
-    return Path(synth.write_ijb(tmp_path_factory.mktemp("ijb") / "IJBC", "IJBC", n_identities=5,
-                                templates_per_identity=2, media_per_template=2, images_per_media=1,
-                                seed=3, workers=1))
+    return Path(synth.write_ijb(tmp_path_factory.mktemp("ijb") / "IJBC", "IJBC",
+                                synth.IJBLayout(5, 2, 2, 1), seed=3, workers=1))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 
 from fse_plugin import synth
 from fse_plugin.align import ARCFACE_TEMPLATE, align_mask, estimate_norm, five_points_from_68
+from fse_plugin.common import FSEError
 from fse_plugin.labels import CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS, class_id, class_ids
 
 
@@ -259,8 +260,7 @@ def test_facesynthetics_folder_and_alignment_round_trip(tmp_path):
 
 
 def test_ijb_layout_parses_like_upstream(tmp_path):
-    out = synth.write_ijb(tmp_path / "ijb", "IJBB", n_identities=3, templates_per_identity=2, media_per_template=2,
-                          images_per_media=2, seed=4)
+    out = synth.write_ijb(tmp_path / "ijb", "IJBB", synth.IJBLayout(3, 2, 2, 2), seed=4)
     meta = out / "meta"
     tid_mid = [line.split() for line in (meta / "ijbb_face_tid_mid.txt").read_text().splitlines()]
     pts = [line.split() for line in (meta / "ijbb_name_5pts_score.txt").read_text().splitlines()]
@@ -287,24 +287,90 @@ def test_ijb_layout_parses_like_upstream(tmp_path):
     masks = np.load(out / "gt_masks.npy")
     assert masks.shape == (24, 112, 112) and masks.dtype == np.uint8
     assert np.isin([11, 12, 10, 18, 19], masks).all() and (masks > 0).mean() > 0.4  # aligned faces
-    with pytest.raises(ValueError, match="IJBC"):
+    with pytest.raises(FSEError, match="IJBC"):
         synth.write_ijb(tmp_path / "bad", "LFW")
 
 
 def test_bad_arguments():
     idn = synth.make_identities(1, 0)[0]
-    with pytest.raises(ValueError, match="frame"):
+    with pytest.raises(FSEError, match="frame"):
         synth.render(idn, synth.sample_look(idn, np.random.default_rng(0)), 112, "tight")
-    with pytest.raises(ValueError, match="n_identities"):
+    with pytest.raises(FSEError, match="n_identities"):
         synth.write_rec("/nonexistent/never", 0, 1, 0)
-    with pytest.raises(ValueError, match="identities"):
+    with pytest.raises(FSEError, match="n_identities"):
         synth.pair_plan(4, 0, n_identities=1)
+    with pytest.raises(FSEError, match="identities"):
+        synth.IJBLayout(identities=1)
+    with pytest.raises(FSEError, match="n_identities"):
+        synth.write_rec("/nonexistent/never", True, 1, 0)  # a bool is not a count
+
+
+def _interrupt_after(monkeypatch, name, n):
+    """Make the writers' render job ``name`` raise KeyboardInterrupt on its ``n``-th call (as Ctrl-C would)."""
+    from fse_plugin.synth import writers
+    job, calls = getattr(writers, name), []
+
+    def interrupted(args):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return job(args)
+    monkeypatch.setattr(writers, name, interrupted)
+
+
+def _no_temporaries(root):
+    return not [p for p in root.rglob("*") if ".tmp-" in p.name]
+
+
+def test_an_interrupted_rec_is_never_taken_for_a_whole_one(tmp_path, monkeypatch):
+    """Ctrl-C while writing a rec: no train.idx (what every reader opens first), no temporary file left; a
+    whole rec already in the folder stays whole and readable."""
+    from fse_plugin import recordio
+    out = tmp_path / "rec"
+    _interrupt_after(monkeypatch, "_rec_job", 5)
+    with pytest.raises(KeyboardInterrupt):
+        synth.write_rec(out, 3, 4, seed=0, workers=1)
+    assert not (out / "train.idx").exists() and not (out / "train.rec").exists() and _no_temporaries(tmp_path)
+    monkeypatch.undo()
+    synth.write_rec(out, 2, 2, seed=0, workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "gt_masks.npz"}
+    _interrupt_after(monkeypatch, "_rec_job", 3)
+    with pytest.raises(KeyboardInterrupt):
+        synth.write_rec(out, 3, 4, seed=1, workers=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "gt_masks.npz"} == before
+    assert len(recordio.image_index(out).keys) == 4 and _no_temporaries(tmp_path)
+
+
+def test_interrupted_packs_and_folders_are_recognised_as_incomplete(tmp_path, monkeypatch):
+    from fse_plugin.parsing import read_anno_list
+    for name, write, marker in (
+            ("_pair_job", lambda: synth.write_pairs_bin(tmp_path / "val.bin", 10, 0, workers=1), tmp_path / "val.bin"),
+            ("_fs_job", lambda: synth.write_facesynthetics(tmp_path / "fs", 4, 0, size=128, workers=1),
+             tmp_path / "fs" / "anno_list.csv"),
+            ("_ijb_job", lambda: synth.write_ijb(tmp_path / "ijb", "IJBC", synth.IJBLayout(2, 1, 1, 2), workers=1),
+             tmp_path / "ijb" / "meta" / "ijbc_template_pair_label.txt")):
+        _interrupt_after(monkeypatch, name, 2)
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        assert not marker.exists(), marker
+        monkeypatch.undo()
+    assert not (tmp_path / "val.masks.npy").exists() and _no_temporaries(tmp_path)
+    with pytest.raises(FileNotFoundError, match="anno_list.csv"):
+        read_anno_list(tmp_path / "fs")
+
+
+def test_cli_synth_interrupted_is_one_line_and_no_rec(tmp_path, monkeypatch):
+    from badinput import run_fse
+    _interrupt_after(monkeypatch, "_rec_job", 3)
+    result = run_fse(["synth", "--out", tmp_path / "s", "--ids", "2", "--per-id", "3", "--num-workers", "1", "--quiet"])
+    assert result.rc == 130 and result.lines == ["fse synth: interrupted"]
+    assert not (tmp_path / "s" / "rec" / "train.idx").exists() and _no_temporaries(tmp_path)
 
 
 def test_cli_synth_writes_demo(tmp_path, capsys):
     from fse_plugin.cli import main
     out = tmp_path / "demo"
-    assert main(["synth", "--out", str(out), "--ids", "2", "--per-id", "2", "--pairs", "4",
+    assert main(["synth", "--out", str(out), "--ids", "2", "--per-id", "2", "--pairs", "10",
                  "--facesynthetics", "2", "--ijb", "2"]) == 0
     printed = capsys.readouterr().out
     for path in (out / "rec" / "train.rec", out / "rec" / "gt_masks.npz", out / "rec" / "synth_val.bin",

@@ -1,5 +1,5 @@
 """The demo's pictures: erased training samples and the parser against ground truth as labelled
-grids (row labels, class-colour legend: ``study.pictures.labelled_grid``), and the ROC."""
+grids (row labels, class-colour legend: ``experiment.pictures.labelled_grid``), and the ROC."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 
 from fse_plugin import labels
 from fse_plugin.common import to_input, to_uint8
-from fse_plugin.study.pictures import labelled_grid, present_classes, pyplot
+from fse_plugin.experiment.pictures import labelled_grid, present_classes, pyplot, save_figure
 
 __all__ = ["erased_samples", "parser_vs_truth", "pack_roc"]
 
@@ -78,6 +78,4 @@ def pack_roc(embeddings: Mapping[str, np.ndarray], issame: np.ndarray, path: Pat
     ax.grid(ls="--", lw=0.5)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

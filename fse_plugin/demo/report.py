@@ -1,4 +1,4 @@
-"""The demo's ``report.md``: what the run shows, worded by the numbers (``study.verdict``).
+"""The demo's ``report.md``: what the run shows, worded by the numbers (``experiment.verdict``).
 
 The clean-accuracy verdict compares the two models fold by fold: both are scored on the same 10
 folds of the pack, so the per-fold differences are paired and their 95% t-interval measures the
@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from fse_plugin.study.statistics import paired_difference
-from fse_plugin.study.verdict import verdict
+from fse_plugin.common.files import atomic_write
+from fse_plugin.experiment.statistics import paired_difference
+from fse_plugin.experiment.verdict import verdict
 
 __all__ = ["clean_verdict", "write_report"]
 
@@ -23,7 +24,7 @@ def clean_verdict(base: Any, fse: Any) -> dict[str, Any]:
     """Verdict on FSErasing's clean accuracy against the baseline's (VerificationResults), paired by fold."""
     d = paired_difference(np.asarray(fse.fold_accuracy) * 100, np.asarray(base.fold_accuracy) * 100)
     tests = "" if d.n < 2 else f"paired t-test over the {d.n} folds p={d.t_test_p:.3g}"
-    v = verdict("FSErasing", "the baseline", "clean verification accuracy", d.mean, d.lo, d.hi, tests=tests)
+    v = verdict("FSErasing", "the baseline", "clean verification accuracy", d, tests=tests)
     return {"outcome": v.outcome, "sentence": v.sentence, "difference": d.to_json()}
 
 
@@ -89,5 +90,5 @@ def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: Any,
         if str(path).endswith(".png"):
             lines += [f"![{key}]({_rel(out, path)})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    atomic_write(report, "\n".join(lines).encode())
     return report

@@ -3,27 +3,30 @@
 Stages: synthesise -> parser (counted epochs; a quality floor warns when its masks are unreliable)
 -> mask cache -> two recognizers, without and with FSErasing (counted steps, same seed) ->
 verification pack, ROC and semantic-occlusion benchmark -> FS-CAM of both -> pictures -> report.
-The data, parser and recognizer stages are the study's (``fse_plugin.study``); the demo is one seed
-of it with pictures. Budgets are counted, so two runs with the same seed and thread count give the
-same scores; ``parser_seconds`` / ``recognizer_seconds`` are optional safety stops, and a run they
-cut short is marked ``repeatable: false`` in ``demo.json``.
+The data, parser and recognizer stages are shared with the study (``fse_plugin.experiment``); the
+demo is one seed of a study with pictures. Every output file is written whole (``report.md`` last).
+Budgets are counted, so two runs with the same seed and thread count give the same scores on one
+kind of CPU (``demo.json`` records it); ``parser_seconds`` / ``recognizer_seconds`` are optional
+safety stops, and a run they cut short is marked ``repeatable: false`` in ``demo.json``.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fse_plugin.common import checks
+from fse_plugin.common.files import atomic_write
 from fse_plugin.demo.pictures import erased_samples, pack_roc, parser_vs_truth
 from fse_plugin.demo.report import clean_verdict, write_report
-from fse_plugin.study import data
-from fse_plugin.study.clock import StageClock, warn_if_busy
-from fse_plugin.study.recognizer import train_recognizer
+from fse_plugin.experiment import inputs as make
+from fse_plugin.experiment.clock import StageClock, machine, warn_if_busy
+from fse_plugin.experiment.recognizer import RecognizerSettings, load_recognizer_weights, train_recognizer
 
 __all__ = ["DemoSizes", "FULL", "QUICK", "run_demo"]
 
@@ -44,6 +47,15 @@ class DemoSizes:
     recognizer_seconds: float = field(default=0.0, metadata={
         "help": "safety stop of each recognizer in seconds (0 = none; a run it stops is not repeatable)"})
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            flag = f"--{f.name.replace('_', '-')}"
+            if f.type == "float":
+                checks.number(getattr(self, f.name), flag, lo=0)
+            else:
+                protocol = f.name in ("pairs", "occlusion_pairs")  # the 10-fold protocol needs 10 pairs
+                checks.count(getattr(self, f.name), flag, minimum=10 if protocol else 1)
+
 
 FULL = DemoSizes()
 QUICK = DemoSizes(fs_images=100, ids=24, per_id=6, pairs=40, parser_epochs=2, recognizer_steps=10, cam_pairs=3,
@@ -62,17 +74,11 @@ class Evaluation:
 def train_both(rec_dir: Path, cache: Path, out: Path, sizes: DemoSizes, seed: int, p: float, device: str,
                progress: bool) -> dict[str, dict[str, Any]]:
     """The baseline and the FSErasing model: same seed (initialisation, data order), same steps."""
-    return {name: train_recognizer(rec_dir, out / "models" / f"{name}.pt", fse, sizes.recognizer_steps, seed=seed,
-                                   device=device, max_seconds=sizes.recognizer_seconds, progress=progress, desc=name)
+    settings = RecognizerSettings(sizes.recognizer_steps, seed=seed, device=device,
+                                  max_seconds=sizes.recognizer_seconds)
+    return {name: train_recognizer(rec_dir, out / "models" / f"{name}.pt", settings, fse=fse, progress=progress,
+                                   desc=name)
             for name, fse in (("baseline", None), ("fserasing", dict(masks=str(cache), p=p)))}
-
-
-def load_pack(pack: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pack's images, issame and its ``.masks.npy`` (checked), read once for evaluation and FS-CAM."""
-    from fse_plugin import evaluation
-    from fse_plugin.common import load_masks, masks_path_for
-    images, issame = evaluation.load_bin(pack)
-    return images, issame, load_masks(masks_path_for(pack), len(images), images.shape[1:3], mmap=False)
 
 
 def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray,
@@ -99,19 +105,29 @@ def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.n
                              cam.ExplainSettings(device=device, progress=progress))
 
 
-def _facts(sizes: DemoSizes, seed: int, p: float, device: str, clock: StageClock, parser: dict, warning: str | None,
-           parser_on_rec: dict, runs: dict, ev: Evaluation) -> dict[str, Any]:
-    """demo.json: settings, timings, and every score (the scores repeat bit for bit, timings do not)."""
+@dataclass
+class Outcome:
+    """What the stages of one demo run produced."""
+    parser: dict[str, Any]
+    warning: str | None
+    parser_on_rec: dict[str, float]
+    runs: dict[str, dict[str, Any]]
+    evaluation: Evaluation
+
+
+def _facts(settings: dict[str, Any], clock: StageClock, done: Outcome) -> dict[str, Any]:
+    """demo.json: settings, timings, machine and every score (the scores repeat bit for bit, timings do not)."""
+    ev, parser = done.evaluation, done.parser
     single = [r for r in ev.occlusion.rows if len(r.classes) == 1]
-    stopped = parser["stopped_by_time"] or any(r["stopped_by_time"] for r in runs.values())
+    stopped = parser["stopped_by_time"] or any(r["stopped_by_time"] for r in done.runs.values())
     return {
-        "sizes": asdict(sizes), "seed": seed, "p": p, "device": device, "torch_threads": torch.get_num_threads(),
+        **settings, "torch_threads": torch.get_num_threads(), "machine": machine(),
         "repeatable": parser["repeatable"] and not stopped, "timings_s": clock.total(),
         "parser": {k: parser[k] for k in ("epochs", "epochs_asked", "steps", "elapsed", "best_val_miou", "val_mf1",
                                           "n_train", "n_val", "stopped_by_time") if k in parser},
-        "parser_quality": {"floor": data.PARSER_FLOOR, "val_mean_f1": parser.get("val_mf1"),
-                           "reliable": warning is None, "warning": warning},
-        "parser_on_rec": parser_on_rec, "recognizers": runs,
+        "parser_quality": {"floor": make.PARSER_FLOOR, "val_mean_f1": parser.get("val_mf1"),
+                           "reliable": done.warning is None, "warning": done.warning},
+        "parser_on_rec": done.parser_on_rec, "recognizers": done.runs,
         "verification": {k: asdict(v) for k, v in ev.results.items()},
         "occlusion": {"mean_drop_single_regions": {m: float(np.mean([r.drop[m] for r in single])) for m in
                                                    ev.occlusion.models},
@@ -123,24 +139,25 @@ def _facts(sizes: DemoSizes, seed: int, p: float, device: str, clock: StageClock
 def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed: int = 0, p: float = 0.5,
              device: str = "cpu", progress: bool = True) -> Path:
     """Run every stage into ``out`` and return the path of ``report.md``."""
-    from fse_plugin.backbone import load_backbone
-    out = Path(out)
+    checks.count(seed, "--seed", minimum=0)
+    checks.probability(p, "--p")
+    out = Path(checks.output_dir(out, "--out"))
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("demo")
     warn_if_busy("demo")
-    synthetic = data.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, seed, progress)
+    synthetic = make.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, seed, progress)
     clock("synthesise")
-    parser = data.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed, device,
+    parser = make.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed, device,
                                sizes.parser_seconds, progress)
-    warning = data.parser_warning(parser)
-    data.warn(warning)
+    warning = make.parser_warning(parser)
+    make.warn(warning)
     clock("train parser")
-    cache = data.build_mask_cache(synthetic.rec, parser["best"], device, progress)
+    cache = make.build_mask_cache(synthetic.rec, parser["best"], device, progress)
     clock("precompute masks")
     runs = train_both(synthetic.rec, cache, out, sizes, seed, p, device, progress)
-    models = {name: load_backbone(r["weights"], network="tiny") for name, r in runs.items()}
+    models = {name: load_recognizer_weights(r["weights"]) for name, r in runs.items()}
     clock("train recognizers")
-    pack = load_pack(synthetic.pack)
+    pack = make.read_pack(synthetic.pack)
     ev = evaluate_models(models, *pack, out, sizes, seed, progress)
     clock("evaluate")
     cam_out = explain(models, *pack, out, sizes.cam_pairs, device, progress)
@@ -148,8 +165,7 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     erased_png = erased_samples(synthetic.rec, cache, out / "erased_samples.png", seed=seed)
     parser_png, parser_on_rec = parser_vs_truth(synthetic.rec, cache, out / "parser_vs_truth.png")
     clock("pictures")
-    facts = _facts(sizes, seed, p, device, clock, parser, warning, parser_on_rec, runs, ev)
-    (out / "demo.json").write_text(json.dumps(facts, indent=2, default=str))
-    report = write_report(out, facts, ev, cam_out, {"erased": erased_png, "parser": parser_png})
-    print(f"[demo] report: {report}")
-    return report
+    facts = _facts({"sizes": asdict(sizes), "seed": seed, "p": p, "device": device}, clock,
+                   Outcome(parser, warning, parser_on_rec, runs, ev))
+    atomic_write(out / "demo.json", json.dumps(facts, indent=2, default=str).encode())
+    return write_report(out, facts, ev, cam_out, {"erased": erased_png, "parser": parser_png})

@@ -1,16 +1,18 @@
-"""``fse study``: evidence for FSErasing with intervals, K seeds x variants on one synthetic set.
+"""``fse study``: evidence for FSErasing with intervals, K seeds x variants on one rec and one pack.
 
-Each file one concern: ``data`` (synthetic set, parser with a quality floor, mask cache; shared with
-the demo), ``recognizer`` (the built-in training loop, counted in steps; shared with the demo),
-``arcface`` (the same runs with upstream train_v2.py), ``variants`` (off, fse, random_erasing ...),
-``probes`` (clean, erased regions, rendered occluders), ``statistics`` (t-intervals, paired
-tests), ``verdict`` (sentences that follow the numbers; shared with the demo), ``results``
-(aggregation over seeds), ``report`` (study.json, tables, plots, report.md) and ``run``.
-The package exports what the CLI and the tests use; the rest is imported from its module.
+Each file one concern: ``settings`` (what a study is asked to do, checked whole before any work),
+``variants`` (off, fse, random_erasing ...), ``probes`` (clean, erased regions, rendered occluders:
+per-pair distances and the metrics from them), ``builtin`` and ``arcface`` (the two trainers),
+``results`` (aggregation over seeds), ``sensitivity`` (what the study can see: the spread of each
+difference, its parts from the test pairs and from training, the effect its seeds detect),
+``pictures``, ``report`` (study.json, tables, plots, report.md) and ``run``. The parts shared with
+the demo (inputs, training loop, statistics, verdicts) are ``fse_plugin.experiment``.
 """
-from fse_plugin.study.run import DEFAULT, QUICK, StudySizes, run_study
-from fse_plugin.study.statistics import mean_ci, paired_difference, sign_flip_p
+from fse_plugin.study.arcface import ArcfaceSettings
+from fse_plugin.study.probes import PROBES
+from fse_plugin.study.run import Inputs, prepare_inputs, run_study
+from fse_plugin.study.settings import DEFAULT, QUICK, OwnData, StudySettings, StudySizes
 from fse_plugin.study.variants import DEFAULT_VARIANTS, parse_variants
 
-__all__ = ["DEFAULT", "QUICK", "StudySizes", "run_study", "mean_ci", "paired_difference", "sign_flip_p",
-           "DEFAULT_VARIANTS", "parse_variants"]
+__all__ = ["ArcfaceSettings", "PROBES", "Inputs", "prepare_inputs", "run_study", "DEFAULT", "QUICK", "OwnData",
+           "StudySettings", "StudySizes", "DEFAULT_VARIANTS", "parse_variants"]

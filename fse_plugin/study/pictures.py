@@ -1,78 +1,29 @@
-"""Pictures a reader can read without the captions: grids of aligned faces with row labels at the
-left and, where a row shows label maps, a legend of the class colours (``labels.PALETTE`` /
-``labels.CLASSES``) of the classes present. Used by the demo and the study."""
+"""The study's picture of what its models are scored on (``experiment.pictures.labelled_grid``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from fse_plugin import labels
 from fse_plugin.common import to_input, to_uint8
+from fse_plugin.experiment.pictures import labelled_grid
+from fse_plugin.study.probes import ProbeSet
 
-__all__ = ["labelled_grid", "present_classes", "probe_samples", "pyplot"]
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+__all__ = ["probe_samples"]
 
 
-def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], path: str | Path,
-                  classes: Sequence[int] = (), title: str = "") -> Path:
-    """Save rows of equally sized RGB tiles as one picture with ``row_labels`` at the left and a colour
-    legend of ``classes`` (label ids) below."""
-    from matplotlib.patches import Patch
-    plt = pyplot()
-    grid = np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
-    h = rows[0][0].shape[0]
-    legend_rows = -(-len(classes) // 5)
-    fig_w = 1.6 + grid.shape[1] / 80
-    fig_h = 0.4 + grid.shape[0] / 80 + 0.22 * legend_rows
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_yticks([(i + 0.5) * h for i in range(len(rows))], list(row_labels))
-    ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    if classes:
-        handles = [Patch(facecolor=labels.PALETTE[c] / 255.0, edgecolor="0.5", label=f"{c} {labels.CLASSES[c]}")
-                   for c in classes]
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False, handlelength=1.2,
-                   columnspacing=1.0)
-    fig.tight_layout(rect=(0, 0.22 * legend_rows / fig_h, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight": long row labels are kept
-    plt.close(fig)
-    return path
-
-
-def present_classes(masks: Sequence[np.ndarray]) -> list[int]:
-    """The label ids that occur in ``masks``, ascending."""
-    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks])) if c < labels.NUM_CLASSES]
-
-
-def probe_samples(probes: Any, path: str | Path, n: int = 8) -> Path:
-    """What the study's models are scored on: ``n`` probe images clean, with each occluder drawn, and
-    with each erased group (random fill, as the occlusion benchmark erases)."""
-    from fse_plugin.erasing import erase
+def probe_samples(probes: ProbeSet, path: str | Path, n: int = 8) -> Path:
+    """``n`` probe images clean, with each occluder drawn and with each erased group, exactly as the
+    models see them."""
+    from fse_plugin.evaluation import RegionErasing
     picks = np.linspace(0, len(probes.issame) - 1, n).round().astype(int)
-    clean = [probes.images[2 * i + 1] for i in picks]
-    rows, names = [clean], ["probe"]
+    keys = 2 * picks + 1
+    rows, names = [[probes.images[k] for k in keys]], ["probe"]
     for kind, images in probes.occluded.items():
         rows.append([images[i] for i in picks])
         names.append(kind)
-    gen = torch.Generator().manual_seed(0)
-    for region, ids in (r for r in probes.regions if len(r[1]) > 1):
-        rows.append([to_uint8(erase(to_input(img), torch.from_numpy(np.array(probes.masks[2 * i + 1])), ids,
-                                    "random", gen)) for img, i in zip(clean, picks)])
-        names.append(f"{region} erased")
+    for group, ids in probes.groups:
+        erase = RegionErasing(ids, "random", probes.seed)
+        rows.append([to_uint8(erase(to_input(probes.images[k]), probes.masks[k], int(k))) for k in keys])
+        names.append(f"{group} erased")
     return labelled_grid(rows, names, path, title="probe images of the study (the second image of each pair)")

@@ -1,27 +1,44 @@
 """What a study measures on each trained model: verification accuracy on clean pairs, with parsing
 regions erased in the probe, and with rendered occluders drawn on the probe.
 
-All three use the pack's 10-fold protocol (``evaluation.evaluate_embeddings``) on the same pairs;
-only the second image of each pair (the probe) changes. Erased regions come from the pack's masks
-(``evaluation.occlusion_pack``: the groups eyes+brows, upper_face and lower_face, and with
-``single_regions`` the mean over the 25 single classes). Occluders (``fse_plugin.occluders``) are drawn
-once per pair with a seeded generator, so every model sees the same occluded probes.
+All use the pack's 10-fold protocol (``evaluation.fold_accuracy``) on the same pairs; only the
+second image of each pair (the probe) changes. Erased regions come from the pack's masks, erased as
+the occlusion benchmark erases them (``evaluation.RegionErasing``, seeded per image; a probe without
+the region keeps its clean embedding): the groups eyes+brows, upper_face and lower_face, and with
+``single_regions`` each of the 25 classes alone (their mean accuracy). Occluders
+(``fse_plugin.occluders``) are drawn once per pair with a seeded generator, so every model sees the
+same occluded probes.
 
-Metric names: ``clean``, ``erased:<group>``, ``erased:regions_mean``, ``occluder:<kind>`` (accuracy
-in %, higher is better) and ``drop:<probe>`` = clean - that probe (points lost, lower is better).
+A model's result is its squared distance per pair and probe (``probe_distances``), kept so that the
+study can resample the pairs (its own noise); ``scores`` turns distances into metrics:
+``clean``, ``erased:<group>``, ``erased:regions_mean``, ``occluder:<kind>`` (accuracy in %, higher
+is better) and ``drop:<probe>`` = clean - that probe (points lost, lower is better).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from torch import nn
 
-from fse_plugin.occluders import OCCLUDERS, occlude
+from fse_plugin.common import FSEError
+from fse_plugin.evaluation.regions import DEFAULT_GROUPS
+from fse_plugin.occluders import OCCLUDERS, check_kind, occlude
 
-__all__ = ["ProbeSet", "build_probes", "score_model", "add_drops", "higher_is_better", "describe"]
+if TYPE_CHECKING:
+    from fse_plugin.evaluation import EmbedSettings
+
+__all__ = ["PROBES", "ProbeSet", "build_probes", "check_probes", "probe_distances", "scores", "higher_is_better",
+           "describe"]
+
+PROBES: tuple[str, ...] = OCCLUDERS + tuple(DEFAULT_GROUPS)
+"""The probes a study can score besides the clean pairs: each occluder kind and each erased group."""
+_SINGLE = "region:"
+"""Distance keys of the single erased regions (averaged into ``erased:regions_mean``)."""
+CPU_BATCH, GPU_BATCH = 16, 128
+"""Images per embedding batch: on a CPU small batches cost less per image (their activations stay in
+cache; benchmarks/README.md), on a GPU large ones."""
 
 
 @dataclass
@@ -30,9 +47,28 @@ class ProbeSet:
     images: np.ndarray
     issame: np.ndarray
     masks: np.ndarray
-    regions: list[tuple[str, list[int]]]
+    groups: list[tuple[str, list[int]]]
+    singles: list[tuple[str, list[int]]] = field(default_factory=list)
     occluded: dict[str, np.ndarray] = field(default_factory=dict)
     seed: int = 0
+
+
+def _probe(probe: str, name: str) -> str:
+    if probe in DEFAULT_GROUPS:
+        return probe
+    try:
+        return check_kind(probe, name)
+    except FSEError:
+        raise FSEError(f"{name}: unknown probe {probe!r}; choose from {', '.join(PROBES)}") from None
+
+
+def check_probes(probes: Sequence[str], name: str = "--probes") -> list[str]:
+    """The probe names, each an occluder kind (earlier spellings accepted, with a note) or an erased group."""
+    chosen = [_probe(p, name) for p in probes]
+    repeated = sorted({p for p in chosen if chosen.count(p) > 1})
+    if repeated:
+        raise FSEError(f"{name}: {', '.join(repeated)} given more than once")
+    return chosen
 
 
 def occluded_probes(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
@@ -43,44 +79,66 @@ def occluded_probes(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
                      for i, img in enumerate(images[1::2])])
 
 
-def build_probes(pack: str | Path, occluders: Sequence[str] = OCCLUDERS, single_regions: bool = False,
-                 seed: int = 0) -> ProbeSet:
-    """Load the pack and its ``.masks.npy`` and draw the occluded probes; the erased regions are the
-    default groups, and with ``single_regions`` also each class alone (absent ones are skipped)."""
-    from fse_plugin import evaluation
-    from fse_plugin.common import load_masks, masks_path_for
-    images, issame = evaluation.load_bin(pack)
-    masks = load_masks(masks_path_for(pack), len(images), images.shape[1:3], mmap=False)
-    groups = list(evaluation.parse_groups(None).items())
-    chosen = evaluation.occlusion_regions(None, "") + groups if single_regions else groups
-    return ProbeSet(images, np.asarray(issame), masks, chosen, {k: occluded_probes(images, k, seed) for k in occluders},
-                    seed)
+def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray, probes: Sequence[str] = PROBES,
+                 single_regions: bool = False, seed: int = 0) -> ProbeSet:
+    """Draw the occluded probes of a pack (images, issame, masks) and list the erased groups of ``probes``,
+    and with ``single_regions`` each class alone."""
+    from fse_plugin.evaluation import occlusion_regions, parse_groups
+    chosen = check_probes(probes)
+    groups = [(g, ids) for g, ids in parse_groups(None).items() if g in chosen]
+    singles = occlusion_regions(None, "") if single_regions else []
+    occluded = {k: occluded_probes(images, k, seed) for k in OCCLUDERS if k in chosen}
+    return ProbeSet(images, np.asarray(issame), masks, groups, singles, occluded, seed)
 
 
-def score_model(model: nn.Module, probes: ProbeSet, device: str = "cpu", batch_size: int = 64) -> dict[str, float]:
-    """Accuracy (%) of one model on every probe of the set (see the module docstring for the names)."""
-    from fse_plugin.evaluation import EmbedSettings, OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
+def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int], clean: np.ndarray,
+                             run: EmbedSettings) -> np.ndarray | None:
+    """The fused probe embeddings with ``ids`` erased (clean where the probe lacks them); None if no probe has them."""
+    from fse_plugin.evaluation import RegionErasing, embed, fuse_views
+    from fse_plugin.evaluation.embed import FaceImages
+    positions = np.flatnonzero(np.isin(probes.masks[1::2], ids).any((1, 2)))
+    if not len(positions):
+        return None
+    erased = FaceImages(probes.images, probes.masks, RegionErasing(ids, "random", probes.seed), keys=2 * positions + 1)
+    out = clean[1::2].copy()
+    out[positions] = fuse_views(embed(model, erased, run))
+    return out
+
+
+def probe_distances(model: nn.Module, probes: ProbeSet, device: str = "cpu",
+                    batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """Squared distance of every pair of the pack for one model: ``clean``, ``occluder:<kind>``,
+    ``erased:<group>`` and ``region:<class>`` (each image embedded with its flip; ``batch_size`` by
+    default ``CPU_BATCH`` or ``GPU_BATCH``)."""
+    from fse_plugin.evaluation import EmbedSettings, embed, fuse_views
+    from fse_plugin.evaluation.verification import squared_distances
+    batch_size = batch_size or (CPU_BATCH if str(device).startswith("cpu") else GPU_BATCH)
     run = EmbedSettings(batch_size, device, progress=False)
-    views = embed(model, probes.images, run)
-    scores = {"clean": evaluate_embeddings(views, probes.issame).accuracy * 100}
-    for kind, probe_images in probes.occluded.items():
-        occluded = views.copy()
-        occluded[:, 1::2] = embed(model, probe_images, run)
-        scores[f"occluder:{kind}"] = evaluate_embeddings(occluded, probes.issame).accuracy * 100
-    if probes.regions:
-        settings = OcclusionSettings(probes.regions, seed=probes.seed, embed=run)
-        report = occlusion_pack({"m": model}, probes.images, probes.issame, probes.masks, settings,
-                                clean_views={"m": views})
-        singles = [r.score["m"] for r in report.rows if len(r.classes) == 1]
-        scores.update({f"erased:{r.region}": r.score["m"] for r in report.rows if len(r.classes) > 1})
-        if singles:
-            scores["erased:regions_mean"] = float(np.mean(singles))
-    return scores
+    emb = fuse_views(embed(model, probes.images, run))
+    dist = {"clean": squared_distances(emb[0::2], emb[1::2])}
+    for kind, images in probes.occluded.items():
+        dist[f"occluder:{kind}"] = squared_distances(emb[0::2], fuse_views(embed(model, images, run)))
+    for prefix, regions in (("erased:", probes.groups), (_SINGLE, probes.singles)):
+        for region, ids in regions:
+            erased = _erased_probe_embeddings(model, probes, ids, emb, run)
+            if erased is not None:
+                dist[prefix + region] = squared_distances(emb[0::2], erased)
+    return dist
 
 
-def add_drops(scores: dict[str, float]) -> dict[str, float]:
-    """``scores`` plus ``drop:<probe>`` = clean - probe for every probe but clean."""
-    return {**scores, **{f"drop:{k}": scores["clean"] - v for k, v in scores.items() if k != "clean"}}
+def accuracy(dist: np.ndarray, issame: np.ndarray) -> float:
+    """10-fold verification accuracy (%) of the pairs' squared distances."""
+    from fse_plugin.evaluation.verification import fold_accuracy
+    return float(np.mean(fold_accuracy(dist, issame)[0])) * 100
+
+
+def scores(distances: dict[str, np.ndarray], issame: np.ndarray) -> dict[str, float]:
+    """Every metric of one model from its distances (see the module docstring for the names)."""
+    acc = {k: accuracy(d, issame) for k, d in distances.items() if not k.startswith(_SINGLE)}
+    singles = [accuracy(d, issame) for k, d in distances.items() if k.startswith(_SINGLE)]
+    if singles:
+        acc["erased:regions_mean"] = float(np.mean(singles))
+    return {**acc, **{f"drop:{k}": acc["clean"] - v for k, v in acc.items() if k != "clean"}}
 
 
 def higher_is_better(metric: str) -> bool:

@@ -1,136 +1,187 @@
-"""``fse study``: K seeds x variants on one synthetic set, one parser and one mask cache.
+"""``fse study``: K seeds x variants on one rec, one mask cache and one verification pack.
 
-Stages: synthesise -> parser (counted epochs, quality floor) -> mask cache (parser, or ground truth
-with ``masks='gt'``) -> occluded probes -> per seed, per variant: train, score -> statistics ->
-report. Runs go seed by seed, so an interrupted study has complete pairs; a run whose
-``scores.json`` matches the study's settings is reused when the study is started again.
+Stages: inputs (synthesise -> parser with a quality floor -> mask cache, or the user's own rec and
+pack) -> probes -> per seed, per variant: train, score -> statistics and sensitivity -> report.
+Every stage leaves a complete result or none: the inputs are recorded in ``inputs.json`` once they
+are whole, each run's ``scores.json`` is written last, and the report files are written whole. A
+study started again reuses inputs and runs whose settings match (so adding seeds trains only the
+new ones); runs go seed by seed, so an interrupted study has complete pairs.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
-from fse_plugin.common import FSEError
-from fse_plugin.study import data
-from fse_plugin.study.clock import StageClock, warn_if_busy
+from fse_plugin.common.files import atomic_output, atomic_write
+from fse_plugin.experiment import inputs as make
+from fse_plugin.experiment.clock import StageClock, machine, warn_if_busy
+from fse_plugin.experiment.recognizer import RecognizerSettings
 from fse_plugin.study.pictures import probe_samples
-from fse_plugin.study.probes import ProbeSet, add_drops, build_probes, score_model
-from fse_plugin.study.results import RunResult, summarise
+from fse_plugin.study.probes import ProbeSet, build_probes, probe_distances, scores
 from fse_plugin.study.report import write_study_report
-from fse_plugin.study.variants import DEFAULT_VARIANTS, Variant, parse_variants
+from fse_plugin.study.results import RunResult, summarise
+from fse_plugin.study.settings import StudySettings
+from fse_plugin.study.variants import Variant
 
-__all__ = ["StudySizes", "DEFAULT", "QUICK", "run_study"]
+__all__ = ["Inputs", "prepare_inputs", "run_study"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StudySizes:
-    """Data sizes and counted budgets of a study (seeds 0..seeds-1, ``steps`` per run)."""
-    fs_images: int = field(default=1200, metadata={"help": "FaceSynthetics-layout frames for the parser"})
-    ids: int = field(default=200, metadata={"help": "training identities of the rec"})
-    per_id: int = field(default=12, metadata={"help": "faces per training identity"})
-    pairs: int = field(default=300, metadata={"help": "held-out verification pairs"})
-    parser_epochs: int = field(default=8, metadata={"help": "parser epochs (batch 8)"})
-    seeds: int = field(default=5, metadata={"help": "seeds per variant (0..N-1), the K of the intervals"})
-    steps: int = field(default=100, metadata={"help": "recognizer steps per run (--trainer arcface: rounded up "
-                                                      "to whole epochs)"})
-    batch_size: int = field(default=64, metadata={"help": "recognizer batch (per GPU with --trainer arcface)"})
+class Inputs:
+    """What every run of a study shares: the rec and its mask cache, the pack and its masks, and the
+    parser's summary and warning (empty and None when no parser was trained here)."""
+    rec: Path
+    cache: Path
+    pack: Path
+    pack_masks: Path
+    parser: dict[str, Any]
+    warning: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rec": str(self.rec), "cache": str(self.cache), "pack": str(self.pack),
+                "pack_masks": str(self.pack_masks), "parser": self.parser, "warning": self.warning}
 
 
-DEFAULT = StudySizes()
-QUICK = StudySizes(fs_images=100, ids=24, per_id=6, pairs=32, parser_epochs=2, seeds=3, steps=8, batch_size=32)
+def _inputs_spec(settings: StudySettings) -> dict[str, Any]:
+    """What the inputs depend on: a study started again reuses them only when this is unchanged."""
+    s, own = settings.sizes, settings.data
+    spec: dict[str, Any] = {"data": settings.facts()["data"], "device": settings.device,
+                            "threads": torch.get_num_threads()}
+    if own.rec is None:
+        spec.update(ids=s.ids, per_id=s.per_id, masks=settings.mask_source)
+        if settings.mask_source == "parser":
+            spec.update(fs_images=s.fs_images, parser_epochs=s.parser_epochs)
+    if own.pack is None:
+        spec.update(pairs=s.pairs)
+    return spec
 
 
-def _prepare_masks(out: Path, synthetic: data.SyntheticSet, sizes: StudySizes, masks: str, device: str,
-                   progress: bool) -> tuple[Path, dict[str, Any], str | None]:
-    """The mask cache of the rec, the parser's summary (empty with ground truth) and its warning."""
-    if masks == "gt":
-        return data.build_mask_cache(synthetic.rec, None, progress=progress), {}, None
-    summary = data.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed=0, device=device,
-                                progress=progress)
-    warning = data.parser_warning(summary)
-    data.warn(warning)
-    return data.build_mask_cache(synthetic.rec, summary["best"], device, progress), summary, warning
+def _reused_inputs(out: Path, spec: dict[str, Any]) -> Inputs | None:
+    path = out / "inputs.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("spec") != spec:
+        return None
+    found = Inputs(**{k: Path(v) if k in ("rec", "cache", "pack", "pack_masks") else v
+                      for k, v in saved["inputs"].items()})
+    return found if all(p.exists() for p in (found.rec, found.cache, found.pack, found.pack_masks)) else None
+
+
+def _pack_masks(settings: StudySettings, out: Path, pack: Path) -> Path:
+    """The pack's masks: beside it, or predicted by ``--parser`` into the study folder."""
+    from fse_plugin.common import masks_path_for
+    if settings.data.parser is None:
+        return masks_path_for(pack)
+    from fse_plugin.evaluation import load_bin
+    from fse_plugin.parsing import masks_from_checkpoint
+    path = out / "packs" / masks_path_for(pack).name
+    masks = masks_from_checkpoint(settings.data.parser, load_bin(pack)[0], settings.device)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, masks)
+    return path
+
+
+def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
+    """The rec, mask cache and pack of the study (synthesised where the user gave none), reused from an
+    earlier start of the same study when nothing they depend on changed."""
+    out, s, own = Path(settings.out), settings.sizes, settings.data
+    spec = _inputs_spec(settings)
+    found = _reused_inputs(out, spec)
+    if found is not None:
+        log.info("[study] reusing the inputs of %s", out / "inputs.json")
+        return found
+    (out / "inputs.json").unlink(missing_ok=True)  # whatever it recorded is being replaced
+    parser_data = settings.mask_source == "parser"
+    synthetic = make.synthesise(out, s.fs_images if parser_data else 0, 0 if own.rec else s.ids, s.per_id,
+                                0 if own.pack else s.pairs, 0, progress)
+    rec, pack = Path(own.rec or synthetic.rec), Path(own.pack or synthetic.pack)
+    summary, warning = {}, None
+    if own.rec is not None:
+        cache = Path(own.cache)
+    elif settings.mask_source == "gt":
+        cache = make.build_mask_cache(rec, None, progress=progress)
+    else:
+        summary = make.train_parser(synthetic.facesynthetics, out / "parser", s.parser_epochs, seed=0,
+                                    device=settings.device, progress=progress)
+        warning = make.parser_warning(summary)
+        make.warn(warning)
+        cache = make.build_mask_cache(rec, summary["best"], settings.device, progress)
+    parser = {k: summary[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in summary}
+    found = Inputs(rec, Path(cache), pack, _pack_masks(settings, out, pack), parser, warning)
+    atomic_write(out / "inputs.json", json.dumps({"spec": spec, "inputs": found.to_json()}, indent=2).encode())
+    return found
+
+
+def _trainer(settings: StudySettings, found: Inputs, progress: bool) -> Any:
+    s = settings.sizes
+    if settings.trainer == "builtin":
+        from fse_plugin.study.builtin import BuiltinTrainer
+        return BuiltinTrainer(found.rec, found.cache, RecognizerSettings(s.steps, s.batch_size, width=s.width,
+                                                                         device=settings.device), progress)
+    from fse_plugin.study.arcface import ArcfaceTrainer
+    return ArcfaceTrainer(settings.arcface, settings.out, found.rec, found.cache, s.steps, s.batch_size)
 
 
 def _run_one(trainer: Any, variant: Variant, seed: int, probes: ProbeSet, run_dir: Path, settings: dict[str, Any],
              device: str) -> RunResult:
-    """Train and score one (variant, seed), or reuse a finished run with the same settings."""
-    saved = run_dir / "scores.json"
-    if saved.is_file():
+    """Train and score one (variant, seed), or reuse a finished run with the same settings. ``scores.json``
+    is written last: a run folder without it is unfinished."""
+    saved, distances = run_dir / "scores.json", run_dir / "distances.npz"
+    if saved.is_file() and distances.is_file():
         done = json.loads(saved.read_text())
         if done.get("settings") == settings:
-            return RunResult(variant.name, seed, done["scores"], done["train"])
+            with np.load(distances) as npz:
+                return RunResult(variant.name, seed, done["scores"], done["train"], {k: npz[k] for k in npz.files})
+    saved.unlink(missing_ok=True)
     train = trainer(variant, seed, run_dir)
-    scores = add_drops(score_model(trainer.load(train["weights"]), probes, device))
-    saved.write_text(json.dumps({"settings": settings, "scores": scores, "train": train}, indent=2, default=str))
-    return RunResult(variant.name, seed, scores, train)
+    start = time.perf_counter()
+    dist = probe_distances(trainer.load(train["weights"]), probes, device)
+    train["score_seconds"] = time.perf_counter() - start
+    result = RunResult(variant.name, seed, scores(dist, probes.issame), train, dist)
+    with atomic_output(distances) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **dist)
+    atomic_write(saved, json.dumps({"variant": variant.name, "seed": seed, "settings": settings,
+                                    "scores": result.scores, "train": train}, indent=2, default=str).encode())
+    return result
 
 
-def run_study(out: str | Path = "fse_study", sizes: StudySizes = DEFAULT, variants: Sequence[str] = DEFAULT_VARIANTS,
-              masks: str = "parser", device: str = "cpu", trainer: str = "builtin", arcface: dict | None = None,
-              regions: bool = False, progress: bool = True) -> Path:
-    """Run the study into ``out`` and return the path of its ``report.md``.
-
-    ``masks``: 'parser' (trained here, as a user would) or 'gt' (the synthetic ground truth, to
-    isolate the augmentation). ``trainer``: 'builtin' (``recognizer.train_recognizer``) or 'arcface'
-    (upstream train_v2.py; ``arcface`` holds ArcfaceTrainer's arguments: arcface_dir, network,
-    nproc_per_node, batch_size, launch). ``regions`` adds the mean over the 25 single regions.
-    """
-    chosen = _check(sizes, variants, masks, trainer, arcface)
-    out = Path(out)
+def run_study(settings: StudySettings, progress: bool = True) -> Path:
+    """Run the study into ``settings.out`` (checked whole first) and return the path of its ``report.md``."""
+    chosen = settings.check()
+    out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("study")
     warn_if_busy("study")
-    synthetic = data.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, 0, progress)
-    clock("synthesise")
-    cache, parser, warning = _prepare_masks(out, synthetic, sizes, masks, device, progress)
-    clock("parser and mask cache")
-    probes = build_probes(synthetic.pack, single_regions=regions)
+    found = prepare_inputs(settings, progress)
+    clock("inputs")
+    pack = make.read_pack(found.pack, found.pack_masks)
+    probes = build_probes(*pack, settings.probes, settings.regions)
     probes_png = probe_samples(probes, out / "probes.png")
     clock("probes")
-    train = _trainer(trainer, out, synthetic, cache, sizes, device, progress, arcface or {})
-    settings = {"sizes": asdict(sizes), "masks": masks, "trainer": repr(train), "regions": regions,
-                "threads": torch.get_num_threads()}
-    runs = [_run_one(train, v, seed, probes, out / "runs" / f"{v.slug}_s{seed}",
-                     {**settings, "variant": repr(v), "seed": seed}, device)
-            for seed in range(sizes.seeds) for v in chosen]
+    trainer = _trainer(settings, found, progress)
+    facts = settings.facts()  # a run depends on all of it but the other variants and seeds
+    run_settings = {**facts, "sizes": {**facts["sizes"], "seeds": None}, "variants": None, "trainer": repr(trainer),
+                    "threads": torch.get_num_threads(), "inputs": _inputs_spec(settings)}
+    runs = [_run_one(trainer, v, seed, probes, out / "runs" / f"{v.slug}_s{seed}",
+                     {**run_settings, "variant": repr(v), "seed": seed}, settings.device)
+            for seed in range(settings.sizes.seeds) for v in chosen]
     clock("train and score")
-    results = summarise(runs, [v.name for v in chosen])
-    facts = {"config": {**settings, "steps": sizes.steps, "batch_size": sizes.batch_size,
+    results = summarise(runs, [v.name for v in chosen], probes.issame)
+    clock("statistics")
+    facts = {"config": {**settings.facts(), "trainer_detail": repr(trainer), "pairs": len(probes.issame),
                         "variants": {v.name: {"fse": v.fse, "random_erasing": v.random_erasing} for v in chosen},
-                        "trainer": trainer, "trainer_detail": repr(train), "device": device,
                         "repeatable": not any(r.train.get("stopped_by_time") for r in runs)},
-             "parser": {k: parser[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in parser},
-             "warning": warning, "timings_s": clock.total(), "runs": [asdict(r) for r in runs]}
-    report = write_study_report(out, results, facts, probes_png)
-    print(f"[study] report: {report}")
-    return report
+             "inputs": found.to_json(), "parser": found.parser, "warning": found.warning, "machine": machine(),
+             "timings_s": clock.total(), "runs": [r.to_json() for r in runs]}
+    return write_study_report(out, results, facts, probes_png)
 
-
-def _check(sizes: StudySizes, variants: Sequence[str], masks: str, trainer: str, arcface: dict | None) -> list[Variant]:
-    """Refuse bad settings before minutes of data preparation; returns the parsed variants."""
-    if masks not in ("parser", "gt"):
-        raise FSEError(f"--masks must be 'parser' or 'gt', got {masks!r}")
-    if trainer not in ("builtin", "arcface"):
-        raise FSEError(f"--trainer must be 'builtin' or 'arcface', got {trainer!r}")
-    if sizes.seeds < 1 or sizes.steps < 1:
-        raise FSEError(f"a study needs at least one seed and one step (got seeds={sizes.seeds}, steps={sizes.steps})")
-    chosen = parse_variants(list(variants))
-    if trainer == "arcface":
-        from fse_plugin.study.arcface import ArcfaceTrainer
-        ArcfaceTrainer.check(chosen, (arcface or {}).get("launch"))
-    return chosen
-
-
-def _trainer(kind: str, out: Path, synthetic: data.SyntheticSet, cache: Path, sizes: StudySizes, device: str,
-             progress: bool, arcface: dict) -> Any:
-    if kind == "builtin":
-        from fse_plugin.study.recognizer import BuiltinTrainer
-        return BuiltinTrainer(synthetic.rec, cache, sizes.steps, sizes.batch_size, device, progress=progress)
-    from fse_plugin.study.arcface import ArcfaceTrainer
-    return ArcfaceTrainer(study_dir=out, rec_dir=synthetic.rec, masks=cache, steps=sizes.steps,
-                          **{"batch_size": sizes.batch_size, **arcface})

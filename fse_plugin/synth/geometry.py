@@ -38,9 +38,9 @@ def _unit(n: int, t0: float, t1: float, power: float) -> tuple[np.ndarray, np.nd
 
 
 def ellipse(cx: float, cy: float, ax: float, ay: float, n: int = 16, rot: float = 0.0,
-             t0: float = 0.0, t1: float = 2 * math.pi, power: float = 2.0) -> np.ndarray:
-    """Points on a (super)ellipse; power > 2 gives rounded rectangles."""
-    ux, uy = _unit(n, float(t0), float(t1), float(power))
+            arc: tuple[float, float] = (0.0, 2 * math.pi), power: float = 2.0) -> np.ndarray:
+    """``n`` points on a (super)ellipse from angle ``arc[0]`` to ``arc[1]``; power > 2 gives rounded rectangles."""
+    ux, uy = _unit(n, float(arc[0]), float(arc[1]), float(power))
     x, y = ax * ux, ay * uy
     if rot:
         cr, sr = math.cos(rot), math.sin(rot)
@@ -116,7 +116,7 @@ def _outline(g: _Geo) -> None:
     jy = jt + (chin_y - jt) * np.sin(th) ** e
     jaw = np.concatenate([np.stack([X0 - jx, jy], 1), _mirror(np.stack([X0 - jx, jy], 1)[-2::-1])])
     g.lm[:17] = jaw
-    skull = ellipse(X0, jt, fw, jt - idn.skull_top, 15, t0=0, t1=-math.pi)[1:-1]
+    skull = ellipse(X0, jt, fw, jt - idn.skull_top, 15, arc=(0, -math.pi))[1:-1]
     g.add("face", np.concatenate([jaw, skull]), 0.0)
 
 
@@ -143,7 +143,7 @@ def _behind_head(g: _Geo) -> None:
     if style in ("long", "medium"):
         bottom = chin_y + (lk.hair_len if style == "long" else lk.hair_len * 0.25)
         wb = fw * vol * 1.12
-        back = np.concatenate([ellipse(X0, jt, wb, (jt - idn.skull_top) * vol + 2, 13, t0=0, t1=-math.pi),
+        back = np.concatenate([ellipse(X0, jt, wb, (jt - idn.skull_top) * vol + 2, 13, arc=(0, -math.pi)),
                                [[X0 - wb - 2, bottom], [X0 + wb + 2, bottom]]])
         g.add("hair_back", back, -25.0)
     nw = fw * idn.neck_ratio
@@ -323,7 +323,7 @@ def _hair(g: _Geo) -> None:
         return
     hl = idn.hairline + (8 if style == "receding" else 0)
     side_bottom = ey - 6 if style in ("short", "receding") else ey + 4
-    outer = ellipse(X0, g.jt, fw * vol, (g.jt - idn.skull_top) * vol + 3, 17, t0=math.pi, t1=2 * math.pi)
+    outer = ellipse(X0, g.jt, fw * vol, (g.jt - idn.skull_top) * vol + 3, 17, arc=(math.pi, 2 * math.pi))
     outer = np.concatenate([[[X0 - fw * vol, side_bottom]], outer, [[X0 + fw * vol, side_bottom]]])
     if style == "bangs":
         xs = np.linspace(X0 + fw * 0.8, X0 - fw * 0.8, 11)
@@ -370,7 +370,7 @@ def _headwear(g: _Geo) -> None:
         return
     ax = fw * (0.95 if kind == "hat" else 1.1)
     h_top = (g.jt - idn.skull_top) * lk.hair_volume + (16 if kind == "hat" else 6)
-    dome = ellipse(X0, g.jt, ax, h_top, 17, t0=math.pi, t1=2 * math.pi)
+    dome = ellipse(X0, g.jt, ax, h_top, 17, arc=(math.pi, 2 * math.pi))
     dome = dome[dome[:, 1] <= yb]
     g.surface("headwear", np.concatenate([[[X0 - ax, yb + 2]], dome, [[X0 + ax, yb + 2]]]), 6.0)
     if kind == "cap":

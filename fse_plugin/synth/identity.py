@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from fse_plugin.common import checks
+
 __all__ = ["TRAIN", "HELDOUT", "PARSER", "X0", "HAIR_STYLES", "GLASSES_STYLES", "HEADWEAR_STYLES", "COLLARS",
            "Identity", "Look", "identity_of", "image_spec", "keyed_rng", "make_identities", "sample_look"]
 
@@ -150,8 +152,7 @@ def _sample_identity(key: tuple[int, int, int]) -> Identity:
 
 def make_identities(n: int, seed: int, start: int = 0, stream: int = TRAIN) -> list[Identity]:
     """Identities ``start .. start+n-1`` of ``stream`` under ``seed`` (each drawn independently)."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    checks.count(n, "n", minimum=0)
     return [_sample_identity((int(seed), int(stream), start + i)) for i in range(n)]
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from fse_plugin.align import ARCFACE_TEMPLATE, five_points_from_68, similarity_transform
+from fse_plugin.common import FSEError
 from fse_plugin.labels import CLASSES, MIRROR, SIDE
 from fse_plugin.synth.geometry import build, ellipse
 from fse_plugin.synth.identity import X0, Identity, Look, image_spec, keyed_rng, sample_look
@@ -65,7 +66,7 @@ def frame_matrix(points5: np.ndarray, look: Look, size: int, frame: str = "align
         k, rot, dx, dy = look.loose
         j = _about_centre(size, k, rot, dx * size, dy * size)
     else:
-        raise ValueError(f"frame must be 'aligned' or 'loose', got {frame!r}")
+        raise FSEError(f"frame must be 'aligned' or 'loose', got {frame!r}")
     return (j @ np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)), [0, 0, 1]]))[:2]
 
 

@@ -3,6 +3,10 @@
 ``write_rec`` (insightface train.rec/.idx/property + exact masks), ``write_pairs_bin`` (verification
 pack), ``write_facesynthetics`` (parser training data with 25-class labels), ``write_ijb`` (IJB-B/C-style
 1:1 set). Each image is seeded by its own key, so any number of worker processes gives the same bytes.
+
+An interrupted writer never leaves a result that readers take for whole: each data set has a file
+its readers need first (``train.idx``, the ``.bin``, ``anno_list.csv``, the pair-label list), written
+through a temporary name and renamed into place last, after an earlier copy of it is removed.
 """
 from __future__ import annotations
 
@@ -10,22 +14,25 @@ import csv
 import multiprocessing
 import os
 import pickle
-from dataclasses import replace
+import signal
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from fse_plugin.align import align_mask, five_points_from_68
-from fse_plugin.common import masks_path_for
+from fse_plugin.common import FSEError, checks, masks_path_for
+from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import L25_TO_FS19, SKIN_IDS
-from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, image_index, pack, pack_img
+from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, pack, pack_img
 from fse_plugin.synth.identity import HELDOUT, PARSER, TRAIN, identity_of, keyed_rng, sample_look
 from fse_plugin.synth.rendering import render, render_image
 
-__all__ = ["pair_plan", "write_facesynthetics", "write_ijb", "write_pairs_bin", "write_rec"]
+__all__ = ["IJBLayout", "pair_plan", "write_facesynthetics", "write_ijb", "write_pairs_bin", "write_rec"]
 
 _PAIR_STREAM = 101  # pair selection of write_pairs_bin
 _IJB_STREAM = 102  # template/pair layout of write_ijb
@@ -40,6 +47,13 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 def _default_workers(n_items: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_items // 500))
+
+
+def _worker_init() -> None:
+    """A render process: one OpenCV thread, and Ctrl-C left to the parent (which stops the pool), so an
+    interrupt is one line, not a traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress: bool) -> Iterator:
@@ -60,7 +74,7 @@ def _pmap(fn: Callable, jobs: Sequence, workers: int | None, desc: str, progress
             ctx.set_forkserver_preload([__name__])
         else:
             ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        with ctx.Pool(workers, initializer=_worker_init) as pool:
             for out in pool.imap(fn, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers)))):
                 yield out
                 bar.update()
@@ -85,29 +99,32 @@ def write_rec(out_dir: str | os.PathLike, n_identities: int, images_per_identity
     stream. ``gt_masks.npz`` holds ``keys`` (int64, in ``recordio.image_index`` order) and ``masks``
     (uint8 [N, size, size], the exact aligned masks). Returns ``out_dir``.
     """
-    if n_identities < 1 or images_per_identity < 1:
-        raise ValueError(f"need n_identities >= 1 and images_per_identity >= 1, got {n_identities}, "
-                         f"{images_per_identity}")
+    checks.count(n_identities, "n_identities")
+    checks.count(images_per_identity, "images_per_identity")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = n_identities * images_per_identity
     jobs = [(int(seed), i, j, 1 + i * images_per_identity + j, size, quality)
             for i in range(n_identities) for j in range(images_per_identity)]
     masks = np.empty((n, size, size), np.uint8)
-    rec = MXIndexedRecordIO(str(out / "train.idx"), str(out / "train.rec"), "w")
-    try:
-        for k, (buf, mask) in enumerate(_pmap(_rec_job, jobs, workers, "train.rec", progress)):
-            rec.write_idx(jobs[k][3], buf)
-            masks[k] = mask
-        for i in range(n_identities):
-            first = 1 + i * images_per_identity
-            rec.write_idx(n + 1 + i, pack(IRHeader(0, [first, first + images_per_identity], n + 1 + i, 0), b""))
-        rec.write_idx(0, pack(IRHeader(0, [n + 1, n + 1 + n_identities], 0, 1), b""))
-    finally:
-        rec.close()
-    (out / "property").write_text(f"{n_identities},{size},{size}\n")
-    index = image_index(out)
-    np.savez_compressed(out / "gt_masks.npz", keys=index.keys.astype(np.int64), masks=masks[index.keys - 1])
+    with ExitStack() as files:  # renamed in reverse order on success: train.idx last
+        tmp = {name: files.enter_context(atomic_output(out / name))
+               for name in ("train.idx", "train.rec", "property", "gt_masks.npz")}
+        rec = MXIndexedRecordIO(str(tmp["train.idx"]), str(tmp["train.rec"]), "w")
+        try:
+            for k, (buf, mask) in enumerate(_pmap(_rec_job, jobs, workers, "train.rec", progress)):
+                rec.write_idx(jobs[k][3], buf)
+                masks[k] = mask
+            for i in range(n_identities):
+                first = 1 + i * images_per_identity
+                rec.write_idx(n + 1 + i, pack(IRHeader(0, [first, first + images_per_identity], n + 1 + i, 0), b""))
+            rec.write_idx(0, pack(IRHeader(0, [n + 1, n + 1 + n_identities], 0, 1), b""))
+        finally:
+            rec.close()
+        tmp["property"].write_text(f"{n_identities},{size},{size}\n")
+        with open(tmp["gt_masks.npz"], "wb") as f:  # images are keys 1..n in write order (image_index's order)
+            np.savez_compressed(f, keys=np.arange(1, n + 1, dtype=np.int64), masks=masks)
+        (out / "train.idx").unlink(missing_ok=True)  # an earlier rec here is not whole from now on
     return out
 
 
@@ -120,9 +137,7 @@ def _pair_job(job: tuple[int, int, int, int]) -> tuple[bytes, np.ndarray]:
 def pair_plan(n_pairs: int, seed: int, n_identities: int | None = None) -> list[tuple[int, int, bool]]:
     """(identity a, identity b, same) of each pair of ``write_pairs_bin``: pairs alternate same /
     different, so every contiguous fold of the 10-fold protocol holds both kinds."""
-    n_ids = max(2, n_pairs // 2) if n_identities is None else int(n_identities)
-    if n_ids < 2:
-        raise ValueError(f"need at least 2 identities for different pairs, got {n_ids}")
+    n_ids = max(2, n_pairs // 2) if n_identities is None else checks.count(n_identities, "n_identities", minimum=2)
     plan = []
     for p in range(n_pairs):
         rng = keyed_rng(seed, _PAIR_STREAM, p)
@@ -142,10 +157,8 @@ def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_ident
     Also writes the masks where readers look for them (``common.masks_path_for``: ``x.bin`` -> ``x.masks.npy``):
     uint8 [2P, 112, 112] exact masks in image order.
     """
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+    checks.count(n_pairs, "n_pairs")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     plan = pair_plan(n_pairs, seed, n_identities)
     jobs = []
     for p, (a, b, _) in enumerate(plan):
@@ -155,9 +168,13 @@ def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *, n_ident
         bins.append(buf)
         masks[k] = mask
     issame = [same for _, _, same in plan]
-    with open(path, "wb") as f:
-        pickle.dump((bins, issame), f, protocol=4)
-    np.save(masks_path_for(path), masks)
+    with ExitStack() as files:  # the pack is renamed last
+        pack_tmp, masks_tmp = (files.enter_context(atomic_output(p)) for p in (path, masks_path_for(path)))
+        with open(pack_tmp, "wb") as f:
+            pickle.dump((bins, issame), f, protocol=4)
+        with open(masks_tmp, "wb") as f:
+            np.save(f, masks)
+        path.unlink(missing_ok=True)
     return path
 
 
@@ -188,14 +205,15 @@ def write_facesynthetics(out_dir: str | os.PathLike, n_images: int, seed: int, *
     of the frames get with_25=0 and no 25-class label, as frames where the released labels failed.
     Frame ``i`` is identity ``i`` of the PARSER stream (its image 0, see ``image_spec``). Returns ``out_dir``.
     """
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
+    checks.count(n_images, "n_images")
+    checks.probability(missing_25, "missing_25")
     out = Path(out_dir)
     (out / "labels_25").mkdir(parents=True, exist_ok=True)
     (out / "labels_9").mkdir(parents=True, exist_ok=True)
+    (out / "anno_list.csv").unlink(missing_ok=True)  # frames are rewritten in place: not whole until the list is back
     jobs = [(str(out), int(seed), i, size, missing_25) for i in range(n_images)]
     flags = list(_pmap(_fs_job, jobs, workers, "facesynthetics", progress))
-    with open(out / "anno_list.csv", "w", newline="") as f:
+    with atomic_output(out / "anno_list.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame_id", "with_25"])
         w.writerows(enumerate(flags))
@@ -219,55 +237,77 @@ def _ijb_job(job: tuple[str, int, int, int, int, int]) -> tuple[np.ndarray, floa
     return p5, float(rng.uniform(0.5, 1.0)), align_mask(r.mask, p5)
 
 
-def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", *, n_identities: int = 20,
-              templates_per_identity: int = 3, media_per_template: int = 2, images_per_media: int = 2,
-              n_impostor: int | None = None, seed: int = 0, workers: int | None = None,
-              progress: bool = False) -> Path:
-    """IJB-B/C-style 1:1 set of held-out synthetic faces, readable by upstream eval_ijbc.py.
+@dataclass(frozen=True)
+class IJBLayout:
+    """The shape of an IJB-style set: ``identities`` (>= 2) x ``templates_per_identity`` templates x
+    ``media_per_template`` media (videos) x ``images_per_media`` frames; every genuine template pair is
+    listed, plus ``impostor_pairs`` different-identity pairs (all of them if None)."""
+    identities: int = 20
+    templates_per_identity: int = 3
+    media_per_template: int = 2
+    images_per_media: int = 2
+    impostor_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        checks.count(self.identities, "identities", minimum=2)
+        for name in ("templates_per_identity", "media_per_template", "images_per_media"):
+            checks.count(getattr(self, name), name)
+        if self.impostor_pairs is not None:
+            checks.count(self.impostor_pairs, "impostor_pairs", minimum=0)
+
+
+def write_ijb(out_dir: str | os.PathLike, name: str = "IJBC", layout: IJBLayout | None = None, *, seed: int = 0,
+              workers: int | None = None, progress: bool = False) -> Path:
+    """IJB-B/C-style 1:1 set of held-out synthetic faces (``layout``, default ``IJBLayout()``), readable by
+    upstream eval_ijbc.py.
 
     ``meta/{t}_face_tid_mid.txt`` (``name tid mid``), ``meta/{t}_name_5pts_score.txt`` (``name x1 y1 ..
-    x5 y5 faceness``, same row order), ``meta/{t}_template_pair_label.txt`` (``t1 t2 label``) with
-    ``t`` = name.lower(); ``loose_crop/<n>.jpg`` are larger, non-aligned faces of varying size whose 5 points
-    are the true landmark positions. Media are videos (frames share one look, jittered); all genuine
-    template pairs are listed, plus ``n_impostor`` different-identity pairs (all of them if None).
+    x5 y5 faceness``, same row order), ``meta/{t}_template_pair_label.txt`` (``t1 t2 label``, written
+    last) with ``t`` = name.lower(); ``loose_crop/<n>.jpg`` are larger, non-aligned faces of varying size
+    whose 5 points are the true landmark positions. Media are videos (frames share one look, jittered).
     ``gt_masks.npy`` (uint8 [N, 112, 112], rows in 5pts-file order) holds each image's exact mask aligned
     with its 5 points (``align.align_mask``), i.e. the mask of the face the protocol embeds.
     """
     t = name.lower()
     if t not in ("ijbc", "ijbb"):
-        raise ValueError(f"name must be 'IJBC' or 'IJBB', got {name!r}")
-    if min(n_identities, templates_per_identity, media_per_template, images_per_media) < 1 or n_identities < 2:
-        raise ValueError("need n_identities >= 2 and at least one template, media and image each")
+        raise FSEError(f"name must be 'IJBC' or 'IJBB', got {name!r}")
+    layout = layout or IJBLayout()
     out = Path(out_dir)
     (out / "meta").mkdir(parents=True, exist_ok=True)
     (out / "loose_crop").mkdir(parents=True, exist_ok=True)
+    pair_file = out / "meta" / f"{t}_template_pair_label.txt"
+    pair_file.unlink(missing_ok=True)  # images are rewritten in place: not whole until the pair list is back
     jobs, rows = [], []
     tid = mid = 0
     owner = {}
-    for i in range(n_identities):
-        for _ in range(templates_per_identity):
+    for i in range(layout.identities):
+        for _ in range(layout.templates_per_identity):
             tid += 1
             owner[tid] = i
-            for _ in range(media_per_template):
+            for _ in range(layout.media_per_template):
                 mid += 1
-                for f in range(images_per_media):
+                for f in range(layout.images_per_media):
                     jobs.append((str(out / ""), int(seed), i, mid, f, len(jobs) + 1))
                     rows.append((f"{len(jobs)}.jpg", tid, mid))
     results = list(_pmap(_ijb_job, jobs, workers, name, progress))
-    with open(out / "meta" / f"{t}_face_tid_mid.txt", "w") as f:
-        f.writelines(f"{n} {a} {b}\n" for n, a, b in rows)
-    with open(out / "meta" / f"{t}_name_5pts_score.txt", "w") as f:
-        for (n, _, _), (p5, score, _) in zip(rows, results):
-            f.write(n + " " + " ".join(f"{v:.3f}" for v in p5.reshape(-1)) + f" {score:.4f}\n")
-    np.save(out / "gt_masks.npy", np.stack([m for _, _, m in results]))
+    _write_text(out / "meta" / f"{t}_face_tid_mid.txt", (f"{n} {a} {b}\n" for n, a, b in rows))
+    _write_text(out / "meta" / f"{t}_name_5pts_score.txt",
+                (n + " " + " ".join(f"{v:.3f}" for v in p5.reshape(-1)) + f" {score:.4f}\n"
+                 for (n, _, _), (p5, score, _) in zip(rows, results)))
+    with atomic_output(out / "gt_masks.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, np.stack([m for _, _, m in results]))
     tids = sorted(owner)
     genuine = [(a, b) for a in tids for b in tids if a < b and owner[a] == owner[b]]
     impostor = [(a, b) for a in tids for b in tids if a < b and owner[a] != owner[b]]
     rng = keyed_rng(seed, _IJB_STREAM, 0)
-    if n_impostor is not None and n_impostor < len(impostor):
-        impostor = [impostor[k] for k in sorted(rng.choice(len(impostor), n_impostor, replace=False))]
+    if layout.impostor_pairs is not None and layout.impostor_pairs < len(impostor):
+        impostor = [impostor[k] for k in sorted(rng.choice(len(impostor), layout.impostor_pairs, replace=False))]
     pairs = [(a, b, 1) for a, b in genuine] + [(a, b, 0) for a, b in impostor]
     order = rng.permutation(len(pairs))
-    with open(out / "meta" / f"{t}_template_pair_label.txt", "w") as f:
-        f.writelines("%d %d %d\n" % pairs[k] for k in order)
+    _write_text(pair_file, ("%d %d %d\n" % pairs[k] for k in order))
     return out
+
+
+def _write_text(path: Path, lines: Iterable[str]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        f.writelines(lines)

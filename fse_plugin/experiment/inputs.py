@@ -1,4 +1,4 @@
-"""The synthetic data of a demo or study run, its parser and its mask cache, built once per run.
+"""The inputs of a demo or study run: synthetic faces, a parser held to a quality floor, a mask cache.
 
 Synthetic faces (``fse_plugin.synth``): a FaceSynthetics-layout folder for the parser, an
 insightface-layout rec for the recognizers and a verification pack of held-out identities. The
@@ -10,14 +10,17 @@ augmentation from the parser's errors, from the synthetic ground truth.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PARSER_FLOOR", "SyntheticSet", "synthesise", "train_parser", "parser_warning", "build_mask_cache", "warn"]
+__all__ = ["PARSER_FLOOR", "SyntheticSet", "synthesise", "read_pack", "train_parser", "parser_warning",
+           "build_mask_cache", "warn"]
+
+log = logging.getLogger(__name__)
 
 PARSER_FLOOR = 0.6
 """Validation mean F1 below which the parser's masks are called unreliable (a quiet full demo reaches
@@ -26,21 +29,31 @@ PARSER_FLOOR = 0.6
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    """Where one run's synthetic data lies."""
-    facesynthetics: Path
-    rec: Path
-    pack: Path
+    """Where one run's synthetic data lies (None: that part was not asked for)."""
+    facesynthetics: Path | None
+    rec: Path | None
+    pack: Path | None
 
 
 def synthesise(out: str | Path, fs_images: int, ids: int, per_id: int, pairs: int, seed: int,
                progress: bool = True) -> SyntheticSet:
-    """Write the parser folder, the training rec (``ids`` x ``per_id`` faces) and a ``pairs``-pair pack."""
+    """Write the parser folder (``fs_images`` frames), the training rec (``ids`` x ``per_id`` faces) and a
+    ``pairs``-pair pack of held-out identities; a part whose count is 0 is not written (its path is None)."""
     from fse_plugin import synth
     out = Path(out)
-    fs_dir = synth.write_facesynthetics(out / "facesynthetics", fs_images, seed, progress=progress)
-    rec_dir = synth.write_rec(out / "rec", ids, per_id, seed, progress=progress)
-    pack = synth.write_pairs_bin(out / "packs" / "synth_lfw.bin", pairs, seed + 1, progress=progress)
-    return SyntheticSet(Path(fs_dir), Path(rec_dir), Path(pack))
+    fs = synth.write_facesynthetics(out / "facesynthetics", fs_images, seed, progress=progress) if fs_images else None
+    rec = synth.write_rec(out / "rec", ids, per_id, seed, progress=progress) if ids else None
+    pack = synth.write_pairs_bin(out / "packs" / "synth_lfw.bin", pairs, seed + 1, progress=progress) if pairs else None
+    return SyntheticSet(*(Path(p) if p else None for p in (fs, rec, pack)))
+
+
+def read_pack(pack: str | Path, masks: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pack's images, issame and masks (``masks``, default its ``.masks.npy``; checked), read once for every use."""
+    from fse_plugin.common import load_masks, masks_path_for
+    from fse_plugin.evaluation import load_bin
+    images, issame = load_bin(pack)
+    path = masks_path_for(pack) if masks is None else masks
+    return images, np.asarray(issame), load_masks(path, len(images), images.shape[1:3], mmap=False)
 
 
 def train_parser(fs_dir: str | Path, out: str | Path, epochs: int, seed: int = 0, device: str = "cpu",
@@ -54,8 +67,6 @@ def train_parser(fs_dir: str | Path, out: str | Path, epochs: int, seed: int = 0
     with it is not repeatable (``repeatable`` False in the summary).
     """
     from fse_plugin import parsing
-    if epochs < 1:
-        raise ValueError(f"parser epochs must be >= 1, got {epochs}")
     summary = asdict(parsing.train_parser(fs_dir, out, parsing.TrainSettings(
         epochs=epochs, batch_size=8, time_budget=max_seconds or None, seed=seed, feature_scale=8, workers=0,
         device=device, progress=progress)))
@@ -88,6 +99,6 @@ def build_mask_cache(rec_dir: str | Path, parser_ckpt: str | Path | None, device
 
 
 def warn(text: str | None) -> None:
-    """Print a warning on stderr, set apart so it is not lost among progress lines."""
+    """Log a warning set apart, so it is not lost among progress lines."""
     if text:
-        print(f"\n{'!' * 100}\n{text}\n{'!' * 100}\n", file=sys.stderr, flush=True)
+        log.warning("\n%s\n%s\n%s\n", "!" * 100, text, "!" * 100)

@@ -9,6 +9,10 @@ enumerates the 2^K sign patterns, which scipy's Monte-Carlo ``permutation_test``
 The t-interval assumes roughly normal differences; the sign-flip test assumes only that a difference
 is as likely positive as negative when the variants do not differ. With K seeds its smallest
 p-value is 2 / 2^K (0.0625 for 5 seeds), so a handful of seeds cannot reach 0.05 with it.
+
+Planning: ``detectable_effect`` is the smallest true difference the paired t-test finds with a given
+power over K seeds, from the standard deviation of the per-seed differences (noncentral t, exact
+for normal differences); ``seeds_needed`` inverts it.
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Interval", "PairedDifference", "mean_ci", "paired_difference", "sign_flip_p"]
+from fse_plugin.common import FSEError
+
+__all__ = ["Interval", "PairedDifference", "mean_ci", "paired_difference", "sign_flip_p", "detectable_effect",
+           "seeds_needed"]
 
 
 def _num(x: float) -> float | None:
@@ -47,7 +54,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     from scipy import stats
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
-        raise ValueError("mean_ci: no values")
+        raise FSEError("mean_ci: no values")
     mean = float(x.mean())
     if x.size < 2:
         return Interval(mean, math.nan, math.nan, math.nan, 1, confidence)
@@ -62,7 +69,7 @@ def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_random: int = 200
     ``n_random`` seeded random patterns (plus the observed one)."""
     d = np.asarray(diffs, dtype=np.float64).ravel()
     if d.size == 0:
-        raise ValueError("sign_flip_p: no differences")
+        raise FSEError("sign_flip_p: no differences")
     observed = abs(d.mean())
     if d.size <= exact_max:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
@@ -111,7 +118,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     from scipy import stats
     x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"paired_difference: {x.size} values against {y.size}; pairs need equal lengths")
+        raise FSEError(f"paired_difference: {x.size} values against {y.size}; pairs need equal lengths")
     d = x - y
     ci = mean_ci(d, confidence)
     if d.size < 2:
@@ -121,3 +128,44 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     else:
         p = float(stats.ttest_rel(x, y).pvalue)
     return PairedDifference(tuple(float(v) for v in d), ci, p, sign_flip_p(d))
+
+
+def _power(effect: float, sd: float, n: int, alpha: float) -> float:
+    """Power of the two-sided paired t-test over ``n`` differences of standard deviation ``sd``."""
+    from scipy import stats
+    df, shift = n - 1, effect * math.sqrt(n) / sd
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+    wrong_side = float(stats.nct.cdf(-critical, df, shift))  # scipy gives NaN far out in this tail, where it is ~0
+    return float(stats.nct.sf(critical, df, shift)) + (0.0 if math.isnan(wrong_side) else wrong_side)
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at level ``alpha`` over ``n``
+    seeds detects with probability ``power``, when the per-seed differences have standard deviation
+    ``sd`` (NaN with fewer than 2 seeds or an unknown ``sd``)."""
+    from scipy.optimize import brentq
+    if n < 2 or sd is None or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    hi = sd
+    while _power(hi, sd, n, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda e: _power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-4 * sd))
+
+
+def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.05, most: int = 1000) -> int | None:
+    """The fewest seeds (at least 2) whose paired t-test detects ``effect`` with ``power``; None when
+    ``sd`` is unknown or more than ``most`` seeds would be needed."""
+    if sd is None or not math.isfinite(sd) or effect <= 0:
+        return None
+    if detectable_effect(sd, most, power, alpha) > effect:
+        return None
+    hi = 2  # the detectable effect falls as seeds are added: double, then bisect for the first that reaches it
+    while detectable_effect(sd, hi, power, alpha) > effect:
+        hi *= 2
+    lo = max(2, hi // 2)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if detectable_effect(sd, mid, power, alpha) > effect else (lo, mid)
+    return lo

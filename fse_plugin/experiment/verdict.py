@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["OUTCOMES", "Verdict", "judge", "verdict"]
+__all__ = ["OUTCOMES", "Estimate", "Verdict", "judge", "verdict"]
 
 OUTCOMES = ("better", "worse", "tie", "within_noise", "no_estimate")
 
@@ -27,6 +28,13 @@ def judge(diff: float, lo: float, hi: float, decimals: int = 2, higher_is_better
     return "better" if (diff > 0) == higher_is_better else "worse"
 
 
+class Estimate(Protocol):
+    """A difference with its interval (``statistics.PairedDifference`` is one)."""
+    mean: float
+    lo: float
+    hi: float
+
+
 @dataclass(frozen=True)
 class Verdict:
     outcome: str
@@ -38,13 +46,14 @@ def _fmt(x: float, decimals: int) -> str:
     return f"{0.0 if value == 0 else value:+.{decimals}f}"  # no "-0.00"
 
 
-def verdict(a: str, b: str, metric: str, diff: float, lo: float, hi: float, *, tests: str = "",
-            unit: str = "points", decimals: int = 2, higher_is_better: bool = True) -> Verdict:
-    """Judge ``a - b`` on ``metric`` and say it in one markdown sentence.
+def verdict(a: str, b: str, metric: str, estimate: Estimate, *, tests: str = "", unit: str = "points",
+            decimals: int = 2, higher_is_better: bool = True) -> Verdict:
+    """Judge ``a - b`` on ``metric`` (its ``estimate``: mean and interval) and say it in one markdown sentence.
 
     ``tests`` is appended to the numbers (e.g. "paired t-test p=0.012"). Wording: "improved" /
     "lowered" for a metric where higher is better, "reduced" / "increased" where lower is.
     """
+    diff, lo, hi = estimate.mean, estimate.lo, estimate.hi
     outcome = judge(diff, lo, hi, decimals, higher_is_better)
     d = f"{_fmt(diff, decimals)} {unit}"
     known = math.isfinite(lo) and math.isfinite(hi)
