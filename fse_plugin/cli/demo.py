@@ -5,6 +5,7 @@ import argparse
 
 from fse_plugin.cli.grammar import command, size_flags, sizes_from
 from fse_plugin.cli.types import count_type, device_type, probability_type
+from fse_plugin.demo.sizes import FULL, QUICK
 
 HELP = ("the whole pipeline on synthetic faces: synth, parser, mask cache, training with and without FSErasing, "
         "evaluation, occlusion, FS-CAM, report")
@@ -15,7 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    from fse_plugin.demo import FULL
     p.add_argument("--out", default="fse_demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny sizes: the whole pipeline in a minute or two")
     p.add_argument("--seed", type=count_type(minimum=0), default=0, help="seed of the data, parser and recognizers")
@@ -31,13 +31,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    sizes = sizes_from(args, QUICK if args.quick else FULL)
     import torch
 
     from fse_plugin.common import resolve_device
-    from fse_plugin.demo import FULL, QUICK, run_demo
+    from fse_plugin.demo import run_demo
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    sizes = sizes_from(args, QUICK if args.quick else FULL)
     report = run_demo(args.out, sizes, seed=args.seed, p=args.p, device=str(resolve_device(args.device)),
                       progress=not args.quiet)
     print(f"demo report: {report}")

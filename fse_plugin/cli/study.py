@@ -7,6 +7,8 @@ import argparse
 from fse_plugin.cli.grammar import command, size_flags, sizes_from
 from fse_plugin.cli.types import count_type, device_type, file_type
 from fse_plugin.common import FSEError
+from fse_plugin.study.presets import (DEFAULT, DEFAULT_PROBES, DEFAULT_VARIANTS, MASKS, OUT, PROBES,
+                                      QUICK, TRAINERS)
 
 HELP = ("evidence with intervals: train K seeds x variants (off, fse p=0.5, torchvision RandomErasing) on one "
         "synthetic set or your own rec, evaluate clean / erased regions / rendered occluders, report means, 95 percent "
@@ -18,21 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    from fse_plugin.study import DEFAULT, StudySettings
-    default = StudySettings()
-    p.add_argument("--out", default=str(default.out), help="output folder")
+    p.add_argument("--out", default=str(OUT), help="output folder")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (3 seeds, 8 steps per run): a smoke test of a couple of minutes")
-    p.add_argument("--variants", nargs="+", default=list(default.variants), metavar="VARIANT",
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="VARIANT",
                    help="off, fse[:key=value,...] (config.fse keys; fse alone is p=0.5), "
                         "random_erasing[:key=value,...] (torchvision RandomErasing arguments); must include off")
-    p.add_argument("--probes", default=",".join(default.probes) or "none", metavar="NAMES",
+    p.add_argument("--probes", default=",".join(DEFAULT_PROBES) or "none", metavar="NAMES",
                    help="what each model is scored on besides the clean pairs: occluders drawn on the probe "
                         "(sunglasses, surgical_mask, hat, hand) and groups erased in it (eyes+brows, upper_face, "
                         "lower_face), comma-separated; 'all' for every one, 'none' for clean pairs only")
     p.add_argument("--regions", action="store_true",
                    help="also erase each of the 25 single regions (mean accuracy; 25 more evaluations per run)")
-    p.add_argument("--masks", choices=("parser", "gt"), default=None,
+    p.add_argument("--masks", choices=MASKS, default=None,
                    help="masks of the synthetic rec: from a parser trained here (the default, as a user has them) "
                         "or the synthetic ground truth (isolates the augmentation from parser errors)")
     p.add_argument("--device", type=device_type(), default="auto", help="auto, cpu, cuda or cuda:N")
@@ -50,7 +50,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                                   "<stem>.masks.npy beside it, or predicted with --parser")
     d.add_argument("--parser", type=file_type("checkpoint"), help="parser checkpoint that predicts the masks of --pack")
     a = p.add_argument_group("trainer")
-    a.add_argument("--trainer", choices=("builtin", "arcface"), default="builtin",
+    a.add_argument("--trainer", choices=TRAINERS, default="builtin",
                    help="builtin: the plugin's small ArcFace loop (CPU minutes); arcface: upstream train_v2.py under "
                         "torchrun in a patched copy of --arcface-dir (CUDA only; off and fse variants only)")
     a.add_argument("--arcface-dir", help="arcface_torch checkout for --trainer arcface (default $ARCFACE_TORCH_DIR)")
@@ -75,25 +75,26 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 
 def settings_from(args: argparse.Namespace):
     """The study's settings from the command line (checked whole by ``run_study`` before any work)."""
-    from fse_plugin.study import DEFAULT, PROBES, QUICK, ArcfaceSettings, OwnData, StudySettings
     _refuse_unused(args)
+    sizes = sizes_from(args, QUICK if args.quick else DEFAULT)
+    from fse_plugin.study import ArcfaceSettings, OwnData, StudySettings
     named = {"none": (), "all": PROBES}
     probes = named.get(args.probes.strip(), tuple(x.strip() for x in args.probes.split(",")))
     return StudySettings(
-        out=args.out, sizes=sizes_from(args, QUICK if args.quick else DEFAULT), variants=tuple(args.variants),
+        out=args.out, sizes=sizes, variants=tuple(args.variants),
         probes=probes, regions=args.regions, masks=args.masks, trainer=args.trainer,
         arcface=ArcfaceSettings(args.arcface_dir, args.network, args.nproc_per_node), device=args.device,
         data=OwnData(args.rec, args.mask_cache, args.pack, args.parser))
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
     from dataclasses import replace
 
     import torch
 
     from fse_plugin.common import resolve_device
     from fse_plugin.study import run_study
-    settings = settings_from(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     report = run_study(replace(settings, device=str(resolve_device(settings.device))), progress=not args.quiet)

@@ -25,6 +25,7 @@ from torch import nn
 from fse_plugin.common import FSEError
 from fse_plugin.evaluation.regions import DEFAULT_GROUPS
 from fse_plugin.occluders import OCCLUDERS, check_kind, occlude
+from fse_plugin.study.presets import PROBES
 
 if TYPE_CHECKING:
     from fse_plugin.evaluation import EmbedSettings
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["PROBES", "ProbeSet", "build_probes", "check_probes", "probe_distances", "scores", "higher_is_better",
            "describe"]
 
-PROBES: tuple[str, ...] = OCCLUDERS + tuple(DEFAULT_GROUPS)
-"""The probes a study can score besides the clean pairs: each occluder kind and each erased group."""
 _SINGLE = "region:"
 """Distance keys of the single erased regions (averaged into ``erased:regions_mean``)."""
 CPU_BATCH, GPU_BATCH = 16, 128

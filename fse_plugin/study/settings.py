@@ -3,49 +3,18 @@ masks, trainer, device, and (instead of synthetic faces) the user's own rec and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fse_plugin.common import FSEError, checks
 from fse_plugin.study.arcface import ArcfaceSettings
+from fse_plugin.study.presets import (DEFAULT, DEFAULT_PROBES, DEFAULT_VARIANTS, MASKS, OUT, TRAINERS,
+                                      StudySizes)
 from fse_plugin.study.probes import check_probes
-from fse_plugin.study.variants import DEFAULT_VARIANTS, Variant, parse_variants
+from fse_plugin.study.variants import Variant, parse_variants
 
-__all__ = ["StudySizes", "DEFAULT", "QUICK", "OwnData", "StudySettings"]
-
-MASKS = ("parser", "gt")
-DEFAULT_PROBES = ("upper_face",)
-"""What the default study scores besides the clean pairs: the probe its budget is sized for (every other
-probe costs as much scoring again; ``--probes all``)."""
-TRAINERS = ("builtin", "arcface")
-
-
-@dataclass(frozen=True)
-class StudySizes:
-    """Data sizes and counted budgets of a study (seeds 0..seeds-1, ``steps`` per run). Each field is a
-    ``--field-name`` flag of ``fse study``; every one is a whole number >= 1 (``pairs`` >= 10: the 10-fold
-    protocol)."""
-    fs_images: int = field(default=1200, metadata={"help": "FaceSynthetics-layout frames for the parser"})
-    ids: int = field(default=200, metadata={"help": "training identities of the synthetic rec"})
-    per_id: int = field(default=12, metadata={"help": "faces per training identity"})
-    pairs: int = field(default=3000, metadata={"help": "held-out verification pairs of the synthetic pack"})
-    parser_epochs: int = field(default=8, metadata={"help": "parser epochs (batch 8)"})
-    seeds: int = field(default=8, metadata={"help": "seeds per variant (0..N-1), the K of the intervals"})
-    steps: int = field(default=100, metadata={"help": "recognizer steps per run (--trainer arcface: rounded up "
-                                                      "to whole epochs)"})
-    batch_size: int = field(default=64, metadata={"help": "recognizer batch (per GPU with --trainer arcface)"})
-    width: int = field(default=8, metadata={"help": "channels of the built-in network's first stage (each of its "
-                                                    "four stages doubles them)"})
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            checks.count(getattr(self, f.name), f"--{f.name.replace('_', '-')}", minimum=10 if f.name == "pairs" else 1)
-
-
-DEFAULT = StudySizes()
-QUICK = StudySizes(fs_images=100, ids=24, per_id=6, pairs=32, parser_epochs=2, seeds=3, steps=8, batch_size=32)
-
+__all__ = ["OwnData", "StudySettings"]
 
 @dataclass(frozen=True)
 class OwnData:
@@ -86,7 +55,7 @@ class StudySettings:
     besides the clean pairs (with ``regions`` also each class alone), the masks of the synthetic rec
     ('parser', the default: trained here, as a user has them; 'gt': the synthetic ground truth), the trainer
     ('builtin' or 'arcface', with ``arcface``), the device and the user's own data."""
-    out: Path = Path("fse_study")
+    out: Path = OUT
     sizes: StudySizes = DEFAULT
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     probes: tuple[str, ...] = DEFAULT_PROBES

@@ -22,13 +22,12 @@ from typing import Any, Callable
 import torch
 
 from fse_plugin.common import FSEError
+from fse_plugin.study.presets import DEFAULT_VARIANTS
 
 __all__ = ["DEFAULT_VARIANTS", "REFERENCE", "Variant", "parse_variant", "parse_variants"]
 
 REFERENCE = "off"
 """The variant every other is compared with, seed by seed."""
-DEFAULT_VARIANTS = ("off", "fse")
-"""What the default study compares (``random_erasing`` costs a third more runs: ask for it)."""
 _RANDOM_ERASING_KEYS = ("p", "scale", "ratio", "value", "inplace")
 
 
