@@ -63,7 +63,8 @@ class OcclusionSettings:
                 _, ids = region
                 labels.class_ids(ids)
             except (TypeError, ValueError, KeyError) as e:
-                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
+                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as "
+                               f"occlusion_regions gives them; "
                                f"{e.args[0] if e.args else e}") from None
         occlusion_fill(self.fill, f"{name}.fill")
         checks.count(self.seed, f"{name}.seed", minimum=0)

@@ -18,7 +18,8 @@ OUT = Path("fse_study")
 DEFAULT_VARIANTS = ("off", "fse")
 """What the default study compares (``random_erasing`` costs a third more runs: ask for it)."""
 PROBES: tuple[str, ...] = OCCLUDERS + tuple(DEFAULT_GROUPS)
-"""The probes a study can score besides the clean pairs: each occluder kind and each erased group."""
+"""The probes a study can score besides the clean pairs: each occluder kind and each erased
+group."""
 DEFAULT_PROBES = ("upper_face",)
 """What the default study scores besides the clean pairs: the probe its budget is sized for (every
 other probe costs as much scoring again; ``--probes all``)."""
