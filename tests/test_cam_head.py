@@ -53,7 +53,8 @@ def test_class_target_on_the_head_puts_planted_region_first(with_head, method):
 def test_choose_target_defaults_and_words():
     heads, weights = {"a": 93431, "b": 93431}, {"a": "a.pt", "b": "b.pt"}
     c = cam.choose_target(None, "identity", heads, weights)
-    assert c.kind == "class" and "classifier head (93,431 classes; cosine x 64, softmax)" in c.description
+    assert (c.kind == "class"
+            and "classifier head (93,431 classes; cosine x 64, softmax)" in c.description)
     c = cam.choose_target(None, "pair", {"a": 93431, "b": None}, weights)
     assert c.kind == "pair" and c.description.endswith("(no classifier head in b.pt)")
     c = cam.choose_target(None, "pair", {"a": None}, {"a": None})

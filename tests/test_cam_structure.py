@@ -49,7 +49,8 @@ def test_rise_is_called_like_a_library_cam():
 
 def test_import_stays_light_and_evaluation_does_not_import_cam():
     code = ("import sys, fse_plugin.evaluation; assert 'fse_plugin.cam' not in sys.modules; "
-            "import fse_plugin.cam; print(sorted(m for m in ('pytorch_grad_cam', 'matplotlib') if m in sys.modules))")
+            "import fse_plugin.cam; print(sorted(m for m in ('pytorch_grad_cam', 'matplotlib') if "
+            "m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
