@@ -87,7 +87,8 @@ def forward_vs_fscam(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray,
         t_fwd.append(timed(lambda: cam.batched_forward(model, xf, args.batch_size, args.precision),
                            args.device)
                      / len(xf))
-        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size, args.precision), args.device)
+        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size,
+                                              args.precision), args.device)
                      / len(x))
     return 1 / np.min(t_fwd, 0), 1 / np.min(t_cam, 0)
 

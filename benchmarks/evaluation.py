@@ -186,7 +186,8 @@ def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far:
         views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), settings)
         f[present] = image_features(views, meta.faceness[present])
         probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
-        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes),
+                          [far])[0][0] * 100
 
     return per_region(models, keys, masks, regions, score)
 

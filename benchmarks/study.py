@@ -116,7 +116,8 @@ def _identity_resamples(seed: int, n: int = 100) -> list[np.ndarray]:
     first = np.array([a for a, _, _ in pair_plan(PAIRS, 0)])
     members = [np.flatnonzero(first == i) for i in np.unique(first)]
     rng = np.random.default_rng([31, seed])
-    return [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))]) for _ in range(n)]
+    return [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+            for _ in range(n)]
 
 
 def _difference(runs: dict, seed: int, idx: np.ndarray, issame: np.ndarray) -> dict[str, float]:

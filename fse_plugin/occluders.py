@@ -72,7 +72,8 @@ class _Layer:
             return  # wholly outside the image
         big = np.zeros(((y1 - y0) * _SS, (x1 - x0) * _SS), np.uint8)
         draw(big, np.round((pts - [x0, y0]) * _SS).astype(np.int32))
-        cov = cv2.resize(big, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        cov = cv2.resize(big, (x1 - x0, y1 - y0),
+                         interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         a = cov * float(opacity)
         window = (slice(y0, y1), slice(x0, x1))
         alpha, rgb = self.alpha[window], self.rgb[window]

@@ -166,7 +166,8 @@ def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
 def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding_size: int = 512,
                     arcface_dir: str | os.PathLike | None = None,
                     map_location: str | torch.device = "cpu",
-                    config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
+                    config_path: str | os.PathLike | None = None
+                    ) -> tuple[nn.Module, torch.Tensor | None]:
     """(backbone in eval mode, classifier head weight [num_classes, embedding_size] or None).
 
     ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an

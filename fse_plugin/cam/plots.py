@@ -25,7 +25,8 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, cmap: str = 
     """uint8 RGB picture of ``cam`` (values in [0, 1]) blended over ``image``."""
     from matplotlib import colormaps
     heat = colormaps[cmap](np.clip(np.nan_to_num(cam), 0, 1))[..., :3]
-    return (255 * ((1 - alpha) * image.astype(np.float32) / 255 + alpha * heat)).clip(0, 255).astype(np.uint8)
+    return (255 * ((1 - alpha) * image.astype(np.float32) / 255
+                   + alpha * heat)).clip(0, 255).astype(np.uint8)
 
 
 def _mask_picture(mask: np.ndarray) -> np.ndarray:

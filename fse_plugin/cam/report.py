@@ -206,7 +206,8 @@ def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequ
 def _markdown(b: Block) -> list[str]:
     kind = b[0]
     if kind == "table":
-        return ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])] + ["| " + " | ".join(r) + " |" for r in b[2]]
+        return (["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                + ["| " + " | ".join(r) + " |" for r in b[2]])
     if kind == "img":
         return [f"![{b[2]}]({b[1]})"]
     return [{"h1": "# ", "h2": "## ", "p": ""}[kind] + b[1]]

@@ -10,7 +10,8 @@ from fse_plugin.cli.grammar import command, renamed
 from fse_plugin.cli.types import count_type, output_dir_type
 from fse_plugin.common import FSEError
 
-HELP = "write a synthetic demo dataset with exact face-parsing masks (rec, .bin, FaceSynthetics, IJB)"
+HELP = ("write a synthetic demo dataset with exact face-parsing masks (rec, .bin, FaceSynthetics, "
+        "IJB)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,7 +27,8 @@ from fse_plugin.demo.report import clean_verdict, write_report
 from fse_plugin.demo.sizes import FULL, DemoSizes
 from fse_plugin.experiment import inputs as make
 from fse_plugin.experiment.clock import StageClock, machine, warn_if_busy
-from fse_plugin.experiment.recognizer import RecognizerSettings, load_recognizer_weights, train_recognizer
+from fse_plugin.experiment.recognizer import (RecognizerSettings, load_recognizer_weights,
+                                              train_recognizer)
 
 __all__ = ["run_demo"]
 
@@ -109,8 +110,7 @@ def _facts(settings: dict[str, Any], clock: StageClock, done: Outcome) -> dict[s
         "parser_on_rec": done.parser_on_rec, "recognizers": done.runs,
         "verification": {k: asdict(v) for k, v in ev.results.items()},
         "occlusion": {"mean_drop_single_regions": {m: float(np.mean([r.drop[m] for r in single]))
-                                                   for m in
-                                                   ev.occlusion.models},
+                                                   for m in ev.occlusion.models},
                       "drop": {r.region: r.drop for r in ev.occlusion.rows}},
         "clean_verdict": clean_verdict(ev.results["baseline"], ev.results["fserasing"]),
     }

@@ -246,7 +246,8 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
 
 def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray:
     index = np.searchsorted(unique_templates, ids)
-    bad = (index >= len(unique_templates)) | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids)
+    bad = ((index >= len(unique_templates))
+           | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids))
     if bad.any():
         raise FSEError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
     return index
@@ -263,7 +264,8 @@ def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np
     i2 = _template_index(unique_templates2, p2)
     score = np.zeros(len(p1))
     for s in range(0, len(p1), chunk):
-        score[s:s + chunk] = np.sum(template_feats[i1[s:s + chunk]] * template_feats2[i2[s:s + chunk]], -1)
+        score[s:s + chunk] = np.sum(template_feats[i1[s:s + chunk]]
+                                    * template_feats2[i2[s:s + chunk]], -1)
     return score
 
 

@@ -46,7 +46,8 @@ def synthesise(out: str | Path, fs_images: int, ids: int, per_id: int, pairs: in
     fs = (synth.write_facesynthetics(out / "facesynthetics", fs_images, seed, progress=progress)
           if fs_images else None)
     rec = synth.write_rec(out / "rec", ids, per_id, seed, progress=progress) if ids else None
-    pack = synth.write_pairs_bin(out / "packs" / "synth_lfw.bin", pairs, seed + 1, progress=progress) if pairs else None
+    pack = (synth.write_pairs_bin(out / "packs" / "synth_lfw.bin", pairs, seed + 1,
+                                  progress=progress) if pairs else None)
     return SyntheticSet(*(Path(p) if p else None for p in (fs, rec, pack)))
 
 

@@ -64,4 +64,5 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str
 
 def present_classes(masks: Sequence[np.ndarray]) -> list[int]:
     """The label ids that occur in ``masks``, ascending."""
-    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks])) if c < labels.NUM_CLASSES]
+    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks]))
+            if c < labels.NUM_CLASSES]

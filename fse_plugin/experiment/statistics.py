@@ -170,7 +170,8 @@ def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.
         return None
     if detectable_effect(sd, most, power, alpha) > effect:
         return None
-    # the detectable effect falls as seeds are added: double, then bisect for the first that reaches it
+    # the detectable effect falls as seeds are added: double, then bisect for the first that
+    # reaches it
     hi = 2
     while detectable_effect(sd, hi, power, alpha) > effect:
         hi *= 2

@@ -70,9 +70,9 @@ def verdict(a: str, b: str, metric: str, estimate: Estimate, *, tests: str = "",
     elif outcome == "tie":
         text = f"**{a} and {b} tied on {metric}** ({numbers})."
     elif outcome == "within_noise":
-        text = f"**No difference outside the noise between {a} and {b} on {metric}** ({numbers}; the interval " \
-               f"includes zero)."
+        text = f"**No difference outside the noise between {a} and {b} on {metric}** " \
+               f"({numbers}; the interval includes zero)."
     else:
-        text = f"**No verdict on {metric} for {a} against {b}**: {d} from a single run, which gives no estimate " \
-               f"of the noise."
+        text = f"**No verdict on {metric} for {a} against {b}**: {d} from a single run, which " \
+               f"gives no estimate of the noise."
     return Verdict(outcome, text)

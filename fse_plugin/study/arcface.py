@@ -97,9 +97,11 @@ class ArcfaceTrainer:
                  masks: str | os.PathLike, steps: int, batch_size: int) -> None:
         from fse_plugin.recordio import image_index
         settings.check()
-        self.settings, self.source, self.tree = settings, settings.tree(), Path(study_dir) / "arcface_torch"
+        self.settings, self.source, self.tree = (settings, settings.tree(),
+                                                 Path(study_dir) / "arcface_torch")
         self.rec_dir, self.masks = Path(rec_dir).resolve(), str(Path(masks).resolve())
-        self.steps, self.batch_size = checks.count(steps, "--steps"), checks.count(batch_size, "--batch-size")
+        self.steps, self.batch_size = (checks.count(steps, "--steps"),
+                                       checks.count(batch_size, "--batch-size"))
         self.launch = settings.launch or _run
         index = image_index(self.rec_dir)
         self.num_image, self.num_classes = len(index.keys), int(index.labels.max()) + 1
@@ -161,7 +163,8 @@ class ArcfaceTrainer:
             raise ArcfaceTrainerError(f"train_v2.py finished without writing {weights}")
         return {"steps": self.epochs * self.steps_per_epoch, "steps_asked": self.steps,
                 "epochs": self.epochs,
-                "samples": self.epochs * self.steps_per_epoch * self.batch_size * self.settings.nproc_per_node,
+                "samples": (self.epochs * self.steps_per_epoch * self.batch_size
+                            * self.settings.nproc_per_node),
                 "stopped_by_time": False, "config": f"configs/{name}.py", "weights": str(weights)}
 
     def load(self, weights: str | os.PathLike) -> nn.Module:

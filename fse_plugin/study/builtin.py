@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from fse_plugin.experiment.recognizer import RecognizerSettings, load_recognizer_weights, train_recognizer
+from fse_plugin.experiment.recognizer import (RecognizerSettings, load_recognizer_weights,
+                                              train_recognizer)
 
 __all__ = ["BuiltinTrainer"]
 
@@ -21,7 +22,8 @@ class BuiltinTrainer:
 
     def __init__(self, rec_dir: str | os.PathLike, masks: str | os.PathLike,
                  settings: RecognizerSettings, progress: bool = True) -> None:
-        self.rec_dir, self.masks, self.settings, self.progress = Path(rec_dir), str(masks), settings, progress
+        self.rec_dir, self.masks, self.settings, self.progress = (Path(rec_dir), str(masks),
+                                                                  settings, progress)
 
     def __call__(self, variant: Any, seed: int, run_dir: Path) -> dict[str, Any]:
         return train_recognizer(self.rec_dir, Path(run_dir) / "model.pt",

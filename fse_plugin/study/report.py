@@ -174,7 +174,8 @@ def _summary(res: StudyResults, facts: dict[str, Any]) -> str:
     cfg, sizes = facts["config"], facts["config"]["sizes"]
     rec = (f"the rec {cfg['data']['rec']}" if "rec" in cfg["data"] else
            f"one synthetic rec ({sizes['ids']} identities x {sizes['per_id']} faces)")
-    masks = {"parser": "a parser trained here", "gt": "the synthetic ground truth"}.get(cfg["masks"], cfg["masks"])
+    masks = {"parser": "a parser trained here",
+             "gt": "the synthetic ground truth"}.get(cfg["masks"], cfg["masks"])
     net = f"width {sizes['width']}" if cfg["trainer"] == "builtin" else cfg["arcface"]["network"]
     return (f"{len(res.seeds)} seeds x {len(res.variants)} variants ({', '.join(res.variants)}), "
             f"trained with the {cfg['trainer']} trainer ({net}) for {sizes['steps']} steps of "

@@ -156,7 +156,8 @@ def _run_one(trainer: Any, variant: Variant, seed: int, probes: ProbeSet, run_di
     with atomic_output(distances) as tmp, open(tmp, "wb") as f:
         np.savez(f, **dist)
     atomic_write(saved, json.dumps({"variant": variant.name, "seed": seed, "settings": settings,
-                                    "scores": result.scores, "train": train}, indent=2, default=str).encode())
+                                    "scores": result.scores, "train": train},
+                                   indent=2, default=str).encode())
     return result
 
 

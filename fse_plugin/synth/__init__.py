@@ -23,7 +23,8 @@ from fse_plugin.synth.identity import (COLLARS, GLASSES_STYLES, HAIR_STYLES, HEA
                                        HELDOUT, PARSER, TRAIN,
                                        Identity, Look, image_spec, make_identities, sample_look)
 from fse_plugin.synth.rendering import Render, frame_matrix, render, render_aligned, render_image
-from fse_plugin.synth.writers import IJBLayout, pair_plan, write_facesynthetics, write_ijb, write_pairs_bin, write_rec
+from fse_plugin.synth.writers import (IJBLayout, pair_plan, write_facesynthetics, write_ijb,
+                                      write_pairs_bin, write_rec)
 
 __all__ = ["TRAIN", "HELDOUT", "PARSER", "HAIR_STYLES", "GLASSES_STYLES", "HEADWEAR_STYLES",
            "COLLARS", "Identity",

@@ -27,7 +27,8 @@ def _curve(ctrl: np.ndarray, n: int) -> np.ndarray:
     c = np.asarray(ctrl, np.float64)
     if len(c) == 3:
         return (1 - t) ** 2 * c[0] + 2 * (1 - t) * t * c[1] + t ** 2 * c[2]
-    return (1 - t) ** 3 * c[0] + 3 * (1 - t) ** 2 * t * c[1] + 3 * (1 - t) * t ** 2 * c[2] + t ** 3 * c[3]
+    return ((1 - t) ** 3 * c[0] + 3 * (1 - t) ** 2 * t * c[1] + 3 * (1 - t) * t ** 2 * c[2]
+            + t ** 3 * c[3])
 
 
 @lru_cache(maxsize=512)

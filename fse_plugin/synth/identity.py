@@ -240,8 +240,8 @@ def sample_look(identity: Identity, rng: np.random.Generator) -> Look:
         headwear=headwear, headwear_colour=_colour(rng, rng.uniform(0, 255, 3), 0),
         headwear_y=float(u(-3, 7)),
         collar=str(rng.choice(COLLARS, p=[0.35, 0.2, 0.25, 0.2])), collar_y=float(u(0, 1)),
-        clothing_colour=identity.clothing if rng.random() < 0.5
-        else _colour(rng, rng.uniform(10, 245, 3), 0),
+        clothing_colour=(identity.clothing if rng.random() < 0.5
+                         else _colour(rng, rng.uniform(10, 245, 3), 0)),
         background=(_colour(rng, bg1, 0), _colour(rng, bg1, 50), float(u(0, 2 * math.pi))),
         clutter=int(rng.integers(0, 4)),
         light=(float(u(0, 2 * math.pi)), float(u(0, 0.35)), float(u(0.75, 1.15))),

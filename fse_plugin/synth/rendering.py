@@ -143,8 +143,8 @@ def _ramp(size: int, corners: np.ndarray) -> np.ndarray:
 def _linear_corners(angle: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Corner values of a linear ramp from a to b along direction ``angle``."""
     g = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)  # (x, y) of TL, TR, BL, BR
-    t = (0.5
-         + (g @ np.array([math.cos(angle), math.sin(angle)], np.float32))[:, None] / (2 * math.sqrt(2)))
+    t = (0.5 + (g @ np.array([math.cos(angle), math.sin(angle)], np.float32))[:, None]
+         / (2 * math.sqrt(2)))
     return (np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t).reshape(2, 2, 3)
 
 
