@@ -326,8 +326,8 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     # the typed result, as the file lays it out
     doc = json.loads(res.files["region_scores_json"].read_text())
     assert list(doc["stats"]["nose"]["fscam"]) == ["importance", "score"]
-    assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [float(n) for n in
-                                                             res.results["hair"]["gradcam"].stats.measure.n]
+    assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [
+        float(n) for n in res.results["hair"]["gradcam"].stats.measure.n]
     assert list(doc["comparison"]["gradcam"]) == ["importance", "share"]
     assert (len(doc["tables"]["nose"]["fscam"]["importance"]) == 8
             and doc["meta"]["models"] == ["nose", "hair"])
@@ -387,7 +387,8 @@ def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
     model, _, x, x2, masks = planted
     st = cam.ExplainSettings(grid=2, progress=False)
     cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
-    assert {"report.md", "region_scores.json", "region_scores.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert ({"report.md", "region_scores.json", "region_scores.csv"}
+            <= {p.name for p in tmp_path.iterdir()})
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -567,5 +568,6 @@ def test_patch_applies_with_dataset_patch_in_either_order(arcface_torch_dir, tmp
             _apply(p, tree)
         src = (tree / "train_v2.py").read_text()
         compile(src, "train_v2.py", "exec")
-        assert "callback_verification = FSCAMCallback(cfg, summary_writer, callback_verification)" in src
+        assert ("callback_verification = FSCAMCallback(cfg, summary_writer, "
+                "callback_verification)") in src
         assert src.index("FSCAMCallback(cfg") > src.index("callback_logging = CallBackLogging(")

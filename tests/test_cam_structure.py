@@ -27,7 +27,8 @@ def test_group_cam_is_a_base_cam_importable_by_name():
     net(torch.zeros(1, 3, 8, 8))
     made = cam.make_pixel_cam("groupcam", net, "0", groups=4)
     with made as g:
-        assert isinstance(g, GroupCAM) and repr(g) == "GroupCAM(groups=4, blur=(51, 50), percentile=70)"
+        assert (isinstance(g, GroupCAM)
+                and repr(g) == "GroupCAM(groups=4, blur=(51, 50), percentile=70)")
         # the library's own class targets work too
         maps = g(input_tensor=torch.randn(2, 3, 8, 8), targets=None)
     assert maps.shape == (2, 8, 8)

@@ -105,7 +105,8 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
                     "--result-dir", tmp_path, "--batch-size", 8)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "insightface"
-    assert "FS-CAM target: cosine to the clean embedding of the other image of each pair" in run.stdout
+    assert ("FS-CAM target: cosine to the clean embedding of the other image of each pair"
+            in run.stdout)
     occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
     # skipped: absent in every probe
     regions = [r["region"] for r in occlusion["rows"]] + occlusion["skipped"]

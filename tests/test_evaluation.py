@@ -249,7 +249,7 @@ try:
 except PackError as e:
     print("refused:", e)
 print("rss growth KB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss)
-"""
+"""  # noqa: E501 (the script's text is kept as written: two of its lines are longer)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(),
@@ -517,7 +517,8 @@ def test_occlusion_pack_equals_per_region_reference(pack):
             and report.skipped == ["headwear"])
     x = torch.stack([to_input(im) for im in images])
     for name, model in models.items():
-        assert report.clean[name] == ev.evaluate_embeddings(views_of(model, x), issame).accuracy * 100
+        assert (report.clean[name]
+                == ev.evaluate_embeddings(views_of(model, x), issame).accuracy * 100)
     for row, (_, ids) in zip(report.rows, [r for r in regions if r[0] != "headwear"]):
         xr = erased_by_hand(x, range(1, len(x), 2), masks, ids, "random", 5)
         assert row.n_probes == int(np.isin(masks[1::2], ids).any((1, 2)).sum())
@@ -547,7 +548,8 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
     settings = ev.OcclusionSettings(regions, fill="random", seed=2,
                                     embed=ev.EmbedSettings(3, progress=False))
     report = ev.occlusion_ijb({"m": model}, meta, masks, settings, far=1e-1)
-    clean = ev.evaluate_ijb(model, meta, ev.EmbedSettings(10, progress=False), fars=[1e-1]).tar[0] * 100
+    clean = ev.evaluate_ijb(model, meta, ev.EmbedSettings(10, progress=False),
+                            fars=[1e-1]).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
     assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"
     assert (sorted([r.region for r in report.rows] + report.skipped) == ["eyes", "glasses", "nose"]
@@ -631,7 +633,8 @@ def test_cli_ijb_and_ijb_occlusion(ijb_root, ijb_masks, scripted, tmp_path):
                    "--groups", "none", "--far", "0.1", "--out", str(tmp_path), "--quiet",
                    "--device", "cpu"])
     assert (rc == 0
-            and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"] == "nose")
+            and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"]
+            == "nose")
 
 
 
@@ -749,14 +752,16 @@ def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_pat
     capsys.readouterr()
     assert cli_main(["eval", "verification", "--network", "fake", "--weights", str(weights), *run,
                      "nowhere"]) == 2
-    assert "network 'fake' is built by arcface_torch's backbones.get_model" in capsys.readouterr().err
+    assert ("network 'fake' is built by arcface_torch's backbones.get_model"
+            in capsys.readouterr().err)
     res = subprocess.run([sys.executable, "eval/verification.py", "--network", "fake", "--weights",
                           str(weights), "--arcface-dir", str(tree), *run, str(tmp_path / "script")],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != "ARCFACE_TORCH_DIR"})
     assert res.returncode == 0, res.stderr
     expect = _accuracy(tmp_path / "by_config")
-    assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree", tmp_path / "script")] == [expect] * 3
+    assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree",
+                                   tmp_path / "script")] == [expect] * 3
 
 
 def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path,

@@ -64,8 +64,8 @@ def test_compat_patch_is_small_and_commented():
     assert sum(row[0] in "+-" for h in hunks for row in h) <= 27
     for h in hunks:
         assert any(row.startswith("+") and "# FSE compat" in row for row in h), h
-    assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(), flags=re.M) == ["eval/verification.py",
-                                                                                   "eval_ijbc.py", "lr_scheduler.py"]
+    assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(),
+                      flags=re.M) == ["eval/verification.py", "eval_ijbc.py", "lr_scheduler.py"]
 
 
 def test_eval_ijbc_patch_adds_lines_only_and_says_why():
@@ -236,7 +236,7 @@ DRIVER = textwrap.dedent('''
     data, issame = verification.load_bin(sys.argv[1], (112, 112))
     out["bin"] = [list(data[0].shape), len(issame), bool(torch.equal(data[1], data[0].flip(3)))]
     print("RESULT " + json.dumps(out))
-''')
+''')  # noqa: E501 (the script's text is kept as written: two of its lines are longer)
 
 
 def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_dir, synth_rec,

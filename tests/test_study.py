@@ -173,7 +173,8 @@ def test_probe_scores_are_the_benchmarks_numbers(pack):
     """The study's clean and erased-group accuracies equal evaluate_embeddings' and
     occlusion_pack's."""
     from fse_plugin.backbone import iresnet_tiny
-    from fse_plugin.evaluation import EmbedSettings, OcclusionSettings, embed, evaluate_embeddings, occlusion_pack
+    from fse_plugin.evaluation import (EmbedSettings, OcclusionSettings, embed, evaluate_embeddings,
+                                       occlusion_pack)
     from fse_plugin.study.probes import build_probes, probe_distances, scores
     torch.manual_seed(0)
     model = iresnet_tiny().eval()
@@ -404,8 +405,8 @@ def test_study_quick_end_to_end(quick_study):
             s = d["sensitivity"]
             assert (s["sd_seeds"] == pytest.approx(np.std(expected, ddof=1), abs=1e-5)
                     and s["pairs"] == 32)
-            assert s["sd_training"] == pytest.approx(math.sqrt(max(0, s["sd_seeds"] ** 2 - s["sd_pairs"] ** 2)),
-                                                     abs=1e-5)
+            assert s["sd_training"] == pytest.approx(
+                math.sqrt(max(0, s["sd_seeds"] ** 2 - s["sd_pairs"] ** 2)), abs=1e-5)
             assert s["detectable_80"] == pytest.approx(detectable_effect(s["sd_seeds"], 3),
                                                        abs=1e-5)
             if m == "clean" or m.startswith("drop:"):
@@ -430,7 +431,8 @@ def test_study_quick_end_to_end(quick_study):
 
 def _figures(facts):
     return {k: facts[k] for k in ("variants", "differences", "parser", "warning")} | {
-        "runs": [{k: r[k] for k in ("variant", "seed", "scores")} | {"loss": r["train"]["final_loss"]}
+        "runs": [{k: r[k] for k in ("variant", "seed", "scores")}
+                 | {"loss": r["train"]["final_loss"]}
                  for r in facts["runs"]]}
 
 

@@ -14,7 +14,8 @@ import pytest
 from fse_plugin import synth
 from fse_plugin.align import ARCFACE_TEMPLATE, align_mask, estimate_norm, five_points_from_68
 from fse_plugin.common import FSEError
-from fse_plugin.labels import CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS, class_id, class_ids
+from fse_plugin.labels import (CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS,
+                               class_id, class_ids)
 
 
 def _frontal(look: synth.Look) -> synth.Look:
@@ -96,7 +97,8 @@ def test_all_classes_occur_with_plausible_sizes(sample):
     for c in SKIN_IDS:
         bounds[CLASSES[c]] = (0.005, 0.2)
     for name, (lo, hi) in bounds.items():
-        assert lo <= median[name] <= hi, f"{name}: median area {median[name]:.4f} outside [{lo}, {hi}]"
+        assert lo <= median[name] <= hi, (f"{name}: median area {median[name]:.4f} outside "
+                                          f"[{lo}, {hi}]")
     # the face skin always dominates the small parts, and always-present parts are present
     for name in ("right_cheek", "left_cheek", "nose", "upper_lip", "lower_lip", "middle_forehead"):
         assert present[:, class_id(name)].all(), name
@@ -120,7 +122,8 @@ def test_left_right_follow_the_authors_labels():
             if (r.mask == right).sum() < 3 or (r.mask == left).sum() < 3:
                 continue
             image_left, image_right = (right, left) if SIDE[right] == "subject" else (left, right)
-            assert _mean_x(r.mask, image_left) < 56 < _mean_x(r.mask, image_right), (CLASSES[right], CLASSES[left])
+            assert _mean_x(r.mask, image_left) < 56 < _mean_x(r.mask, image_right), (CLASSES[right],
+                                                                                     CLASSES[left])
         for name in ("eye", "brow", "ear"):  # wholly on their image side
             left = np.nonzero(r.mask == class_id("left_" + name))[1]
             right = np.nonzero(r.mask == class_id("right_" + name))[1]
@@ -263,7 +266,8 @@ def test_facesynthetics_folder_and_alignment_round_trip(tmp_path):
         # the 19-class RIGHT_EYE/_BROW/_EAR lie on the image-right, as the 25-class ids they share
         fs19 = align_mask(seg, five_points_from_68(ldmks))
         for name in ("RIGHT_EYE", "RIGHT_BROW", "RIGHT_EAR"):
-            right, left = FS19_CLASSES.index(name), FS19_CLASSES.index(name.replace("RIGHT", "LEFT"))
+            right, left = (FS19_CLASSES.index(name),
+                           FS19_CLASSES.index(name.replace("RIGHT", "LEFT")))
             if (fs19 == right).sum() > 3 and (fs19 == left).sum() > 3:
                 assert _mean_x(fs19, left) < 56 < _mean_x(fs19, right), name
         # aligning the 512 frame by its own landmarks gives the aligned render of the same look
@@ -350,7 +354,8 @@ def test_an_interrupted_rec_is_never_taken_for_a_whole_one(tmp_path, monkeypatch
     _interrupt_after(monkeypatch, "_rec_job", 5)
     with pytest.raises(KeyboardInterrupt):
         synth.write_rec(out, 3, 4, seed=0, workers=1)
-    assert not (out / "train.idx").exists() and not (out / "train.rec").exists() and _no_temporaries(tmp_path)
+    assert (not (out / "train.idx").exists() and not (out / "train.rec").exists()
+            and _no_temporaries(tmp_path))
     monkeypatch.undo()
     synth.write_rec(out, 2, 2, seed=0, workers=1)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "gt_masks.npz"}
@@ -402,4 +407,5 @@ def test_cli_synth_writes_demo(tmp_path, capsys):
                  out / "rec" / "synth_val.masks.npy", out / "facesynthetics" / "anno_list.csv",
                  out / "IJBC" / "meta" / "ijbc_template_pair_label.txt"):
         assert path.exists(), path
-    assert str((out / "rec").resolve()) in printed and str((out / "facesynthetics").resolve()) in printed
+    assert (str((out / "rec").resolve()) in printed
+            and str((out / "facesynthetics").resolve()) in printed)
