@@ -300,8 +300,8 @@ def test_study_trains_with_upstream_train_v2(arcface_torch_dir, small_rec, tmp_p
     launch = None if torch.cuda.is_available() else _harness
     settings = StudySettings(
         out=tmp_path / "study", sizes=StudySizes(seeds=1, steps=3, batch_size=8),
-        variants=("off", "fse"), probes=(),
-        trainer="arcface", device="cuda" if launch is None else "cpu",
+        variants=("off", "fse"), probes=(), trainer="arcface",
+        device="cuda" if launch is None else "cpu",
         data=OwnData(rec=rec, pack=pack),
         arcface=ArcfaceSettings(arcface_torch_dir, network="mbf", fp16=False, num_workers=0,
                                 launch=launch))

@@ -88,8 +88,8 @@ def test_all_classes_occur_with_plausible_sizes(sample):
     median = {CLASSES[c]: np.median(frac[present[:, c], c]) for c in range(25)}
     # (low, high) bounds of the median area fraction where present, from aligned 112x112 faces
     bounds = {"background": (0.1, 0.6), "nose": (0.01, 0.05), "hair": (0.05, 0.5),
-              "headwear": (0.03, 0.3),
-              "glasses": (0.005, 0.08), "neck": (0.002, 0.06), "clothing": (0.001, 0.1),
+              "headwear": (0.03, 0.3), "glasses": (0.005, 0.08), "neck": (0.002, 0.06),
+              "clothing": (0.001, 0.1),
               "mouth": (0.002, 0.03)}
     for n in ("right_eye", "left_eye", "right_brow", "left_brow", "right_ear", "left_ear",
               "upper_lip", "lower_lip"):

@@ -53,8 +53,8 @@ def train_both(rec_dir: Path, cache: Path, out: Path, sizes: DemoSizes, seed: in
 
 
 def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray,
-                    masks: np.ndarray,
-                    out: Path, sizes: DemoSizes, seed: int, progress: bool) -> Evaluation:
+                    masks: np.ndarray, out: Path, sizes: DemoSizes, seed: int,
+                    progress: bool) -> Evaluation:
     """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion
     benchmark (25 regions + groups erased in the probe)."""
     from fse_plugin import evaluation
@@ -78,8 +78,8 @@ def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.n
     from fse_plugin import cam
     same = np.flatnonzero(issame)[:n_pairs]
     return cam.explain_pairs({name: models[name] for name in ("baseline", "fserasing")},
-                             images[2 * same],
-                             images[2 * same + 1], masks[2 * same], masks[2 * same + 1],
+                             images[2 * same], images[2 * same + 1], masks[2 * same],
+                             masks[2 * same + 1],
                              out / "fscam", cam.ExplainSettings(device=device, progress=progress))
 
 

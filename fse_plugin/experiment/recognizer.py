@@ -106,8 +106,7 @@ def _save(state: dict, out: Path) -> None:
 
 
 def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike,
-                     settings: RecognizerSettings, *,
-                     fse: dict | None = None,
+                     settings: RecognizerSettings, *, fse: dict | None = None,
                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      progress: bool = True, desc: str = "train") -> dict[str, Any]:
     """Train ``iresnet_tiny`` on the rec for ``settings.steps`` steps (erasing when ``fse`` is

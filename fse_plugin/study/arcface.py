@@ -93,8 +93,8 @@ class ArcfaceTrainer:
     name = "arcface"
 
     def __init__(self, settings: ArcfaceSettings, study_dir: str | os.PathLike,
-                 rec_dir: str | os.PathLike,
-                 masks: str | os.PathLike, steps: int, batch_size: int) -> None:
+                 rec_dir: str | os.PathLike, masks: str | os.PathLike, steps: int,
+                 batch_size: int) -> None:
         from fse_plugin.recordio import image_index
         settings.check()
         self.settings, self.source, self.tree = (settings, settings.tree(),

@@ -83,8 +83,8 @@ def occluded_probes(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
 
 
 def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray,
-                 probes: Sequence[str] = PROBES,
-                 single_regions: bool = False, seed: int = 0) -> ProbeSet:
+                 probes: Sequence[str] = PROBES, single_regions: bool = False,
+                 seed: int = 0) -> ProbeSet:
     """Draw the occluded probes of a pack (images, issame, masks) and list the erased groups of
     ``probes``, and with ``single_regions`` each class alone."""
     from fse_plugin.evaluation import occlusion_regions, parse_groups

@@ -113,8 +113,8 @@ def plot_study(res: StudyResults, out: Path) -> dict[str, Path]:
     acc = [m for m in res.metrics if not m.startswith("drop:")]
     drops = [m for m in res.metrics if m.startswith("drop:")]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(acc), 4))
-    _bars(ax,
-          acc, {v: [(res.intervals[v][m].mean, res.intervals[v][m].lo, res.intervals[v][m].hi)
+    _bars(ax, acc,
+          {v: [(res.intervals[v][m].mean, res.intervals[v][m].lo, res.intervals[v][m].hi)
                     for m in acc]
                 for v in res.variants}, "accuracy %")
     ax.set_ylim(max(0, min(res.intervals[v][m].mean for v in res.variants for m in acc) - 15), 100)

@@ -178,8 +178,8 @@ def run_study(settings: StudySettings, progress: bool = True) -> Path:
     trainer = _trainer(settings, found, progress)
     facts = settings.facts()  # a run depends on all of it but the other variants and seeds
     run_settings = {**facts, "sizes": {**facts["sizes"], "seeds": None}, "variants": None,
-                    "trainer": repr(trainer),
-                    "threads": torch.get_num_threads(), "inputs": _inputs_spec(settings)}
+                    "trainer": repr(trainer), "threads": torch.get_num_threads(),
+                    "inputs": _inputs_spec(settings)}
     runs = [_run_one(trainer, v, seed, probes, out / "runs" / f"{v.slug}_s{seed}",
                      {**run_settings, "variant": repr(v), "seed": seed}, settings.device)
             for seed in range(settings.sizes.seeds) for v in chosen]

@@ -65,8 +65,8 @@ class Sensitivity:
 
     def to_json(self) -> dict[str, Any]:
         return {"sd_seeds": _num(self.sd_seeds), "sd_pairs": _num(self.sd_pairs),
-                "sd_training": _num(self.sd_training),
-                "detectable_80": _num(self.detectable), "seeds": self.seeds, "pairs": self.pairs,
+                "sd_training": _num(self.sd_training), "detectable_80": _num(self.detectable),
+                "seeds": self.seeds, "pairs": self.pairs,
                 "seeds_needed_80": {f"{t:g}": self.seeds_for(t) for t in TARGETS}}
 
 

@@ -102,8 +102,8 @@ class StudySettings:
             arcface = {k: v for k, v in asdict(self.arcface).items() if k != "launch"}
         data = {k: str(v) for k, v in asdict(self.data).items() if v is not None}
         facts = {"sizes": asdict(self.sizes), "variants": list(self.variants),
-                 "probes": list(self.probes),
-                 "regions": self.regions, "masks": self.mask_source, "trainer": self.trainer,
+                 "probes": list(self.probes), "regions": self.regions, "masks": self.mask_source,
+                 "trainer": self.trainer,
                  "arcface": arcface, "device": self.device, "data": data}
         return json.loads(json.dumps(facts, default=str))
 

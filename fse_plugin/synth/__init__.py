@@ -20,8 +20,8 @@ packs and IJB sets use ``HELDOUT``; FaceSynthetics-style parser data uses ``PARS
 streams never share an identity, whatever the seeds.
 """
 from fse_plugin.synth.identity import (COLLARS, GLASSES_STYLES, HAIR_STYLES, HEADWEAR_STYLES,
-                                       HELDOUT, PARSER, TRAIN,
-                                       Identity, Look, image_spec, make_identities, sample_look)
+                                       HELDOUT, PARSER, TRAIN, Identity, Look, image_spec,
+                                       make_identities, sample_look)
 from fse_plugin.synth.rendering import Render, frame_matrix, render, render_aligned, render_image
 from fse_plugin.synth.writers import (IJBLayout, pair_plan, write_facesynthetics, write_ijb,
                                       write_pairs_bin, write_rec)

@@ -160,8 +160,8 @@ def pair_plan(n_pairs: int, seed: int,
 
 
 def write_pairs_bin(path: str | os.PathLike, n_pairs: int, seed: int, *,
-                    n_identities: int | None = None,
-                    quality: int = 95, workers: int | None = None, progress: bool = False) -> Path:
+                    n_identities: int | None = None, quality: int = 95, workers: int | None = None,
+                    progress: bool = False) -> Path:
     """Verification pack (.bin as insightface: pickle of (2P JPEG bytes, P bools)) of held-out
     identities.
 
