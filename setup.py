@@ -22,13 +22,13 @@ setup(
         "scipy>=1.10",
         "grad-cam>=1.5.4",
         "easydict>=1.10",
-# IJB alignment exactly as eval_ijbc.py aligns (SimilarityTransform.from_estimate)
+        # IJB alignment exactly as eval_ijbc.py aligns (SimilarityTransform.from_estimate)
         "scikit-image>=0.26",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "ruff>=0.6"],
         "mxnet": ["mxnet==1.9.1", "numpy<1.24"],
-# what upstream's eval_ijbc.py imports beyond the above
+        # what upstream's eval_ijbc.py imports beyond the above
         "arcface": ["pandas>=2.0", "prettytable>=3.0"],
     },
     entry_points={"console_scripts": ["fse = fse_plugin.cli:main"]},

@@ -83,9 +83,8 @@ def main() -> None:
                                         workers=workers))))
         n_pairs = args.n // 2
         rows.append((f"write_pairs_bin end to end, {args.workers} worker(s)", 2 * n_pairs,
-                     *_measure(
-            lambda: synth.write_pairs_bin(Path(tmp, "pairs.bin"), n_pairs, seed=0,
-                                          workers=args.workers))))
+                     *_measure(lambda: synth.write_pairs_bin(Path(tmp, "pairs.bin"), n_pairs,
+                                                             seed=0, workers=args.workers))))
         fs = _measure(lambda: synth.write_facesynthetics(Path(tmp, "fs"), args.fs, seed=0,
                                                          workers=1))
 

@@ -82,9 +82,9 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
     assert "FS-CAM" not in run.stdout
     ours = tmp_path / "fse"
     assert cli_main([str(a) for a in ("eval", "ijb", "--root", ijb_sets[target], "--ijb-set",
-                                      target, "--network",
-                                      NETWORK, "--weights", weights, "--arcface-dir", tree, "--out",
-                                      ours, "--quiet", "--device", "cpu")]) == 0
+                                      target, "--network", NETWORK, "--weights", weights,
+                                      "--arcface-dir", tree, "--out", ours, "--quiet",
+                                      "--device", "cpu")]) == 0
     doc = json.loads((ours / f"{t}_results.json").read_text())
     assert [c.strip() for c in table_numbers(run.stdout)] == [f"{v * 100:.2f}" for v in doc["tar"]]
     np.testing.assert_allclose(np.load(upstream / f"{t}.npy"), np.load(ours / f"{t}.npy"), rtol=0,

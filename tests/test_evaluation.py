@@ -776,9 +776,9 @@ def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, t
     weights = tree / "work_dirs" / "fse_r18" / "model.pt"
     weights.parent.mkdir(parents=True)
     torch.save(net.state_dict(), weights)
-    (tree / "configs" / "fse_r18.py").write_text("from easydict import EasyDict as edict\nconfig = "
-                                                  "edict()\nconfig.network = 'r18'\nconfig.output "
-                                                  "= None\n")
+    (tree / "configs" / "fse_r18.py").write_text("from easydict import EasyDict as edict\n"
+                                                 "config = edict()\nconfig.network = 'r18'\n"
+                                                 "config.output = None\n")
     run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--batch-size", "20", "--out"]
     assert cli_main(["eval", "verification", "--network", "r18", "--weights", str(weights),
                      "--arcface-dir", str(tree), *run, str(tmp_path / "flags")]) == 0

@@ -317,8 +317,8 @@ def test_patched_val_at_far_is_upstreams_where_scipy_accepts_the_far_values(veri
         want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)
         assert patched.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1) == want
         far = np.arange(len(thresholds)) / len(impostor)  # that training FAR: distinct values
-        assert far_threshold(far, thresholds, far_target) == pytest.approx(
         # the fallback agrees
+        assert far_threshold(far, thresholds, far_target) == pytest.approx(
             float(interp1d(far, thresholds, kind="slinear")(far_target)), abs=1e-12)
 
 

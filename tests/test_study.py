@@ -271,8 +271,8 @@ def test_arcface_trainer_refuses_without_cuda_before_any_work(tmp_path, capsys):
 def _harness(cmd, cwd, env):
     """train_v2.py through tests/arcface_harness.py (one process; CPU stand-ins where there is no
     CUDA)."""
-    env = {k: v for k,
-           v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env = {k: v for k, v in env.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
     done = subprocess.run([sys.executable, str(HARNESS), str(cwd), cmd[-1]], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

@@ -101,7 +101,7 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
     classes = " / ".join(f"{n:,}" for n in sizes)
     return TargetChoice(kind,
                         f"identity logits of the checkpoint's classifier head ({classes} classes; "
-                              f"cosine x {scale:g}, softmax), argmax class of each clean image")
+                        f"cosine x {scale:g}, softmax), argmax class of each clean image")
 
 
 def explained_model(backbone: nn.Module, head: torch.Tensor | None, kind: str,

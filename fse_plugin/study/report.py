@@ -74,7 +74,7 @@ def sensitivity_table(res: StudyResults) -> str:
     others = [v for v in res.variants if v != REFERENCE]
     targets = " / ".join(f"{t:g}" for t in TARGETS)
     head = "| metric | " + " | ".join(f"{v} - {REFERENCE}: SD over seeds (pairs, training); "
-                                     f"detectable at 80% power; seeds for {targets} points"
+                                      f"detectable at 80% power; seeds for {targets} points"
                                       for v in others)
     rows = [head + " |", "|---|" + "---:|" * len(others)]
     for m in _judged(res):
@@ -113,10 +113,9 @@ def plot_study(res: StudyResults, out: Path) -> dict[str, Path]:
     acc = [m for m in res.metrics if not m.startswith("drop:")]
     drops = [m for m in res.metrics if m.startswith("drop:")]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(acc), 4))
-    _bars(ax, acc,
-          {v: [(res.intervals[v][m].mean, res.intervals[v][m].lo, res.intervals[v][m].hi)
-                    for m in acc]
-                for v in res.variants}, "accuracy %")
+    _bars(ax, acc, {v: [(res.intervals[v][m].mean, res.intervals[v][m].lo,
+                         res.intervals[v][m].hi) for m in acc]
+                    for v in res.variants}, "accuracy %")
     ax.set_ylim(max(0, min(res.intervals[v][m].mean for v in res.variants for m in acc) - 15), 100)
     ax.set_title(f"verification accuracy: mean and 95% CI over {len(res.seeds)} seeds")
     fig.tight_layout()
@@ -165,9 +164,8 @@ def _what_it_can_see(res: StudyResults, pairs: int) -> str:
                      f"difference: {spreads})")
     return (f"What this study can see: with {len(res.seeds)} seeds and {pairs} pairs, a true "
             f"difference is detected 80% of the time (paired t-test at 5%) when it is at least "
-            + "; ".join(parts) + ". Smaller true "
-            "differences would mostly go unseen; the sensitivity table below says how many seeds "
-            "other effects need.")
+            + "; ".join(parts) + ". Smaller true differences would mostly go unseen; the "
+            "sensitivity table below says how many seeds other effects need.")
 
 
 def _summary(res: StudyResults, facts: dict[str, Any]) -> str:

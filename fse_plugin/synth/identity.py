@@ -21,9 +21,8 @@ import numpy as np
 from fse_plugin.common import checks
 
 __all__ = ["TRAIN", "HELDOUT", "PARSER", "X0", "HAIR_STYLES", "GLASSES_STYLES", "HEADWEAR_STYLES",
-           "COLLARS",
-           "Identity", "Look", "identity_of", "image_spec", "keyed_rng", "make_identities",
-           "sample_look"]
+           "COLLARS", "Identity", "Look", "identity_of", "image_spec", "keyed_rng",
+           "make_identities", "sample_look"]
 
 TRAIN, HELDOUT, PARSER = 0, 1, 2
 """Identity streams: training records, held-out evaluation sets, FaceSynthetics-style parser
@@ -145,9 +144,8 @@ def _sample_identity(key: tuple[int, int, int]) -> Identity:
         nose_w=u(6.0, 9.5), nose_bridge=u(2.6, 4.4), nose_tip=u(69.0, 75.0),
         nose_shade=u(0.8, 0.95), mouth_w=u(11.5, 17.0), mouth_y=mouth_y, lip_up=u(1.5, 4.0),
         lip_lo=u(2.2, 5.5),
-        lip_colour=_colour(rng,
-                           np.array(skin_c) * u(0.35, 0.6) + np.array((200, 70, 80)) * u(0.25, 0.5),
-                           6),
+        lip_colour=_colour(rng, np.array(skin_c) * u(0.35, 0.6)
+                           + np.array((200, 70, 80)) * u(0.25, 0.5), 6),
         ear_w=u(6.5, 10.5), ear_h=u(14.0, 22.0), ear_dy=u(-3.0, 3.0),
         hair_colour=hair_c,
         hair_style=str(rng.choice(HAIR_STYLES, p=[0.28, 0.2, 0.2, 0.14, 0.08, 0.1])),
