@@ -90,8 +90,9 @@ class _Layer:
     def line(self, pts: np.ndarray, colour, width: float, opacity: float = 1.0,
              closed: bool = False) -> None:
         thick = max(1, int(round(width * _SS)))
-        self._draw(pts, width / 2 + 1.0, lambda big,
-                   p: cv2.polylines(big, [p], closed, 255, thick, cv2.LINE_AA), colour, opacity)
+        self._draw(pts, width / 2 + 1.0,
+                   lambda big, p: cv2.polylines(big, [p], closed, 255, thick, cv2.LINE_AA),
+                   colour, opacity)
 
     def shade(self, direction: np.ndarray, strength: float) -> None:
         """Darken the layer linearly along ``direction`` (a light from the opposite side)."""
@@ -200,8 +201,8 @@ def _hand(layer: _Layer, f: _Frame, rng: np.random.Generator, reach: float) -> N
     skin = _jitter_colour(rng, _SKIN[int(rng.integers(len(_SKIN)))], 6)
     targets = {"mouth": f.mouth, "chin": f.mouth + [0, 14],
                "right_cheek": [-f.eye_dx * 0.9, f.nose[1]],
-               "left_cheek": [f.eye_dx * 0.9, f.nose[1]], "right_eye": [-f.eye_dx, 0.0],
-               "left_eye": [f.eye_dx, 0.0]}
+               "left_cheek": [f.eye_dx * 0.9, f.nose[1]],
+               "right_eye": [-f.eye_dx, 0.0], "left_eye": [f.eye_dx, 0.0]}
     name = list(targets)[int(rng.integers(len(targets)))]
     centre = np.asarray(targets[name], np.float64) + rng.normal(0, 2.5, 2)
     from_side = -1.0 if centre[0] < 0 or (centre[0] == 0 and rng.random() < 0.5) else 1.0

@@ -137,8 +137,8 @@ def test_left_right_follow_the_authors_labels():
 def test_side_means_in_aligned_faces(sample):
     """Mean x over the posed, aligned sample: where the authors' maps put each sided class (midline
     56)."""
-    xs = {name: np.mean([_mean_x(r.mask, class_id(name)) for _,
-                         r in sample if (r.mask == class_id(name)).sum() > 3])
+    xs = {name: np.mean([_mean_x(r.mask, class_id(name))
+                         for _, r in sample if (r.mask == class_id(name)).sum() > 3])
           for name in ("right_cheek", "left_cheek", "right_eye", "left_eye", "right_brow",
                        "left_brow", "right_ear", "left_ear")}
     assert xs["right_cheek"] < 56 < xs["left_cheek"]

@@ -36,8 +36,8 @@ def erased_samples(rec_dir: Path, masks_path: Path, path: Path, n: int = 8, seed
                        present_only=True)
     keys, faces = _rec_faces(Path(rec_dir), n)
     masks = [cache.get(k) for k in keys]
-    draws = [[to_uint8(eraser(to_input(img), torch.from_numpy(m), generator=gen)) for img,
-              m in zip(faces, masks)]
+    draws = [[to_uint8(eraser(to_input(img), torch.from_numpy(m), generator=gen))
+              for img, m in zip(faces, masks)]
              for _ in range(2)]
     return labelled_grid([faces, [labels.colorize(m) for m in masks], *draws],
                          ["face", "cached mask", "erased, draw 1", "erased, draw 2"], path,

@@ -58,10 +58,10 @@ def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issa
     """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion
     benchmark (25 regions + groups erased in the probe)."""
     from fse_plugin import evaluation
-    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False)) for name,
-             m in models.items()}
-    results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name,
-               v in views.items()}
+    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False))
+             for name, m in models.items()}
+    results = {name: evaluation.evaluate_embeddings(v, issame, name=name)
+               for name, v in views.items()}
     roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame,
                    out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))

@@ -57,11 +57,11 @@ class StudyResults:
 
         return {
             "reference": REFERENCE, "seeds": self.seeds, "metrics": self.metrics,
-            "variants": {v: {m: {**iv.to_json(), "values": list(self.values[v][m])} for m,
-                             iv in per.items()}
+            "variants": {v: {m: {**iv.to_json(), "values": list(self.values[v][m])}
+                             for m, iv in per.items()}
                          for v, per in self.intervals.items()},
-            "differences": {v: {m: difference(v, m) for m in per} for v,
-                            per in self.differences.items()},
+            "differences": {v: {m: difference(v, m) for m in per}
+                            for v, per in self.differences.items()},
         }
 
 
@@ -116,7 +116,7 @@ def summarise(runs: list[RunResult], variants: list[str],
                               np.asarray(issame, dtype=bool))
     verdicts = {v: {m: verdict(v, REFERENCE, describe(m), d,
                                tests=_tests(d, sens.get(v, {}).get(m)),
-                               higher_is_better=higher_is_better(m)) for m,
-                    d in differences[v].items()}
+                               higher_is_better=higher_is_better(m))
+                    for m, d in differences[v].items()}
                 for v in others}
     return StudyResults(variants, seeds, metrics, values, intervals, differences, verdicts, sens)
