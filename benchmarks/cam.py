@@ -3,7 +3,8 @@ per image.
 
     python benchmarks/cam.py --threads 2 --images 64 --method-images 4 --rise-n 500
     python benchmarks/cam.py --threads 2 --images 64 --methods fscam --head-classes 93431
-    python benchmarks/cam.py --device cuda --precision bf16 --network r50 --arcface-dir DIR --images 1024 \
+    python benchmarks/cam.py --device cuda --precision bf16 --network r50 --arcface-dir DIR --images
+    1024 \
         --batch-size 520
 
 Goal: FS-CAM images/s >= 0.9 x (forward images/s / 26), 26 = the reference's 1 + 25 forwards per
@@ -83,9 +84,11 @@ def forward_vs_fscam(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray,
     cam.fs_cam(model, x[:8], masks[:8], target.take(slice(0, 8)), args.batch_size, args.precision)
     t_fwd, t_cam = [], []
     for _ in range(args.reps):
-        t_fwd.append(timed(lambda: cam.batched_forward(model, xf, args.batch_size, args.precision), args.device)
+        t_fwd.append(timed(lambda: cam.batched_forward(model, xf, args.batch_size, args.precision),
+                           args.device)
                      / len(xf))
-        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size, args.precision), args.device)
+        t_cam.append(timed(lambda: cam.fs_cam(model, x, masks, target, args.batch_size,
+                                              args.precision), args.device)
                      / len(x))
     return 1 / np.min(t_fwd, 0), 1 / np.min(t_cam, 0)
 

@@ -20,8 +20,9 @@
 5. The plain forward's CPU cost per image at batch 8, 16 and 64 of --network: what --batch-size buys
    on a CPU.
 
-    python benchmarks/evaluation.py [--ijb-scale 0.05] [--images 512] [--threads 1] [--occ-pairs 100]
-    python benchmarks/evaluation.py --only occlusion --network r18 --arcface-dir DIR --occ-pairs 10 --batch-size 8
+    python benchmarks/evaluation.py [--ijb-scale 0.05] [--images 512] [--threads 1] [--occ-pairs
+    100] python benchmarks/evaluation.py --only occlusion --network r18 --arcface-dir DIR
+    --occ-pairs 10 --batch-size 8
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def protocol(upstream, rng: np.random.Generator) -> None:
         return
     t_up, c_up, (_, _, acc, val, val_std, far) = timed(upstream.evaluate, ev.fuse_views(views),
                                                        issame.tolist())
-    same = (np.mean(acc), np.std(acc), val, val_std, far) == (ours.accuracy, ours.accuracy_std, ours.val, ours.val_std,
+    same = (np.mean(acc), np.std(acc), val, val_std, far) == (ours.accuracy, ours.accuracy_std,
+                                                              ours.val, ours.val_std,
                                                                 ours.far)
     print(f"[protocol] upstream evaluate {t_up:.3f} s (CPU {c_up:.3f} s) -> x{t_up / t_ours:.1f} "
           f"faster (CPU x{c_up / c_ours:.1f}), results identical: {same}")
@@ -116,8 +118,9 @@ def ijb(upstream_i2t, rng: np.random.Generator, scale: float) -> None:
     import io
     with contextlib.redirect_stdout(io.StringIO()):
         t_up, c_up, (theirs, _) = timed(upstream_i2t, feats, templates, medias)
-    print(f"[ijb] upstream image2template_feature {t_up:.2f} s (CPU {c_up:.2f} s) -> x{t_up / t_ours:.1f} faster "
-          f"(CPU x{c_up / c_ours:.1f}), bitwise equal: {np.array_equal(mine, theirs)}")
+    print(f"[ijb] upstream image2template_feature {t_up:.2f} s (CPU {c_up:.2f} s) -> "
+          f"x{t_up / t_ours:.1f} faster (CPU x{c_up / c_ours:.1f}), bitwise equal: "
+          f"{np.array_equal(mine, theirs)}")
 
 
 def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None:
@@ -136,9 +139,10 @@ def throughput(n_images: int, batch_size: int, rng: np.random.Generator) -> None
             model(b), model(torch.flip(b, dims=[3]))
 
     t_bare, c_bare, _ = timed(bare)
-    print(f"[embed] iresnet_tiny CPU, {n_images} images x2 views, batch {batch_size}: embed {n_images / t_embed:.0f} "
-          f"img/s ({n_images / c_embed:.0f} per CPU s), bare model loop {n_images / t_bare:.0f} img/s "
-          f"({n_images / c_bare:.0f} per CPU s) -> overhead x{t_embed / t_bare:.2f} (CPU x{c_embed / c_bare:.2f})")
+    print(f"[embed] iresnet_tiny CPU, {n_images} images x2 views, batch {batch_size}: embed "
+          f"{n_images / t_embed:.0f} img/s ({n_images / c_embed:.0f} per CPU s), bare model loop "
+          f"{n_images / t_bare:.0f} img/s ({n_images / c_bare:.0f} per CPU s) -> overhead "
+          f"x{t_embed / t_bare:.2f} (CPU x{c_embed / c_bare:.2f})")
 
 
 def per_region(models, keys: np.ndarray, masks, regions, score) -> dict:
@@ -182,7 +186,8 @@ def per_region_occlusion_ijb(models, meta, masks, regions, batch_size: int, far:
         views = ev.embed(model, ev.IJBFaces(meta, present, masks, eraser), settings)
         f[present] = image_features(views, meta.faceness[present])
         probes = ev.template_features(f[keys], meta.templates[keys], meta.medias[keys])
-        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+        return tar_at_far(meta.labels, ev.pair_scores(*references[m], meta.p1, meta.p2, *probes),
+                          [far])[0][0] * 100
 
     return per_region(models, keys, masks, regions, score)
 
@@ -198,9 +203,9 @@ def compare_occlusion(label: str, n: int, unit: str, new, old, reps: int) -> Non
         t, c, report = timed(new)
         t_new, c_new = min(t_new, t), min(c_new, c)
     same = all(before[(r.region, m)] == r.score[m] for r in report.rows for m in report.models)
-    print(f"{label}: occlusion {t_new:.1f} s (CPU {c_new:.1f}; {t_new / n:.3f} s per {unit}), per-region loop "
-          f"{t_old:.1f} s (CPU {c_old:.1f}; {t_old / n:.3f} s per {unit}) -> x{t_old / t_new:.2f} faster "
-          f"(CPU x{c_old / c_new:.2f}), scores identical: {same}")
+    print(f"{label}: occlusion {t_new:.1f} s (CPU {c_new:.1f}; {t_new / n:.3f} s per {unit}), "
+          f"per-region loop {t_old:.1f} s (CPU {c_old:.1f}; {t_old / n:.3f} s per {unit}) -> "
+          f"x{t_old / t_new:.2f} faster (CPU x{c_old / c_new:.2f}), scores identical: {same}")
 
 
 @torch.no_grad()
@@ -238,8 +243,8 @@ def occlusion(n_pairs: int, network: str, arcface_dir: str | None, batch_size: i
 
     # 2 templates x 2 media x 2 images per identity: 4 probe images each
     n_ids = max(2, n_pairs // 4)
-    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC", synth.IJBLayout(n_ids, 2, 2, 2),
-                                            seed=3, workers=1))
+    meta = ev.read_ijb_meta(synth.write_ijb(workdir / "IJBC", "IJBC",
+                                            synth.IJBLayout(n_ids, 2, 2, 2), seed=3, workers=1))
     masks = np.load(meta.root / "gt_masks.npy")
     probes = len(meta.probe_rows())
     compare_occlusion(f"[occlusion IJB] {label}, {len(meta.names)} images, {probes} probe images",

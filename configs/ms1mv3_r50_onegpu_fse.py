@@ -1,7 +1,8 @@
 from easydict import EasyDict as edict
 
-# MS1MV3, ResNet-50, one GPU: arcface_torch configs/ms1mv3_r50_onegpu.py + config.fse (configs/README.md).
-# Copy into arcface_torch/configs/ after `fse patch-arcface`; without the fse line: vanilla.
+# MS1MV3, ResNet-50, one GPU: arcface_torch configs/ms1mv3_r50_onegpu.py + config.fse
+# (configs/README.md). Copy into arcface_torch/configs/ after `fse patch-arcface`; without the fse
+# line: vanilla.
 
 config = edict()
 config.margin_list = (1.0, 0.5, 0.0)

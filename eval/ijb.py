@@ -2,7 +2,8 @@
 (.npy). Example, from the plugin root (inside arcface_torch, run `fse eval ijb` with the same
 flags):
 
-    python eval/ijb.py --arcface-dir /path/to/insightface/recognition/arcface_torch --network r100 \\
+    python eval/ijb.py --arcface-dir /path/to/insightface/recognition/arcface_torch --network r100
+    \\
         --weights model.pt --root IJB_release/IJBC --ijb-set IJBC --out results
 
 Same flags as `fse eval ijb` (see --help); flags in fse_plugin.cli.evaluate, code in

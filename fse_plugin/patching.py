@@ -114,8 +114,9 @@ def apply_patches(path: str | os.PathLike, reverse: bool = False,
             plan.append((patch, False))  # already in the wanted state
         else:
             verb = "revert" if reverse else "apply"
-            raise PatchError(f"{patch.name} does not {verb} to {target}: {_explain(patch, done.stderr)} "
-                             f"(is this arcface_torch at upstream commit 7fadd420?). Nothing was changed.")
+            raise PatchError(f"{patch.name} does not {verb} to {target}: "
+                             f"{_explain(patch, done.stderr)} (is this arcface_torch at upstream "
+                             f"commit 7fadd420?). Nothing was changed.")
     results = []
     for patch, needed in plan:
         if not needed:

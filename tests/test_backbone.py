@@ -42,12 +42,14 @@ HEAD = torch.randn(10, 64, generator=torch.Generator().manual_seed(2))
     (lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, None),
     (lambda sd: {"model": sd, "optimizer": {"lr": 0.1}}, None),
     (lambda sd: {"backbone": sd, "head": {"weight": HEAD}}, HEAD),
+    # arcface_torch
     (lambda sd: {"state_dict_backbone": sd, "state_dict_softmax_fc": {"weight": HEAD},
-                 "state_optimizer": {"state": {}}, "state_lr_scheduler": {"last_epoch": 1}}, HEAD),  # arcface_torch
+                 "state_optimizer": {"state": {}}, "state_lr_scheduler": {"last_epoch": 1}}, HEAD),
     (lambda sd: {**{f"backbone.{k}": v for k, v in sd.items()}, "head.weight": HEAD}, HEAD),
     (lambda sd: {**{f"module.{k}": v for k, v in sd.items()}, "classifier.weight": HEAD,
                  "classifier.bias": HEAD[:, 0]}, HEAD),
-    (lambda sd: {"state_dict": sd, "margin": {"kernel": HEAD.t().contiguous()}}, HEAD),  # AdaFace-style [D, C]
+    # AdaFace-style [D, C]
+    (lambda sd: {"state_dict": sd, "margin": {"kernel": HEAD.t().contiguous()}}, HEAD),
     (lambda sd: {**sd, "weight": HEAD}, HEAD),
 ])
 def test_checkpoint_layouts(tiny, tmp_path, layout, head):

@@ -1,8 +1,8 @@
-"""Bad input to `fse eval verification|ijb|occlusion` and `fse patch-arcface`: each refused in one line naming the
-flag, file or config key, exit status 2, before any model or image is loaded (the `no_loading`
-fixture). Then the same rule for the Python API (`load_bin`, `evaluate_*`, `occlusion_*`, the
-settings objects, `load_recognizer`): an argument that cannot mean what was typed is an FSEError
-naming the parameter, raised before anything is loaded."""
+"""Bad input to `fse eval verification|ijb|occlusion` and `fse patch-arcface`: each refused in one
+line naming the flag, file or config key, exit status 2, before any model or image is loaded (the
+`no_loading` fixture). Then the same rule for the Python API (`load_bin`, `evaluate_*`,
+`occlusion_*`, the settings objects, `load_recognizer`): an argument that cannot mean what was typed
+is an FSEError naming the parameter, raised before anything is loaded."""
 import pickle
 from pathlib import Path
 

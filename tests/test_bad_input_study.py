@@ -1,5 +1,5 @@
-"""`fse synth`, `fse demo` and `fse study` refuse bad input in one line naming the flag, before loading or
-writing anything (the error contract of tests/badinput.py)."""
+"""`fse synth`, `fse demo` and `fse study` refuse bad input in one line naming the flag, before
+loading or writing anything (the error contract of tests/badinput.py)."""
 import pickle
 
 import numpy as np
@@ -43,23 +43,29 @@ CASES = [
     ("study rec that is not one", ["study", "--rec", "{dir}"], ["--rec", "train.idx"]),
     ("study rec without its mask cache", ["study", "--rec", "{rec}"], ["fse_masks"]),
     ("study mask cache without rec", ["study", "--mask-cache", "{dir}"], ["--mask-cache", "--rec"]),
-    ("study masks with own rec", ["study", "--rec", "{rec}", "--mask-cache", "{dir}", "--masks", "gt"], ["--masks"]),
+    ("study masks with own rec",
+     ["study", "--rec", "{rec}", "--mask-cache", "{dir}", "--masks", "gt"], ["--masks"]),
     ("study pack that is an npz", ["study", "--pack", "{npz}"], ["--pack"]),
     ("study pack without masks", ["study", "--pack", "{pack}"], ["--pack", "masks.npy"]),
-    ("study parser that is no checkpoint", ["study", "--pack", "{pack}", "--parser", "{file}"], ["--parser"]),
+    ("study parser that is no checkpoint", ["study", "--pack", "{pack}", "--parser", "{file}"],
+     ["--parser"]),
     ("study parser without pack", ["study", "--parser", "{ckpt}"], ["--parser", "--pack"]),
     ("study out is a file", ["study", "--out", "{file}"], ["--out"]),
-    ("study synthetic size with own rec", ["study", "--rec", "{rec}", "--ids", "50"], ["--ids", "--rec"]),
-    ("study pack size with own pack", ["study", "--pack", "{pack}", "--pairs", "500"], ["--pairs", "--pack"]),
+    ("study synthetic size with own rec", ["study", "--rec", "{rec}", "--ids", "50"],
+     ["--ids", "--rec"]),
+    ("study pack size with own pack", ["study", "--pack", "{pack}", "--pairs", "500"],
+     ["--pairs", "--pack"]),
     ("study parser epochs without a parser", ["study", "--masks", "gt", "--parser-epochs", "3"],
      ["--parser-epochs", "--masks gt"]),
-    ("study arcface trainer without CUDA", ["study", "--trainer", "arcface"], ["--trainer arcface", "CUDA"]),
+    ("study arcface trainer without CUDA", ["study", "--trainer", "arcface"],
+     ["--trainer arcface", "CUDA"]),
 ]
 
 
 @pytest.fixture
 def files(tmp_path):
-    """Paths the cases name: a text file, an empty folder, a rec without a mask cache, an npz, a pack."""
+    """Paths the cases name: a text file, an empty folder, a rec without a mask cache, an npz, a
+    pack."""
     (tmp_path / "notes.txt").write_text("not what was asked for\n")
     (tmp_path / "empty").mkdir()
     rec = tmp_path / "rec"
@@ -69,7 +75,8 @@ def files(tmp_path):
     with open(tmp_path / "val.bin", "wb") as f:
         pickle.dump(([b""] * 20, [True, False] * 5), f, protocol=4)
     torch.save({}, tmp_path / "parser.pt")
-    return {"file": tmp_path / "notes.txt", "dir": tmp_path / "empty", "rec": rec, "npz": tmp_path / "arrays.npz",
+    return {"file": tmp_path / "notes.txt", "dir": tmp_path / "empty", "rec": rec,
+            "npz": tmp_path / "arrays.npz",
             "pack": tmp_path / "val.bin", "ckpt": tmp_path / "parser.pt", "out": tmp_path / "out"}
 
 

@@ -309,10 +309,12 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3,
                              progress=False, report="html")
     res = cam.explain_pairs({"nose": model, "hair": other}, x, x2, masks, masks, tmp_path, st)
-    assert list(res.results) == ["nose", "hair"] and list(res.results["hair"]) == ["fscam", "gradcam"]
+    assert (list(res.results) == ["nose", "hair"]
+            and list(res.results["hair"]) == ["fscam", "gradcam"])
     fscam = res.results["nose"]["fscam"]
     assert fscam.values.importance.shape == fscam.values.measure.shape == (8, NUM_CLASSES)
-    assert fscam.values.measure_kind == "score" and fscam.maps.shape == (3, H, W) and fscam.ms_per_image > 0
+    assert (fscam.values.measure_kind == "score" and fscam.maps.shape == (3, H, W)
+            and fscam.ms_per_image > 0)
     assert res.results["nose"]["gradcam"].values.measure_kind == "share"
     assert np.nanargmax(fscam.stats.importance.mean) == PLANTED
     assert np.nanargmax(res.results["hair"]["gradcam"].stats.importance.mean) == 21
@@ -324,10 +326,11 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     # the typed result, as the file lays it out
     doc = json.loads(res.files["region_scores_json"].read_text())
     assert list(doc["stats"]["nose"]["fscam"]) == ["importance", "score"]
-    assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [float(n) for n in
-                                                             res.results["hair"]["gradcam"].stats.measure.n]
+    assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [
+        float(n) for n in res.results["hair"]["gradcam"].stats.measure.n]
     assert list(doc["comparison"]["gradcam"]) == ["importance", "share"]
-    assert len(doc["tables"]["nose"]["fscam"]["importance"]) == 8 and doc["meta"]["models"] == ["nose", "hair"]
+    assert (len(doc["tables"]["nose"]["fscam"]["importance"]) == 8
+            and doc["meta"]["models"] == ["nose", "hair"])
 
 
 @pytest.mark.parametrize("field,value,said", [
@@ -352,7 +355,8 @@ def test_settings_refuse_what_cannot_run(field, value, said):
 
 def test_settings_normalise_what_they_accept():
     st = cam.ExplainSettings(methods="FSCAM, gradcam", fill="random", options={"rise": {"s": 3}})
-    assert st.methods == ("fscam", "gradcam") and st.fill == "random" and st.options == {"rise": {"s": 3}}
+    assert (st.methods == ("fscam", "gradcam") and st.fill == "random"
+            and st.options == {"rise": {"s": 3}})
     assert cam.ExplainSettings(fill=1).fill == 1.0
     with pytest.raises(ValueError, match="fill"):
         cam.ExplainSettings(fill="blue")
@@ -383,7 +387,8 @@ def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
     model, _, x, x2, masks = planted
     st = cam.ExplainSettings(grid=2, progress=False)
     cam.explain_pairs(model, x, x2, masks, masks, tmp_path, st)
-    assert {"report.md", "region_scores.json", "region_scores.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert ({"report.md", "region_scores.json", "region_scores.csv"}
+            <= {p.name for p in tmp_path.iterdir()})
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -505,7 +510,8 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
     assert "fse_cam_lfw/seconds" in tags and "fse_cam_lfw/nose" in tags
     assert all(0 <= v <= 1 for t, v, _ in writer.scalars if not t.endswith("seconds"))
     tag, img, step, fmt = writer.images[0]
-    assert tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8 and img.shape == (224, 336, 3)
+    assert (tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8
+            and img.shape == (224, 336, 3))
     # the hook's messages, in upstream's format and file
     log_lines = training_log.read_text().splitlines()
     for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp",
@@ -552,7 +558,8 @@ def _apply(patch: Path, where: Path) -> None:
 
 def test_patch_applies_with_dataset_patch_in_either_order(arcface_torch_dir, tmp_path):
     ours = REPO / "patches" / "0002-fse-cam.patch"
-    others = sorted(p for p in {*(REPO / "patches").glob("*.patch"), *(REPO / "fse_plugin" / "patches").glob("*.patch")}
+    others = sorted(p for p in {*(REPO / "patches").glob("*.patch"),
+                                *(REPO / "fse_plugin" / "patches").glob("*.patch")}
                     if p.name != ours.name)
     for order in ([ours, *others], [*others, ours]):
         tree = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
@@ -561,5 +568,6 @@ def test_patch_applies_with_dataset_patch_in_either_order(arcface_torch_dir, tmp
             _apply(p, tree)
         src = (tree / "train_v2.py").read_text()
         compile(src, "train_v2.py", "exec")
-        assert "callback_verification = FSCAMCallback(cfg, summary_writer, callback_verification)" in src
+        assert ("callback_verification = FSCAMCallback(cfg, summary_writer, "
+                "callback_verification)") in src
         assert src.index("FSCAMCallback(cfg") > src.index("callback_logging = CallBackLogging(")

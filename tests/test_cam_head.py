@@ -53,7 +53,8 @@ def test_class_target_on_the_head_puts_planted_region_first(with_head, method):
 def test_choose_target_defaults_and_words():
     heads, weights = {"a": 93431, "b": 93431}, {"a": "a.pt", "b": "b.pt"}
     c = cam.choose_target(None, "identity", heads, weights)
-    assert c.kind == "class" and "classifier head (93,431 classes; cosine x 64, softmax)" in c.description
+    assert (c.kind == "class"
+            and "classifier head (93,431 classes; cosine x 64, softmax)" in c.description)
     c = cam.choose_target(None, "pair", {"a": 93431, "b": None}, weights)
     assert c.kind == "pair" and c.description.endswith("(no classifier head in b.pt)")
     c = cam.choose_target(None, "pair", {"a": None}, {"a": None})
@@ -61,7 +62,8 @@ def test_choose_target_defaults_and_words():
     assert cam.choose_target("self", "pair", heads, weights).description == cam.TARGETS["self"]
     with pytest.raises(FSEError, match="--target class needs a classifier head, and a.pt has none"):
         cam.choose_target("class", "identity", {"a": None}, weights)
-    assert "scripted" in cam.choose_target("class", "pair", {"a": None}, weights, scripted=True).description
+    assert "scripted" in cam.choose_target("class", "pair", {"a": None}, weights,
+                                           scripted=True).description
 
 
 def _run(argv, capsys):
@@ -89,8 +91,8 @@ def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_pa
         assert said in io.err and said in (out / "report.md").read_text()
         meta = json.loads((out / "region_scores.json").read_text())["meta"]
         assert meta["target"] == "class" and "12 classes" in meta["target_description"]
-        assert np.isfinite(json.loads((out / "region_scores.json").read_text())["stats"]["baseline"]["fscam"]
-                           ["score"]["mean"][10])
+        assert np.isfinite(json.loads((out / "region_scores.json").read_text())
+                           ["stats"]["baseline"]["fscam"]["score"]["mean"][10])
 
 
 def test_cli_without_head_says_which_target_ran(synth_bin, tmp_path, capsys):
@@ -98,8 +100,8 @@ def test_cli_without_head_says_which_target_ran(synth_bin, tmp_path, capsys):
     rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--limit", "2",
                    "--out", str(tmp_path / "o")], capsys)
     assert rc == 0
-    assert f"FS-CAM target: cosine to the clean embedding of the other image of each pair (no classifier head in " \
-           f"{weights})" in io.err
+    assert f"FS-CAM target: cosine to the clean embedding of the other image of each pair " \
+           f"(no classifier head in {weights})" in io.err
     rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--target", "class",
                    "--out", str(tmp_path / "o2")], capsys)
     assert rc == 2 and "fse cam: error: --target class needs a classifier head" in io.err

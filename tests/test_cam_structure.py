@@ -27,7 +27,8 @@ def test_group_cam_is_a_base_cam_importable_by_name():
     net(torch.zeros(1, 3, 8, 8))
     made = cam.make_pixel_cam("groupcam", net, "0", groups=4)
     with made as g:
-        assert isinstance(g, GroupCAM) and repr(g) == "GroupCAM(groups=4, blur=(51, 50), percentile=70)"
+        assert (isinstance(g, GroupCAM)
+                and repr(g) == "GroupCAM(groups=4, blur=(51, 50), percentile=70)")
         # the library's own class targets work too
         maps = g(input_tensor=torch.randn(2, 3, 8, 8), targets=None)
     assert maps.shape == (2, 8, 8)
@@ -49,7 +50,8 @@ def test_rise_is_called_like_a_library_cam():
 
 def test_import_stays_light_and_evaluation_does_not_import_cam():
     code = ("import sys, fse_plugin.evaluation; assert 'fse_plugin.cam' not in sys.modules; "
-            "import fse_plugin.cam; print(sorted(m for m in ('pytorch_grad_cam', 'matplotlib') if m in sys.modules))")
+            "import fse_plugin.cam; print(sorted(m for m in ('pytorch_grad_cam', 'matplotlib') if "
+            "m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"

@@ -81,8 +81,9 @@ def test_upstream_script_equals_fse_eval_ijb(tree, ijb_sets, tmp_path, target):
     assert sorted(p.name for p in upstream.iterdir()) == [f"{t}.npy", f"{t}.pdf"]
     assert "FS-CAM" not in run.stdout
     ours = tmp_path / "fse"
-    assert cli_main([str(a) for a in ("eval", "ijb", "--root", ijb_sets[target], "--ijb-set", target, "--network",
-                                      NETWORK, "--weights", weights, "--arcface-dir", tree, "--out", ours, "--quiet",
+    assert cli_main([str(a) for a in ("eval", "ijb", "--root", ijb_sets[target], "--ijb-set",
+                                      target, "--network", NETWORK, "--weights", weights,
+                                      "--arcface-dir", tree, "--out", ours, "--quiet",
                                       "--device", "cpu")]) == 0
     doc = json.loads((ours / f"{t}_results.json").read_text())
     assert [c.strip() for c in table_numbers(run.stdout)] == [f"{v * 100:.2f}" for v in doc["tar"]]
@@ -97,13 +98,15 @@ def test_config_fse_eval_adds_fscam_and_occlusion(tree, tmp_path):
     ijbc = synth.write_ijb(tmp_path / "IJBC", "IJBC", synth.IJBLayout(3, 2, 1, 1), seed=5,
                            workers=1)
     (tree / "configs" / "fse_mbf_eval.py").write_text(
-        (tree / "configs" / "fse_mbf.py").read_text() + "config.fse_eval = dict(fscam=dict(limit=1), occlusion=dict("
-        f"classes='nose,mouth', groups='none', far=0.1), masks={str(ijbc / 'gt_masks.npy')!r})\n")
+        (tree / "configs" / "fse_mbf.py").read_text() + "config.fse_eval = "
+        f"dict(fscam=dict(limit=1), occlusion=dict(classes='nose,mouth', groups='none', far=0.1), "
+        f"masks={str(ijbc / 'gt_masks.npy')!r})\n")
     run = eval_ijbc(tree, "--config", "configs/fse_mbf_eval.py", "--image-path", ijbc,
                     "--result-dir", tmp_path, "--batch-size", 8)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "insightface"
-    assert "FS-CAM target: cosine to the clean embedding of the other image of each pair" in run.stdout
+    assert ("FS-CAM target: cosine to the clean embedding of the other image of each pair"
+            in run.stdout)
     occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
     # skipped: absent in every probe
     regions = [r["region"] for r in occlusion["rows"]] + occlusion["skipped"]
@@ -146,4 +149,5 @@ def test_bad_fse_eval_is_one_line_before_any_embedding(tree, ijb_sets, tmp_path,
         runpy.run_path("eval_ijbc.py", run_name="__main__")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert done.value.code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("eval_ijbc.py: error: ") and all(n in lines[0] for n in names), lines[0]
+    assert (lines[0].startswith("eval_ijbc.py: error: ")
+            and all(n in lines[0] for n in names)), lines[0]

@@ -249,10 +249,11 @@ try:
 except PackError as e:
     print("refused:", e)
 print("rss growth KB:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss)
-"""
+"""  # noqa: E501 (the script's text is kept as written: two of its lines are longer)
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc for the memory limit")
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(),
+                    reason="needs Linux /proc for the memory limit")
 def test_memo_bomb_refused_in_bounded_memory(tmp_path):
     """10 bytes that made the C unpickler size its memo for 400M entries (6.9-13.8 GB) before any
     check ran."""
@@ -324,7 +325,8 @@ def test_protocol_matches_plain_computation(seed):
     views, issame = structured_views(400, seed)
     r = ev.evaluate_embeddings(views, issame)
     acc, std, xnorm, val, val_std, far = plain_protocol(views, issame)
-    assert r.accuracy == pytest.approx(acc, abs=1e-12) and r.accuracy_std == pytest.approx(std, abs=1e-12)
+    assert (r.accuracy == pytest.approx(acc, abs=1e-12)
+            and r.accuracy_std == pytest.approx(std, abs=1e-12))
     assert r.xnorm == pytest.approx(xnorm, rel=1e-12)
     assert (r.val, r.val_std, r.far) == pytest.approx((val, val_std, far), abs=1e-12)
     assert 0.5 < r.accuracy < 1.0 and 0 < r.val < 1 and len(r.fold_accuracy) == 10
@@ -511,10 +513,12 @@ def test_occlusion_pack_equals_per_region_reference(pack):
     settings = ev.OcclusionSettings(regions, fill="random", seed=5,
                                     embed=ev.EmbedSettings(7, progress=False))
     report = ev.occlusion_pack(models, images, issame, masks, settings)
-    assert [r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"] and report.skipped == ["headwear"]
+    assert ([r.region for r in report.rows] == ["nose", "left_eye", "mouth", "eyes"]
+            and report.skipped == ["headwear"])
     x = torch.stack([to_input(im) for im in images])
     for name, model in models.items():
-        assert report.clean[name] == ev.evaluate_embeddings(views_of(model, x), issame).accuracy * 100
+        assert (report.clean[name]
+                == ev.evaluate_embeddings(views_of(model, x), issame).accuracy * 100)
     for row, (_, ids) in zip(report.rows, [r for r in regions if r[0] != "headwear"]):
         xr = erased_by_hand(x, range(1, len(x), 2), masks, ids, "random", 5)
         assert row.n_probes == int(np.isin(masks[1::2], ids).any((1, 2)).sum())
@@ -544,10 +548,12 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
     settings = ev.OcclusionSettings(regions, fill="random", seed=2,
                                     embed=ev.EmbedSettings(3, progress=False))
     report = ev.occlusion_ijb({"m": model}, meta, masks, settings, far=1e-1)
-    clean = ev.evaluate_ijb(model, meta, ev.EmbedSettings(10, progress=False), fars=[1e-1]).tar[0] * 100
+    clean = ev.evaluate_ijb(model, meta, ev.EmbedSettings(10, progress=False),
+                            fars=[1e-1]).tar[0] * 100
     assert report.clean["m"] == pytest.approx(clean)
     assert report.n_probes == len(meta.probe_rows()) and report.metric == "TAR@FAR=0.1 (%)"
-    assert sorted([r.region for r in report.rows] + report.skipped) == ["eyes", "glasses", "nose"] and report.rows
+    assert (sorted([r.region for r in report.rows] + report.skipped) == ["eyes", "glasses", "nose"]
+            and report.rows)
     faces = ev.IJBFaces(meta)
     x = torch.stack([to_input(faces.image(i)) for i in range(len(meta.names))])
 
@@ -563,7 +569,8 @@ def test_occlusion_ijb_equals_per_region_reference(ijb_root, ijb_masks):
         scores = ev.pair_scores(*references, meta.p1, meta.p2, *probes)
         fpr, tpr, _ = roc_curve(meta.labels, scores)
         expect = np.flipud(tpr)[np.argmin(np.abs(np.flipud(fpr) - 1e-1))] * 100
-        assert row.score["m"] == pytest.approx(expect, abs=1e-9) and row.drop["m"] == pytest.approx(clean - expect)
+        assert (row.score["m"] == pytest.approx(expect, abs=1e-9)
+                and row.drop["m"] == pytest.approx(clean - expect))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -577,10 +584,11 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     shutil.copy(weights, tmp_path / "work_dirs" / "cfg" / "model.pt")
     cfg = tmp_path / "configs" / "cfg.py"
     cfg.parent.mkdir()
-    cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.network = 'tiny'\n"
-                   f"config.embedding_size = 512\nconfig.rec = {str(data)!r}\n"
+    cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict()\nconfig.network = "
+                   f"'tiny'\nconfig.embedding_size = 512\nconfig.rec = {str(data)!r}\n"
                    f"config.val_targets = ['lfw', 'agedb_30']\nconfig.output = None\n"
-                   f"config.fse_eval = dict(batch_size=20, fscam_limit=2, fscam={str(tmp_path / 'cam')!r})\n")
+                   f"config.fse_eval = dict(batch_size=20, fscam_limit=2, "
+                   f"fscam={str(tmp_path / 'cam')!r})\n")
     out = tmp_path / "out"
     rc = cli_main(["eval", "verification", "--config", str(cfg), "--out", str(out), "--quiet",
                    "--device", "cpu"])
@@ -593,7 +601,8 @@ def test_cli_verification_with_config_and_fscam(small_bin, weights, tmp_path):
     from fse_plugin.backbone import load_backbone
     expect = ev.evaluate_embeddings(ev.embed(load_backbone(weights), images,
                                              ev.EmbedSettings(20, progress=False)), issame)
-    assert doc["results"][0]["accuracy"] == expect.accuracy and doc["results"][0]["xnorm"] == expect.xnorm
+    assert (doc["results"][0]["accuracy"] == expect.accuracy
+            and doc["results"][0]["xnorm"] == expect.xnorm)
     assert (tmp_path / "cam" / "lfw" / "region_scores.json").is_file()  # FS-CAM via config.fse_eval
 
 
@@ -604,10 +613,12 @@ def test_cli_occlusion_pack_torchscript(synth_bin, scripted, tmp_path):
                    "--out", str(tmp_path), "--quiet", "--device", "cpu", "--embedding-size", "64"])
     assert rc == 0
     doc = json.loads((tmp_path / "occlusion_synth.json").read_text())
-    assert doc["models"] == ["base", "fse"] and doc["fill"] == -1.0 and doc["rows"][0]["region"] == "mouth"
+    assert (doc["models"] == ["base", "fse"] and doc["fill"] == -1.0
+            and doc["rows"][0]["region"] == "mouth")
     # the same weights twice
     assert doc["rows"][0]["score"]["base"] == doc["rows"][0]["score"]["fse"]
-    assert (tmp_path / "occlusion_synth.png").is_file() and (tmp_path / "occlusion_synth.csv").is_file()
+    assert ((tmp_path / "occlusion_synth.png").is_file()
+            and (tmp_path / "occlusion_synth.csv").is_file())
 
 
 def test_cli_ijb_and_ijb_occlusion(ijb_root, ijb_masks, scripted, tmp_path):
@@ -621,7 +632,9 @@ def test_cli_ijb_and_ijb_occlusion(ijb_root, ijb_masks, scripted, tmp_path):
                    "--network", "torchscript", "--weights", str(scripted), "--classes", "nose",
                    "--groups", "none", "--far", "0.1", "--out", str(tmp_path), "--quiet",
                    "--device", "cpu"])
-    assert rc == 0 and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"] == "nose"
+    assert (rc == 0
+            and json.loads((tmp_path / "occlusion_ijbc.json").read_text())["rows"][0]["region"]
+            == "nose")
 
 
 
@@ -728,22 +741,27 @@ def test_eval_finds_the_tree_from_config_or_working_directory(small_bin, tmp_pat
                                                   "embedding_size=512, output=None)\n")
     run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--out"]
     monkeypatch.chdir(tmp_path)  # outside the tree: the config's location names it
-    assert cli_main(["eval", "verification", "--config", str(tree / "configs" / "fake_cfg.py"), *run, "by_config"]) == 0
+    assert cli_main(["eval", "verification", "--config", str(tree / "configs" / "fake_cfg.py"),
+                     *run, "by_config"]) == 0
     monkeypatch.chdir(tree)  # where the user stands after training
-    assert cli_main(["eval", "verification", "--config", "configs/fake_cfg.py", *run, "in_tree_config"]) == 0
-    assert cli_main(["eval", "verification", "--network", "fake", "--weights", "work_dirs/fake_cfg/model.pt", *run,
-                     "in_tree"]) == 0
+    assert cli_main(["eval", "verification", "--config", "configs/fake_cfg.py", *run,
+                     "in_tree_config"]) == 0
+    assert cli_main(["eval", "verification", "--network", "fake", "--weights",
+                     "work_dirs/fake_cfg/model.pt", *run, "in_tree"]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    assert cli_main(["eval", "verification", "--network", "fake", "--weights", str(weights), *run, "nowhere"]) == 2
-    assert "network 'fake' is built by arcface_torch's backbones.get_model" in capsys.readouterr().err
+    assert cli_main(["eval", "verification", "--network", "fake", "--weights", str(weights), *run,
+                     "nowhere"]) == 2
+    assert ("network 'fake' is built by arcface_torch's backbones.get_model"
+            in capsys.readouterr().err)
     res = subprocess.run([sys.executable, "eval/verification.py", "--network", "fake", "--weights",
                           str(weights), "--arcface-dir", str(tree), *run, str(tmp_path / "script")],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != "ARCFACE_TORCH_DIR"})
     assert res.returncode == 0, res.stderr
     expect = _accuracy(tmp_path / "by_config")
-    assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree", tmp_path / "script")] == [expect] * 3
+    assert [_accuracy(p) for p in (tree / "in_tree_config", tree / "in_tree",
+                                   tmp_path / "script")] == [expect] * 3
 
 
 def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, tmp_path,
@@ -758,15 +776,18 @@ def test_eval_r18_model_pt_as_train_v2_writes_it(arcface_torch_dir, small_bin, t
     weights = tree / "work_dirs" / "fse_r18" / "model.pt"
     weights.parent.mkdir(parents=True)
     torch.save(net.state_dict(), weights)
-    (tree / "configs" / "fse_r18.py").write_text("from easydict import EasyDict as edict\nconfig = edict()\n"
-                                                  "config.network = 'r18'\nconfig.output = None\n")
+    (tree / "configs" / "fse_r18.py").write_text("from easydict import EasyDict as edict\n"
+                                                 "config = edict()\nconfig.network = 'r18'\n"
+                                                 "config.output = None\n")
     run = ["--pack", str(small_bin), "--quiet", "--device", "cpu", "--batch-size", "20", "--out"]
-    assert cli_main(["eval", "verification", "--network", "r18", "--weights", str(weights), "--arcface-dir", str(tree),
-                     *run, str(tmp_path / "flags")]) == 0
+    assert cli_main(["eval", "verification", "--network", "r18", "--weights", str(weights),
+                     "--arcface-dir", str(tree), *run, str(tmp_path / "flags")]) == 0
     monkeypatch.chdir(tree)
-    assert cli_main(["eval", "verification", "--config", "configs/fse_r18.py", *run, str(tmp_path / "config")]) == 0
+    assert cli_main(["eval", "verification", "--config", "configs/fse_r18.py", *run,
+                     str(tmp_path / "config")]) == 0
     doc = json.loads((tmp_path / "config" / "verification.json").read_text())
-    assert doc["model"]["network"] == "r18" and doc["model"]["weights"] == str(Path("work_dirs/fse_r18/model.pt"))
+    assert (doc["model"]["network"] == "r18"
+            and doc["model"]["weights"] == str(Path("work_dirs/fse_r18/model.pt")))
     expect = ev.evaluate_pack(net, small_bin, ev.EmbedSettings(20, progress=False)).accuracy
     assert _accuracy(tmp_path / "flags") == _accuracy(tmp_path / "config") == expect
 
@@ -775,11 +796,12 @@ def test_cli_ijb_config_fse_eval_runs_occlusion_as_the_script_does(ijb_root, ijb
                                                                    tmp_path):
     """The config.fse_eval that eval_ijbc.py reads means the same to `fse eval ijb --config`."""
     cfg = tmp_path / "cfg.py"
-    cfg.write_text(f"config = dict(network='torchscript', embedding_size=64, output=None, fse_eval=dict("
-                   f"occlusion=dict(classes='nose', groups='none', far=0.1), masks={str(ijb_masks)!r}))\n")
+    cfg.write_text(f"config = dict(network='torchscript', embedding_size=64, output=None, "
+                   f"fse_eval=dict(occlusion=dict(classes='nose', groups='none', far=0.1), "
+                   f"masks={str(ijb_masks)!r}))\n")
     out = tmp_path / "out"
-    assert cli_main(["eval", "ijb", "--config", str(cfg), "--root", str(ijb_root), "--weights", str(scripted),
-                     "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert cli_main(["eval", "ijb", "--config", str(cfg), "--root", str(ijb_root), "--weights",
+                     str(scripted), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
     tar = json.loads((out / "ijbc_results.json").read_text())["tar"]
     occlusion = json.loads((out / "occlusion_ijbc.json").read_text())
     assert occlusion["rows"][0]["region"] == "nose" and occlusion["metric"] == "TAR@FAR=0.1 (%)"

@@ -1,4 +1,5 @@
-"""Rendered occluders: each hides the part of the face it should, nothing else, the same way for a seed."""
+"""Rendered occluders: each hides the part of the face it should, nothing else, the same way for a
+seed."""
 import numpy as np
 import pytest
 
@@ -34,7 +35,8 @@ def test_each_occluder_covers_its_part_of_the_face(faces, seed):
     assert not (cover["surgical_mask"] & eyes).any() and rows["surgical_mask"].min() > EYE_Y + 5
     # hat: above the eyes only, over the forehead
     assert rows["hat"].max() < EYE_Y - 6 and cover["hat"][:20].mean() > 0.5
-    # hand: a sizeable blob, mostly over the face's own regions (cheeks .. lips), not the whole picture
+    # hand: a sizeable blob, mostly over the face's own regions (cheeks .. lips), not the whole
+    # picture
     assert 0.05 < cover["hand"].mean() < 0.3
     face = (mask >= 1) & (mask <= 19)
     assert (cover["hand"] & face).sum() > 0.3 * cover["hand"].sum()
@@ -53,10 +55,12 @@ def test_only_the_covered_pixels_change_and_a_seed_repeats(faces, kind):
 
 
 def test_occluders_follow_the_face_points_on_a_larger_image():
-    """Five points of a face placed elsewhere in a 224 image: the sunglasses follow the eyes there."""
+    """Five points of a face placed elsewhere in a 224 image: the sunglasses follow the eyes
+    there."""
     img = np.full((224, 224, 3), 120, np.uint8)
     points = ARCFACE_TEMPLATE * 1.5 + [30, 40]
-    _, alpha = occluders.occluder_layer("sunglasses", img.shape[:2], np.random.default_rng(0), points)
+    _, alpha = occluders.occluder_layer("sunglasses", img.shape[:2], np.random.default_rng(0),
+                                        points)
     for x, y in points[:2]:
         assert alpha[int(y), int(x)] > 0.9
     assert alpha[: int(points[:2, 1].min()) - 30].max() == 0
@@ -71,9 +75,11 @@ def test_bad_kind_and_image_are_refused():
 
 
 def test_the_surgical_mask_keeps_its_old_name_for_now(faces):
-    """'mask' (a label map everywhere else in the plugin) still draws the surgical mask, with a deprecation note."""
+    """'mask' (a label map everywhere else in the plugin) still draws the surgical mask, with a
+    deprecation note."""
     img, _ = faces[1]
     with pytest.warns(DeprecationWarning, match="'mask' is deprecated; use 'surgical_mask'"):
         old = occluders.occlude(img, "mask", np.random.default_rng(3))
     assert np.array_equal(old, occluders.occlude(img, "surgical_mask", np.random.default_rng(3)))
-    assert occluders.OCCLUDERS == ("sunglasses", "surgical_mask", "hat", "hand")  # the order seeds the study's probes
+    # the order seeds the study's probes
+    assert occluders.OCCLUDERS == ("sunglasses", "surgical_mask", "hat", "hand")

@@ -64,8 +64,8 @@ def test_compat_patch_is_small_and_commented():
     assert sum(row[0] in "+-" for h in hunks for row in h) <= 27
     for h in hunks:
         assert any(row.startswith("+") and "# FSE compat" in row for row in h), h
-    assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(), flags=re.M) == ["eval/verification.py",
-                                                                                   "eval_ijbc.py", "lr_scheduler.py"]
+    assert re.findall(r"^\+\+\+ b/(\S+)", COMPAT_PATCH.read_text(),
+                      flags=re.M) == ["eval/verification.py", "eval_ijbc.py", "lr_scheduler.py"]
 
 
 def test_eval_ijbc_patch_adds_lines_only_and_says_why():
@@ -98,7 +98,8 @@ def test_mxcompat_matches_the_mxnet_calls_upstream_makes(synth_rec):
     with recordio.open_rec(synth_rec) as r:
         payload = recordio.unpack(r.read(1))[1]
     img = mxcompat.image.imdecode(payload)
-    assert img.shape == (112, 112, 3) and np.array_equal(img.asnumpy(), recordio.decode_image(payload))
+    assert img.shape == (112, 112, 3) and np.array_equal(img.asnumpy(),
+                                                         recordio.decode_image(payload))
     assert mxcompat.image.imdecode(payload, flag=0).shape == (112, 112, 1)
     assert mxcompat.image.resize_short(img, 56).shape == (56, 56, 3)
     assert mxcompat.image.resize_short(np.zeros((20, 10, 3), np.uint8), 5).shape == (10, 5, 3)
@@ -140,13 +141,15 @@ def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, c
     assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 4
     assert _pristine(target, arcface_torch_dir)
     assert cli.main(["patch-arcface", str(root)]) == 0
-    assert ("0003-upstream-compat.patch: applied (eval/verification.py, eval_ijbc.py, lr_scheduler.py)"
+    assert ("0003-upstream-compat.patch: applied (eval/verification.py, eval_ijbc.py, "
+            "lr_scheduler.py)"
             in capsys.readouterr().out)
     assert "fse=cfg.get(\"fse\")" in (target / "train_v2.py").read_text()
     assert "if verbose else {}" in (target / "lr_scheduler.py").read_text()
     assert {r.status for r in apply_patches(target)} == {"already applied"}
     assert cli.main(["patch-arcface", str(target), "--reverse", "--check"]) == 0
-    assert capsys.readouterr().out.count(": would revert") == 4 and not _pristine(target, arcface_torch_dir)
+    assert (capsys.readouterr().out.count(": would revert") == 4
+            and not _pristine(target, arcface_torch_dir))
     assert cli.main(["patch-arcface", str(root), "--reverse"]) == 0
     assert capsys.readouterr().out.count(": reverted") == 4 and _pristine(target, arcface_torch_dir)
     assert {r.status for r in apply_patches(root, reverse=True)} == {"not applied"}
@@ -233,7 +236,7 @@ DRIVER = textwrap.dedent('''
     data, issame = verification.load_bin(sys.argv[1], (112, 112))
     out["bin"] = [list(data[0].shape), len(issame), bool(torch.equal(data[1], data[0].flip(3)))]
     print("RESULT " + json.dumps(out))
-''')
+''')  # noqa: E501 (the script's text is kept as written: two of its lines are longer)
 
 
 def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_dir, synth_rec,
@@ -259,8 +262,8 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
     out = json.loads(run.stdout.split("RESULT ", 1)[1])
     assert out["mxnet"] is False  # the point: upstream code running without mxnet
     name, shape, dtype, ldtype, lo, hi, p = out["fse"]
-    assert (name, shape, dtype, ldtype, p) == ("FSEMXFaceDataset", [8, 3, 112, 112], "torch.float32",
-                                               "torch.int64", 0.5)
+    assert (name, shape, dtype, ldtype, p) == ("FSEMXFaceDataset", [8, 3, 112, 112],
+                                               "torch.float32", "torch.int64", 0.5)
     assert lo < -1 or hi > 1  # N(0, 1) fills reach outside [-1, 1]: erasing happened
     assert out["vanilla"] == ["MXFaceDataset", [8, 3, 112, 112], "torch.float32", "torch.int64"]
     assert out["vanilla_equals_fse_off"]
@@ -314,8 +317,9 @@ def test_patched_val_at_far_is_upstreams_where_scipy_accepts_the_far_values(veri
         want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)
         assert patched.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1) == want
         far = np.arange(len(thresholds)) / len(impostor)  # that training FAR: distinct values
+        # the fallback agrees
         assert far_threshold(far, thresholds, far_target) == pytest.approx(
-            float(interp1d(far, thresholds, kind="slinear")(far_target)), abs=1e-12)  # the fallback agrees
+            float(interp1d(far, thresholds, kind="slinear")(far_target)), abs=1e-12)
 
 
 def test_patched_val_at_far_survives_repeated_far_values(verification_modules):

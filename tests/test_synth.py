@@ -1,4 +1,5 @@
-"""Synthetic faces: determinism, class coverage, left/right, mask/landmark consistency, and the writers."""
+"""Synthetic faces: determinism, class coverage, left/right, mask/landmark consistency, and the
+writers."""
 import csv
 import hashlib
 import io
@@ -13,7 +14,8 @@ import pytest
 from fse_plugin import synth
 from fse_plugin.align import ARCFACE_TEMPLATE, align_mask, estimate_norm, five_points_from_68
 from fse_plugin.common import FSEError
-from fse_plugin.labels import CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS, class_id, class_ids
+from fse_plugin.labels import (CLASSES, FS19_CLASSES, L25_TO_FS19, MIRROR_PAIRS, SIDE, SKIN_IDS,
+                               class_id, class_ids)
 
 
 def _frontal(look: synth.Look) -> synth.Look:
@@ -42,10 +44,11 @@ def _safe_load(path: Path):
     return Restricted(io.BytesIO(path.read_bytes())).load()
 
 
-# ---------------------------------------------------------------------------------------------- determinism
+# -------------------------------------------------------------------------------------- determinism
 def test_identities_deterministic_and_streams_disjoint():
     a, b = synth.make_identities(4, seed=3), synth.make_identities(4, seed=3)
-    assert [x.face_w for x in a] == [x.face_w for x in b] and [x.skin for x in a] == [x.skin for x in b]
+    assert ([x.face_w for x in a] == [x.face_w for x in b]
+            and [x.skin for x in a] == [x.skin for x in b])
     assert synth.make_identities(2, seed=3, start=2)[0].face_w == a[2].face_w
     assert a[0].face_w != synth.make_identities(1, seed=4)[0].face_w
     held = synth.make_identities(4, seed=3, stream=synth.HELDOUT)
@@ -58,7 +61,8 @@ def test_render_deterministic():
     im1, m1 = synth.render_aligned(idn, np.random.default_rng(7))
     im2, m2 = synth.render_aligned(idn, np.random.default_rng(7))
     im3, m3 = synth.render_aligned(idn, np.random.default_rng(8))
-    assert im1.shape == (112, 112, 3) and im1.dtype == np.uint8 and m1.shape == (112, 112) and m1.dtype == np.uint8
+    assert (im1.shape == (112, 112, 3) and im1.dtype == np.uint8 and m1.shape == (112, 112)
+            and m1.dtype == np.uint8)
     assert im1.tobytes() == im2.tobytes() and m1.tobytes() == m2.tobytes()
     assert im1.tobytes() != im3.tobytes() and m1.tobytes() != m3.tobytes()
 
@@ -74,7 +78,7 @@ def test_write_rec_bytes_deterministic_across_workers(tmp_path):
     assert np.array_equal(ma["masks"], mb["masks"]) and np.array_equal(ma["keys"], mb["keys"])
 
 
-# ---------------------------------------------------------------------------------------------- content
+# ------------------------------------------------------------------------------------------ content
 def test_all_classes_occur_with_plausible_sizes(sample):
     frac = np.array([np.bincount(r.mask.ravel(), minlength=25) / r.mask.size for _, r in sample])
     assert frac.shape[1] == len(CLASSES)  # no id outside 0..24
@@ -83,14 +87,18 @@ def test_all_classes_occur_with_plausible_sizes(sample):
     assert not missing, f"classes never rendered: {missing}"
     median = {CLASSES[c]: np.median(frac[present[:, c], c]) for c in range(25)}
     # (low, high) bounds of the median area fraction where present, from aligned 112x112 faces
-    bounds = {"background": (0.1, 0.6), "nose": (0.01, 0.05), "hair": (0.05, 0.5), "headwear": (0.03, 0.3),
-              "glasses": (0.005, 0.08), "neck": (0.002, 0.06), "clothing": (0.001, 0.1), "mouth": (0.002, 0.03)}
-    for n in ("right_eye", "left_eye", "right_brow", "left_brow", "right_ear", "left_ear", "upper_lip", "lower_lip"):
+    bounds = {"background": (0.1, 0.6), "nose": (0.01, 0.05), "hair": (0.05, 0.5),
+              "headwear": (0.03, 0.3), "glasses": (0.005, 0.08), "neck": (0.002, 0.06),
+              "clothing": (0.001, 0.1),
+              "mouth": (0.002, 0.03)}
+    for n in ("right_eye", "left_eye", "right_brow", "left_brow", "right_ear", "left_ear",
+              "upper_lip", "lower_lip"):
         bounds[n] = (0.001, 0.02)
     for c in SKIN_IDS:
         bounds[CLASSES[c]] = (0.005, 0.2)
     for name, (lo, hi) in bounds.items():
-        assert lo <= median[name] <= hi, f"{name}: median area {median[name]:.4f} outside [{lo}, {hi}]"
+        assert lo <= median[name] <= hi, (f"{name}: median area {median[name]:.4f} outside "
+                                          f"[{lo}, {hi}]")
     # the face skin always dominates the small parts, and always-present parts are present
     for name in ("right_cheek", "left_cheek", "nose", "upper_lip", "lower_lip", "middle_forehead"):
         assert present[:, class_id(name)].all(), name
@@ -103,7 +111,8 @@ def _mean_x(mask: np.ndarray, cid: int) -> float:
 
 
 def test_left_right_follow_the_authors_labels():
-    """As in the authors' labels_25 maps: skin parts on the subject's sides, eyes, brows, ears on the image's."""
+    """As in the authors' labels_25 maps: skin parts on the subject's sides, eyes, brows, ears on
+    the image's."""
     ids = synth.make_identities(12, seed=21)
     for k, idn in enumerate(ids):
         look = _frontal(synth.sample_look(idn, np.random.default_rng(k)))
@@ -113,24 +122,29 @@ def test_left_right_follow_the_authors_labels():
             if (r.mask == right).sum() < 3 or (r.mask == left).sum() < 3:
                 continue
             image_left, image_right = (right, left) if SIDE[right] == "subject" else (left, right)
-            assert _mean_x(r.mask, image_left) < 56 < _mean_x(r.mask, image_right), (CLASSES[right], CLASSES[left])
+            assert _mean_x(r.mask, image_left) < 56 < _mean_x(r.mask, image_right), (CLASSES[right],
+                                                                                     CLASSES[left])
         for name in ("eye", "brow", "ear"):  # wholly on their image side
             left = np.nonzero(r.mask == class_id("left_" + name))[1]
             right = np.nonzero(r.mask == class_id("right_" + name))[1]
             assert len(left) and len(right) and left.max() < 56 < right.min(), name
         # landmarks: iBUG 36..41 and pupil row 68 are on the image-left, inside the left_eye class
         assert r.landmarks[36:42, 0].max() < 56 < r.landmarks[42:48, 0].min()
-        assert r.landmarks[68, 0] < 56 < r.landmarks[69, 0] and r.landmarks[0, 0] < r.landmarks[16, 0]
+        assert (r.landmarks[68, 0] < 56 < r.landmarks[69, 0]
+                and r.landmarks[0, 0] < r.landmarks[16, 0])
 
 
 def test_side_means_in_aligned_faces(sample):
-    """Mean x over the posed, aligned sample: where the authors' maps put each sided class (midline 56)."""
-    xs = {name: np.mean([_mean_x(r.mask, class_id(name)) for _, r in sample if (r.mask == class_id(name)).sum() > 3])
-          for name in ("right_cheek", "left_cheek", "right_eye", "left_eye", "right_brow", "left_brow", "right_ear",
-                       "left_ear")}
+    """Mean x over the posed, aligned sample: where the authors' maps put each sided class (midline
+    56)."""
+    xs = {name: np.mean([_mean_x(r.mask, class_id(name))
+                         for _, r in sample if (r.mask == class_id(name)).sum() > 3])
+          for name in ("right_cheek", "left_cheek", "right_eye", "left_eye", "right_brow",
+                       "left_brow", "right_ear", "left_ear")}
     assert xs["right_cheek"] < 56 < xs["left_cheek"]
     assert xs["left_eye"] < 56 < xs["right_eye"] and xs["left_brow"] < 56 < xs["right_brow"]
-    assert xs["left_ear"] < 20 and xs["right_ear"] > 92  # at the image edges, as the authors' ~6 and ~98
+    # at the image edges, as the authors' ~6 and ~98
+    assert xs["left_ear"] < 20 and xs["right_ear"] > 92
 
 
 def test_posed_faces_keep_sides(sample):
@@ -151,8 +165,10 @@ def test_mask_and_landmarks_agree(sample):
         assert label(lm[30]) == class_id("nose")  # nose tip
         for corner in (48, 54):  # mouth corners touch the lips
             x, y = np.round(lm[corner]).astype(int)
-            assert np.isin(r.mask[y - 2:y + 3, x - 2:x + 3], class_ids(["upper_lip", "lower_lip", "mouth"])).any()
-        for pupil, eye in ((68, class_id("left_eye")), (69, class_id("right_eye"))):  # image-left, -right
+            assert np.isin(r.mask[y - 2:y + 3, x - 2:x + 3],
+                           class_ids(["upper_lip", "lower_lip", "mouth"])).any()
+        # image-left, -right
+        for pupil, eye in ((68, class_id("left_eye")), (69, class_id("right_eye"))):
             if (r.mask == eye).sum() > 5:  # open eye, not behind sunglasses
                 total += 1
                 hits += label(lm[pupil]) == eye
@@ -174,7 +190,8 @@ def test_identity_spread_over_regions(sample):
         return out
 
     y = np.array([i for i, _ in sample])
-    for group in (["right_eye", "left_eye", "right_brow", "left_brow"], ["upper_lip", "lower_lip", "nose"]):
+    for group in (["right_eye", "left_eye", "right_brow", "left_brow"],
+                  ["upper_lip", "lower_lip", "nose"]):
         f = np.array([feats(r, class_ids(group)) for _, r in sample], np.float64)
         f = np.nan_to_num((f - np.nanmean(f, 0)) / (np.nanstd(f, 0) + 1e-6))
         d = ((f[:, None] - f[None]) ** 2).sum(-1)
@@ -183,12 +200,13 @@ def test_identity_spread_over_regions(sample):
         assert acc > 0.3, f"{group}: identification {acc:.2f} (chance {1 / 40:.3f})"
 
 
-# ---------------------------------------------------------------------------------------------- writers
+# ------------------------------------------------------------------------------------------ writers
 def test_rec_layout_labels_and_gt_masks(synth_rec):
     from fse_plugin.recordio import IRHeader, RecordReader, decode_image, image_index, unpack
     idx = image_index(synth_rec)
     assert idx.layout == "insightface"
-    assert np.array_equal(idx.keys, np.arange(1, 73)) and np.array_equal(idx.labels, np.repeat(np.arange(12), 6))
+    assert (np.array_equal(idx.keys, np.arange(1, 73))
+            and np.array_equal(idx.labels, np.repeat(np.arange(12), 6)))
     assert (synth_rec / "property").read_text().strip() == "12,112,112"
     gt = np.load(synth_rec / "gt_masks.npz")
     assert gt["keys"].dtype == np.int64 and np.array_equal(gt["keys"], idx.keys)
@@ -207,12 +225,14 @@ def test_rec_layout_labels_and_gt_masks(synth_rec):
             assert isinstance(hdr, IRHeader) and hdr.label == ident and hdr.id == k
             img = decode_image(payload).astype(int)
             other = synth.render_image(0, synth.TRAIN, ident, (image + 1) % 6, 112, "aligned").image
-            assert img.shape == (112, 112, 3) and np.abs(img - ref.image).mean() < 8 < np.abs(img - other).mean()
+            assert (img.shape == (112, 112, 3)
+                    and np.abs(img - ref.image).mean() < 8 < np.abs(img - other).mean())
 
 
 def test_pairs_bin_structure_and_masks(synth_bin):
     bins, issame = _safe_load(synth_bin)
-    assert isinstance(bins, list) and isinstance(issame, list) and len(bins) == 80 and len(issame) == 40
+    assert (isinstance(bins, list) and isinstance(issame, list) and len(bins) == 80
+            and len(issame) == 40)
     assert all(isinstance(b, bytes) for b in bins) and all(isinstance(s, bool) for s in issame)
     assert sum(issame) == 20 and issame[:4] == [True, False, True, False]
     masks = np.load(synth_bin.with_name("synth.masks.npy"))
@@ -235,7 +255,8 @@ def test_facesynthetics_folder_and_alignment_round_trip(tmp_path):
         img = cv2.imread(str(out / f"{i:06d}.png"))
         seg = cv2.imread(str(out / f"{i:06d}_seg.png"), cv2.IMREAD_UNCHANGED)
         ldmks = np.loadtxt(out / f"{i:06d}_ldmks.txt")
-        assert img.shape == (512, 512, 3) and seg.shape == (512, 512) and seg.max() <= 18 and ldmks.shape == (70, 2)
+        assert (img.shape == (512, 512, 3) and seg.shape == (512, 512) and seg.max() <= 18
+                and ldmks.shape == (70, 2))
         lab = out / "labels_25" / f"{i:06d}_seg.png"
         assert lab.exists() == bool(with_25)
         if not with_25:
@@ -245,7 +266,8 @@ def test_facesynthetics_folder_and_alignment_round_trip(tmp_path):
         # the 19-class RIGHT_EYE/_BROW/_EAR lie on the image-right, as the 25-class ids they share
         fs19 = align_mask(seg, five_points_from_68(ldmks))
         for name in ("RIGHT_EYE", "RIGHT_BROW", "RIGHT_EAR"):
-            right, left = FS19_CLASSES.index(name), FS19_CLASSES.index(name.replace("RIGHT", "LEFT"))
+            right, left = (FS19_CLASSES.index(name),
+                           FS19_CLASSES.index(name.replace("RIGHT", "LEFT")))
             if (fs19 == right).sum() > 3 and (fs19 == left).sum() > 3:
                 assert _mean_x(fs19, left) < 56 < _mean_x(fs19, right), name
         # aligning the 512 frame by its own landmarks gives the aligned render of the same look
@@ -280,7 +302,8 @@ def test_ijb_layout_parses_like_upstream(tmp_path):
         p5 = np.array(row[1:11], np.float32).reshape(5, 2)
         score = float(row[11])
         assert img is not None and 0 < score <= 1
-        assert (p5 >= 0).all() and (p5[:, 0] < img.shape[1]).all() and (p5[:, 1] < img.shape[0]).all()
+        assert ((p5 >= 0).all() and (p5[:, 0] < img.shape[1]).all()
+                and (p5[:, 1] < img.shape[0]).all())
         assert p5[0, 0] < p5[1, 0] and p5[3, 0] < p5[4, 0]  # image-left eye / mouth corner first
         m = estimate_norm(p5)
         assert 0.2 < np.sqrt(abs(np.linalg.det(m[:, :2]))) < 2.0  # a loose crop, not an aligned one
@@ -306,7 +329,8 @@ def test_bad_arguments():
 
 
 def _interrupt_after(monkeypatch, name, n):
-    """Make the writers' render job ``name`` raise KeyboardInterrupt on its ``n``-th call (as Ctrl-C would)."""
+    """Make the writers' render job ``name`` raise KeyboardInterrupt on its ``n``-th call (as Ctrl-C
+    would)."""
     from fse_plugin.synth import writers
     job, calls = getattr(writers, name), []
 
@@ -323,14 +347,15 @@ def _no_temporaries(root):
 
 
 def test_an_interrupted_rec_is_never_taken_for_a_whole_one(tmp_path, monkeypatch):
-    """Ctrl-C while writing a rec: no train.idx (what every reader opens first), no temporary file left; a
-    whole rec already in the folder stays whole and readable."""
+    """Ctrl-C while writing a rec: no train.idx (what every reader opens first), no temporary file
+    left; a whole rec already in the folder stays whole and readable."""
     from fse_plugin import recordio
     out = tmp_path / "rec"
     _interrupt_after(monkeypatch, "_rec_job", 5)
     with pytest.raises(KeyboardInterrupt):
         synth.write_rec(out, 3, 4, seed=0, workers=1)
-    assert not (out / "train.idx").exists() and not (out / "train.rec").exists() and _no_temporaries(tmp_path)
+    assert (not (out / "train.idx").exists() and not (out / "train.rec").exists()
+            and _no_temporaries(tmp_path))
     monkeypatch.undo()
     synth.write_rec(out, 2, 2, seed=0, workers=1)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "gt_masks.npz"}
@@ -344,10 +369,13 @@ def test_an_interrupted_rec_is_never_taken_for_a_whole_one(tmp_path, monkeypatch
 def test_interrupted_packs_and_folders_are_recognised_as_incomplete(tmp_path, monkeypatch):
     from fse_plugin.parsing import read_anno_list
     for name, write, marker in (
-            ("_pair_job", lambda: synth.write_pairs_bin(tmp_path / "val.bin", 10, 0, workers=1), tmp_path / "val.bin"),
-            ("_fs_job", lambda: synth.write_facesynthetics(tmp_path / "fs", 4, 0, size=128, workers=1),
+            ("_pair_job", lambda: synth.write_pairs_bin(tmp_path / "val.bin", 10, 0, workers=1),
+             tmp_path / "val.bin"),
+            ("_fs_job",
+             lambda: synth.write_facesynthetics(tmp_path / "fs", 4, 0, size=128, workers=1),
              tmp_path / "fs" / "anno_list.csv"),
-            ("_ijb_job", lambda: synth.write_ijb(tmp_path / "ijb", "IJBC", synth.IJBLayout(2, 1, 1, 2), workers=1),
+            ("_ijb_job", lambda: synth.write_ijb(tmp_path / "ijb", "IJBC",
+                                                 synth.IJBLayout(2, 1, 1, 2), workers=1),
              tmp_path / "ijb" / "meta" / "ijbc_template_pair_label.txt")):
         _interrupt_after(monkeypatch, name, 2)
         with pytest.raises(KeyboardInterrupt):
@@ -362,7 +390,8 @@ def test_interrupted_packs_and_folders_are_recognised_as_incomplete(tmp_path, mo
 def test_cli_synth_interrupted_is_one_line_and_no_rec(tmp_path, monkeypatch):
     from badinput import run_fse
     _interrupt_after(monkeypatch, "_rec_job", 3)
-    result = run_fse(["synth", "--out", tmp_path / "s", "--ids", "2", "--per-id", "3", "--num-workers", "1", "--quiet"])
+    result = run_fse(["synth", "--out", tmp_path / "s", "--ids", "2", "--per-id", "3",
+                      "--num-workers", "1", "--quiet"])
     assert result.rc == 130 and result.lines == ["fse synth: interrupted"]
     assert not (tmp_path / "s" / "rec" / "train.idx").exists() and _no_temporaries(tmp_path)
 
@@ -373,8 +402,10 @@ def test_cli_synth_writes_demo(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--ids", "2", "--per-id", "2", "--pairs", "10",
                  "--facesynthetics", "2", "--ijb", "2"]) == 0
     printed = capsys.readouterr().out
-    for path in (out / "rec" / "train.rec", out / "rec" / "gt_masks.npz", out / "rec" / "synth_val.bin",
+    for path in (out / "rec" / "train.rec", out / "rec" / "gt_masks.npz",
+                 out / "rec" / "synth_val.bin",
                  out / "rec" / "synth_val.masks.npy", out / "facesynthetics" / "anno_list.csv",
                  out / "IJBC" / "meta" / "ijbc_template_pair_label.txt"):
         assert path.exists(), path
-    assert str((out / "rec").resolve()) in printed and str((out / "facesynthetics").resolve()) in printed
+    assert (str((out / "rec").resolve()) in printed
+            and str((out / "facesynthetics").resolve()) in printed)

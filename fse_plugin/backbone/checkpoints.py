@@ -57,8 +57,10 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         heads.update(_flat_tensors({k: v for k, v in obj.items()
                                     if k != inner and str(k).split(".")[0] in _HEADS}))
         if inner is None:
-            raise CheckpointError(f"{path}: no state_dict in it (top-level keys {sorted(map(str, obj))[:12]}); "
-                                  "expected a state_dict or {'state_dict' | 'model' | 'backbone': state_dict}")
+            raise CheckpointError(f"{path}: no state_dict in it (top-level keys "
+                                  f"{sorted(map(str, obj))[:12]}); "
+                                  "expected a state_dict or {'state_dict' | 'model' | 'backbone': "
+                                  "state_dict}")
         obj = obj[inner]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
@@ -92,8 +94,10 @@ def _summary(keys: list[str], what: str) -> str:
     return f"{len(keys)} {what} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
 
 
-def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor], embedding_size: int,
-                    map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor],
+                    embedding_size: int,
+                    map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor],
+                                                                       torch.Tensor | None]:
     """(backbone state_dict fitting ``expected`` key for key and shape, classifier head or None)."""
     path = str(path)
     try:
@@ -102,7 +106,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as e:  # not a torch file, or objects weights_only refuses to build
         raise CheckpointError(f"{path}: not a readable checkpoint (loaded with weights_only=True): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                              f"{type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
     state, heads = _unwrap(obj, path)
     keys = set(expected)
     state = {_strip(str(k), keys): v for k, v in state.items()}
@@ -118,7 +123,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
     if extra or missing or shape:
         problems = [_summary(extra, "unexpected keys")] if extra else []
         problems += [_summary(missing, "missing keys")] if missing else []
-        problems += [_summary([f"{k} {_shape(state[k])} vs {list(expected[k].shape)}" for k in shape],
+        problems += [_summary([f"{k} {_shape(state[k])} vs {list(expected[k].shape)}"
+                               for k in shape],
                               "keys of another shape")] if shape else []
         raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)} "
                               "- check --network and --embedding-size")
@@ -158,8 +164,10 @@ def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
 
 
 def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding_size: int = 512,
-                    arcface_dir: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
-                    config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
+                    arcface_dir: str | os.PathLike | None = None,
+                    map_location: str | torch.device = "cpu",
+                    config_path: str | os.PathLike | None = None
+                    ) -> tuple[nn.Module, torch.Tensor | None]:
     """(backbone in eval mode, classifier head weight [num_classes, embedding_size] or None).
 
     ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an
@@ -168,8 +176,9 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
     must name a checkpoint (``build_network`` gives a random one).
     """
     if weights is None:
-        raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised network says "
-                              "nothing - pass the checkpoint (arcface_torch's model.pt)")
+        raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised "
+                              "network says nothing - pass the checkpoint (arcface_torch's "
+                              "model.pt)")
     _check_request(weights, network, embedding_size)
     map_location = resolve_device(map_location, "map_location")
     if network == "torchscript":

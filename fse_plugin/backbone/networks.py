@@ -83,9 +83,10 @@ def build_network(network: str = "tiny", embedding_size: int = 512,
         return iresnet_tiny(num_features=embedding_size)
     tree = arcface_torch_dir(arcface_dir, config_path)
     if tree is None:
-        raise FSEError(f"network {network!r} is built by arcface_torch's backbones.get_model and no arcface_torch "
-                       "tree was found: pass --arcface-dir /path/to/insightface/recognition/arcface_torch (or set "
-                       "ARCFACE_TORCH_DIR, run from inside that directory, or give --config <tree>/configs/NAME.py); "
+        raise FSEError(f"network {network!r} is built by arcface_torch's backbones.get_model and "
+                       "no arcface_torch tree was found: pass --arcface-dir "
+                       "/path/to/insightface/recognition/arcface_torch (or set ARCFACE_TORCH_DIR, "
+                       "run from inside that directory, or give --config <tree>/configs/NAME.py); "
                        "--network tiny and --network torchscript need none")
     try:
         return _backbones(tree).get_model(network, dropout=0.0, fp16=False,

@@ -90,16 +90,18 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
                if requested is None and headless else "")
         return TargetChoice(kind, TARGETS[kind] + why)
     if headless and not scripted:
-        raise FSEError(f"--target class needs a classifier head, and {_source(weights[headless[0]])} has none "
-                       "(arcface_torch's model.pt holds the backbone only): pass a checkpoint with the head, or "
-                       f"choose --target {default}")
+        raise FSEError(f"--target class needs a classifier head, and "
+                       f"{_source(weights[headless[0]])} has none "
+                       "(arcface_torch's model.pt holds the backbone only): pass a checkpoint with "
+                       f"the head, or choose --target {default}")
     if headless:
         return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, "
                                   "argmax class of each clean image")
     sizes = sorted(set(heads.values()))
     classes = " / ".join(f"{n:,}" for n in sizes)
-    return TargetChoice(kind, f"identity logits of the checkpoint's classifier head ({classes} classes; "
-                              f"cosine x {scale:g}, softmax), argmax class of each clean image")
+    return TargetChoice(kind,
+                        f"identity logits of the checkpoint's classifier head ({classes} classes; "
+                        f"cosine x {scale:g}, softmax), argmax class of each clean image")
 
 
 def explained_model(backbone: nn.Module, head: torch.Tensor | None, kind: str,

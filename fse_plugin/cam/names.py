@@ -46,7 +46,8 @@ def parse_methods(methods: str | Sequence[str], name: str = "methods") -> list[s
 def check_model_name(name: Any, key: str = "model name") -> str:
     """A model's name, which names its files (overlay_<name>.png): a non-empty string without path
     separators."""
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
+    if (not isinstance(name, str) or not name or any(c in name for c in "/\\")
+            or name in (".", "..")):
         raise FSEError(f"{key}: {name!r} cannot name files (overlay_<name>.png); use letters, "
                        "digits, '-' or '_'")
     return name

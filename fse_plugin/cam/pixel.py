@@ -126,7 +126,8 @@ def aggregate_per_region(maps: np.ndarray | torch.Tensor,
                          else maps).double()
     m = as_masks(masks, tuple(mp.shape))
     n = len(mp)
-    idx = (torch.where(m == IGNORE, NUM_CLASSES, m) + (NUM_CLASSES + 1) * torch.arange(n)[:, None, None]).flatten()
+    idx = (torch.where(m == IGNORE, NUM_CLASSES, m)
+           + (NUM_CLASSES + 1) * torch.arange(n)[:, None, None]).flatten()
     sums = torch.bincount(idx, weights=mp.flatten(),
                           minlength=n * (NUM_CLASSES + 1)).view(n, -1)[:, :NUM_CLASSES]
     counts = torch.bincount(idx,

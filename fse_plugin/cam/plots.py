@@ -25,7 +25,8 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, cmap: str = 
     """uint8 RGB picture of ``cam`` (values in [0, 1]) blended over ``image``."""
     from matplotlib import colormaps
     heat = colormaps[cmap](np.clip(np.nan_to_num(cam), 0, 1))[..., :3]
-    return (255 * ((1 - alpha) * image.astype(np.float32) / 255 + alpha * heat)).clip(0, 255).astype(np.uint8)
+    return (255 * ((1 - alpha) * image.astype(np.float32) / 255
+                   + alpha * heat)).clip(0, 255).astype(np.uint8)
 
 
 def _mask_picture(mask: np.ndarray) -> np.ndarray:
@@ -34,7 +35,8 @@ def _mask_picture(mask: np.ndarray) -> np.ndarray:
 
 def overlay_strip(images: np.ndarray, masks: np.ndarray, maps: Sequence[np.ndarray]) -> np.ndarray:
     """Rows of [image | colorized mask | overlay per map], one uint8 HWC picture (tensorboard)."""
-    rows = [np.concatenate([images[i], _mask_picture(masks[i])] + [overlay(images[i], mp[i]) for mp in maps], 1)
+    rows = [np.concatenate([images[i], _mask_picture(masks[i])]
+                           + [overlay(images[i], mp[i]) for mp in maps], 1)
             for i in range(len(images))]
     return np.concatenate(rows, 0)
 
@@ -91,7 +93,8 @@ def overlay_grid_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str
                              figsize=(1.6 * len(cols) + 0.9, 1.7 * n + 0.6 + 0.2 * legend_rows),
                              squeeze=False, layout="constrained")
     for i in range(n):
-        pics = [images[i], _mask_picture(masks[i])] + [overlay(images[i], mp[i]) for mp in maps.values()]
+        pics = ([images[i], _mask_picture(masks[i])]
+                + [overlay(images[i], mp[i]) for mp in maps.values()])
         for j, pic in enumerate(pics):
             ax = axes[i, j]
             ax.imshow(pic)

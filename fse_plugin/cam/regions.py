@@ -46,7 +46,8 @@ def paint(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 def _present_regions(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(image index, class id) of every region present in each image of the chunk."""
-    present = (m[:, None] == torch.arange(NUM_CLASSES, device=m.device)[None, :, None, None]).flatten(2).any(2)
+    present = (m[:, None]
+               == torch.arange(NUM_CLASSES, device=m.device)[None, :, None, None]).flatten(2).any(2)
     return present.nonzero(as_tuple=True)
 
 

@@ -29,7 +29,8 @@ Results = Mapping[str, Mapping[str, MethodResult]]
 Comparison = Mapping[str, MethodStats]
 """``{method: stats of the difference}`` as ``Explanation.comparison``."""
 Block = tuple
-"""A piece of the report page: ("h1"|"h2"|"p", text), ("img", file, alt) or ("table", header, rows)."""
+"""A piece of the report page: ("h1"|"h2"|"p", text), ("img", file, alt) or ("table", header,
+rows)."""
 
 
 def _cell(value: float) -> str:
@@ -109,7 +110,8 @@ def _model_blocks(name: str, results: Mapping[str, MethodResult],
     methods = list(results)
     first = results[methods[0]].stats.importance
     order = np.argsort(-np.nan_to_num(first.mean, nan=-np.inf), kind="stable")
-    rows = [[CLASSES[k], str(int(first.n[k]))] + [_fmt_ci(r.stats.importance, k) for r in results.values()]
+    rows = [[CLASSES[k], str(int(first.n[k]))]
+            + [_fmt_ci(r.stats.importance, k) for r in results.values()]
             for k in order]
     return [("h2", f"Model {name}"),
             ("p",
@@ -139,9 +141,9 @@ def write_report(out: Path, results: Results, comparison: Comparison, files: Map
     blocks.append(("p",
                    "; ".join(f"{k}: {v}" for k, v in meta.items() if k != "target_description")))
     interval = "image bootstrap, percentile" if settings.ci == "bootstrap" else "Student t"
-    blocks.append(("p", "Importance per region: normalised region score (fscam), normalised score drop (ablation), "
-                        "mean of the map over the region (pixel methods). Mean over images where the region is "
-                        f"present, 95% interval ({interval})."))
+    blocks.append(("p", "Importance per region: normalised region score (fscam), normalised score "
+                        "drop (ablation), mean of the map over the region (pixel methods). Mean "
+                        f"over images where the region is present, 95% interval ({interval})."))
     for name, per in results.items():
         blocks += _model_blocks(name, per, files)
     if comparison:
@@ -204,7 +206,8 @@ def write_outputs(out: Path, images: np.ndarray, masks: np.ndarray, labels: Sequ
 def _markdown(b: Block) -> list[str]:
     kind = b[0]
     if kind == "table":
-        return ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])] + ["| " + " | ".join(r) + " |" for r in b[2]]
+        return (["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                + ["| " + " | ".join(r) + " |" for r in b[2]])
     if kind == "img":
         return [f"![{b[2]}]({b[1]})"]
     return [{"h1": "# ", "h2": "## ", "p": ""}[kind] + b[1]]
@@ -215,8 +218,11 @@ def _html(b: Block) -> list[str]:
     if kind == "img":
         return [f"<p><img src='{e(b[1])}' alt='{e(b[2])}' style='max-width:100%'></p>"]
     if kind == "table":
-        return (["<table border='1' cellspacing='0' cellpadding='3'><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1])
-                 + "</tr>"] + ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2]] + ["</table>"])
+        return (["<table border='1' cellspacing='0' cellpadding='3'><tr>"
+                 + "".join(f"<th>{e(h)}</th>" for h in b[1])
+                 + "</tr>"]
+                + ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2]]
+                + ["</table>"])
     return [f"<{kind}>{e(b[1])}</{kind}>"]
 
 
@@ -225,5 +231,6 @@ def render(blocks: Sequence[Block], fmt: str) -> str:
     if fmt == "md":
         return "\n".join(line for b in blocks for line in [*_markdown(b), ""]) + "\n"
     body = [line for b in blocks for line in _html(b)]
-    return "\n".join(["<!doctype html><html><head><meta charset='utf-8'><title>FS-CAM report</title></head><body>",
+    return "\n".join(["<!doctype html><html><head><meta charset='utf-8'><title>FS-CAM "
+                      "report</title></head><body>",
                       *body, "</body></html>"]) + "\n"

@@ -79,8 +79,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", type=types.file_type("checkpoint"),
                    help="checkpoint: model.pt (backbone only) or one with the classifier head (see "
-                        "fse_plugin.backbone.load_recognizer); plain, module.-prefixed, {'state_dict'|'model': ...}; "
-                        "the scripted file for torchscript")
+                        "fse_plugin.backbone.load_recognizer); plain, module.-prefixed, "
+                        "{'state_dict'|'model': ...}; the scripted file for torchscript")
     w.add_argument("--random-weights", action="store_true",
                    help="explain a randomly initialised model instead of --weights (a test and "
                         "debugging aid)")
@@ -100,10 +100,11 @@ def _method_args(p: argparse.ArgumentParser) -> None:
                    help="comma list of fscam, ablation, gradcam, gradcam++, scorecam, xgradcam, "
                         "layercam, eigencam, hirescam, eigengradcam, rise, groupcam")
     p.add_argument("--target", choices=("class", "pair", "identity", "self"), default=None,
-                   help="score explained: class (the reference: softmax of the argmax identity logit of the "
-                        "checkpoint's classifier head; default when every checkpoint has one), else pair (other image "
-                        "of the pair; default for --pack), identity (centroid of the identity's other images; default "
-                        "for --rec), self (own clean embedding; zero gradient, so not for gradient CAMs)")
+                   help="score explained: class (the reference: softmax of the argmax identity "
+                        "logit of the checkpoint's classifier head; default when every checkpoint "
+                        "has one), else pair (other image of the pair; default for --pack), "
+                        "identity (centroid of the identity's other images; default for --rec), "
+                        "self (own clean embedding; zero gradient, so not for gradient CAMs)")
     p.add_argument("--logit-scale", type=types.number_type(lo=0, lo_open=True), default=64.0,
                    help="s of the identity logits s * cos(embedding, head row) (arcface_torch's "
                         "margin loss s)")
@@ -159,9 +160,9 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise FSEError(f"{flag} goes with --{only}, not --{source}")
     hooked = [m for m in args.methods if m in HOOKED_METHODS]
     if hooked and "torchscript" in {args.network, args.network2}:
-        raise FSEError(f"--methods {', '.join(hooked)} hook layers of the network, which a TorchScript model does "
-                       "not expose: use fscam, ablation or rise with --network torchscript, or load the backbone "
-                       "with --network NAME")
+        raise FSEError(f"--methods {', '.join(hooked)} hook layers of the network, which a "
+                       "TorchScript model does not expose: use fscam, ablation or rise with "
+                       "--network torchscript, or load the backbone with --network NAME")
     if args.target is not None:
         checks.choice(args.target, f"--target (with --{source})",
                       PAIR_TARGETS if args.pack else REC_TARGETS)

@@ -1,4 +1,5 @@
-"""``fse eval verification|ijb|occlusion`` (and ``eval/*.py``): flags -> ``fse_plugin.evaluation`` calls.
+"""``fse eval verification|ijb|occlusion`` (and ``eval/*.py``): flags -> ``fse_plugin.evaluation``
+calls.
 
 ``--config configs/NAME.py`` reads an arcface_torch config for the model and data; its
 ``config.fse_eval`` (``evaluation.fse_eval``: fscam, occlusion, parser, masks, and defaults of any
@@ -60,11 +61,13 @@ def _model_args(p: argparse.ArgumentParser, second: bool = False) -> None:
                              if second else "model")
     if not second:
         g.add_argument("--config", type=file_type("text"),
-                       help="arcface_torch config file: network, embedding_size, output/model.pt, rec, val_targets; "
-                            "its config.fse_eval asks for FS-CAM, occlusion and masks (README section 7)")
+                       help="arcface_torch config file: network, embedding_size, output/model.pt, "
+                            "rec, val_targets; its config.fse_eval asks for FS-CAM, occlusion and "
+                            "masks (README section 7)")
         g.add_argument("--arcface-dir", type=dir_type(),
-                       help="arcface_torch tree for r18, r34, r50, r100 ... (default: $ARCFACE_TORCH_DIR, the tree "
-                            "holding --config, or the working directory)")
+                       help="arcface_torch tree for r18, r34, r50, r100 ... (default: "
+                            "$ARCFACE_TORCH_DIR, the tree holding --config, or the working "
+                            "directory)")
     g.add_argument(f"--network{s}", help="tiny (built-in), torchscript, or an arcface_torch name "
                                          "(r18, r34, r50, r100, vit_t ...)")
     g.add_argument(f"--weights{s}", type=file_type("checkpoint"),
@@ -178,8 +181,9 @@ def add_occlusion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", type=_classes,
                    help="comma list of classes erased one at a time (default: all 25)")
     g.add_argument("--groups", type=_groups,
-                   help='"name=cls,cls;name2=cls,..." erased together (default: eyes+brows, upper_face, lower_face of '
-                        'fse_plugin.evaluation.DEFAULT_GROUPS; "none": no group)')
+                   help='"name=cls,cls;name2=cls,..." erased together (default: eyes+brows, '
+                        'upper_face, lower_face of fse_plugin.evaluation.DEFAULT_GROUPS; "none": '
+                        'no group)')
     g.add_argument("--fill", default="random", type=_fill,
                    help=f"{', '.join(FILLS)} or a number in the normalised [-1, 1] space")
     g.add_argument("--seed", type=count_type(0), default=0,
@@ -269,8 +273,10 @@ def _model_specs(args: argparse.Namespace, cfg: Mapping[str, Any] | None,
             specs[0]["name"], specs[1]["name"] = f"{specs[0]['name']}-1", f"{specs[1]['name']}-2"
     for s in specs:
         if s["weights"] is None:
-            raise FSEError(f"model {s['name']!r}: no weights - pass --weights{'2' if s is not specs[0] else ''} "
-                           "(or a config whose output/model.pt exists); a randomly initialised network says nothing")
+            raise FSEError(f"model {s['name']!r}: no weights - pass "
+                           f"--weights{'2' if s is not specs[0] else ''} "
+                           "(or a config whose output/model.pt exists); a randomly initialised "
+                           "network says nothing")
     return specs
 
 
@@ -361,7 +367,8 @@ def _packs(args: argparse.Namespace, cfg: Mapping[str, Any] | None) -> list[str]
             else:
                 log.info("verification: %s not found, skipped", path)
         if not packs:
-            raise FSEError(f"--data-dir: {data_dir} holds none of {', '.join(f'{t}.bin' for t in targets)}; pass "
+            raise FSEError(f"--data-dir: {data_dir} holds none of "
+                           f"{', '.join(f'{t}.bin' for t in targets)}; pass "
                            "--targets NAME,... or --pack PATH")
     for pack in packs:
         n = pack_pairs(pack)

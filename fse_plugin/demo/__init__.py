@@ -1,4 +1,8 @@
-"""``fse demo``: the whole plugin on synthetic faces in minutes, with a report (see ``run``)."""
-from fse_plugin.demo.run import FULL, QUICK, DemoSizes, run_demo
+"""``fse demo``: the whole plugin on synthetic faces in minutes, with a report (see ``run``);
+``sizes`` is light, for the command line. Each name loads its module on first use."""
+from fse_plugin.common.lazy import lazy_exports
 
-__all__ = ["FULL", "QUICK", "DemoSizes", "run_demo"]
+lazy_exports(__name__, {
+    ".run": ["run_demo"],
+    ".sizes": ["FULL", "QUICK", "DemoSizes"],
+})

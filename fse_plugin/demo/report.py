@@ -21,7 +21,8 @@ __all__ = ["clean_verdict", "write_report"]
 
 
 def clean_verdict(base: Any, fse: Any) -> dict[str, Any]:
-    """Verdict on FSErasing's clean accuracy against the baseline's (VerificationResults), paired by fold."""
+    """Verdict on FSErasing's clean accuracy against the baseline's (VerificationResults), paired by
+    fold."""
     d = paired_difference(np.asarray(fse.fold_accuracy) * 100, np.asarray(base.fold_accuracy) * 100)
     tests = "" if d.n < 2 else f"paired t-test over the {d.n} folds p={d.t_test_p:.3g}"
     v = verdict("FSErasing", "the baseline", "clean verification accuracy", d, tests=tests)
@@ -41,11 +42,12 @@ def _header(facts: dict[str, Any]) -> list[str]:
     if facts["parser_quality"]["warning"]:
         lines += [f"> **{facts['parser_quality']['warning']}**", ""]
     if not facts["repeatable"]:
-        lines += ["> **Not repeatable:** a safety stop (--parser-seconds / --recognizer-seconds) ended or timed "
-                  "a stage, so another run with the same seed gives other numbers.", ""]
+        lines += ["> **Not repeatable:** a safety stop (--parser-seconds / --recognizer-seconds) "
+                  "ended or timed a stage, so another run with the same seed gives other "
+                  "numbers.", ""]
     t = facts["timings_s"]
-    lines += [f"Synthetic faces, seed {facts['seed']}, {facts['torch_threads']} torch thread(s); sizes "
-              f"{facts['sizes']}; total {t['total']} s (stages: "
+    lines += [f"Synthetic faces, seed {facts['seed']}, {facts['torch_threads']} torch thread(s); "
+              f"sizes {facts['sizes']}; total {t['total']} s (stages: "
               f"{', '.join(f'{k} {v} s' for k, v in t.items() if k != 'total')}).", ""]
     return lines
 
@@ -56,20 +58,22 @@ def _verification(out: Path, facts: dict[str, Any], ev: Any) -> list[str]:
     return [
         "## Verification (synthetic held-out identities, 10-fold protocol)", "",
         "| model | accuracy % | std | VAL@FAR=1e-3 | XNorm |", "|---|---|---|---|---|",
-        *[f"| {k} | {v.accuracy * 100:.2f} | {v.accuracy_std * 100:.2f} | {v.val:.4f} | {v.xnorm:.2f} |"
+        *[f"| {k} | {v.accuracy * 100:.2f} | {v.accuracy_std * 100:.2f} | {v.val:.4f} | "
+          f"{v.xnorm:.2f} |"
           for k, v in ev.results.items()], "",
         facts["clean_verdict"]["sentence"], "",
-        "The interval comes from the 10 folds (which test pairs), not from training: another seed trains other "
-        "models, and minutes of CPU training on procedural faces move accuracy by a point or two between seeds. "
-        "`fse study` measures that, over seeds. Mean accuracy drop over the "
-        f"{n_single} single occluded regions (one run, no interval): "
+        "The interval comes from the 10 folds (which test pairs), not from training: another seed "
+        "trains other models, and minutes of CPU training on procedural faces move accuracy by a "
+        "point or two between seeds. `fse study` measures that, over seeds. Mean accuracy drop "
+        f"over the {n_single} single occluded regions (one run, no interval): "
         + ", ".join(f"{m} {d:+.2f} points" for m, d in occ.items()) + ".", "",
         f"![ROC]({_rel(out, ev.roc)})", ""]
 
 
 def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: Any,
                  pictures: dict[str, Path]) -> Path:
-    """report.md: the verdict, tables and every picture of the run, including when FSErasing did not help."""
+    """report.md: the verdict, tables and every picture of the run, including when FSErasing did not
+    help."""
     rec = facts["parser_on_rec"]
     n_rec = facts["sizes"]["ids"] * facts["sizes"]["per_id"]
     lines = _header(facts) + _verification(out, facts, ev) + [
@@ -78,7 +82,8 @@ def write_report(out: Path, facts: dict[str, Any], ev: Any, cam_out: Any,
         "## Parser (trained for the demo) against synthetic ground truth", "",
         f"Validation mean F1 {_score(facts['parser_quality']['val_mean_f1'])} (quality floor "
         f"{facts['parser_quality']['floor']}). On all {n_rec} training images of the rec: mean F1 "
-        f"{rec['mean_f1']:.3f}, mean IoU {rec['mean_iou']:.3f}, pixel accuracy {rec['pixel_accuracy']:.3f}.", "",
+        f"{rec['mean_f1']:.3f}, mean IoU {rec['mean_iou']:.3f}, pixel accuracy "
+        f"{rec['pixel_accuracy']:.3f}.", "",
         f"![parser]({_rel(out, pictures['parser'])})", "",
         "## Semantic-occlusion benchmark (region erased in the probe image)", "",
         "```", ev.occlusion.table(), "```", "",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +24,13 @@ from fse_plugin.common import checks
 from fse_plugin.common.files import atomic_write
 from fse_plugin.demo.pictures import erased_samples, pack_roc, parser_vs_truth
 from fse_plugin.demo.report import clean_verdict, write_report
+from fse_plugin.demo.sizes import FULL, DemoSizes
 from fse_plugin.experiment import inputs as make
 from fse_plugin.experiment.clock import StageClock, machine, warn_if_busy
-from fse_plugin.experiment.recognizer import RecognizerSettings, load_recognizer_weights, train_recognizer
+from fse_plugin.experiment.recognizer import (RecognizerSettings, load_recognizer_weights,
+                                              train_recognizer)
 
-__all__ = ["DemoSizes", "FULL", "QUICK", "run_demo"]
-
-
-@dataclass(frozen=True)
-class DemoSizes:
-    """Data sizes and counted budgets of one demo run (seconds: optional safety stops, 0 = none)."""
-    fs_images: int = field(default=1200, metadata={"help": "FaceSynthetics-layout 512x512 frames for the parser"})
-    ids: int = field(default=300, metadata={"help": "training identities of the rec"})
-    per_id: int = field(default=16, metadata={"help": "faces per training identity"})
-    pairs: int = field(default=600, metadata={"help": "verification pairs of held-out identities"})
-    parser_epochs: int = field(default=10, metadata={"help": "parser epochs (118 steps of batch 8 each at full size)"})
-    recognizer_steps: int = field(default=350, metadata={"help": "steps of batch 64 per recognizer"})
-    cam_pairs: int = field(default=16, metadata={"help": "genuine pairs explained with FS-CAM"})
-    occlusion_pairs: int = field(default=300, metadata={"help": "pairs of the occlusion benchmark"})
-    parser_seconds: float = field(default=0.0, metadata={
-        "help": "safety stop of the parser in seconds (0 = none; it also anneals by the clock: not repeatable)"})
-    recognizer_seconds: float = field(default=0.0, metadata={
-        "help": "safety stop of each recognizer in seconds (0 = none; a run it stops is not repeatable)"})
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            flag = f"--{f.name.replace('_', '-')}"
-            if f.type == "float":
-                checks.number(getattr(self, f.name), flag, lo=0)
-            else:
-                protocol = f.name in ("pairs", "occlusion_pairs")  # the 10-fold protocol needs 10 pairs
-                checks.count(getattr(self, f.name), flag, minimum=10 if protocol else 1)
-
-
-FULL = DemoSizes()
-QUICK = DemoSizes(fs_images=100, ids=24, per_id=6, pairs=40, parser_epochs=2, recognizer_steps=10, cam_pairs=3,
-                  occlusion_pairs=16)
+__all__ = ["run_demo"]
 
 
 @dataclass
@@ -71,38 +42,45 @@ class Evaluation:
     roc: Path
 
 
-def train_both(rec_dir: Path, cache: Path, out: Path, sizes: DemoSizes, seed: int, p: float, device: str,
-               progress: bool) -> dict[str, dict[str, Any]]:
+def train_both(rec_dir: Path, cache: Path, out: Path, sizes: DemoSizes, seed: int, p: float,
+               device: str, progress: bool) -> dict[str, dict[str, Any]]:
     """The baseline and the FSErasing model: same seed (initialisation, data order), same steps."""
     settings = RecognizerSettings(sizes.recognizer_steps, seed=seed, device=device,
                                   max_seconds=sizes.recognizer_seconds)
-    return {name: train_recognizer(rec_dir, out / "models" / f"{name}.pt", settings, fse=fse, progress=progress,
-                                   desc=name)
+    return {name: train_recognizer(rec_dir, out / "models" / f"{name}.pt", settings, fse=fse,
+                                   progress=progress, desc=name)
             for name, fse in (("baseline", None), ("fserasing", dict(masks=str(cache), p=p)))}
 
 
-def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray,
-                    out: Path, sizes: DemoSizes, seed: int, progress: bool) -> Evaluation:
-    """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion benchmark
-    (25 regions + groups erased in the probe)."""
+def evaluate_models(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray,
+                    masks: np.ndarray, out: Path, sizes: DemoSizes, seed: int,
+                    progress: bool) -> Evaluation:
+    """Pack accuracy (10-fold) and ROC from one embedding pass per model, and the occlusion
+    benchmark (25 regions + groups erased in the probe)."""
     from fse_plugin import evaluation
-    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False)) for name, m in models.items()}
-    results = {name: evaluation.evaluate_embeddings(v, issame, name=name) for name, v in views.items()}
-    roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame, out / "roc.png")
+    views = {name: evaluation.embed(m, images, evaluation.EmbedSettings(progress=False))
+             for name, m in models.items()}
+    results = {name: evaluation.evaluate_embeddings(v, issame, name=name)
+               for name, v in views.items()}
+    roc = pack_roc({name: evaluation.fuse_views(v) for name, v in views.items()}, issame,
+                   out / "roc.png")
     n = min(sizes.occlusion_pairs, len(issame))
-    settings = evaluation.OcclusionSettings(seed=seed, embed=evaluation.EmbedSettings(progress=progress))
-    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n], settings, name="synth_lfw")
+    settings = evaluation.OcclusionSettings(seed=seed,
+                                            embed=evaluation.EmbedSettings(progress=progress))
+    occ = evaluation.occlusion_pack(models, images[:2 * n], issame[:n], masks[:2 * n], settings,
+                                    name="synth_lfw")
     return Evaluation(results, occ, evaluation.write_occlusion_report(occ, out / "occlusion"), roc)
 
 
-def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray, masks: np.ndarray, out: Path,
-            n_pairs: int, device: str, progress: bool) -> Any:
+def explain(models: dict[str, torch.nn.Module], images: np.ndarray, issame: np.ndarray,
+            masks: np.ndarray, out: Path, n_pairs: int, device: str, progress: bool) -> Any:
     """FS-CAM of both models on the first ``n_pairs`` genuine pairs of the pack."""
     from fse_plugin import cam
     same = np.flatnonzero(issame)[:n_pairs]
-    return cam.explain_pairs({name: models[name] for name in ("baseline", "fserasing")}, images[2 * same],
-                             images[2 * same + 1], masks[2 * same], masks[2 * same + 1], out / "fscam",
-                             cam.ExplainSettings(device=device, progress=progress))
+    return cam.explain_pairs({name: models[name] for name in ("baseline", "fserasing")},
+                             images[2 * same], images[2 * same + 1], masks[2 * same],
+                             masks[2 * same + 1],
+                             out / "fscam", cam.ExplainSettings(device=device, progress=progress))
 
 
 @dataclass
@@ -116,28 +94,30 @@ class Outcome:
 
 
 def _facts(settings: dict[str, Any], clock: StageClock, done: Outcome) -> dict[str, Any]:
-    """demo.json: settings, timings, machine and every score (the scores repeat bit for bit, timings do not)."""
+    """demo.json: settings, timings, machine and every score (the scores repeat bit for bit, timings
+    do not)."""
     ev, parser = done.evaluation, done.parser
     single = [r for r in ev.occlusion.rows if len(r.classes) == 1]
     stopped = parser["stopped_by_time"] or any(r["stopped_by_time"] for r in done.runs.values())
     return {
         **settings, "torch_threads": torch.get_num_threads(), "machine": machine(),
         "repeatable": parser["repeatable"] and not stopped, "timings_s": clock.total(),
-        "parser": {k: parser[k] for k in ("epochs", "epochs_asked", "steps", "elapsed", "best_val_miou", "val_mf1",
+        "parser": {k: parser[k] for k in ("epochs", "epochs_asked", "steps", "elapsed",
+                                          "best_val_miou", "val_mf1",
                                           "n_train", "n_val", "stopped_by_time") if k in parser},
         "parser_quality": {"floor": make.PARSER_FLOOR, "val_mean_f1": parser.get("val_mf1"),
                            "reliable": done.warning is None, "warning": done.warning},
         "parser_on_rec": done.parser_on_rec, "recognizers": done.runs,
         "verification": {k: asdict(v) for k, v in ev.results.items()},
-        "occlusion": {"mean_drop_single_regions": {m: float(np.mean([r.drop[m] for r in single])) for m in
-                                                   ev.occlusion.models},
+        "occlusion": {"mean_drop_single_regions": {m: float(np.mean([r.drop[m] for r in single]))
+                                                   for m in ev.occlusion.models},
                       "drop": {r.region: r.drop for r in ev.occlusion.rows}},
         "clean_verdict": clean_verdict(ev.results["baseline"], ev.results["fserasing"]),
     }
 
 
-def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed: int = 0, p: float = 0.5,
-             device: str = "cpu", progress: bool = True) -> Path:
+def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed: int = 0,
+             p: float = 0.5, device: str = "cpu", progress: bool = True) -> Path:
     """Run every stage into ``out`` and return the path of ``report.md``."""
     checks.count(seed, "--seed", minimum=0)
     checks.probability(p, "--p")
@@ -145,10 +125,11 @@ def run_demo(out: str | os.PathLike = "fse_demo", sizes: DemoSizes = FULL, seed:
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock("demo")
     warn_if_busy("demo")
-    synthetic = make.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, seed, progress)
+    synthetic = make.synthesise(out, sizes.fs_images, sizes.ids, sizes.per_id, sizes.pairs, seed,
+                                progress)
     clock("synthesise")
-    parser = make.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed, device,
-                               sizes.parser_seconds, progress)
+    parser = make.train_parser(synthetic.facesynthetics, out / "parser", sizes.parser_epochs, seed,
+                               device, sizes.parser_seconds, progress)
     warning = make.parser_warning(parser)
     make.warn(warning)
     clock("train parser")

@@ -113,7 +113,8 @@ def embed_batch(model: nn.Module, x: torch.Tensor, flip: bool = True, precision:
             raise FSEError(f"model output {shape} for a batch of {len(v)}: expected [batch, "
                            "embedding_size]")
         if embedding_size is not None and f.shape[1] != embedding_size:
-            raise FSEError(f"model gives {f.shape[1]}-d embeddings, expected embedding_size={embedding_size}: "
+            raise FSEError(f"model gives {f.shape[1]}-d embeddings, expected "
+                           f"embedding_size={embedding_size}: "
                            "pass the --embedding-size the model was trained with")
         feats.append(f.float().cpu().numpy())
     return np.stack(feats)

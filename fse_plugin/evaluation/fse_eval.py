@@ -143,8 +143,8 @@ class FSEEvalConfig:
             if not isinstance(entry[name], (str, os.PathLike)):
                 raise FSEError(f"{KEY}.{name}: expected a path, got {entry[name]!r}")
             found = resolve(entry[name])
-            return checks.existing_dir(found, f"{KEY}.{name}") if kind is None else checks.existing_file(
-                found, f"{KEY}.{name}", kind)
+            return (checks.existing_dir(found, f"{KEY}.{name}") if kind is None
+                    else checks.existing_file(found, f"{KEY}.{name}", kind))
 
         return cls(fscam=FSCAMOptions.parse(entry.get("fscam")),
                    occlusion=OcclusionOptions.parse(entry.get("occlusion")),

@@ -132,11 +132,13 @@ def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndar
         if r[0] not in known:
             raise MetaError(f"{pts_file}: row {r[-1]}: image {r[0]!r} is not in {tid_file}")
         if i >= len(names) or names[i] != r[0]:
-            raise MetaError(f"{pts_file}: row {r[-1]}: image {r[0]!r} is row {tid_rows[known[r[0]]][3]} of "
-                            f"{tid_file}: the two files must list the same images in the same order")
+            raise MetaError(f"{pts_file}: row {r[-1]}: image {r[0]!r} is row "
+                            f"{tid_rows[known[r[0]]][3]} of {tid_file}: the two files must list "
+                            f"the same images in the same order")
     if len(pts_rows) != len(names):
-        raise MetaError(f"{pts_file}: {len(pts_rows)} rows but {tid_file} has {len(names)}; first image without "
-                        f"landmarks: {names[len(pts_rows)]!r} (row {tid_rows[len(pts_rows)][3]})")
+        raise MetaError(f"{pts_file}: {len(pts_rows)} rows but {tid_file} has {len(names)}; first "
+                        f"image without landmarks: {names[len(pts_rows)]!r} (row "
+                        f"{tid_rows[len(pts_rows)][3]})")
     values = np.asarray([[_number(v, float, pts_file, r[-1], f"{c + 2}")
                           for c, v in enumerate(r[1:-1])] for r in pts_rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values).all(1))
@@ -229,7 +231,8 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
-    bounds = np.searchsorted(templates[order], unique_templates, side="left").tolist() + [len(order)]
+    bounds = (np.searchsorted(templates[order], unique_templates, side="left").tolist()
+              + [len(order)])
     for k in range(len(unique_templates)):
         rows = order[bounds[k]:bounds[k + 1]]
         face_feats, face_medias = img_feats[rows], medias[rows]
@@ -243,7 +246,8 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
 
 def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray:
     index = np.searchsorted(unique_templates, ids)
-    bad = (index >= len(unique_templates)) | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids)
+    bad = ((index >= len(unique_templates))
+           | (unique_templates[np.minimum(index, len(unique_templates) - 1)] != ids))
     if bad.any():
         raise FSEError(f"pair {int(np.argmax(bad))}: template {ids[np.argmax(bad)]} has no feature")
     return index
@@ -260,7 +264,8 @@ def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np
     i2 = _template_index(unique_templates2, p2)
     score = np.zeros(len(p1))
     for s in range(0, len(p1), chunk):
-        score[s:s + chunk] = np.sum(template_feats[i1[s:s + chunk]] * template_feats2[i2[s:s + chunk]], -1)
+        score[s:s + chunk] = np.sum(template_feats[i1[s:s + chunk]]
+                                    * template_feats2[i2[s:s + chunk]], -1)
     return score
 
 

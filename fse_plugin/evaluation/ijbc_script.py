@@ -74,16 +74,18 @@ def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser
         args.model_prefix = str(weights)
     size = cfg.get("embedding_size", EMBEDDING_SIZE)
     if size != EMBEDDING_SIZE:
-        raise FSEError(f"config.embedding_size is {size!r}, but {SCRIPT} embeds with {EMBEDDING_SIZE} only; evaluate "
-                       f"this model with `fse eval ijb --config {args.config}`")
+        raise FSEError(f"config.embedding_size is {size!r}, but {SCRIPT} embeds with "
+                       f"{EMBEDDING_SIZE} only; evaluate this model with `fse eval ijb --config "
+                       f"{args.config}`")
 
 
 def _check_masks(settings: FSEEvalConfig, meta: IJBMeta) -> None:
     """A mask source exists and fits the meta rows (the parser is loaded when used)."""
     source = settings.mask_source()
     if source is None:
-        raise FSEError("config.fse_eval: fscam and occlusion need face-parsing masks: set parser=CHECKPOINT, "
-                       "masks=FILE.npy (one mask per row of the 5pts file) or mask_cache=DIR")
+        raise FSEError("config.fse_eval: fscam and occlusion need face-parsing masks: set "
+                       "parser=CHECKPOINT, masks=FILE.npy (one mask per row of the 5pts file) or "
+                       "mask_cache=DIR")
     if source != "parser":
         open_masks(getattr(settings, source), len(meta.names))
 

@@ -63,7 +63,8 @@ class OcclusionSettings:
                 _, ids = region
                 labels.class_ids(ids)
             except (TypeError, ValueError, KeyError) as e:
-                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as occlusion_regions gives them; "
+                raise FSEError(f"{name}.regions[{i}]: expected (name, class ids) as "
+                               f"occlusion_regions gives them; "
                                f"{e.args[0] if e.args else e}") from None
         occlusion_fill(self.fill, f"{name}.fill")
         checks.count(self.seed, f"{name}.seed", minimum=0)
@@ -220,7 +221,8 @@ def occlusion_pack(models: Mapping[str, nn.Module], images: np.ndarray, issame: 
            for m, model in models.items()}
 
     def accuracy(m: str, probes: np.ndarray) -> float:
-        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame, folds)[0])) * 100
+        return float(np.mean(fold_accuracy(squared_distances(emb[m][0::2], probes), issame,
+                                           folds)[0])) * 100
 
     def score(m: str, region: _Region, views: np.ndarray) -> float:
         probes = emb[m][1::2].copy()
@@ -287,14 +289,16 @@ def occlusion_ijb(models: Mapping[str, nn.Module], meta: IJBMeta, masks: Any,
 
     def tar(m: str, probe_feats: np.ndarray) -> float:
         probes = template_features(probe_feats, meta.templates[keys], meta.medias[keys])
-        return tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2, *probes), [far])[0][0] * 100
+        return tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2, *probes),
+                          [far])[0][0] * 100
 
     def score(m: str, region: _Region, views: np.ndarray) -> float:
         probe_feats = feats[m][keys].copy()
         probe_feats[region.positions] = image_features(views, meta.faceness[keys[region.positions]])
         return tar(m, probe_feats)
 
-    clean = {m: tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2), [far])[0][0] * 100
+    clean = {m: tar_at_far(meta.labels, pair_scores(*references[m], meta.p1, meta.p2),
+                           [far])[0][0] * 100
              for m in models}
     rows = []
     if present:

@@ -42,8 +42,10 @@ class OcclusionReport:
 
     def table(self) -> str:
         header = ["region", "probes"] + [f"{m} {h}" for m in self.models for h in ("score", "drop")]
-        rows = [["(clean)", self.n_probes] + [v for m in self.models for v in (f"{self.clean[m]:.2f}", "")]]
-        rows += [[r.region, r.n_probes] + [v for m in self.models for v in (f"{r.score[m]:.2f}", f"{r.drop[m]:+.2f}")]
+        rows = [["(clean)", self.n_probes]
+                + [v for m in self.models for v in (f"{self.clean[m]:.2f}", "")]]
+        rows += [[r.region, r.n_probes]
+                 + [v for m in self.models for v in (f"{r.score[m]:.2f}", f"{r.drop[m]:+.2f}")]
                  for r in self.rows]
         text = (f"{self.benchmark}: {self.metric}, region erased in the probe image "
                 f"(fill={self.fill}, seed={self.seed})\n{format_table(rows, header)}")
@@ -86,8 +88,10 @@ def write_occlusion_report(report: OcclusionReport, out_dir: str | os.PathLike,
     models = report.models
     with atomic_output(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["region", "classes", "n_probes"] + [f"{m} {h}" for m in models for h in ("score", "drop")])
-        w.writerow(["(clean)", "", report.n_probes] + [v for m in models for v in (report.clean[m], 0.0)])
+        w.writerow(["region", "classes", "n_probes"]
+                   + [f"{m} {h}" for m in models for h in ("score", "drop")])
+        w.writerow(["(clean)", "", report.n_probes]
+                   + [v for m in models for v in (report.clean[m], 0.0)])
         for r in report.rows:
             scores = [v for m in models for v in (r.score[m], r.drop[m])]
             w.writerow([r.region, ",".join(r.classes), r.n_probes] + scores)

@@ -93,7 +93,8 @@ def load_bin(path: str | os.PathLike,
     Images of another size are resized bicubically (mxnet's resize_short default) to ``image_size``.
     """
     path = _pack_file(path)
-    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
+    if (isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence)
+            or len(image_size) != 2):
         raise PackError(f"image_size: expected (height, width), got {image_size!r}")
     h, w = (checks.count(side, f"image_size[{i}]") for i, side in enumerate(image_size))
     bins, issame = _read_pack(path)

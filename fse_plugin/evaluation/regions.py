@@ -25,7 +25,8 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
 above the nose, and the lower face a medical mask covers."""
 
 
-def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None) -> dict[str, list[int]]:
+def parse_groups(spec: str | Mapping[str, Sequence[str | int] | str] | None
+                 ) -> dict[str, list[int]]:
     """Region groups: None -> ``DEFAULT_GROUPS``; "" or "none" -> no group; "name=cls,cls;name2=cls"
     or a mapping name -> classes (names or ids) otherwise."""
     if spec is None:

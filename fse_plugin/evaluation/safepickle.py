@@ -48,8 +48,9 @@ def _scan(data: bytes, path: str) -> None:
     try:
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
             if op.name not in _OPCODES:
-                raise PackError(f"{path}: refusing to unpickle opcode {op.name} at byte {pos}: a verification pack "
-                                "holds only bytes, uint8 arrays, bools, lists and tuples")
+                raise PackError(f"{path}: refusing to unpickle opcode {op.name} at byte {pos}: a "
+                                "verification pack holds only bytes, uint8 arrays, bools, lists "
+                                "and tuples")
             if op.name == "PROTO" and arg > pickle.HIGHEST_PROTOCOL:
                 raise PackError(f"{path}: pickle protocol {arg} at byte {pos} (at most "
                                 f"{pickle.HIGHEST_PROTOCOL})")

@@ -157,15 +157,16 @@ class VerificationResult:
     fold_threshold: list[float] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"[{self.name}]XNorm: {self.xnorm:f}\n[{self.name}]Accuracy-Flip: {self.accuracy:1.5f}+-"
-                f"{self.accuracy_std:1.5f}\n[{self.name}]VAL@FAR=1e-3: {self.val:1.5f}+-{self.val_std:1.5f} "
-                f"(FAR {self.far:1.5f})")
+        return (f"[{self.name}]XNorm: {self.xnorm:f}\n[{self.name}]Accuracy-Flip: "
+                f"{self.accuracy:1.5f}+-{self.accuracy_std:1.5f}\n[{self.name}]VAL@FAR=1e-3: "
+                f"{self.val:1.5f}+-{self.val_std:1.5f} (FAR {self.far:1.5f})")
 
 
 def _issame(issame: Any) -> np.ndarray:
     """One bool per pair (0/1 accepted): any other value cannot say whether a pair is genuine."""
     flags = np.asarray(issame)
-    if flags.ndim != 1 or not (flags.dtype == bool or (flags.dtype.kind in "iu" and np.isin(flags, (0, 1)).all())):
+    if flags.ndim != 1 or not (flags.dtype == bool
+                               or (flags.dtype.kind in "iu" and np.isin(flags, (0, 1)).all())):
         raise FSEError("issame: expected a 1-D sequence of bools (one per pair), got "
                        f"{flags.dtype} {flags.shape}")
     return flags.astype(bool)

@@ -26,24 +26,27 @@ def _cpu_model() -> str:
 
 
 def machine() -> dict[str, object]:
-    """What a run's numbers depend on besides the code and the seed: CPU model, cores, torch and threads."""
+    """What a run's numbers depend on besides the code and the seed: CPU model, cores, torch and
+    threads."""
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
 
 
 def warn_if_busy(prefix: str) -> None:
-    """Say so when other jobs load the CPUs: torch's threads then wait on each other at every operation,
-    and one thread is several times faster (figures in benchmarks/README.md)."""
+    """Say so when other jobs load the CPUs: torch's threads then wait on each other at every
+    operation, and one thread is several times faster (figures in benchmarks/README.md)."""
     threads, cores = torch.get_num_threads(), os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if threads > 1 and load > cores - 0.5:
-        log.warning("[%s] note: load average %.1f on %d cores with %d torch threads; on a busy machine --threads 1 "
-                    "is several times faster (scores repeat among runs with the same thread count)",
+        log.warning("[%s] note: load average %.1f on %d cores with %d torch threads; on a busy "
+                    "machine --threads 1 is several times faster (scores repeat among runs with "
+                    "the same thread count)",
                     prefix, load, cores, threads)
 
 
 class StageClock:
-    """``clock("stage")`` records the seconds since the previous call; ``total()`` adds the whole run."""
+    """``clock("stage")`` records the seconds since the previous call; ``total()`` adds the whole
+    run."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

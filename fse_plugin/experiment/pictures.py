@@ -34,8 +34,8 @@ def save_figure(fig, path: str | Path, **savefig) -> Path:
 
 def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], path: str | Path,
                   classes: Sequence[int] = (), title: str = "") -> Path:
-    """Save rows of equally sized RGB tiles as one picture with ``row_labels`` at the left and a colour
-    legend of ``classes`` (label ids) below."""
+    """Save rows of equally sized RGB tiles as one picture with ``row_labels`` at the left and a
+    colour legend of ``classes`` (label ids) below."""
     from matplotlib.patches import Patch
     plt = pyplot()
     grid = np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
@@ -53,14 +53,16 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str
     if title:
         ax.set_title(title, fontsize=9)
     if classes:
-        handles = [Patch(facecolor=labels.PALETTE[c] / 255.0, edgecolor="0.5", label=f"{c} {labels.CLASSES[c]}")
+        handles = [Patch(facecolor=labels.PALETTE[c] / 255.0, edgecolor="0.5",
+                         label=f"{c} {labels.CLASSES[c]}")
                    for c in classes]
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False, handlelength=1.2,
-                   columnspacing=1.0)
+        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False,
+                   handlelength=1.2, columnspacing=1.0)
     fig.tight_layout(rect=(0, 0.22 * legend_rows / fig_h, 1, 1))
     return save_figure(fig, path, dpi=100, bbox_inches="tight")  # "tight": long row labels are kept
 
 
 def present_classes(masks: Sequence[np.ndarray]) -> list[int]:
     """The label ids that occur in ``masks``, ascending."""
-    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks])) if c < labels.NUM_CLASSES]
+    return [int(c) for c in np.unique(np.concatenate([np.ravel(m) for m in masks]))
+            if c < labels.NUM_CLASSES]

@@ -3,9 +3,9 @@ counted in steps (``RecognizerSettings``).
 
 A compact loop over the plugin's dataset (``FSEMXFaceDataset``, with FSErasing when ``fse`` is given
 and any ``transform`` applied last on the normalised tensor), for CPU minutes on synthetic faces.
-Real training is arcface_torch's ``train_v2.py`` with the one config line (``study.arcface`` runs it).
-The budget is a number of steps and the learning rate follows a warm-up + cosine over them, so a
-run repeats bit for bit with the same seed and thread count.
+Real training is arcface_torch's ``train_v2.py`` with the one config line (``study.arcface`` runs
+it). The budget is a number of steps and the learning rate follows a warm-up + cosine over them, so
+a run repeats bit for bit with the same seed and thread count.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class ArcMarginHead(nn.Module):
     """ArcFace's additive angular margin over L2-normalised class centres (no Partial FC: the demo
     has hundreds of identities, not millions)."""
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 32.0, m: float = 0.3) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, s: float = 32.0,
+                 m: float = 0.3) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size).normal_(0, 0.01))
         self.s, self.m = s, m
@@ -62,10 +63,11 @@ def _loader(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int
 
 @dataclass(frozen=True)
 class RecognizerSettings:
-    """How one recognizer trains: ``steps`` of ``batch_size`` (the counted budget), the seed that fixes
-    its initialisation, data order and augmentation draws, and the network's ``width`` (channels of the
-    first of ``iresnet_tiny``'s four stages; each stage doubles it). ``max_seconds`` > 0 is a safety stop
-    only: a run it ends is reported (``stopped_by_time``) as not repeatable."""
+    """How one recognizer trains: ``steps`` of ``batch_size`` (the counted budget), the seed that
+    fixes its initialisation, data order and augmentation draws, and the network's ``width``
+    (channels of the first of ``iresnet_tiny``'s four stages; each stage doubles it).
+    ``max_seconds`` > 0 is a safety stop only: a run it ends is reported (``stopped_by_time``) as
+    not repeatable."""
     steps: int
     batch_size: int = 64
     seed: int = 0
@@ -96,18 +98,20 @@ def load_recognizer_weights(weights: str | os.PathLike, width: int = 8) -> nn.Mo
 
 
 def _save(state: dict, out: Path) -> None:
-    """torch.save through a temporary name: an interrupted run leaves no half-written ``model.pt``."""
+    """torch.save through a temporary name: an interrupted run leaves no half-written
+    ``model.pt``."""
     from fse_plugin.common.files import atomic_output
     with atomic_output(out) as tmp:
         torch.save(state, tmp)
 
 
-def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, settings: RecognizerSettings, *,
-                     fse: dict | None = None, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike,
+                     settings: RecognizerSettings, *, fse: dict | None = None,
+                     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      progress: bool = True, desc: str = "train") -> dict[str, Any]:
-    """Train ``iresnet_tiny`` on the rec for ``settings.steps`` steps (erasing when ``fse`` is given, then
-    ``transform`` on the normalised tensor) and save the backbone state_dict to ``out`` (arcface_torch's
-    ``model.pt`` convention).
+    """Train ``iresnet_tiny`` on the rec for ``settings.steps`` steps (erasing when ``fse`` is
+    given, then ``transform`` on the normalised tensor) and save the backbone state_dict to ``out``
+    (arcface_torch's ``model.pt`` convention).
 
     The seed fixes the initialisation, the data order and the per-worker draws of flips and
     augmentation, so runs of two variants with one seed are paired.
@@ -118,8 +122,8 @@ def train_recognizer(rec_dir: str | os.PathLike, out: str | os.PathLike, setting
     dataset = FSEMXFaceDataset(rec_dir, 0, fse=fse, transform=transform)
     backbone = _network(s.width).to(s.device)
     head = ArcMarginHead(512, int(dataset.labels.max()) + 1).to(s.device)
-    opt = torch.optim.SGD([{"params": backbone.parameters()}, {"params": head.parameters()}], lr=s.lr,
-                          momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD([{"params": backbone.parameters()}, {"params": head.parameters()}],
+                          lr=s.lr, momentum=0.9, weight_decay=5e-4)
     start, step, epoch, losses, stopped = time.perf_counter(), 0, 0, [], False
     bar = tqdm(total=s.steps, desc=desc, unit="step", disable=not progress, leave=False)
     loader = _loader(dataset, s.batch_size, s.num_workers, s.seed)

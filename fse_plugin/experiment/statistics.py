@@ -25,8 +25,8 @@ import numpy as np
 
 from fse_plugin.common import FSEError
 
-__all__ = ["Interval", "PairedDifference", "mean_ci", "paired_difference", "sign_flip_p", "detectable_effect",
-           "seeds_needed"]
+__all__ = ["Interval", "PairedDifference", "mean_ci", "paired_difference", "sign_flip_p",
+           "detectable_effect", "seeds_needed"]
 
 
 def _num(x: float) -> float | None:
@@ -46,7 +46,8 @@ class Interval:
     confidence: float = 0.95
 
     def to_json(self) -> dict[str, Any]:
-        return {"mean": _num(self.mean), "ci95": [_num(self.lo), _num(self.hi)], "std": _num(self.std), "n": self.n}
+        return {"mean": _num(self.mean), "ci95": [_num(self.lo), _num(self.hi)],
+                "std": _num(self.std), "n": self.n}
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -63,7 +64,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     return Interval(mean, mean - half, mean + half, std, int(x.size), confidence)
 
 
-def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_random: int = 20000, seed: int = 0) -> float:
+def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_random: int = 20000,
+                seed: int = 0) -> float:
     """Two-sided sign-flip permutation p-value of the mean of paired differences: the share of sign
     patterns whose |mean| is at least the observed one. Exact up to ``exact_max`` pairs, else
     ``n_random`` seeded random patterns (plus the observed one)."""
@@ -82,7 +84,8 @@ def sign_flip_p(diffs: Sequence[float], exact_max: int = 16, n_random: int = 200
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Per-seed differences ``a - b``: their mean with its t-interval (``ci``) and two paired tests."""
+    """Per-seed differences ``a - b``: their mean with its t-interval (``ci``) and two paired
+    tests."""
     values: tuple[float, ...]
     ci: Interval
     t_test_p: float
@@ -105,12 +108,14 @@ class PairedDifference:
         return self.ci.n
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.ci.to_json(), "t_test_p": _num(self.t_test_p), "sign_flip_p": _num(self.sign_flip_p),
-                "values": [float(v) for v in self.values]}
+        return {**self.ci.to_json(), "t_test_p": _num(self.t_test_p),
+                "sign_flip_p": _num(self.sign_flip_p), "values": [float(v) for v in self.values]}
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedDifference:
-    """``a - b`` paired by position (seed, or fold): mean, t-interval, ``ttest_rel`` p and sign-flip p.
+def paired_difference(a: Sequence[float], b: Sequence[float],
+                      confidence: float = 0.95) -> PairedDifference:
+    """``a - b`` paired by position (seed, or fold): mean, t-interval, ``ttest_rel`` p and sign-flip
+    p.
 
     Differences that are all equal have no spread: the t-test p is then 0 if they are non-zero (an
     infinite t statistic) and 1 if they are all zero, where scipy would answer NaN.
@@ -118,7 +123,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     from scipy import stats
     x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise FSEError(f"paired_difference: {x.size} values against {y.size}; pairs need equal lengths")
+        raise FSEError(f"paired_difference: {x.size} values against {y.size}; pairs need equal "
+                       f"lengths")
     d = x - y
     ci = mean_ci(d, confidence)
     if d.size < 2:
@@ -135,14 +141,16 @@ def _power(effect: float, sd: float, n: int, alpha: float) -> float:
     from scipy import stats
     df, shift = n - 1, effect * math.sqrt(n) / sd
     critical = float(stats.t.ppf(1 - alpha / 2, df))
-    wrong_side = float(stats.nct.cdf(-critical, df, shift))  # scipy gives NaN far out in this tail, where it is ~0
-    return float(stats.nct.sf(critical, df, shift)) + (0.0 if math.isnan(wrong_side) else wrong_side)
+    # scipy gives NaN far out in this tail, where it is ~0
+    wrong_side = float(stats.nct.cdf(-critical, df, shift))
+    return (float(stats.nct.sf(critical, df, shift))
+            + (0.0 if math.isnan(wrong_side) else wrong_side))
 
 
 def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
-    """The smallest true mean difference that a two-sided paired t-test at level ``alpha`` over ``n``
-    seeds detects with probability ``power``, when the per-seed differences have standard deviation
-    ``sd`` (NaN with fewer than 2 seeds or an unknown ``sd``)."""
+    """The smallest true mean difference that a two-sided paired t-test at level ``alpha`` over
+    ``n`` seeds detects with probability ``power``, when the per-seed differences have standard
+    deviation ``sd`` (NaN with fewer than 2 seeds or an unknown ``sd``)."""
     from scipy.optimize import brentq
     if n < 2 or sd is None or not math.isfinite(sd):
         return math.nan
@@ -154,14 +162,17 @@ def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05
     return float(brentq(lambda e: _power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-4 * sd))
 
 
-def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.05, most: int = 1000) -> int | None:
-    """The fewest seeds (at least 2) whose paired t-test detects ``effect`` with ``power``; None when
-    ``sd`` is unknown or more than ``most`` seeds would be needed."""
+def seeds_needed(sd: float, effect: float, power: float = 0.8, alpha: float = 0.05,
+                 most: int = 1000) -> int | None:
+    """The fewest seeds (at least 2) whose paired t-test detects ``effect`` with ``power``; None
+    when ``sd`` is unknown or more than ``most`` seeds would be needed."""
     if sd is None or not math.isfinite(sd) or effect <= 0:
         return None
     if detectable_effect(sd, most, power, alpha) > effect:
         return None
-    hi = 2  # the detectable effect falls as seeds are added: double, then bisect for the first that reaches it
+    # the detectable effect falls as seeds are added: double, then bisect for the first that
+    # reaches it
+    hi = 2
     while detectable_effect(sd, hi, power, alpha) > effect:
         hi *= 2
     lo = max(2, hi // 2)

@@ -17,7 +17,8 @@ __all__ = ["OUTCOMES", "Estimate", "Verdict", "judge", "verdict"]
 OUTCOMES = ("better", "worse", "tie", "within_noise", "no_estimate")
 
 
-def judge(diff: float, lo: float, hi: float, decimals: int = 2, higher_is_better: bool = True) -> str:
+def judge(diff: float, lo: float, hi: float, decimals: int = 2,
+          higher_is_better: bool = True) -> str:
     """The outcome of a difference ``a - b`` with its interval [lo, hi]: one of ``OUTCOMES``."""
     if round(diff, decimals) == 0:
         return "tie"
@@ -46,9 +47,10 @@ def _fmt(x: float, decimals: int) -> str:
     return f"{0.0 if value == 0 else value:+.{decimals}f}"  # no "-0.00"
 
 
-def verdict(a: str, b: str, metric: str, estimate: Estimate, *, tests: str = "", unit: str = "points",
-            decimals: int = 2, higher_is_better: bool = True) -> Verdict:
-    """Judge ``a - b`` on ``metric`` (its ``estimate``: mean and interval) and say it in one markdown sentence.
+def verdict(a: str, b: str, metric: str, estimate: Estimate, *, tests: str = "",
+            unit: str = "points", decimals: int = 2, higher_is_better: bool = True) -> Verdict:
+    """Judge ``a - b`` on ``metric`` (its ``estimate``: mean and interval) and say it in one
+    markdown sentence.
 
     ``tests`` is appended to the numbers (e.g. "paired t-test p=0.012"). Wording: "improved" /
     "lowered" for a metric where higher is better, "reduced" / "increased" where lower is.
@@ -68,9 +70,9 @@ def verdict(a: str, b: str, metric: str, estimate: Estimate, *, tests: str = "",
     elif outcome == "tie":
         text = f"**{a} and {b} tied on {metric}** ({numbers})."
     elif outcome == "within_noise":
-        text = f"**No difference outside the noise between {a} and {b} on {metric}** ({numbers}; the interval " \
-               f"includes zero)."
+        text = f"**No difference outside the noise between {a} and {b} on {metric}** " \
+               f"({numbers}; the interval includes zero)."
     else:
-        text = f"**No verdict on {metric} for {a} against {b}**: {d} from a single run, which gives no estimate " \
-               f"of the noise."
+        text = f"**No verdict on {metric} for {a} against {b}**: {d} from a single run, which " \
+               f"gives no estimate of the noise."
     return Verdict(outcome, text)

@@ -6,13 +6,15 @@ per-pair distances and the metrics from them), ``builtin`` and ``arcface`` (the 
 ``results`` (aggregation over seeds), ``sensitivity`` (what the study can see: the spread of each
 difference, its parts from the test pairs and from training, the effect its seeds detect),
 ``pictures``, ``report`` (study.json, tables, plots, report.md) and ``run``. The parts shared with
-the demo (inputs, training loop, statistics, verdicts) are ``fse_plugin.experiment``.
+the demo (inputs, training loop, statistics, verdicts) are ``fse_plugin.experiment``; ``presets``
+(sizes, defaults, names) is light, for the command line. Each name loads its module on first use.
 """
-from fse_plugin.study.arcface import ArcfaceSettings
-from fse_plugin.study.probes import PROBES
-from fse_plugin.study.run import Inputs, prepare_inputs, run_study
-from fse_plugin.study.settings import DEFAULT, QUICK, OwnData, StudySettings, StudySizes
-from fse_plugin.study.variants import DEFAULT_VARIANTS, parse_variants
+from fse_plugin.common.lazy import lazy_exports
 
-__all__ = ["ArcfaceSettings", "PROBES", "Inputs", "prepare_inputs", "run_study", "DEFAULT", "QUICK", "OwnData",
-           "StudySettings", "StudySizes", "DEFAULT_VARIANTS", "parse_variants"]
+lazy_exports(__name__, {
+    ".arcface": ["ArcfaceSettings"],
+    ".presets": ["DEFAULT", "DEFAULT_VARIANTS", "PROBES", "QUICK", "StudySizes"],
+    ".run": ["Inputs", "prepare_inputs", "run_study"],
+    ".settings": ["OwnData", "StudySettings"],
+    ".variants": ["parse_variants"],
+})

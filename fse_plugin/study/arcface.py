@@ -1,4 +1,5 @@
-"""Study runs with the real trainer: upstream arcface_torch ``train_v2.py``, patched, one config per run.
+"""Study runs with the real trainer: upstream arcface_torch ``train_v2.py``, patched, one config per
+run.
 
 The user's arcface_torch tree is copied into the study folder and patched there
 (``fse_plugin.patching.apply_patches``; the user's checkout is left alone). Each (variant, seed)
@@ -58,19 +59,21 @@ class ArcfaceSettings:
         from fse_plugin.backbone import arcface_torch_dir
         source = arcface_torch_dir(self.arcface_dir)
         if source is None:
-            raise ArcfaceTrainerError("--trainer arcface needs an arcface_torch checkout: pass --arcface-dir or set "
-                                      "ARCFACE_TORCH_DIR")
+            raise ArcfaceTrainerError("--trainer arcface needs an arcface_torch checkout: pass "
+                                      "--arcface-dir or set ARCFACE_TORCH_DIR")
         return source
 
     def check(self) -> None:
-        """Refuse what cannot run: no CUDA (without a ``launch`` harness), more GPUs than there are, no tree."""
+        """Refuse what cannot run: no CUDA (without a ``launch`` harness), more GPUs than there are,
+        no tree."""
         import torch
         checks.count(self.nproc_per_node, "--nproc-per-node")
         checks.count(self.num_workers, "num_workers", minimum=0)
         checks.number(self.lr, "lr", lo=0, lo_open=True)
         if self.launch is None and not torch.cuda.is_available():
-            raise ArcfaceTrainerError("--trainer arcface runs upstream train_v2.py, which needs CUDA and nccl; this "
-                                      "machine has no CUDA device: use --trainer builtin")
+            raise ArcfaceTrainerError("--trainer arcface runs upstream train_v2.py, which needs "
+                                      "CUDA and nccl; this machine has no CUDA device: use "
+                                      "--trainer builtin")
         if self.launch is None and self.nproc_per_node > torch.cuda.device_count():
             raise ArcfaceTrainerError(f"--nproc-per-node {self.nproc_per_node}: this machine has "
                                       f"{torch.cuda.device_count()} CUDA device(s)")
@@ -80,22 +83,25 @@ class ArcfaceSettings:
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
     done = subprocess.run(cmd, cwd=cwd, env=env)
     if done.returncode != 0:
-        raise ArcfaceTrainerError(f"{' '.join(cmd)} failed in {cwd} with exit status {done.returncode}; "
-                                  f"its log is in the run's output folder")
+        raise ArcfaceTrainerError(f"{' '.join(cmd)} failed in {cwd} with exit status "
+                                  f"{done.returncode}; its log is in the run's output folder")
 
 
 class ArcfaceTrainer:
-    """Train study runs with upstream ``train_v2.py`` on ``rec_dir`` (FSErasing from the cache ``masks``),
-    ``steps`` of ``batch_size`` per GPU each (see the module docstring)."""
+    """Train study runs with upstream ``train_v2.py`` on ``rec_dir`` (FSErasing from the cache
+    ``masks``), ``steps`` of ``batch_size`` per GPU each (see the module docstring)."""
     name = "arcface"
 
-    def __init__(self, settings: ArcfaceSettings, study_dir: str | os.PathLike, rec_dir: str | os.PathLike,
-                 masks: str | os.PathLike, steps: int, batch_size: int) -> None:
+    def __init__(self, settings: ArcfaceSettings, study_dir: str | os.PathLike,
+                 rec_dir: str | os.PathLike, masks: str | os.PathLike, steps: int,
+                 batch_size: int) -> None:
         from fse_plugin.recordio import image_index
         settings.check()
-        self.settings, self.source, self.tree = settings, settings.tree(), Path(study_dir) / "arcface_torch"
+        self.settings, self.source, self.tree = (settings, settings.tree(),
+                                                 Path(study_dir) / "arcface_torch")
         self.rec_dir, self.masks = Path(rec_dir).resolve(), str(Path(masks).resolve())
-        self.steps, self.batch_size = checks.count(steps, "--steps"), checks.count(batch_size, "--batch-size")
+        self.steps, self.batch_size = (checks.count(steps, "--steps"),
+                                       checks.count(batch_size, "--batch-size"))
         self.launch = settings.launch or _run
         index = image_index(self.rec_dir)
         self.num_image, self.num_classes = len(index.keys), int(index.labels.max()) + 1
@@ -106,10 +112,12 @@ class ArcfaceTrainer:
         self.epochs = max(1, math.ceil(self.steps / self.steps_per_epoch))
 
     def prepare(self) -> Path:
-        """Copy the arcface_torch tree into the study folder (once) and apply the plugin's patches."""
+        """Copy the arcface_torch tree into the study folder (once) and apply the plugin's
+        patches."""
         from fse_plugin.patching import apply_patches
         if not self.tree.is_dir():
-            shutil.copytree(self.source, self.tree, ignore=shutil.ignore_patterns(".git", "work_dirs", "__pycache__"))
+            shutil.copytree(self.source, self.tree,
+                            ignore=shutil.ignore_patterns(".git", "work_dirs", "__pycache__"))
         apply_patches(self.tree)
         return self.tree
 
@@ -120,8 +128,10 @@ class ArcfaceTrainer:
                  f"config.network = {s.network!r}", f"config.output = {str(output)!r}",
                  f"config.rec = {str(self.rec_dir)!r}", f"config.num_classes = {self.num_classes}",
                  f"config.num_image = {self.num_image}", f"config.num_epoch = {self.epochs}",
-                 "config.warmup_epoch = 0", f"config.batch_size = {self.batch_size}", f"config.lr = {s.lr}",
-                 f"config.fp16 = {s.fp16}", f"config.seed = {int(seed)}", f"config.num_workers = {s.num_workers}",
+                 "config.warmup_epoch = 0", f"config.batch_size = {self.batch_size}",
+                 f"config.lr = {s.lr}",
+                 f"config.fp16 = {s.fp16}", f"config.seed = {int(seed)}",
+                 f"config.num_workers = {s.num_workers}",
                  "config.val_targets = []", "config.verbose = 10 ** 9", "config.dali = False"]
         fse = variant.fse_config(self.masks)
         if fse is not None:
@@ -129,12 +139,14 @@ class ArcfaceTrainer:
         return "\n".join(lines) + "\n"
 
     def command(self, config_name: str) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={self.settings.nproc_per_node}",
+        return [sys.executable, "-m", "torch.distributed.run",
+                f"--nproc_per_node={self.settings.nproc_per_node}",
                 "train_v2.py", f"configs/{config_name}"]
 
     def __call__(self, variant: Any, seed: int, run_dir: Path) -> dict[str, Any]:
         if variant.random_erasing is not None:
-            raise ArcfaceTrainerError(f"variant {variant.name!r}: --trainer arcface runs only 'off' and 'fse:...'")
+            raise ArcfaceTrainerError(f"variant {variant.name!r}: --trainer arcface runs only "
+                                      f"'off' and 'fse:...'")
         if not self.tree.is_dir():
             self.prepare()
         run_dir = Path(run_dir).resolve()
@@ -143,13 +155,16 @@ class ArcfaceTrainer:
         weights.unlink(missing_ok=True)  # only a model.pt this run writes counts
         name = f"study_{variant.slug}_s{seed}"
         (self.tree / "configs" / f"{name}.py").write_text(self.config_text(variant, seed, run_dir))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                                         os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                           os.environ.get("PYTHONPATH")]))}
         self.launch(self.command(name), self.tree, env)
         if not weights.is_file():
             raise ArcfaceTrainerError(f"train_v2.py finished without writing {weights}")
-        return {"steps": self.epochs * self.steps_per_epoch, "steps_asked": self.steps, "epochs": self.epochs,
-                "samples": self.epochs * self.steps_per_epoch * self.batch_size * self.settings.nproc_per_node,
+        return {"steps": self.epochs * self.steps_per_epoch, "steps_asked": self.steps,
+                "epochs": self.epochs,
+                "samples": (self.epochs * self.steps_per_epoch * self.batch_size
+                            * self.settings.nproc_per_node),
                 "stopped_by_time": False, "config": f"configs/{name}.py", "weights": str(weights)}
 
     def load(self, weights: str | os.PathLike) -> nn.Module:
@@ -158,5 +173,5 @@ class ArcfaceTrainer:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(network={self.settings.network}, epochs={self.epochs} x "
-                f"{self.steps_per_epoch} steps, batch_size={self.batch_size} x {self.settings.nproc_per_node}, "
-                f"tree={self.tree})")
+                f"{self.steps_per_epoch} steps, batch_size={self.batch_size} x "
+                f"{self.settings.nproc_per_node}, tree={self.tree})")

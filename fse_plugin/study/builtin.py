@@ -9,22 +9,25 @@ from typing import Any
 
 from torch import nn
 
-from fse_plugin.experiment.recognizer import RecognizerSettings, load_recognizer_weights, train_recognizer
+from fse_plugin.experiment.recognizer import (RecognizerSettings, load_recognizer_weights,
+                                              train_recognizer)
 
 __all__ = ["BuiltinTrainer"]
 
 
 class BuiltinTrainer:
-    """One study run per (variant, seed): ``settings`` with that seed, the variant's ``config.fse`` over the
-    cache ``masks`` and its transform."""
+    """One study run per (variant, seed): ``settings`` with that seed, the variant's ``config.fse``
+    over the cache ``masks`` and its transform."""
     name = "builtin"
 
-    def __init__(self, rec_dir: str | os.PathLike, masks: str | os.PathLike, settings: RecognizerSettings,
-                 progress: bool = True) -> None:
-        self.rec_dir, self.masks, self.settings, self.progress = Path(rec_dir), str(masks), settings, progress
+    def __init__(self, rec_dir: str | os.PathLike, masks: str | os.PathLike,
+                 settings: RecognizerSettings, progress: bool = True) -> None:
+        self.rec_dir, self.masks, self.settings, self.progress = (Path(rec_dir), str(masks),
+                                                                  settings, progress)
 
     def __call__(self, variant: Any, seed: int, run_dir: Path) -> dict[str, Any]:
-        return train_recognizer(self.rec_dir, Path(run_dir) / "model.pt", replace(self.settings, seed=seed),
+        return train_recognizer(self.rec_dir, Path(run_dir) / "model.pt",
+                                replace(self.settings, seed=seed),
                                 fse=variant.fse_config(self.masks), transform=variant.transform(),
                                 progress=self.progress, desc=f"{variant.name} seed {seed}")
 
@@ -33,5 +36,5 @@ class BuiltinTrainer:
 
     def __repr__(self) -> str:
         s = self.settings
-        return (f"{type(self).__name__}(network=tiny, width={s.width}, steps={s.steps}, batch_size={s.batch_size}, "
-                f"device={s.device})")
+        return (f"{type(self).__name__}(network=tiny, width={s.width}, steps={s.steps}, "
+                f"batch_size={s.batch_size}, device={s.device})")

@@ -24,6 +24,8 @@ def probe_samples(probes: ProbeSet, path: str | Path, n: int = 8) -> Path:
         names.append(kind)
     for group, ids in probes.groups:
         erase = RegionErasing(ids, "random", probes.seed)
-        rows.append([to_uint8(erase(to_input(probes.images[k]), probes.masks[k], int(k))) for k in keys])
+        rows.append([to_uint8(erase(to_input(probes.images[k]), probes.masks[k], int(k)))
+                     for k in keys])
         names.append(f"{group} erased")
-    return labelled_grid(rows, names, path, title="probe images of the study (the second image of each pair)")
+    return labelled_grid(rows, names, path,
+                         title="probe images of the study (the second image of each pair)")

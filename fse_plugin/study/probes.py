@@ -25,15 +25,14 @@ from torch import nn
 from fse_plugin.common import FSEError
 from fse_plugin.evaluation.regions import DEFAULT_GROUPS
 from fse_plugin.occluders import OCCLUDERS, check_kind, occlude
+from fse_plugin.study.presets import PROBES
 
 if TYPE_CHECKING:
     from fse_plugin.evaluation import EmbedSettings
 
-__all__ = ["PROBES", "ProbeSet", "build_probes", "check_probes", "probe_distances", "scores", "higher_is_better",
-           "describe"]
+__all__ = ["PROBES", "ProbeSet", "build_probes", "check_probes", "probe_distances", "scores",
+           "higher_is_better", "describe"]
 
-PROBES: tuple[str, ...] = OCCLUDERS + tuple(DEFAULT_GROUPS)
-"""The probes a study can score besides the clean pairs: each occluder kind and each erased group."""
 _SINGLE = "region:"
 """Distance keys of the single erased regions (averaged into ``erased:regions_mean``)."""
 CPU_BATCH, GPU_BATCH = 16, 128
@@ -43,7 +42,8 @@ cache; benchmarks/README.md), on a GPU large ones."""
 
 @dataclass
 class ProbeSet:
-    """The pack, its masks, the occluded probe images per kind and the erased regions, shared by all runs."""
+    """The pack, its masks, the occluded probe images per kind and the erased regions, shared by all
+    runs."""
     images: np.ndarray
     issame: np.ndarray
     masks: np.ndarray
@@ -59,11 +59,13 @@ def _probe(probe: str, name: str) -> str:
     try:
         return check_kind(probe, name)
     except FSEError:
-        raise FSEError(f"{name}: unknown probe {probe!r}; choose from {', '.join(PROBES)}") from None
+        raise FSEError(f"{name}: unknown probe {probe!r}; choose from "
+                       f"{', '.join(PROBES)}") from None
 
 
 def check_probes(probes: Sequence[str], name: str = "--probes") -> list[str]:
-    """The probe names, each an occluder kind (earlier spellings accepted, with a note) or an erased group."""
+    """The probe names, each an occluder kind (earlier spellings accepted, with a note) or an erased
+    group."""
     chosen = [_probe(p, name) for p in probes]
     repeated = sorted({p for p in chosen if chosen.count(p) > 1})
     if repeated:
@@ -72,17 +74,19 @@ def check_probes(probes: Sequence[str], name: str = "--probes") -> list[str]:
 
 
 def occluded_probes(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
-    """The probe images (odd rows) with an occluder of ``kind`` drawn on each; pair ``i`` draws from a
-    generator seeded by (seed, kind, i), so the set does not depend on which kinds are asked for."""
+    """The probe images (odd rows) with an occluder of ``kind`` drawn on each; pair ``i`` draws from
+    a generator seeded by (seed, kind, i), so the set does not depend on which kinds are asked
+    for."""
     code = OCCLUDERS.index(kind)
     return np.stack([occlude(img, kind, np.random.default_rng([seed, code, i]))
                      for i, img in enumerate(images[1::2])])
 
 
-def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray, probes: Sequence[str] = PROBES,
-                 single_regions: bool = False, seed: int = 0) -> ProbeSet:
-    """Draw the occluded probes of a pack (images, issame, masks) and list the erased groups of ``probes``,
-    and with ``single_regions`` each class alone."""
+def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray,
+                 probes: Sequence[str] = PROBES, single_regions: bool = False,
+                 seed: int = 0) -> ProbeSet:
+    """Draw the occluded probes of a pack (images, issame, masks) and list the erased groups of
+    ``probes``, and with ``single_regions`` each class alone."""
     from fse_plugin.evaluation import occlusion_regions, parse_groups
     chosen = check_probes(probes)
     groups = [(g, ids) for g, ids in parse_groups(None).items() if g in chosen]
@@ -93,13 +97,15 @@ def build_probes(images: np.ndarray, issame: np.ndarray, masks: np.ndarray, prob
 
 def _erased_probe_embeddings(model: nn.Module, probes: ProbeSet, ids: list[int], clean: np.ndarray,
                              run: EmbedSettings) -> np.ndarray | None:
-    """The fused probe embeddings with ``ids`` erased (clean where the probe lacks them); None if no probe has them."""
+    """The fused probe embeddings with ``ids`` erased (clean where the probe lacks them); None if no
+    probe has them."""
     from fse_plugin.evaluation import RegionErasing, embed, fuse_views
     from fse_plugin.evaluation.embed import FaceImages
     positions = np.flatnonzero(np.isin(probes.masks[1::2], ids).any((1, 2)))
     if not len(positions):
         return None
-    erased = FaceImages(probes.images, probes.masks, RegionErasing(ids, "random", probes.seed), keys=2 * positions + 1)
+    erased = FaceImages(probes.images, probes.masks, RegionErasing(ids, "random", probes.seed),
+                        keys=2 * positions + 1)
     out = clean[1::2].copy()
     out[positions] = fuse_views(embed(model, erased, run))
     return out
@@ -117,7 +123,8 @@ def probe_distances(model: nn.Module, probes: ProbeSet, device: str = "cpu",
     emb = fuse_views(embed(model, probes.images, run))
     dist = {"clean": squared_distances(emb[0::2], emb[1::2])}
     for kind, images in probes.occluded.items():
-        dist[f"occluder:{kind}"] = squared_distances(emb[0::2], fuse_views(embed(model, images, run)))
+        dist[f"occluder:{kind}"] = squared_distances(emb[0::2],
+                                                     fuse_views(embed(model, images, run)))
     for prefix, regions in (("erased:", probes.groups), (_SINGLE, probes.singles)):
         for region, ids in regions:
             erased = _erased_probe_embeddings(model, probes, ids, emb, run)

@@ -74,7 +74,8 @@ def _reused_inputs(out: Path, spec: dict[str, Any]) -> Inputs | None:
         return None
     found = Inputs(**{k: Path(v) if k in ("rec", "cache", "pack", "pack_masks") else v
                       for k, v in saved["inputs"].items()})
-    return found if all(p.exists() for p in (found.rec, found.cache, found.pack, found.pack_masks)) else None
+    return (found if all(p.exists() for p in (found.rec, found.cache, found.pack, found.pack_masks))
+            else None)
 
 
 def _pack_masks(settings: StudySettings, out: Path, pack: Path) -> Path:
@@ -92,8 +93,8 @@ def _pack_masks(settings: StudySettings, out: Path, pack: Path) -> Path:
 
 
 def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
-    """The rec, mask cache and pack of the study (synthesised where the user gave none), reused from an
-    earlier start of the same study when nothing they depend on changed."""
+    """The rec, mask cache and pack of the study (synthesised where the user gave none), reused from
+    an earlier start of the same study when nothing they depend on changed."""
     out, s, own = Path(settings.out), settings.sizes, settings.data
     spec = _inputs_spec(settings)
     found = _reused_inputs(out, spec)
@@ -102,8 +103,8 @@ def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
         return found
     (out / "inputs.json").unlink(missing_ok=True)  # whatever it recorded is being replaced
     parser_data = settings.mask_source == "parser"
-    synthetic = make.synthesise(out, s.fs_images if parser_data else 0, 0 if own.rec else s.ids, s.per_id,
-                                0 if own.pack else s.pairs, 0, progress)
+    synthetic = make.synthesise(out, s.fs_images if parser_data else 0, 0 if own.rec else s.ids,
+                                s.per_id, 0 if own.pack else s.pairs, 0, progress)
     rec, pack = Path(own.rec or synthetic.rec), Path(own.pack or synthetic.pack)
     summary, warning = {}, None
     if own.rec is not None:
@@ -111,14 +112,15 @@ def prepare_inputs(settings: StudySettings, progress: bool = True) -> Inputs:
     elif settings.mask_source == "gt":
         cache = make.build_mask_cache(rec, None, progress=progress)
     else:
-        summary = make.train_parser(synthetic.facesynthetics, out / "parser", s.parser_epochs, seed=0,
-                                    device=settings.device, progress=progress)
+        summary = make.train_parser(synthetic.facesynthetics, out / "parser", s.parser_epochs,
+                                    seed=0, device=settings.device, progress=progress)
         warning = make.parser_warning(summary)
         make.warn(warning)
         cache = make.build_mask_cache(rec, summary["best"], settings.device, progress)
     parser = {k: summary[k] for k in ("epochs", "steps", "val_mf1", "val_miou") if k in summary}
     found = Inputs(rec, Path(cache), pack, _pack_masks(settings, out, pack), parser, warning)
-    atomic_write(out / "inputs.json", json.dumps({"spec": spec, "inputs": found.to_json()}, indent=2).encode())
+    atomic_write(out / "inputs.json",
+                 json.dumps({"spec": spec, "inputs": found.to_json()}, indent=2).encode())
     return found
 
 
@@ -126,22 +128,25 @@ def _trainer(settings: StudySettings, found: Inputs, progress: bool) -> Any:
     s = settings.sizes
     if settings.trainer == "builtin":
         from fse_plugin.study.builtin import BuiltinTrainer
-        return BuiltinTrainer(found.rec, found.cache, RecognizerSettings(s.steps, s.batch_size, width=s.width,
-                                                                         device=settings.device), progress)
+        return BuiltinTrainer(found.rec, found.cache,
+                              RecognizerSettings(s.steps, s.batch_size, width=s.width,
+                                                 device=settings.device), progress)
     from fse_plugin.study.arcface import ArcfaceTrainer
-    return ArcfaceTrainer(settings.arcface, settings.out, found.rec, found.cache, s.steps, s.batch_size)
+    return ArcfaceTrainer(settings.arcface, settings.out, found.rec, found.cache, s.steps,
+                          s.batch_size)
 
 
-def _run_one(trainer: Any, variant: Variant, seed: int, probes: ProbeSet, run_dir: Path, settings: dict[str, Any],
-             device: str) -> RunResult:
-    """Train and score one (variant, seed), or reuse a finished run with the same settings. ``scores.json``
-    is written last: a run folder without it is unfinished."""
+def _run_one(trainer: Any, variant: Variant, seed: int, probes: ProbeSet, run_dir: Path,
+             settings: dict[str, Any], device: str) -> RunResult:
+    """Train and score one (variant, seed), or reuse a finished run with the same settings.
+    ``scores.json`` is written last: a run folder without it is unfinished."""
     saved, distances = run_dir / "scores.json", run_dir / "distances.npz"
     if saved.is_file() and distances.is_file():
         done = json.loads(saved.read_text())
         if done.get("settings") == settings:
             with np.load(distances) as npz:
-                return RunResult(variant.name, seed, done["scores"], done["train"], {k: npz[k] for k in npz.files})
+                return RunResult(variant.name, seed, done["scores"], done["train"],
+                                 {k: npz[k] for k in npz.files})
     saved.unlink(missing_ok=True)
     train = trainer(variant, seed, run_dir)
     start = time.perf_counter()
@@ -151,12 +156,14 @@ def _run_one(trainer: Any, variant: Variant, seed: int, probes: ProbeSet, run_di
     with atomic_output(distances) as tmp, open(tmp, "wb") as f:
         np.savez(f, **dist)
     atomic_write(saved, json.dumps({"variant": variant.name, "seed": seed, "settings": settings,
-                                    "scores": result.scores, "train": train}, indent=2, default=str).encode())
+                                    "scores": result.scores, "train": train},
+                                   indent=2, default=str).encode())
     return result
 
 
 def run_study(settings: StudySettings, progress: bool = True) -> Path:
-    """Run the study into ``settings.out`` (checked whole first) and return the path of its ``report.md``."""
+    """Run the study into ``settings.out`` (checked whole first) and return the path of its
+    ``report.md``."""
     chosen = settings.check()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,18 +177,21 @@ def run_study(settings: StudySettings, progress: bool = True) -> Path:
     clock("probes")
     trainer = _trainer(settings, found, progress)
     facts = settings.facts()  # a run depends on all of it but the other variants and seeds
-    run_settings = {**facts, "sizes": {**facts["sizes"], "seeds": None}, "variants": None, "trainer": repr(trainer),
-                    "threads": torch.get_num_threads(), "inputs": _inputs_spec(settings)}
+    run_settings = {**facts, "sizes": {**facts["sizes"], "seeds": None}, "variants": None,
+                    "trainer": repr(trainer), "threads": torch.get_num_threads(),
+                    "inputs": _inputs_spec(settings)}
     runs = [_run_one(trainer, v, seed, probes, out / "runs" / f"{v.slug}_s{seed}",
                      {**run_settings, "variant": repr(v), "seed": seed}, settings.device)
             for seed in range(settings.sizes.seeds) for v in chosen]
     clock("train and score")
     results = summarise(runs, [v.name for v in chosen], probes.issame)
     clock("statistics")
-    facts = {"config": {**settings.facts(), "trainer_detail": repr(trainer), "pairs": len(probes.issame),
-                        "variants": {v.name: {"fse": v.fse, "random_erasing": v.random_erasing} for v in chosen},
+    facts = {"config": {**settings.facts(), "trainer_detail": repr(trainer),
+                        "pairs": len(probes.issame),
+                        "variants": {v.name: {"fse": v.fse, "random_erasing": v.random_erasing}
+                                     for v in chosen},
                         "repeatable": not any(r.train.get("stopped_by_time") for r in runs)},
-             "inputs": found.to_json(), "parser": found.parser, "warning": found.warning, "machine": machine(),
-             "timings_s": clock.total(), "runs": [r.to_json() for r in runs]}
+             "inputs": found.to_json(), "parser": found.parser, "warning": found.warning,
+             "machine": machine(), "timings_s": clock.total(), "runs": [r.to_json() for r in runs]}
     return write_study_report(out, results, facts, probes_png)
 

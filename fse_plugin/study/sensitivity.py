@@ -24,13 +24,15 @@ import numpy as np
 
 from fse_plugin.experiment.statistics import detectable_effect, seeds_needed
 
-__all__ = ["RESAMPLES", "TARGETS", "Sensitivity", "pair_resamples", "resampled_scores", "sensitivity"]
+__all__ = ["RESAMPLES", "TARGETS", "Sensitivity", "pair_resamples", "resampled_scores",
+           "sensitivity"]
 
 RESAMPLES = 100
 """Resamples of the pairs per seed (the variance over them is averaged over seeds, so the estimate
 rests on RESAMPLES x seeds draws)."""
 TARGETS = (1.0, 2.0)
-"""Effects (accuracy points) for which the study says how many seeds it would take to detect them."""
+"""Effects (accuracy points) for which the study says how many seeds it would take to detect
+them."""
 POWER = 0.8
 _STREAM = 20_241  # seeds the resamples apart from every other draw of the study
 
@@ -50,18 +52,21 @@ class Sensitivity:
     pairs: int
 
     def seeds_for(self, effect: float, pairs: int | None = None) -> int | None:
-        """Seeds needed to detect ``effect`` at 80% power, with this pack or one of ``pairs`` pairs."""
+        """Seeds needed to detect ``effect`` at 80% power, with this pack or one of ``pairs``
+        pairs."""
         return seeds_needed(self.projected(pairs), effect, POWER)
 
     def projected(self, pairs: int | None = None) -> float:
-        """The standard deviation over seeds with a pack of ``pairs`` pairs (the pairs' part scaled)."""
+        """The standard deviation over seeds with a pack of ``pairs`` pairs (the pairs' part
+        scaled)."""
         if pairs is None or pairs == self.pairs:
             return self.sd_seeds
         return math.sqrt(self.sd_training ** 2 + self.sd_pairs ** 2 * self.pairs / pairs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sd_seeds": _num(self.sd_seeds), "sd_pairs": _num(self.sd_pairs), "sd_training": _num(self.sd_training),
-                "detectable_80": _num(self.detectable), "seeds": self.seeds, "pairs": self.pairs,
+        return {"sd_seeds": _num(self.sd_seeds), "sd_pairs": _num(self.sd_pairs),
+                "sd_training": _num(self.sd_training), "detectable_80": _num(self.detectable),
+                "seeds": self.seeds, "pairs": self.pairs,
                 "seeds_needed_80": {f"{t:g}": self.seeds_for(t) for t in TARGETS}}
 
 
@@ -71,17 +76,20 @@ def pair_resamples(n_pairs: int, seed: int, n: int = RESAMPLES) -> np.ndarray:
 
 
 def resampled_scores(distances: Mapping[str, np.ndarray], issame: np.ndarray, resamples: np.ndarray,
-                     score: Callable[[dict[str, np.ndarray], np.ndarray], dict[str, float]]) -> dict[str, np.ndarray]:
+                     score: Callable[[dict[str, np.ndarray], np.ndarray],
+                                     dict[str, float]]) -> dict[str, np.ndarray]:
     """Every metric of one model on each resample of the pairs: metric -> values [resamples]."""
     rows = [score({k: d[idx] for k, d in distances.items()}, issame[idx]) for idx in resamples]
     return {m: np.array([r[m] for r in rows]) for m in rows[0]}
 
 
-def sensitivity(differences: Sequence[float], resampled_variances: Sequence[float], pairs: int) -> Sensitivity:
-    """One metric's sensitivity from its per-seed differences and, per seed, the variance of the difference
-    over resamples of the pairs."""
+def sensitivity(differences: Sequence[float], resampled_variances: Sequence[float],
+                pairs: int) -> Sensitivity:
+    """One metric's sensitivity from its per-seed differences and, per seed, the variance of the
+    difference over resamples of the pairs."""
     seeds = len(differences)
     sd_seeds = float(np.std(differences, ddof=1)) if seeds > 1 else math.nan
     sd_pairs = math.sqrt(float(np.mean(resampled_variances)))
     sd_training = math.sqrt(max(0.0, sd_seeds ** 2 - sd_pairs ** 2)) if seeds > 1 else math.nan
-    return Sensitivity(sd_seeds, sd_pairs, sd_training, detectable_effect(sd_seeds, seeds, POWER), seeds, pairs)
+    return Sensitivity(sd_seeds, sd_pairs, sd_training, detectable_effect(sd_seeds, seeds, POWER),
+                       seeds, pairs)

@@ -3,49 +3,18 @@ masks, trainer, device, and (instead of synthetic faces) the user's own rec and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fse_plugin.common import FSEError, checks
 from fse_plugin.study.arcface import ArcfaceSettings
+from fse_plugin.study.presets import (DEFAULT, DEFAULT_PROBES, DEFAULT_VARIANTS, MASKS, OUT,
+                                      TRAINERS, StudySizes)
 from fse_plugin.study.probes import check_probes
-from fse_plugin.study.variants import DEFAULT_VARIANTS, Variant, parse_variants
+from fse_plugin.study.variants import Variant, parse_variants
 
-__all__ = ["StudySizes", "DEFAULT", "QUICK", "OwnData", "StudySettings"]
-
-MASKS = ("parser", "gt")
-DEFAULT_PROBES = ("upper_face",)
-"""What the default study scores besides the clean pairs: the probe its budget is sized for (every other
-probe costs as much scoring again; ``--probes all``)."""
-TRAINERS = ("builtin", "arcface")
-
-
-@dataclass(frozen=True)
-class StudySizes:
-    """Data sizes and counted budgets of a study (seeds 0..seeds-1, ``steps`` per run). Each field is a
-    ``--field-name`` flag of ``fse study``; every one is a whole number >= 1 (``pairs`` >= 10: the 10-fold
-    protocol)."""
-    fs_images: int = field(default=1200, metadata={"help": "FaceSynthetics-layout frames for the parser"})
-    ids: int = field(default=200, metadata={"help": "training identities of the synthetic rec"})
-    per_id: int = field(default=12, metadata={"help": "faces per training identity"})
-    pairs: int = field(default=3000, metadata={"help": "held-out verification pairs of the synthetic pack"})
-    parser_epochs: int = field(default=8, metadata={"help": "parser epochs (batch 8)"})
-    seeds: int = field(default=8, metadata={"help": "seeds per variant (0..N-1), the K of the intervals"})
-    steps: int = field(default=100, metadata={"help": "recognizer steps per run (--trainer arcface: rounded up "
-                                                      "to whole epochs)"})
-    batch_size: int = field(default=64, metadata={"help": "recognizer batch (per GPU with --trainer arcface)"})
-    width: int = field(default=8, metadata={"help": "channels of the built-in network's first stage (each of its "
-                                                    "four stages doubles them)"})
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            checks.count(getattr(self, f.name), f"--{f.name.replace('_', '-')}", minimum=10 if f.name == "pairs" else 1)
-
-
-DEFAULT = StudySizes()
-QUICK = StudySizes(fs_images=100, ids=24, per_id=6, pairs=32, parser_epochs=2, seeds=3, steps=8, batch_size=32)
-
+__all__ = ["OwnData", "StudySettings"]
 
 @dataclass(frozen=True)
 class OwnData:
@@ -61,7 +30,8 @@ class OwnData:
         from fse_plugin.common import masks_path_for
         if self.rec is not None:
             checks.existing_file(Path(self.rec) / "train.idx", "--rec")
-            checks.existing_dir(self.cache, "--mask-cache" if self.mask_cache else "--rec (its fse_masks)")
+            checks.existing_dir(self.cache,
+                                "--mask-cache" if self.mask_cache else "--rec (its fse_masks)")
         elif self.mask_cache is not None:
             raise FSEError("--mask-cache is the cache of --rec: give --rec too")
         if self.pack is not None:
@@ -69,7 +39,8 @@ class OwnData:
             if self.parser is not None:
                 checks.existing_file(self.parser, "--parser", "checkpoint")
             else:
-                checks.existing_file(masks_path_for(self.pack), "--pack (its masks; or give --parser)", "npy")
+                checks.existing_file(masks_path_for(self.pack),
+                                     "--pack (its masks; or give --parser)", "npy")
         elif self.parser is not None:
             raise FSEError("--parser predicts the masks of --pack: give --pack too")
 
@@ -84,9 +55,9 @@ class OwnData:
 class StudySettings:
     """One study: where it writes, its sizes, the variants compared with ``off``, the probes scored
     besides the clean pairs (with ``regions`` also each class alone), the masks of the synthetic rec
-    ('parser', the default: trained here, as a user has them; 'gt': the synthetic ground truth), the trainer
-    ('builtin' or 'arcface', with ``arcface``), the device and the user's own data."""
-    out: Path = Path("fse_study")
+    ('parser', the default: trained here, as a user has them; 'gt': the synthetic ground truth), the
+    trainer ('builtin' or 'arcface', with ``arcface``), the device and the user's own data."""
+    out: Path = OUT
     sizes: StudySizes = DEFAULT
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     probes: tuple[str, ...] = DEFAULT_PROBES
@@ -98,14 +69,15 @@ class StudySettings:
     data: OwnData = OwnData()
 
     def check(self) -> list[Variant]:
-        """Refuse anything wrong before minutes of preparation; returns the parsed variants (``off`` first)."""
+        """Refuse anything wrong before minutes of preparation; returns the parsed variants (``off``
+        first)."""
         from fse_plugin.common import resolve_device
         checks.output_dir(self.out, "--out")
         if self.masks is not None:
             checks.choice(self.masks, "--masks", MASKS)
             if self.data.rec is not None:
-                raise FSEError("--masks chooses the masks of the synthetic rec; with --rec they come from its mask "
-                               "cache (--mask-cache): leave --masks out")
+                raise FSEError("--masks chooses the masks of the synthetic rec; with --rec they "
+                               "come from its mask cache (--mask-cache): leave --masks out")
         checks.choice(self.trainer, "--trainer", TRAINERS)
         check_probes(self.probes)
         resolve_device(self.device)
@@ -122,21 +94,23 @@ class StudySettings:
         return "mask cache" if self.data.rec is not None else self.masks or "parser"
 
     def facts(self) -> dict[str, Any]:
-        """The settings as JSON-ready values (study.json ``config``; a finished run is reused only when its
-        settings match)."""
+        """The settings as JSON-ready values (study.json ``config``; a finished run is reused only
+        when its settings match)."""
         from dataclasses import asdict
         arcface = None
         if self.trainer == "arcface":
             arcface = {k: v for k, v in asdict(self.arcface).items() if k != "launch"}
         data = {k: str(v) for k, v in asdict(self.data).items() if v is not None}
-        facts = {"sizes": asdict(self.sizes), "variants": list(self.variants), "probes": list(self.probes),
-                 "regions": self.regions, "masks": self.mask_source, "trainer": self.trainer, "arcface": arcface,
-                 "device": self.device, "data": data}
+        facts = {"sizes": asdict(self.sizes), "variants": list(self.variants),
+                 "probes": list(self.probes), "regions": self.regions, "masks": self.mask_source,
+                 "trainer": self.trainer,
+                 "arcface": arcface, "device": self.device, "data": data}
         return json.loads(json.dumps(facts, default=str))
 
 
 def _arcface_variants(variants: list[Variant]) -> None:
     for variant in variants:
         if variant.random_erasing is not None:
-            raise FSEError(f"--variants {variant.name}: the arcface_torch patch has no transform hook, so --trainer "
-                           "arcface runs only 'off' and 'fse:...' variants; use --trainer builtin for random_erasing")
+            raise FSEError(f"--variants {variant.name}: the arcface_torch patch has no transform "
+                           "hook, so --trainer arcface runs only 'off' and 'fse:...' variants; use "
+                           "--trainer builtin for random_erasing")

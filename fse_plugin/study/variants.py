@@ -22,13 +22,12 @@ from typing import Any, Callable
 import torch
 
 from fse_plugin.common import FSEError
+from fse_plugin.study.presets import DEFAULT_VARIANTS
 
 __all__ = ["DEFAULT_VARIANTS", "REFERENCE", "Variant", "parse_variant", "parse_variants"]
 
 REFERENCE = "off"
 """The variant every other is compared with, seed by seed."""
-DEFAULT_VARIANTS = ("off", "fse")
-"""What the default study compares (``random_erasing`` costs a third more runs: ask for it)."""
 _RANDOM_ERASING_KEYS = ("p", "scale", "ratio", "value", "inplace")
 
 
@@ -65,8 +64,8 @@ class Variant:
 
 
 def _options(spec: str, text: str) -> dict[str, Any]:
-    """``key=value,...`` read as the keyword arguments of a Python call, so commas inside tuples and quoted
-    strings (``n_erase=(1, 3)``, ``classes='nose,mouth'``) stay in their value."""
+    """``key=value,...`` read as the keyword arguments of a Python call, so commas inside tuples and
+    quoted strings (``n_erase=(1, 3)``, ``classes='nose,mouth'``) stay in their value."""
     try:
         call = ast.parse(f"f({text})", mode="eval").body
     except SyntaxError:
@@ -82,13 +81,14 @@ def _options(spec: str, text: str) -> dict[str, Any]:
         try:
             options[k.arg] = ast.literal_eval(k.value)
         except ValueError:
-            raise VariantError(f"--variants {spec!r}: {k.arg}={ast.unparse(k.value)} is not a Python literal "
-                               f"(quote strings: fill='random_mix')") from None
+            raise VariantError(f"--variants {spec!r}: {k.arg}={ast.unparse(k.value)} is not a "
+                               f"Python literal (quote strings: fill='random_mix')") from None
     return options
 
 
 def parse_variant(spec: str) -> Variant:
-    """``off``, ``fse[:key=value,...]`` or ``random_erasing[:key=value,...]`` -> Variant (checked)."""
+    """``off``, ``fse[:key=value,...]`` or ``random_erasing[:key=value,...]`` -> Variant
+    (checked)."""
     from fse_plugin.fseconfig import FSEConfig
     kind, colon, rest = spec.strip().partition(":")
     options = _options(spec, rest) if colon else {}
@@ -107,8 +107,8 @@ def parse_variant(spec: str) -> Variant:
     if kind == "random_erasing":
         bad = sorted(set(options) - set(_RANDOM_ERASING_KEYS))
         if bad:
-            raise VariantError(f"--variants {spec!r}: unknown RandomErasing argument {bad[0]!r}; known: "
-                               f"{', '.join(_RANDOM_ERASING_KEYS)}")
+            raise VariantError(f"--variants {spec!r}: unknown RandomErasing argument {bad[0]!r}; "
+                               f"known: {', '.join(_RANDOM_ERASING_KEYS)}")
         variant = Variant(spec.strip(), random_erasing=options)
         try:
             variant.transform()
@@ -127,5 +127,6 @@ def parse_variants(specs: list[str] | tuple[str, ...]) -> list[Variant]:
     if dup:
         raise VariantError(f"--variants: {dup[0]!r} given twice")
     if REFERENCE not in names:
-        raise VariantError(f"--variants must include {REFERENCE!r}: every other is compared with it, seed by seed")
+        raise VariantError(f"--variants must include {REFERENCE!r}: every other is compared with "
+                           f"it, seed by seed")
     return sorted(variants, key=lambda v: v.name != REFERENCE)

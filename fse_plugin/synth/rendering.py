@@ -1,9 +1,11 @@
-"""Rendering: pose a face's parts, map them to the output frame, paint image and exact mask together.
+"""Rendering: pose a face's parts, map them to the output frame, paint image and exact mask
+together.
 
 The head is turned by an orthographic rotation and mapped to the output by a similarity: the ArcFace
 alignment of its own landmarks (``frame='aligned'``) or a larger loose crop (``frame='loose'``,
-FaceSynthetics / IJB style). Parts are painted back to front into image and mask together, so the mask
-is exactly what is visible; the image alone gets anti-aliasing, skin marks, lighting, blur and noise.
+FaceSynthetics / IJB style). Parts are painted back to front into image and mask together, so the
+mask is exactly what is visible; the image alone gets anti-aliasing, skin marks, lighting, blur and
+noise.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ _ONE = 1 << _SHIFT
 class Render(NamedTuple):
     image: np.ndarray  # RGB uint8 HxWx3
     mask: np.ndarray  # uint8 HxW, 25-class ids
-    landmarks: np.ndarray  # float32 [70, 2] output pixels: 68 iBUG points, image-left pupil, image-right pupil
+    # float32 [70, 2] output pixels: 68 iBUG points, image-left pupil, image-right pupil
+    landmarks: np.ndarray
 
 
 def _project(p: np.ndarray, lk: Look) -> np.ndarray:
-    """Orthographic head rotation (yaw about the vertical axis, pitch, then roll) -> canonical 2-D."""
+    """Orthographic head rotation (yaw about the vertical axis, pitch, then roll) -> canonical
+    2-D."""
     y, x, r = (math.radians(a) for a in (lk.yaw, lk.pitch, lk.roll))
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
     rx = np.array([[1, 0, 0], [0, math.cos(x), -math.sin(x)], [0, math.sin(x), math.cos(x)]])
@@ -47,8 +51,8 @@ def _about_centre(size: int, scale: float, deg: float, dx: float, dy: float) -> 
     """3x3 similarity: scale and rotate about the image centre, then shift (pixels)."""
     a = math.radians(deg)
     c = size / 2
-    m = np.array([[scale * math.cos(a), -scale * math.sin(a), 0], [scale * math.sin(a), scale * math.cos(a), 0],
-                  [0, 0, 1]])
+    m = np.array([[scale * math.cos(a), -scale * math.sin(a), 0],
+                  [scale * math.sin(a), scale * math.cos(a), 0], [0, 0, 1]])
     m[:2, 2] = [c + dx, c + dy] - m[:2, :2] @ [c, c]
     return m
 
@@ -56,8 +60,9 @@ def _about_centre(size: int, scale: float, deg: float, dx: float, dy: float) -> 
 def frame_matrix(points5: np.ndarray, look: Look, size: int, frame: str = "aligned") -> np.ndarray:
     """2x3 map from posed canonical points to output pixels.
 
-    'aligned': the ArcFace alignment of the face's own 5 points plus the look's small residual jitter
-    (a detector is never exact); 'loose': a larger, rotated, shifted crop (FaceSynthetics, IJB loose_crop).
+    'aligned': the ArcFace alignment of the face's own 5 points plus the look's small residual
+    jitter (a detector is never exact); 'loose': a larger, rotated, shifted crop (FaceSynthetics,
+    IJB loose_crop).
     """
     if frame == "aligned":
         dx, dy, ls, rot = look.jitter
@@ -67,7 +72,8 @@ def frame_matrix(points5: np.ndarray, look: Look, size: int, frame: str = "align
         j = _about_centre(size, k, rot, dx * size, dy * size)
     else:
         raise FSEError(f"frame must be 'aligned' or 'loose', got {frame!r}")
-    return (j @ np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)), [0, 0, 1]]))[:2]
+    return (j @ np.vstack([similarity_transform(points5, ARCFACE_TEMPLATE * (size / 112.0)),
+                           [0, 0, 1]]))[:2]
 
 
 def _shade(c: Sequence[int], f: float, towards: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -102,12 +108,13 @@ class _Canvas:
             cv2.polylines(self.mask, [pts], closed, cid, t, cv2.LINE_8, _SHIFT)
 
     def dot(self, centre: np.ndarray, radius: float, colour: Sequence[int]) -> None:
-        cv2.circle(self.img, (int(centre[0]), int(centre[1])), max(_ONE // 2, int(radius * self.scale * _ONE)),
-                   colour, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(self.img, (int(centre[0]), int(centre[1])),
+                   max(_ONE // 2, int(radius * self.scale * _ONE)), colour, -1, cv2.LINE_AA, _SHIFT)
 
     def inside(self, cid: int, polys: Sequence[tuple[np.ndarray, Sequence[int]]]) -> None:
-        """Image-only polygons clipped to the pixels currently labelled ``cid`` (iris in the eye, teeth in
-        the mouth): drawn on a copy of their bounding box, of which only the ``cid`` pixels are kept."""
+        """Image-only polygons clipped to the pixels currently labelled ``cid`` (iris in the eye,
+        teeth in the mouth): drawn on a copy of their bounding box, of which only the ``cid`` pixels
+        are kept."""
         allp = np.concatenate([p for p, _ in polys])
         x0, y0 = np.maximum((allp.min(0) >> _SHIFT) - 1, 0)
         x1, y1 = np.minimum((allp.max(0) >> _SHIFT) + 2, self.size)
@@ -123,7 +130,8 @@ class _Canvas:
 
 @lru_cache(maxsize=8)
 def _noise_bank(n: int) -> np.ndarray:
-    """Fixed standard-normal values; an image takes a slice at a random offset (cheaper than drawing anew)."""
+    """Fixed standard-normal values; an image takes a slice at a random offset (cheaper than drawing
+    anew)."""
     return np.random.default_rng(0x5EED).standard_normal(n, dtype=np.float32)
 
 
@@ -135,14 +143,15 @@ def _ramp(size: int, corners: np.ndarray) -> np.ndarray:
 def _linear_corners(angle: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Corner values of a linear ramp from a to b along direction ``angle``."""
     g = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)  # (x, y) of TL, TR, BL, BR
-    t = 0.5 + (g @ np.array([math.cos(angle), math.sin(angle)], np.float32))[:, None] / (2 * math.sqrt(2))
+    t = (0.5 + (g @ np.array([math.cos(angle), math.sin(angle)], np.float32))[:, None]
+         / (2 * math.sqrt(2)))
     return (np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t).reshape(2, 2, 3)
 
 
 def _label(name: str) -> int:
-    """Class id of a part the geometry names by the subject's side (``right_ear`` for ``ear_r``): the same
-    class where the label set names it by the subject's side, its mirror where by the image's side
-    (``labels.SIDE``), since the subject's right lies on the image-left."""
+    """Class id of a part the geometry names by the subject's side (``right_ear`` for ``ear_r``):
+    the same class where the label set names it by the subject's side, its mirror where by the
+    image's side (``labels.SIDE``), since the subject's right lies on the image-left."""
     cid = _C[name]
     return int(MIRROR[cid]) if SIDE[cid] == "image" else cid
 
@@ -164,8 +173,10 @@ def _background(cv: _Canvas, lk: Look, rng: np.random.Generator) -> None:
     for _ in range(lk.clutter):
         c = rng.uniform(0, size, 2)
         r = rng.uniform(0.05, 0.3) * size
-        shape = ellipse(c[0], c[1], r, r * rng.uniform(0.3, 1), 12, rot=rng.uniform(0, 3), power=rng.choice([2, 6]))
-        cv.fill(np.round(shape * _ONE).astype(np.int32), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        shape = ellipse(c[0], c[1], r, r * rng.uniform(0.3, 1), 12, rot=rng.uniform(0, 3),
+                        power=rng.choice([2, 6]))
+        cv.fill(np.round(shape * _ONE).astype(np.int32),
+                tuple(int(v) for v in rng.integers(0, 256, 3)))
 
 
 def _behind_face(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray]) -> None:
@@ -184,7 +195,8 @@ def _behind_face(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray])
 
 
 def _face_skin(cv: _Canvas, idn: Identity, lk: Look, P: dict[str, np.ndarray]) -> None:
-    """The nine skin sub-regions into the mask, inside the face outline only; the skin into the image."""
+    """The nine skin sub-regions into the mask, inside the face outline only; the skin into the
+    image."""
     size, skin = cv.size, idn.skin
     face = np.zeros((size, size), np.uint8)
     cv2.fillPoly(face, [P["face"]], 1, cv2.LINE_8, _SHIFT)
@@ -262,7 +274,8 @@ def _photometry(img: np.ndarray, lk: Look, rng: np.random.Generator, scale: floa
     """Directional light with a colour tint, blur, sensor noise (cv2: fast at any size)."""
     direction, strength, bright = lk.light
     tint = np.asarray(lk.tint, np.float32) * bright
-    light = _ramp(img.shape[0], _linear_corners(direction, tint * (1 - strength), tint * (1 + strength)))
+    light = _ramp(img.shape[0],
+                  _linear_corners(direction, tint * (1 - strength), tint * (1 + strength)))
     img = cv2.multiply(img, light, dtype=cv2.CV_32F)
     if lk.blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), lk.blur * scale)
@@ -278,7 +291,8 @@ _PAINTERS = (_behind_face, _face_skin, _skin_marks, _features, _on_top)
 """Painting order, back to front."""
 
 
-def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int,
+          scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Paint parts back to front into image and mask, then light, blur and noise the image."""
     cv = _Canvas(size, scale)
     rng = keyed_rng(lk.noise_seed)  # clutter, then the noise offset
@@ -289,7 +303,8 @@ def _draw(idn: Identity, lk: Look, P: dict[str, np.ndarray], size: int, scale: f
 
 
 def render(identity: Identity, look: Look, size: int = 112, frame: str = "aligned") -> Render:
-    """Image, exact 25-class mask and 70 landmarks of ``identity`` under ``look`` (see ``frame_matrix``)."""
+    """Image, exact 25-class mask and 70 landmarks of ``identity`` under ``look`` (see
+    ``frame_matrix``)."""
     names, ends, pts = build(identity, look)
     flat = _project(pts, look)
     m = frame_matrix(five_points_from_68(flat[ends[-2]:]), look, size, frame)
@@ -299,12 +314,15 @@ def render(identity: Identity, look: Look, size: int = 112, frame: str = "aligne
     return Render(img, mask, flat[ends[-2]:].astype(np.float32))
 
 
-def render_aligned(identity: Identity, rng: np.random.Generator, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+def render_aligned(identity: Identity, rng: np.random.Generator,
+                   size: int = 112) -> tuple[np.ndarray, np.ndarray]:
     """One ArcFace-aligned face (RGB uint8 HxWx3) and its exact 25-class mask (uint8 HxW)."""
     r = render(identity, sample_look(identity, rng), size, "aligned")
     return r.image, r.mask
 
 
-def render_image(seed: int, stream: int, ident: int, image: int, size: int = 112, frame: str = "aligned") -> Render:
-    """Image ``image`` of identity ``ident`` of ``stream`` exactly as the writers render it (``image_spec``)."""
+def render_image(seed: int, stream: int, ident: int, image: int, size: int = 112,
+                 frame: str = "aligned") -> Render:
+    """Image ``image`` of identity ``ident`` of ``stream`` exactly as the writers render it
+    (``image_spec``)."""
     return render(*image_spec(seed, stream, ident, image), size, frame)
