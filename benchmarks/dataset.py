@@ -60,6 +60,8 @@ from torchvision import transforms  # noqa: E402
 
 from fse_plugin import recordio  # noqa: E402
 from fse_plugin.dataset import FSEMXFaceDataset  # noqa: E402
+from fse_plugin.maskcache import RunsBatch  # noqa: E402
+from fse_plugin.maskcache.codec import join_runs  # noqa: E402
 
 try:
     import mxnet as mx
@@ -148,14 +150,16 @@ def _fetch(ds, indices: list[int]) -> tuple[float, float]:
 
 
 class InMemoryMasks:
-    """Diagnostic: every mask's runs decoded up front, to split the cache's inflate from erasing's cost."""
+    """Diagnostic: every mask's run stream inflated up front, to split the cache's crc32 + inflate from
+    erasing's cost (``get_runs_batch`` as the cache's, less those)."""
 
     def __init__(self, cache, keys):
         self.height, self.width = cache.height, cache.width
-        self.runs = {int(k): tuple(np.copy(a) for a in cache.get_runs(int(k))) for k in keys}
+        self.streams = {int(k): b"".join(a.tobytes() for a in cache.get_runs(int(k))) for k in keys}
 
-    def get_runs(self, key: int):
-        return self.runs[key]
+    def get_runs_batch(self, keys):
+        values, lengths, counts, _ = join_runs([self.streams[k] for k in keys.tolist()])
+        return RunsBatch(values, lengths, counts, {})
 
 
 def _variants(rec: Path, masks: str) -> dict:

@@ -33,9 +33,9 @@ from torch.utils.data import Dataset
 
 from fse_plugin import maskcache, recordio
 from fse_plugin.common import NORM_LUT, FSEError, checks
-from fse_plugin.erasing import FSErasing, MaskRuns, erase
+from fse_plugin.erasing import FSErasing, MaskRuns
+from fse_plugin.erasing.engines import erase_numpy
 from fse_plugin.fseconfig import FSEConfig
-from fse_plugin.maskcache.codec import expand_runs
 
 __all__ = ["FSEMXFaceDataset", "validate_fse_config"]
 
@@ -139,42 +139,39 @@ class FSEMXFaceDataset(Dataset):
         """The samples of a batch (what a DataLoader worker asks for); with erasing on, its draws and
         erasing are done for the whole batch at once."""
         keys, offsets, labels = self._table[:, np.asarray(indices, np.intp)]
-        keys = keys.tolist()
         if self.erasing is None:  # upstream's draws: one torch.rand(1) per sample, as RandomHorizontalFlip
             samples = [_sample(self._image(k, o), float(torch.rand(1)) < self.flip_p)
-                       for k, o in zip(keys, offsets.tolist())]
+                       for k, o in zip(keys.tolist(), offsets.tolist())]
         else:
             flip, erased = (torch.rand(len(keys), 2).numpy() < (self.flip_p, self.erasing.p)).T
-            masks = {b: self._runs(keys[b]) for b in np.flatnonzero(erased).tolist()}  # together: warm caches
+            rows, runs = self._runs(keys, np.flatnonzero(erased))  # before decoding: warm caches
             # one array per sample, as upstream: the allocator reuses them (one batch array would page-fault)
-            samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys, offsets.tolist(), flip)]
-            self._erase(samples, masks, flip, keys)
+            samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip)]
+            if len(rows):
+                self._erase(samples, rows, runs, flip, keys)
         if self.transform is not None:
             samples = [self.transform(s) for s in samples]
         return list(zip(samples, torch.from_numpy(labels).unbind(0)))
 
-    def _erase(self, samples: list[torch.Tensor], masks: dict[int, tuple | None], flip: np.ndarray,
-               keys: list[int]) -> None:
-        """FSErasing of the samples that drew it and have a mask, with one set of draws for them all.
+    def _erase(self, samples: list[torch.Tensor], rows: np.ndarray, runs: MaskRuns, flip: np.ndarray,
+               keys: np.ndarray) -> None:
+        """FSErasing of the samples ``rows`` (those that drew it and have a mask), with one set of draws for
+        them all, straight into their memory (the engine of ``erase``, whose checks the dataset's samples
+        pass by construction).
 
-        The masks stay runs (``MaskCache.get_runs``): in a batch only the chosen classes' runs are
-        expanded, and flipped images' masks are read mirrored instead of flipped."""
-        rows = [b for b, m in masks.items() if m is not None]
-        if not rows:
-            return
-        size = (self.masks.height, self.masks.width)
-        for b in rows:
+        In a batch the masks stay runs: only the chosen classes' runs are expanded, and flipped images'
+        masks are read mirrored instead of flipped."""
+        size = (runs.height, runs.width)
+        for b in rows.tolist():
             if size != samples[b].shape[1:]:
                 raise maskcache.CacheError(
                     f"{self.config.masks}: mask of record {keys[b]} is {size[1]}x{size[0]}, its image in "
                     f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
-        if len(rows) > _FEW:
-            maps = MaskRuns([masks[b] for b in rows], *size)
-        else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
-            maps = [expand_runs(*masks[b], *size) for b in rows]
-        selected = self.erasing.get_params(maps, mirrored=flip[rows])
-        erase([samples[b] for b in rows], maps, selected, self.erasing.fill, mirrored=flip[rows], inplace=True)
+        maps = runs if len(rows) > _FEW else runs.maps()  # a few samples (a single dataset[i]): whole maps
+        mirrored = flip[rows]
+        selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
+        erase_numpy([samples[b].numpy() for b in rows.tolist()], maps, selected, self.erasing.fill, None, mirrored)
 
     def _image(self, key: int, offset: int) -> np.ndarray:
         _, payload = recordio.unpack(self._rec.read_record(offset, key)[0])
@@ -187,20 +184,22 @@ class FSEMXFaceDataset(Dataset):
         info = torch.utils.data.get_worker_info()
         return 0 if info is None else 1 + info.id % (_SLOTS - 1)
 
-    def _runs(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The mask of ``key`` as runs; None (counted, first one logged) if missing or damaged."""
-        try:
-            runs = self.masks.get_runs(key)
-        except maskcache.DamagedEntryError as e:
-            self._damaged(key, e)
-            return None
-        if runs is None:
+    def _runs(self, keys: np.ndarray, erased: np.ndarray) -> tuple[np.ndarray, MaskRuns]:
+        """The masks of the samples ``erased`` (batch positions), as runs: (the positions that have one, their
+        runs). Missing or damaged masks are counted (the first missing one and each damaged one logged)."""
+        batch = self.masks.get_runs_batch(keys[erased])
+        for j, error in batch.damaged.items():
+            self._damaged(int(keys[erased[j]]), error)
+        missing = batch.missing
+        if missing:
             if self._counts[:, _MISSING].sum() == 0:
                 log.warning("%s: no mask for record %d of %s (undecodable when the cache was built); serving it "
                             "un-erased. Further ones are counted in missing_masks, not logged", self.config.masks,
-                            key, self._rec.path)
-            self._counts[self._slot(), _MISSING] += 1
-        return runs
+                            keys[erased[missing[0]]], self._rec.path)
+            self._counts[self._slot(), _MISSING] += len(missing)
+        have = batch.counts > 0
+        return erased[have], MaskRuns.joined(batch.values, batch.lengths, batch.counts[have], self.masks.height,
+                                             self.masks.width)
 
     def _damaged(self, key: int, error: maskcache.DamagedEntryError) -> None:
         """Count it; log each damaged key once over all workers and epochs (the first _LOGGED per slot)."""

@@ -32,18 +32,29 @@ class MaskRuns:
     """
 
     def __init__(self, runs: Sequence[tuple[np.ndarray, np.ndarray]], height: int, width: int) -> None:
+        counts = np.array([len(v) for v, _ in runs], np.intp)
+        values = np.concatenate([v for v, _ in runs]) if runs else np.zeros(0, np.uint8)
+        lengths = np.concatenate([n for _, n in runs]) if runs else np.zeros(0, np.int64)
+        self._setup(values, lengths, counts, height, width)
+
+    @classmethod
+    def joined(cls, values: np.ndarray, lengths: np.ndarray, counts: np.ndarray, height: int, width: int) -> MaskRuns:
+        """The maps whose runs are already laid end to end (``MaskCache.get_runs_batch``): map i has the
+        ``counts[i]`` runs after those of the maps before it."""
+        self = cls.__new__(cls)
+        self._setup(values, lengths, np.asarray(counts, np.intp), height, width)
+        return self
+
+    def _setup(self, values: np.ndarray, lengths: np.ndarray, counts: np.ndarray, height: int, width: int) -> None:
         self.height, self.width = checks.count(height, "MaskRuns: height"), checks.count(width, "MaskRuns: width")
-        counts = [len(v) for v, _ in runs]
-        self.counts = np.array(counts, np.intp)
-        self.values = np.concatenate([v for v, _ in runs]) if runs else np.zeros(0, np.uint8)
-        self.lengths = np.concatenate([n for _, n in runs]) if runs else np.zeros(0, np.int64)
+        self.counts, self.values, self.lengths = counts, values, lengths
         kind = self.lengths.dtype.kind
         if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
-                or (kind == "i" and (self.lengths < 0).any())):
+                or (kind == "i" and (self.lengths < 0).any()) or counts.sum() != len(values)):
             raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
         self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs are bounds[i]:bounds[i + 1]
-        if runs and (0 in counts or not (np.add.reduceat(self.lengths, self.bounds[:-1], dtype=np.int64)
-                                         == self.height * self.width).all()):
+        if len(counts) and ((counts == 0).any() or not (np.add.reduceat(self.lengths, self.bounds[:-1], dtype=np.int64)
+                                                        == self.height * self.width).all()):
             raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
         self._keyed: np.ndarray | None = None
         self._ends: np.ndarray | None = None

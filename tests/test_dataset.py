@@ -165,11 +165,14 @@ class DropKeys:
         self.cache, self.drop, self.damaged = cache, set(drop), set(damaged)
         self.height, self.width = cache.height, cache.width
 
-    def get_runs(self, key):
-        if key in self.damaged:
-            raise maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {key} is damaged", key,
-                                              "chunks/000000.fsmc")
-        return None if key in self.drop else self.cache.get_runs(key)
+    def get_runs_batch(self, keys):
+        keys = keys.tolist()
+        damaged = {j: maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {k} is damaged", k,
+                                                  "chunks/000000.fsmc") for j, k in enumerate(keys) if k in self.damaged}
+        runs = [None if k in self.drop or k in self.damaged else self.cache.get_runs(k) for k in keys]
+        found = [r for r in runs if r is not None] or [(np.zeros(0, np.uint8),) * 2]
+        return maskcache.RunsBatch(np.concatenate([v for v, _ in found]), np.concatenate([n for _, n in found]),
+                                   np.array([0 if r is None else len(r[0]) for r in runs]), damaged)
 
 
 def _erased_per_sample(loader) -> torch.Tensor:

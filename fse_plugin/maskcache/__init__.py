@@ -25,12 +25,12 @@ from fse_plugin.maskcache.chunk import CHUNK_DIR
 from fse_plugin.maskcache.codec import CODEC, decode_mask, encode_masks
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError
 from fse_plugin.maskcache.manifest import BUILD_INFO, BUILD_SPEC, KEYS_FILE, MANIFEST, Manifest
-from fse_plugin.maskcache.reader import ClassFrequencies, MaskCache, Verification
+from fse_plugin.maskcache.reader import ClassFrequencies, MaskCache, RunsBatch, Verification
 from fse_plugin.maskcache.rebuild import DEFAULT_DIRNAME, default_cache_path, rebuild_command
 from fse_plugin.maskcache.source import FINGERPRINT_SAMPLES, sha256_file, source_fingerprint
 from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE, FORMAT_NAME, FORMAT_VERSION, CacheSpec, Fingerprint
 
-__all__ = ["MaskCache", "ClassFrequencies", "Verification", "Manifest", "CacheSpec", "Fingerprint", "CacheError",
+__all__ = ["MaskCache", "ClassFrequencies", "RunsBatch", "Verification", "Manifest", "CacheSpec", "Fingerprint", "CacheError",
            "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "default_cache_path", "rebuild_command",
            "build_from_labels", "labels_from_npz", "precompute", "BuildSettings", "sha256_file",
            "source_fingerprint", "encode_masks", "decode_mask", "DEFAULT_CHUNK_SIZE", "DEFAULT_DIRNAME", "CODEC",

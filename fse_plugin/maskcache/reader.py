@@ -11,14 +11,14 @@ import operator
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from fse_plugin.common.text import plural
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
-from fse_plugin.maskcache.codec import Runs, class_counts
+from fse_plugin.maskcache.codec import Runs, class_counts, coverage_error, join_runs
 from fse_plugin.maskcache.errors import (CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError,
                                          without_hint)
 from fse_plugin.maskcache.manifest import KEYS_FILE, MANIFEST, read_manifest
@@ -27,7 +27,7 @@ from fse_plugin.maskcache.rebuild import (DEFAULT_DIRNAME, default_cache_path, r
 from fse_plugin.maskcache.source import sha256_file, source_fingerprint
 from fse_plugin.maskcache.spec import ChunkExpect
 
-__all__ = ["MaskCache", "ClassFrequencies", "Verification"]
+__all__ = ["MaskCache", "ClassFrequencies", "RunsBatch", "Verification"]
 
 
 class ClassFrequencies(NamedTuple):
@@ -46,6 +46,25 @@ class Verification:
     bytes_per_mask: float
     source_checked: bool
     parser_checked: bool
+
+
+@dataclass(frozen=True)
+class RunsBatch:
+    """The masks of several keys as runs laid end to end (``MaskCache.get_runs_batch``).
+
+    Key ``j``'s runs are ``values[a:b]``, ``lengths[a:b]`` with ``a, b`` its span in ``cumsum(counts)``; a
+    key without a mask has no runs: its image was undecodable when the cache was built, or its entry
+    is in ``damaged`` (the error ``get_runs`` would have raised for it).
+    """
+    values: np.ndarray  # uint8, each found mask's runs in row-major order, in key order
+    lengths: np.ndarray  # uint8, aligned with values
+    counts: np.ndarray  # int64 [len(keys)]: runs of each key's mask, 0 where it has none
+    damaged: dict[int, DamagedEntryError]  # position in keys -> why its mask is not here
+
+    @property
+    def missing(self) -> list[int]:
+        """Positions of the keys whose images were undecodable when the cache was built."""
+        return [j for j in np.flatnonzero(self.counts == 0).tolist() if j not in self.damaged]
 
 
 @dataclass
@@ -223,6 +242,39 @@ class MaskCache:
         only some classes' pixels (erasing): expanding a whole mask is most of ``get``'s time."""
         k = _as_key(key)
         return self._runs(self._row(k), k)
+
+    def get_runs_batch(self, keys: Sequence[int] | np.ndarray) -> RunsBatch:
+        """``get_runs`` of each of ``keys`` at once, laid end to end: the same checks (crc32, decoding, the
+        pixels covered), with the per-key work down to the entry's crc32 and inflate. A damaged entry or
+        chunk is reported in ``RunsBatch.damaged`` instead of raised, so the other keys' masks still come;
+        UnknownKeyError if a key is not in the cache."""
+        ks = [_as_key(k) for k in keys] if not isinstance(keys, np.ndarray) or keys.dtype.kind not in "iu" \
+            else keys.tolist()
+        H, W = self.height, self.width
+        streams, found, damaged = [], [], {}
+        for j, k in enumerate(ks):
+            try:
+                ch, i = self._chunk_of(self._row(k), k)
+                stream = ch.stream(i, H, W, k)
+            except DamagedEntryError as e:
+                damaged[j] = e
+                continue
+            if stream is not None:
+                streams.append(stream)
+                found.append(j)
+        values, lengths, counts, pixels = join_runs(streams)
+        bad = np.flatnonzero(pixels != H * W).tolist()
+        if bad:  # crc32 matched, coverage did not: written damaged; drop those keys' runs
+            for b in bad:
+                k = ks[found[b]]
+                ch, i = self._chunk_of(self._row(k), k)
+                damaged[found[b]] = ch.decode_error(i, str(coverage_error(int(pixels[b]), H, W)), k)
+            keep = np.delete(np.arange(len(found)), bad)
+            found = [found[b] for b in keep.tolist()]
+            values, lengths, counts, _ = join_runs([streams[b] for b in keep.tolist()])
+        per_key = np.zeros(len(ks), np.int64)
+        per_key[found] = counts
+        return RunsBatch(values, lengths, per_key, damaged)
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""
