@@ -159,7 +159,7 @@ class InMemoryMasks:
 
     def get_runs_batch(self, keys):
         values, lengths, counts, _ = join_runs([self.streams[k] for k in keys.tolist()])
-        return RunsBatch(values, lengths, counts, {})
+        return RunsBatch(values, lengths, counts, list(range(len(counts))), [], {}, self.height, self.width)
 
 
 def _variants(rec: Path, masks: str) -> dict:

@@ -100,6 +100,7 @@ class FSEMXFaceDataset(Dataset):
             self._rec = recordio.RecordFile(reader.rec_path)
         self._table, self._shared = np.stack([index.keys, index.offsets, index.labels]), None
         self.flip_p = 0.5 if self.config is None else self.config.flip
+        self._cuts = None if self.config is None else np.array([self.flip_p, self.config.p])  # float64, as upstream
         self.erasing = self.masks = None
         if self.config is not None:
             self.erasing = FSErasing.from_config(self.config)
@@ -143,32 +144,36 @@ class FSEMXFaceDataset(Dataset):
             samples = [_sample(self._image(k, o), float(torch.rand(1)) < self.flip_p)
                        for k, o in zip(keys.tolist(), offsets.tolist())]
         else:
-            flip, erased = (torch.rand(len(keys), 2).numpy() < (self.flip_p, self.erasing.p)).T
-            rows, runs = self._runs(keys, np.flatnonzero(erased))  # before decoding: warm caches
+            flip, erased = (torch.rand(len(keys), 2).numpy() < self._cuts).T
+            erased = np.flatnonzero(erased)
+            masks = self._masks(keys[erased]) if len(erased) else None  # before decoding: warm caches
             # one array per sample, as upstream: the allocator reuses them (one batch array would page-fault)
             samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip)]
-            if len(rows):
-                self._erase(samples, rows, runs, flip, keys)
+            if masks is not None and masks.found:
+                self._erase(samples, erased[masks.found], masks, flip, keys)
         if self.transform is not None:
             samples = [self.transform(s) for s in samples]
         return list(zip(samples, torch.from_numpy(labels).unbind(0)))
 
-    def _erase(self, samples: list[torch.Tensor], rows: np.ndarray, runs: MaskRuns, flip: np.ndarray,
+    def _erase(self, samples: list[torch.Tensor], rows: np.ndarray, masks: maskcache.RunsBatch, flip: np.ndarray,
                keys: np.ndarray) -> None:
         """FSErasing of the samples ``rows`` (those that drew it and have a mask), with one set of draws for
         them all, straight into their memory (the engine of ``erase``, whose checks the dataset's samples
         pass by construction).
 
-        In a batch the masks stay runs: only the chosen classes' runs are expanded, and flipped images'
-        masks are read mirrored instead of flipped."""
-        size = (runs.height, runs.width)
+        In a batch the masks stay runs (``MaskRuns``): only the chosen classes' runs are expanded, and
+        flipped images' masks are read mirrored instead of flipped."""
+        size = (masks.height, masks.width)
         for b in rows.tolist():
             if size != samples[b].shape[1:]:
                 raise maskcache.CacheError(
                     f"{self.config.masks}: mask of record {keys[b]} is {size[1]}x{size[0]}, its image in "
                     f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
-        maps = runs if len(rows) > _FEW else runs.maps()  # a few samples (a single dataset[i]): whole maps
+        if len(rows) > _FEW:
+            maps = MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), *size)
+        else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
+            maps = masks.masks()
         mirrored = flip[rows]
         selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
         erase_numpy([samples[b].numpy() for b in rows.tolist()], maps, selected, self.erasing.fill, None, mirrored)
@@ -184,22 +189,20 @@ class FSEMXFaceDataset(Dataset):
         info = torch.utils.data.get_worker_info()
         return 0 if info is None else 1 + info.id % (_SLOTS - 1)
 
-    def _runs(self, keys: np.ndarray, erased: np.ndarray) -> tuple[np.ndarray, MaskRuns]:
-        """The masks of the samples ``erased`` (batch positions), as runs: (the positions that have one, their
-        runs). Missing or damaged masks are counted (the first missing one and each damaged one logged)."""
-        batch = self.masks.get_runs_batch(keys[erased])
-        for j, error in batch.damaged.items():
-            self._damaged(int(keys[erased[j]]), error)
-        missing = batch.missing
+    def _masks(self, keys: np.ndarray) -> maskcache.RunsBatch:
+        """The masks of the erased samples' ``keys``, as runs; missing or damaged ones are counted (the first
+        missing one and each damaged one logged)."""
+        masks = self.masks.get_runs_batch(keys)
+        for j, error in masks.damaged.items():
+            self._damaged(int(keys[j]), error)
+        missing = masks.missing
         if missing:
             if self._counts[:, _MISSING].sum() == 0:
                 log.warning("%s: no mask for record %d of %s (undecodable when the cache was built); serving it "
                             "un-erased. Further ones are counted in missing_masks, not logged", self.config.masks,
-                            keys[erased[missing[0]]], self._rec.path)
+                            keys[missing[0]], self._rec.path)
             self._counts[self._slot(), _MISSING] += len(missing)
-        have = batch.counts > 0
-        return erased[have], MaskRuns.joined(batch.values, batch.lengths, batch.counts[have], self.masks.height,
-                                             self.masks.width)
+        return masks
 
     def _damaged(self, key: int, error: maskcache.DamagedEntryError) -> None:
         """Count it; log each damaged key once over all workers and epochs (the first _LOGGED per slot)."""

@@ -169,10 +169,12 @@ class DropKeys:
         keys = keys.tolist()
         damaged = {j: maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {k} is damaged", k,
                                                   "chunks/000000.fsmc") for j, k in enumerate(keys) if k in self.damaged}
-        runs = [None if k in self.drop or k in self.damaged else self.cache.get_runs(k) for k in keys]
-        found = [r for r in runs if r is not None] or [(np.zeros(0, np.uint8),) * 2]
-        return maskcache.RunsBatch(np.concatenate([v for v, _ in found]), np.concatenate([n for _, n in found]),
-                                   np.array([0 if r is None else len(r[0]) for r in runs]), damaged)
+        missing = [j for j, k in enumerate(keys) if k in self.drop]
+        found = [j for j in range(len(keys)) if j not in damaged and j not in missing]
+        runs = [self.cache.get_runs(keys[j]) for j in found] or [(np.zeros(0, np.uint8),) * 2]
+        return maskcache.RunsBatch(np.concatenate([v for v, _ in runs]), np.concatenate([n for _, n in runs]),
+                                   [len(v) for v, _ in runs if len(v)], found, missing, damaged, self.height,
+                                   self.width)
 
 
 def _erased_per_sample(loader) -> torch.Tensor:

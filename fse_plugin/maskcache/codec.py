@@ -10,6 +10,7 @@ make a reader allocate or inflate more than one mask's worth.
 from __future__ import annotations
 
 import zlib
+from itertools import accumulate
 from typing import Sequence
 
 import numpy as np
@@ -122,16 +123,16 @@ def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.n
     return values, lengths
 
 
-def join_runs(streams: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run streams (``inflate_runs``) laid end to end: (values, lengths) uint8, the runs of each stream and
-    the pixels they cover (int64), with one call per array rather than per stream."""
-    counts = np.fromiter(map(len, streams), np.int64, len(streams)) >> 1
-    values = np.frombuffer(b"".join([s[:n] for s, n in zip(streams, counts.tolist())]), np.uint8)
-    lengths = np.frombuffer(b"".join([s[n:] for s, n in zip(streams, counts.tolist())]), np.uint8)
-    pixels = np.zeros(len(counts), np.int64)
-    some = counts > 0  # a stream without runs covers nothing (reduceat would count its neighbour's run)
-    pixels[some] = np.add.reduceat(lengths, (np.cumsum(counts) - counts)[some], dtype=np.int64)
-    return values, lengths, counts, pixels
+def join_runs(streams: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Run streams (``inflate_runs``) laid end to end: (values, lengths) uint8 arrays, and per stream its
+    number of runs and the pixels they cover; a few numpy calls for any number of streams."""
+    counts = [len(s) >> 1 for s in streams]
+    values = np.frombuffer(b"".join([s[:n] for s, n in zip(streams, counts)]), np.uint8)
+    lengths = np.frombuffer(b"".join([s[n:] for s, n in zip(streams, counts)]), np.uint8)
+    starts = list(accumulate(counts, initial=0))[:-1]
+    if 0 in counts or not counts:  # reduceat would give a stream without runs its neighbour's first run
+        return values, lengths, counts, [int(lengths[a:a + n].sum()) for a, n in zip(starts, counts)]
+    return values, lengths, counts, np.add.reduceat(lengths, starts, dtype=np.int64).tolist()
 
 
 def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import operator
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from fse_plugin.common.text import plural
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.chunk import ChunkFile
-from fse_plugin.maskcache.codec import Runs, class_counts, coverage_error, join_runs
+from fse_plugin.maskcache.codec import Runs, class_counts, coverage_error, expand_runs, join_runs
 from fse_plugin.maskcache.errors import (CacheError, CacheMismatchError, DamagedEntryError, UnknownKeyError,
                                          without_hint)
 from fse_plugin.maskcache.manifest import KEYS_FILE, MANIFEST, read_manifest
@@ -48,23 +49,23 @@ class Verification:
     parser_checked: bool
 
 
-@dataclass(frozen=True)
-class RunsBatch:
-    """The masks of several keys as runs laid end to end (``MaskCache.get_runs_batch``).
+class RunsBatch(NamedTuple):
+    """The masks of several keys as runs laid end to end (``MaskCache.get_runs_batch``): the masks found,
+    in key order, mask ``i`` being the ``counts[i]`` runs after those of the masks before it."""
+    values: np.ndarray  # uint8: the runs' class ids, row-major within each mask
+    lengths: np.ndarray  # uint8: the runs' lengths, aligned with values
+    counts: list[int]  # runs of each mask found
+    found: list[int]  # position in keys of each mask found
+    missing: list[int]  # positions of the keys whose images were undecodable when the cache was built
+    damaged: dict[int, DamagedEntryError]  # position in keys -> the error ``get_runs`` would have raised
+    height: int
+    width: int
 
-    Key ``j``'s runs are ``values[a:b]``, ``lengths[a:b]`` with ``a, b`` its span in ``cumsum(counts)``; a
-    key without a mask has no runs: its image was undecodable when the cache was built, or its entry
-    is in ``damaged`` (the error ``get_runs`` would have raised for it).
-    """
-    values: np.ndarray  # uint8, each found mask's runs in row-major order, in key order
-    lengths: np.ndarray  # uint8, aligned with values
-    counts: np.ndarray  # int64 [len(keys)]: runs of each key's mask, 0 where it has none
-    damaged: dict[int, DamagedEntryError]  # position in keys -> why its mask is not here
-
-    @property
-    def missing(self) -> list[int]:
-        """Positions of the keys whose images were undecodable when the cache was built."""
-        return [j for j in np.flatnonzero(self.counts == 0).tolist() if j not in self.damaged]
+    def masks(self) -> list[np.ndarray]:
+        """The masks found, uint8 [H,W] each (writable), in key order."""
+        ends = list(accumulate(self.counts))
+        return [expand_runs(self.values[a:b], self.lengths[a:b], self.height, self.width)
+                for a, b in zip([0, *ends], ends)]
 
 
 @dataclass
@@ -251,7 +252,7 @@ class MaskCache:
         ks = [_as_key(k) for k in keys] if not isinstance(keys, np.ndarray) or keys.dtype.kind not in "iu" \
             else keys.tolist()
         H, W = self.height, self.width
-        streams, found, damaged = [], [], {}
+        streams, found, missing, damaged = [], [], [], {}
         for j, k in enumerate(ks):
             try:
                 ch, i = self._chunk_of(self._row(k), k)
@@ -259,22 +260,18 @@ class MaskCache:
             except DamagedEntryError as e:
                 damaged[j] = e
                 continue
+            (missing if stream is None else found).append(j)
             if stream is not None:
                 streams.append(stream)
-                found.append(j)
         values, lengths, counts, pixels = join_runs(streams)
-        bad = np.flatnonzero(pixels != H * W).tolist()
-        if bad:  # crc32 matched, coverage did not: written damaged; drop those keys' runs
+        bad = [b for b, n in enumerate(pixels) if n != H * W]
+        if bad:  # crc32 matched, coverage did not: written damaged; those masks are left out
             for b in bad:
-                k = ks[found[b]]
-                ch, i = self._chunk_of(self._row(k), k)
-                damaged[found[b]] = ch.decode_error(i, str(coverage_error(int(pixels[b]), H, W)), k)
-            keep = np.delete(np.arange(len(found)), bad)
-            found = [found[b] for b in keep.tolist()]
-            values, lengths, counts, _ = join_runs([streams[b] for b in keep.tolist()])
-        per_key = np.zeros(len(ks), np.int64)
-        per_key[found] = counts
-        return RunsBatch(values, lengths, per_key, damaged)
+                ch, i = self._chunk_of(self._row(ks[found[b]]), ks[found[b]])
+                damaged[found[b]] = ch.decode_error(i, str(coverage_error(pixels[b], H, W)), ks[found[b]])
+            found = [j for b, j in enumerate(found) if b not in bad]
+            values, lengths, counts, _ = join_runs([s for b, s in enumerate(streams) if b not in bad])
+        return RunsBatch(values, lengths, counts, found, missing, damaged, H, W)
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""
