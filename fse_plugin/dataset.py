@@ -144,39 +144,43 @@ class FSEMXFaceDataset(Dataset):
             samples = [_sample(self._image(k, o), float(torch.rand(1)) < self.flip_p)
                        for k, o in zip(keys.tolist(), offsets.tolist())]
         else:
-            flip, erased = (torch.rand(len(keys), 2).numpy() < self._cuts).T
-            erased = np.flatnonzero(erased)
-            masks = self._masks(keys[erased]) if len(erased) else None  # before decoding: warm caches
-            # one array per sample, as upstream: the allocator reuses them (one batch array would page-fault)
-            samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip)]
-            if masks is not None and masks.found:
-                self._erase(samples, erased[masks.found], masks, flip, keys)
+            samples = self._erased_samples(keys, offsets)
         if self.transform is not None:
             samples = [self.transform(s) for s in samples]
         return list(zip(samples, torch.from_numpy(labels).unbind(0)))
 
-    def _erase(self, samples: list[torch.Tensor], rows: np.ndarray, masks: maskcache.RunsBatch, flip: np.ndarray,
-               keys: np.ndarray) -> None:
-        """FSErasing of the samples ``rows`` (those that drew it and have a mask), with one set of draws for
-        them all, straight into their memory (the engine of ``erase``, whose checks the dataset's samples
-        pass by construction).
+    def _erased_samples(self, keys: np.ndarray, offsets: np.ndarray) -> list[torch.Tensor]:
+        """The samples of a batch with FSErasing, one set of draws for them all (which samples are flipped
+        and erased, then their classes, then the fill's values), written straight into the samples (the
+        engine of ``erase``, whose checks the dataset's samples pass by construction).
 
-        In a batch the masks stay runs (``MaskRuns``): only the chosen classes' runs are expanded, and
+        The erased samples' masks stay runs (``MaskRuns``): only the chosen classes' runs are expanded, and
         flipped images' masks are read mirrored instead of flipped."""
-        size = (masks.height, masks.width)
-        for b in rows.tolist():
+        flip, erased = (torch.rand(len(keys), 2).numpy() < self._cuts).T
+        erased = np.flatnonzero(erased)
+        masks = self._masks(keys[erased]) if len(erased) else None  # before decoding: warm caches
+        # one array per sample, as upstream: the allocator hands back memory that is still in the caches
+        samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip)]
+        if masks is not None and masks.found:
+            rows = erased[masks.found].tolist()
+            self._check_sizes(samples, rows, keys)
+            if len(rows) > _FEW:
+                maps = MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), masks.height,
+                                       masks.width)
+            else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
+                maps = masks.masks()
+            selected = self.erasing.get_params(maps, mirrored=flip[rows]).numpy()
+            erase_numpy([s.numpy() for s in samples], maps, selected, self.erasing.fill, None, flip[rows], at=rows)
+        return samples
+
+    def _check_sizes(self, samples: list[torch.Tensor], rows: list[int], keys: np.ndarray) -> None:
+        size = (self.masks.height, self.masks.width)
+        for b in rows:
             if size != samples[b].shape[1:]:
                 raise maskcache.CacheError(
                     f"{self.config.masks}: mask of record {keys[b]} is {size[1]}x{size[0]}, its image in "
                     f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
-        if len(rows) > _FEW:
-            maps = MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), *size)
-        else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
-            maps = masks.masks()
-        mirrored = flip[rows]
-        selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
-        erase_numpy([samples[b].numpy() for b in rows.tolist()], maps, selected, self.erasing.fill, None, mirrored)
 
     def _image(self, key: int, offset: int) -> np.ndarray:
         _, payload = recordio.unpack(self._rec.read_record(offset, key)[0])

@@ -133,23 +133,22 @@ def _shown_pieces(runs: MaskRuns, b, start, end, mirrored: np.ndarray) -> tuple[
 
 
 def erased_pixels(runs: MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
-                  with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The pixels to erase in each of ``rows``: their flat indices (ascending) in the shown image (flipped
-    where ``mirrored``), and their classes (all rows concatenated) if asked. selected: [B, K] bool.
-    Only the selected classes' runs are expanded.
+                  with_classes: bool) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+    """The pixels to erase in each of ``rows``, laid end to end: their flat indices in the shown image (flipped
+    where ``mirrored``), ascending within each row; how many each row has; and their classes if asked.
+    selected: [B, K] bool. Only the selected classes' runs are expanded.
 
     Example::
 
-        >>> pixels, _ = erased_pixels(runs, selected, rows=[0, 2], mirrored=np.zeros(len(runs), bool),
-        ...                           with_classes=False)   # pixels[0]: flat indices erased in image 0
+        >>> pix, sizes, _ = erased_pixels(runs, selected, rows=[0, 2], mirrored=np.zeros(len(runs), bool),
+        ...                               with_classes=False)   # pix[:sizes[0]]: flat indices erased in image 0
     """
     b, start, end, value = _selected_runs(runs, selected, mirrored)
     b, shown, length, piece = _shown_pieces(runs, b, start, end, mirrored)
     offsets = np.cumsum(length) - length
     pix = np.repeat(shown - offsets, length) + np.arange(int(length.sum()), dtype=np.int64)
-    bounds = np.append(offsets, len(pix))[np.searchsorted(b, np.append(rows, len(runs)))]
-    pixels = [pix[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+    sizes = np.diff(np.append(offsets, len(pix))[np.searchsorted(b, np.append(rows, len(runs)))]).tolist()
     if not with_classes:
-        return pixels, None
+        return pix, sizes, None
     shown_class = np.where(mirrored[b], MIRROR_LUT[value[piece]], value[piece])
-    return pixels, np.repeat(shown_class, length).astype(np.intp)
+    return pix, sizes, np.repeat(shown_class, length).astype(np.intp)

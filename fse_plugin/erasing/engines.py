@@ -11,13 +11,14 @@ Both hand the same ``ErasedPixels`` (rows with something selected, pixels in (im
 from __future__ import annotations
 
 from functools import cached_property
+from itertools import accumulate
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from fse_plugin.erasing.fills import fill_values
+from fse_plugin.erasing.fills import PER_CLASS, fill_values
 from fse_plugin.fseconfig import Fill
 from fse_plugin.labels import MIRROR_LUT, flip_mask
 from fse_plugin.maskruns import MaskRuns, erased_pixels
@@ -26,17 +27,28 @@ __all__ = ["erase_numpy", "erase_torch"]
 
 
 class _NumpyPixels:
-    """``ErasedPixels`` over numpy views: ``flat[r]`` [C, H*W] is erased image r, ``pixels[r]`` its pixels."""
+    """``ErasedPixels`` over numpy arrays: erased image ``r`` is ``images[at[r]]`` [C,H,W]; the images'
+    pixels are laid end to end in ``pix`` (flat indices, ``sizes[r]`` for image ``r``)."""
 
-    def __init__(self, flat: list[np.ndarray], pixels: list[np.ndarray], cls: np.ndarray | None, K: int) -> None:
-        self.flat, self.pixels, self.cls, self.K = flat, pixels, cls, K
-        self.C, self.R = flat[0].shape[0], len(flat)
-        self.sizes = [len(p) for p in pixels]
-        self.N = sum(self.sizes)
+    def __init__(self, images: np.ndarray | list[np.ndarray], at: list[int], pix: np.ndarray, sizes: list[int],
+                 cls: np.ndarray | None, K: int) -> None:
+        self.images, self.at, self.pix, self.sizes, self.cls, self.K = images, at, pix, sizes, cls, K
+        self.C, self.R, self.N = images[0].shape[0], len(at), len(pix)
 
     @cached_property
     def row(self) -> np.ndarray:
         return np.repeat(np.arange(self.R), self.sizes)
+
+    @cached_property
+    def flat(self) -> list[np.ndarray]:
+        """Each erased image as [C, H*W] (a view)."""
+        return [self.images[i].reshape(self.C, -1) for i in self.at]
+
+    @cached_property
+    def pixels(self) -> list[np.ndarray]:
+        """Each erased image's pixels (views of ``pix``)."""
+        ends = list(accumulate(self.sizes))
+        return [self.pix[a:b] for a, b in zip([0, *ends], ends)]
 
     def randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> np.ndarray:
         return torch.randn(shape, generator=generator).numpy()
@@ -48,7 +60,7 @@ class _NumpyPixels:
         return np.where(cond, a, b)
 
     def full(self, value: float) -> np.ndarray:
-        return np.full((self.C, self.N), value, self.flat[0].dtype)
+        return np.full((self.C, self.N), value, self.images[0].dtype)
 
     def means(self) -> np.ndarray:
         return np.stack([f.mean(1) for f in self.flat])
@@ -57,6 +69,25 @@ class _NumpyPixels:
         counts = np.maximum(np.bincount(group, minlength=n_groups), 1)
         values = np.concatenate([f[:, p] for f, p in zip(self.flat, self.pixels)], 1)
         return np.stack([(np.bincount(group, v, n_groups) / counts)[group] for v in values]).astype(values.dtype)
+
+    def write(self, values: np.ndarray) -> None:
+        """``values`` [C, N] into the erased pixels: in a C-contiguous [B,C,H,W] array, one 1-D fancy
+        assignment per channel for all images; in a list of images, one per image and channel (1-D fancy
+        assignments: faster than 2-D ones)."""
+        if isinstance(self.images, np.ndarray) and self.images.flags.c_contiguous:
+            plane = self.images[0, 0].size
+            idx = np.repeat(np.array(self.at, np.int64) * (self.C * plane), self.sizes) + self.pix
+            flat = self.images.reshape(-1)  # a view: C-contiguous
+            for k in range(self.C):
+                flat[idx] = values[k]
+                if k + 1 < self.C:
+                    idx += plane
+            return
+        start = 0
+        for f, pix in zip(self.flat, self.pixels):
+            for k in range(self.C):
+                f[k][pix] = values[k, start:start + len(pix)]
+            start += len(pix)
 
 
 def _region(mask: np.ndarray, selected: np.ndarray, single: int) -> np.ndarray:
@@ -93,33 +124,32 @@ def _mask_pixels(mask: np.ndarray, selected: np.ndarray, single: int, mirror: bo
 
 
 def _find(masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray, rows: list[int], mirrored: np.ndarray,
-          with_classes: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The erased pixels of each of ``rows`` (flat indices, ascending) and, if asked, their classes."""
+          with_classes: bool) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+    """The erased pixels of ``rows`` laid end to end (flat indices, ascending per row), how many each row
+    has and, if asked, their classes."""
     if isinstance(masks, MaskRuns):
         return erased_pixels(masks, selected, rows, mirrored, with_classes)
     single = np.where(selected.sum(1) == 1, selected.argmax(1), -1)
     found = [_mask_pixels(masks[r], selected[r], int(single[r]), bool(mirrored[r]), with_classes) for r in rows]
-    return [p for p, _ in found], np.concatenate([c for _, c in found]) if with_classes else None
+    pix = np.concatenate([p for p, _ in found]) if len(found) > 1 else found[0][0]
+    return pix, [len(p) for p, _ in found], np.concatenate([c for _, c in found]) if with_classes else None
 
 
-def erase_numpy(planes: list[np.ndarray], masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray,
-                fill: Fill, generator: torch.Generator | None, mirrored: np.ndarray) -> None:
-    """Erase ``planes[b]`` [C,H,W] (contiguous numpy views) in place where ``selected[b]`` [K] says; masks
-    [H,W] per image or ``MaskRuns``, read mirrored where ``mirrored``. Shapes are the caller's to check."""
+def erase_numpy(images: np.ndarray | list[np.ndarray], masks: Sequence[np.ndarray] | MaskRuns,
+                selected: np.ndarray, fill: Fill, generator: torch.Generator | None, mirrored: np.ndarray,
+                at: Sequence[int] | None = None) -> None:
+    """Erase images in place where ``selected`` [B, K] says: row ``b`` is for image ``images[at[b]]`` (``at``
+    None: ``images[b]``), whose mask is ``masks[b]`` ([H,W] arrays or ``MaskRuns``), read mirrored where
+    ``mirrored[b]``. images: a [N,C,H,W] array or a list of contiguous [C,H,W] arrays. Shapes are the
+    caller's to check."""
     rows = np.flatnonzero(selected.any(1)).tolist()
     if not rows:
         return
-    per_class = fill in ("random_1", "random_mix", "random_mix_sample", "region_mean")
-    pixels, cls = _find(masks, selected, rows, mirrored, per_class)
-    px = _NumpyPixels([planes[r].reshape(planes[r].shape[0], -1) for r in rows], pixels, cls, selected.shape[1])
-    if not px.N:  # only absent classes chosen: the images stay as they are (the reference), nothing drawn
+    pix, sizes, cls = _find(masks, selected, rows, mirrored, fill in PER_CLASS)
+    if not len(pix):  # only absent classes chosen: the images stay as they are (the reference), nothing drawn
         return
-    values = fill_values(fill, px, generator)
-    start = 0
-    for f, pix in zip(px.flat, pixels):
-        for k in range(len(f)):  # 1-D fancy assignment per channel: faster than one 2-D one
-            f[k][pix] = values[k, start:start + len(pix)]
-        start += len(pix)
+    px = _NumpyPixels(images, rows if at is None else [at[r] for r in rows], pix, sizes, cls, selected.shape[1])
+    px.write(fill_values(fill, px, generator))
 
 
 class _TorchPixels:

@@ -15,7 +15,7 @@ import torch
 
 from fse_plugin.fseconfig import Fill
 
-__all__ = ["ErasedPixels", "fill_values"]
+__all__ = ["PER_CLASS", "ErasedPixels", "fill_values"]
 
 Array = Any  # numpy.ndarray in the numpy engine, torch.Tensor in the torch engine
 
@@ -88,6 +88,9 @@ _TABLE: dict[str, Callable[[ErasedPixels, torch.Generator | None], Array]] = {  
     "region_mean": _region_mean,  # each region's own mean colour
     "image_mean": _image_mean,  # the image's mean colour
 }
+PER_CLASS = frozenset({"random_1", "random_mix", "random_mix_sample", "region_mean"})  # read ErasedPixels.cls
+
+
 def fill_values(fill: Fill, px: ErasedPixels, generator: torch.Generator | None) -> Array:
     """[C, N] values of the erased pixels for ``fill`` (one of ``fseconfig.FILLS`` or a number, checked)."""
     if isinstance(fill, str):

@@ -64,6 +64,8 @@ def erase(img: Images, mask: Any, classes: Any, fill: Fill = "random", generator
         img = img.clone(memory_format=torch.contiguous_format) if isinstance(img, torch.Tensor) else \
             [r.clone(memory_format=torch.contiguous_format) for r in rows]
         planes = [r.numpy() for r in _rows(img)[0]]
+    if isinstance(img, torch.Tensor) and img.dim() == 4 and img.is_contiguous():
+        planes = img.numpy()  # a batch array: written in a few calls
     erase_numpy(planes, masks if isinstance(masks, MaskRuns) else [as_numpy(m) for m in masks], selected, fill,
                 generator, flips)
     return img
