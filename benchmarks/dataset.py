@@ -15,15 +15,20 @@ spread of the ratios. Variants:
 * ``fse p=1.0``: FSErasing as the reference (every sample erased, one random region, N(0,1) fill);
 * ``fse p=0.5``: the config line of configs/README.md;
 * ``off``: the same dataset with ``fse=None`` (decode, flip, normalise);
-* ``fse p=1.0, masks in RAM``: diagnostic, every mask's runs decoded up front (splits the mask
-  cache's inflate from erasing's cost);
+* ``fse p=0.0``: diagnostic, erasing on but never drawn (the per-batch cost of being on: one draw for
+  the batch where ``off`` draws per sample);
+* ``fse p=1.0, masks in RAM``: diagnostic, every mask's run stream inflated up front (splits the mask
+  cache's crc32 + inflate from erasing's cost);
 * ``upstream``: MXFaceDataset's pipeline reproduced: MXIndexedRecordIO.read_idx + unpack,
   ``mx.image.imdecode`` (mxnet when importable, else cv2 decode to RGB), torchvision
   ToPILImage -> RandomHorizontalFlip -> ToTensor -> Normalize(0.5, 0.5).
 
 A single ``dataset[i]`` (one sample, what a user trying the dataset calls) is timed for off, p=0.5 and
-p=1.0 the same way. ``--stages`` adds the erased path's stages timed alone on the same batches: reading
-the masks (``get_runs``, and ``get`` for whole masks), drawing the classes (``get_params``) and erasing.
+p=1.0 the same way. ``--stages`` adds the erased path's stages at p=1.0, each timed alone on the same
+batches right after their images were decoded (caches as the dataset leaves them, so each stage pays
+its own misses: their sum is more than the path costs): reading the masks (``get_runs_batch``, and
+``get_runs`` per key as before), ``MaskRuns``, drawing the classes (``get_params``), finding the
+pixels, the reference's N(0,1) draw, and the whole erase (find, fill, write).
 
 With ``--mxnet-python PY`` (an interpreter that imports mxnet, e.g. a venv with numpy 1.23.5 and no
 torch), ``upstream (mxnet)`` adds mxnet's own read_idx + unpack + imdecode().asnumpy(), timed in a child
@@ -60,6 +65,7 @@ from torchvision import transforms  # noqa: E402
 
 from fse_plugin import recordio  # noqa: E402
 from fse_plugin.dataset import FSEMXFaceDataset  # noqa: E402
+from fse_plugin.erasing import MaskRuns  # noqa: E402
 from fse_plugin.maskcache import RunsBatch  # noqa: E402
 from fse_plugin.maskcache.codec import join_runs  # noqa: E402
 
@@ -70,7 +76,7 @@ except ImportError:
     import fse_plugin.mxcompat as mx  # fse_plugin.recordio + cv2 decode, RGB like mx.image.imdecode
     MX = "fse_plugin.mxcompat (mxnet not importable)"
 
-ON_OFF = ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM")
+ON_OFF = ("fse p=1.0", "fse p=0.5", "fse p=1.0, masks in RAM", "fse p=0.0")
 
 
 class UpstreamPipeline(torch.utils.data.Dataset):
@@ -168,39 +174,51 @@ def _variants(rec: Path, masks: str) -> dict:
         "fse p=0.5": FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.5)),
         "off": FSEMXFaceDataset(rec, 0),
     }
+    variants["fse p=0.0"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=0.0))
     variants["fse p=1.0, masks in RAM"] = FSEMXFaceDataset(rec, 0, fse=dict(masks=masks, p=1.0))
     variants["fse p=1.0, masks in RAM"].masks = InMemoryMasks(variants["fse p=1.0"].masks, variants["off"].keys)
     variants["upstream"] = UpstreamPipeline(str(rec), variants["off"].keys)
     return variants
 
 
-def _stages(ds: FSEMXFaceDataset, batches: list[list[int]], repeats: int) -> dict[str, float]:
-    """CPU us per sample of the erased path's stages, each timed alone (best of ``repeats`` per batch)."""
-    from fse_plugin.erasing import MaskRuns, erase
+def _stages(ds: FSEMXFaceDataset, off: FSEMXFaceDataset, batches: list[list[int]], repeats: int) -> dict[str, float]:
+    """CPU us per sample of the erased path's stages at p=1.0 (half the images flipped), each timed alone on
+    the same batches right after the batch's images were decoded (``off``), so the caches are as the
+    dataset leaves them; best of ``repeats`` per batch."""
+    from fse_plugin.erasing.engines import erase_numpy
+    from fse_plugin.maskruns import erased_pixels
     cache, H, W = ds.masks, ds.masks.height, ds.masks.width
     rng = np.random.default_rng(1)
     best: dict[str, list[float]] = {}
 
-    def timed(name: str, i: int, fn) -> None:
+    def timed(name: str, i: int, fn):
         t = time.process_time()
-        fn()
+        out = fn()
         row = best.setdefault(name, [float("inf")] * len(batches))
         row[i] = min(row[i], time.process_time() - t)
+        return out
 
     for _ in range(repeats):
         for i, batch in enumerate(batches):
-            keys = [int(ds.keys[j]) for j in batch]
-            timed("read: MaskCache.get (whole masks)", i, lambda: [cache.get(k) for k in keys])
-            timed("read: MaskCache.get_runs", i, lambda: [cache.get_runs(k) for k in keys])
-            runs = MaskRuns([cache.get_runs(k) for k in keys], H, W)
+            keys = ds.keys[batch]
+            samples = [s.numpy() for s, _ in off.__getitems__(batch)]
+            timed("read: MaskCache.get_runs per key", i, lambda: [cache.get_runs(k) for k in keys.tolist()])
+            masks = timed("read: MaskCache.get_runs_batch", i, lambda: cache.get_runs_batch(keys))
+            runs = timed("runs: MaskRuns.joined", i,
+                         lambda: MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), H, W))
             flip = rng.random(len(keys)) < 0.5
-            samples = [torch.randn(3, H, W) for _ in keys]
-            timed("choose: FSErasing.get_params", i, lambda: ds.erasing.get_params(runs, mirrored=flip))
-            selected = ds.erasing.get_params(runs, mirrored=flip)
-            timed("erase: find, fill, write", i,
-                  lambda: erase(samples, runs, selected, ds.erasing.fill, mirrored=flip, inplace=True))
+            selected = timed("choose: FSErasing.get_params", i,
+                             lambda: ds.erasing.get_params(runs, mirrored=flip).numpy())
+            rows = np.flatnonzero(selected.any(1)).tolist()
+            pix, _, _ = timed("find: erased_pixels", i, lambda: erased_pixels(runs, selected, rows, flip, False))
+            timed("fill: torch.randn of the reference", i, lambda: torch.randn((3, len(pix))).numpy())
+            timed("erase: find + fill + write", i,
+                  lambda: erase_numpy(samples, runs, selected, ds.erasing.fill, None, flip))
     n = sum(len(b) for b in batches)
-    return {name: 1e6 * sum(v) / n for name, v in best.items()}
+    us = {name: 1e6 * sum(v) / n for name, v in best.items()}
+    us["write (erase - find - fill)"] = (us["erase: find + fill + write"] - us["find: erased_pixels"]
+                                         - us["fill: torch.randn of the reference"])
+    return us
 
 
 def _measure(variants: dict, batches: list[list[int]], repeats: int) -> tuple[dict, dict]:
@@ -244,7 +262,8 @@ def _report(dataset: dict[str, float], worker: dict[str, float], single: dict[st
         on_off = {k: t["off"] / t[k] for k in ON_OFF}
         vs_up = {k: t["upstream"] / t[k] for k in ("off", "fse p=1.0", "fse p=0.5")}
         print(f"[{mode}] erasing on / off (goals: p=1.0 >= 0.9, p=0.5 >= 0.95): p=1.0 {on_off['fse p=1.0']:.2f}, "
-              f"p=0.5 {on_off['fse p=0.5']:.2f} (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}); "
+              f"p=0.5 {on_off['fse p=0.5']:.2f} (p=1.0, masks in RAM: {on_off['fse p=1.0, masks in RAM']:.2f}; "
+              f"p=0.0: {on_off['fse p=0.0']:.2f}); "
               f"FSEMXFaceDataset / upstream: off {vs_up['off']:.2f}, p=1.0 {vs_up['fse p=1.0']:.2f}, "
               f"p=0.5 {vs_up['fse p=0.5']:.2f}")
         ratios[mode] = on_off
@@ -292,7 +311,7 @@ def speed(args) -> None:
             print(f"run {run + 1} of {args.runs} (load average {os.getloadavg()[0]:.1f}):")
             runs.append(_report(dataset, worker, single, len(order)))
             if args.stages:
-                for name, us in _stages(variants["fse p=1.0"], batches, args.repeats).items():
+                for name, us in _stages(variants["fse p=1.0"], variants["off"], batches, args.repeats).items():
                     print(f"  stage {name:36s} {us:6.1f} us/sample")
         _spread(runs)
 

@@ -169,8 +169,9 @@ class FSEMXFaceDataset(Dataset):
                                        masks.width)
             else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
                 maps = masks.masks()
-            selected = self.erasing.get_params(maps, mirrored=flip[rows]).numpy()
-            erase_numpy([s.numpy() for s in samples], maps, selected, self.erasing.fill, None, flip[rows], at=rows)
+            mirrored = flip[rows]
+            selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
+            erase_numpy([s.numpy() for s in samples], maps, selected, self.erasing.fill, None, mirrored, at=rows)
         return samples
 
     def _check_sizes(self, samples: list[torch.Tensor], rows: list[int], keys: np.ndarray) -> None:

@@ -76,7 +76,8 @@ class FSErasing:
         self.lo, self.hi = config.count_range
         self._allowed = torch.zeros(NUM_CLASSES, dtype=torch.bool)
         self._allowed[self.classes] = True
-        self._class_ids, self._class_array = torch.tensor(self.classes), np.array(self.classes)
+        self._class_ids = torch.tensor(self.classes)
+        self._one_hot = np.eye(NUM_CLASSES, dtype=bool)[self.classes]  # row i: the selection of classes[i]
 
     def get_params(self, masks: Masks, generator: torch.Generator | None = None, mirrored: Any = None) -> torch.Tensor:
         """Which classes to erase in each of B images (``p`` aside): ``[B, 25]`` bool.
@@ -122,9 +123,7 @@ class FSErasing:
             selected[torch.arange(B, device=device), self._class_ids.to(device)[pick]] = True
             return selected
         pick = np.minimum((u.numpy() * np.float32(n)).astype(np.int64), n - 1)
-        selected = np.zeros((B, NUM_CLASSES), bool)
-        selected[np.arange(B), self._class_array[pick]] = True
-        return torch.from_numpy(selected)
+        return torch.from_numpy(self._one_hot[pick])
 
     def __call__(self, img: torch.Tensor, mask: Any, generator: torch.Generator | None = None) -> torch.Tensor:
         """img ``[C,H,W]`` with mask ``[H,W]``, or a batch ``[B,C,H,W]`` with masks ``[B,H,W]`` (or a list,
