@@ -38,7 +38,8 @@ class MaskRuns:
         self._setup(values, lengths, counts, height, width)
 
     @classmethod
-    def joined(cls, values: np.ndarray, lengths: np.ndarray, counts: np.ndarray, height: int, width: int) -> MaskRuns:
+    def joined(cls, values: np.ndarray, lengths: np.ndarray, counts: Sequence[int] | np.ndarray, height: int,
+               width: int) -> MaskRuns:
         """The maps whose runs are already laid end to end (``MaskCache.get_runs_batch``): map i has the
         ``counts[i]`` runs after those of the maps before it."""
         self = cls.__new__(cls)
@@ -50,10 +51,12 @@ class MaskRuns:
         self.counts, self.values, self.lengths = counts, values, lengths
         kind = self.lengths.dtype.kind
         if (self.values.dtype != np.uint8 or len(self.lengths) != len(self.values) or kind not in "iu"
-                or (kind == "i" and (self.lengths < 0).any()) or counts.sum() != len(values)):
+                or (kind == "i" and (self.lengths < 0).any())):
             raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
+        if counts.sum() != len(values):
+            raise FSEError(f"MaskRuns: the maps' run counts add up to {counts.sum()}, not the {len(values)} runs")
         self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs are bounds[i]:bounds[i + 1]
-        if len(counts) and ((counts == 0).any() or not (np.add.reduceat(self.lengths, self.bounds[:-1], dtype=np.int64)
+        if len(counts) and ((counts <= 0).any() or not (np.add.reduceat(lengths, self.bounds[:-1], dtype=np.int64)
                                                         == self.height * self.width).all()):
             raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
         self._keyed: np.ndarray | None = None

@@ -168,7 +168,8 @@ class DropKeys:
     def get_runs_batch(self, keys):
         keys = keys.tolist()
         damaged = {j: maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {k} is damaged", k,
-                                                  "chunks/000000.fsmc") for j, k in enumerate(keys) if k in self.damaged}
+                                                  "chunks/000000.fsmc")
+                   for j, k in enumerate(keys) if k in self.damaged}
         missing = [j for j, k in enumerate(keys) if k in self.drop]
         found = [j for j in range(len(keys)) if j not in damaged and j not in missing]
         runs = [self.cache.get_runs(keys[j]) for j in found] or [(np.zeros(0, np.uint8),) * 2]

@@ -331,6 +331,11 @@ def test_mask_runs_maps_present_and_checks(odd_masks):
         MaskRuns([(np.zeros(1, np.int64), np.full(1, 112 * 112))], 112, 112)
     with pytest.raises(FSEError, match="non-negative"):
         MaskRuns([(np.zeros(2, np.uint8), np.array([112 * 112 + 1, -1]))], 112, 112)
+    joined = MaskRuns.joined(runs.values, runs.lengths, runs.counts, 112, 112)  # the mask cache's batch form
+    assert all(np.array_equal(a, b) for a, b in zip(joined.maps(), masks))
+    for counts in (runs.counts[:-1], np.r_[runs.counts[:-1], 0, runs.counts[-1]], runs.counts + 1):
+        with pytest.raises(FSEError, match="add up to|cover"):
+            MaskRuns.joined(runs.values, runs.lengths, counts, 112, 112)
 
 
 def _selections(n: int, seed: int) -> np.ndarray:

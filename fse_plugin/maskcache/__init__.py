@@ -30,8 +30,9 @@ from fse_plugin.maskcache.rebuild import DEFAULT_DIRNAME, default_cache_path, re
 from fse_plugin.maskcache.source import FINGERPRINT_SAMPLES, sha256_file, source_fingerprint
 from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE, FORMAT_NAME, FORMAT_VERSION, CacheSpec, Fingerprint
 
-__all__ = ["MaskCache", "ClassFrequencies", "RunsBatch", "Verification", "Manifest", "CacheSpec", "Fingerprint", "CacheError",
-           "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "default_cache_path", "rebuild_command",
+__all__ = ["MaskCache", "ClassFrequencies", "RunsBatch", "Verification", "Manifest", "CacheSpec", "Fingerprint",
+           "CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "default_cache_path",
+           "rebuild_command",
            "build_from_labels", "labels_from_npz", "precompute", "BuildSettings", "sha256_file",
            "source_fingerprint", "encode_masks", "decode_mask", "DEFAULT_CHUNK_SIZE", "DEFAULT_DIRNAME", "CODEC",
            "FORMAT_NAME", "FORMAT_VERSION", "FINGERPRINT_SAMPLES", "MANIFEST", "KEYS_FILE", "CHUNK_DIR", "BUILD_SPEC",
