@@ -1,4 +1,5 @@
-"""RecordIO benchmark: index open time/memory and random-read rate, fse_plugin vs mxnet side by side.
+"""RecordIO benchmark: index open time/memory and random-read rate, fse_plugin vs mxnet side by
+side.
 
     python benchmarks/recordio.py [--mxnet-python /path/to/python-with-mxnet]
 
@@ -35,7 +36,8 @@ def _vm(field: str) -> int:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """Measure one thing with ``args.module`` (fse_plugin.recordio or mxnet.recordio); print JSON."""
+    """Measure one thing with ``args.module`` (fse_plugin.recordio or mxnet.recordio); print
+    JSON."""
     import importlib
 
     import numpy as np
@@ -66,7 +68,8 @@ def _child(args: argparse.Namespace) -> None:
         t, c = time.perf_counter(), time.process_time()
         nbytes = sum(len(read(k)) for k in sel)
         dt, dc = time.perf_counter() - t, time.process_time() - c
-        out = {"records_per_s": len(sel) / dt, "records_per_cpu_s": len(sel) / dc, "mb_per_s": nbytes / dt / 2**20}
+        out = {"records_per_s": len(sel) / dt, "records_per_cpu_s": len(sel) / dc,
+               "mb_per_s": nbytes / dt / 2**20}
         if args.api == "RecordReader":  # labels of every record from headers only
             t = time.perf_counter()
             R.image_index(r)
@@ -74,9 +77,10 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def _run_child(python: str, module: str, what: str, api: str, rec: Path, idx: Path, reads: int = 0) -> dict:
-    cmd = [python, __file__, "--child", what, "--module", module, "--api", api, "--rec", str(rec), "--idx", str(idx),
-           "--reads", str(reads)]
+def _run_child(python: str, module: str, what: str, api: str, rec: Path, idx: Path, reads: int = 0
+               ) -> dict:
+    cmd = [python, __file__, "--child", what, "--module", module, "--api", api, "--rec", str(rec),
+           "--idx", str(idx), "--reads", str(reads)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode:
@@ -85,13 +89,15 @@ def _run_child(python: str, module: str, what: str, api: str, rec: Path, idx: Pa
 
 
 def make_index(workdir: Path, n: int) -> tuple[Path, Path]:
-    """An insightface-ordered .idx of n lines and a sparse .rec it fits (records only at the ends)."""
+    """An insightface-ordered .idx of n lines and a sparse .rec it fits (records only at the
+    ends)."""
     import numpy as np
     idx, rec = workdir / f"index{n}.idx", workdir / f"index{n}.rec"
     if idx.is_file() and rec.is_file():
         return idx, rec
     rng = np.random.default_rng(0)
-    offsets = np.concatenate([[0], np.cumsum(rng.integers(6000, 9000, n - 1) // 4 * 4)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(6000, 9000, n - 1) // 4 * 4)]
+                             ).astype(np.int64)
     keys = np.concatenate([np.arange(1, n), [0]])
     with open(idx, "w") as f:
         for s in range(0, n, 1 << 20):
@@ -116,18 +122,21 @@ def make_small_rec(workdir: Path, n: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(1)
     w = MXIndexedRecordIO(idx, rec, "w")
     for k in range(n):
-        w.write_idx(k, pack(IRHeader(0, float(k % 1000), k, 0), rng.bytes(int(rng.integers(64, 513)))))
+        w.write_idx(k, pack(IRHeader(0, float(k % 1000), k, 0),
+                            rng.bytes(int(rng.integers(64, 513)))))
     w.close()
     return idx, rec
 
 
 def _has_mxnet(python: str) -> bool:
-    return subprocess.run([python, "-c", "import mxnet.recordio"], capture_output=True).returncode == 0
+    return subprocess.run([python, "-c", "import mxnet.recordio"],
+                          capture_output=True).returncode == 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mxnet-python", default=None, help="interpreter with mxnet (default: this one, if it has mxnet)")
+    ap.add_argument("--mxnet-python", default=None,
+                    help="interpreter with mxnet (default: this one, if it has mxnet)")
     ap.add_argument("--index-lines", type=int, default=5_200_000)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--reads", type=int, default=200_000)
@@ -149,7 +158,8 @@ def main() -> None:
     big_idx, big_rec = make_index(args.workdir, args.index_lines)
     small_idx, small_rec = make_small_rec(args.workdir, args.records)
     print(f"data ready in {time.perf_counter() - t:.1f} s under {args.workdir} "
-          f"(index {big_idx.stat().st_size / 2**20:.0f} MB, small rec {small_rec.stat().st_size / 2**20:.0f} MB)")
+          f"(index {big_idx.stat().st_size / 2**20:.0f} MB, "
+          f"small rec {small_rec.stat().st_size / 2**20:.0f} MB)")
 
     rows = []
     ours = "fse_plugin.recordio"
@@ -159,19 +169,24 @@ def main() -> None:
         rows.append((f"fse_plugin {api}", o, r))
     if mx_python:
         o = _run_child(mx_python, "mxnet.recordio", "open", "MXIndexedRecordIO", big_rec, big_idx)
-        r = _run_child(mx_python, "mxnet.recordio", "read", "MXIndexedRecordIO", small_rec, small_idx, args.reads)
+        r = _run_child(mx_python, "mxnet.recordio", "read", "MXIndexedRecordIO", small_rec,
+                       small_idx, args.reads)
         rows.append(("mxnet MXIndexedRecordIO", o, r))
 
-    print(f"\nindex open: {args.index_lines:,} lines; random reads: {args.reads:,} of {args.records:,} small records")
+    print(f"\nindex open: {args.index_lines:,} lines; "
+          f"random reads: {args.reads:,} of {args.records:,} small records")
     print("(wall clock; 'cpu' columns use process CPU time, which shared machines inflate less)")
-    print(f"{'reader':34s} {'open s':>7s} {'cpu s':>6s} {'peak MB':>8s} {'reads/s':>9s} {'cpu reads/s':>12s}")
+    print(f"{'reader':34s} {'open s':>7s} {'cpu s':>6s} {'peak MB':>8s} {'reads/s':>9s}"
+          f" {'cpu reads/s':>12s}")
     for name, o, r in rows:
         print(f"{name:34s} {o['seconds']:7.2f} {o['cpu_seconds']:6.2f} {o['peak_rss_mb']:8.0f}"
               f" {r['records_per_s']:9,.0f} {r['records_per_cpu_s']:12,.0f}")
-    print(f"image_index (labels from headers) of {args.records:,} records: {rows[0][2]['image_index_s']:.3f} s")
+    print(f"image_index (labels from headers) of {args.records:,} records: "
+          f"{rows[0][2]['image_index_s']:.3f} s")
     if mx_python:
         mx_o, mx_r = rows[-1][1], rows[-1][2]
-        print("\nratios vs mxnet (open: mxnet / ours; reads: ours / mxnet; higher is better for us)")
+        print("\nratios vs mxnet (open: mxnet / ours; reads: ours / mxnet; "
+              "higher is better for us)")
         for name, o, r in rows[:-1]:
             print(f"{name:34s} open time x{mx_o['seconds'] / o['seconds']:.1f}"
                   f" (cpu x{mx_o['cpu_seconds'] / o['cpu_seconds']:.1f})"

@@ -31,7 +31,8 @@ def five_points_from_68(ldmks: np.ndarray) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama 1991).
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama
+    1991).
 
     Returns the 2x3 matrix for ``cv2.warpAffine``.
     """
@@ -66,7 +67,8 @@ def align_image(img: np.ndarray, points5: np.ndarray, size: int = 112) -> np.nda
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def align_mask(mask: np.ndarray, points5: np.ndarray, size: int = 112, border: int = 0) -> np.ndarray:
+def align_mask(mask: np.ndarray, points5: np.ndarray, size: int = 112, border: int = 0
+               ) -> np.ndarray:
     """Aligned crop of a label map (nearest-neighbour only; outside pixels get ``border``)."""
     return cv2.warpAffine(mask, estimate_norm(points5, size), (size, size), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=int(border))

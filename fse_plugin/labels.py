@@ -27,10 +27,10 @@ id  class              side rule  lies on
 16  left_ear           image      image-left edge  (x ~6)
 ==  =================  =========  ================================================
 
-All other classes (background, nose, mouth, lips, neck, hair, clothing, glasses, headwear) have no side.
-So around_right_eye (8, image-left) surrounds left_eye (12, image-left). A horizontal flip moves every
-pixel to the other side of the image, so under either rule each sided class must swap with its partner
-(``MIRROR``) for the mask to keep telling the truth; ``flip_mask`` does both.
+All other classes (background, nose, mouth, lips, neck, hair, clothing, glasses, headwear) have no
+side. So around_right_eye (8, image-left) surrounds left_eye (12, image-left). A horizontal flip
+moves every pixel to the other side of the image, so under either rule each sided class must swap
+with its partner (``MIRROR``) for the mask to keep telling the truth; ``flip_mask`` does both.
 """
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ import numpy as np
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["CLASSES", "NUM_CLASSES", "LABEL_SET", "SKIN_IDS", "IGNORE_INDEX", "MIRROR_PAIRS", "SIDE", "MIRROR",
-           "MIRROR_LUT", "PALETTE", "FS19_CLASSES", "FS19_IGNORE", "FS19_TO_25", "L25_TO_FS19", "class_id", "class_ids",
-           "class_name", "colorize", "flip_mask", "parse_class_list"]
+__all__ = ["CLASSES", "NUM_CLASSES", "LABEL_SET", "SKIN_IDS", "IGNORE_INDEX", "MIRROR_PAIRS",
+           "SIDE", "MIRROR", "MIRROR_LUT", "PALETTE", "FS19_CLASSES", "FS19_IGNORE", "FS19_TO_25",
+           "L25_TO_FS19", "class_id", "class_ids", "class_name", "colorize", "flip_mask",
+           "parse_class_list"]
 
 CLASSES: tuple[str, ...] = (
     "background", "right_cheek", "left_cheek", "right_chin", "left_chin",
@@ -60,12 +61,15 @@ IGNORE_INDEX = 255
 """Label value of pixels no class claims (FaceSynthetics' IGNORE, borders an augmentation invents):
 losses and metrics skip it, flips keep it."""
 
-MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14), (15, 16))
+MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (8, 9), (11, 12), (13, 14),
+                                             (15, 16))
 
 SIDE: tuple[str | None, ...] = tuple(
-    "subject" if 1 <= k <= 9 and k != 7 else "image" if 11 <= k <= 16 else None for k in range(len(CLASSES)))
-"""SIDE[k]: whose side the name of class k refers to: 'subject' (right_* on the image-left of a frontal
-face), 'image' (right_* on the image-right), or None for classes without a side (see the table above)."""
+    "subject" if 1 <= k <= 9 and k != 7 else "image" if 11 <= k <= 16 else None
+    for k in range(len(CLASSES)))
+"""SIDE[k]: whose side the name of class k refers to: 'subject' (right_* on the image-left of a
+frontal face), 'image' (right_* on the image-right), or None for classes without a side (see the
+table above)."""
 
 
 def _mirror_permutation(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -101,7 +105,8 @@ FS19_IGNORE = IGNORE_INDEX
 
 _FS19_NAME_TO_25 = {
     "BACKGROUND": "background", "NOSE": "nose", "RIGHT_EYE": "right_eye", "LEFT_EYE": "left_eye",
-    "RIGHT_BROW": "right_brow", "LEFT_BROW": "left_brow", "RIGHT_EAR": "right_ear", "LEFT_EAR": "left_ear",
+    "RIGHT_BROW": "right_brow", "LEFT_BROW": "left_brow", "RIGHT_EAR": "right_ear",
+    "LEFT_EAR": "left_ear",
     "MOUTH_INTERIOR": "mouth", "TOP_LIP": "upper_lip", "BOTTOM_LIP": "lower_lip", "NECK": "neck",
     "HAIR": "hair", "CLOTHING": "clothing", "GLASSES": "glasses", "HEADWEAR": "headwear",
 }
@@ -121,14 +126,16 @@ for _i, _n in enumerate(FS19_CLASSES):
 L25_TO_FS19[list(SKIN_IDS)] = FS19_CLASSES.index("SKIN")
 
 _NAME_TO_ID = {n: i for i, n in enumerate(CLASSES)}
-_NAME_TO_ID.update({n.replace("brow", "blow"): i for n, i in _NAME_TO_ID.items() if "brow" in n})  # seed typo
+_NAME_TO_ID.update({n.replace("brow", "blow"): i
+                    for n, i in _NAME_TO_ID.items() if "brow" in n})  # seed typo
 _NAME_TO_ID["headware"] = _NAME_TO_ID["headwear"]  # seed typo
 
 
 def class_id(name: str | int, what: str = "class") -> int:
     """Id of a class given by name (case-insensitive) or int id; FSEError naming ``what`` otherwise.
 
-    A string is a name, never an id: ``"10"`` is refused (``10`` or ``"nose"``), as are bools and floats.
+    A string is a name, never an id: ``"10"`` is refused (``10`` or ``"nose"``), as are bools and
+    floats.
     """
     if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
         if not 0 <= int(name) < NUM_CLASSES:
@@ -139,8 +146,8 @@ def class_id(name: str | int, what: str = "class") -> int:
     key = name.strip().lower()
     if key.lstrip("+-").isdigit():
         n = int(key)
-        hint = f"the class name ({CLASSES[n]!r}) or, in Python, the int id ({n})" if 0 <= n < NUM_CLASSES else \
-            "a class name"
+        hint = (f"the class name ({CLASSES[n]!r}) or, in Python, the int id ({n})"
+                if 0 <= n < NUM_CLASSES else "a class name")
         raise FSEError(f"{what}: {name!r} is a string of digits, not a class: give {hint}")
     if key not in _NAME_TO_ID:
         raise FSEError(f"{what}: unknown face class {name!r}; known classes: {', '.join(CLASSES)}")
@@ -148,7 +155,8 @@ def class_id(name: str | int, what: str = "class") -> int:
 
 
 def class_ids(names: Iterable[str | int], what: str = "classes") -> list[int]:
-    """Ids for names and/or int ids, order kept; unknown or duplicate classes refused naming ``what``."""
+    """Ids for names and/or int ids, order kept; unknown or duplicate classes refused naming
+    ``what``."""
     ids = [class_id(n, what) for n in names]
     twice = [i for k, i in enumerate(ids) if i in ids[:k]]
     if twice:
@@ -174,7 +182,8 @@ def flip_mask(mask: np.ndarray) -> np.ndarray:
     """Horizontal flip of an HxW (or ...xHxW) label map that keeps the anatomy right: pixels move
     and left/right ids swap; ids outside the 25 classes (255 'ignore') stay as they are."""
     mask = np.asarray(mask)
-    if mask.dtype == np.uint8 and mask.ndim == 2:  # the cache's masks: cv2, an order of magnitude faster
+    # the cache's masks: cv2, an order of magnitude faster
+    if mask.dtype == np.uint8 and mask.ndim == 2:
         return cv2.LUT(cv2.flip(mask, 1), MIRROR_LUT)
     return np.ascontiguousarray(MIRROR_LUT.astype(mask.dtype)[mask][..., ::-1])
 
@@ -183,13 +192,14 @@ def parse_class_list(spec: Any, name: str = "classes", *, allow_empty: bool = Fa
     """The one rule for a list of classes, wherever one is given (config keys, CLI flags, the API).
 
     ``spec``: a list or tuple of class names and/or int ids, or one string of comma-separated names
-    (``"nose, mouth"``); None means all 25. Strings are names, never ids (``"10"`` is refused with a hint
-    naming ``"nose"`` and ``10``). Unknown or duplicate classes, and an empty list unless ``allow_empty``,
-    are refused with an FSEError naming ``name`` (a flag or config key).
+    (``"nose, mouth"``); None means all 25. Strings are names, never ids (``"10"`` is refused with a
+    hint naming ``"nose"`` and ``10``). Unknown or duplicate classes, and an empty list unless
+    ``allow_empty``, are refused with an FSEError naming ``name`` (a flag or config key).
 
     Example::
 
-        >>> parse_class_list("nose, mouth"), parse_class_list(["hair", 0]), parse_class_list(None)[:3]
+        >>> (parse_class_list("nose, mouth"), parse_class_list(["hair", 0]),
+        ...  parse_class_list(None)[:3])
         ([10, 17], [21, 0], [0, 1, 2])
     """
     if spec is None:
@@ -197,12 +207,14 @@ def parse_class_list(spec: Any, name: str = "classes", *, allow_empty: bool = Fa
     if isinstance(spec, str):
         items = [t.strip() for t in spec.split(",")]
         if any(not t for t in items) and spec.strip():
-            raise FSEError(f"{name}: empty name in {spec!r}; separate class names with single commas")
+            raise FSEError(f"{name}: empty name in {spec!r}; "
+                           "separate class names with single commas")
         items = [t for t in items if t]
     elif isinstance(spec, (list, tuple)):
         items = list(spec)
     else:
-        raise FSEError(f"{name}: must be a list of class names or int ids, e.g. ['nose', 'mouth'] or [10, 17], "
+        raise FSEError(f"{name}: must be a list of class names or int ids, "
+                       "e.g. ['nose', 'mouth'] or [10, 17], "
                        f"or a 'nose,mouth' string; got {type(spec).__name__} {spec!r}")
     ids = class_ids(items, name)
     if not ids and not allow_empty:

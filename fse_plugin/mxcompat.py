@@ -26,8 +26,10 @@ class NDArray(np.ndarray):
 
 
 def imdecode(buf: bytes | np.ndarray, flag: int = 1, to_rgb: int = 1) -> NDArray:
-    """Decode an encoded image like ``mx.image.imdecode``: HxWx3 RGB (flag 1) or HxWx1 (flag 0), uint8."""
-    data = np.frombuffer(buf, np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf)
+    """Decode an encoded image like ``mx.image.imdecode``: HxWx3 RGB (flag 1) or HxWx1 (flag 0),
+    uint8."""
+    data = (np.frombuffer(buf, np.uint8) if isinstance(buf, (bytes, bytearray, memoryview))
+            else np.asarray(buf))
     img = cv2.imdecode(data, cv2.IMREAD_COLOR if flag else cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"cannot decode image ({data.size} bytes)")
@@ -39,7 +41,8 @@ def imdecode(buf: bytes | np.ndarray, flag: int = 1, to_rgb: int = 1) -> NDArray
 
 
 def resize_short(src: np.ndarray, size: int, interp: int = 2) -> NDArray:
-    """Resize so the shorter edge is ``size``, keeping the aspect ratio (mxnet's rounding, cv2 interp codes)."""
+    """Resize so the shorter edge is ``size``, keeping the aspect ratio (mxnet's rounding, cv2
+    interp codes)."""
     h, w = src.shape[:2]
     new_h, new_w = (size * h // w, size) if h > w else (size, size * w // h)
     out = cv2.resize(np.asarray(src), (new_w, new_h), interpolation=interp)

@@ -1,17 +1,19 @@
-"""Run upstream arcface_torch's own ``train_v2.py`` and ``eval_ijbc.py`` in the tests, also without CUDA.
+"""Run upstream arcface_torch's own ``train_v2.py`` and ``eval_ijbc.py`` in the tests, also without
+CUDA.
 
     python tests/arcface_harness.py ARCFACE_DIR configs/NAME
-    python tests/arcface_harness.py ARCFACE_DIR eval_ijbc.py --model-prefix ... (eval_ijbc.py's flags)
+    python tests/arcface_harness.py ARCFACE_DIR eval_ijbc.py --model-prefix ...
+        (eval_ijbc.py's flags)
 
-does what ``cd ARCFACE_DIR && python train_v2.py configs/NAME`` (or ``python eval_ijbc.py ...``) does
-(``runpy``, ``sys.argv`` set), for train_v2.py after filling in a one-process torch.distributed environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port) unless torchrun has set it. arcface_torch is
-written for CUDA + nccl; without CUDA, and only then, the CUDA-only calls it makes get CPU stand-ins here, at
-run time (the patched tree itself stays CUDA code): nccl -> gloo, ``Tensor.cuda()`` /
-``Module.cuda()`` -> no-op, ``torch.cuda.Stream`` / ``stream`` / ``current_stream`` / ``set_device``
--> stand-ins, DDP ``device_ids`` -> None, ``.to(<int device>)`` -> cpu, ``torch.cuda.amp`` GradScaler
--> a disabled one, and (several ranks) ``sync_random_seed``'s device "cuda" -> cpu. With CUDA
-nothing is changed (nccl, the GPU, fp16 as configured).
+does what ``cd ARCFACE_DIR && python train_v2.py configs/NAME`` (or ``python eval_ijbc.py ...``)
+does (``runpy``, ``sys.argv`` set), for train_v2.py after filling in a one-process torch.distributed
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port) unless torchrun
+has set it. arcface_torch is written for CUDA + nccl; without CUDA, and only then, the CUDA-only
+calls it makes get CPU stand-ins here, at run time (the patched tree itself stays CUDA code): nccl
+-> gloo, ``Tensor.cuda()`` / ``Module.cuda()`` -> no-op, ``torch.cuda.Stream`` / ``stream`` /
+``current_stream`` / ``set_device`` -> stand-ins, DDP ``device_ids`` -> None, ``.to(<int device>)``
+-> cpu, ``torch.cuda.amp`` GradScaler -> a disabled one, and (several ranks) ``sync_random_seed``'s
+device "cuda" -> cpu. With CUDA nothing is changed (nccl, the GPU, fp16 as configured).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ def free_port() -> int:
 
 def single_process_env() -> None:
     """torchrun's variables for one process, where torchrun did not set them."""
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
@@ -94,7 +97,8 @@ def cpu_stand_ins() -> None:
 
 
 def run_train_v2(arcface_dir: str, config: str) -> None:
-    """``python train_v2.py CONFIG`` inside ``arcface_dir`` (its imports and relative config path)."""
+    """``python train_v2.py CONFIG`` inside ``arcface_dir`` (its imports and relative config
+    path)."""
     single_process_env()
     os.chdir(arcface_dir)
     sys.path.insert(0, os.getcwd())
@@ -107,7 +111,8 @@ def run_train_v2(arcface_dir: str, config: str) -> None:
 
 
 def run_eval_ijbc(arcface_dir: str, argv: list[str]) -> None:
-    """``python eval_ijbc.py *argv`` inside ``arcface_dir`` (it calls ``.cuda()`` on its model and batches)."""
+    """``python eval_ijbc.py *argv`` inside ``arcface_dir`` (it calls ``.cuda()`` on its model and
+    batches)."""
     os.chdir(arcface_dir)
     sys.path.insert(0, os.getcwd())
     if not torch.cuda.is_available():

@@ -1,6 +1,6 @@
-"""Harness of the bad-input tests (``tests/test_bad_input_*.py``): run ``fse`` in-process and check the
-error contract: exit status 2, exactly one line on stderr naming the flag, file or key, and nothing
-loaded before the refusal (the ``no_loading`` fixture)."""
+"""Harness of the bad-input tests (``tests/test_bad_input_*.py``): run ``fse`` in-process and check
+the error contract: exit status 2, exactly one line on stderr naming the flag, file or key, and
+nothing loaded before the refusal (the ``no_loading`` fixture)."""
 from __future__ import annotations
 
 import io

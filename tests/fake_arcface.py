@@ -1,4 +1,5 @@
-"""A stand-in arcface_torch tree for tests: ``backbones.get_model`` knows one cheap network (pool, linear)."""
+"""A stand-in arcface_torch tree for tests: ``backbones.get_model`` knows one cheap network (pool,
+linear)."""
 import textwrap
 from pathlib import Path
 
@@ -25,8 +26,10 @@ BACKBONES = textwrap.dedent("""
 
 
 def fake_tree(root: Path, name: str = "fake", warn: bool = False) -> Path:
-    """An arcface_torch-shaped tree (``backbones/``, ``configs/``) whose get_model builds network ``name``."""
+    """An arcface_torch-shaped tree (``backbones/``, ``configs/``) whose get_model builds network
+    ``name``."""
     (root / "backbones").mkdir(parents=True)
     (root / "configs").mkdir()
-    (root / "backbones" / "__init__.py").write_text(BACKBONES.replace("{name}", name).replace("{warn}", str(warn)))
+    (root / "backbones" / "__init__.py").write_text(
+        BACKBONES.replace("{name}", name).replace("{warn}", str(warn)))
     return root

@@ -1,11 +1,13 @@
-"""The error contract of the command line itself (the commands' own cases are in test_bad_input_<area>.py)."""
+"""The error contract of the command line itself (the commands' own cases are in
+test_bad_input_<area>.py)."""
 import pytest
 
 from badinput import assert_user_error, run_fse
 
 CASES = [
     ("unknown command", ["nope"], ["nope"]),
-    ("unknown flag", ["cam", "--pack", __file__, "--out", "o", "--bogus"], ["--bogus"]),  # a pack that exists
+    # a pack that exists
+    ("unknown flag", ["cam", "--pack", __file__, "--out", "o", "--bogus"], ["--bogus"]),
     ("missing action", ["cache"], ["ACTION"]),
     ("missing required flag", ["eval", "occlusion"], ["--pack"]),
 ]
@@ -47,13 +49,15 @@ def _raise(exc):
     (_raise(KeyboardInterrupt()), 130, "fse synth: interrupted"),
     (_swallowed_interrupt, 130, "fse synth: interrupted"),
     (_raise(RuntimeError("boom")), 1, "fse synth: internal error: RuntimeError: boom"),
-    (_raise(FileNotFoundError(2, "No such file or directory", "x.rec")), 2, "fse synth: error: x.rec: No such"),
+    (_raise(FileNotFoundError(2, "No such file or directory", "x.rec")), 2,
+     "fse synth: error: x.rec: No such"),
 ])
 def test_exit_statuses(monkeypatch, action, rc, said):
     from fse_plugin.cli import synth
     monkeypatch.setattr(synth, "run", _command_that(action))
     result = run_fse(["synth", "--out", "unused"])
-    assert result.rc == rc and result.lines == [result.lines[0]] and result.lines[0].startswith(said)
+    assert (result.rc == rc and result.lines == [result.lines[0]]
+            and result.lines[0].startswith(said))
 
 
 def test_library_logging_reaches_stderr(monkeypatch):
@@ -63,5 +67,6 @@ def test_library_logging_reaches_stderr(monkeypatch):
     monkeypatch.setattr(synth, "run", _command_that(lambda: say("wrote 3 faces")))
     result = run_fse(["synth", "--out", "unused"])
     assert result.rc == 0 and result.lines == ["wrote 3 faces"]
-    log = logging.getLogger("fse_plugin")  # as it was: arcface_torch's training.log gets the messages
+    # as it was: arcface_torch's training.log gets the messages
+    log = logging.getLogger("fse_plugin")
     assert log.propagate and not log.handlers and log.level == logging.NOTSET

@@ -28,15 +28,18 @@ LEAVES = [words for words, _ in _leaves(build_parser())]
 
 
 def test_grammar_has_the_documented_commands():
-    assert set(LEAVES) >= {("synth",), ("rec", "list"), ("rec", "pack"), ("rec", "shuffle"), ("parser", "train"),
-                           ("parser", "eval"), ("cache", "build"), ("cache", "info"), ("cache", "verify"),
-                           ("eval", "verification"), ("eval", "ijb"), ("eval", "occlusion"), ("cam",), ("demo",),
+    assert set(LEAVES) >= {("synth",), ("rec", "list"), ("rec", "pack"), ("rec", "shuffle"),
+                           ("parser", "train"), ("parser", "eval"), ("cache", "build"),
+                           ("cache", "info"), ("cache", "verify"), ("eval", "verification"),
+                           ("eval", "ijb"), ("eval", "occlusion"), ("cam",), ("demo",),
                            ("study",), ("patch-arcface",)}
     hidden = {("train-parser",), ("eval-parser",), ("precompute",)}
     assert hidden <= set(LEAVES)
     lines = build_parser().format_help().splitlines()
-    listed = {line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")}
-    assert listed == {"synth", "rec", "parser", "cache", "eval", "cam", "demo", "study", "patch-arcface"}
+    listed = {line.split()[0] for line in lines
+              if line.startswith("    ") and not line.startswith("     ")}
+    assert listed == {"synth", "rec", "parser", "cache", "eval", "cam", "demo", "study",
+                      "patch-arcface"}
 
 
 @pytest.mark.parametrize("words", LEAVES, ids=[" ".join(w) for w in LEAVES])
@@ -65,9 +68,10 @@ def test_one_spelling_per_flag():
 
 
 @pytest.mark.parametrize("argv, dest, value", [
-    (["cam", "--bin", __file__, "--out", "o"], "pack", Path(__file__)),  # cam checks that its files exist
-    (["cam", "--rec", str(Path(__file__).parent), "--out", "o", "--num-features", "128", "--chunk", "4", "--groups",
-      "8", "--amp"], "embedding_size", 128),
+    # cam checks that its files exist
+    (["cam", "--bin", __file__, "--out", "o"], "pack", Path(__file__)),
+    (["cam", "--rec", str(Path(__file__).parent), "--out", "o", "--num-features", "128", "--chunk",
+      "4", "--groups", "8", "--amp"], "embedding_size", 128),
     (["eval", "verification", "--fp16"], "precision", "fp16"),
     (["eval", "verification", "--amp"], "precision", "fp16"),
     (["eval", "ijb", "--root", ".", "--target", "IJBB"], "ijb_set", "IJBB"),
@@ -76,7 +80,8 @@ def test_one_spelling_per_flag():
     (["synth", "--workers", "1"], "num_workers", 1),
 ])
 def test_old_flags_still_work_with_a_note(argv, dest, value, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the files a command checks while parsing: a rec r/ and a labels file l
+    # the files a command checks while parsing: a rec r/ and a labels file l
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "train.rec").write_bytes(b"")
     (tmp_path / "l").write_bytes(b"PK\x03\x04")
@@ -87,7 +92,8 @@ def test_old_flags_still_work_with_a_note(argv, dest, value, capsys, tmp_path, m
 
 def test_old_command_names_run_the_new_code(tmp_path, capsys):
     (tmp_path / "train.rec").write_bytes(b"")
-    np.savez(tmp_path / "none.npz", other=np.zeros(1))  # an npz without keys and masks: refused when run
+    # an npz without keys and masks: refused when run
+    np.savez(tmp_path / "none.npz", other=np.zeros(1))
     rc = main(["precompute", "--rec", str(tmp_path), "--from-labels", str(tmp_path / "none.npz")])
     err = capsys.readouterr().err
     assert rc == 2 and "'fse precompute' is deprecated; use 'fse cache build'" in err
@@ -101,9 +107,12 @@ def _boom(exc):
 
 
 @pytest.mark.parametrize("exc, rc, text", [
-    (FSEError("data.rec: key 7 is damaged; rebuild it"), 2, "fse synth: error: data.rec: key 7 is damaged"),
-    (FileNotFoundError(2, "No such file or directory", "/x/y.bin"), 2, "fse synth: error: /x/y.bin: No such file"),
-    (ZeroDivisionError("oops"), 1, "fse synth: internal error: ZeroDivisionError: oops (run again with --debug"),
+    (FSEError("data.rec: key 7 is damaged; rebuild it"), 2,
+     "fse synth: error: data.rec: key 7 is damaged"),
+    (FileNotFoundError(2, "No such file or directory", "/x/y.bin"), 2,
+     "fse synth: error: /x/y.bin: No such file"),
+    (ZeroDivisionError("oops"), 1,
+     "fse synth: internal error: ZeroDivisionError: oops (run again with --debug"),
 ])
 def test_errors_are_one_line_without_traceback(exc, rc, text, monkeypatch, capsys):
     monkeypatch.setattr(SYNTH, "run", _boom(exc))
@@ -128,6 +137,7 @@ def test_no_command_prints_help(capsys):
 
 
 def test_console_entry_point_reports_bad_flags():
-    r = subprocess.run([sys.executable, "-m", "fse_plugin", "cache", "info"], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 2 and "fse cache info: error: the following arguments are required: path" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fse_plugin", "cache", "info"], capture_output=True,
+                       text=True, timeout=120)
+    assert (r.returncode == 2
+            and "fse cache info: error: the following arguments are required: path" in r.stderr)

@@ -88,7 +88,8 @@ def test_argparse_types_report_the_flag(tmp_path, capsys):
     ap.add_argument("--methods", type=names_type(["fscam", "ablation"]))
     ap.add_argument("--masks", type=file_type("npy"))
     assert ap.parse_args(["--batch-size", "4", "--methods", "fscam"]).methods == ["fscam"]
-    for argv, said in [(["--batch-size", "2.5"], "argument --batch-size: expected a whole number, got '2.5'"),
+    for argv, said in [(["--batch-size", "2.5"],
+                        "argument --batch-size: expected a whole number, got '2.5'"),
                        (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
                        (["--far", "abc"], "argument --far: expected a number, got 'abc'"),
                        (["--methods", "fscm"], "argument --methods: unknown name fscm"),
@@ -125,4 +126,5 @@ def test_atomic_output_leaves_old_or_new(tmp_path):
     with atomic_output(tmp_path / "folder") as tmp:
         tmp.mkdir()
         (tmp / "a").write_text("a")
-    assert (tmp_path / "folder" / "a").read_text() == "a" and not temporary_name(tmp_path / "folder").exists()
+    assert ((tmp_path / "folder" / "a").read_text() == "a"
+            and not temporary_name(tmp_path / "folder").exists())

@@ -1,4 +1,5 @@
-"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume, torchrun.
+"""Mask cache: lossless codec, random access from DataLoader workers, fingerprints, damage, resume,
+torchrun.
 
 Damage fuzzing, repair and the build's robustness: test_maskcache_damage.py."""
 import json
@@ -50,7 +51,8 @@ def gt(synth_rec):
 
 @pytest.fixture(scope="session")
 def parsers(tmp_path_factory):
-    """Two tiny random parsers (feature_scale 16) saved with save_parser: masks are deterministic, not good."""
+    """Two tiny random parsers (feature_scale 16) saved with save_parser:
+    masks are deterministic, not good."""
     d = tmp_path_factory.mktemp("parsers")
     out = []
     for seed in (0, 1):
@@ -69,8 +71,9 @@ def ref_cache(synth_rec, parsers, tmp_path_factory):
 @pytest.fixture(scope="session")
 def labels_cache(synth_rec, tmp_path_factory):
     out = tmp_path_factory.mktemp("labels") / "cache"
-    assert cli_main(["cache", "build", "--rec", str(synth_rec), "--from-labels", str(synth_rec / "gt_masks.npz"),
-                     "--out", str(out), "--chunk-size", "32", "--quiet"]) == 0
+    assert cli_main(["cache", "build", "--rec", str(synth_rec), "--from-labels",
+                     str(synth_rec / "gt_masks.npz"), "--out", str(out), "--chunk-size", "32",
+                     "--quiet"]) == 0
     return out
 
 
@@ -81,7 +84,8 @@ def test_codec_round_trip_edge_cases():
         np.full((112, 112), 24, np.uint8),
         (np.indices((112, 112)).sum(0) % 2).astype(np.uint8) * 23,  # every pixel its own run
         rng.integers(0, NUM_CLASSES, (112, 112), dtype=np.uint8),
-        np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), 112 * 112 // NUM_CLASSES + 1)[:112 * 112].reshape(112, 112),
+        np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8),
+                  112 * 112 // NUM_CLASSES + 1)[:112 * 112].reshape(112, 112),
     ])
     blobs = mc.encode_masks(masks)
     assert len(blobs) == len(masks)
@@ -89,10 +93,12 @@ def test_codec_round_trip_edge_cases():
         out = mc.decode_mask(b, 112, 112)
         assert out.dtype == np.uint8 and out.flags.writeable and np.array_equal(out, m)
     odd = rng.integers(0, 3, (3, 7, 13), dtype=np.uint8)
-    assert all(np.array_equal(mc.decode_mask(b, 7, 13), m) for b, m in zip(mc.encode_masks(odd), odd))
+    assert all(np.array_equal(mc.decode_mask(b, 7, 13), m)
+               for b, m in zip(mc.encode_masks(odd), odd))
     with pytest.raises(ValueError, match="truncated"):
         mc.decode_mask(blobs[3][:-3], 112, 112)
-    with pytest.raises(ValueError, match="after the zlib stream"):  # zlib alone would ignore trailing bytes
+    # zlib alone would ignore trailing bytes
+    with pytest.raises(ValueError, match="after the zlib stream"):
         mc.decode_mask(blobs[3] + blobs[4], 112, 112)
     with pytest.raises(ValueError, match="pixels"):
         mc.decode_mask(blobs[0], 112, 111)
@@ -102,7 +108,8 @@ def test_codec_round_trip_edge_cases():
 
 def test_decode_runs_is_decode_mask_before_the_expansion():
     rng = np.random.default_rng(1)
-    masks = np.stack([np.zeros((112, 112), np.uint8), rng.integers(0, NUM_CLASSES, (112, 112), dtype=np.uint8),
+    masks = np.stack([np.zeros((112, 112), np.uint8),
+                      rng.integers(0, NUM_CLASSES, (112, 112), dtype=np.uint8),
                       np.repeat(np.arange(4, dtype=np.uint8), 112 * 28).reshape(112, 112)])
     for blob, m in zip(mc.encode_masks(masks), masks):
         values, lengths = codec.decode_runs(blob, 112, 112)
@@ -111,10 +118,12 @@ def test_decode_runs_is_decode_mask_before_the_expansion():
         assert np.array_equal(codec.expand_runs(values, lengths, 112, 112), m)
         assert np.array_equal(mc.decode_mask(blob, 112, 112), m)
     blob = mc.encode_masks(masks[1:2])[0]
-    for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream"), (b"xyz", "zlib")):
+    for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream"),
+                      (b"xyz", "zlib")):
         with pytest.raises(ValueError, match=what):
             codec.decode_runs(bad, 112, 112)
-    for decode in (codec.decode_runs, mc.decode_mask):  # the mask's size is decode_mask's coverage check
+    # the mask's size is decode_mask's coverage check
+    for decode in (codec.decode_runs, mc.decode_mask):
         with pytest.raises(ValueError, match="runs cover 12544 pixels, expected 112x111"):
             decode(blob, 112, 111)
         for bad, what in ((blob[:-3], "truncated"), (blob + blob, "after the zlib stream")):
@@ -123,7 +132,8 @@ def test_decode_runs_is_decode_mask_before_the_expansion():
 
 
 def _all_runs_match_get(cache: mc.MaskCache) -> int:
-    """get_runs of every key expands to get's mask (None where get gives None); returns the masks seen."""
+    """get_runs of every key expands to get's mask (None where get gives None);
+    returns the masks seen."""
     seen = 0
     for k in cache.keys.tolist():
         runs, mask = cache.get_runs(k), cache.get(k)
@@ -131,7 +141,8 @@ def _all_runs_match_get(cache: mc.MaskCache) -> int:
             assert runs is None
             continue
         values, lengths = runs
-        assert values.dtype == lengths.dtype == np.uint8 and int(lengths.sum()) == cache.height * cache.width
+        assert (values.dtype == lengths.dtype == np.uint8
+                and int(lengths.sum()) == cache.height * cache.width)
         assert np.array_equal(codec.expand_runs(values, lengths, cache.height, cache.width), mask)
         seen += 1
     return seen
@@ -142,8 +153,10 @@ def test_get_runs_of_every_entry_are_the_runs_of_get(labels_cache, ref_cache, gt
     cache = mc.MaskCache(labels_cache)
     assert _all_runs_match_get(cache) == len(keys)
     truth = dict(zip(keys.tolist(), masks))
-    assert all(np.array_equal(np.repeat(*cache.get_runs(k)).reshape(112, 112), m) for k, m in truth.items())
-    assert _all_runs_match_get(mc.MaskCache(ref_cache)) == len(keys)  # parser masks: many short runs
+    assert all(np.array_equal(np.repeat(*cache.get_runs(k)).reshape(112, 112), m)
+               for k, m in truth.items())
+    # parser masks: many short runs
+    assert _all_runs_match_get(mc.MaskCache(ref_cache)) == len(keys)
     with pytest.raises(mc.UnknownKeyError, match="key 0 is not an image key"):
         cache.get_runs(0)
 
@@ -181,9 +194,12 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     assert source.idx_sha256 == mc.sha256_file(synth_rec / "train.idx")
     assert len(source.sample_keys) == mc.FINGERPRINT_SAMPLES and len(source.sample_sha256) == 64
     on_disk = json.loads((labels_cache / mc.MANIFEST).read_bytes())
-    assert on_disk["labels"] == {"name": "fse25", "classes": list(CLASSES)} and on_disk["source"] == source.to_json()
-    assert on_disk == {**m.to_json(), "checksum": on_disk["checksum"]}  # the dataclass is the file, field by field
-    assert m.spec.producer.kind == "labels" and on_disk["format_version"] == mc.FORMAT_VERSION and m.missing == []
+    assert (on_disk["labels"] == {"name": "fse25", "classes": list(CLASSES)}
+            and on_disk["source"] == source.to_json())
+    # the dataclass is the file, field by field
+    assert on_disk == {**m.to_json(), "checksum": on_disk["checksum"]}
+    assert (m.spec.producer.kind == "labels" and on_disk["format_version"] == mc.FORMAT_VERSION
+            and m.missing == [])
     cache.check_source(synth_rec)
     freq = cache.class_frequencies()
     assert freq.pixels.sum() == pytest.approx(1.0)
@@ -192,7 +208,8 @@ def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, g
     assert np.allclose(freq.images, [(masks == c).any((1, 2)).mean() for c in range(NUM_CLASSES)])
     with pytest.raises(KeyError, match="not an image key") as e:
         cache.get(0)  # the insightface header record
-    assert isinstance(e.value, mc.CacheError) and str(e.value).startswith("key 0 is not")  # one line in the CLI
+    # one line in the CLI
+    assert isinstance(e.value, mc.CacheError) and str(e.value).startswith("key 0 is not")
 
 
 def test_a_key_is_an_integer(labels_cache, gt):
@@ -220,7 +237,8 @@ def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
         mc.build_from_labels(synth_rec, keys, masks[:, :100], tmp_path / "c", progress=False)
     bad = masks.copy()
     bad[7, 50, 50] = 99
-    with pytest.raises(mc.CacheError, match=r"mask 7 \(key \d+\) holds class 99; class ids are 0\.\.24"):
+    with pytest.raises(mc.CacheError,
+                       match=r"mask 7 \(key \d+\) holds class 99; class ids are 0\.\.24"):
         mc.build_from_labels(synth_rec, keys, bad, tmp_path / "c", progress=False)
     with pytest.raises(mc.CacheError, match="integer keys"):
         mc.build_from_labels(synth_rec, keys.astype(float), masks, tmp_path / "c", progress=False)
@@ -243,7 +261,8 @@ def test_random_access_in_dataloader_workers(labels_cache, gt):
     keys, masks = gt
     truth = dict(zip(keys.tolist(), masks))
     cache = mc.MaskCache(labels_cache)
-    assert np.array_equal(cache.get(int(keys[5])), truth[int(keys[5])])  # chunks mapped before the fork
+    # chunks mapped before the fork
+    assert np.array_equal(cache.get(int(keys[5])), truth[int(keys[5])])
     order = np.random.default_rng(0).permutation(keys)
     loader = torch.utils.data.DataLoader(_CacheDataset(cache, order), batch_size=8, num_workers=2)
     seen = 0
@@ -252,7 +271,8 @@ def test_random_access_in_dataloader_workers(labels_cache, gt):
             assert np.array_equal(m, truth[k])
             seen += 1
     assert seen == len(keys)
-    clone = pickle.loads(pickle.dumps(cache))  # spawned workers: state is the path + manifest, maps reopen lazily
+    # spawned workers: state is the path + manifest, maps reopen lazily
+    clone = pickle.loads(pickle.dumps(cache))
     assert not clone._chunks and np.array_equal(clone.get(int(keys[-1])), truth[int(keys[-1])])
 
 
@@ -260,21 +280,26 @@ def test_precompute_stores_the_parser_masks(ref_cache, synth_rec, parsers):
     cache = mc.MaskCache(ref_cache)
     reader = recordio.open_rec(synth_rec)
     images = np.stack([reader.read_image(k) for k in cache.keys.tolist()])
-    expected = predict_masks(load_parser(parsers[0]), images, batch_size=RUN["batch_size"])  # same batches
+    # same batches
+    expected = predict_masks(load_parser(parsers[0]), images, batch_size=RUN["batch_size"])
     got = np.stack([cache.get(k) for k in cache.keys.tolist()])
     assert np.array_equal(got, expected)
     m = cache.manifest
-    assert m.spec.producer.sha256 == mc.sha256_file(parsers[0]) and m.spec.producer.kind == "checkpoint"
-    assert m.to_json()["inference"] == {"batch_size": 8, "device": "cpu", "amp": False}  # as format 2 always had it
+    assert (m.spec.producer.sha256 == mc.sha256_file(parsers[0])
+            and m.spec.producer.kind == "checkpoint")
+    # as format 2 always had it
+    assert m.to_json()["inference"] == {"batch_size": 8, "device": "cpu", "amp": False}
     assert len(m.chunks) == 5 and m.missing == []
-    assert mc.precompute(synth_rec, parsers[0], ref_cache, run(num_workers=0, encode_workers=0)) == ref_cache
+    assert mc.precompute(synth_rec, parsers[0], ref_cache,
+                         run(num_workers=0, encode_workers=0)) == ref_cache
 
 
 def test_refuses_another_rec_or_checkpoint(ref_cache, synth_rec, parsers, tmp_path):
     cache = mc.MaskCache(ref_cache)
     cache.check_source(synth_rec, parsers[0])
     other = synth.write_rec(tmp_path / "other", n_identities=2, images_per_identity=2, seed=5)
-    with pytest.raises(mc.CacheMismatchError, match=r"another record file.*fse cache build --rec .*other"):
+    with pytest.raises(mc.CacheMismatchError,
+                       match=r"another record file.*fse cache build --rec .*other"):
         cache.check_source(other)
     with pytest.raises(mc.CacheMismatchError, match=r"another parser.*fse cache build .*tiny1\.pt"):
         cache.check_source(synth_rec, parsers[1])
@@ -298,7 +323,8 @@ def test_damaged_caches_fail_clearly(ref_cache, synth_rec, tmp_path, capsys):
     chunk = Path(mc.CHUNK_DIR) / "000002.fsmc"
     d = _damaged(ref_cache, tmp_path, "truncated")
     (d / chunk).write_bytes((d / chunk).read_bytes()[:-100])
-    with pytest.raises(mc.CacheError, match=r"000002\.fsmc: truncated.*Rebuild it with: fse cache build --rec"):
+    with pytest.raises(mc.CacheError,
+                       match=r"000002\.fsmc: truncated.*Rebuild it with: fse cache build --rec"):
         mc.MaskCache(d)
 
     d = _damaged(ref_cache, tmp_path, "missing")
@@ -324,7 +350,8 @@ def test_damaged_caches_fail_clearly(ref_cache, synth_rec, tmp_path, capsys):
     data[pos] ^= 0x5A
     (d / chunk).write_bytes(bytes(data))
     cache = mc.MaskCache(d)
-    with pytest.raises(mc.DamagedEntryError, match=r"000002\.fsmc: entry 3 .*damaged: crc32 mismatch") as e:
+    with pytest.raises(mc.DamagedEntryError,
+                       match=r"000002\.fsmc: entry 3 .*damaged: crc32 mismatch") as e:
         cache.get(int(cache.keys[row]))
     assert e.value.key == int(cache.keys[row]) and e.value.path == d / chunk
     assert cache.get(int(cache.keys[row + 1])) is not None  # the other entries are fine
@@ -342,7 +369,8 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
         from fse_plugin.maskcache import build
         from fse_plugin.common.files import temporary_name
         write, n = build.atomic_write, []
-        def dying_write(path, data):  # third chunk: half written to its temporary file, then kill -9
+        # third chunk: half written to its temporary file, then kill -9
+        def dying_write(path, data):
             if path.suffix == ".fsmc":
                 n.append(path)
                 if len(n) == 3:
@@ -362,21 +390,24 @@ def test_resume_after_sigkill_is_byte_identical(ref_cache, synth_rec, parsers, t
         except ProcessLookupError:
             pass
     done = sorted((out / mc.CHUNK_DIR).glob("*.fsmc"))
-    assert len(done) == 2 and list((out / mc.CHUNK_DIR).glob("*.tmp*")) and not (out / mc.MANIFEST).exists()
-    with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: fse cache build --rec .* --parser "):
+    assert (len(done) == 2 and list((out / mc.CHUNK_DIR).glob("*.tmp*"))
+            and not (out / mc.MANIFEST).exists())
+    with pytest.raises(mc.CacheError, match=r"unfinished build.*Resume it with: "
+                                            r"fse cache build --rec .* --parser "):
         mc.MaskCache(out)
     kept = {p.name: p.stat().st_ino for p in done}
     mc.precompute(synth_rec, parsers[0], out, run(num_workers=0, encode_workers=0))
-    assert {p.name: p.stat().st_ino for p in done} == kept  # finished chunks were kept, not recomputed
+    # finished chunks were kept, not recomputed
+    assert {p.name: p.stat().st_ino for p in done} == kept
     assert _files(out) == _files(ref_cache)
 
 
 def test_torchrun_two_processes_identical(ref_cache, synth_rec, parsers, tmp_path):
     out = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fse_plugin",
-           "cache", "build", "--rec", str(synth_rec), "--parser", str(parsers[0]), "--out", str(out),
-           "--batch-size", "8", "--chunk-size", "16", "--device", "cpu", "--num-workers", "0", "--encode-workers", "0",
-           "--quiet"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "fse_plugin", "cache", "build", "--rec", str(synth_rec), "--parser",
+           str(parsers[0]), "--out", str(out), "--batch-size", "8", "--chunk-size", "16",
+           "--device", "cpu", "--num-workers", "0", "--encode-workers", "0", "--quiet"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _files(out) == _files(ref_cache)
@@ -391,7 +422,8 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, caplog):
     key = int(recordio.image_index(reader).keys[10])
     offset = reader.offset(key)
     reader.close()
-    with open(rec / "train.rec", "r+b") as f:  # wipe the JPEG start marker: record intact, image not
+    # wipe the JPEG start marker: record intact, image not
+    with open(rec / "train.rec", "r+b") as f:
         f.seek(offset + 8 + 24)
         f.write(b"\0\0\0\0")
     out = mc.precompute(rec, parsers[0], None, run(num_workers=1, encode_workers=0))
@@ -412,12 +444,14 @@ def _spec(count: int, chunk_size: int) -> mc.CacheSpec:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
-    """Whole batches decoded into the shared ring, in order, exactly as decode_image; failures zeroed and named."""
+    """Whole batches decoded into the shared ring, in order, exactly as decode_image;
+    failures zeroed and named."""
     rec = tmp_path / "rec"
     shutil.copytree(synth_rec, rec)
     reader = recordio.open_rec(rec)
     keys = recordio.image_index(reader).keys
-    with open(rec / "train.rec", "r+b") as f:  # record 2 of the second batch: JPEG start marker wiped
+    # record 2 of the second batch: JPEG start marker wiped
+    with open(rec / "train.rec", "r+b") as f:
         f.seek(reader.offset(int(keys[6])) + 8 + 24)
         f.write(b"\0\0\0\0")
     plan = pipeline.batch_plan([0, 1, 2, 3], _spec(len(keys), 16), 4)
@@ -428,7 +462,8 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
             seen.append(batch.start)
             for i in range(len(batch.images)):
                 if batch.start + i == 6:
-                    assert batch.errors == [(2, batch.errors[0][1])] and "cannot decode image" in batch.errors[0][1]
+                    assert (batch.errors == [(2, batch.errors[0][1])]
+                            and "cannot decode image" in batch.errors[0][1])
                     assert not batch.images[i].any()
                 else:
                     expected = reader.read_image(int(keys[batch.start + i]))
@@ -437,12 +472,13 @@ def test_batch_decoder_whole_batches_in_order(synth_rec, tmp_path, workers):
     out = np.empty((2, 100, 112, 3), np.uint8)  # another size: refused, named
     errors = decoding.decode_batch(reader, keys[:2].tolist(), out)
     assert [i for i, _ in errors] == [0, 1] and "image is 112x112, expected 100x112" in errors[0][1]
-    assert pipeline.batch_plan([1, 3], _spec(60, 16), 6) == [(16, 22), (22, 28), (28, 32), (48, 54), (54, 60)]
+    assert pipeline.batch_plan([1, 3], _spec(60, 16), 6) == [(16, 22), (22, 28), (28, 32),
+                                                             (48, 54), (54, 60)]
 
 
 def test_batch_decoder_after_opencv_threads_went_idle(synth_rec):
-    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they used
-    to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
+    """A parent whose OpenCV pool threads sleep at fork time: workers must not touch that pool (they
+    used to hang in cv2.setNumThreads), and get one thread each; the parent keeps its own."""
     import time
 
     import cv2

@@ -21,31 +21,37 @@ from fse_plugin.labels import MIRROR, NUM_CLASSES, PALETTE, class_id
 SMALL = 16  # feature_scale for fast tests (widths 4..64)
 
 
-# ----------------------------------------------------------------------------- a tiny FaceSynthetics folder
+# --------------------------------------------------------------------- a tiny FaceSynthetics folder
 
 def _canonical_face(size: int = 112) -> np.ndarray:
-    """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels: right_cheek (1) on the
-    image-left (the subject's right), right_eye and right_brow (11, 13) on the image-right (the image's right)."""
+    """A 25-class label map in ArcFace-aligned coordinates, sided as the authors' labels:
+    right_cheek (1) on the image-left (the subject's right), right_eye and right_brow (11, 13) on
+    the image-right (the image's right)."""
     m = np.zeros((size, size), np.uint8)
     cx = int(ARCFACE_TEMPLATE[2, 0])
     cv2.ellipse(m, (cx, 40), (40, 30), 0, 180, 360, class_id("hair"), -1)
     cv2.ellipse(m, (cx, 62), (36, 46), 0, 0, 360, 1, -1)
     m[:, cx:][m[:, cx:] == 1] = 2  # image-right half of the face is the subject's left cheek
-    for (x, y), eye, brow in zip(ARCFACE_TEMPLATE[:2], ("left_eye", "right_eye"), ("left_brow", "right_brow")):
+    for (x, y), eye, brow in zip(ARCFACE_TEMPLATE[:2], ("left_eye", "right_eye"),
+                                 ("left_brow", "right_brow")):
         cv2.ellipse(m, (int(x), int(y)), (8, 4), 0, 0, 360, class_id(eye), -1)
         cv2.rectangle(m, (int(x) - 9, int(y) - 12), (int(x) + 9, int(y) - 8), class_id(brow), -1)
     nx, ny = ARCFACE_TEMPLATE[2]
-    cv2.fillPoly(m, [np.array([[nx, ny - 18], [nx - 7, ny + 2], [nx + 7, ny + 2]], np.int32)], class_id("nose"))
+    cv2.fillPoly(m, [np.array([[nx, ny - 18], [nx - 7, ny + 2], [nx + 7, ny + 2]], np.int32)],
+                 class_id("nose"))
     (lx, ly), (rx, _) = ARCFACE_TEMPLATE[3], ARCFACE_TEMPLATE[4]
-    cv2.ellipse(m, (int((lx + rx) / 2), int(ly) - 2), (int((rx - lx) / 2), 3), 0, 0, 360, class_id("upper_lip"), -1)
-    cv2.ellipse(m, (int((lx + rx) / 2), int(ly) + 3), (int((rx - lx) / 2), 3), 0, 0, 360, class_id("lower_lip"), -1)
+    cv2.ellipse(m, (int((lx + rx) / 2), int(ly) - 2), (int((rx - lx) / 2), 3), 0, 0, 360,
+                class_id("upper_lip"), -1)
+    cv2.ellipse(m, (int((lx + rx) / 2), int(ly) + 3), (int((rx - lx) / 2), 3), 0, 0, 360,
+                class_id("lower_lip"), -1)
     m[100:, 30:82] = class_id("neck")
     return m
 
 
-def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160, skip: tuple[int, ...] = (),
-                              labels: str = "labels_25") -> Path:
-    """FaceSynthetics layout: {id:06d}.png, _ldmks.txt (70 rows), labels_25/{id:06d}_seg.png, anno_list.csv."""
+def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160,
+                              skip: tuple[int, ...] = (), labels: str = "labels_25") -> Path:
+    """FaceSynthetics layout: {id:06d}.png, _ldmks.txt (70 rows), labels_25/{id:06d}_seg.png,
+    anno_list.csv."""
     rng = np.random.default_rng(seed)
     (root / labels).mkdir(parents=True, exist_ok=True)
     canon = _canonical_face()
@@ -56,7 +62,8 @@ def write_fake_facesynthetics(root: Path, n: int, seed: int = 0, side: int = 160
         t = np.array([side / 2, side / 2]) - a @ np.array([56, 60]) + rng.uniform(-8, 8, 2)
         fwd = np.hstack([a, t[:, None]])  # aligned -> image
         seg = cv2.warpAffine(canon, fwd, (side, side), flags=cv2.INTER_NEAREST)
-        img = PALETTE[seg].astype(np.float32) * rng.uniform(0.7, 1.1) + rng.normal(0, 12, (side, side, 3))
+        img = (PALETTE[seg].astype(np.float32) * rng.uniform(0.7, 1.1)
+               + rng.normal(0, 12, (side, side, 3)))
         bgr = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(root / f"{fid:06d}.png"), bgr)
         cv2.imwrite(str(root / labels / f"{fid:06d}_seg.png"), seg)
@@ -77,16 +84,18 @@ def fake_fs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(fake_fs, tmp_path_factory) -> tuple[Path, dict]:
-    """Four epochs of a feature_scale-16 parser on the fake folder (shared by the training/eval tests)."""
+    """Four epochs of a feature_scale-16 parser on the fake folder
+    (shared by the training/eval tests)."""
     out = tmp_path_factory.mktemp("train")
     torch.manual_seed(0)
-    summary = P.train_parser(fake_fs, out, P.TrainSettings(epochs=4, batch_size=4, lr=1e-2, feature_scale=SMALL,
-                                                           val_fraction=0.2, workers=0, device="cpu", warmup_steps=1,
+    summary = P.train_parser(fake_fs, out, P.TrainSettings(epochs=4, batch_size=4, lr=1e-2,
+                                                           feature_scale=SMALL, val_fraction=0.2,
+                                                           workers=0, device="cpu", warmup_steps=1,
                                                            progress=False))
     return out, summary
 
 
-# ------------------------------------------------------------------------------------------------ model
+# -------------------------------------------------------------------------------------------- model
 
 def _published_layout(fs: int, n_classes: int = 25, cin: int = 3) -> dict[str, tuple[int, ...]]:
     """Key -> shape of gsisaoki/FSErasing's UNet_res18, derived by hand from its models/unet.py."""
@@ -94,8 +103,9 @@ def _published_layout(fs: int, n_classes: int = 25, cin: int = 3) -> dict[str, t
     keys: dict[str, tuple[int, ...]] = {}
 
     def bn(prefix, c):
-        keys.update({f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-                     f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()})
+        keys.update({f"{prefix}.weight": (c,), f"{prefix}.bias": (c,),
+                     f"{prefix}.running_mean": (c,), f"{prefix}.running_var": (c,),
+                     f"{prefix}.num_batches_tracked": ()})
 
     keys["conv0.0.weight"] = (w[0], cin, 3, 3)
     bn("conv0.1", w[0])
@@ -129,7 +139,8 @@ def test_state_dict_matches_published_layout():
     expected = _published_layout(1)
     assert sorted(got) == sorted(expected) and len(got) == 192
     assert got == expected
-    assert sum(p.numel() for p in model.parameters()) == 56_779_481  # issue 3: 56.8M at feature_scale 1
+    # issue 3: 56.8M at feature_scale 1
+    assert sum(p.numel() for p in model.parameters()) == 56_779_481
 
 
 @pytest.mark.parametrize("hw", [(112, 112), (100, 90)])
@@ -142,7 +153,7 @@ def test_forward_shapes(hw):
         P.UNetRes18(feature_scale=3)
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
+# -------------------------------------------------------------------------------------- checkpoints
 
 def _small_model(fs=SMALL, seed=0):
     torch.manual_seed(seed)
@@ -221,7 +232,7 @@ def test_load_parser_refuses_unsafe_and_foreign_files(tmp_path):
         P.load_parser(tmp_path / "missing.pt")
 
 
-# -------------------------------------------------------------------------------------------- inference
+# ---------------------------------------------------------------------------------------- inference
 
 def test_predict_masks_batches_agree():
     model = _small_model()
@@ -233,10 +244,11 @@ def test_predict_masks_batches_agree():
     with torch.no_grad():
         ref = model(to_input(imgs)).argmax(1).numpy()
     np.testing.assert_array_equal(a, ref)
-    assert P.predict_masks(model, imgs, batch_size=4, precision="bf16").shape == (7, 48, 48)  # autocast path
+    # autocast path
+    assert P.predict_masks(model, imgs, batch_size=4, precision="bf16").shape == (7, 48, 48)
 
 
-# ----------------------------------------------------------------------------------------- augmentation
+# ------------------------------------------------------------------------------------- augmentation
 
 def test_flip_keeps_anatomy():
     mask = _canonical_face()
@@ -246,8 +258,10 @@ def test_flip_keeps_anatomy():
     np.testing.assert_array_equal(fmask[:, ::-1], MIRROR[mask])  # pixels moved AND ids swapped
     def mean_x(m, name):
         return np.nonzero(m == class_id(name))[1].mean()
-    for m in (mask, fmask):  # right_eye (named by the image's side) stays on the image-right, right_cheek
-        assert mean_x(m, "left_eye") < 56 < mean_x(m, "right_eye")  # (named by the subject's) on the image-left
+    # right_eye (named by the image's side) stays on the image-right, right_cheek (named by the
+    # subject's) on the image-left
+    for m in (mask, fmask):
+        assert mean_x(m, "left_eye") < 56 < mean_x(m, "right_eye")
         assert mean_x(m, "right_cheek") < 56 < mean_x(m, "left_cheek")
     aug = P.ParserAugment(flip=1.0, p_affine=0.0, brightness=0, contrast=0, saturation=0, hue=0)
     _, amask = aug(img, mask, np.random.default_rng(0))
@@ -262,12 +276,13 @@ def test_augment_deterministic_labels_nearest():
     b = aug(img, mask, np.random.default_rng(5))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
-    assert set(np.unique(a[1])) <= set(np.unique(mask)) | set(MIRROR[np.unique(mask)]) | {P.IGNORE_INDEX}
+    assert (set(np.unique(a[1]))
+            <= set(np.unique(mask)) | set(MIRROR[np.unique(mask)]) | {P.IGNORE_INDEX})
     assert a[0].dtype == np.uint8 and a[0].shape == img.shape
     assert "ParserAugment(flip=0.5" in repr(aug)
 
 
-# ------------------------------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------------------------- data
 
 def test_read_anno_list_and_split(fake_fs, tmp_path):
     ids = P.read_anno_list(fake_fs)
@@ -279,14 +294,16 @@ def test_read_anno_list_and_split(fake_fs, tmp_path):
         P.read_anno_list(bad)
     tr, va = P.split_indices(39, 0.2, seed=1)
     tr2, va2 = P.split_indices(39, 0.2, seed=1)
-    assert len(va) == 8 and np.array_equal(va, va2) and not set(tr) & set(va) and len(tr) + len(va) == 39
+    assert (len(va) == 8 and np.array_equal(va, va2) and not set(tr) & set(va)
+            and len(tr) + len(va) == 39)
     assert not np.array_equal(va, P.split_indices(39, 0.2, seed=2)[1])
 
 
 def test_prepare_dataset_aligns_and_caches(fake_fs, tmp_path):
     a = P.prepare_dataset(fake_fs, tmp_path)
     assert a.images.shape == (39, 112, 112, 3) and a.masks.shape == (39, 112, 112)
-    # the aligned label map is the canonical face up to border pixels of nearest-neighbour resampling
+    # the aligned label map is the canonical face up to border pixels of nearest-neighbour
+    # resampling
     agree = (a.masks == _canonical_face()[None]).mean()
     assert agree > 0.97, agree
     stamp = (a.path / "images.npy").stat().st_mtime_ns
@@ -296,7 +313,8 @@ def test_prepare_dataset_aligns_and_caches(fake_fs, tmp_path):
 
 @pytest.mark.parametrize("folder", ["labels_25", "labels25"])
 def test_label_folder_either_spelling(tmp_path, folder):
-    """The authors' README names the folder labels_25 and labels25 (labels_9 and labels9): both are read."""
+    """The authors' README names the folder labels_25 and labels25 (labels_9 and labels9):
+    both are read."""
     root = write_fake_facesynthetics(tmp_path / "fs", n=3, labels=folder)
     assert P.label_dir(root) == root / folder
     a = P.prepare_dataset(root, tmp_path / "cache", progress=False)
@@ -319,20 +337,23 @@ def test_load_frame_errors_name_the_file(tmp_path):
         P.load_frame(root, 0)
 
 
-# --------------------------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------------------- training
 
 def _train_loss(model, aligned, idx):
     x = to_input(np.asarray(aligned.images[idx]))
     y = torch.from_numpy(np.asarray(aligned.masks[idx]).astype(np.int64))
     with torch.no_grad():
-        # train-mode BN (batch statistics): a few steps move the weights far more than the running averages
-        return float(torch.nn.functional.cross_entropy(model.train()(x), y, ignore_index=P.IGNORE_INDEX))
+        # train-mode BN (batch statistics): a few steps move the weights far more than the
+        # running averages
+        return float(torch.nn.functional.cross_entropy(model.train()(x), y,
+                                                       ignore_index=P.IGNORE_INDEX))
 
 
 def test_training_decreases_loss_and_resume_continues(fake_fs, trained):
     out, summary = trained
     assert summary.epochs == 4 and summary.n_val == 8 and summary.n_train == 31
-    assert (out / "last.pt").is_file() and (out / "best.pt").is_file() and any((out / "tb").iterdir())
+    assert ((out / "last.pt").is_file() and (out / "best.pt").is_file()
+            and any((out / "tb").iterdir()))
     aligned = P.prepare_dataset(fake_fs, out / "cache")
     idx = P.split_indices(39, 0.2, 0)[0]
     torch.manual_seed(0)
@@ -342,11 +363,13 @@ def test_training_decreases_loss_and_resume_continues(fake_fs, trained):
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["epoch"] == 4 and last["step"] == summary.steps and "optimizer" in last
 
-    resumed = P.train_parser(fake_fs, out, P.TrainSettings(epochs=5, batch_size=4, lr=1e-2, workers=0, device="cpu",
-                                                           resume="auto", progress=False))
+    resumed = P.train_parser(fake_fs, out, P.TrainSettings(epochs=5, batch_size=4, lr=1e-2,
+                                                           workers=0, device="cpu", resume="auto",
+                                                           progress=False))
     assert resumed.epochs == 5 and resumed.steps == 5 * summary.steps // 4
     again = torch.load(out / "last.pt", weights_only=True)
-    assert again["epoch"] == 5 and again["feature_scale"] == SMALL and again["elapsed"] > last["elapsed"]
+    assert (again["epoch"] == 5 and again["feature_scale"] == SMALL
+            and again["elapsed"] > last["elapsed"])
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -354,10 +377,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
-    """A step budget is the whole schedule: the same seed gives the same weights, a generous time budget
-    (a safety stop) changes nothing, and the summary carries the held-out scores the demo's floor reads."""
-    kw = dict(batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2, workers=0, device="cpu", warmup_steps=2,
-              progress=False, cache_dir=tmp_path / "cache")
+    """A step budget is the whole schedule: the same seed gives the same weights, a generous time
+    budget (a safety stop) changes nothing, and the summary carries the held-out scores the demo's
+    floor reads."""
+    kw = dict(batch_size=4, lr=1e-2, feature_scale=SMALL, val_fraction=0.2, workers=0, device="cpu",
+              warmup_steps=2, progress=False, cache_dir=tmp_path / "cache")
     a = P.train_parser(fake_fs, tmp_path / "a", P.TrainSettings(steps=10, **kw))
     b = P.train_parser(fake_fs, tmp_path / "b", P.TrainSettings(steps=10, time_budget=3600.0, **kw))
     assert a.steps == b.steps == 10 and a.epochs == 2  # 31 faces: 7 batches of 4 per epoch
@@ -365,21 +389,23 @@ def test_step_budget_repeats_bit_for_bit(fake_fs, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.val_mf1 == b.val_mf1 and 0 <= a.val_mf1 <= 1 and 0 <= a.val_miou <= 1
     assert a.best_val_miou >= a.val_miou and np.isfinite(a.best_val_mf1)
-    c = P.train_parser(fake_fs, tmp_path / "c", P.TrainSettings(epochs=2, **kw))  # the same 2 epochs, cut at step 10
-    assert c.steps == 14 and not torch.equal(_weights(tmp_path / "c" / "last.pt")["final.bias"], wa["final.bias"])
+    # the same 2 epochs, cut at step 10
+    c = P.train_parser(fake_fs, tmp_path / "c", P.TrainSettings(epochs=2, **kw))
+    assert c.steps == 14 and not torch.equal(_weights(tmp_path / "c" / "last.pt")["final.bias"],
+                                             wa["final.bias"])
     with pytest.raises(FSEError, match="epochs, steps or a time budget"):
         P.TrainSettings(epochs=None, **kw)
 
 
 def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monkeypatch):
-    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second epoch it
-    leaves the first epoch's checkpoints whole, and --resume finishes the run."""
+    """Ctrl-C while aligning leaves no aligned cache (not even a temporary one); during the second
+    epoch it leaves the first epoch's checkpoints whole, and --resume finishes the run."""
     from dataclasses import replace
 
     from fse_plugin.parsing import facesynthetics, train
     out = tmp_path / "out"
-    settings = P.TrainSettings(epochs=2, batch_size=8, feature_scale=SMALL, workers=0, device="cpu", progress=False,
-                               cache_dir=tmp_path / "cache")
+    settings = P.TrainSettings(epochs=2, batch_size=8, feature_scale=SMALL, workers=0, device="cpu",
+                               progress=False, cache_dir=tmp_path / "cache")
     load, step = facesynthetics.load_frame, train._Run._step
 
     def load_until_5(root, fid, *args):
@@ -399,7 +425,8 @@ def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monke
     monkeypatch.setattr(train._Run, "_step", step_in_epoch_0)
     with pytest.raises(KeyboardInterrupt):
         P.train_parser(fake_fs, out, settings)
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1 and (out / "best.pt").is_file()
+    assert (torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+            and (out / "best.pt").is_file())
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
     monkeypatch.setattr(train._Run, "_step", step)
     assert P.train_parser(fake_fs, out, replace(settings, resume="auto")).epochs == 2
@@ -408,38 +435,52 @@ def test_interrupted_run_leaves_whole_files_and_resumes(fake_fs, tmp_path, monke
 def test_budget_schedule():
     from fse_plugin.parsing.budget import Budget
     steps = Budget.of(epochs=3, steps=None, time_budget=5.0, per_epoch=10)
-    assert (steps.steps, steps.epochs) == (30, 3) and steps.progress(15, elapsed=4.9) == 0.5  # time: a stop only
-    assert Budget.of(epochs=3, steps=25, time_budget=None, per_epoch=10).epochs == 3  # steps win over epochs
+    # time: a stop only
+    assert (steps.steps, steps.epochs) == (30, 3) and steps.progress(15, elapsed=4.9) == 0.5
+    # steps win over epochs
+    assert Budget.of(epochs=3, steps=25, time_budget=None, per_epoch=10).epochs == 3
     timed = Budget.of(epochs=None, steps=None, time_budget=10.0, per_epoch=10)
-    assert timed.steps is None and timed.progress(3, elapsed=5.0) == 0.5 and not timed.epochs_done(10 ** 6)
+    assert (timed.steps is None and timed.progress(3, elapsed=5.0) == 0.5
+            and not timed.epochs_done(10 ** 6))
     assert "steps=30" in repr(steps)
 
 
 def test_time_budget_stops_training(fake_fs, tmp_path):
-    s = P.train_parser(fake_fs, tmp_path, P.TrainSettings(epochs=None, batch_size=8, feature_scale=SMALL, workers=0,
-                                                          device="cpu", time_budget=1.0, progress=False))  # timed
-    assert s.elapsed < 30 and torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] is None
+    # timed
+    s = P.train_parser(fake_fs, tmp_path, P.TrainSettings(epochs=None, batch_size=8,
+                                                          feature_scale=SMALL, workers=0,
+                                                          device="cpu", time_budget=1.0,
+                                                          progress=False))
+    assert (s.elapsed < 30
+            and torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] is None)
     with pytest.raises(FSEError, match="nothing.pt"):
-        P.train_parser(fake_fs, tmp_path, P.TrainSettings(resume=tmp_path / "nothing.pt", progress=False))
+        P.train_parser(fake_fs, tmp_path,
+                       P.TrainSettings(resume=tmp_path / "nothing.pt", progress=False))
 
 
-# ---------------------------------------------------------------------------------------------- metrics
+# ------------------------------------------------------------------------------------------ metrics
 
 def test_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     gt = rng.choice([0, 1, 2, 5, 11, 12], size=(3, 20, 20))
-    pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.choice([0, 1, 2, 5, 11, 12, 20], size=gt.shape))
+    pred = np.where(rng.random(gt.shape) < 0.7, gt,
+                    rng.choice([0, 1, 2, 5, 11, 12, 20], size=gt.shape))
     gt[0, :2] = P.IGNORE_INDEX  # ignored pixels count nowhere
     keep = gt != P.IGNORE_INDEX
     conf = P.confusion_matrix(pred, gt)
-    np.testing.assert_array_equal(conf, sk_confusion(gt[keep], pred[keep], labels=range(NUM_CLASSES)))
+    np.testing.assert_array_equal(conf, sk_confusion(gt[keep], pred[keep],
+                                                     labels=range(NUM_CLASSES)))
     m = P.ParserMetrics.from_confusion(conf)
     present = [0, 1, 2, 5, 11, 12]
     np.testing.assert_array_equal(np.nonzero(m.present)[0], present)
-    np.testing.assert_allclose(m.f1[present], f1_score(gt[keep], pred[keep], labels=present, average=None))
-    np.testing.assert_allclose(m.iou[present], jaccard_score(gt[keep], pred[keep], labels=present, average=None))
-    assert m.mean_f1 == pytest.approx(f1_score(gt[keep], pred[keep], labels=present, average="macro"))
-    assert m.mean_iou == pytest.approx(jaccard_score(gt[keep], pred[keep], labels=present, average="macro"))
+    np.testing.assert_allclose(m.f1[present],
+                               f1_score(gt[keep], pred[keep], labels=present, average=None))
+    np.testing.assert_allclose(m.iou[present],
+                               jaccard_score(gt[keep], pred[keep], labels=present, average=None))
+    assert m.mean_f1 == pytest.approx(f1_score(gt[keep], pred[keep], labels=present,
+                                               average="macro"))
+    assert m.mean_iou == pytest.approx(jaccard_score(gt[keep], pred[keep], labels=present,
+                                                     average="macro"))
     assert m.f1[20] == 0 and np.isnan(m.f1[3])  # predicted-only class scores 0, unseen class is NaN
 
 
@@ -467,8 +508,8 @@ def test_class_weights():
 def test_eval_parser_cli(fake_fs, trained, capsys):
     out, _ = trained
     csv_path = out / "eval.csv"
-    assert cli_main(["parser", "eval", "--data", str(fake_fs), "--parser", str(out / "best.pt"), "--csv", str(csv_path),
-                     "--device", "cpu"]) == 0
+    assert cli_main(["parser", "eval", "--data", str(fake_fs), "--parser", str(out / "best.pt"),
+                     "--csv", str(csv_path), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "val split, 8 faces" in printed and "mean over" in printed
     rows = list(csv.DictReader(open(csv_path)))
@@ -478,9 +519,9 @@ def test_eval_parser_cli(fake_fs, trained, capsys):
 
 
 def test_train_cli_step_budget(fake_fs, tmp_path, capsys):
-    assert cli_main(["parser", "train", "--data", str(fake_fs), "--out", str(tmp_path), "--steps", "3",
-                     "--batch-size", "4", "--feature-scale", str(SMALL), "--num-workers", "0", "--device", "cpu",
-                     "--quiet"]) == 0
+    assert cli_main(["parser", "train", "--data", str(fake_fs), "--out", str(tmp_path),
+                     "--steps", "3", "--batch-size", "4", "--feature-scale", str(SMALL),
+                     "--num-workers", "0", "--device", "cpu", "--quiet"]) == 0
     summary = capsys.readouterr().out.splitlines()[-1]
     assert "steps=3 " in summary and "val_mf1=" in summary and "best_val_mf1=" in summary
     assert torch.load(tmp_path / "last.pt", weights_only=True)["budget_steps"] == 3

@@ -64,15 +64,19 @@ def test_fixture_records_match_mxnet(fixtures_dir, name):
         assert len(buf) == e["record_len"] and sha(buf) == e["record_sha256"]
         header, payload = R.unpack(buf)
         assert (header.flag, header.id, header.id2) == (e["flag"], e["id"], e["id2"])
-        assert np.asarray(header.label, np.float32).tolist() == np.asarray(e["label"], np.float32).tolist()
+        assert (np.asarray(header.label, np.float32).tolist()
+                == np.asarray(e["label"], np.float32).tolist())
         assert len(payload) == e["payload_len"] and sha(payload) == e["payload_sha256"]
         fast = reader.read_header(e["key"])
-        assert fast.flag == header.flag and fast.id == header.id and np.array_equal(fast.label, header.label)
+        assert (fast.flag == header.flag and fast.id == header.id
+                and np.array_equal(fast.label, header.label))
         if "image_sha256_bgr" in e:
             _, img = R.unpack_img(buf)
-            assert list(img.shape) == e["image_shape"] and sha(img.tobytes()) == e["image_sha256_bgr"]
+            assert (list(img.shape) == e["image_shape"]
+                    and sha(img.tobytes()) == e["image_sha256_bgr"])
             assert np.array_equal(R.decode_image(payload), img[..., ::-1])
-    seq = R.MXRecordIO(str(d / "train.rec"), "r")  # file order == .idx order for mxnet-written files
+    # file order == .idx order for mxnet-written files
+    seq = R.MXRecordIO(str(d / "train.rec"), "r")
     offsets = np.argsort(reader.offsets)
     for k in reader.keys[offsets]:
         assert seq.read() == reader.read(k)
@@ -108,7 +112,8 @@ SPLIT_CASES = [  # payload -> chunks derived by hand from dmlc-core's WriteRecor
     (b"AAAA" + M, chunk(1, b"AAAA") + chunk(3, b"")),
     (M, chunk(1, b"") + chunk(3, b"")),
     (M + M, chunk(1, b"") + chunk(2, b"") + chunk(3, b"")),
-    (b"abcd" + M + b"efgh" + M + b"ij", chunk(1, b"abcd") + chunk(2, b"efgh") + chunk(3, b"ij") + b"\0\0"),
+    (b"abcd" + M + b"efgh" + M + b"ij",
+     chunk(1, b"abcd") + chunk(2, b"efgh") + chunk(3, b"ij") + b"\0\0"),
     (b"x" + M + b"yyy" + M + b"z", chunk(1, b"x" + M + b"yyy") + chunk(3, b"z") + b"\0\0\0"),
 ]
 
@@ -153,7 +158,8 @@ def test_split_records_random_round_trip(tmp_path):
         n_chunks, pos = 0, int(reader.offset(k))
         while True:  # walk the chunks: one per aligned magic plus one
             n_chunks += 1
-            cflag, length = data[pos + 4:pos + 8][3] >> 5, struct.unpack_from("<I", data, pos + 4)[0] & (2**29 - 1)
+            cflag, length = (data[pos + 4:pos + 8][3] >> 5,
+                             struct.unpack_from("<I", data, pos + 4)[0] & (2**29 - 1))
             pos += 8 + (length + 3) // 4 * 4
             if cflag in (0, 3):
                 break
@@ -163,7 +169,8 @@ def test_split_records_random_round_trip(tmp_path):
 
 def test_header_split_by_magic_is_read_right(tmp_path):
     """id == magic puts the magic word at record byte 8: the header itself is split."""
-    payloads = [R.pack(R.IRHeader(0, 3.0, R.MAGIC, 0), b"img"), R.pack(R.IRHeader(0, [4.0, 1.0], 1, R.MAGIC), b"")]
+    payloads = [R.pack(R.IRHeader(0, 3.0, R.MAGIC, 0), b"img"),
+                R.pack(R.IRHeader(0, [4.0, 1.0], 1, R.MAGIC), b"")]
     rec, idx = write_rec(tmp_path, payloads)
     reader = R.RecordReader(rec, idx)
     assert reader.read_header(0) == R.IRHeader(0, 3.0, R.MAGIC, 0)
@@ -187,7 +194,8 @@ def expected_image_index(exp: list[dict]) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.parametrize("name, layout", [("ms1m_style", "insightface"), ("list_style", "im2rec"),
-                                          ("mask_param_style", "multilabel"), ("odd_lengths", "im2rec")])
+                                          ("mask_param_style", "multilabel"),
+                                          ("odd_lengths", "im2rec")])
 def test_image_index_layouts(fixtures_dir, name, layout):
     keys, labels = expected_image_index(expected(fixtures_dir, name))
     ii = R.image_index(fixtures_dir / "mxnet" / name)
@@ -202,15 +210,16 @@ def test_image_index_layouts(fixtures_dir, name, layout):
 
 def test_image_index_rejects_inconsistent_input(tmp_path):
     img = b"\xff\xd8jpeg"
-    rec, idx = write_rec(tmp_path, [R.pack(R.IRHeader(0, [5, 7], 0, 0), b""), R.pack(R.IRHeader(0, 0, 1, 0), img)],
-                         name="hdr")
+    rec, idx = write_rec(tmp_path, [R.pack(R.IRHeader(0, [5, 7], 0, 0), b""),
+                                    R.pack(R.IRHeader(0, 0, 1, 0), img)], name="hdr")
     with pytest.raises(R.RecordIOError, match=r"key 0 .*key 2 is not in"):
         R.image_index(R.RecordReader(rec, idx))
     rec, idx = write_rec(tmp_path, [R.pack(R.IRHeader(0, 1.5, 0, 0), img)], name="frac")
     with pytest.raises(R.RecordIOError, match=r"frac.rec: key 0 at offset 0: label 1.5"):
         R.image_index(R.RecordReader(rec, idx))
     rec, idx = write_rec(tmp_path, [b"short"], name="short")
-    with pytest.raises(R.RecordIOError, match=r"short.rec: key 0 at offset 0: .*shorter than its image header"):
+    with pytest.raises(R.RecordIOError,
+                       match=r"short.rec: key 0 at offset 0: .*shorter than its image header"):
         R.image_index(R.RecordReader(rec, idx))
 
 
@@ -221,7 +230,8 @@ def test_image_index_skips_records_without_image(tmp_path):
                0: R.pack(R.IRHeader(0, [4, 5], 0, 0), b"")}
     rec, idx = write_rec(tmp_path, list(records.values()), list(records))
     ii = R.image_index(R.RecordReader(rec, idx))
-    assert ii.layout == "insightface" and ii.keys.tolist() == [1, 3] and ii.labels.tolist() == [0, 1]
+    assert (ii.layout == "insightface" and ii.keys.tolist() == [1, 3]
+            and ii.labels.tolist() == [0, 1])
 
 
 def test_image_index_empty_rec(tmp_path):
@@ -235,7 +245,8 @@ def test_image_index_empty_rec(tmp_path):
 def test_index_lookup(tmp_path, order):
     n = 5000
     keys = {"dense": np.arange(n), "insightface": np.r_[np.arange(1, n), 0],
-            "shuffled": np.random.default_rng(0).permutation(n) * 3, "negative": np.arange(-n // 2, n - n // 2)}[order]
+            "shuffled": np.random.default_rng(0).permutation(n) * 3,
+            "negative": np.arange(-n // 2, n - n // 2)}[order]
     offsets = np.arange(n) * 12
     rec = tmp_path / "t.rec"
     rec.write_bytes(b"".join(chunk(0, b"abcd") for _ in range(n)))
@@ -251,7 +262,8 @@ def test_index_lookup(tmp_path, order):
     with pytest.raises(R.RecordIOError, match="not in index"):
         r.read(int(keys.max()) + 1)
     mx = R.MXIndexedRecordIO(idx, rec, "r")
-    assert mx.idx[int(keys[7])] == offsets[7] and len(mx.idx) == n and mx.read_idx(int(keys[-1])) == b"abcd"
+    assert (mx.idx[int(keys[7])] == offsets[7] and len(mx.idx) == n
+            and mx.read_idx(int(keys[-1])) == b"abcd")
 
 
 def test_string_keys(tmp_path):
@@ -276,7 +288,8 @@ def test_missing_files(tmp_path, fixtures_dir):
 def test_truncated_record(fixtures_dir, tmp_path):
     d = copy_fixture(fixtures_dir, "list_style", tmp_path)
     os.truncate(d / "train.rec", 38440 + 100)  # key 6 starts at 38440
-    with pytest.raises(R.RecordIOError, match=r"train.rec: key 6 at offset 38440: truncated record"):
+    with pytest.raises(R.RecordIOError,
+                       match=r"train.rec: key 6 at offset 38440: truncated record"):
         R.open_rec(d)
     seq = R.MXRecordIO(d / "train.rec", "r")
     for _ in range(6):
@@ -306,14 +319,16 @@ def test_bad_magic(fixtures_dir, tmp_path):
 def test_offset_past_end(fixtures_dir, tmp_path):
     d = copy_fixture(fixtures_dir, "list_style", tmp_path)
     (d / "train.idx").write_text("0\t0\n1\t6440\n2\t999999\n")
-    with pytest.raises(R.RecordIOError, match=r"key 2 at offset 999999: .*train.idx line 3 is outside the file"):
+    with pytest.raises(R.RecordIOError,
+                       match=r"key 2 at offset 999999: .*train.idx line 3 is outside the file"):
         R.open_rec(d)
 
 
 def test_idx_of_another_rec(fixtures_dir, tmp_path):
     shutil.copy(fixtures_dir / "mxnet" / "odd_lengths" / "train.rec", tmp_path / "a.rec")
     shutil.copy(fixtures_dir / "mxnet" / "list_style" / "train.idx", tmp_path / "a.idx")
-    with pytest.raises(R.RecordIOError, match=r"a.rec: key 6 at offset 38440: bad magic .*does not belong"):
+    with pytest.raises(R.RecordIOError,
+                       match=r"a.rec: key 6 at offset 38440: bad magic .*does not belong"):
         R.RecordReader(tmp_path / "a.rec")
     # first and last offsets valid, a middle one not: caught on read, never a wrong record
     (tmp_path / "a.idx").write_text("0\t0\n1\t6440\n2\t12680\n")
@@ -326,7 +341,8 @@ def test_offset_inside_split_record(tmp_path):
     rec, idx = write_rec(tmp_path, [b"abcd" + M + b"efgh", b"z"])
     idx.write_text("0\t0\n1\t12\n2\t24\n")  # 12 = the cflag-3 chunk of record 0
     r = R.RecordReader(rec, idx)
-    with pytest.raises(R.RecordIOError, match=r"key 1 at offset 12: chunk flag 3 .*inside a split record"):
+    with pytest.raises(R.RecordIOError,
+                       match=r"key 1 at offset 12: chunk flag 3 .*inside a split record"):
         r.read(1)
 
 
@@ -360,8 +376,8 @@ def test_fork_safe_dataloader(tmp_path):
     reader = R.RecordReader(rec, idx)
     reader.read(5)  # descriptor opened before the fork
     order = rng.permutation(len(payloads)).tolist()
-    loader = torch.utils.data.DataLoader(_ReadAll(reader), batch_size=None, sampler=order, num_workers=2,
-                                         multiprocessing_context="fork")
+    loader = torch.utils.data.DataLoader(_ReadAll(reader), batch_size=None, sampler=order,
+                                         num_workers=2, multiprocessing_context="fork")
     got = [tuple(item) for item in loader]
     assert got == [(k, sha(payloads[k])) for k in order]
     # the workers share the parent's open file description: had any of them used the file
@@ -404,9 +420,11 @@ def test_mxrecordio_semantics(tmp_path):
 
 def test_pack_unpack():
     p = R.pack(R.IRHeader(9, [1, 2.5], 3, 4), b"data")
-    assert p[:24] == struct.pack("<IfQQ", 2, 0.0, 3, 4) and p[24:32] == np.float32([1, 2.5]).tobytes()
+    assert (p[:24] == struct.pack("<IfQQ", 2, 0.0, 3, 4)
+            and p[24:32] == np.float32([1, 2.5]).tobytes())
     h, s = R.unpack(p)
-    assert h.flag == 2 and h.label.dtype == np.float32 and h.label.tolist() == [1, 2.5] and s == b"data"
+    assert (h.flag == 2 and h.label.dtype == np.float32 and h.label.tolist() == [1, 2.5]
+            and s == b"data")
     h, s = R.unpack(R.pack(R.IRHeader(7, np.float32(3), 1, 0), b"x"))
     assert h == R.IRHeader(0, 3.0, 1, 0) and s == b"x"
 
@@ -425,12 +443,14 @@ def test_pack_img_unpack_img():
         R.decode_image(b"")
 
 
-# ------------------------------------------------------------------------------- real mxnet (optional)
+# ---------------------------------------------------------------------------- real mxnet (optional)
 _MX_WRITE = """
 import struct, sys, hashlib, mxnet.recordio as R
-data = open(sys.argv[1], 'rb').read(); pos = 0; w = R.MXIndexedRecordIO(sys.argv[2], sys.argv[3], 'w'); i = 0
+data = open(sys.argv[1], 'rb').read(); pos = 0
+w = R.MXIndexedRecordIO(sys.argv[2], sys.argv[3], 'w'); i = 0
 while pos < len(data):
-    n = struct.unpack_from('<I', data, pos)[0]; w.write_idx(i, data[pos + 4:pos + 4 + n]); pos += 4 + n; i += 1
+    n = struct.unpack_from('<I', data, pos)[0]; w.write_idx(i, data[pos + 4:pos + 4 + n])
+    pos += 4 + n; i += 1
 w.close()
 r = R.MXIndexedRecordIO(sys.argv[4], sys.argv[5], 'r')
 print(' '.join(hashlib.sha256(r.read_idx(k)).hexdigest() for k in r.keys))
@@ -444,7 +464,8 @@ def test_byte_identical_to_real_mxnet(tmp_path, mxnet_python):
     frames = tmp_path / "frames.bin"
     frames.write_bytes(b"".join(struct.pack("<I", len(p)) + p for p in payloads))
     ours_rec, ours_idx = write_rec(tmp_path, payloads, name="ours")
-    out = subprocess.run([py, "-c", _MX_WRITE, frames, tmp_path / "mx.idx", tmp_path / "mx.rec", ours_idx, ours_rec],
+    out = subprocess.run([py, "-c", _MX_WRITE, frames, tmp_path / "mx.idx", tmp_path / "mx.rec",
+                          ours_idx, ours_rec],
                          capture_output=True, text=True, check=True).stdout.split()
     assert (tmp_path / "mx.rec").read_bytes() == ours_rec.read_bytes()
     assert (tmp_path / "mx.idx").read_text() == ours_idx.read_text()
@@ -452,7 +473,8 @@ def test_byte_identical_to_real_mxnet(tmp_path, mxnet_python):
 
 
 def test_decode_refuses_images_whose_header_claims_too_many_pixels():
-    """A 100-byte PNG claiming 30000x30000 would make OpenCV allocate 2.7 GB: refused from its header."""
+    """A 100-byte PNG claiming 30000x30000 would make OpenCV allocate 2.7 GB: refused from its
+    header."""
     img = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     for ext in (".jpg", ".png"):
         buf = cv2.imencode(ext, img)[1].tobytes()
@@ -462,7 +484,8 @@ def test_decode_refuses_images_whose_header_claims_too_many_pixels():
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    forged = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+    forged = (b"\x89PNG\r\n\x1a\n"
+              + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
               + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
     with pytest.raises(ValueError, match="claims 30000x30000 pixels"):
         R.decode_image(forged)

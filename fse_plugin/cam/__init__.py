@@ -17,6 +17,7 @@ Modules, in the order data flows:
 - ``classifier``: ``IdentityLogits`` (backbone + the checkpoint's ArcFace head), which target runs
 - ``regions``: ``fs_cam`` and ``region_ablation``
 - ``rise``, ``group_cam``: ``RISE`` and ``GroupCAM`` (a pytorch-grad-cam ``BaseCAM``)
+- ``names``: the method and target names, a model's label (light: the command line checks them)
 - ``pixel``: every pixel CAM by name, aggregated per region; ``methods``: all methods by name
 - ``stats``: per-region means and intervals (``RegionStats``), two models compared
 - ``results``: what ``explain`` returns (``Explanation``: ``MethodResult`` per model and method)
@@ -26,48 +27,29 @@ Modules, in the order data flows:
 - ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
 - ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
   eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
+
+Each name loads its module on first use (``GroupCAM`` imports pytorch-grad-cam: seconds).
 """
-from fse_plugin.cam.callback import FSCAMCallback
-from fse_plugin.cam.classifier import ARCFACE_SCALE, IdentityLogits, TargetChoice, choose_target, explained_model
-from fse_plugin.cam.evaluated_pairs import fscam_ijb, fscam_pack, ijb_fscam_rows
-from fse_plugin.cam.explain import explain, explain_bin, explain_pairs, explain_rec
-from fse_plugin.cam.inputs import IGNORE, as_input, as_masks, batched_forward
-from fse_plugin.cam.methods import METHODS, parse_methods, run_method
-from fse_plugin.cam.pixel import (GRADIENT_METHODS, PIXEL_METHODS, aggregate_per_region, default_target_layer,
-                                  make_pixel_cam, pixel_cam, resolve_layer, run_pixel_cam)
-from fse_plugin.cam.plots import overlay, overlay_grid_figure, overlay_strip, plot_overlay_grid, plot_region_bars
-from fse_plugin.cam.regions import REGION_METHODS, fs_cam, normalise_scores, paint, region_ablation
-from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
-from fse_plugin.cam.rise import RISE
-from fse_plugin.cam.settings import ExplainSettings
-from fse_plugin.cam.sources import PackPairs, RecImages, load_pack, load_rec
-from fse_plugin.cam.stats import RegionStats, compare_stats, region_mean, region_stats
-from fse_plugin.cam.targets import (TARGETS, ClassTarget, EmbeddingTarget, Target, identity_target, pair_target,
-                                    resolve_target, self_target)
+from fse_plugin.common.lazy import lazy_exports
 
-__all__ = [
-    "FSCAMCallback",
-    "ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model",
-    "PackPairs", "RecImages", "load_pack", "load_rec",
-    "fscam_ijb", "fscam_pack", "ijb_fscam_rows",
-    "ExplainSettings", "explain", "explain_bin", "explain_pairs", "explain_rec",
-    "Explanation", "MethodResult", "MethodStats", "RegionValues",
-    "IGNORE", "as_input", "as_masks", "batched_forward",
-    "METHODS", "parse_methods", "run_method",
-    "GRADIENT_METHODS", "PIXEL_METHODS", "aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam",
-    "resolve_layer", "run_pixel_cam",
-    "overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid", "plot_region_bars",
-    "REGION_METHODS", "fs_cam", "normalise_scores", "paint", "region_ablation",
-    "RISE", "GroupCAM",
-    "RegionStats", "compare_stats", "region_mean", "region_stats",
-    "TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target", "pair_target", "resolve_target",
-    "self_target",
-]
-
-
-def __getattr__(name: str):
-    """``GroupCAM`` on first use: its module imports pytorch-grad-cam (seconds), which plain FS-CAM never needs."""
-    if name == "GroupCAM":
-        from fse_plugin.cam.group_cam import GroupCAM
-        return GroupCAM
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_exports(__name__, {
+    ".callback": ["FSCAMCallback"],
+    ".classifier": ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model"],
+    ".sources": ["PackPairs", "RecImages", "load_pack", "load_rec"],
+    ".evaluated_pairs": ["fscam_ijb", "fscam_pack", "ijb_fscam_rows"],
+    ".settings": ["ExplainSettings"],
+    ".explain": ["explain", "explain_bin", "explain_pairs", "explain_rec"],
+    ".results": ["Explanation", "MethodResult", "MethodStats", "RegionValues"],
+    ".inputs": ["IGNORE", "as_input", "as_masks", "batched_forward"],
+    ".names": ["METHODS", "parse_methods", "GRADIENT_METHODS", "PIXEL_METHODS", "REGION_METHODS"],
+    ".methods": ["run_method"],
+    ".pixel": ["aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam", "resolve_layer",
+               "run_pixel_cam"],
+    ".plots": ["overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid", "plot_region_bars"],
+    ".regions": ["fs_cam", "normalise_scores", "paint", "region_ablation"],
+    ".rise": ["RISE"],
+    ".group_cam": ["GroupCAM"],
+    ".stats": ["RegionStats", "compare_stats", "region_mean", "region_stats"],
+    ".targets": ["TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target", "pair_target",
+                 "resolve_target", "self_target"],
+})

@@ -20,24 +20,21 @@ from tqdm import tqdm
 
 from fse_plugin.cam.inputs import as_images, as_input, as_masks, picture_images
 from fse_plugin.cam.methods import run_method
-from fse_plugin.cam.pixel import GRADIENT_METHODS, PIXEL_METHODS, make_pixel_cam
-from fse_plugin.cam.report import check_model_name, clear_results, write_outputs
+from fse_plugin.cam.names import GRADIENT_METHODS, PAIR_TARGETS, PIXEL_METHODS, REC_TARGETS, check_model_name
+from fse_plugin.cam.pixel import make_pixel_cam
+from fse_plugin.cam.report import clear_results, write_outputs
 from fse_plugin.cam.results import Explanation, MethodResult, MethodStats, RegionValues
 from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.cam.sources import load_pack, load_rec
 from fse_plugin.cam.targets import TARGETS, Target, check_target, target_factory
 from fse_plugin.common import FSEError
 
-__all__ = ["PAIR_TARGETS", "REC_TARGETS", "explain", "explain_model", "explain_pairs", "explain_bin", "explain_rec"]
+__all__ = ["explain", "explain_model", "explain_pairs", "explain_bin", "explain_rec"]
 
 log = logging.getLogger(__name__)
 
 Models = nn.Module | Mapping[str, nn.Module]
 """One model (named 'model') or several by name (two are compared: second minus first)."""
-PAIR_TARGETS: tuple[str, ...] = ("pair", "self", "class")
-"""The targets of verification pairs (``explain_pairs``, ``explain_bin``), the default first."""
-REC_TARGETS: tuple[str, ...] = ("identity", "self", "class")
-"""The targets of a rec's images (``explain_rec``), the default first."""
 
 
 def _method_over_steps(method: str, model: nn.Module, data: torch.Tensor, masks: torch.Tensor, target: Target,

@@ -1,35 +1,23 @@
-"""Every CAM method by name, run on a chunk of images to per-region values and pixel maps."""
+"""Every CAM method by name (``names.METHODS``), run on a chunk of images to per-region values and pixel maps."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from fse_plugin.cam.inputs import as_input
-from fse_plugin.cam.pixel import PIXEL_METHODS, aggregate_per_region, run_pixel_cam
-from fse_plugin.cam.regions import REGION_METHODS, fs_cam, normalise_scores, region_ablation
+from fse_plugin.cam.pixel import aggregate_per_region, run_pixel_cam
+from fse_plugin.cam.regions import fs_cam, normalise_scores, region_ablation
 from fse_plugin.cam.results import RegionValues
 from fse_plugin.cam.targets import Target, resolve_target
-from fse_plugin.common import FSEError, checks
+from fse_plugin.common import FSEError
 
 if TYPE_CHECKING:
     from fse_plugin.cam.settings import ExplainSettings
 
-__all__ = ["METHODS", "parse_methods", "run_method"]
-
-METHODS: tuple[str, ...] = REGION_METHODS + PIXEL_METHODS
-
-
-def parse_methods(methods: str | Sequence[str], name: str = "methods") -> list[str]:
-    """A comma list or sequence of method names -> the names, each known and given once (else ``FSEError``
-    naming ``name``); upper case is read as lower case."""
-    if isinstance(methods, str):
-        methods = methods.lower()
-    elif isinstance(methods, Sequence):
-        methods = [m.lower() if isinstance(m, str) else m for m in methods]
-    return checks.name_list(methods, name, METHODS)
+__all__ = ["run_method"]
 
 
 def run_method(method: str, model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target: Target,

@@ -16,24 +16,14 @@ from torch import nn
 
 from fse_plugin.cam.classifier import IdentityLogits
 from fse_plugin.cam.inputs import IGNORE, as_input, as_masks
+from fse_plugin.cam.names import LIBRARY_CAMS, PIXEL_METHODS
 from fse_plugin.cam.rise import RISE
 from fse_plugin.cam.targets import Target, resolve_target
 from fse_plugin.common import FSEError, checks
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["PIXEL_METHODS", "GRADIENT_METHODS", "HOOKED_METHODS", "default_target_layer", "resolve_layer",
-           "make_pixel_cam", "run_pixel_cam", "pixel_cam", "aggregate_per_region"]
-
-LIBRARY_CAMS: dict[str, str] = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "scorecam": "ScoreCAM",
-                                "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-                                "hirescam": "HiResCAM", "eigengradcam": "EigenGradCAM"}
-"""Our method names -> pytorch-grad-cam class names."""
-PIXEL_METHODS: tuple[str, ...] = (*LIBRARY_CAMS, "rise", "groupcam")
-GRADIENT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigengradcam",
-                                     "groupcam")
-"""Methods that backpropagate the target (their maps are noise where its gradient is zero)."""
-HOOKED_METHODS: tuple[str, ...] = tuple(m for m in PIXEL_METHODS if m != "rise")
-"""Methods that hook a layer of the network (an eager ``nn.Module``, not TorchScript)."""
+__all__ = ["default_target_layer", "resolve_layer", "make_pixel_cam", "run_pixel_cam", "pixel_cam",
+           "aggregate_per_region"]
 
 
 def _network(model: nn.Module) -> nn.Module:

@@ -21,9 +21,7 @@ from fse_plugin.common import model_device
 from fse_plugin.erasing import check_fill, erase
 from fse_plugin.labels import NUM_CLASSES
 
-__all__ = ["REGION_METHODS", "normalise_scores", "paint", "fs_cam", "region_ablation"]
-
-REGION_METHODS: tuple[str, ...] = ("fscam", "ablation")
+__all__ = ["normalise_scores", "paint", "fs_cam", "region_ablation"]
 
 Variant = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``variant(images [V,3,H,W], masks [V,H,W], class ids [V])`` -> the images the model scores."""

@@ -14,11 +14,10 @@ from fse_plugin.cam.plots import plot_overlay_grid, plot_region_bars
 from fse_plugin.cam.results import MethodResult, MethodStats
 from fse_plugin.cam.settings import ExplainSettings
 from fse_plugin.cam.stats import RegionStats
-from fse_plugin.common import FSEError
 from fse_plugin.common.files import atomic_output, atomic_write
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 
-__all__ = ["RESULT_FILES", "check_model_name", "clear_results", "write_outputs", "write_scores_csv",
+__all__ = ["RESULT_FILES", "clear_results", "write_outputs", "write_scores_csv",
            "write_stats_csv", "write_json", "write_report", "render"]
 
 RESULT_FILES: tuple[str, ...] = ("region_scores.json", "region_scores.csv", "region_stats.csv", "report.md",
@@ -159,13 +158,6 @@ def _write_pictures(out: Path, images: np.ndarray, masks: np.ndarray, labels: Se
             {m: {n: results[n][m].stats.importance for n in names} for m in comparison}, out / "compare.png",
             title=f"{names[0]} vs {names[1]}: per-region importance, mean and 95% interval ({ci})")
     return files
-
-
-def check_model_name(name: Any, key: str = "model name") -> str:
-    """A model's name, which names its files (overlay_<name>.png): a non-empty string without path separators."""
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name in (".", ".."):
-        raise FSEError(f"{key}: {name!r} cannot name files (overlay_<name>.png); use letters, digits, '-' or '_'")
-    return name
 
 
 def clear_results(out: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from fse_plugin.cam.methods import METHODS, parse_methods
+from fse_plugin.cam.names import METHODS, parse_methods
 from fse_plugin.cam.stats import CI_METHODS
 from fse_plugin.cam.targets import TARGETS
 from fse_plugin.common import PRECISIONS, checks
@@ -25,7 +25,7 @@ REPORT_FORMATS: tuple[str, ...] = ("md", "html")
 class ExplainSettings:
     """Settings of one ``explain`` run.
 
-    ``methods``: names or a comma string (``methods.METHODS``); ``target``: the target kind
+    ``methods``: names or a comma string (``names.METHODS``); ``target``: the target kind
     (``targets.TARGETS``; None: the front door's default, 'pair' for pairs, 'identity' for recs);
     ``device``: where the models run; ``batch_size``: images per forward (FS-CAM sends
     ~batch_size/26 faces with their region copies); ``images_per_step``: faces per step of each

@@ -1,8 +1,10 @@
 """The ``fse`` command line: ``main`` parses and runs; one module per command, each a thin layer
 that turns flags into plain arguments of the library's functions.
 
-This module stays light on purpose: ``main`` imports the commands (and with them torch) inside its
-own Ctrl-C handling, so an interrupt during start-up is one line and exit status 130 too.
+This module stays light on purpose: ``main`` imports the commands inside its own Ctrl-C handling,
+so an interrupt during start-up is one line and exit status 130 too. The command modules import
+nothing heavy at the top, and a command's flags are built only when that command is parsed, so
+``fse --help`` and ``fse rec`` start without torch (``tests/test_startup.py``).
 """
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ speaks through ``logging`` (loggers under ``fse_plugin``); here they print to st
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -27,16 +26,20 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (synth, rec, parsing, cache, evaluate, cam, demo, study, patch)
 """Command modules in ``fse --help`` order; each has ``register(subparsers)``."""
 
-_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                   NotADirectoryError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(complete: bool = True) -> Parser:
+    """The ``fse`` grammar. ``complete=False`` (what ``main`` runs) leaves each command's flags to
+    be added when that command is parsed, so a command imports what its own flags need, and
+    ``fse --help`` no command's."""
     ap = Parser(prog="fse", description="FSErasing and FS-CAM for insightface arcface_torch.")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks (also FSE_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
-    return ap
+    return ap.complete() if complete else ap
 
 
 def _message(e: BaseException) -> str:
@@ -65,7 +68,8 @@ def _each_warning_once() -> Iterator[None]:
 
 
 class _Stderr(logging.StreamHandler):
-    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted (tests swap
+    it)."""
 
     @property
     def stream(self):
@@ -79,7 +83,8 @@ class _Stderr(logging.StreamHandler):
 @contextmanager
 def _logging_to_stderr(quiet: bool) -> Iterator[None]:
     """While a command runs, the ``fse_plugin`` loggers print their messages as they are, to stderr
-    (warnings only with --quiet); afterwards the logger is as it was (``main`` may run in-process)."""
+    (warnings only with --quiet); afterwards the logger is as it was (``main`` may run
+    in-process)."""
     log = logging.getLogger("fse_plugin")
     saved = log.level, log.propagate
     handler = _Stderr()
@@ -97,8 +102,8 @@ def _logging_to_stderr(quiet: bool) -> Iterator[None]:
 
 @contextmanager
 def _interrupts_counted() -> Iterator[list[int]]:
-    """Count SIGINTs while the command runs (each still raises KeyboardInterrupt), so an interrupt that
-    some library swallowed, or that made a child process fail, is still reported as one."""
+    """Count SIGINTs while the command runs (each still raises KeyboardInterrupt), so an interrupt
+    that some library swallowed, or that made a child process fail, is still reported as one."""
     seen: list[int] = []
 
     def handler(signum, frame) -> None:
@@ -118,13 +123,14 @@ def _interrupted(prog: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = build_parser()
+    ap = build_parser(complete=False)
     args = ap.parse_args(argv)
     if not hasattr(args, "run"):
         ap.print_help()
         return 2
     debug = args.debug or os.environ.get("FSE_DEBUG", "") not in ("", "0")
-    with _interrupts_counted() as interrupts, _logging_to_stderr(bool(getattr(args, "quiet", False))):
+    quiet = bool(getattr(args, "quiet", False))
+    with _interrupts_counted() as interrupts, _logging_to_stderr(quiet):
         try:
             with _each_warning_once():
                 status = int(args.run(args) or 0)
@@ -143,6 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _interrupted(args.prog)
             if debug:
                 raise
-            print(f"{args.prog}: internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
-                  file=sys.stderr)
+            print(f"{args.prog}: internal error: {type(e).__name__}: {e} "
+                  "(run again with --debug for the traceback)", file=sys.stderr)
             return 1

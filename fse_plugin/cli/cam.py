@@ -12,9 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from fse_plugin.cam.names import HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARGETS, check_model_name
 from fse_plugin.cli import types
 from fse_plugin.cli.grammar import command, fill_value, pack_flag, precision_flag, renamed
 from fse_plugin.common import FSEError, checks
+from fse_plugin.fseconfig import check_fill
 
 HELP = "FS-CAM and pixel CAMs per face region: overlays, charts, CSV/JSON, report"
 
@@ -26,13 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _methods(text: str) -> list[str]:
-    from fse_plugin.cam.methods import METHODS
     return types.names_type(METHODS)(text.lower())
 
 
 def _fill(text: str) -> str | float:
-    """An ablation fill: a constant in normalised space or an FSErasing fill name (``erasing.check_fill``)."""
-    from fse_plugin.erasing import check_fill
+    """An ablation fill: a constant in normalised space or an FSErasing fill name (``fseconfig.check_fill``)."""
     try:
         return check_fill(fill_value(text))
     except ValueError as e:
@@ -46,7 +46,6 @@ def _rec_path(text: str) -> Path:
 
 def _model_name(text: str) -> str:
     """A model's label: it names files (overlay_<name>.png)."""
-    from fse_plugin.cam.report import check_model_name
     try:
         return check_model_name(text, "value")
     except FSEError as e:
@@ -133,8 +132,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """The rules between flags (each flag alone was checked while parsing)."""
-    from fse_plugin.cam.explain import PAIR_TARGETS, REC_TARGETS
-    from fse_plugin.cam.pixel import HOOKED_METHODS
     if args.weights is None and not args.random_weights:
         raise FSEError("no --weights: pass the checkpoint to explain (or --random-weights to explain an untrained "
                        "model on purpose, for tests and debugging)")

@@ -13,28 +13,26 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from torch import nn
 
-from fse_plugin.backbone import load_backbone
-from fse_plugin.cam.methods import METHODS
+from fse_plugin import evaluation
+from fse_plugin.cam.names import METHODS
 from fse_plugin.cli.grammar import command, fill_value, group, pack_flag, precision_flag, renamed
 from fse_plugin.cli.types import (count_type, device_type, dir_type, file_type, names_type, open_fraction_type,
                                   output_dir_type)
-from fse_plugin.common import FSEError, checks, masks_path_for, resolve_device
+from fse_plugin.common import FSEError, checks, masks_path_for
 from fse_plugin.common.files import atomic_write
-from fse_plugin.erasing import FILLS
-from fse_plugin.evaluation import (IJB_FARS, PACK_NAMES, CacheMasks, EmbedSettings, IJBMeta, OcclusionSettings,
-                                   config_file, config_weights, evaluate_ijb, evaluate_pack, format_table, load_bin,
-                                   load_config, occlusion_fill, occlusion_ijb, occlusion_pack, occlusion_regions,
-                                   open_masks, pack_pairs, parse_groups, predict_ijb_masks, read_ijb_meta,
+from fse_plugin.evaluation import (IJB_FARS, PACK_NAMES, config_file, config_weights, format_table, load_bin,
+                                   load_config, occlusion_fill, occlusion_regions, pack_pairs, parse_groups,
                                    write_occlusion_report)
-from fse_plugin.evaluation.embed import check_precision
 from fse_plugin.evaluation.fse_eval import FSCAM_PAIRS, FSEEvalConfig
 from fse_plugin.evaluation.outputs import atomic_npy
-from fse_plugin.parsing import masks_from_checkpoint
+from fse_plugin.fseconfig import FILLS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HELP = "evaluate: verification packs, IJB-B/C 1:1, semantic-occlusion benchmark (+ FS-CAM)"
 log = logging.getLogger(__name__)
@@ -247,6 +245,7 @@ def _model_specs(args: argparse.Namespace, cfg: Mapping[str, Any] | None, second
 
 
 def _load_models(args: argparse.Namespace, specs: list[dict]) -> dict[str, nn.Module]:
+    from fse_plugin.backbone import load_backbone
     return {s["name"]: load_backbone(s["weights"], s["network"], s["embedding_size"] or 512, args.arcface_dir,
                                      config_path=args.config) for s in specs}
 
@@ -268,27 +267,29 @@ def _mask_source(args: argparse.Namespace, pack: str | None = None) -> str:
 def _pack_masks(args: argparse.Namespace, pack: str, images: np.ndarray, out: Path) -> Any:
     source = _mask_source(args, pack)
     if source == "--masks":
-        return open_masks(args.masks, len(images), images.shape[1:3])
+        return evaluation.open_masks(args.masks, len(images), images.shape[1:3])
     if source == "--mask-cache":
-        return CacheMasks(args.mask_cache, len(images))
+        return evaluation.CacheMasks(args.mask_cache, len(images))
     if source == "--parser":
+        from fse_plugin.common import resolve_device
+        from fse_plugin.parsing import masks_from_checkpoint
         masks = masks_from_checkpoint(args.parser, images, str(resolve_device(args.device)), args.batch_size)
         atomic_npy(out / masks_path_for(pack).name, masks)
         return masks
-    return open_masks(masks_path_for(pack), len(images), images.shape[1:3])
+    return evaluation.open_masks(masks_path_for(pack), len(images), images.shape[1:3])
 
 
-def _ijb_masks(args: argparse.Namespace, meta: IJBMeta, rows: np.ndarray, out: Path) -> Any:
+def _ijb_masks(args: argparse.Namespace, meta: evaluation.IJBMeta, rows: np.ndarray, out: Path) -> Any:
     source = _mask_source(args)
     if source == "--masks":
-        return open_masks(args.masks, len(meta.names))
+        return evaluation.open_masks(args.masks, len(meta.names))
     if source == "--mask-cache":
-        return CacheMasks(args.mask_cache, len(meta.names))
-    return predict_ijb_masks(args.parser, meta, rows, out / f"{meta.target.lower()}_masks.npy", args.batch_size,
-                             args.device, not args.quiet)
+        return evaluation.CacheMasks(args.mask_cache, len(meta.names))
+    return evaluation.predict_ijb_masks(args.parser, meta, rows, out / f"{meta.target.lower()}_masks.npy",
+                                        args.batch_size, args.device, not args.quiet)
 
 
-def _check_ijb_masks(args: argparse.Namespace, meta: IJBMeta) -> None:
+def _check_ijb_masks(args: argparse.Namespace, meta: evaluation.IJBMeta) -> None:
     """A mask file or cache fits the meta rows (checked before the IJB run, not after it)."""
     if _mask_source(args) != "--parser":
         _ijb_masks(args, meta, np.empty(0, np.int64), Path(args.out))
@@ -352,7 +353,7 @@ def run_verification(args: argparse.Namespace) -> int:
     results = []
     for pack in packs:
         images, issame = load_bin(pack, tuple(args.image_size))
-        result = evaluate_pack(model, (images, issame), embedding, args.folds, Path(pack).stem)
+        result = evaluation.evaluate_pack(model, (images, issame), embedding, args.folds, Path(pack).stem)
         log.info("%s", result)
         results.append(result)
         if args.fscam:
@@ -366,16 +367,19 @@ def run_verification(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None) -> EmbedSettings:
+def _embed_settings(args: argparse.Namespace, embedding_size: int | None = None) -> evaluation.EmbedSettings:
     """How the models run: --batch-size, --device, --precision (fp16 needs CUDA), --num-workers, --quiet."""
+    from fse_plugin.common import resolve_device
+    from fse_plugin.evaluation.embed import check_precision
     check_precision(args.precision, resolve_device(args.device), "--precision")
-    return EmbedSettings(args.batch_size, args.device, args.precision, args.num_workers, embedding_size,
-                         not args.quiet)
+    return evaluation.EmbedSettings(args.batch_size, args.device, args.precision, args.num_workers, embedding_size,
+                                    not args.quiet)
 
 
 def _fscam_settings(args: argparse.Namespace, **meta: str) -> Any:
     """``cam.ExplainSettings`` of --fscam-methods on --device (``meta``: report entries); logs the target."""
     from fse_plugin.cam import TARGETS, ExplainSettings
+    from fse_plugin.common import resolve_device
     log.info("FS-CAM target: %s", TARGETS["pair"])
     return ExplainSettings(methods=args.fscam_methods, device=str(resolve_device(args.device)), meta=meta,
                            progress=not args.quiet)
@@ -393,14 +397,14 @@ def run_ijb(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     specs = _model_specs(args, cfg)
     embedding = _embed_settings(args, specs[0]["embedding_size"])
-    meta = read_ijb_meta(args.root, args.ijb_set)
+    meta = evaluation.read_ijb_meta(args.root, args.ijb_set)
     occlusion = settings.occlusion
     if args.fscam or occlusion is not None:
         _check_ijb_masks(args, meta)
     models = _load_models(args, specs)
     (name, model), = models.items()
     out = Path(args.out)
-    result = evaluate_ijb(model, meta, embedding, out_dir=out, name=name, fars=args.far)
+    result = evaluation.evaluate_ijb(model, meta, embedding, out_dir=out, name=name, fars=args.far)
     print(result)
     path = _write_json(out / f"{meta.target.lower()}_results.json", {"model": specs[0], **asdict(result)})
     log.info("results: %s\nscores: %s\nROC: %s", path, result.scores_path, result.roc_path)
@@ -411,8 +415,8 @@ def run_ijb(args: argparse.Namespace) -> int:
     rows += list(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
     masks = _ijb_masks(args, meta, np.unique(np.concatenate(rows)), out)
     if occlusion is not None:
-        run = OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, embedding)
-        _occlusion_outputs(occlusion_ijb(models, meta, masks, run, occlusion.far), out)
+        run = evaluation.OcclusionSettings(list(occlusion.regions), occlusion.fill, occlusion.seed, embedding)
+        _occlusion_outputs(evaluation.occlusion_ijb(models, meta, masks, run, occlusion.far), out)
     if args.fscam:
         _fscam_ijb(args, models, meta, masks)
     return 0
@@ -424,7 +428,7 @@ def _occlusion_outputs(report: Any, out: Path) -> None:
     log.info("%s", "\n".join(f"{k}: {v}" for k, v in paths.items()))
 
 
-def _fscam_ijb(args: argparse.Namespace, models: dict, meta: IJBMeta, masks: Any) -> None:
+def _fscam_ijb(args: argparse.Namespace, models: dict, meta: evaluation.IJBMeta, masks: Any) -> None:
     from fse_plugin.cam import fscam_ijb
     report = fscam_ijb(models, meta, masks, args.fscam, _fscam_settings(args), args.fscam_pairs, args.fscam_limit)
     log.info("FS-CAM report: %s", report)
@@ -445,8 +449,8 @@ def run_occlusion(args: argparse.Namespace) -> int:
     cfg, settings = _apply_config(args)
     _occlusion_defaults(args, settings)
     specs = _model_specs(args, cfg, second=True)
-    run = OcclusionSettings(occlusion_regions(args.classes, args.groups), args.fill, args.seed, _embed_settings(args),
-                            {s["name"]: s["embedding_size"] for s in specs})
+    run = evaluation.OcclusionSettings(occlusion_regions(args.classes, args.groups), args.fill, args.seed,
+                                       _embed_settings(args), {s["name"]: s["embedding_size"] for s in specs})
     out = Path(args.out)
     if args.pack:
         _mask_source(args, args.pack)
@@ -456,15 +460,15 @@ def run_occlusion(args: argparse.Namespace) -> int:
         models = _load_models(args, specs)
         images, issame = load_bin(args.pack)
         masks = _pack_masks(args, args.pack, images, out)
-        report = occlusion_pack(models, images, issame, masks, run, args.folds, Path(args.pack).stem)
+        report = evaluation.occlusion_pack(models, images, issame, masks, run, args.folds, Path(args.pack).stem)
     else:
-        meta = read_ijb_meta(args.ijb_root, args.ijb_set)
+        meta = evaluation.read_ijb_meta(args.ijb_root, args.ijb_set)
         _check_ijb_masks(args, meta)
         models = _load_models(args, specs)
         from fse_plugin.cam import ijb_fscam_rows
         fscam_rows = np.concatenate(ijb_fscam_rows(meta, args.fscam_pairs, args.fscam_limit)) if args.fscam else []
         masks = _ijb_masks(args, meta, np.union1d(meta.probe_rows(), fscam_rows).astype(np.int64), out)
-        report = occlusion_ijb(models, meta, masks, run, args.far)
+        report = evaluation.occlusion_ijb(models, meta, masks, run, args.far)
     _occlusion_outputs(report, out)
     if args.fscam:
         if args.pack:

@@ -14,10 +14,11 @@ from typing import Any, Callable, Iterable
 from fse_plugin.common import checks
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["count_type", "number_type", "probability_type", "open_fraction_type", "names_type", "file_type",
-           "dir_type", "output_dir_type", "device_type"]
+__all__ = ["count_type", "number_type", "probability_type", "open_fraction_type", "names_type",
+           "file_type", "dir_type", "output_dir_type", "device_type"]
 
-_FLAG = "value"  # argparse prefixes the flag itself: "argument --batch-size: value: ..." reads badly, so strip it
+# argparse prefixes the flag itself: "argument --batch-size: value: ..." reads badly, so strip it
+_FLAG = "value"
 
 
 def _typed(convert: Callable[[str], Any], label: str) -> Callable[[str], Any]:
@@ -53,7 +54,8 @@ def count_type(minimum: int = 1) -> Callable[[str], int]:
 def number_type(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
                 hi_open: bool = False) -> Callable[[str], float]:
     """A finite number within the bounds."""
-    return _typed(lambda text: checks.number(_real(text), _FLAG, lo, hi, lo_open, hi_open), "number")
+    return _typed(lambda text: checks.number(_real(text), _FLAG, lo, hi, lo_open, hi_open),
+                  "number")
 
 
 def probability_type() -> Callable[[str], float]:
@@ -88,9 +90,11 @@ def output_dir_type() -> Callable[[str], Path]:
 
 
 def device_type() -> Callable[[str], str]:
-    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes it)."""
+    """A device this machine has: auto, cpu, cuda, cuda:N (kept as text; ``resolve_device`` makes
+    it). auto and cpu, which every machine has (the defaults), are taken without importing torch."""
     def device(text: str) -> str:
-        from fse_plugin.common.runtime import resolve_device
-        resolve_device(text, _FLAG)
+        if text not in ("auto", "cpu"):
+            from fse_plugin.common.runtime import resolve_device
+            resolve_device(text, _FLAG)
         return text
     return _typed(device, "device")

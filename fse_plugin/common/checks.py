@@ -15,8 +15,8 @@ from typing import Any, Iterable, Sequence
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["count", "number", "probability", "open_fraction", "choice", "name_list", "existing_file",
-           "existing_dir", "output_dir", "FILE_KINDS"]
+__all__ = ["count", "number", "probability", "open_fraction", "choice", "name_list",
+           "existing_file", "existing_dir", "output_dir", "FILE_KINDS"]
 
 
 def _is_integer(value: Any) -> bool:
@@ -45,8 +45,8 @@ def _bound_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool
     return " and ".join(parts)
 
 
-def number(value: Any, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           hi_open: bool = False) -> float:
+def number(value: Any, name: str, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> float:
     """A finite real number within the bounds (each inclusive unless marked open)."""
     bounds = _bound_text(lo, hi, lo_open, hi_open)
     wanted = f"a finite number{' ' + bounds if bounds else ''}"
@@ -77,7 +77,8 @@ def choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     return value
 
 
-def name_list(value: str | Sequence[str], name: str, allowed: Iterable[str], unique: bool = True) -> list[str]:
+def name_list(value: str | Sequence[str], name: str, allowed: Iterable[str], unique: bool = True
+              ) -> list[str]:
     """Names from a comma-separated string or a sequence of strings, each one of ``allowed``."""
     options = list(allowed)
     if isinstance(value, str):
@@ -90,8 +91,8 @@ def name_list(value: str | Sequence[str], name: str, allowed: Iterable[str], uni
         raise FSEError(f"{name}: empty name in {value!r}; use names from {', '.join(options)}")
     unknown = [item for item in items if item not in options]
     if unknown:
-        raise FSEError(f"{name}: unknown name{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                       f"use names from {', '.join(options)}")
+        raise FSEError(f"{name}: unknown name{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(unknown)}; use names from {', '.join(options)}")
     repeated = sorted({item for item in items if items.count(item) > 1})
     if unique and repeated:
         raise FSEError(f"{name}: {', '.join(repeated)} given more than once")
@@ -125,7 +126,8 @@ def _matches(path: Path, kind: str) -> bool:
 
 
 def existing_file(path: str | os.PathLike, name: str, kind: str | None = None) -> Path:
-    """An existing, readable file; with ``kind`` (a key of ``FILE_KINDS``) its first bytes must match."""
+    """An existing, readable file; with ``kind`` (a key of ``FILE_KINDS``) its first bytes must
+    match."""
     p = Path(path)
     if not p.exists():
         raise FSEError(f"{name}: {p} does not exist")

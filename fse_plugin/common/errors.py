@@ -6,4 +6,5 @@ __all__ = ["FSEError"]
 
 class FSEError(ValueError):
     """A problem with the user's input. The message names the file, key or flag and what to do;
-    the CLI prints it as one line (``fse <command>: error: ...``, exit status 2) without a traceback."""
+    the CLI prints it as one line (``fse <command>: error: ...``, exit status 2) without a
+    traceback."""

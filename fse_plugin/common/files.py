@@ -26,8 +26,9 @@ def temporary_name(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without an exception, rename it onto
-    ``path`` (a file, or a directory that does not exist yet); otherwise remove it. The parent directory is created."""
+    """Yield a temporary path beside ``path``; when the block ends without an exception, rename it
+    onto ``path`` (a file, or a directory that does not exist yet); otherwise remove it. The parent
+    directory is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)

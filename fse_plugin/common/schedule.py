@@ -1,4 +1,5 @@
-"""The learning-rate schedule of every trainer in the plugin (parser, demo and study recognizers)."""
+"""The learning-rate schedule of every trainer in the plugin (parser, demo and study
+recognizers)."""
 from __future__ import annotations
 
 import math

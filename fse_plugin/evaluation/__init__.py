@@ -8,34 +8,27 @@ One concern per module:
 * ``embed`` - image + flip embeddings, ``EmbedSettings`` (how every protocol runs a model over images);
 * ``verification`` - the ``.bin`` protocol (Accuracy-Flip, XNorm, VAL@FAR);
 * ``ijb`` - IJB meta files, template features, TAR@FAR, ROC;
-* ``occlusion`` - erasing regions in the probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
-* ``config`` - arcface_torch configs; ``tables`` - text tables; ``errors`` - PackError, MetaError.
-"""
-from fse_plugin.evaluation.config import config_file, config_weights, load_config
-from fse_plugin.evaluation.embed import EmbedSettings, embed, fuse_views
-from fse_plugin.evaluation.errors import MetaError, PackError
-from fse_plugin.evaluation.ijb import IJB_FARS, IJBFaces, IJBMeta, IJBResult, evaluate_ijb, pair_scores, read_ijb_meta
-from fse_plugin.evaluation.ijb import roc_colours, template_features
-from fse_plugin.evaluation.masks import CacheMasks, open_masks, predict_ijb_masks, stack_masks
-from fse_plugin.evaluation.occlusion import (DEFAULT_GROUPS, OcclusionSettings, RegionErasing, occlusion_fill,
-                                             occlusion_ijb, occlusion_pack, occlusion_regions, parse_groups)
-from fse_plugin.evaluation.occlusion_report import OcclusionReport, write_occlusion_report
-from fse_plugin.evaluation.packs import load_bin, pack_pairs, select_pairs
-from fse_plugin.evaluation.tables import format_table
-from fse_plugin.evaluation.verification import (PACK_NAMES, VerificationResult, evaluate_embeddings, evaluate_pack,
-                                                far_threshold, val_at_far)
+* ``regions`` - what the occlusion benchmark erases (classes, groups, fill); ``occlusion`` - erasing them in the
+  probes, the benchmark; ``occlusion_report`` - its table, CSV, JSON, chart;
+* ``config`` - arcface_torch configs; ``fse_eval`` - its ``config.fse_eval``; ``protocols`` - IJB's FAR points, the
+  default packs; ``tables`` - text tables; ``errors`` - PackError, MetaError.
 
-__all__ = [
-    "config_file", "config_weights", "load_config",
-    "EmbedSettings", "embed", "fuse_views",
-    "MetaError", "PackError",
-    "IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",
-    "template_features",
-    "CacheMasks", "open_masks", "predict_ijb_masks", "stack_masks",
-    "DEFAULT_GROUPS", "OcclusionSettings", "RegionErasing", "occlusion_fill", "occlusion_ijb", "occlusion_pack",
-    "occlusion_regions", "parse_groups",
-    "OcclusionReport", "write_occlusion_report",
-    "load_bin", "pack_pairs", "select_pairs",
-    "format_table",
-    "PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold", "val_at_far",
-]
+Each name loads its module on first use.
+"""
+from fse_plugin.common.lazy import lazy_exports
+
+lazy_exports(__name__, {
+    ".config": ["config_file", "config_weights", "load_config"],
+    ".embed": ["EmbedSettings", "embed", "fuse_views"],
+    ".errors": ["MetaError", "PackError"],
+    ".protocols": ["IJB_FARS", "PACK_NAMES"],
+    ".ijb": ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "pair_scores", "read_ijb_meta", "roc_colours",
+             "template_features"],
+    ".masks": ["CacheMasks", "open_masks", "predict_ijb_masks", "stack_masks"],
+    ".regions": ["DEFAULT_GROUPS", "occlusion_fill", "occlusion_regions", "parse_groups"],
+    ".occlusion": ["OcclusionSettings", "RegionErasing", "occlusion_ijb", "occlusion_pack"],
+    ".occlusion_report": ["OcclusionReport", "write_occlusion_report"],
+    ".packs": ["load_bin", "pack_pairs", "select_pairs"],
+    ".tables": ["format_table"],
+    ".verification": ["VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold", "val_at_far"],
+})

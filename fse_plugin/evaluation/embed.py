@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fse_plugin.common import FSEError, checks, mixed_precision, resolve_device, to_input
-from fse_plugin.common.runtime import PRECISIONS
+from fse_plugin.common.precision import PRECISIONS
 
 __all__ = ["EmbedSettings", "FaceImages", "batch_loader", "check_precision", "embed", "embed_batch", "fuse_views",
            "given_settings"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
 from fse_plugin.common import FSEError, checks
-from fse_plugin.evaluation.occlusion import occlusion_fill, occlusion_regions
+from fse_plugin.evaluation.regions import occlusion_fill, occlusion_regions
 
 __all__ = ["FSCAMOptions", "OcclusionOptions", "FSEEvalConfig", "FSCAM_PAIRS"]
 
@@ -24,7 +24,7 @@ FSCAM_PAIRS = ("same", "diff", "all")
 
 
 def _cam_methods() -> tuple[str, ...]:
-    from fse_plugin.cam.methods import METHODS  # cam imports evaluation: read its registry at call time
+    from fse_plugin.cam.names import METHODS  # cam imports evaluation: read its registry at call time
     return METHODS
 
 

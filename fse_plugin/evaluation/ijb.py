@@ -23,13 +23,12 @@ from fse_plugin.evaluation.embed import EmbedSettings, FaceImages, embed, given_
 from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.errors import MetaError
 from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
+from fse_plugin.evaluation.protocols import IJB_FARS
 from fse_plugin.evaluation.tables import format_table
 
-__all__ = ["IJB_FARS", "IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
+__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
            "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
 
-IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-"""FAR points of upstream's IJB table."""
 _BATCH_SIZE = 128
 """eval_ijbc.py's default batch: the IJB functions' default ``EmbedSettings(batch_size=128)``."""
 

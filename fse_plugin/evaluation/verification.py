@@ -24,10 +24,9 @@ from fse_plugin.common import FSEError, checks
 from fse_plugin.evaluation.embed import EmbedSettings, embed, fuse_views, given_settings
 from fse_plugin.evaluation.packs import load_bin
 
-__all__ = ["PACK_NAMES", "VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
+__all__ = ["VerificationResult", "evaluate_embeddings", "evaluate_pack", "far_threshold",
            "fold_accuracy", "squared_distances", "val_at_far"]
 
-PACK_NAMES = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
 _THRESHOLDS = np.arange(0, 4, 0.01)
 """Squared-L2 thresholds of the accuracy protocol (upstream ``evaluate``)."""
 _VAL_THRESHOLDS = np.arange(0, 4, 0.001)

@@ -8,8 +8,8 @@
   renames that make an interrupted run invisible to readers (and resumable);
 * ``packing``: every ``<prefix>*.lst`` -> ``.rec``/``.idx``; ``shuffle``: ``shuffled_<name>``.
 
-``python -m fse_plugin.im2rec`` takes im2rec's command line; ``fse rec list|pack|shuffle`` is the same
-in the ``fse`` grammar.
+``python -m fse_plugin.im2rec`` takes im2rec's command line; ``fse rec list|pack|shuffle`` is the
+same in the ``fse`` grammar.
 """
 from fse_plugin.im2rec.encoding import PackSettings
 from fse_plugin.im2rec.listing import DEFAULT_EXTS, ListFile, ListSettings, list_images, make_lists
@@ -17,5 +17,6 @@ from fse_plugin.im2rec.lstfile import check_list
 from fse_plugin.im2rec.packing import PackResult, find_lists, pack_lists
 from fse_plugin.im2rec.shuffle import ShuffleResult, shuffle_rec, shuffled_dir
 
-__all__ = ["DEFAULT_EXTS", "ListSettings", "ListFile", "list_images", "make_lists", "check_list", "PackSettings",
-           "PackResult", "find_lists", "pack_lists", "ShuffleResult", "shuffle_rec", "shuffled_dir"]
+__all__ = ["DEFAULT_EXTS", "ListSettings", "ListFile", "list_images", "make_lists", "check_list",
+           "PackSettings", "PackResult", "find_lists", "pack_lists", "ShuffleResult", "shuffle_rec",
+           "shuffled_dir"]

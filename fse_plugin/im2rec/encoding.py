@@ -1,12 +1,14 @@
-"""One list line -> one record, as mxnet 1.9.1's im2rec ``image_encode`` makes it (run in worker processes).
+"""One list line -> one record, as mxnet 1.9.1's im2rec ``image_encode`` makes it (run in worker
+processes).
 
-The header is ``IRHeader(0, label, index, 0)``; with ``pack_label`` and several labels on the line, the
-label vector. ``pass_through`` packs the file's bytes as they are (no check that they are an image,
-as mxnet). Otherwise the image is read with ``cv2.imread(path, color)``, centre-cropped to a square,
-its shorter edge resized to ``resize`` (``cv2.resize``'s default bilinear, mxnet's integer rounding) and
-encoded with ``recordio.pack_img`` at ``quality``: the calls im2rec makes, so the bytes are mxnet's
-wherever the same OpenCV (and its libjpeg / libpng) encodes them. (The file is decoded from its bytes
-with ``cv2.imdecode``, which runs the same decoder and EXIF rotation as ``cv2.imread``.)
+The header is ``IRHeader(0, label, index, 0)``; with ``pack_label`` and several labels on the line,
+the label vector. ``pass_through`` packs the file's bytes as they are (no check that they are an
+image, as mxnet). Otherwise the image is read with ``cv2.imread(path, color)``, centre-cropped to a
+square, its shorter edge resized to ``resize`` (``cv2.resize``'s default bilinear, mxnet's integer
+rounding) and encoded with ``recordio.pack_img`` at ``quality``: the calls im2rec makes, so the
+bytes are mxnet's wherever the same OpenCV (and its libjpeg / libpng) encodes them. (The file is
+decoded from its bytes with ``cv2.imdecode``, which runs the same decoder and EXIF rotation as
+``cv2.imread``.)
 """
 from __future__ import annotations
 
@@ -50,13 +52,13 @@ class PackSettings:
                 what = "JPEG quality" if self.encoding == ".jpg" else "PNG compression level"
                 raise FSEError(f"--quality: the {what} is {lo}..{hi}, got {self.quality}")
         if self.pass_through:
-            given = [flag for flag, value, default in (("--resize", self.resize, 0), ("--center-crop", self.center_crop,
-                                                       False), ("--quality", self.quality, None),
-                                                      ("--color", self.color, 1), ("--encoding", self.encoding, ".jpg"))
-                     if value != default]
+            flags = (("--resize", self.resize, 0), ("--center-crop", self.center_crop, False),
+                     ("--quality", self.quality, None), ("--color", self.color, 1),
+                     ("--encoding", self.encoding, ".jpg"))
+            given = [flag for flag, value, default in flags if value != default]
             if given:
-                raise FSEError(f"{', '.join(given)}: no effect with --pass-through, which packs the files as they are;"
-                               " drop one or the other")
+                raise FSEError(f"{', '.join(given)}: no effect with --pass-through, which packs "
+                               "the files as they are; drop one or the other")
 
     @property
     def jpeg_or_png_quality(self) -> int:
@@ -64,7 +66,8 @@ class PackSettings:
 
 
 class Encoded(NamedTuple):
-    """A line's outcome: its record as .rec ``chunks`` under ``key``, or why the image was skipped."""
+    """A line's outcome: its record as .rec ``chunks`` under ``key``, or why the image was
+    skipped."""
     key: int
     path: str
     chunks: bytes | None
@@ -72,7 +75,8 @@ class Encoded(NamedTuple):
 
 
 class EncodedBatch(NamedTuple):
-    """A batch's records as .rec chunks back to back (the writer only appends them), and what was skipped."""
+    """A batch's records as .rec chunks back to back (the writer only appends them), and what was
+    skipped."""
     chunks: bytes
     keys: list[int]
     sizes: list[int]  # bytes of each record's chunks
@@ -115,19 +119,23 @@ class ItemEncoder:
         path = os.path.join(self.root, item.path)
         try:
             return Encoded(item.index, path, encode_record(self._record(path, self.header(item))))
-        except (OSError, cv2.error, ValueError) as e:  # ValueError: undecodable, or a record of 2^29 bytes or more
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1]
+        except (OSError, cv2.error, ValueError) as e:
+            # ValueError: undecodable, or a record of 2^29 bytes or more
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                      else str(e).strip().splitlines()[-1])
             return Encoded(item.index, path, None, reason)
 
     def _record(self, path: str, header: IRHeader) -> bytes:
-        """im2rec's record of one image; the file is read whole first, so a missing or unreadable file is an
-        OSError with its reason (``cv2.imread`` would print its own warning and return None)."""
+        """im2rec's record of one image; the file is read whole first, so a missing or unreadable
+        file is an OSError with its reason (``cv2.imread`` would print its own warning and return
+        None)."""
         s = self.settings
         with open(path, "rb") as f:
             data = f.read()
         if s.pass_through:
             return pack(header, data)
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), s.color)  # imread's decoder and EXIF rotation
+        # imread's decoder and EXIF rotation
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), s.color)
         if img is None:
             raise ValueError("OpenCV cannot decode it as an image")
         if s.center_crop:

@@ -1,14 +1,15 @@
 """``im2rec --list``: the image lists mxnet 1.9.1's ``tools/im2rec.py`` writes, line for line.
 
-Its order, reproduced here: a top-down walk (symlinks followed, sub-folders and files sorted by name),
-files kept when their lower-cased suffix is one of ``exts``; with ``recursive`` each folder holding an
-image gets the next label in walk order, else only the root's files are listed, all label 0. The list
-is shuffled by Python's ``random`` seeded with 100 (unless ``shuffle`` is off), cut into ``chunks``
-of ceil(N / chunks) images, and each chunk split into test, train and val parts at
-int(chunk_size * ratio), as mxnet does (the last chunk may be shorter).
+Its order, reproduced here: a top-down walk (symlinks followed, sub-folders and files sorted by
+name), files kept when their lower-cased suffix is one of ``exts``; with ``recursive`` each folder
+holding an image gets the next label in walk order, else only the root's files are listed, all
+label 0. The list is shuffled by Python's ``random`` seeded with 100 (unless ``shuffle`` is off),
+cut into ``chunks`` of ceil(N / chunks) images, and each chunk split into test, train and val parts
+at int(chunk_size * ratio), as mxnet does (the last chunk may be shorter).
 
 The image table keeps all file names as one UTF-8 byte string with an offset and a folder per image,
-not a tuple of Python objects per image as mxnet does: a WebFace42M-size folder fits in memory easily.
+not a tuple of Python objects per image as mxnet does: a WebFace42M-size folder fits in memory
+easily.
 """
 from __future__ import annotations
 
@@ -48,24 +49,27 @@ class ListSettings:
         checks.probability(self.train_ratio, "--train-ratio")
         checks.probability(self.test_ratio, "--test-ratio")
         if self.train_ratio + self.test_ratio > 1.0:
-            raise FSEError(f"--train-ratio {self.train_ratio:g} + --test-ratio {self.test_ratio:g} is over 1; "
+            raise FSEError(f"--train-ratio {self.train_ratio:g} + --test-ratio {self.test_ratio:g} "
+                           "is over 1; "
                            "the rest goes to the val list, so make them sum to 1 or less")
         if not self.exts:
             raise FSEError("--exts: give at least one file suffix, e.g. .jpg")
         for ext in self.exts:
             if not ext.startswith(".") or ext != ext.lower() or len(ext) < 2:
-                raise FSEError(f"--exts: {ext!r} never matches: suffixes are compared lower-cased with their dot"
-                               f" (use {'.' + ext.lstrip('.').lower()!r})")
+                raise FSEError(f"--exts: {ext!r} never matches: suffixes are compared lower-cased "
+                               f"with their dot (use {'.' + ext.lstrip('.').lower()!r})")
 
 
 @dataclass
 class ImageTable:
     """Images in walk order: the index of image i is i, its label that of its folder."""
-    folders: list[str] = field(default_factory=list)  # relative folder path with a trailing '/', or ''
+    # relative folder path with a trailing '/', or ''
+    folders: list[str] = field(default_factory=list)
     labels: array = field(default_factory=lambda: array("q"))  # label of each folder
     folder_of: array = field(default_factory=lambda: array("i"))  # folder of each image
     ends: array = field(default_factory=lambda: array("q"))  # end of each image's name in names
-    names: bytearray = field(default_factory=bytearray)  # file names, UTF-8 (surrogateescape), back to back
+    # file names, UTF-8 (surrogateescape), back to back
+    names: bytearray = field(default_factory=bytearray)
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -94,8 +98,9 @@ class ListFile:
 
 
 def _scan(path: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
-    """(sub-folders, image files) of a folder, sorted; entries classified as os.walk does, files kept as
-    ``os.path.isfile`` would (symlinks followed) without a stat per regular file. None if unreadable."""
+    """(sub-folders, image files) of a folder, sorted; entries classified as os.walk does, files
+    kept as ``os.path.isfile`` would (symlinks followed) without a stat per regular file. None if
+    unreadable."""
     dirs, files = [], []
     try:
         with os.scandir(path) as it:
@@ -121,7 +126,8 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-def list_images(root: str | os.PathLike, recursive: bool, exts: tuple[str, ...] = DEFAULT_EXTS) -> ImageTable:
+def list_images(root: str | os.PathLike, recursive: bool, exts: tuple[str, ...] = DEFAULT_EXTS
+                ) -> ImageTable:
     """The images under ``root`` in im2rec's order, with its labels (see the module docstring)."""
     root = os.path.abspath(checks.existing_dir(root, "ROOT"))
     table = ImageTable()
@@ -148,8 +154,10 @@ def _write(path: str, table: ImageTable, order: array) -> ListFile:
     return ListFile(Path(path), len(order))
 
 
-def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: ListSettings) -> list[tuple[str, slice]]:
-    """(file name, slice of the chunk) of each list a chunk gives, in the order mxnet writes them."""
+def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: ListSettings
+           ) -> list[tuple[str, slice]]:
+    """(file name, slice of the chunk) of each list a chunk gives, in the order mxnet writes
+    them."""
     name = prefix + (f"_{chunk}" if n_chunks > 1 else "")
     if settings.train_ratio == 1.0:
         return [(name + ".lst", slice(None))]
@@ -163,9 +171,10 @@ def _parts(prefix: str, chunk: int, n_chunks: int, chunk_size: int, settings: Li
     return parts
 
 
-def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: ListSettings = ListSettings()
-               ) -> list[ListFile]:
-    """Write im2rec's lists of the images under ``root`` to ``<prefix>[_<chunk>][_train|_val|_test].lst``.
+def make_lists(prefix: str | os.PathLike, root: str | os.PathLike,
+               settings: ListSettings = ListSettings()) -> list[ListFile]:
+    """Write im2rec's lists of the images under ``root`` to
+    ``<prefix>[_<chunk>][_train|_val|_test].lst``.
 
     FSEError if ``root`` holds no image, or if there are fewer images than ``chunks``.
     """
@@ -174,14 +183,16 @@ def make_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: Lis
     table = list_images(root, settings.recursive, settings.exts)
     n = len(table)
     if not n:
-        where = f"under {root}" if settings.recursive else f"directly in {root} (--recursive lists its sub-folders)"
+        where = (f"under {root}" if settings.recursive
+                 else f"directly in {root} (--recursive lists its sub-folders)")
         raise FSEError(f"ROOT: no image with suffix {', '.join(settings.exts)} {where}")
     if settings.chunks > n:
         raise FSEError(f"--chunks {settings.chunks} is more than the {n} images under {root}")
     log.info("%d images in %d labelled folders under %s", n, len(table.folders), root)
     order = array("i", range(n))
     if settings.shuffle:
-        random.Random(_SHUFFLE_SEED).shuffle(order)  # the same permutation as mxnet's shuffle of its list
+        # the same permutation as mxnet's shuffle of its list
+        random.Random(_SHUFFLE_SEED).shuffle(order)
     chunk_size = (n + settings.chunks - 1) // settings.chunks
     written = []
     for c in range(settings.chunks):

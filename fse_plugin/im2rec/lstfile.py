@@ -1,8 +1,8 @@
 """The ``.lst`` image list of mxnet's im2rec: ``index<TAB>label[<TAB>label...]<TAB>path`` per line.
 
-im2rec skips a line it cannot parse with a message and packs the rest; here the whole list is checked
-before any image is read, so a typo is one error naming the line, not a rec silently missing images.
-An index becomes a record key and header id, so it must fit the .idx's int64 and be unique.
+im2rec skips a line it cannot parse with a message and packs the rest; here the whole list is
+checked before any image is read, so a typo is one error naming the line, not a rec silently missing
+images. An index becomes a record key and header id, so it must fit the .idx's int64 and be unique.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ _MAX_INDEX = 2**63 - 1  # .idx keys are read as int64
 
 
 class ListItem(NamedTuple):
-    """One parsed line: the record key (and header id), its float labels, the image path under the root."""
+    """One parsed line: the record key (and header id), its float labels, the image path under the
+    root."""
     index: int
     labels: tuple[float, ...]
     path: str
@@ -30,7 +31,8 @@ class ListItem(NamedTuple):
 
 @dataclass(frozen=True)
 class ListSummary:
-    """What a checked list holds: lines (blank ones included, the unit of progress and resume) and images."""
+    """What a checked list holds: lines (blank ones included, the unit of progress and resume) and
+    images."""
     path: str
     lines: int
     images: int
@@ -50,7 +52,8 @@ def parse_line(line: str, where: str) -> ListItem | None:
     if len(fields) < 3:
         if fields == [""]:
             return None
-        raise FSEError(f"{where}: expected 'index<TAB>label<TAB>path' (tab-separated), got {line.strip()[:80]!r}")
+        raise FSEError(f"{where}: expected 'index<TAB>label<TAB>path' (tab-separated), "
+                       f"got {line.strip()[:80]!r}")
     try:
         index = int(fields[0])
     except ValueError:
@@ -77,7 +80,8 @@ def _is_float(text: str) -> bool:
 
 
 def read_lines(path: str | os.PathLike, skip: int = 0) -> Iterator[tuple[int, str]]:
-    """(line number from 1, text) of every line after the first ``skip`` (a resumed run's done lines)."""
+    """(line number from 1, text) of every line after the first ``skip`` (a resumed run's done
+    lines)."""
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, 1):
             if number > skip:
@@ -87,7 +91,8 @@ def read_lines(path: str | os.PathLike, skip: int = 0) -> Iterator[tuple[int, st
 def check_list(path: str | os.PathLike) -> ListSummary:
     """Parse every line of a list (one pass; 16 bytes per image kept for the duplicate check).
 
-    FSEError naming the file and line for a malformed line, a duplicate index, or a list without images.
+    FSEError naming the file and line for a malformed line, a duplicate index, or a list without
+    images.
     """
     path = str(path)
     keys, numbers, lines = array("q"), array("q"), 0
@@ -110,5 +115,5 @@ def _refuse_duplicates(path: str, keys: np.ndarray, numbers: np.ndarray) -> None
     same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
     if len(same):
         first, second = order[same[0]], order[same[0] + 1]
-        raise FSEError(f"{path}: line {numbers[second]}: index {keys[first]} is already on line {numbers[first]}"
-                       " (record keys must be unique)")
+        raise FSEError(f"{path}: line {numbers[second]}: index {keys[first]} is already on line "
+                       f"{numbers[first]} (record keys must be unique)")

@@ -1,11 +1,12 @@
 """A .rec/.idx pair written so that an interrupted run never leaves one a reader accepts.
 
 Records go to ``<name>.rec.part`` and ``<name>.idx.part``; only a finished run renames them onto
-``<name>.rec`` and ``<name>.idx`` (the old .idx removed first, then the .rec renamed, then the .idx):
-at any moment a reader finds the old pair, no pair, or a .rec without its .idx, which every RecordIO
-reader (this plugin's, mxnet's, DALI's) refuses. Every few seconds a journal ``<name>.part.json``
-records how far the parts are whole (list lines done, bytes of each part), so ``--resume`` can cut
-them back to that point and go on. A lock on the .rec part keeps two runs from writing one pair.
+``<name>.rec`` and ``<name>.idx`` (the old .idx removed first, then the .rec renamed, then the
+.idx): at any moment a reader finds the old pair, no pair, or a .rec without its .idx, which every
+RecordIO reader (this plugin's, mxnet's, DALI's) refuses. Every few seconds a journal
+``<name>.part.json`` records how far the parts are whole (list lines done, bytes of each part), so
+``--resume`` can cut them back to that point and go on. A lock on the .rec part keeps two runs from
+writing one pair.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ _JOURNAL_VERSION = 1
 
 @dataclass
 class Progress:
-    """How far the parts are whole: list lines done, records written, images skipped, bytes of each part."""
+    """How far the parts are whole: list lines done, records written, images skipped, bytes of each
+    part."""
     lines: int = 0
     images: int = 0
     skipped: int = 0
@@ -39,7 +41,8 @@ class Progress:
 
 
 class PartWriter:
-    """Appends records to the .part pair from ``progress`` on (the parts are cut back to it first)."""
+    """Appends records to the .part pair from ``progress`` on (the parts are cut back to it
+    first)."""
 
     def __init__(self, output: "RecOutput", progress: Progress):
         self.output, self.progress = output, progress
@@ -60,8 +63,9 @@ class PartWriter:
         self.write_chunks(chunks, [key], [len(chunks)])
 
     def write_chunks(self, chunks: bytes, keys: list[int], sizes: list[int]) -> None:
-        """Records already cut into .rec chunks, back to back (``sizes`` bytes each), under ``keys``:
-        the chunks appended to the .rec part, ``key<TAB>offset`` lines to the .idx part."""
+        """Records already cut into .rec chunks, back to back (``sizes`` bytes each), under
+        ``keys``: the chunks appended to the .rec part, ``key<TAB>offset`` lines to the .idx
+        part."""
         lines = []
         for key, size in zip(keys, sizes):
             lines.append(b"%d\t%d\n" % (key, self._pos))
@@ -72,15 +76,16 @@ class PartWriter:
         self._idx_pos += len(text)
 
     def mark(self, lines: int, images: int, skipped: int) -> None:
-        """Everything written so far is whole: remember it (in memory; ``checkpoint`` puts it on disk)."""
+        """Everything written so far is whole: remember it (in memory; ``checkpoint`` puts it on
+        disk)."""
         self._rec.flush()
         self._idx.flush()
         self.progress = Progress(lines, images, skipped, self._pos, self._idx_pos)
 
     def checkpoint(self, identity: dict, durable: bool = True) -> None:
-        """The journal naming how much of the parts is whole; ``durable``: the parts reach the disk first,
-        so the point survives a power cut too (the last one before the renames need not: the renames
-        follow at once, and a lost point only means starting again)."""
+        """The journal naming how much of the parts is whole; ``durable``: the parts reach the disk
+        first, so the point survives a power cut too (the last one before the renames need not: the
+        renames follow at once, and a lost point only means starting again)."""
         if durable:
             os.fsync(self._rec.fileno())
             os.fsync(self._idx.fileno())
@@ -105,7 +110,8 @@ class RecOutput:
         return f"RecOutput({str(self.rec)!r})"
 
     def leftovers(self) -> list[Path]:
-        """Parts an interrupted run left (a journal alone, left after a finished rename, is dropped)."""
+        """Parts an interrupted run left (a journal alone, left after a finished rename, is
+        dropped)."""
         parts = [p for p in (self.rec_part, self.idx_part) if p.exists()]
         if not parts:
             self.journal.unlink(missing_ok=True)
@@ -128,40 +134,44 @@ class RecOutput:
             doc = json.loads(self.journal.read_text())
             progress = Progress(**doc["progress"])
         except FileNotFoundError:
-            raise FSEError(f"{self.rec_part}: no journal {self.journal.name} beside it, so there is no safe point"
-                           " to resume from; delete the .part files and start again") from None
+            raise FSEError(f"{self.rec_part}: no journal {self.journal.name} beside it, so there "
+                           "is no safe point to resume from; "
+                           "delete the .part files and start again") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise FSEError(f"{self.journal}: unreadable journal ({e}); delete it and the .part files and start"
-                           " again") from None
+            raise FSEError(f"{self.journal}: unreadable journal ({e}); delete it and the .part "
+                           "files and start again") from None
         changed = [k for k, v in identity.items() if doc.get(k) != _plain(v)]
         if changed:
             was = ", ".join(f"{k}={doc.get(k)!r}" for k in changed)
-            raise FSEError(f"{self.journal}: the interrupted run had {was}; resume with the same list, root and"
-                           " flags, or delete the .part files and start again")
+            raise FSEError(f"{self.journal}: the interrupted run had {was}; resume with the same "
+                           "list, root and flags, or delete the .part files and start again")
         return progress
 
     def check_parts(self, progress: Progress) -> None:
-        """FSEError if a part is shorter than the journal says (data lost in a crash before reaching the disk)."""
-        for part, size in ((self.rec_part, progress.rec_bytes), (self.idx_part, progress.idx_bytes)):
+        """FSEError if a part is shorter than the journal says (data lost in a crash before reaching
+        the disk)."""
+        for part, size in ((self.rec_part, progress.rec_bytes),
+                           (self.idx_part, progress.idx_bytes)):
             have = part.stat().st_size if part.exists() else 0
             if have < size:
-                raise FSEError(f"{part}: {have} bytes, its journal says {size} were written (lost in a crash?);"
-                               " delete the .part files and start again")
+                raise FSEError(f"{part}: {have} bytes, its journal says {size} were written "
+                               "(lost in a crash?); delete the .part files and start again")
 
     def finish_renaming(self, progress: Progress) -> bool:
-        """After a crash between the two renames of ``publish``: rename the .idx part too, if the .rec in
-        place is the finished part (its size is the journal's); True if done."""
+        """After a crash between the two renames of ``publish``: rename the .idx part too, if the
+        .rec in place is the finished part (its size is the journal's); True if done."""
         if self.rec_part.exists() or not self.idx_part.exists() or not self.rec.exists():
             return False
         if self.rec.stat().st_size != progress.rec_bytes:
-            raise FSEError(f"{self.idx_part}: its .rec part is gone and {self.rec} is not the one it indexes;"
-                           " delete the .part files and start again")
+            raise FSEError(f"{self.idx_part}: its .rec part is gone and {self.rec} is not the one "
+                           "it indexes; delete the .part files and start again")
         os.replace(self.idx_part, self.idx)
         self.journal.unlink(missing_ok=True)
         return True
 
     def publish(self) -> None:
-        """Rename the finished parts onto the pair, in the order that never pairs an old .idx with a new .rec."""
+        """Rename the finished parts onto the pair, in the order that never pairs an old .idx with a
+        new .rec."""
         self.idx.unlink(missing_ok=True)
         os.replace(self.rec_part, self.rec)
         os.replace(self.idx_part, self.idx)

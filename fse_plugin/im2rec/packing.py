@@ -1,4 +1,5 @@
-"""im2rec's packing: every ``<prefix>*.lst`` -> ``.rec``/``.idx``, in list order, by ``workers`` processes.
+"""im2rec's packing: every ``<prefix>*.lst`` -> ``.rec``/``.idx``, in list order, by ``workers``
+processes.
 
 mxnet 1.9.1 packs every file of the prefix's folder whose path starts with the prefix and ends in
 ``.lst`` into a pair named after it; records are written in list order under the list's index (also
@@ -30,13 +31,15 @@ __all__ = ["PackResult", "find_lists", "pack_lists"]
 
 log = logging.getLogger(__name__)
 
-BATCH = 32  # list lines per worker task: small enough to bound memory, large enough to hide the IPC cost
+# list lines per worker task: small enough to bound memory, large enough to hide the IPC cost
+BATCH = 32
 _CHECKPOINT_S = 5.0  # journal period: at most this much work is redone after a crash
 
 
 @dataclass(frozen=True)
 class PackResult:
-    """One packed list: its pair, records written, images skipped, and what a resumed run found done."""
+    """One packed list: its pair, records written, images skipped, and what a resumed run found
+    done."""
     lst: Path
     rec: Path
     idx: Path
@@ -48,8 +51,8 @@ class PackResult:
 
 
 def find_lists(prefix: str | os.PathLike) -> list[Path]:
-    """The lists im2rec packs for ``prefix``: files of its folder (or of ``prefix`` itself, if a folder)
-    whose path starts with ``prefix`` and ends in ``.lst``, sorted."""
+    """The lists im2rec packs for ``prefix``: files of its folder (or of ``prefix`` itself, if a
+    folder) whose path starts with ``prefix`` and ends in ``.lst``, sorted."""
     prefix = os.path.abspath(prefix)
     folder = prefix if os.path.isdir(prefix) else os.path.dirname(prefix)
     checks.existing_dir(folder, "PREFIX")
@@ -57,16 +60,17 @@ def find_lists(prefix: str | os.PathLike) -> list[Path]:
                    if name.endswith(".lst") and os.path.join(folder, name).startswith(prefix)
                    and os.path.isfile(os.path.join(folder, name)))
     if not found:
-        raise FSEError(f"PREFIX: no {os.path.basename(prefix) or '*'}*.lst in {folder}; make the list first"
-                       " (fse rec list, or im2rec --list)")
+        raise FSEError(f"PREFIX: no {os.path.basename(prefix) or '*'}*.lst in {folder}; "
+                       "make the list first (fse rec list, or im2rec --list)")
     return found
 
 
 def _identity(summary: ListSummary, root: str, settings: PackSettings) -> dict:
-    """What a resumed run must share with the interrupted one: the same list file, root and record options."""
+    """What a resumed run must share with the interrupted one: the same list file, root and record
+    options."""
     st = os.stat(summary.path)
-    return {"list": summary.path, "list_size": st.st_size, "list_mtime_ns": st.st_mtime_ns, "root": root,
-            "settings": asdict(settings)}
+    return {"list": summary.path, "list_size": st.st_size, "list_mtime_ns": st.st_mtime_ns,
+            "root": root, "settings": asdict(settings)}
 
 
 def _batches(lst: str, skip: int) -> Iterator[list[tuple[int, str]]]:
@@ -76,9 +80,11 @@ def _batches(lst: str, skip: int) -> Iterator[list[tuple[int, str]]]:
 
 
 class _Packer:
-    """Packs one checked list into its output pair (a fresh run, or the rest of an interrupted one)."""
+    """Packs one checked list into its output pair (a fresh run, or the rest of an interrupted
+    one)."""
 
-    def __init__(self, summary: ListSummary, root: str, settings: PackSettings, workers: int, progress: bool):
+    def __init__(self, summary: ListSummary, root: str, settings: PackSettings, workers: int,
+                 progress: bool):
         self.summary, self.root, self.settings = summary, root, settings
         self.workers, self.progress = workers, progress
         self.output = RecOutput(Path(summary.path).with_suffix(".rec"))
@@ -88,11 +94,13 @@ class _Packer:
         return f"_Packer({self.summary.path!r} -> {str(self.output.rec)!r}, workers={self.workers})"
 
     def start_point(self, resume: bool) -> Progress:
-        """Where to start: 0, or (``resume``) where the interrupted run's journal says its parts are whole."""
+        """Where to start: 0, or (``resume``) where the interrupted run's journal says its parts are
+        whole."""
         leftovers = self.output.leftovers()
         if leftovers and not resume:
-            raise FSEError(f"{leftovers[0]}: left by an interrupted run; pass --resume to go on with it, or delete"
-                           f" {', '.join(p.name for p in leftovers)} to start again")
+            raise FSEError(f"{leftovers[0]}: left by an interrupted run; pass --resume to go on "
+                           "with it, or delete "
+                           f"{', '.join(p.name for p in leftovers)} to start again")
         if not leftovers:
             if resume:
                 log.info("%s: nothing to resume, packing from the start", self.summary.path)
@@ -105,7 +113,8 @@ class _Packer:
             return self._result(start, start, t0)
         self.output.check_parts(start)
         if start.lines:
-            log.info("%s: resuming after line %d of %d", self.summary.path, start.lines, self.summary.lines)
+            log.info("%s: resuming after line %d of %d", self.summary.path, start.lines,
+                     self.summary.lines)
         log.info("packing %s into %s", self.summary.path, self.output.rec)
         writer = PartWriter(self.output, start)
         try:
@@ -120,8 +129,9 @@ class _Packer:
         encoder = ItemEncoder(self.summary.path, self.root, self.settings)
         images, skipped, saved = start.images, start.skipped, time.monotonic()
         batches = ordered_map(encoder, _batches(self.summary.path, start.lines), self.workers)
-        with closing(batches), tqdm(total=self.summary.lines, initial=start.lines, unit="img", dynamic_ncols=True,
-                                    disable=not self.progress, desc=Path(self.summary.path).name) as bar:
+        with closing(batches), tqdm(total=self.summary.lines, initial=start.lines, unit="img",
+                                    dynamic_ncols=True, disable=not self.progress,
+                                    desc=Path(self.summary.path).name) as bar:
             for batch, done in batches:
                 for path, reason in done.skipped:
                     log.warning("%s: skipped (%s)", path, reason)
@@ -135,19 +145,21 @@ class _Packer:
 
     def _result(self, done: Progress, resumed: Progress, t0: float) -> PackResult:
         o = self.output
-        return PackResult(Path(self.summary.path), o.rec, o.idx, done.images, done.skipped, resumed.lines,
-                          resumed.images, time.perf_counter() - t0)
+        return PackResult(Path(self.summary.path), o.rec, o.idx, done.images, done.skipped,
+                          resumed.lines, resumed.images, time.perf_counter() - t0)
 
 
-def pack_lists(prefix: str | os.PathLike, root: str | os.PathLike, settings: PackSettings = PackSettings(), *,
-               workers: int = 1, resume: bool = False, progress: bool = True) -> list[PackResult]:
+def pack_lists(prefix: str | os.PathLike, root: str | os.PathLike,
+               settings: PackSettings = PackSettings(), *, workers: int = 1, resume: bool = False,
+               progress: bool = True) -> list[PackResult]:
     """Pack every list of ``prefix`` (see ``find_lists``) with the images under ``root``.
 
-    Everything a user can get wrong (root, lists, leftovers of an interrupted run without ``resume``)
-    is refused with an FSEError before the first image is read.
+    Everything a user can get wrong (root, lists, leftovers of an interrupted run without
+    ``resume``) is refused with an FSEError before the first image is read.
     """
     checks.count(workers, "--num-workers")
     root = os.path.abspath(checks.existing_dir(root, "ROOT"))
-    packers = [_Packer(check_list(lst), root, settings, workers, progress) for lst in find_lists(prefix)]
+    packers = [_Packer(check_list(lst), root, settings, workers, progress)
+               for lst in find_lists(prefix)]
     starts = [p.start_point(resume) for p in packers]
     return [packer(start) for packer, start in zip(packers, starts)]

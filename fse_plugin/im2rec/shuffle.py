@@ -1,11 +1,13 @@
-"""The plugin's arcface_torch ``scripts/shuffle_rec.py``: a rec's images in a seeded random order, for DALI.
+"""The plugin's arcface_torch ``scripts/shuffle_rec.py``: a rec's images in a seeded random order,
+for DALI.
 
 DALI's mxnet reader reads a rec in file order, so upstream shuffles it once: ``DIR/train.rec`` ->
 ``shuffled_DIR/train.rec`` (beside ``DIR``), image records under keys 0..N-1, each with the scalar
 identity label (``label[0]`` of a label vector) and no header record. Same output here, plus the
-``property`` file (DALI configs read ``num_classes`` from it), and seeded: the order is numpy's legacy
-``shuffle`` of the image keys, i.e. upstream's own order when its unseeded ``np.random`` is seeded with
-the same seed. Any layout ``image_index`` reads is accepted (upstream takes insightface recs only).
+``property`` file (DALI configs read ``num_classes`` from it), and seeded: the order is numpy's
+legacy ``shuffle`` of the image keys, i.e. upstream's own order when its unseeded ``np.random`` is
+seeded with the same seed. Any layout ``image_index`` reads is accepted (upstream takes insightface
+recs only).
 """
 from __future__ import annotations
 
@@ -39,8 +41,10 @@ def shuffled_dir(input_dir: str | os.PathLike) -> Path:
     return path.parent / f"shuffled_{path.name}"
 
 
-def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = True) -> ShuffleResult:
-    """Write ``shuffled_<name>/train.rec``, ``train.idx`` (and ``property``) of the dataset folder ``input_dir``.
+def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = True
+                ) -> ShuffleResult:
+    """Write ``shuffled_<name>/train.rec``, ``train.idx`` (and ``property``) of the dataset folder
+    ``input_dir``.
 
     The rec is checked (and its images found) before anything is written; the pair appears only when
     finished, so an interrupted run leaves nothing a reader accepts (the next run starts again).
@@ -59,8 +63,8 @@ def shuffle_rec(input_dir: str | os.PathLike, seed: int = 0, progress: bool = Tr
         output.discard()  # parts of an interrupted shuffle: nothing worth resuming
         writer = PartWriter(output, Progress())
         try:
-            for i, key in enumerate(tqdm(keys.tolist(), unit="img", disable=not progress, desc="shuffle",
-                                         dynamic_ncols=True)):
+            for i, key in enumerate(tqdm(keys.tolist(), unit="img", disable=not progress,
+                                         desc="shuffle", dynamic_ncols=True)):
                 header, image = unpack(reader.read(key))
                 label = header.label if header.flag == 0 else header.label[0]
                 writer.write(i, pack(IRHeader(header.flag, label, header.id, header.id2), image))

@@ -23,10 +23,10 @@ def _ignore_ctrl_c() -> None:
 
 @contextmanager
 def _as_children_start() -> Iterator[None]:
-    """What a forked child must inherit: SIGINT ignored from its first instruction (no window before an
-    initializer runs) and OpenCV at one thread. Set here, not in the child: a forked child that
-    reconfigures the thread pool it inherited waits forever on the parent's pool threads, which do not
-    exist in it; one process per core needs no pool anyway."""
+    """What a forked child must inherit: SIGINT ignored from its first instruction (no window before
+    an initializer runs) and OpenCV at one thread. Set here, not in the child: a forked child that
+    reconfigures the thread pool it inherited waits forever on the parent's pool threads, which do
+    not exist in it; one process per core needs no pool anyway."""
     import cv2
     threads = cv2.getNumThreads()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -39,7 +39,8 @@ def _as_children_start() -> Iterator[None]:
 
 
 def _start(workers: int) -> ProcessPoolExecutor:
-    """All worker processes, started now: forked where the platform can (instant, nothing re-imported)."""
+    """All worker processes, started now: forked where the platform can (instant, nothing
+    re-imported)."""
     fork = "fork" in multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if fork else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_ctrl_c)
@@ -48,9 +49,10 @@ def _start(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def ordered_map(fn: Callable[[Any], Any], batches: Iterable[Any], workers: int, window: int | None = None
-                ) -> Iterator[tuple[Any, Any]]:
-    """(batch, fn(batch)) for each batch, in order; ``workers`` 1 runs here, more in worker processes.
+def ordered_map(fn: Callable[[Any], Any], batches: Iterable[Any], workers: int,
+                window: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """(batch, fn(batch)) for each batch, in order; ``workers`` 1 runs here, more in worker
+    processes.
 
     ``fn`` must be picklable (a module-level function or a small object with ``__call__``); at most
     ``window`` (default 2 * workers + 2) batches are submitted and not yet taken.

@@ -1,4 +1,5 @@
-"""The encoding part of a cache build: encode processes, and the assembly of their batches into chunk files.
+"""The encoding part of a cache build: encode processes,
+and the assembly of their batches into chunk files.
 
 Masks go to the encode processes one batch (one array) per job and come back as one joined byte
 string with lengths and crc32s (``chunk.Entries``), not as a list of per-mask objects; each chunk is
@@ -41,8 +42,8 @@ class _InlineExecutor(Executor):
 
 
 def _encoder_start(parent: int) -> None:
-    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone, so a
-    kill -9 leaves no orphan waiting on its queue."""
+    """Encode process start: ignore Ctrl-C (the parent handles it) and quit once the parent is gone,
+    so a kill -9 leaves no orphan waiting on its queue."""
     import threading
     child_ignores_sigint()
 
@@ -54,17 +55,22 @@ def _encoder_start(parent: int) -> None:
 
 
 def encoders(workers: int) -> Executor:
-    """The encode processes, all started now (before the build loop starts its decode processes and threads)."""
+    """The encode processes, all started now (before the build loop starts its decode processes and
+    threads)."""
     if workers <= 0:
         return _InlineExecutor()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     # fork where there is one (instant, no __main__ re-import as with spawn): the workers only run
-    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must not touch.
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start, initargs=(os.getpid(),))
+    # numpy and zlib, never CUDA or OpenMP, the two things a forked child of this process must
+    # not touch.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                      else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_encoder_start,
+                               initargs=(os.getpid(),))
     try:
-        with sigint_deferred():  # the processes are born deaf to Ctrl-C; a Ctrl-C meanwhile lands after
+        # the processes are born deaf to Ctrl-C; a Ctrl-C meanwhile lands after
+        with sigint_deferred():
             pool.submit(int).result()  # with fork, the first job starts every process
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -93,17 +99,22 @@ class ChunkAssembler:
         self.flush(final=False)
 
     def flush(self, final: bool) -> None:
-        """Write every leading chunk whose batches are all in (and, unless ``final``, all encoded)."""
+        """Write every leading chunk whose batches are all in
+        (and, unless ``final``, all encoded)."""
         while self.parts:
             c = self.parts[0][0]
             start, stop = self.spec.chunk_rows(c)
             mine = [p for p in self.parts if p[0] == c]
-            if sum(p[2] for p in mine) < stop - start or not (final or all(p[4].done() for p in mine)):
+            if (sum(p[2] for p in mine) < stop - start
+                    or not (final or all(p[4].done() for p in mine))):
                 break
             results = [p[4].result() for p in mine]
-            errors = [(int(self.keys[s + i]), reason) for _, s, _, errs, _ in mine for i, reason in errs]
-            self.writes.append(self.writer.submit(self.cache.write_chunk, c, Entries.join([r[0] for r in results]),
-                                                  errors, sum(r[1] for r in results), sum(r[2] for r in results)))
+            errors = [(int(self.keys[s + i]), reason)
+                      for _, s, _, errs, _ in mine for i, reason in errs]
+            self.writes.append(self.writer.submit(self.cache.write_chunk, c,
+                                                  Entries.join([r[0] for r in results]), errors,
+                                                  sum(r[1] for r in results),
+                                                  sum(r[2] for r in results)))
             for _ in mine:
                 self.parts.popleft()
         while self.writes and (final or len(self.writes) > 2 or self.writes[0].done()):

@@ -5,11 +5,13 @@ import os
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError", "without_hint"]
+__all__ = ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError",
+           "without_hint"]
 
 
 class CacheError(FSEError):
-    """A mask cache is missing, incomplete, damaged or unreadable; the message says how to rebuild."""
+    """A mask cache is missing, incomplete, damaged or unreadable;
+    the message says how to rebuild."""
 
 
 class CacheMismatchError(CacheError):
@@ -17,10 +19,12 @@ class CacheMismatchError(CacheError):
 
 
 class DamagedEntryError(CacheError):
-    """One mask (``key``) or its whole chunk file (``path``) failed its checksum or a consistency check.
+    """One mask (``key``) or its whole chunk file (``path``) failed its checksum or a consistency
+    check.
 
     Raised by ``MaskCache.get`` instead of ever returning a wrong mask, so a training loop can serve
-    that one sample un-erased and carry on. ``key`` is None when no key was asked for (a whole-cache check).
+    that one sample un-erased and carry on. ``key`` is None when no key was asked for
+    (a whole-cache check).
     """
 
     def __init__(self, message: str, key: int | None = None, path: str | os.PathLike | None = None):
@@ -38,5 +42,6 @@ class UnknownKeyError(CacheError, KeyError):
 
 
 def without_hint(error: CacheError) -> str:
-    """The message without its "Rebuild it with: ..." tail: one item of a list of problems that ends in one hint."""
+    """The message without its "Rebuild it with: ..." tail:
+    one item of a list of problems that ends in one hint."""
     return str(error).split(" Rebuild it")[0]

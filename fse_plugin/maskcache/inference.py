@@ -1,4 +1,5 @@
-"""The parser's part of a cache build: forward + argmax of one batch, queued on the GPU one batch ahead."""
+"""The parser's part of a cache build: forward + argmax of one batch,
+queued on the GPU one batch ahead."""
 from __future__ import annotations
 
 from typing import Callable
@@ -12,17 +13,20 @@ from fse_plugin.common.runtime import mixed_precision
 __all__ = ["Inference", "Masks"]
 
 Masks = Callable[[], np.ndarray]
-"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks (waits for the GPU)."""
+"""What ``Inference.launch`` returns: call it for the batch's uint8 [B,H,W] masks
+(waits for the GPU)."""
 
 
 class Inference:
-    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch later.
+    """Parser forward + argmax of one batch; on CUDA the work is queued and collected one batch
+    later.
 
-    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8 batch
-    is copied into one of two pinned buffers (so the decoder's slot is free at once) and uploaded with
-    a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view), autocast, argmax
-    downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs deterministically, so
-    masks repeat exactly across runs (resume byte-identity). ``precision``: fp32, or autocast to fp16/bf16.
+    CPU: ``parsing.predict_masks`` (what ``parsing.forward_throughput`` measures). CUDA: the uint8
+    batch is copied into one of two pinned buffers (so the decoder's slot is free at once) and
+    uploaded with a non_blocking copy; channels_last (via ``common.to_input``'s NHWC view),
+    autocast, argmax downloaded as uint8 into pinned memory, a CUDA event to wait on. cuDNN runs
+    deterministically, so masks repeat exactly across runs (resume byte-identity). ``precision``:
+    fp32, or autocast to fp16/bf16.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
@@ -42,7 +46,8 @@ class Inference:
         if buf is None or len(buf) < len(images):
             buf = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
         elif uploaded is not None:
-            uploaded.synchronize()  # its previous upload (two batches ago) must be done before refilling
+            # its previous upload (two batches ago) must be done before refilling
+            uploaded.synchronize()
         part = buf[:len(images)]
         part.numpy()[...] = images
         x = part.to(self.device, non_blocking=True)

@@ -1,10 +1,13 @@
-"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache, at the GPU's pace.
+"""``precompute``: the parser's masks of every image record of a rec, written as a mask cache,
+at the GPU's pace.
 
 Pipeline of one rank::
 
-    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring (decoding.py)
+    decode processes     read + decode a whole batch of records into a slot of a shared uint8 ring
+                         (decoding.py)
     main process         parser forward + argmax, one batch in flight on CUDA (inference.py)
-    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back (encoding.py)
+    encode processes     run-length + zlib + crc32 of a batch of masks, one byte string back
+                         (encoding.py)
     writer thread        each chunk file, as soon as all of its batches are encoded (encoding.py)
 
 Batches never cross a chunk and split each chunk the same way in every run, so a chunk's bytes do
@@ -18,15 +21,15 @@ import logging
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from fse_plugin.common import checks, dist_env, resolve_device
-from fse_plugin.common.runtime import PRECISIONS, resolve_precision
+from fse_plugin.common import dist_env, resolve_device
+from fse_plugin.common.runtime import resolve_precision
 from fse_plugin.labels import NUM_CLASSES
 from fse_plugin.maskcache.build import BuildInfo, CacheWriter, library_versions, log_summary
 from fse_plugin.maskcache.decoding import BatchDecoder
@@ -34,60 +37,18 @@ from fse_plugin.maskcache.encoding import ChunkAssembler, encode_job, encoders
 from fse_plugin.maskcache.errors import CacheError, CacheMismatchError
 from fse_plugin.maskcache.inference import Inference, Masks
 from fse_plugin.maskcache.rebuild import default_cache_path, rebuild_command
+from fse_plugin.maskcache.settings import BuildSettings
 from fse_plugin.maskcache.source import Source, probe_size, rec_location, scan_source, sha256_file
-from fse_plugin.maskcache.spec import DEFAULT_CHUNK_SIZE, CacheSpec, InferenceSpec, Producer
+from fse_plugin.maskcache.spec import CacheSpec, InferenceSpec, Producer
 
-__all__ = ["BuildSettings", "precompute", "default_workers", "batch_plan", "ChunkPipeline"]
+__all__ = ["precompute", "batch_plan", "ChunkPipeline"]
 
 log = logging.getLogger(__name__)
 
 
-def default_workers(cpus: int | None = None) -> tuple[int, int]:
-    """(decode processes, encode processes) for the CPUs this rank may use (those it may run on, shared by
-    torchrun's local ranks). One core is left for the main process; of the rest two thirds decode (up to
-    6) and the others encode (up to 4): reading + decoding a face costs more than encoding its mask, and
-    the caps are where the build kept up with a GPU's parser (benchmarks/README.md, "## maskcache")."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    usable = max(1, cpus - 1)
-    decode = max(1, min(6, 2 * usable // 3))
-    return decode, max(1, min(4, usable - decode))
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    """How ``precompute`` runs: parser batch (per rank), device, autocast ``precision`` (fp32, fp16, bf16),
-    decode and encode processes (None: ``default_workers()``; 0 encode processes: in the main process),
-    masks per chunk file, whether to replace a cache of another spec at the output, a progress bar.
-
-    Batch size, device and precision are recorded in the cache's spec: they decide the masks' bits."""
-    batch_size: int = 256
-    device: str = "auto"
-    precision: str = "auto"
-    num_workers: int | None = None
-    encode_workers: int | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks.count(self.batch_size, "batch_size")
-        checks.count(self.chunk_size, "chunk_size")
-        for name in ("num_workers", "encode_workers"):
-            if getattr(self, name) is not None:
-                checks.count(getattr(self, name), name, minimum=0)
-        checks.choice(self.precision, "precision", ("auto", *PRECISIONS))
-
-    def workers(self) -> tuple[int, int]:
-        """(decode, encode) processes, defaults filled in."""
-        auto = default_workers()
-        return (auto[0] if self.num_workers is None else self.num_workers,
-                auto[1] if self.encode_workers is None else self.encode_workers)
-
-
 def batch_plan(chunks: Sequence[int], spec: CacheSpec, batch_size: int) -> list[tuple[int, int]]:
-    """Row ranges of the batches of ``chunks``: never crossing a chunk, the same split in every run."""
+    """Row ranges of the batches of ``chunks``: never crossing a chunk,
+    the same split in every run."""
     return [(s, min(s + batch_size, e)) for c in chunks for e in [spec.chunk_rows(c)[1]]
             for s in range(c * spec.chunk_size, e, batch_size)]
 
@@ -97,12 +58,14 @@ class ChunkPipeline:
 
     ``infer`` is anything with ``launch(uint8 images [B,H,W,3]) -> Masks`` that has read the images
     when it returns (an :class:`Inference`, or a stand-in in benchmarks). Batch i + 1 is launched
-    before the masks of batch i are collected. ``settings`` gives the batch size, the worker counts and
-    whether to show progress (as ``desc``).
+    before the masks of batch i are collected. ``settings`` gives the batch size,
+    the worker counts and whether to show progress (as ``desc``).
     """
 
-    def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings, desc: str = "masks"):
-        self.writer, self.src, self.infer, self.settings, self.desc = writer, src, infer, settings, desc
+    def __init__(self, writer: CacheWriter, src: Source, infer: Any, settings: BuildSettings,
+                 desc: str = "masks"):
+        self.writer, self.src, self.infer = writer, src, infer
+        self.settings, self.desc = settings, desc
 
     def run(self, chunks: Sequence[int]) -> tuple[int, float]:
         """Compute and write ``chunks``; (masks computed, seconds of the loop)."""
@@ -110,13 +73,15 @@ class ChunkPipeline:
         spec, (decode_workers, encode_workers) = self.writer.spec, self.settings.workers()
         batches = batch_plan(chunks, spec, self.settings.batch_size)
         rows = sum(e - s for s, e in batches)
-        with ExitStack() as stack:  # each part stopped, in reverse, however start-up or the loop ends
+        # each part stopped, in reverse, however start-up or the loop ends
+        with ExitStack() as stack:
             pool = encoders(encode_workers)  # forked before this loop starts threads of its own
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            asm = ChunkAssembler(self.writer, self.src.keys, max_pending=4 * max(1, encode_workers) + 2)
+            asm = ChunkAssembler(self.writer, self.src.keys,
+                                 max_pending=4 * max(1, encode_workers) + 2)
             stack.callback(asm.close)
-            decoder = stack.enter_context(BatchDecoder(self.src.reader, self.src.keys, batches, spec.height,
-                                                       spec.width, decode_workers))
+            decoder = stack.enter_context(BatchDecoder(self.src.reader, self.src.keys, batches,
+                                                       spec.height, spec.width, decode_workers))
             bar = stack.enter_context(tqdm(total=rows, unit="mask", desc=self.desc, smoothing=0.05,
                                            disable=not self.settings.progress))
 
@@ -164,7 +129,8 @@ def _coordinate(fn: Callable[[], Any], rank: int, world: int) -> Any:
     return value
 
 
-def _parser_spec(src: Source, parser_ckpt: Path, settings: BuildSettings, device: torch.device) -> CacheSpec:
+def _parser_spec(src: Source, parser_ckpt: Path, settings: BuildSettings,
+                 device: torch.device) -> CacheSpec:
     height, width = probe_size(src.reader, src.keys)
     return CacheSpec(height, width, len(src.keys), settings.chunk_size, src.fingerprint,
                      Producer("checkpoint", sha256_file(parser_ckpt)),
@@ -178,19 +144,22 @@ def _compute(writer: CacheWriter, src: Source, infer: Inference, settings: Build
     if not mine:
         return 0, 0.0
     shown = replace(settings, progress=settings.progress and rank == 0)
-    return ChunkPipeline(writer, src, infer, shown, desc=f"cache build rank {rank}/{world}").run(mine)
+    return ChunkPipeline(writer, src, infer, shown,
+                         desc=f"cache build rank {rank}/{world}").run(mine)
 
 
-def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: str | os.PathLike | None = None,
+def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike,
+               out: str | os.PathLike | None = None,
                settings: BuildSettings = BuildSettings()) -> Path:
-    """Run the parser over every image record of ``rec_dir`` and write the mask cache (default beside train.rec).
+    """Run the parser over every image record of ``rec_dir`` and write the mask cache
+    (default beside train.rec).
 
     Decoding happens in ``settings.num_workers`` processes and run-length/zlib encoding in
     ``settings.encode_workers`` processes, both overlapped with inference.
-    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on a
-    shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files and
-    writes the manifest. Completed chunks survive a kill; rerunning the same command resumes, and on
-    a complete cache checks every byte and recomputes only what is damaged; the result is
+    Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK from the environment, several nodes if ``out`` is on
+    a shared filesystem) rank r computes chunks r, r + world, ...; rank 0 waits for all chunk files
+    and writes the manifest. Completed chunks survive a kill; rerunning the same command resumes,
+    and on a complete cache checks every byte and recomputes only what is damaged; the result is
     byte-identical to an uninterrupted single-process run. The device and the checkpoint are checked
     before anything is written. Undecodable images are recorded in the manifest with their reason.
     """
@@ -202,8 +171,8 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
     parser_ckpt = Path(parser_ckpt).resolve()
     model = load_parser(parser_ckpt)  # a rejected checkpoint leaves nothing behind
     if model.n_classes != NUM_CLASSES:
-        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; a mask cache holds the "
-                         f"{NUM_CLASSES} classes of fse_plugin.labels")
+        raise CacheError(f"{parser_ckpt}: a parser of {model.n_classes} classes; "
+                         f"a mask cache holds the {NUM_CLASSES} classes of fse_plugin.labels")
     out = Path(out) if out is not None else default_cache_path(rec_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, dev = dist_env(dev)
@@ -218,13 +187,15 @@ def precompute(rec_dir: str | os.PathLike, parser_ckpt: str | os.PathLike, out: 
             if rank == 0:
                 log.info("mask cache %s is complete, every byte checked", out)
             return out
-        computed, seconds = _compute(writer, src, Inference(model, dev, settings.precision), settings, rank, world)
+        computed, seconds = _compute(writer, src, Inference(model, dev, settings.precision),
+                                     settings, rank, world)
         if rank == 0:
             if world > 1:
                 writer.wait_for_chunks()
             info = BuildInfo.measure(time.perf_counter() - t0, computed, world, seconds)
             created = library_versions(torch=torch.__version__)
-            log_summary(out, writer.commit(src.keys, rec_abs, str(parser_ckpt), created, {}, info), info)
+            manifest = writer.commit(src.keys, rec_abs, str(parser_ckpt), created, {}, info)
+            log_summary(out, manifest, info)
     finally:
         if src is not None:
             src.reader.close()

@@ -17,8 +17,8 @@ from fse_plugin import recordio
 from fse_plugin.maskcache.errors import CacheError
 from fse_plugin.maskcache.spec import Fingerprint
 
-__all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file", "rec_location",
-           "probe_size"]
+__all__ = ["FINGERPRINT_SAMPLES", "Source", "scan_source", "source_fingerprint", "sha256_file",
+           "rec_location", "probe_size"]
 
 FINGERPRINT_SAMPLES = 64
 """Records whose bytes the source fingerprint hashes (evenly spaced over the image keys)."""
@@ -58,14 +58,17 @@ def scan_source(rec_dir: str | os.PathLike) -> Source:
         index = recordio.image_index(reader)
         keys = np.unique(index.keys)
         if len(keys) != len(index.keys):
-            raise CacheError(f"{reader.idx_path}: image keys are not unique; a mask cache needs one mask per key")
+            raise CacheError(f"{reader.idx_path}: image keys are not unique; "
+                             f"a mask cache needs one mask per key")
         if not len(keys):
             raise CacheError(f"{reader.rec_path}: no image records")
-        pick = np.unique(np.linspace(0, len(keys) - 1, min(FINGERPRINT_SAMPLES, len(keys))).round().astype(np.int64))
+        pick = np.unique(np.linspace(0, len(keys) - 1,
+                                     min(FINGERPRINT_SAMPLES, len(keys))).round().astype(np.int64))
         sample = keys[pick]
-        fp = Fingerprint(len(reader), len(keys), index.layout, hashlib.sha256(keys.astype("<i8").tobytes()).hexdigest(),
-                         sha256_file(reader.idx_path), os.path.getsize(reader.rec_path), sample.tolist(),
-                         _sample_hash(reader, sample))
+        fp = Fingerprint(len(reader), len(keys), index.layout,
+                         hashlib.sha256(keys.astype("<i8").tobytes()).hexdigest(),
+                         sha256_file(reader.idx_path), os.path.getsize(reader.rec_path),
+                         sample.tolist(), _sample_hash(reader, sample))
     except BaseException:
         reader.close()
         raise
@@ -73,15 +76,16 @@ def scan_source(rec_dir: str | os.PathLike) -> Source:
 
 
 def source_fingerprint(rec_dir: str | os.PathLike) -> Fingerprint:
-    """What identifies a rec for a cache: counts, sha256 of keys and .idx, sha256 of sampled record bytes."""
+    """What identifies a rec for a cache: counts, sha256 of keys and .idx,
+    sha256 of sampled record bytes."""
     src = scan_source(rec_dir)
     src.reader.close()
     return src.fingerprint
 
 
 def rec_location(reader: recordio.RecordReader) -> str:
-    """The canonical path a manifest records and ``--rec`` takes: the dataset dir for ``train.rec``, else the
-    .rec file itself."""
+    """The canonical path a manifest records and ``--rec`` takes:
+    the dataset dir for ``train.rec``, else the .rec file itself."""
     rec = Path(reader.rec_path).resolve()
     return str(rec.parent if rec.name == "train.rec" else rec)
 

@@ -1,9 +1,10 @@
-"""What defines a mask cache (its *spec*): format, mask size, chunking, the rec's fingerprint, who made the masks.
+"""What defines a mask cache (its *spec*): format, mask size, chunking, the rec's fingerprint,
+who made the masks.
 
-Two builds of the same spec write the same bytes; its hash, ``spec_id``, is stamped on every chunk, so a
-chunk of another build is never taken for one of this build. The spec's JSON (``CacheSpec.to_json``) is
-what ``build_spec.json`` and ``manifest.json`` hold and what the hash is taken of: its keys and values
-are the on-disk format and never change within a format version.
+Two builds of the same spec write the same bytes; its hash, ``spec_id``, is stamped on every chunk,
+so a chunk of another build is never taken for one of this build. The spec's JSON
+(``CacheSpec.to_json``) is what ``build_spec.json`` and ``manifest.json`` hold and what the hash is
+taken of: its keys and values are the on-disk format and never change within a format version.
 """
 from __future__ import annotations
 
@@ -16,24 +17,27 @@ from typing import Any, Mapping
 from fse_plugin.labels import CLASSES, LABEL_SET
 from fse_plugin.maskcache.codec import CODEC
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "JsonRecord", "Fingerprint", "Producer",
-           "InferenceSpec", "CacheSpec", "ChunkExpect", "json_bytes"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_CHUNK_SIZE", "JsonRecord", "Fingerprint",
+           "Producer", "InferenceSpec", "CacheSpec", "ChunkExpect", "json_bytes"]
 
 FORMAT_NAME = "fse-maskcache"
 FORMAT_VERSION = 2
-"""2: per-entry crc32, table crc32, manifest checksum. Version-1 caches are refused with the rebuild command."""
+"""2: per-entry crc32, table crc32, manifest checksum. Version-1 caches are refused with the rebuild
+command."""
 DEFAULT_CHUNK_SIZE = 16384
-"""Masks per chunk file: the unit of resume, repair and sharding (at most one chunk of work is lost to a kill)."""
+"""Masks per chunk file: the unit of resume, repair and sharding
+(at most one chunk of work is lost to a kill)."""
 
 
 def json_bytes(obj: Any) -> bytes:
-    """Canonical JSON (sorted keys, no spaces): a chunk's metadata, and what the spec's and manifest's hashes
-    are taken of."""
+    """Canonical JSON (sorted keys, no spaces): a chunk's metadata,
+    and what the spec's and manifest's hashes are taken of."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 class JsonRecord:
-    """A dataclass whose JSON object has one key per field, same name (``to_json`` / ``from_json``)."""
+    """A dataclass whose JSON object has one key per field, same name
+    (``to_json`` / ``from_json``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -45,8 +49,9 @@ class JsonRecord:
 
 @dataclass(frozen=True)
 class Fingerprint(JsonRecord):
-    """What identifies the rec a cache was built from (``source.scan_source`` computes it): counts, layout,
-    sha256 of the image keys and of the .idx, the .rec's size and a sha256 over sampled records."""
+    """What identifies the rec a cache was built from (``source.scan_source`` computes it): counts,
+    layout, sha256 of the image keys and of the .idx, the .rec's size and a sha256 over sampled
+    records."""
     records: int
     image_records: int
     layout: str
@@ -63,21 +68,24 @@ class Fingerprint(JsonRecord):
 
 @dataclass(frozen=True)
 class Producer(JsonRecord):
-    """Who made the masks: ``kind`` 'checkpoint' (a parser) or 'labels' (given masks), and their sha256."""
+    """Who made the masks: ``kind`` 'checkpoint' (a parser) or 'labels'
+    (given masks), and their sha256."""
     kind: str
     sha256: str
 
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """How the parser ran. On disk ``{batch_size, device, amp}`` (amp: bf16 autocast, as format 2 has
-    always written it), plus ``precision`` only for fp16, so a bf16 or fp32 build matches earlier ones."""
+    """How the parser ran. On disk ``{batch_size, device, amp}`` (amp: bf16 autocast, as format 2
+    has always written it), plus ``precision`` only for fp16, so a bf16 or fp32 build matches
+    earlier ones."""
     batch_size: int
     device: str
     precision: str = "fp32"
 
     def to_json(self) -> dict[str, Any]:
-        out = {"batch_size": self.batch_size, "device": self.device, "amp": self.precision != "fp32"}
+        out = {"batch_size": self.batch_size, "device": self.device,
+               "amp": self.precision != "fp32"}
         if self.precision == "fp16":
             out["precision"] = "fp16"
         return out
@@ -103,7 +111,8 @@ class ChunkExpect:
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """Everything that determines the bytes of a cache (format, codec and label set are this version's)."""
+    """Everything that determines the bytes of a cache (format, codec and label set are this
+    version's)."""
     height: int
     width: int
     count: int
@@ -115,16 +124,18 @@ class CacheSpec:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "codec": CODEC,
                 "labels": {"name": LABEL_SET, "classes": list(CLASSES)}, "height": int(self.height),
-                "width": int(self.width), "count": int(self.count), "chunk_size": int(self.chunk_size),
+                "width": int(self.width), "count": int(self.count),
+                "chunk_size": int(self.chunk_size),
                 "source": self.source.to_json(), "parser": self.producer.to_json(),
                 "inference": None if self.inference is None else self.inference.to_json()}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "CacheSpec":
-        """The spec of a manifest whose format, codec and label set were checked (KeyError/TypeError when
-        a field is missing or malformed: the caller names the file)."""
+        """The spec of a manifest whose format, codec and label set were checked
+        (KeyError/TypeError when a field is missing or malformed: the caller names the file)."""
         inference = obj["inference"]
-        return cls(obj["height"], obj["width"], obj["count"], obj["chunk_size"], Fingerprint.from_json(obj["source"]),
+        return cls(obj["height"], obj["width"], obj["count"], obj["chunk_size"],
+                   Fingerprint.from_json(obj["source"]),
                    Producer(obj["parser"]["kind"], obj["parser"]["sha256"]),
                    None if inference is None else InferenceSpec.from_json(inference))
 
@@ -142,11 +153,12 @@ class CacheSpec:
         return index * self.chunk_size, min(self.count, (index + 1) * self.chunk_size)
 
     def build_flags(self) -> tuple[str, ...]:
-        """The ``fse cache build`` flags that make this spec again (besides --rec, --parser/--from-labels):
-        what a resume or rebuild command must repeat."""
+        """The ``fse cache build`` flags that make this spec again
+        (besides --rec, --parser/--from-labels): what a resume or rebuild command must repeat."""
         flags: tuple[str, ...] = ()
         if self.inference is not None:
-            flags += ("--batch-size", str(self.inference.batch_size), "--device", self.inference.device)
+            flags += ("--batch-size", str(self.inference.batch_size),
+                      "--device", self.inference.device)
             if self.inference.precision != "fp32":
                 flags += ("--precision", self.inference.precision)
         if self.chunk_size != DEFAULT_CHUNK_SIZE:

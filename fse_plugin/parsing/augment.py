@@ -19,9 +19,11 @@ from fse_plugin.labels import IGNORE_INDEX
 __all__ = ["ParserAugment", "affine_pair", "color_jitter"]
 
 
-def affine_pair(img: np.ndarray, mask: np.ndarray, angle: float, scale: float, shift: tuple[float, float],
+def affine_pair(img: np.ndarray, mask: np.ndarray, angle: float, scale: float,
+                shift: tuple[float, float],
                 fill: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate/scale about the centre and shift; image bilinear, labels nearest, invented border = ``fill``."""
+    """Rotate/scale about the centre and shift; image bilinear, labels nearest,
+    invented border = ``fill``."""
     h, w = mask.shape
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
     m[:, 2] += shift
@@ -31,7 +33,8 @@ def affine_pair(img: np.ndarray, mask: np.ndarray, angle: float, scale: float, s
     return img, mask
 
 
-def color_jitter(img: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
+def color_jitter(img: np.ndarray, brightness: float, contrast: float, saturation: float,
+                 hue: float) -> np.ndarray:
     """Photometric change by the given factors (torchvision's functional ops on uint8)."""
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
     t = TF.adjust_brightness(t, brightness)
@@ -46,13 +49,14 @@ def color_jitter(img: np.ndarray, brightness: float, contrast: float, saturation
 class ParserAugment:
     """Training augmentation for (face, label map) pairs: flip, colour jitter, small affine.
 
-    ``flip``: probability of a mirror (left/right ids swapped); ``p_affine``: probability of a rotation by
-    up to ``degrees``, a scale in ``scale`` and a shift of up to ``translate`` of the size; ``brightness``,
-    ``contrast``, ``saturation`` factors in [1 - a, 1 + a] and ``hue`` in [-h, h], every sample.
-    The affine jitter mimics landmark noise of real aligned faces; applied to 30% of samples because
-    more slowed short CPU training (a lower mean F1 after the same few minutes with 70%).
-    Randomness comes from the ``rng`` passed per call (seeded by the dataset from seed, epoch and
-    index), so runs repeat exactly whatever the number of DataLoader workers or ranks.
+    ``flip``: probability of a mirror (left/right ids swapped); ``p_affine``: probability of a
+    rotation by up to ``degrees``, a scale in ``scale`` and a shift of up to ``translate`` of the
+    size; ``brightness``, ``contrast``, ``saturation`` factors in [1 - a, 1 + a] and ``hue`` in
+    [-h, h], every sample. The affine jitter mimics landmark noise of real aligned faces; applied to
+    30% of samples because more slowed short CPU training (a lower mean F1 after the same few
+    minutes with 70%). Randomness comes from the ``rng`` passed per call (seeded by the dataset from
+    seed, epoch and index), so runs repeat exactly whatever the number of DataLoader workers or
+    ranks.
     """
     flip: float = 0.5
     degrees: float = 10.0
@@ -75,7 +79,8 @@ class ParserAugment:
         low = checks.number(self.scale[0], "scale", lo=0.0, lo_open=True)
         checks.number(self.scale[1], "scale", lo=low)
 
-    def __call__(self, img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, img: np.ndarray, mask: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if rng.random() < self.flip:
             img, mask = flip_pair(img, mask)
         if rng.random() < self.p_affine:

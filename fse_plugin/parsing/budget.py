@@ -1,4 +1,5 @@
-"""How long a parser training run trains: its step budget and schedule (``Budget``) and its clock (``Clock``)."""
+"""How long a parser training run trains: its step budget and schedule (``Budget``) and its clock
+(``Clock``)."""
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ class Budget:
         self.steps, self.epochs, self.time_budget = steps, epochs, time_budget
 
     @classmethod
-    def of(cls, epochs: int | None, steps: int | None, time_budget: float | None, per_epoch: int) -> "Budget":
-        """The budget of a run with ``per_epoch`` batches per epoch (the settings checked the values)."""
+    def of(cls, epochs: int | None, steps: int | None, time_budget: float | None,
+           per_epoch: int) -> "Budget":
+        """The budget of a run with ``per_epoch`` batches per epoch
+        (the settings checked the values)."""
         if steps is not None:
             return cls(steps, math.ceil(steps / per_epoch), time_budget)
         if epochs is not None:
@@ -40,18 +43,21 @@ class Budget:
         return self.epochs is not None and epoch >= self.epochs
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(steps={self.steps}, epochs={self.epochs}, time_budget={self.time_budget})"
+        return (f"{type(self).__name__}(steps={self.steps}, epochs={self.epochs}, "
+                f"time_budget={self.time_budget})")
 
 
 class Clock:
     """Training seconds so far (earlier runs of a resumed one included), agreed by every rank."""
 
-    def __init__(self, world: int, dev: torch.device, elapsed0: float, time_budget: float | None) -> None:
+    def __init__(self, world: int, dev: torch.device, elapsed0: float,
+                 time_budget: float | None) -> None:
         self.world, self.dev, self.elapsed0, self.time_budget = world, dev, elapsed0, time_budget
         self.t_start, self.cpu_start, self.val_cost = time.perf_counter(), time.process_time(), 0.0
 
     def rank_max(self, value: float) -> float:
-        """The same number on every rank: ranks must agree on when the budget ends, or collectives hang."""
+        """The same number on every rank: ranks must agree on when the budget ends,
+        or collectives hang."""
         if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self.dev)
@@ -62,8 +68,8 @@ class Clock:
         return self.elapsed0 + time.perf_counter() - self.t_start
 
     def elapsed(self) -> float:
-        """The ranks' agreed time; without a time budget nothing depends on it, so no collective (and no
-        CUDA sync) runs every step."""
+        """The ranks' agreed time; without a time budget nothing depends on it, so no collective
+        (and no CUDA sync) runs every step."""
         return self.local() if self.time_budget is None else self.rank_max(self.local())
 
     def cpu(self) -> float:

@@ -1,4 +1,5 @@
-"""Parser checkpoints: load ours, the published state_dict and common wrappers safely; save atomically."""
+"""Parser checkpoints: load ours, the published state_dict and common wrappers safely;
+save atomically."""
 from __future__ import annotations
 
 import os
@@ -12,16 +13,20 @@ from torch import nn
 from fse_plugin.common import FSEError, unwrapped_key
 from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import LABEL_SET, NUM_CLASSES
-from fse_plugin.parsing.model import DEFAULT_FEATURE_SCALE, UNetRes18
+from fse_plugin.parsing.model import UNetRes18
+from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE
 
-__all__ = ["FORMAT", "ParserCheckpointError", "read_checkpoint", "load_parser", "load_parser_and_meta", "save_parser"]
+__all__ = ["FORMAT", "ParserCheckpointError", "read_checkpoint", "load_parser",
+           "load_parser_and_meta", "save_parser"]
 
 FORMAT = "fse_plugin.parser/1"
-"""Format tag written into every checkpoint and aligned-face cache (saved files carry it: never change it)."""
+"""Format tag written into every checkpoint and aligned-face cache
+(saved files carry it: never change it)."""
 
 
 class ParserCheckpointError(FSEError):
-    """A parser checkpoint that cannot be read or does not fit the model; the message names the file."""
+    """A parser checkpoint that cannot be read or does not fit the model;
+    the message names the file."""
 
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
@@ -80,20 +85,22 @@ def _listing(title: str, items: Sequence[str], limit: int = 12) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """What a torch checkpoint file holds, loaded with ``weights_only=True``; ParserCheckpointError naming the
-    file for anything else (a zip that torch did not write, such as an .npz, is refused before loading)."""
+    """What a torch checkpoint file holds, loaded with ``weights_only=True``; ParserCheckpointError
+    naming the file for anything else (a zip that torch did not write, such as an .npz, is refused
+    before loading)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"parser checkpoint not found: {path}")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             if not any(n.endswith("/data.pkl") for n in z.namelist()):
-                raise ParserCheckpointError(f"{path}: a zip archive but not a torch checkpoint (no data.pkl; an "
-                                            f".npz?)")
+                raise ParserCheckpointError(f"{path}: a zip archive but not a torch checkpoint "
+                                            f"(no data.pkl; an .npz?)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling refused, truncated zip, not a torch file ...
         raise ParserCheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint "
-                                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+                                    f"({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def load_parser(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UNetRes18:
@@ -107,15 +114,18 @@ def load_parser(path: str | os.PathLike, map_location: str | torch.device = "cpu
     return load_parser_and_meta(path, map_location)[0]
 
 
-def load_parser_and_meta(path: str | os.PathLike,
-                         map_location: str | torch.device = "cpu") -> tuple[UNetRes18, Mapping[str, Any]]:
-    """:func:`load_parser` plus the file's top-level entries (seed, val_fraction ...; empty for a bare
-    state_dict), from one read: a training checkpoint also holds the optimizer, so reading it twice costs."""
+def load_parser_and_meta(
+        path: str | os.PathLike,
+        map_location: str | torch.device = "cpu") -> tuple[UNetRes18, Mapping[str, Any]]:
+    """:func:`load_parser` plus the file's top-level entries (seed, val_fraction ...; empty for a
+    bare state_dict), from one read: a training checkpoint also holds the optimizer, so reading it
+    twice costs."""
     path = str(path)
     obj = read_checkpoint(path, map_location)
     sd, meta = _unwrap_state_dict(obj, path)
     if "label_set" in meta and meta["label_set"] != LABEL_SET:
-        raise ParserCheckpointError(f"{path}: label_set is {meta['label_set']!r}, this plugin needs {LABEL_SET!r}")
+        raise ParserCheckpointError(f"{path}: label_set is {meta['label_set']!r}, "
+                                    f"this plugin needs {LABEL_SET!r}")
     arch = _infer_architecture(sd, meta)
     try:
         model = UNetRes18(**arch)
@@ -129,7 +139,8 @@ def load_parser_and_meta(path: str | os.PathLike,
     if missing or unexpected or shaped:
         source = "metadata" if "feature_scale" in meta else "tensor shapes"
         raise ParserCheckpointError(
-            f"{path}: does not fit UNetRes18(feature_scale={arch['feature_scale']}, n_classes={arch['n_classes']}, "
+            f"{path}: does not fit UNetRes18(feature_scale={arch['feature_scale']}, "
+            f"n_classes={arch['n_classes']}, "
             f"in_channels={arch['in_channels']}) (architecture from {source}):"
             + (_listing("missing keys", missing) if missing else "")
             + (_listing("unexpected keys", unexpected) if unexpected else "")
@@ -153,23 +164,25 @@ def _check_meta(value: Any, where: str) -> None:
             _check_meta(v, f"{where}[{k!r}]")
         return
     raise TypeError(f"checkpoint metadata {where} has type {type(value).__name__}; "
-                    f"only tensors, numbers, strings, None and lists/dicts of them load with weights_only=True")
+                    f"only tensors, numbers, strings, None and lists/dicts of them load with "
+                    f"weights_only=True")
 
 
 def save_parser(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
-    """Write ``{'model': state_dict, 'feature_scale', 'n_classes', 'in_channels', 'label_set': 'fse25', **meta}``.
+    """Write ``{'model': state_dict, 'feature_scale', 'n_classes', 'in_channels',
+    'label_set': 'fse25', **meta}``.
 
-    Written to a temporary file and renamed (``common.files.atomic_output``), so a crash never leaves a
-    half checkpoint under ``path``.
+    Written to a temporary file and renamed (``common.files.atomic_output``),
+    so a crash never leaves a half checkpoint under ``path``.
     """
     net = _bare(model)
     if not isinstance(net, UNetRes18):
         raise TypeError(f"save_parser expects a UNetRes18, got {type(net).__name__}")
     _check_meta(meta, "meta")
     path = Path(path)
-    obj = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "feature_scale": net.feature_scale,
-           "n_classes": net.n_classes, "in_channels": net.in_channels, "label_set": LABEL_SET, "format": FORMAT,
-           **meta}
+    obj = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+           "feature_scale": net.feature_scale, "n_classes": net.n_classes,
+           "in_channels": net.in_channels, "label_set": LABEL_SET, "format": FORMAT, **meta}
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
     return path

@@ -1,10 +1,12 @@
-"""FaceSynthetics-layout parser data: read the frames with 25-class labels, align them once, cache them.
+"""FaceSynthetics-layout parser data: read the frames with 25-class labels, align them once,
+cache them.
 
-Layout (microsoft/FaceSynthetics plus the FSErasing labels): ``{id:06d}.png`` and ``{id:06d}_ldmks.txt``
-(70 rows ``x y``: 68 iBUG points and two pupils), flat or under ``images/``; the 25-class maps in
-``labels_25/{id:06d}_seg.png`` (the authors' README also spells the folder ``labels25``: both are
-read); ``anno_list.csv`` (``frame_id,with_25``) lists which frames have them. Each frame is aligned
-to ArcFace 112x112 by its own landmarks: the image bilinear, the label map nearest-neighbour.
+Layout (microsoft/FaceSynthetics plus the FSErasing labels): ``{id:06d}.png`` and
+``{id:06d}_ldmks.txt`` (70 rows ``x y``: 68 iBUG points and two pupils), flat or under ``images/``;
+the 25-class maps in ``labels_25/{id:06d}_seg.png`` (the authors' README also spells the folder
+``labels25``: both are read); ``anno_list.csv`` (``frame_id,with_25``) lists which frames have them.
+Each frame is aligned to ArcFace 112x112 by its own landmarks: the image bilinear, the label map
+nearest-neighbour.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from fse_plugin.common.interrupts import child_ignores_sigint, sigint_deferred
 from fse_plugin.labels import IGNORE_INDEX, LABEL_SET, NUM_CLASSES
 from fse_plugin.parsing.checkpoint import FORMAT
 
-__all__ = ["AlignedSet", "label_dir", "load_frame", "prepare_dataset", "read_anno_list", "split_indices"]
+__all__ = ["AlignedSet", "label_dir", "load_frame", "prepare_dataset", "read_anno_list",
+           "split_indices"]
 
 
 def label_dir(root: str | os.PathLike, n_classes: int = 25) -> Path:
@@ -46,7 +49,8 @@ def read_anno_list(data_dir: str | os.PathLike) -> np.ndarray:
     """Sorted frame ids with 25-class labels (``with_25 == 1``) from ``anno_list.csv``."""
     path = Path(data_dir) / "anno_list.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: a FaceSynthetics folder with 25-class labels needs anno_list.csv")
+        raise FileNotFoundError(f"{path} not found: a FaceSynthetics folder with 25-class labels "
+                                f"needs anno_list.csv")
     ids = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -58,7 +62,8 @@ def read_anno_list(data_dir: str | os.PathLike) -> np.ndarray:
             try:
                 fid, w25 = int(row["frame_id"]), int(row["with_25"])
             except (TypeError, ValueError):
-                raise FSEError(f"{path}: row {row_no}: frame_id/with_25 must be integers, got {row}") from None
+                raise FSEError(f"{path}: row {row_no}: frame_id/with_25 must be integers, "
+                               f"got {row}") from None
             if w25 not in (0, 1) or fid < 0:
                 raise FSEError(f"{path}: row {row_no}: bad values frame_id={fid} with_25={w25}")
             if w25:
@@ -69,7 +74,8 @@ def read_anno_list(data_dir: str | os.PathLike) -> np.ndarray:
 
 
 def _frame_paths(root: Path, labels: Path, fid: int) -> tuple[Path, Path, Path]:
-    """Image, landmarks, 25-class label of a frame (images flat as released, or under ``images/``)."""
+    """Image, landmarks, 25-class label of a frame (images flat as released, or under
+    ``images/``)."""
     stem = f"{fid:06d}"
     image = root / f"{stem}.png"
     if not image.is_file() and (root / "images" / f"{stem}.png").is_file():
@@ -79,26 +85,31 @@ def _frame_paths(root: Path, labels: Path, fid: int) -> tuple[Path, Path, Path]:
 
 
 def _read_labels(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A frame's 25-class map, checked: one uint8 channel of the image's size, ids 0..24 or ignore."""
+    """A frame's 25-class map, checked: one uint8 channel of the image's size,
+    ids 0..24 or ignore."""
     seg = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
     if seg is None:
         raise FSEError(f"{label_path}: missing or not a readable label image")
     if seg.ndim != 2 or seg.dtype != np.uint8 or seg.shape != shape:
-        raise FSEError(f"{label_path}: expected a single-channel uint8 map of {shape}, got {seg.dtype} {seg.shape}")
+        raise FSEError(f"{label_path}: expected a single-channel uint8 map of {shape}, "
+                       f"got {seg.dtype} {seg.shape}")
     bad = np.unique(seg[(seg >= NUM_CLASSES) & (seg != IGNORE_INDEX)])
     if bad.size:
-        raise FSEError(f"{label_path}: values {bad[:5].tolist()} are not 25-class ids (0..24) or {IGNORE_INDEX}")
+        raise FSEError(f"{label_path}: values {bad[:5].tolist()} are not 25-class ids (0..24) "
+                       f"or {IGNORE_INDEX}")
     return seg
 
 
 def load_frame(data_dir: str | os.PathLike, frame_id: int, size: int = 112,
                labels: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One FaceSynthetics frame aligned to ArcFace ``size``: (RGB uint8 HxWx3 bilinear, labels uint8 HxW nearest).
+    """One FaceSynthetics frame aligned to ArcFace ``size``:
+    (RGB uint8 HxWx3 bilinear, labels uint8 HxW nearest).
 
     ``labels`` is the label folder (default: :func:`label_dir` of ``data_dir``).
     """
     root = Path(data_dir)
-    image_path, ldmk_path, label_path = _frame_paths(root, Path(labels) if labels else label_dir(root), int(frame_id))
+    image_path, ldmk_path, label_path = _frame_paths(
+        root, Path(labels) if labels else label_dir(root), int(frame_id))
     img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if img is None:
         raise FSEError(f"{image_path}: missing or not a readable image")
@@ -119,7 +130,8 @@ class AlignedSet(NamedTuple):
 
 
 def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
-    """Hash of anno_list.csv and every frame's three file sizes and mtimes: any edit rebuilds the cache."""
+    """Hash of anno_list.csv and every frame's three file sizes and mtimes:
+    any edit rebuilds the cache."""
     h = hashlib.sha1(f"{FORMAT}:{size}".encode())
     h.update((root / "anno_list.csv").read_bytes())
     for fid in ids:
@@ -129,7 +141,8 @@ def _fingerprint(root: Path, labels: Path, ids: np.ndarray, size: int) -> str:
 
 
 def _size_mtime(path: Path) -> str:
-    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing: one stat per file (three per frame)."""
+    """``size:mtime_ns`` of a file, ``-1:-1`` when it is missing:
+    one stat per file (three per frame)."""
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):  # what Path.exists() reads as missing
@@ -144,9 +157,9 @@ def _load_frame_job(job: tuple[str, int, int, str]) -> tuple[np.ndarray, np.ndar
 
 def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Path, workers: int,
                  progress: bool) -> None:
-    """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when complete:
-    an interrupted run leaves no half cache (a killed one a temporary folder the next run removes), and
-    the faces never need to fit in RAM at once."""
+    """Align every frame straight into ``.npy`` memmaps in a temporary folder, renamed when
+    complete: an interrupted run leaves no half cache (a killed one a temporary folder the next run
+    removes), and the faces never need to fit in RAM at once."""
     tmp = temporary_name(cache)
     tmp.mkdir(parents=True, exist_ok=True)
     try:
@@ -159,7 +172,8 @@ def _write_cache(root: Path, labels: Path, ids: np.ndarray, size: int, cache: Pa
 
 def _align_into(tmp: Path, root: Path, labels: Path, ids: np.ndarray, size: int, workers: int,
                 progress: bool) -> None:
-    images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(ids), size, size, 3))
+    images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8,
+                                       (len(ids), size, size, 3))
     masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (len(ids), size, size))
     jobs = [(str(root), int(f), size, str(labels)) for f in ids]
     pool, results = None, map(_load_frame_job, jobs)
@@ -168,7 +182,8 @@ def _align_into(tmp: Path, root: Path, labels: Path, ids: np.ndarray, size: int,
             pool = mp.get_context("spawn").Pool(workers, initializer=child_ignores_sigint)
         results = pool.imap(_load_frame_job, jobs, chunksize=16)
     try:
-        for i, (img, mask) in enumerate(tqdm(results, total=len(jobs), desc="align", disable=not progress)):
+        for i, (img, mask) in enumerate(tqdm(results, total=len(jobs), desc="align",
+                                             disable=not progress)):
             images[i], masks[i] = img, mask
     finally:
         if pool is not None:
@@ -177,8 +192,9 @@ def _align_into(tmp: Path, root: Path, labels: Path, ids: np.ndarray, size: int,
     masks.flush()
     del images, masks
     np.save(tmp / "frame_ids.npy", ids)
-    (tmp / "meta.json").write_text(json.dumps({"source": str(root.resolve()), "size": size, "count": len(ids),
-                                               "label_set": LABEL_SET, "format": FORMAT}))
+    (tmp / "meta.json").write_text(json.dumps({"source": str(root.resolve()), "size": size,
+                                               "count": len(ids), "label_set": LABEL_SET,
+                                               "format": FORMAT}))
 
 
 def _remove_abandoned(cache: Path) -> None:
@@ -205,7 +221,8 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
 
     The cache is a folder of ``.npy`` files (not one ``.npz``) so DataLoader workers share pages
     through mmap instead of each holding a copy of every face. Its name holds a fingerprint of the
-    source files, so an edited folder gets a fresh cache; what killed runs left of theirs is removed.
+    source files, so an edited folder gets a fresh cache;
+    what killed runs left of theirs is removed.
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -216,7 +233,8 @@ def prepare_dataset(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, s
     if not (cache / "meta.json").is_file():
         _remove_abandoned(cache)
         _write_cache(root, labels, ids, size, cache, workers, progress)
-    return AlignedSet(np.load(cache / "images.npy", mmap_mode="r"), np.load(cache / "masks.npy", mmap_mode="r"),
+    return AlignedSet(np.load(cache / "images.npy", mmap_mode="r"),
+                      np.load(cache / "masks.npy", mmap_mode="r"),
                       np.load(cache / "frame_ids.npy"), cache)
 
 

@@ -1,44 +1,29 @@
 """The parser network: FSErasing's U-Net with a ResNet-18 encoder.
 
-Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing, ``models/unet.py``)
-so that its released checkpoint loads unchanged; the code is our own.
+Module and parameter names follow the published ``UNet_res18`` (gsisaoki/FSErasing,
+``models/unet.py``) so that its released checkpoint loads unchanged; the code is our own.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 
-from fse_plugin.common.errors import FSEError
 from fse_plugin.labels import NUM_CLASSES
+from fse_plugin.parsing.widths import DEFAULT_FEATURE_SCALE, parser_widths
 
-__all__ = ["DEFAULT_FEATURE_SCALE", "FEATURE_SCALES", "DoubleConv", "UpBlock", "UNetRes18", "parser_widths"]
-
-DEFAULT_FEATURE_SCALE = 4
-"""Channel divisor of the default parser (widths 16..256).
-
-Chosen by measurement on synthetic FaceSynthetics data (benchmarks/README.md, "## parser"): after the
-same short training, feature_scale 4 reaches the mean F1 of 2 and 1 within noise at a sixteenth of the
-reference's (1) FLOPs, which makes precomputing masks for millions of faces cheap and CPU training
-possible; 8 is cheaper still but loses accuracy on the small classes (eyes, brows). Load the published
-checkpoint (feature_scale 1) with ``checkpoint.load_parser``, which reads the scale from the tensors.
-"""
-FEATURE_SCALES = (1, 2, 4, 8, 16, 32, 64)
-"""The channel divisors a parser may have: every level's width must halve exactly."""
-_BASE_WIDTHS = (64, 128, 256, 512, 1024)
-
+__all__ = ["DoubleConv", "UpBlock", "UNetRes18"]
 
 class DoubleConv(nn.Module):
     """Two 3x3 conv+BN+ReLU (the ``unetConv2`` the published code imports but never defines)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels),
-                                   nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, 1, 1),
+                                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -63,31 +48,24 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(BasicBlock(cin, cout, stride=2, downsample=down), BasicBlock(cout, cout))
 
 
-def parser_widths(feature_scale: int) -> list[int]:
-    """Channel widths of the five levels; ``feature_scale`` must divide 64 so every level doubles exactly."""
-    if isinstance(feature_scale, bool) or not isinstance(feature_scale, (int, np.integer)) \
-            or feature_scale < 1 or 64 % feature_scale:
-        raise FSEError(f"feature_scale must be a divisor of 64 ({', '.join(map(str, FEATURE_SCALES))}), "
-                       f"got {feature_scale!r}")
-    return [w // int(feature_scale) for w in _BASE_WIDTHS]
-
-
 class UNetRes18(nn.Module):
     """U-Net whose encoder is ResNet-18-like, logits at input resolution.
 
     Input: aligned faces normalised to [-1, 1] (``common.to_input``). Stem 3x3 stride-1 conv+BN+ReLU
     (no 7x7, no max-pool: 112x112 faces are small), four stages of two BasicBlocks (stride 2 first,
-    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder steps
-    (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names match the
-    published ``UNet_res18`` so its state_dict loads unchanged.
+    1x1 conv+BN downsample), widths ``[64, 128, 256, 512, 1024] / feature_scale``, four decoder
+    steps (2x transposed conv, concat with the skip, DoubleConv) and a 1x1 head. Attribute names
+    match the published ``UNet_res18`` so its state_dict loads unchanged.
     """
 
     def __init__(self, n_classes: int = NUM_CLASSES, feature_scale: int = DEFAULT_FEATURE_SCALE,
                  in_channels: int = 3) -> None:
         super().__init__()
         w = parser_widths(feature_scale)
-        self.n_classes, self.feature_scale, self.in_channels = int(n_classes), int(feature_scale), int(in_channels)
-        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+        self.n_classes, self.feature_scale = int(n_classes), int(feature_scale)
+        self.in_channels = int(in_channels)
+        self.conv0 = nn.Sequential(conv3x3(in_channels, w[0]), nn.BatchNorm2d(w[0]),
+                                   nn.ReLU(inplace=True))
         self.conv1 = _stage(w[0], w[1])
         self.conv2 = _stage(w[1], w[2])
         self.conv3 = _stage(w[2], w[3])
@@ -111,5 +89,6 @@ class UNetRes18(nn.Module):
         return self.final(x)
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, in_channels={self.in_channels}"
+        return (f"n_classes={self.n_classes}, feature_scale={self.feature_scale}, "
+                f"in_channels={self.in_channels}")
 

@@ -33,13 +33,14 @@ class ParsingDataset(torch.utils.data.Dataset):
         return torch.from_numpy(img), torch.from_numpy(mask.astype(np.int64))
 
 
-def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES, power: float = 0.5) -> torch.Tensor:
+def class_weights(masks: np.ndarray, n_classes: int = NUM_CLASSES,
+                  power: float = 0.5) -> torch.Tensor:
     """Cross-entropy weights ``(pixels / class pixels) ** power``, mean 1 over the classes present.
 
     Why: eyes, brows and lips cover a tiny share of an aligned face each; plain cross-entropy learns
-    them long after skin and hair, while mean F1 counts every class equally. Power 0.5 learned the small
-    classes much sooner in a one-batch overfitting test; power 1 starves the background. ``power=0``
-    gives plain cross-entropy.
+    them long after skin and hair, while mean F1 counts every class equally. Power 0.5 learned the
+    small classes much sooner in a one-batch overfitting test; power 1 starves the background.
+    ``power=0`` gives plain cross-entropy.
     """
     counts = np.zeros(n_classes, np.int64)
     for s in range(0, len(masks), 256):

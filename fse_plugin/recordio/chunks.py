@@ -2,9 +2,10 @@
 
 A record is stored as one or more chunks
 ``uint32 magic 0xced7230a | uint32 lrec = cflag << 29 | length | data | zero pad to 4 bytes``.
-Where the record holds the magic word at a 4-byte-aligned position, the writer cuts it out and starts
-a new chunk (cflag 1 first, 2 middle, 3 last; 0 = whole record), so a reader that lost sync can always
-find the next record by scanning for the magic.  Readers re-insert the magic between the parts.
+Where the record holds the magic word at a 4-byte-aligned position, the writer cuts it out and
+starts a new chunk (cflag 1 first, 2 middle, 3 last; 0 = whole record), so a reader that lost sync
+can always find the next record by scanning for the magic.  Readers re-insert the magic between
+the parts.
 """
 from __future__ import annotations
 
@@ -51,14 +52,16 @@ def encode_record(buf: bytes) -> bytes:
         out += [_CHUNK.pack(MAGIC, (2 if start else 1) << 29 | (pos - start)), buf[start:pos]]
         start = pos + 4
         pos = buf.find(_MAGIC_BYTES, start)
-    out += [_CHUNK.pack(MAGIC, (3 if start else 0) << 29 | (size - start)), buf[start:], b"\0" * (-size % 4)]
+    out += [_CHUNK.pack(MAGIC, (3 if start else 0) << 29 | (size - start)), buf[start:],
+            b"\0" * (-size % 4)]
     return b"".join(out)
 
 
 class RecordFile:
     """A .rec file read only with ``os.pread``: no file offset is shared, so forked workers may
     read concurrently; the descriptor is dropped on pickling and reopened lazily. Reads by offset
-    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to workers."""
+    (``read_record``) need no index: what a dataset that keeps its records' offsets ships to
+    workers."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
@@ -83,7 +86,8 @@ class RecordFile:
     def __getstate__(self) -> dict:
         return {"path": self.path, "size": self.size, "_fd": None}
 
-    def read_record(self, offset: int, key: Any = None, limit: int | None = None) -> tuple[bytes, int]:
+    def read_record(self, offset: int, key: Any = None, limit: int | None = None
+                    ) -> tuple[bytes, int]:
         """The record whose first chunk starts at ``offset``, and the offset after its last chunk.
 
         With ``limit`` it may stop once ``limit`` bytes of the record are known (header reads);
@@ -95,18 +99,22 @@ class RecordFile:
         while True:
             head = os.pread(fd, _PREFETCH if limit is None else 8 + limit - got, pos)
             if len(head) < 8:
-                what = "offset past the end of the file" if pos >= self.size else "truncated chunk header"
-                raise _error(self.path, key, offset, f"{what} (chunk at {pos}, file size {self.size})")
+                what = ("offset past the end of the file" if pos >= self.size
+                        else "truncated chunk header")
+                raise _error(self.path, key, offset,
+                             f"{what} (chunk at {pos}, file size {self.size})")
             magic, lrec = _CHUNK.unpack_from(head)
             if magic != MAGIC:
-                raise _error(self.path, key, offset, f"bad magic 0x{magic:08x} at {pos}: not a record start"
+                raise _error(self.path, key, offset,
+                             f"bad magic 0x{magic:08x} at {pos}: not a record start"
                              " (corrupt file, or an .idx that does not belong to this .rec)")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             if cflag not in ((2, 3) if parts else (0, 1)):
                 raise _error(self.path, key, offset, f"chunk flag {cflag} at {pos} out of order"
                              + ("" if parts else " (offset points inside a split record)"))
             if pos + 8 + length > self.size:
-                raise _error(self.path, key, offset, f"truncated record: chunk at {pos} has {length} bytes,"
+                raise _error(self.path, key, offset,
+                             f"truncated record: chunk at {pos} has {length} bytes,"
                              f" file ends at {self.size}")
             data = head[8:8 + length]
             if limit is not None and got + len(data) >= limit:

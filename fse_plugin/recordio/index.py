@@ -1,4 +1,5 @@
-"""The ``.idx`` file: text lines ``key\\toffset`` (offset of a record's first chunk), parsed into numpy.
+"""The ``.idx`` file: text lines ``key\\toffset`` (offset of a record's first chunk), parsed into
+numpy.
 
 Two int64 arrays instead of mxnet's dict of Python ints: several times less memory and time to open
 an MS1M-size index (figures in benchmarks/README.md); lookups stay O(1) for the usual key orders.
@@ -28,9 +29,11 @@ def _bad_idx_line(path: Any, block: bytes, first_line: int) -> RecordIOError | N
                 raise ValueError
             values = int(fields[0]), int(fields[1])
         except ValueError:
-            return RecordIOError(f"{path}: line {first_line + i}: expected 'key<TAB>offset', got {line[:80]!r}")
+            return RecordIOError(f"{path}: line {first_line + i}: expected 'key<TAB>offset', "
+                                 f"got {line[:80]!r}")
         if not all(_I64.min <= v <= _I64.max for v in values):
-            return RecordIOError(f"{path}: line {first_line + i}: {line[:80]!r} is outside the 64-bit integer range")
+            return RecordIOError(f"{path}: line {first_line + i}: {line[:80]!r} is outside the "
+                                 "64-bit integer range")
     return None
 
 
@@ -62,14 +65,17 @@ def _parse_int_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
             if buf:
                 m = buf.count(b"\n")
                 try:
-                    with warnings.catch_warnings():  # numpy < 2.3 warns on unparsable text, later ones raise
+                    # numpy < 2.3 warns on unparsable text, later ones raise
+                    with warnings.catch_warnings():
                         warnings.simplefilter("ignore", DeprecationWarning)
                         vals = np.fromstring(buf, dtype=np.int64, sep=" ")
                 except ValueError:
                     vals = None
                 if vals is None or vals.size != 2 * m or buf.count(b"\t") != m or i + m > n:
-                    raise _bad_idx_line(path, buf, i + 1) or RecordIOError(f"{path}: lines {i + 1}..: malformed")
-                if ((vals == _I64.max) | (vals == _I64.min)).any() and (e := _bad_idx_line(path, buf, i + 1)):
+                    raise (_bad_idx_line(path, buf, i + 1)
+                           or RecordIOError(f"{path}: lines {i + 1}..: malformed"))
+                if (((vals == _I64.max) | (vals == _I64.min)).any()
+                        and (e := _bad_idx_line(path, buf, i + 1))):
                     raise e
                 keys[i:i + m], offsets[i:i + m] = vals[0::2], vals[1::2]
                 i += m
@@ -116,7 +122,8 @@ class _Index:
         keys = self.keys
         self._n = n = len(keys)
         self._base = int(keys[0]) if n else 0
-        odd = [np.flatnonzero(keys[s:s + _IDX_BLOCK] != np.arange(self._base + s, self._base + min(n, s + _IDX_BLOCK)))
+        odd = [np.flatnonzero(keys[s:s + _IDX_BLOCK]
+                              != np.arange(self._base + s, self._base + min(n, s + _IDX_BLOCK)))
                + s for s in range(0, n, _IDX_BLOCK)]
         odd = np.concatenate(odd) if odd else np.zeros(0, np.int64)
         if len(odd) <= max(1024, n // 64):
@@ -131,7 +138,8 @@ class _Index:
             skeys = keys[order]
             dup = np.flatnonzero(skeys[1:] == skeys[:-1])
             if len(dup):
-                raise RecordIOError(f"{self.path}: duplicate key {skeys[dup[0]]} (line {order[dup[0] + 1] + 1})")
+                raise RecordIOError(f"{self.path}: duplicate key {skeys[dup[0]]} "
+                                    f"(line {order[dup[0] + 1] + 1})")
             self._sorted = (skeys, order)
 
     def _dense_pos(self, key: int) -> int | None:
@@ -178,12 +186,14 @@ class _Index:
         file and the first- and last-placed records must start with a valid chunk header."""
         if not len(self.offsets):
             return
-        for value in (int(self.offsets.min()), int(self.offsets.max())):  # no argmax: it copies read-only arrays
+        # no argmax: it copies read-only arrays
+        for value in (int(self.offsets.min()), int(self.offsets.max())):
             p = int(np.flatnonzero(self.offsets == value)[0])
             if not 0 <= value <= rec.size - 8:
-                raise _error(rec.path, self.keys[p], value, f"offset from {self.path} line {p + 1} is outside"
-                             f" the file ({rec.size} bytes); the .idx does not belong to this .rec or the .rec"
-                             " is truncated")
+                raise _error(rec.path, self.keys[p], value,
+                             f"offset from {self.path} line {p + 1} is outside the file "
+                             f"({rec.size} bytes); the .idx does not belong to this .rec "
+                             "or the .rec is truncated")
             rec.read_record(value, self.keys[p], limit=0)
 
 

@@ -1,6 +1,6 @@
-"""mxnet's ``recordio`` interface: ``MXRecordIO``, ``MXIndexedRecordIO``, ``IRHeader``, ``pack``, ``unpack``,
-``pack_img`` and ``unpack_img`` with mxnet's names, signatures and bytes (what ``mxcompat`` serves as
-``mx.recordio`` to arcface_torch's own code)."""
+"""mxnet's ``recordio`` interface: ``MXRecordIO``, ``MXIndexedRecordIO``, ``IRHeader``, ``pack``,
+``unpack``, ``pack_img`` and ``unpack_img`` with mxnet's names, signatures and bytes (what
+``mxcompat`` serves as ``mx.recordio`` to arcface_torch's own code)."""
 from __future__ import annotations
 
 import numbers
@@ -17,14 +17,16 @@ import numpy as np
 from fse_plugin.recordio.chunks import RecordFile, RecordIOError, encode_record
 from fse_plugin.recordio.index import _Index, _OffsetMap
 
-__all__ = ["IRHeader", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack", "unpack_img", "pack_img"]
+__all__ = ["IRHeader", "MXRecordIO", "MXIndexedRecordIO", "pack", "unpack", "unpack_img",
+           "pack_img"]
 
 _IR_FORMAT = "<IfQQ"  # mxnet's native 'IfQQ' on the little-endian machines it runs on
 _IR = struct.Struct(_IR_FORMAT)
 _IR_SIZE = _IR.size  # 24
 
 IRHeader = namedtuple("HEADER", ["flag", "label", "id", "id2"])
-IRHeader.__doc__ = "Image record header (as mxnet): flag = number of float labels if > 0, label, id, id2."
+IRHeader.__doc__ = ("Image record header (as mxnet): flag = number of float labels if > 0, label, "
+                    "id, id2.")
 
 
 class MXRecordIO:
@@ -116,7 +118,8 @@ class MXIndexedRecordIO(MXRecordIO):
     fraction of mxnet's memory and time).
     """
 
-    def __init__(self, idx_path: str | os.PathLike, uri: str | os.PathLike, flag: str, key_type: type = int):
+    def __init__(self, idx_path: str | os.PathLike, uri: str | os.PathLike, flag: str,
+                 key_type: type = int):
         self.idx_path = str(idx_path)
         self.idx: Mapping | dict = {}
         self.keys: np.ndarray | list = []
@@ -131,7 +134,8 @@ class MXIndexedRecordIO(MXRecordIO):
             try:
                 self.fidx = open(self.idx_path, "w")
             except OSError as e:
-                raise RecordIOError(f"{self.idx_path}: cannot create index file: {e.strerror}") from e
+                raise RecordIOError(f"{self.idx_path}: cannot create index file: "
+                                    f"{e.strerror}") from e
         else:
             self._index = _Index(self.idx_path, self.key_type)
             self._index.check_against(self._file)
@@ -195,8 +199,10 @@ def unpack_img(s: bytes, iscolor: int = -1) -> tuple[IRHeader, np.ndarray | None
     return header, cv2.imdecode(np.frombuffer(s, dtype=np.uint8), iscolor)
 
 
-def pack_img(header: IRHeader | tuple, img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg") -> bytes:
-    """Encode a BGR image with cv2 (JPEG quality / PNG compression = ``quality``) and ``pack`` it."""
+def pack_img(header: IRHeader | tuple, img: np.ndarray, quality: int = 95, img_fmt: str = ".jpg"
+             ) -> bytes:
+    """Encode a BGR image with cv2 (JPEG quality / PNG compression = ``quality``) and ``pack``
+    it."""
     params = None
     if img_fmt.upper() in (".JPG", ".JPEG"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]

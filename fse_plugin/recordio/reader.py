@@ -1,5 +1,6 @@
-"""``RecordReader``, the read path the plugin uses: numpy index, ``os.pread`` per read (no shared file
-offset, so safe in forked DataLoader workers), magic, chunk flags and lengths validated on every read."""
+"""``RecordReader``, the read path the plugin uses: numpy index, ``os.pread`` per read (no shared
+file offset, so safe in forked DataLoader workers), magic, chunk flags and lengths validated on
+every read."""
 from __future__ import annotations
 
 import os
@@ -26,7 +27,8 @@ class RecordReader:
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None,
                  key_type: type = int):
         self.rec_path = Path(rec_path)
-        self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
+        self.idx_path = (Path(idx_path) if idx_path is not None
+                         else self.rec_path.with_suffix(".idx"))
         self._file = RecordFile(self.rec_path)
         self._index = _Index(str(self.idx_path), key_type)
         self._index.check_against(self._file)
@@ -63,7 +65,8 @@ class RecordReader:
         return self._file.read_record(self.offset(key), key)[0]
 
     def read_image(self, key: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """The RGB image of a record (into ``out`` if given): ``decode_image`` of its payload, with its errors."""
+        """The RGB image of a record (into ``out`` if given): ``decode_image`` of its payload, with
+        its errors."""
         return decode_image(unpack(self.read(key))[1], out=out)
 
     def read_header(self, key: Any) -> IRHeader:
@@ -80,7 +83,8 @@ class RecordReader:
                 if flag:
                     header = header._replace(label=np.frombuffer(data, np.float32, flag, _IR_SIZE))
                 return header
-        raise _error(self.rec_path, key, offset, f"record of {len(data)} bytes is shorter than its image header")
+        raise _error(self.rec_path, key, offset,
+                     f"record of {len(data)} bytes is shorter than its image header")
 
     def close(self) -> None:
         self._file.close()
@@ -96,7 +100,8 @@ class RecordReader:
 
 
 def open_rec(path: str | os.PathLike) -> RecordReader:
-    """``RecordReader`` for a dataset dir (train.rec + train.idx) or a .rec file (.idx beside it)."""
+    """``RecordReader`` for a dataset dir (train.rec + train.idx) or a .rec file (.idx beside
+    it)."""
     path = Path(path)
     rec = path / "train.rec" if path.is_dir() else path
     if not rec.is_file():
