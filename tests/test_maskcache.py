@@ -169,10 +169,11 @@ def test_get_runs_batch_is_get_runs_of_each_key(labels_cache, ref_cache, gt):
         for ks in (order, order.tolist(), order[:1], order[:0]):
             batch = cache.get_runs_batch(ks)
             singles = [cache.get_runs(k) for k in list(ks)]
-            assert batch.found == list(range(len(ks))) and batch.missing == [] and batch.damaged == {}
+            assert batch.found == list(range(len(ks))) and not batch.missing and not batch.damaged
             assert batch.counts == [len(v) for v, _ in singles]
-            assert np.array_equal(batch.values, np.concatenate([v for v, _ in singles] or [np.zeros(0, np.uint8)]))
-            assert np.array_equal(batch.lengths, np.concatenate([n for _, n in singles] or [np.zeros(0, np.uint8)]))
+            none = [np.zeros(0, np.uint8)]
+            assert np.array_equal(batch.values, np.concatenate([v for v, _ in singles] or none))
+            assert np.array_equal(batch.lengths, np.concatenate([n for _, n in singles] or none))
             assert batch.values.dtype == batch.lengths.dtype == np.uint8
             assert all(np.array_equal(m, cache.get(k)) for m, k in zip(batch.masks(), list(ks)))
     with pytest.raises(mc.UnknownKeyError, match="key 0 is not an image key"):

@@ -297,8 +297,8 @@ def test_runs_that_do_not_cover_the_mask_are_damaged_in_a_batch_too(pristine, tm
                           crc32=struct.unpack_from("<I", data, _chunk_layout(path)[1] - 4)[0])
     (d / mc.MANIFEST).write_bytes(manifest_bytes(m))
     cache = mc.MaskCache(d)
-    with pytest.raises(mc.DamagedEntryError, match=r"entry 1 \(row 1, key 2\) does not decode: runs "
-                                                   r"cover 12432 pixels, expected 112x112") as e:
+    with pytest.raises(mc.DamagedEntryError, match=r"entry 1 \(row 1, key 2\) does not decode: "
+                                                   r"runs cover 12432 pixels, expected 112x112") as e:
         _read_both(cache, 2)
     batch = cache.get_runs_batch(np.array([3, 2, 1]))
     assert list(batch.damaged) == [1] and batch.damaged[1].key == 2

@@ -198,13 +198,14 @@ class ChunkFile:
         return self._decoded(decode_runs, i, height, width, key)
 
     def stream(self, i: int, height: int, width: int, key: int | None = None) -> bytes | None:
-        """Run stream of entry ``i`` (``codec.inflate_runs``; None for an empty entry), before the coverage
-        check its caller makes (``decode_error``); DamagedEntryError if it fails a check."""
+        """Run stream of entry ``i`` (``codec.inflate_runs``; None for an empty entry), before the
+        coverage check its caller makes (``decode_error``); DamagedEntryError if it fails a check."""
         return self._decoded(inflate_runs, i, height, width, key)
 
     def decode_error(self, i: int, why: str, key: int | None = None) -> DamagedEntryError:
-        """The error of entry ``i`` whose crc32 matched but whose content does not decode (``why``)."""
-        return self._error(f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {why}", key)
+        """The error of entry ``i`` whose crc32 matched but whose content does not decode."""
+        where = f"entry {i} (row {self.row_start + i}, key {key})"
+        return self._error(f"{where} does not decode: {why}", key)
 
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
         """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""

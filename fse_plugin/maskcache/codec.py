@@ -19,7 +19,8 @@ from fse_plugin.common.errors import FSEError
 from fse_plugin.labels import NUM_CLASSES
 
 __all__ = ["CODEC", "CorruptEntryError", "encode_masks", "decode_mask", "decode_runs",
-           "expand_runs", "encode_batch", "class_counts", "coverage_error", "inflate_runs", "join_runs"]
+           "expand_runs", "encode_batch", "class_counts", "coverage_error", "inflate_runs",
+           "join_runs"]
 
 CODEC = "rle8+zlib"
 ZLIB_LEVEL = 9
@@ -106,7 +107,7 @@ def _split(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def coverage_error(pixels: int, height: int, width: int) -> CorruptEntryError | None:
-    """The error of runs that cover ``pixels`` pixels; None if they make a ``height x width`` mask."""
+    """The error of runs covering ``pixels`` pixels; None if they make a ``height x width`` mask."""
     if pixels == height * width:
         return None
     return CorruptEntryError(f"runs cover {pixels} pixels, expected {height}x{width}")

@@ -50,14 +50,14 @@ class Verification:
 
 
 class RunsBatch(NamedTuple):
-    """The masks of several keys as runs laid end to end (``MaskCache.get_runs_batch``): the masks found,
-    in key order, mask ``i`` being the ``counts[i]`` runs after those of the masks before it."""
+    """The masks of several keys as runs laid end to end (``MaskCache.get_runs_batch``): the masks
+    found, in key order, mask ``i`` being the ``counts[i]`` runs after those of the masks before it."""
     values: np.ndarray  # uint8: the runs' class ids, row-major within each mask
     lengths: np.ndarray  # uint8: the runs' lengths, aligned with values
     counts: list[int]  # runs of each mask found
     found: list[int]  # position in keys of each mask found
-    missing: list[int]  # positions of the keys whose images were undecodable when the cache was built
-    damaged: dict[int, DamagedEntryError]  # position in keys -> the error ``get_runs`` would have raised
+    missing: list[int]  # positions of the keys whose images were undecodable at build time
+    damaged: dict[int, DamagedEntryError]  # position in keys -> the error get_runs would raise
     height: int
     width: int
 
@@ -245,33 +245,42 @@ class MaskCache:
         return self._runs(self._row(k), k)
 
     def get_runs_batch(self, keys: Sequence[int] | np.ndarray) -> RunsBatch:
-        """``get_runs`` of each of ``keys`` at once, laid end to end: the same checks (crc32, decoding, the
-        pixels covered), with the per-key work down to the entry's crc32 and inflate. A damaged entry or
-        chunk is reported in ``RunsBatch.damaged`` instead of raised, so the other keys' masks still come;
-        UnknownKeyError if a key is not in the cache."""
-        ks = [_as_key(k) for k in keys] if not isinstance(keys, np.ndarray) or keys.dtype.kind not in "iu" \
-            else keys.tolist()
-        H, W = self.height, self.width
+        """``get_runs`` of each of ``keys`` at once, laid end to end: the same checks (crc32,
+        decoding, the pixels covered), with the per-key work down to the entry's crc32 and inflate.
+        A damaged entry or chunk is reported in ``RunsBatch.damaged`` instead of raised, so the other
+        keys' masks still come; UnknownKeyError if a key is not in the cache."""
+        integers = isinstance(keys, np.ndarray) and keys.dtype.kind in "iu"
+        ks = keys.tolist() if integers else [_as_key(k) for k in keys]
+        streams, found, missing, damaged = self._streams(ks)
+        values, lengths, counts, pixels = join_runs(streams)
+        bad = [b for b, n in enumerate(pixels) if n != self.height * self.width]
+        if bad:  # crc32 matched, coverage did not: written damaged; those masks are left out
+            for b in bad:
+                k = ks[found[b]]
+                ch, i = self._chunk_of(self._row(k), k)
+                why = coverage_error(pixels[b], self.height, self.width)
+                damaged[found[b]] = ch.decode_error(i, str(why), k)
+            found = [j for b, j in enumerate(found) if b not in bad]
+            values, lengths, counts, _ = join_runs([s for b, s in enumerate(streams) if b not in bad])
+        return RunsBatch(values, lengths, counts, found, missing, damaged, self.height, self.width)
+
+    def _streams(self, keys: list[int]) -> tuple[list[bytes], list[int], list[int], dict]:
+        """The run streams of ``keys`` that have one, crc32-checked and inflated, and the positions
+        of the keys found, missing and damaged."""
         streams, found, missing, damaged = [], [], [], {}
-        for j, k in enumerate(ks):
+        for j, k in enumerate(keys):
             try:
                 ch, i = self._chunk_of(self._row(k), k)
-                stream = ch.stream(i, H, W, k)
+                stream = ch.stream(i, self.height, self.width, k)
             except DamagedEntryError as e:
                 damaged[j] = e
                 continue
-            (missing if stream is None else found).append(j)
-            if stream is not None:
+            if stream is None:
+                missing.append(j)
+            else:
+                found.append(j)
                 streams.append(stream)
-        values, lengths, counts, pixels = join_runs(streams)
-        bad = [b for b, n in enumerate(pixels) if n != H * W]
-        if bad:  # crc32 matched, coverage did not: written damaged; those masks are left out
-            for b in bad:
-                ch, i = self._chunk_of(self._row(ks[found[b]]), ks[found[b]])
-                damaged[found[b]] = ch.decode_error(i, str(coverage_error(pixels[b], H, W)), ks[found[b]])
-            found = [j for b, j in enumerate(found) if b not in bad]
-            values, lengths, counts, _ = join_runs([s for b, s in enumerate(streams) if b not in bad])
-        return RunsBatch(values, lengths, counts, found, missing, damaged, H, W)
+        return streams, found, missing, damaged
 
     def class_frequencies(self) -> ClassFrequencies:
         """Per-class pixel share and image share over all masks, from the counts the build stored."""
