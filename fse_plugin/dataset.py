@@ -100,7 +100,7 @@ class FSEMXFaceDataset(Dataset):
             self._rec = recordio.RecordFile(reader.rec_path)
         self._table, self._shared = np.stack([index.keys, index.offsets, index.labels]), None
         self.flip_p = 0.5 if self.config is None else self.config.flip
-        self._cuts = None if self.config is None else np.array([self.flip_p, self.config.p])  # float64, as upstream
+        self._cuts = None if self.config is None else np.array([self.flip_p, self.config.p])  # float64 comparisons
         self.erasing = self.masks = None
         if self.config is not None:
             self.erasing = FSErasing.from_config(self.config)
