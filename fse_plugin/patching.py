@@ -18,7 +18,8 @@ from pathlib import Path
 
 from fse_plugin.common import FSEError
 
-__all__ = ["PATCH_DIRS", "PatchError", "PatchResult", "patch_files", "find_arcface_dir", "apply_patches"]
+__all__ = ["PATCH_DIRS", "PatchError", "PatchResult", "patch_files", "find_arcface_dir",
+           "apply_patches"]
 
 PATCH_DIRS = (Path(__file__).resolve().parents[1] / "patches",  # source checkout / editable install
               Path(sys.prefix) / "share" / "fse_plugin" / "patches")  # pip install .
@@ -31,7 +32,8 @@ class PatchError(FSEError):
 @dataclass
 class PatchResult:
     patch: Path
-    status: str  # 'applied' | 'reverted' | 'already applied' | 'not applied' | 'would apply' | 'would revert'
+    # 'applied' | 'reverted' | 'already applied' | 'not applied' | 'would apply' | 'would revert'
+    status: str
     files: list[str]
 
 
@@ -45,7 +47,8 @@ def patch_files() -> list[Path]:
 
 
 def find_arcface_dir(path: str | os.PathLike) -> Path:
-    """``path`` itself if it is arcface_torch, or ``path/recognition/arcface_torch`` (insightface root)."""
+    """``path`` itself if it is arcface_torch, or ``path/recognition/arcface_torch`` (insightface
+    root)."""
     path = Path(path).expanduser().resolve()
     for cand in (path, path / "recognition" / "arcface_torch"):
         if (cand / "train_v2.py").is_file() and (cand / "dataset.py").is_file():
@@ -89,7 +92,8 @@ def _explain(patch: Path, stderr: str) -> str:
     return "; ".join(reasons) or stderr.strip()
 
 
-def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = False) -> list[PatchResult]:
+def apply_patches(path: str | os.PathLike, reverse: bool = False,
+                  check: bool = False) -> list[PatchResult]:
     """Apply (or with ``reverse`` revert) every patch to the arcface_torch dir at ``path``.
 
     All patches are checked before any is applied, so a failure leaves the tree untouched; a patch
@@ -121,7 +125,8 @@ def apply_patches(path: str | os.PathLike, reverse: bool = False, check: bool = 
         else:
             run = _git_apply(patch, target, *(("--reverse",) if reverse else ()))
             if run.returncode != 0:
-                raise PatchError(f"{patch.name}: git apply failed after a clean check: {run.stderr.strip()}")
+                raise PatchError(f"{patch.name}: git apply failed after a clean check: "
+                                 f"{run.stderr.strip()}")
             status = "reverted" if reverse else "applied"
         results.append(PatchResult(patch, status, _files(patch)))
     return results

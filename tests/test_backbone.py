@@ -1,5 +1,6 @@
-"""Backbones: checkpoints as releases come (wrappers, prefixes, classifier heads), the errors they get, and finding
-the user's arcface_torch tree (flag, environment, config location, working directory)."""
+"""Backbones: checkpoints as releases come (wrappers, prefixes, classifier heads), the errors they
+get, and finding the user's arcface_torch tree (flag, environment, config location, working
+directory)."""
 import pickle
 import shutil
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fse_plugin.backbone import (CheckpointError, arcface_torch_dir, build_network, iresnet_tiny, load_backbone,
-                                 load_recognizer)
+from fse_plugin.backbone import (CheckpointError, arcface_torch_dir, build_network, iresnet_tiny,
+                                 load_backbone, load_recognizer)
 from fse_plugin.common import FSEError
 from fake_arcface import fake_tree
 
@@ -29,7 +30,7 @@ def same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         return torch.equal(a.eval()(x), b.eval()(x))
 
 
-# ------------------------------------------------------------------------------------ checkpoint layouts
+# --------------------------------------------------------------------------- checkpoint layouts
 
 HEAD = torch.randn(10, 64, generator=torch.Generator().manual_seed(2))
 
@@ -72,8 +73,8 @@ def test_checkpoint_errors_name_the_file_and_keys(tiny, tmp_path):
                  r"1 missing keys \(stem.0.weight\)")
     expect_error(tmp_path, {**sd, "layers.9.conv.weight": torch.zeros(3)},
                  r"1 unexpected keys \(layers.9.conv.weight\)")
-    expect_error(tmp_path, sd, r"keys of another shape \(fc.bias \[64\] vs \[128\], fc.weight \[64, 3136\] vs "
-                               r"\[128, 3136\]", size=128)
+    expect_error(tmp_path, sd, r"keys of another shape \(fc.bias \[64\] vs \[128\], fc.weight "
+                               r"\[64, 3136\] vs \[128, 3136\]", size=128)
     expect_error(tmp_path, {**sd, "head.weight": HEAD, "fc2.weight": HEAD, "margin.weight": HEAD},
                  "several classifier heads")
     expect_error(tmp_path, {**sd, "head.weight": torch.zeros(10, 32)}, r"head.weight is \[10, 32\]")
@@ -86,7 +87,8 @@ def test_unreadable_checkpoints(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pt: not a readable checkpoint"):
         load_recognizer(garbage)
-    code = tmp_path / "code.pt"  # objects weights_only refuses to build (a plain pickle could run code)
+    # objects weights_only refuses to build (a plain pickle could run code)
+    code = tmp_path / "code.pt"
     code.write_bytes(pickle.dumps({"weights": shutil.rmtree}))
     with pytest.raises(CheckpointError, match="code.pt: not a readable checkpoint.*weights_only"):
         load_recognizer(code)
@@ -94,7 +96,8 @@ def test_unreadable_checkpoints(tmp_path):
         load_recognizer(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="no weights given; a randomly initialised network"):
         load_recognizer(None, "tiny")
-    assert isinstance(load_backbone(None, "tiny"), torch.nn.Module)  # random only when asked for by name
+    # random only when asked for by name
+    assert isinstance(load_backbone(None, "tiny"), torch.nn.Module)
 
 
 def test_torchscript_has_no_head(tmp_path, tiny):
@@ -107,15 +110,17 @@ def test_torchscript_has_no_head(tmp_path, tiny):
         load_recognizer(Path(__file__), "torchscript")
 
 
-# ------------------------------------------------------------------------------------ arcface_torch networks
+# --------------------------------------------------------------------------- arcface_torch networks
 
 def test_r34_as_releases_come(arcface_torch_dir, tmp_path, no_env):
-    """arcface_torch's r34 with DDP's module. prefix and a classifier head, built from the user's tree."""
+    """arcface_torch's r34 with DDP's module. prefix and a classifier head, built from the user's
+    tree."""
     torch.manual_seed(0)
     ref = build_network("r34", 512, arcface_torch_dir).eval()
     head = torch.randn(7, 512)
     path = tmp_path / "r34_release.pt"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "fc.weight": head}, path)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()},
+                "fc.weight": head}, path)
     model, got = load_recognizer(path, "r34", 512, arcface_torch_dir)
     assert torch.equal(got, head) and same_outputs(model, ref)
     with pytest.raises(CheckpointError, match="r34_release.pt: the weights do not fit"):
@@ -123,7 +128,8 @@ def test_r34_as_releases_come(arcface_torch_dir, tmp_path, no_env):
 
 
 def test_tree_search_order(tmp_path, monkeypatch, no_env):
-    explicit, env, cfg_tree, cwd_tree = (fake_tree(tmp_path / n) for n in ("explicit", "env", "cfg", "cwd"))
+    explicit, env, cfg_tree, cwd_tree = (fake_tree(tmp_path / n)
+                                         for n in ("explicit", "env", "cfg", "cwd"))
     config = cfg_tree / "configs" / "ms1mv3_r50.py"
     config.write_text("config = dict(network='fake')\n")
     monkeypatch.chdir(cwd_tree / "configs")  # a subdirectory of the tree counts
@@ -142,15 +148,16 @@ def test_tree_search_order(tmp_path, monkeypatch, no_env):
 def test_missing_tree_says_what_to_pass(tmp_path, monkeypatch, no_env):
     monkeypatch.chdir(tmp_path)
     assert arcface_torch_dir() is None
-    with pytest.raises(FSEError, match=r"network 'r34' .* pass --arcface-dir /path/to/insightface/recognition/"
-                                       r"arcface_torch"):
+    with pytest.raises(FSEError, match=r"network 'r34' .* pass --arcface-dir "
+                                       r"/path/to/insightface/recognition/arcface_torch"):
         build_network("r34")
     with pytest.raises(FSEError, match=r"network 'r999' is not known to .*get_model"):
         build_network("r999", arcface_dir=fake_tree(tmp_path / "t"))
 
 
 def test_two_trees_in_one_process(tmp_path, no_env):
-    """Each tree's backbones package is imported under a name of its own: no stale ``backbones`` module."""
+    """Each tree's backbones package is imported under a name of its own: no stale ``backbones``
+    module."""
     a, b = fake_tree(tmp_path / "a", "net_a"), fake_tree(tmp_path / "b", "net_b")
     assert build_network("net_a", 8, a).fc.out_features == 8
     assert build_network("net_b", 16, b).fc.out_features == 16

@@ -1,5 +1,5 @@
-"""``fse cam`` refuses every bad flag, file and combination in one line naming it (exit status 2), before any
-model or face is loaded and before anything is written."""
+"""``fse cam`` refuses every bad flag, file and combination in one line naming it (exit status 2),
+before any model or face is loaded and before anything is written."""
 import numpy as np
 import pytest
 import torch
@@ -37,11 +37,14 @@ CASES = [
     ("unknown precision", GOOD + ["--precision", "fp8"], ["--precision", "fp8"]),
     ("negative seed", GOOD + ["--seed", "-1"], ["--seed"]),
     ("embedding size 0", GOOD + ["--embedding-size", "0"], ["--embedding-size"]),
-    ("weights not a checkpoint", ["--pack", "{pack}", "--weights", "{text}", "--out", "{out}"], ["--weights"]),
-    ("weights missing", ["--pack", "{pack}", "--weights", "{missing}", "--out", "{out}"], ["--weights", "missing"]),
+    ("weights not a checkpoint", ["--pack", "{pack}", "--weights", "{text}", "--out", "{out}"],
+     ["--weights"]),
+    ("weights missing", ["--pack", "{pack}", "--weights", "{missing}", "--out", "{out}"],
+     ["--weights", "missing"]),
     ("second weights not a checkpoint", GOOD + ["--weights2", "{text}"], ["--weights2"]),
     ("parser not a checkpoint", GOOD + ["--parser", "{text}"], ["--parser"]),
-    ("pack missing", ["--pack", "{missing}", "--weights", "{weights}", "--out", "{out}"], ["--pack"]),
+    ("pack missing", ["--pack", "{missing}", "--weights", "{weights}", "--out", "{out}"],
+     ["--pack"]),
     ("rec missing", ["--rec", "{missing}", "--weights", "{weights}", "--out", "{out}"], ["--rec"]),
     ("mask cache not a directory", REC + ["--mask-cache", "{text}"], ["--mask-cache"]),
     ("out is a file", ["--pack", "{pack}", "--weights", "{weights}", "--out", "{text}"], ["--out"]),
@@ -49,17 +52,22 @@ CASES = [
     ("masks with a rec", REC + ["--masks", "{npy}"], ["--masks", "--rec"]),
     ("pairs with a rec", REC + ["--pairs", "all"], ["--pairs", "--rec"]),
     ("mask cache with a pack", GOOD + ["--mask-cache", "{cache}"], ["--mask-cache", "--pack"]),
-    ("masks and parser", GOOD + ["--masks", "{npy}", "--parser", "{weights}"], ["--masks", "--parser"]),
-    ("mask cache and parser", REC + ["--mask-cache", "{cache}", "--parser", "{weights}"], ["--mask-cache", "--parser"]),
-    ("pack without masks", ["--pack", "{bare_pack}", "--weights", "{weights}", "--out", "{out}"], ["--masks"]),
-    ("rec without mask cache", ["--rec", "{bare_rec}", "--weights", "{weights}", "--out", "{out}"], ["fse_masks"]),
+    ("masks and parser", GOOD + ["--masks", "{npy}", "--parser", "{weights}"],
+     ["--masks", "--parser"]),
+    ("mask cache and parser", REC + ["--mask-cache", "{cache}", "--parser", "{weights}"],
+     ["--mask-cache", "--parser"]),
+    ("pack without masks", ["--pack", "{bare_pack}", "--weights", "{weights}", "--out", "{out}"],
+     ["--masks"]),
+    ("rec without mask cache", ["--rec", "{bare_rec}", "--weights", "{weights}", "--out", "{out}"],
+     ["fse_masks"]),
     ("identity target for pairs", GOOD + ["--target", "identity"], ["--target", "identity"]),
     ("pair target for a rec", REC + ["--target", "pair"], ["--target", "pair"]),
-    ("two models one name", GOOD + ["--weights2", "{weights}", "--name2", "baseline"], ["--name", "baseline"]),
+    ("two models one name", GOOD + ["--weights2", "{weights}", "--name2", "baseline"],
+     ["--name", "baseline"]),
     ("name with a slash", GOOD + ["--name", "a/b"], ["--name"]),
     ("second network without second weights", GOOD + ["--network2", "tiny"], ["--network2"]),
-    ("layer hooks on TorchScript", GOOD + ["--network", "torchscript", "--methods", "fscam,gradcam"],
-     ["--methods", "gradcam"]),
+    ("layer hooks on TorchScript",
+     GOOD + ["--network", "torchscript", "--methods", "fscam,gradcam"], ["--methods", "gradcam"]),
     ("arcface network without a tree", GOOD + ["--network", "r50"], ["--arcface-dir"]),
 ]
 
@@ -75,9 +83,10 @@ def files(synth_bin, synth_rec, synth_cache, tmp_path_factory):
     bare_rec.mkdir()
     for name in ("train.rec", "train.idx"):
         (bare_rec / name).write_bytes((synth_rec / name).read_bytes())
-    return {"pack": synth_bin, "npy": synth_bin.with_name("synth.masks.npy"), "rec": synth_rec, "cache": synth_cache,
-            "weights": d / "w.pt", "npz": d / "m.npz", "text": d / "notes.txt", "missing": d / "missing.pt",
-            "bare_pack": d / "bare.bin", "bare_rec": bare_rec}
+    return {"pack": synth_bin, "npy": synth_bin.with_name("synth.masks.npy"), "rec": synth_rec,
+            "cache": synth_cache, "weights": d / "w.pt", "npz": d / "m.npz",
+            "text": d / "notes.txt", "missing": d / "missing.pt", "bare_pack": d / "bare.bin",
+            "bare_rec": bare_rec}
 
 
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -93,7 +102,8 @@ def test_refused_in_one_line(argv, names, files, no_loading, tmp_path, monkeypat
 def test_cuda_refused_without_cuda(files, no_loading, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = run_fse(["cam", *(a.format(out=tmp_path / "o", **files) for a in GOOD), "--device", "cuda"])
+    result = run_fse(["cam", *(a.format(out=tmp_path / "o", **files) for a in GOOD), "--device",
+                      "cuda"])
     assert_user_error(result, "--device", "CUDA")
 
 
@@ -106,7 +116,8 @@ def test_unknown_layer_refused_before_faces_are_read(files, tmp_path, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a face was decoded before the bad --target-layer was refused")
     monkeypatch.setattr(cv2, "imdecode", refuse)
-    result = run_fse(["cam", "--pack", files["pack"], "--weights", tmp_path / "tiny.pt", "--methods", "gradcam",
-                      "--target-layer", "layers.9", "--out", tmp_path / "o", "--quiet"])
+    result = run_fse(["cam", "--pack", files["pack"], "--weights", tmp_path / "tiny.pt",
+                      "--methods", "gradcam", "--target-layer", "layers.9", "--out", tmp_path / "o",
+                      "--quiet"])
     assert_user_error(result, "--target-layer", "layers.9")
     assert not (tmp_path / "o").exists()

@@ -1,4 +1,5 @@
-"""FS-CAM, ablation and pixel CAMs on PLANTED models whose output depends on one known region only."""
+"""FS-CAM, ablation and pixel CAMs on PLANTED models whose output depends on one known region
+only."""
 import csv
 import json
 import logging
@@ -23,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def layout() -> torch.Tensor:
-    """A fixed face-like 64x64 label map: hair on top, eyes, nose (planted), mouth, neck, background."""
+    """A fixed face-like 64x64 label map: hair on top, eyes, nose (planted), mouth, neck,
+    background."""
     m = torch.zeros(H, W, dtype=torch.long)
     m[8:56, 8:56] = 1
     m[8:24, 8:56] = 21
@@ -69,7 +71,7 @@ def top(values) -> np.ndarray:
     return np.nanargmax(np.asarray(values, dtype=np.float64), 1)
 
 
-# ---------------------------------------------------------------------------------------------- FS-CAM
+# ------------------------------------------------------------------------------- FS-CAM
 
 @pytest.mark.parametrize("kind", ["pair", "self", "class"])
 def test_fscam_puts_planted_region_first(planted, kind):
@@ -78,7 +80,8 @@ def test_fscam_puts_planted_region_first(planted, kind):
         net, target = clf, None
     else:
         net = model
-        target = cam.pair_target(model, x, x2).take(slice(0, 4)) if kind == "pair" else cam.self_target(model, x)
+        target = (cam.pair_target(model, x, x2).take(slice(0, 4)) if kind == "pair"
+                  else cam.self_target(model, x))
     scores, maps = cam.fs_cam(net, x, masks, target)
     assert (top(scores) == PLANTED).all()
     present = set(torch.unique(masks[0]).tolist()) - {cam.IGNORE}
@@ -133,7 +136,7 @@ def test_fscam_uint8_input_and_bad_masks(planted):
         cam.fs_cam(model, x, masks, cam.EmbeddingTarget(torch.randn(3, 32)))
 
 
-# ---------------------------------------------------------------------------------------------- ablation
+# ------------------------------------------------------------------------------- ablation
 
 def test_ablation_puts_planted_region_first(planted):
     model, _, x, x2, masks = planted
@@ -142,7 +145,8 @@ def test_ablation_puts_planted_region_first(planted):
     assert (top(drops) == PLANTED).all()
     others = drops.clone()
     others[:, PLANTED] = float("nan")
-    assert np.nanmax(np.abs(others.numpy())) < 1e-5  # erasing a region the model ignores changes nothing
+    # erasing a region the model ignores changes nothing
+    assert np.nanmax(np.abs(others.numpy())) < 1e-5
     assert (maps[masks == PLANTED] == 1).all()
     r1, _ = cam.region_ablation(model, x, masks, target, fill="random", seed=3)
     r2, _ = cam.region_ablation(model, x, masks, target, fill="random", seed=3)
@@ -151,7 +155,7 @@ def test_ablation_puts_planted_region_first(planted):
         cam.region_ablation(model, x, masks, target, fill="blue")
 
 
-# ---------------------------------------------------------------------------------------------- pixel CAMs
+# ------------------------------------------------------------------------------- pixel CAMs
 
 @pytest.mark.parametrize("method", cam.PIXEL_METHODS)
 def test_pixel_methods_put_planted_region_first(planted, method):
@@ -171,19 +175,24 @@ def test_pixel_methods_put_planted_region_first(planted, method):
                                         ("layercam", "LayerCAM"), ("scorecam", "ScoreCAM")])
 def test_pixel_cam_agrees_with_library(planted, method, cls):
     import pytorch_grad_cam
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+    from pytorch_grad_cam.utils.model_targets import (ClassifierOutputSoftmaxTarget,
+                                                      ClassifierOutputTarget)
     model, clf, x, x2, _ = planted
     layer = clf.layers[-1]
     ids = clf(x).argmax(1).tolist()
     with getattr(pytorch_grad_cam, cls)(clf, [layer]) as direct:
         want_soft = direct(input_tensor=x, targets=[ClassifierOutputSoftmaxTarget(c) for c in ids])
         want_raw = direct(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in ids])
-    np.testing.assert_allclose(cam.pixel_cam(clf, x, None, method, target_layer="layers.0"), want_soft, atol=1e-5)
-    np.testing.assert_allclose(cam.pixel_cam(clf, x, cam.ClassTarget(ids, softmax=False), method), want_raw, atol=1e-5)
+    np.testing.assert_allclose(cam.pixel_cam(clf, x, None, method, target_layer="layers.0"),
+                               want_soft, atol=1e-5)
+    np.testing.assert_allclose(cam.pixel_cam(clf, x, cam.ClassTarget(ids, softmax=False), method),
+                               want_raw, atol=1e-5)
     ref = model(x2).detach()
     with getattr(pytorch_grad_cam, cls)(model, [model.layers[-1]]) as direct:
-        want = direct(input_tensor=x, targets=[lambda o, r=r: F.cosine_similarity(o, r, dim=-1) for r in ref])
-    np.testing.assert_allclose(cam.pixel_cam(model, x, cam.EmbeddingTarget(ref), method), want, atol=1e-5)
+        want = direct(input_tensor=x,
+                      targets=[lambda o, r=r: F.cosine_similarity(o, r, dim=-1) for r in ref])
+    np.testing.assert_allclose(cam.pixel_cam(model, x, cam.EmbeddingTarget(ref), method), want,
+                               atol=1e-5)
 
 
 def test_default_target_layer():
@@ -208,7 +217,7 @@ def test_default_target_layer():
         cam.make_pixel_cam("gradcam+++", plain)
 
 
-# ---------------------------------------------------------------------------------------------- targets
+# ------------------------------------------------------------------------------- targets
 
 def test_target_maths():
     torch.manual_seed(1)
@@ -218,7 +227,8 @@ def test_target_maths():
     assert torch.allclose(t.score(out, idx), F.cosine_similarity(out, ref[idx], dim=1), atol=1e-6)
     assert torch.allclose(t[3](out[0]), F.cosine_similarity(out[0], ref[3], dim=0), atol=1e-6)
     assert t[3](out).shape == (5,)
-    assert float(t.score(torch.zeros(1, 8), torch.tensor([0]))) == 0.0  # an all-zero embedding has no similarity
+    # an all-zero embedding has no similarity
+    assert float(t.score(torch.zeros(1, 8), torch.tensor([0]))) == 0.0
     with pytest.raises(ValueError, match="use target\\[i\\]"):
         t(out[0])
 
@@ -248,7 +258,7 @@ def test_target_maths():
     assert torch.allclose(it.ref, F.normalize(want, dim=1), atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------- aggregation, stats
+# ------------------------------------------------------------------------------- aggregation, stats
 
 def test_aggregate_per_region():
     masks = np.zeros((2, 2, 3), np.uint8)
@@ -284,7 +294,7 @@ def test_region_stats_intervals(ci):
         cam.region_stats(v, ci="normal")
 
 
-# ---------------------------------------------------------------------------------------------- files, CLI, hook
+# ------------------------------------------------------------------------------- files, CLI, hook
 
 def _save_tiny(path: Path, seed: int) -> Path:
     from fse_plugin.backbone import iresnet_tiny
@@ -296,7 +306,8 @@ def _save_tiny(path: Path, seed: int) -> Path:
 def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     model, _, x, x2, masks = planted
     other = Planted(layout() == 21).eval()
-    st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3, progress=False, report="html")
+    st = cam.ExplainSettings(methods=("fscam", "gradcam"), images_per_step=3, grid=3,
+                             progress=False, report="html")
     res = cam.explain_pairs({"nose": model, "hair": other}, x, x2, masks, masks, tmp_path, st)
     assert list(res.results) == ["nose", "hair"] and list(res.results["hair"]) == ["fscam", "gradcam"]
     fscam = res.results["nose"]["fscam"]
@@ -310,7 +321,8 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     for f in res.files.values():
         assert f.is_file() and f.stat().st_size > 0
     assert "<img src='compare.png'" in res.report.read_text()
-    doc = json.loads(res.files["region_scores_json"].read_text())  # the typed result, as the file lays it out
+    # the typed result, as the file lays it out
+    doc = json.loads(res.files["region_scores_json"].read_text())
     assert list(doc["stats"]["nose"]["fscam"]) == ["importance", "score"]
     assert doc["stats"]["hair"]["gradcam"]["share"]["n"] == [float(n) for n in
                                                              res.results["hair"]["gradcam"].stats.measure.n]
@@ -328,7 +340,8 @@ def test_explain_pairs_writes_tables_and_report(planted, tmp_path):
     ("precision", "amp", "ExplainSettings.precision: 'amp' is not one of fp32, fp16, bf16"),
     ("ci", "normal", "ExplainSettings.ci: 'normal' is not one of bootstrap, t"),
     ("report", "pdf", "ExplainSettings.report: 'pdf' is not one of md, html"),
-    ("target", "centroid", "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
+    ("target", "centroid",
+     "ExplainSettings.target: 'centroid' is not one of class, pair, identity, self"),
     ("options", {"rsie": {"n_masks": 4}}, "ExplainSettings.options: unknown name rsie"),
 ])
 def test_settings_refuse_what_cannot_run(field, value, said):
@@ -347,8 +360,10 @@ def test_settings_normalise_what_they_accept():
 
 def test_front_doors_refuse_before_running(planted, tmp_path):
     model, _, x, x2, masks = planted
-    with pytest.raises(FSEError, match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
-        cam.explain_pairs(model, x, x2, masks, masks, tmp_path, cam.ExplainSettings(target="identity"))
+    with pytest.raises(FSEError,
+                       match="target must be one of 'pair', 'self', 'class' here, got 'identity'"):
+        cam.explain_pairs(model, x, x2, masks, masks, tmp_path,
+                          cam.ExplainSettings(target="identity"))
     with pytest.raises(FSEError, match="pair sides differ in length"):
         cam.explain_pairs(model, x, x2[:3], masks, masks, tmp_path)
     with pytest.raises(FSEError, match="'a/b' cannot name files"):
@@ -362,7 +377,8 @@ def test_interrupted_run_leaves_no_result(planted, tmp_path, monkeypatch):
     """An earlier run's tables and page are gone once a run starts; a table interrupted while it is
     written is absent, not half there."""
     import importlib
-    explain = importlib.import_module("fse_plugin.cam.explain")  # the module; the package's ``explain`` is the function
+    # the module; the package's ``explain`` is the function
+    explain = importlib.import_module("fse_plugin.cam.explain")
     report = importlib.import_module("fse_plugin.cam.report")
     model, _, x, x2, masks = planted
     st = cam.ExplainSettings(grid=2, progress=False)
@@ -396,11 +412,13 @@ def test_cli_end_to_end(synth_bin, tmp_path):
     from fse_plugin.cli import main
     w1, w2 = _save_tiny(tmp_path / "a.pt", 0), _save_tiny(tmp_path / "b.pt", 1)
     out = tmp_path / "out"
-    rc = main(["cam", "--pack", str(synth_bin), "--weights", str(w1), "--weights2", str(w2), "--methods",
-               "fscam,ablation,gradcam", "--limit", "2", "--grid", "2", "--out", str(out), "--quiet"])
+    rc = main(["cam", "--pack", str(synth_bin), "--weights", str(w1), "--weights2", str(w2),
+               "--methods", "fscam,ablation,gradcam", "--limit", "2", "--grid", "2", "--out",
+               str(out), "--quiet"])
     assert rc == 0
-    for name in ("overlay_baseline.png", "overlay_fse.png", "importance_baseline.png", "importance_fse.png",
-                 "compare.png", "region_scores.csv", "region_stats.csv", "region_scores.json", "report.md"):
+    for name in ("overlay_baseline.png", "overlay_fse.png", "importance_baseline.png",
+                 "importance_fse.png", "compare.png", "region_scores.csv", "region_stats.csv",
+                 "region_scores.json", "report.md"):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "region_scores.csv")))
     assert len(rows) == 2 * 3 * 2 * 4  # models x methods x kinds x images (2 genuine pairs)
@@ -418,11 +436,13 @@ def test_explain_rec_with_mask_cache(synth_rec, synth_cache, tmp_path):
     from fse_plugin.backbone import iresnet_tiny
     torch.manual_seed(0)
     res = cam.explain_rec(iresnet_tiny().eval(), synth_rec, tmp_path / "rec",
-                          cam.ExplainSettings(grid=2, progress=False), limit=8, mask_cache=synth_cache)
+                          cam.ExplainSettings(grid=2, progress=False), limit=8,
+                          mask_cache=synth_cache)
     scores = res.results["model"]["fscam"].values.measure
     assert scores.shape == (8, NUM_CLASSES)
     presence = ~np.isnan(scores)
-    want = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0 for m in gt["masks"][:8]])
+    want = np.stack([np.bincount(m.ravel(), minlength=256)[:NUM_CLASSES] > 0
+                     for m in gt["masks"][:8]])
     assert (presence == want).all()
 
 
@@ -439,9 +459,9 @@ class FakeWriter:
 
 @pytest.fixture
 def training_log(arcface_torch_dir, tmp_path, monkeypatch):
-    """arcface_torch's own ``init_logging`` (rank 0) into tmp_path/training.log, undone afterwards. The
-    ``fse_plugin`` logger is as in a training process, unconfigured (an in-process ``fse`` run sets its level
-    and stops it propagating)."""
+    """arcface_torch's own ``init_logging`` (rank 0) into tmp_path/training.log, undone afterwards.
+    The ``fse_plugin`` logger is as in a training process, unconfigured (an in-process ``fse`` run
+    sets its level and stops it propagating)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("_upstream_utils_logging",
                                                   arcface_torch_dir / "utils" / "utils_logging.py")
@@ -486,9 +506,11 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
     assert all(0 <= v <= 1 for t, v, _ in writer.scalars if not t.endswith("seconds"))
     tag, img, step, fmt = writer.images[0]
     assert tag == "fse_cam_lfw/overlay" and fmt == "HWC" and img.dtype == np.uint8 and img.shape == (224, 336, 3)
-    log_lines = training_log.read_text().splitlines()  # the hook's messages, in upstream's format and file
-    for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp", "fse_cam: lfw: 2 genuine pairs, masks from",
-                 "[lfw][4] FS-CAM top regions:", "[lfw][8] FS-CAM top regions:"):
+    # the hook's messages, in upstream's format and file
+    log_lines = training_log.read_text().splitlines()
+    for said in ("cfp_fp.bin not found, no FS-CAM for cfp_fp",
+                 "fse_cam: lfw: 2 genuine pairs, masks from", "[lfw][4] FS-CAM top regions:",
+                 "[lfw][8] FS-CAM top regions:"):
         assert any(line.startswith("Training: ") and said in line for line in log_lines), said
 
     other = cam.FSCAMCallback(cfg, writer, None, rank=1)
@@ -510,7 +532,8 @@ def test_training_hook_logs_fscam(synth_bin, tmp_path, training_log):
 ])
 def test_training_hook_refuses_bad_config(entry, said):
     with pytest.raises(FSEError) as e:
-        cam.FSCAMCallback(EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam=entry), None, rank=1)
+        cam.FSCAMCallback(EasyDict(rec=".", val_targets=["lfw"], verbose=2, fse_cam=entry), None,
+                          rank=1)
     assert str(e.value).startswith(said)
 
 
@@ -523,7 +546,8 @@ def test_training_hook_amp_is_deprecated_bf16():
 
 def _apply(patch: Path, where: Path) -> None:
     subprocess.run(["git", "apply", str(patch)], cwd=where, check=True, capture_output=True,
-                   env={"GIT_CEILING_DIRECTORIES": str(where.parent), "PATH": "/usr/bin:/bin:/usr/local/bin"})
+                   env={"GIT_CEILING_DIRECTORIES": str(where.parent),
+                        "PATH": "/usr/bin:/bin:/usr/local/bin"})
 
 
 def test_patch_applies_with_dataset_patch_in_either_order(arcface_torch_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""The reference FS-CAM target for checkpoints with a classifier head, which target ran, random weights refused."""
+"""The reference FS-CAM target for checkpoints with a classifier head, which target ran, random
+weights refused."""
 import json
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_class_target_on_the_head_puts_planted_region_first(with_head, method):
     model = cam.explained_model(backbone, head, "class")
     target = cam.ClassTarget()
     if method in cam.REGION_METHODS:
-        values = cam.run_method(method, model, x, masks, target, cam.ExplainSettings())[0].importance
+        values = cam.run_method(method, model, x, masks, target,
+                                cam.ExplainSettings())[0].importance
     else:
         values = cam.aggregate_per_region(cam.pixel_cam(model, x, target, method), masks)[0]
     assert (top(values) == PLANTED).all()
@@ -68,19 +70,23 @@ def _run(argv, capsys):
     return rc, capsys.readouterr()
 
 
-def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_path, capsys, monkeypatch):
+def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_path, capsys,
+                                       monkeypatch):
     from fse_plugin import backbone
     real = backbone.load_recognizer
     head = torch.randn(12, 512)
     monkeypatch.setattr(backbone, "load_recognizer", lambda *a, **k: (real(*a, **k)[0], head))
     weights = _save_tiny(tmp_path / "w.pt", 0)
-    for source in (["--pack", str(synth_bin)], ["--rec", str(synth_rec), "--mask-cache", str(synth_cache)]):
+    for source in (["--pack", str(synth_bin)],
+                   ["--rec", str(synth_rec), "--mask-cache", str(synth_cache)]):
         out = tmp_path / source[0][2:]
-        rc, io = _run(["cam", *source, "--weights", str(weights), "--limit", "2", "--grid", "2", "--out", str(out)],
-                      capsys)
+        rc, io = _run(["cam", *source, "--weights", str(weights), "--limit", "2", "--grid", "2",
+                       "--out", str(out)], capsys)
         assert rc == 0, io.err
-        said = "FS-CAM target: identity logits of the checkpoint's classifier head (12 classes; cosine x 64, softmax)"
-        assert said in io.err and said in (out / "report.md").read_text()  # logged (stderr) and reported
+        said = ("FS-CAM target: identity logits of the checkpoint's classifier head (12 classes; "
+                "cosine x 64, softmax)")
+        # logged (stderr) and reported
+        assert said in io.err and said in (out / "report.md").read_text()
         meta = json.loads((out / "region_scores.json").read_text())["meta"]
         assert meta["target"] == "class" and "12 classes" in meta["target_description"]
         assert np.isfinite(json.loads((out / "region_scores.json").read_text())["stats"]["baseline"]["fscam"]
@@ -89,13 +95,13 @@ def test_cli_uses_the_head_and_says_so(synth_bin, synth_rec, synth_cache, tmp_pa
 
 def test_cli_without_head_says_which_target_ran(synth_bin, tmp_path, capsys):
     weights = _save_tiny(tmp_path / "w.pt", 0)
-    rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--limit", "2", "--out",
-                   str(tmp_path / "o")], capsys)
+    rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--limit", "2",
+                   "--out", str(tmp_path / "o")], capsys)
     assert rc == 0
     assert f"FS-CAM target: cosine to the clean embedding of the other image of each pair (no classifier head in " \
            f"{weights})" in io.err
-    rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--target", "class", "--out",
-                   str(tmp_path / "o2")], capsys)
+    rc, io = _run(["cam", "--pack", str(synth_bin), "--weights", str(weights), "--target", "class",
+                   "--out", str(tmp_path / "o2")], capsys)
     assert rc == 2 and "fse cam: error: --target class needs a classifier head" in io.err
     assert "Traceback" not in io.err
 
@@ -104,8 +110,8 @@ def test_cli_refuses_random_weights_unless_asked(synth_bin, tmp_path, capsys):
     rc, io = _run(["cam", "--pack", str(synth_bin), "--out", str(tmp_path / "o")], capsys)
     assert rc == 2 and "no --weights" in io.err and "--random-weights" in io.err
     assert not (tmp_path / "o").exists()
-    rc, io = _run(["cam", "--pack", str(synth_bin), "--random-weights", "--limit", "1", "--grid", "1", "--out",
-                   str(tmp_path / "o"), "--quiet"], capsys)
+    rc, io = _run(["cam", "--pack", str(synth_bin), "--random-weights", "--limit", "1", "--grid",
+                   "1", "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert rc == 0
     meta = json.loads((tmp_path / "o" / "region_scores.json").read_text())["meta"]
     assert meta["weights baseline"] == "random (--random-weights)"

@@ -1,4 +1,5 @@
-"""RISE and Group-CAM as classes importable by name, light imports, and the pictures' colour bar and legend."""
+"""RISE and Group-CAM as classes importable by name, light imports, and the pictures' colour bar and
+legend."""
 import pickle
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def test_group_cam_is_a_base_cam_importable_by_name():
     made = cam.make_pixel_cam("groupcam", net, "0", groups=4)
     with made as g:
         assert isinstance(g, GroupCAM) and repr(g) == "GroupCAM(groups=4, blur=(51, 50), percentile=70)"
-        maps = g(input_tensor=torch.randn(2, 3, 8, 8), targets=None)  # the library's own class targets work too
+        # the library's own class targets work too
+        maps = g(input_tensor=torch.randn(2, 3, 8, 8), targets=None)
     assert maps.shape == (2, 8, 8)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         cam.Nope
@@ -48,7 +50,8 @@ def test_rise_is_called_like_a_library_cam():
 def test_import_stays_light_and_evaluation_does_not_import_cam():
     code = ("import sys, fse_plugin.evaluation; assert 'fse_plugin.cam' not in sys.modules; "
             "import fse_plugin.cam; print(sorted(m for m in ('pytorch_grad_cam', 'matplotlib') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "[]"
 
 

@@ -1,6 +1,6 @@
-"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, the compat patch's VAL@FAR, and
-the patched arcface_torch end to end (a config with the one added line, its own get_config and
-get_dataloader). train_v2.py itself runs in test_train_v2.py."""
+"""The arcface_torch patches, `fse patch-arcface`, the configs, mxcompat, the compat patch's
+VAL@FAR, and the patched arcface_torch end to end (a config with the one added line, its own
+get_config and get_dataloader). train_v2.py itself runs in test_train_v2.py."""
 import filecmp
 import ast
 import itertools
@@ -27,11 +27,13 @@ from fse_plugin.evaluation import far_threshold, val_at_far
 from fse_plugin.patching import PATCH_DIRS, PatchError, apply_patches, find_arcface_dir, patch_files
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"ms1mv3_r50_fse": "ms1mv3_r50", "ms1mv3_r50_onegpu_fse": "ms1mv3_r50_onegpu", "wf4m_r50_fse": "wf4m_r50"}
+CONFIGS = {"ms1mv3_r50_fse": "ms1mv3_r50", "ms1mv3_r50_onegpu_fse": "ms1mv3_r50_onegpu",
+           "wf4m_r50_fse": "wf4m_r50"}
 DATASET_PATCH = PATCH_DIRS[0] / "0001-fse-dataset.patch"
 COMPAT_PATCH = PATCH_DIRS[0] / "0003-upstream-compat.patch"
 EVAL_PATCH = PATCH_DIRS[0] / "0004-fse-eval-ijbc.patch"
-PATCHED_FILES = ("dataset.py", "train_v2.py", "eval/verification.py", "lr_scheduler.py", "eval_ijbc.py")
+PATCHED_FILES = ("dataset.py", "train_v2.py", "eval/verification.py", "lr_scheduler.py",
+                 "eval_ijbc.py")
 
 
 def _hunks(patch: Path) -> list[list[str]]:
@@ -84,7 +86,8 @@ def _fake_arcface(root: Path) -> Path:
 def test_patch_failure_is_clear_and_changes_nothing(tmp_path, capsys):
     fake = _fake_arcface(tmp_path / "recognition" / "arcface_torch")
     assert find_arcface_dir(tmp_path) == fake.resolve()  # insightface root is accepted too
-    with pytest.raises(PatchError, match=r"0001-fse-dataset.patch does not apply .*Nothing was changed"):
+    with pytest.raises(PatchError,
+                       match=r"0001-fse-dataset.patch does not apply .*Nothing was changed"):
         apply_patches(tmp_path)
     assert (fake / "dataset.py").read_text() == "print('not upstream')\n"
     assert cli.main(["patch-arcface", str(tmp_path / "nowhere")]) == 2
@@ -108,7 +111,7 @@ def test_mxcompat_matches_the_mxnet_calls_upstream_makes(synth_rec):
     assert mxcompat.recordio is recordio
 
 
-# ---------------------------------------------------------------------------- with an arcface_torch checkout
+# ------------------------------------------------------------------- with an arcface_torch checkout
 
 @pytest.mark.parametrize("ours, upstream", CONFIGS.items())
 def test_configs_are_upstream_plus_one_line(arcface_torch_dir, tmp_path, ours, upstream):
@@ -124,14 +127,16 @@ def test_configs_are_upstream_plus_one_line(arcface_torch_dir, tmp_path, ours, u
 
 
 def _pristine(tree: Path, arcface_torch_dir: Path) -> bool:
-    return all(filecmp.cmp(tree / name, arcface_torch_dir / name, shallow=False) for name in PATCHED_FILES)
+    return all(filecmp.cmp(tree / name, arcface_torch_dir / name, shallow=False)
+               for name in PATCHED_FILES)
 
 
 def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, capsys):
     root = tmp_path / "insightface"
     target = root / "recognition" / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)  # an enclosing repo must not confuse git apply
+    # an enclosing repo must not confuse git apply
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
     assert [r.status for r in apply_patches(root, check=True)] == ["would apply"] * 4
     assert _pristine(target, arcface_torch_dir)
     assert cli.main(["patch-arcface", str(root)]) == 0
@@ -149,7 +154,8 @@ def test_patch_apply_skip_revert_from_a_repo_root(arcface_torch_dir, tmp_path, c
 
 def _git_apply(patch: Path, where: Path) -> None:
     subprocess.run(["git", "apply", str(patch)], cwd=where, check=True, capture_output=True,
-                   env={"GIT_CEILING_DIRECTORIES": str(where.parent), "PATH": "/usr/bin:/bin:/usr/local/bin"})
+                   env={"GIT_CEILING_DIRECTORIES": str(where.parent),
+                        "PATH": "/usr/bin:/bin:/usr/local/bin"})
 
 
 def test_patches_apply_to_pristine_upstream_in_any_order(arcface_torch_dir, tmp_path):
@@ -171,9 +177,11 @@ def test_patches_apply_to_pristine_upstream_in_any_order(arcface_torch_dir, tmp_
 def test_patch_names_the_failing_hunk(arcface_torch_dir, tmp_path):
     target = tmp_path / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
-    src = (target / "dataset.py").read_text().replace("    num_workers = 2,\n", "    num_workers = 4,\n")
+    src = (target / "dataset.py").read_text().replace("    num_workers = 2,\n",
+                                                      "    num_workers = 4,\n")
     (target / "dataset.py").write_text(src)
-    with pytest.raises(PatchError, match=r"dataset\.py: hunk 2 \(@@ -24,6 \+27,7 @@\) does not match"):
+    with pytest.raises(PatchError,
+                       match=r"dataset\.py: hunk 2 \(@@ -24,6 \+27,7 @@\) does not match"):
         apply_patches(target)
     assert filecmp.cmp(target / "train_v2.py", arcface_torch_dir / "train_v2.py", shallow=False)
 
@@ -228,7 +236,8 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_dir, synth_rec, synth_bin, tmp_path):
+def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_dir, synth_rec,
+                                                                synth_bin, tmp_path):
     target = tmp_path / "arcface_torch"
     shutil.copytree(arcface_torch_dir, target)
     assert cli.main(["patch-arcface", str(target)]) == 0
@@ -237,15 +246,15 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
     gt = np.load(rec / "gt_masks.npz")
     maskcache.build_from_labels(rec, gt["keys"], gt["masks"], progress=False)  # <rec>/fse_masks
     text = (REPO / "configs" / "ms1mv3_r50_onegpu_fse.py").read_text()
-    text = text.replace("/train_tmp/ms1m-retinaface-t1", str(rec)).replace("config.batch_size = 128",
-                                                                         "config.batch_size = 8")
+    text = text.replace("/train_tmp/ms1m-retinaface-t1",
+                        str(rec)).replace("config.batch_size = 128", "config.batch_size = 8")
     assert text.count(str(rec)) == 2
     (target / "configs" / "fse_test.py").write_text(text)
     vanilla = "\n".join(line for line in text.splitlines() if not line.startswith("config.fse"))
     (target / "configs" / "vanilla_test.py").write_text(vanilla + "\n")
     (target / "configs" / "bad_test.py").write_text(text.replace("p=0.5", "p=1.5"))
-    run = subprocess.run([sys.executable, "-c", DRIVER, str(synth_bin)], cwd=target, capture_output=True,
-                         text=True, timeout=240)
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(synth_bin)], cwd=target,
+                         capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.split("RESULT ", 1)[1])
     assert out["mxnet"] is False  # the point: upstream code running without mxnet
@@ -259,25 +268,28 @@ def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_di
     assert out["bin"] == [[80, 3, 112, 112], 40, True]
 
 
-# ---------------------------------------------------------------------------- the compat patch's VAL@FAR
+# ------------------------------------------------------------------- the compat patch's VAL@FAR
 
 def _val_functions(path: Path) -> SimpleNamespace:
-    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports mxnet at
-    the top, and nothing of mxnet is needed here."""
+    """calculate_val and what it calls, compiled from ``path`` alone: upstream's module imports
+    mxnet at the top, and nothing of mxnet is needed here."""
     wanted = {"LFold", "calculate_val", "calculate_val_far"}
-    body = [node for node in ast.parse(path.read_text()).body if getattr(node, "name", None) in wanted]
+    body = [node for node in ast.parse(path.read_text()).body
+            if getattr(node, "name", None) in wanted]
     scope = {"np": np, "interpolate": interpolate, "KFold": KFold}
     exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)
     return SimpleNamespace(**{name: scope[name] for name in wanted})
 
 
 @pytest.fixture(scope="module")
-def verification_modules(arcface_torch_dir, tmp_path_factory) -> tuple[SimpleNamespace, SimpleNamespace]:
+def verification_modules(arcface_torch_dir,
+                         tmp_path_factory) -> tuple[SimpleNamespace, SimpleNamespace]:
     """(upstream eval/verification.py's VAL@FAR, the same with all patches applied)."""
     tree = tmp_path_factory.mktemp("compat") / "arcface_torch"
     shutil.copytree(arcface_torch_dir, tree)
     apply_patches(tree)
-    return tuple(_val_functions(root / "eval" / "verification.py") for root in (arcface_torch_dir, tree))
+    return tuple(_val_functions(root / "eval" / "verification.py")
+                 for root in (arcface_torch_dir, tree))
 
 
 def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -285,7 +297,8 @@ def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     e1 = rng.normal(size=(n, 16))
     issame = np.arange(n) % 2 == 0
-    e2 = np.where(issame[:, None], e1 + rng.normal(scale=0.8, size=(n, 16)), rng.normal(size=(n, 16)))
+    e2 = np.where(issame[:, None], e1 + rng.normal(scale=0.8, size=(n, 16)),
+                  rng.normal(size=(n, 16)))
     norm = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
     return norm(e1), norm(e2), issame
 
@@ -294,9 +307,11 @@ def test_patched_val_at_far_is_upstreams_where_scipy_accepts_the_far_values(veri
     upstream, patched = verification_modules
     e1, e2, issame = _pairs(400, 0)
     impostor = np.sort(np.sum((e1 - e2) ** 2, 1)[~issame])
-    thresholds = np.r_[0.0, (impostor[:-1] + impostor[1:]) / 2, 4.0]  # one impostor more per threshold
+    # one impostor more per threshold
+    thresholds = np.r_[0.0, (impostor[:-1] + impostor[1:]) / 2, 4.0]
     for far_target in (1e-3, 0.01, 0.1, 0.37):
-        want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)  # scipy's slinear
+        # scipy's slinear
+        want = upstream.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1)
         assert patched.calculate_val(thresholds, e1, e2, issame, far_target, nrof_folds=1) == want
         far = np.arange(len(thresholds)) / len(impostor)  # that training FAR: distinct values
         assert far_threshold(far, thresholds, far_target) == pytest.approx(

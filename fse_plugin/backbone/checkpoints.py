@@ -1,13 +1,15 @@
-"""Recognizer checkpoints as releases come: a plain state_dict, or one wrapped in ``{'state_dict': ...}``,
-``{'model': ...}``, ``{'backbone': ...}`` (arcface_torch's ``checkpoint_gpu_R.pt``: ``state_dict_backbone``), keys
-prefixed by ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile), with or without a classifier head.
+"""Recognizer checkpoints as releases come: a plain state_dict, or one wrapped in
+``{'state_dict': ...}``, ``{'model': ...}``, ``{'backbone': ...}`` (arcface_torch's
+``checkpoint_gpu_R.pt``: ``state_dict_backbone``), keys prefixed by ``module.`` (DataParallel/DDP)
+or ``_orig_mod.`` (torch.compile), with or without a classifier head.
 
-The head (FS-CAM's identity-logit target) is a 2-D float tensor [num_classes, embedding_size] that is not part of
-the backbone: ``fc.weight``, ``head.weight``, ``classifier.weight``, a bare ``weight``/``kernel``, or the weight
-of a nested ``head``/``margin``/``fc``/``classifier`` dict; arcface_torch's partial_fc keeps it as
-``state_dict_softmax_fc['weight']`` (with several GPUs, each rank's file holds its own slice of the classes).
-A ``kernel`` stored [embedding_size, num_classes] (AdaFace/MagFace style) is transposed.
-Everything is loaded with ``weights_only=True``; every error names the file.
+The head (FS-CAM's identity-logit target) is a 2-D float tensor [num_classes, embedding_size] that
+is not part of the backbone: ``fc.weight``, ``head.weight``, ``classifier.weight``, a bare
+``weight``/``kernel``, or the weight of a nested ``head``/``margin``/``fc``/``classifier`` dict;
+arcface_torch's partial_fc keeps it as ``state_dict_softmax_fc['weight']`` (with several GPUs, each
+rank's file holds its own slice of the classes). A ``kernel`` stored [embedding_size, num_classes]
+(AdaFace/MagFace style) is transposed. Everything is loaded with ``weights_only=True``; every error
+names the file.
 """
 from __future__ import annotations
 
@@ -24,14 +26,17 @@ __all__ = ["CheckpointError", "load_backbone", "load_recognizer", "read_checkpoi
 
 _WRAPPERS = ("state_dict_backbone", "state_dict", "model", "backbone", "model_state_dict", "net")
 """Keys under which releases nest the backbone's state_dict, in order of preference."""
-_HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc", "partial_fc")
+_HEADS = ("state_dict_softmax_fc", "head", "margin", "fc", "classifier", "header", "metric_fc",
+          "partial_fc")
 """Names of classifier heads, as nested dicts or as the first part of a key."""
 _OWNERS = ("backbone.", "model.", "net.", "encoder.")
-"""First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to ``head.weight``)."""
+"""First key parts of a backbone held inside a larger module (``backbone.conv1.weight`` next to
+``head.weight``)."""
 
 
 class CheckpointError(FSEError):
-    """A checkpoint that cannot be read or does not fit the network; the message names the file and keys."""
+    """A checkpoint that cannot be read or does not fit the network; the message names the file and
+    keys."""
 
 
 def _flat_tensors(state: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -49,7 +54,8 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     heads: dict[str, Any] = {}
     while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         inner = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        heads.update(_flat_tensors({k: v for k, v in obj.items() if k != inner and str(k).split(".")[0] in _HEADS}))
+        heads.update(_flat_tensors({k: v for k, v in obj.items()
+                                    if k != inner and str(k).split(".")[0] in _HEADS}))
         if inner is None:
             raise CheckpointError(f"{path}: no state_dict in it (top-level keys {sorted(map(str, obj))[:12]}); "
                                   "expected a state_dict or {'state_dict' | 'model' | 'backbone': state_dict}")
@@ -78,8 +84,8 @@ def _head_weight(name: str, t: torch.Tensor, embedding_size: int, path: str) -> 
         return t.float()
     if parts[-1] == "kernel" and t.shape[0] == embedding_size:
         return t.t().float().contiguous()
-    raise CheckpointError(f"{path}: {name} is {list(t.shape)}; a classifier head must be [num_classes, "
-                          f"{embedding_size}] for embedding size {embedding_size}")
+    raise CheckpointError(f"{path}: {name} is {list(t.shape)}; a classifier head must be "
+                          f"[num_classes, {embedding_size}] for embedding size {embedding_size}")
 
 
 def _summary(keys: list[str], what: str) -> str:
@@ -104,7 +110,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
              if (w := _head_weight(n, t, embedding_size, path)) is not None}
     if len(found) > 1:
         raise CheckpointError(f"{path}: several classifier heads ({', '.join(found)}): keep one")
-    extra = sorted(k for k in state if k not in keys and k.split(".")[0] not in _HEADS and k not in found)
+    extra = sorted(k for k in state
+                   if k not in keys and k.split(".")[0] not in _HEADS and k not in found)
     missing = sorted(keys - set(state))
     shape = sorted(k for k in keys & set(state) if not isinstance(state[k], torch.Tensor)
                    or state[k].shape != expected[k].shape)
@@ -113,8 +120,8 @@ def read_checkpoint(path: str | os.PathLike, expected: Mapping[str, torch.Tensor
         problems += [_summary(missing, "missing keys")] if missing else []
         problems += [_summary([f"{k} {_shape(state[k])} vs {list(expected[k].shape)}" for k in shape],
                               "keys of another shape")] if shape else []
-        raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)} - "
-                              "check --network and --embedding-size")
+        raise CheckpointError(f"{path}: the weights do not fit the network: {'; '.join(problems)} "
+                              "- check --network and --embedding-size")
     return {k: state[k] for k in expected}, next(iter(found.values()), None)
 
 
@@ -124,24 +131,29 @@ def _shape(v: Any) -> str:
 
 def _torchscript(weights: str | os.PathLike | None, map_location: str | torch.device) -> nn.Module:
     if weights is None:
-        raise CheckpointError("network 'torchscript' needs the path of a scripted model (--weights)")
+        raise CheckpointError("network 'torchscript' needs the path of a scripted model "
+                              "(--weights)")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"TorchScript model not found: {weights}")
     try:
         return torch.jit.load(str(weights), map_location=map_location).eval()
     except RuntimeError as e:
-        raise CheckpointError(f"{weights}: not a TorchScript file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{weights}: not a TorchScript file "
+                              f"({str(e).splitlines()[0]})") from None
 
 
 def _check_request(weights: Any, network: Any, embedding_size: Any) -> None:
-    """What ``load_recognizer`` is asked for can mean something: a path that is not a folder, a network name,
-    a whole-number size (refused naming the parameter before anything is built or read)."""
+    """What ``load_recognizer`` is asked for can mean something: a path that is not a folder, a
+    network name, a whole-number size (refused naming the parameter before anything is built or
+    read)."""
     if not isinstance(weights, (str, os.PathLike)):
         raise FSEError(f"weights: expected the path of a checkpoint, got {weights!r}")
     if os.path.isdir(weights):
-        raise CheckpointError(f"{weights}: a directory; expected a checkpoint file (e.g. its model.pt)")
+        raise CheckpointError(f"{weights}: a directory; expected a checkpoint file (e.g. its "
+                              "model.pt)")
     if not isinstance(network, str):
-        raise FSEError(f"network: expected a name (tiny, torchscript, r18, r50 ...), got {network!r}")
+        raise FSEError("network: expected a name (tiny, torchscript, r18, r50 ...), got "
+                       f"{network!r}")
     checks.count(embedding_size, "embedding_size")
 
 
@@ -150,9 +162,10 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
                     config_path: str | os.PathLike | None = None) -> tuple[nn.Module, torch.Tensor | None]:
     """(backbone in eval mode, classifier head weight [num_classes, embedding_size] or None).
 
-    ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an arcface_torch name
-    (r18, r34, r50, r100 ...) built from the tree ``arcface_torch_dir(arcface_dir, config_path)`` finds.
-    Random weights are refused: ``weights`` must name a checkpoint (``build_network`` gives a random one).
+    ``network``: ``tiny`` (built in), ``torchscript`` (a scripted file; no head), or an
+    arcface_torch name (r18, r34, r50, r100 ...) built from the tree
+    ``arcface_torch_dir(arcface_dir, config_path)`` finds. Random weights are refused: ``weights``
+    must name a checkpoint (``build_network`` gives a random one).
     """
     if weights is None:
         raise CheckpointError(f"network {network!r}: no weights given; a randomly initialised network says "
@@ -170,10 +183,13 @@ def load_recognizer(weights: str | os.PathLike, network: str = "tiny", embedding
 
 
 def load_backbone(weights: str | os.PathLike | None, network: str = "tiny", num_features: int = 512,
-                  arcface_dir: str | os.PathLike | None = None, map_location: str | torch.device = "cpu",
+                  arcface_dir: str | os.PathLike | None = None,
+                  map_location: str | torch.device = "cpu",
                   config_path: str | os.PathLike | None = None) -> nn.Module:
-    """The backbone of ``load_recognizer`` alone. ``weights=None`` builds the network with random weights, for
-    callers the user asked for that (cost benchmarks); the command-line tools refuse it."""
+    """The backbone of ``load_recognizer`` alone. ``weights=None`` builds the network with random
+    weights, for callers the user asked for that (cost benchmarks); the command-line tools refuse
+    it."""
     if weights is None and network != "torchscript":
         return build_network(network, num_features, arcface_dir, config_path).eval()
-    return load_recognizer(weights, network, num_features, arcface_dir, map_location, config_path)[0]
+    return load_recognizer(weights, network, num_features, arcface_dir, map_location,
+                           config_path)[0]

@@ -1,9 +1,11 @@
-"""Which network a name means: ``tiny`` is built in; any other name (r18, r34, r50, r100, mbf, vit_t ...) is built by
-``backbones.get_model`` of the user's arcface_torch tree, the same code that trained it.
+"""Which network a name means: ``tiny`` is built in; any other name (r18, r34, r50, r100, mbf,
+vit_t ...) is built by ``backbones.get_model`` of the user's arcface_torch tree, the same code that
+trained it.
 
-The tree is looked for, in order: the explicit path (``--arcface-dir``), ``$ARCFACE_TORCH_DIR``, the tree holding
-the ``--config`` file (``<tree>/configs/NAME.py``), then the working directory or one of its parents - so commands
-run inside the arcface_torch checkout, or given one of its configs, need no flag.
+The tree is looked for, in order: the explicit path (``--arcface-dir``), ``$ARCFACE_TORCH_DIR``, the
+tree holding the ``--config`` file (``<tree>/configs/NAME.py``), then the working directory or one
+of its parents - so commands run inside the arcface_torch checkout, or given one of its configs,
+need no flag.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from fse_plugin.common import FSEError
 __all__ = ["arcface_torch_dir", "build_network"]
 
 _MODULES: dict[Path, ModuleType] = {}
-"""The ``backbones`` package of each tree imported so far, under a name of its own (two trees never mix)."""
+"""The ``backbones`` package of each tree imported so far, under a name of its own (two trees never
+mix)."""
 
 
 def _is_tree(path: Path) -> bool:
@@ -31,15 +34,16 @@ def _is_tree(path: Path) -> bool:
 def _checked(path: str | os.PathLike, origin: str) -> Path:
     path = Path(path).expanduser()
     if not _is_tree(path):
-        raise FSEError(f"{origin} {path} is not an arcface_torch tree (no backbones/__init__.py): give the "
-                       "recognition/arcface_torch directory of an insightface checkout")
+        raise FSEError(f"{origin} {path} is not an arcface_torch tree (no backbones/__init__.py): "
+                       "give the recognition/arcface_torch directory of an insightface checkout")
     return path
 
 
 def arcface_torch_dir(explicit: str | os.PathLike | None = None,
                       config_path: str | os.PathLike | None = None) -> Path | None:
-    """The user's arcface_torch tree, or None: ``explicit``, else ``$ARCFACE_TORCH_DIR``, else the tree of
-    ``config_path`` (``<tree>/configs/NAME.py``), else the working directory or a parent of it."""
+    """The user's arcface_torch tree, or None: ``explicit``, else ``$ARCFACE_TORCH_DIR``, else the
+    tree of ``config_path`` (``<tree>/configs/NAME.py``), else the working directory or a parent of
+    it."""
     if explicit:
         return _checked(explicit, "--arcface-dir")
     if os.environ.get("ARCFACE_TORCH_DIR"):
@@ -57,7 +61,8 @@ def _backbones(tree: Path) -> ModuleType:
     if tree not in _MODULES:
         name = f"_fse_arcface_backbones_{len(_MODULES)}"
         init = tree / "backbones" / "__init__.py"
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        spec = importlib.util.spec_from_file_location(name, init,
+                                                      submodule_search_locations=[str(init.parent)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # the package's relative imports (.iresnet) resolve through it
         try:
@@ -69,9 +74,11 @@ def _backbones(tree: Path) -> ModuleType:
     return _MODULES[tree]
 
 
-def build_network(network: str = "tiny", embedding_size: int = 512, arcface_dir: str | os.PathLike | None = None,
+def build_network(network: str = "tiny", embedding_size: int = 512,
+                  arcface_dir: str | os.PathLike | None = None,
                   config_path: str | os.PathLike | None = None) -> nn.Module:
-    """A freshly initialised (random) network, for weights to be loaded into, or for cost measurements."""
+    """A freshly initialised (random) network, for weights to be loaded into, or for cost
+    measurements."""
     if network == "tiny":
         return iresnet_tiny(num_features=embedding_size)
     tree = arcface_torch_dir(arcface_dir, config_path)
@@ -81,7 +88,9 @@ def build_network(network: str = "tiny", embedding_size: int = 512, arcface_dir:
                        "ARCFACE_TORCH_DIR, run from inside that directory, or give --config <tree>/configs/NAME.py); "
                        "--network tiny and --network torchscript need none")
     try:
-        return _backbones(tree).get_model(network, dropout=0.0, fp16=False, num_features=embedding_size)
-    except ValueError:  # upstream's get_model raises a bare ValueError() for a name it does not know
-        raise FSEError(f"network {network!r} is not known to {tree}/backbones/__init__.py get_model "
-                       "(r18, r34, r50, r100, r200, mbf, vit_t ...)") from None
+        return _backbones(tree).get_model(network, dropout=0.0, fp16=False,
+                                          num_features=embedding_size)
+    except ValueError:
+        # upstream's get_model raises a bare ValueError() for a name it does not know
+        raise FSEError(f"network {network!r} is not known to {tree}/backbones/__init__.py "
+                       "get_model (r18, r34, r50, r100, r200, mbf, vit_t ...)") from None

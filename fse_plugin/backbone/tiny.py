@@ -1,5 +1,6 @@
-"""The built-in ``iresnet_tiny`` (0.06 GFLOP per face): arcface_torch's IResNet layout (BN-conv-BN-PReLU-conv-BN
-blocks, BN-dropout-FC-BN head to a 512-d embedding) at a size that trains on a CPU in minutes (tests, demo)."""
+"""The built-in ``iresnet_tiny`` (0.06 GFLOP per face): arcface_torch's IResNet layout
+(BN-conv-BN-PReLU-conv-BN blocks, BN-dropout-FC-BN head to a 512-d embedding) at a size that trains
+on a CPU in minutes (tests, demo)."""
 from __future__ import annotations
 
 import torch
@@ -12,11 +13,13 @@ class IBasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout),
+            nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.PReLU(cout),
             nn.Conv2d(cout, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout))
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -27,10 +30,11 @@ class IResNetTiny(nn.Module):
     """IResNet-style backbone for 112x112 faces; ``widths`` and ``blocks`` set its size."""
 
     def __init__(self, num_features: int = 512, widths: tuple[int, ...] = (8, 16, 32, 64),
-                 blocks: tuple[int, ...] = (1, 1, 1, 1), dropout: float = 0.0, input_size: int = 112) -> None:
+                 blocks: tuple[int, ...] = (1, 1, 1, 1), dropout: float = 0.0,
+                 input_size: int = 112) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.PReLU(widths[0]))
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.PReLU(widths[0]))
         layers, cin = [], widths[0]
         for w, n in zip(widths, blocks):
             for i in range(n):

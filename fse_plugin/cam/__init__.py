@@ -24,7 +24,8 @@ Modules, in the order data flows:
 - ``settings``: ``ExplainSettings``, how ``explain`` runs and writes
 - ``plots``, ``report``: pictures, CSV/JSON and the report page
 - ``sources``: pack pairs or rec images with their masks (``load_pack``, ``load_rec``)
-- ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``, ``explain_rec``)
+- ``explain``: all of the above into files (``explain``, ``explain_pairs``, ``explain_bin``,
+  ``explain_rec``)
 - ``evaluated_pairs``: FS-CAM of the pairs an evaluation protocol scored (``fse eval ... --fscam``,
   eval_ijbc.py); ``callback``: ``FSCAMCallback`` (arcface_torch training hook)
 
@@ -34,7 +35,8 @@ from fse_plugin.common.lazy import lazy_exports
 
 lazy_exports(__name__, {
     ".callback": ["FSCAMCallback"],
-    ".classifier": ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model"],
+    ".classifier": ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target",
+                    "explained_model"],
     ".sources": ["PackPairs", "RecImages", "load_pack", "load_rec"],
     ".evaluated_pairs": ["fscam_ijb", "fscam_pack", "ijb_fscam_rows"],
     ".settings": ["ExplainSettings"],
@@ -43,13 +45,14 @@ lazy_exports(__name__, {
     ".inputs": ["IGNORE", "as_input", "as_masks", "batched_forward"],
     ".names": ["METHODS", "parse_methods", "GRADIENT_METHODS", "PIXEL_METHODS", "REGION_METHODS"],
     ".methods": ["run_method"],
-    ".pixel": ["aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam", "resolve_layer",
-               "run_pixel_cam"],
-    ".plots": ["overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid", "plot_region_bars"],
+    ".pixel": ["aggregate_per_region", "default_target_layer", "make_pixel_cam", "pixel_cam",
+               "resolve_layer", "run_pixel_cam"],
+    ".plots": ["overlay", "overlay_grid_figure", "overlay_strip", "plot_overlay_grid",
+               "plot_region_bars"],
     ".regions": ["fs_cam", "normalise_scores", "paint", "region_ablation"],
     ".rise": ["RISE"],
     ".group_cam": ["GroupCAM"],
     ".stats": ["RegionStats", "compare_stats", "region_mean", "region_stats"],
-    ".targets": ["TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target", "pair_target",
-                 "resolve_target", "self_target"],
+    ".targets": ["TARGETS", "ClassTarget", "EmbeddingTarget", "Target", "identity_target",
+                 "pair_target", "resolve_target", "self_target"],
 })

@@ -1,4 +1,5 @@
-"""The reference FS-CAM target for arcface_torch checkpoints: identity logits of the classifier head.
+"""The reference FS-CAM target for arcface_torch checkpoints: identity logits of the classifier
+head.
 
 FS-CAM as published scores the softmax probability of a classifier's argmax class. An arcface_torch
 backbone outputs embeddings; its training head (PartialFC + CombinedMarginLoss) holds one centre
@@ -26,7 +27,8 @@ from fse_plugin.common import FSEError
 __all__ = ["ARCFACE_SCALE", "IdentityLogits", "TargetChoice", "choose_target", "explained_model"]
 
 ARCFACE_SCALE = 64.0
-"""``s`` of arcface_torch's CombinedMarginLoss (margin_list (1.0, 0.5, 0.0), s=64 in its configs)."""
+"""``s`` of arcface_torch's CombinedMarginLoss (margin_list (1.0, 0.5, 0.0), s=64 in its
+configs)."""
 
 
 class IdentityLogits(nn.Module):
@@ -36,10 +38,12 @@ class IdentityLogits(nn.Module):
     ``backbone`` stays reachable as ``.backbone`` (pixel CAMs hook its layers).
     """
 
-    def __init__(self, backbone: nn.Module, head: torch.Tensor, scale: float = ARCFACE_SCALE) -> None:
+    def __init__(self, backbone: nn.Module, head: torch.Tensor,
+                 scale: float = ARCFACE_SCALE) -> None:
         super().__init__()
         if head.ndim != 2:
-            raise FSEError(f"classifier head must be [num_classes, embedding_size], got {tuple(head.shape)}")
+            raise FSEError("classifier head must be [num_classes, embedding_size], got "
+                           f"{tuple(head.shape)}")
         self.backbone = backbone
         self.register_buffer("head", F.normalize(head.detach().float(), dim=1))
         self.scale = float(scale)
@@ -51,8 +55,8 @@ class IdentityLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb = self.backbone(x).flatten(1)
         if emb.shape[1] != self.head.shape[1]:
-            raise FSEError(f"backbone embeds into {emb.shape[1]} features, the classifier head expects "
-                             f"{self.head.shape[1]}")
+            raise FSEError(f"backbone embeds into {emb.shape[1]} features, the classifier head "
+                           f"expects {self.head.shape[1]}")
         return self.scale * F.linear(F.normalize(emb, dim=1), self.head.to(emb.dtype))
 
     def extra_repr(self) -> str:
@@ -70,7 +74,8 @@ class TargetChoice:
 def choose_target(requested: str | None, default: str, heads: Mapping[str, int | None],
                   weights: Mapping[str, str | None], scale: float = ARCFACE_SCALE,
                   scripted: bool = False) -> TargetChoice:
-    """Which target ``fse cam`` runs for models whose heads have ``heads[name]`` classes (None: no head).
+    """Which target ``fse cam`` runs for models whose heads have ``heads[name]`` classes (None: no
+    head).
 
     ``requested`` None picks 'class' (the reference) when every model has a head, else ``default``
     ('pair' for packs, 'identity' for recs). 'class' without a head is refused (an embedding has no
@@ -81,15 +86,16 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
     if kind not in TARGETS:
         raise FSEError(f"unknown target {kind!r}; known: {', '.join(TARGETS)}")
     if kind != "class":
-        why = f" (no classifier head in {_source(weights[headless[0]])})" if requested is None and headless else ""
+        why = (f" (no classifier head in {_source(weights[headless[0]])})"
+               if requested is None and headless else "")
         return TargetChoice(kind, TARGETS[kind] + why)
     if headless and not scripted:
         raise FSEError(f"--target class needs a classifier head, and {_source(weights[headless[0]])} has none "
                        "(arcface_torch's model.pt holds the backbone only): pass a checkpoint with the head, or "
                        f"choose --target {default}")
     if headless:
-        return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, argmax class "
-                                  "of each clean image")
+        return TargetChoice(kind, "softmax of the scripted model's outputs taken as class logits, "
+                                  "argmax class of each clean image")
     sizes = sorted(set(heads.values()))
     classes = " / ".join(f"{n:,}" for n in sizes)
     return TargetChoice(kind, f"identity logits of the checkpoint's classifier head ({classes} classes; "
@@ -98,8 +104,10 @@ def choose_target(requested: str | None, default: str, heads: Mapping[str, int |
 
 def explained_model(backbone: nn.Module, head: torch.Tensor | None, kind: str,
                     scale: float = ARCFACE_SCALE) -> nn.Module:
-    """The model a target kind explains: backbone + identity logits for 'class' with a head, else the backbone."""
-    return IdentityLogits(backbone, head, scale).eval() if kind == "class" and head is not None else backbone
+    """The model a target kind explains: backbone + identity logits for 'class' with a head, else
+    the backbone."""
+    return (IdentityLogits(backbone, head, scale).eval() if kind == "class" and head is not None
+            else backbone)
 
 
 def _source(weights: str | None) -> str:

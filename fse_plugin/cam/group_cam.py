@@ -1,9 +1,11 @@
-"""Group-CAM (Zhang et al. 2021) as a pytorch-grad-cam ``BaseCAM``, written here because the library lacks it.
+"""Group-CAM (Zhang et al. 2021) as a pytorch-grad-cam ``BaseCAM``, written here because the library
+lacks it.
 
 The library's hooks, target handling, per-layer loop and final scaling are reused; Group-CAM only
 replaces ``get_cam_image``, in two steps: ``group_masks`` (gradient-weighted feature maps summed per
-channel group, denoised, upsampled, min-max scaled) and ``weigh_masks`` (each mask scored by how much
-it restores the target over a blurred baseline). Importing this module imports pytorch-grad-cam.
+channel group, denoised, upsampled, min-max scaled) and ``weigh_masks`` (each mask scored by how
+much it restores the target over a blurred baseline). Importing this module imports
+pytorch-grad-cam.
 """
 from __future__ import annotations
 
@@ -51,11 +53,13 @@ class GroupCAM(BaseCAM):
 
     def group_masks(self, activations: np.ndarray, grads: np.ndarray,
                     size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(masks [B,G,H,W] in [0, 1], valid [B,G])``; a flat group map (all zero) is not valid."""
+        """``(masks [B,G,H,W] in [0, 1], valid [B,G])``; a flat group map (all zero) is not
+        valid."""
         acts = torch.from_numpy(np.asarray(activations)).float()
         alpha = torch.from_numpy(np.asarray(grads)).float().mean((2, 3), keepdim=True)
         groups = min(self.groups, acts.shape[1])
-        gmaps = torch.stack([c.sum(1) for c in (alpha * acts).tensor_split(groups, 1)], 1).relu()  # [B,G,h,w]
+        # [B,G,h,w]
+        gmaps = torch.stack([c.sum(1) for c in (alpha * acts).tensor_split(groups, 1)], 1).relu()
         thr = torch.quantile(gmaps.flatten(2), self.percentile / 100.0, dim=2)[..., None, None]
         gmaps = torch.where(gmaps > thr, gmaps, torch.zeros_like(gmaps))
         up = F.interpolate(gmaps, size=size, mode="bilinear", align_corners=False)
@@ -66,7 +70,8 @@ class GroupCAM(BaseCAM):
     @torch.no_grad()
     def weigh_masks(self, x: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
                     targets: Sequence[Callable]) -> torch.Tensor:
-        """Saliency ``[B,H,W]``: each valid mask weighted by its score gain over the blurred image."""
+        """Saliency ``[B,H,W]``: each valid mask weighted by its score gain over the blurred
+        image."""
         sal = torch.zeros(len(x), *x.shape[-2:])
         base = self.blur(x)
         for b in range(len(x)):
@@ -80,8 +85,9 @@ class GroupCAM(BaseCAM):
             sal[b] = ((s[1:] - s[0])[:, None, None] * mk[:, 0].cpu()).sum(0)
         return sal.relu()
 
-    def get_cam_image(self, input_tensor: torch.Tensor, target_layer: nn.Module, targets: Sequence[Callable],
-                      activations: np.ndarray, grads: np.ndarray, eigen_smooth: bool = False) -> np.ndarray:
+    def get_cam_image(self, input_tensor: torch.Tensor, target_layer: nn.Module,
+                      targets: Sequence[Callable], activations: np.ndarray, grads: np.ndarray,
+                      eigen_smooth: bool = False) -> np.ndarray:
         x = input_tensor.detach()
         masks, valid = self.group_masks(activations, grads, tuple(x.shape[-2:]))
         return self.weigh_masks(x, masks, valid, targets).numpy()

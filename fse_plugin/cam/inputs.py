@@ -1,8 +1,8 @@
 """What every CAM method is fed: faces as model inputs, label maps checked, batched forwards.
 
 Faces come as uint8 RGB ``[N,H,W,3]`` (as packs and recs store them) or as normalised float
-``[N,3,H,W]``; uint8 faces are normalised chunk by chunk (``fse_plugin.common.to_input``, arcface_torch's
-normalisation), so a whole pack never exists as float in memory.
+``[N,3,H,W]``; uint8 faces are normalised chunk by chunk (``fse_plugin.common.to_input``,
+arcface_torch's normalisation), so a whole pack never exists as float in memory.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from fse_plugin.labels import IGNORE_INDEX, NUM_CLASSES
 __all__ = ["IGNORE", "as_input", "as_images", "as_masks", "batched_forward", "picture_images"]
 
 IGNORE = IGNORE_INDEX
-"""Mask value of pixels without a class (``labels.IGNORE_INDEX``: no region, painted 0 in FS-CAM maps)."""
+"""Mask value of pixels without a class (``labels.IGNORE_INDEX``: no region, painted 0 in FS-CAM
+maps)."""
 
 
 def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -28,14 +29,15 @@ def as_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.uint8 and t.ndim == 4 and t.shape[3] == 3:
         return to_input(t)
     if not t.is_floating_point() or t.ndim != 4 or t.shape[1] != 3:
-        raise FSEError(f"images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got {t.dtype} "
-                         f"{tuple(t.shape)}")
+        raise FSEError("images must be uint8 [N,H,W,3] or normalised float [N,3,H,W], got "
+                       f"{t.dtype} {tuple(t.shape)}")
     return t
 
 
 def as_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images as a tensor, not yet normalised (uint8 faces are normalised chunk by chunk)."""
-    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    return (images if isinstance(images, torch.Tensor)
+            else torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def picture_images(images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -46,18 +48,20 @@ def picture_images(images: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def as_masks(masks: np.ndarray | torch.Tensor, shape: Sequence[int] | None = None,
              where: str = "masks") -> torch.Tensor:
-    """Label maps ``[N,H,W]`` as int64, checked: values 0..24 or 255 (ignore), shape ``shape`` if given."""
+    """Label maps ``[N,H,W]`` as int64, checked: values 0..24 or 255 (ignore), shape ``shape`` if
+    given."""
     m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if m.ndim != 3 or m.is_floating_point() or m.is_complex():
-        raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} {tuple(m.shape)}")
+        raise FSEError(f"{where}: expected integer label maps [N,H,W], got {m.dtype} "
+                       f"{tuple(m.shape)}")
     if shape is not None and tuple(m.shape) != tuple(shape):
         raise FSEError(f"{where}: shape {tuple(m.shape)} does not match the images {tuple(shape)}")
     m = m.long()
     bad = ((m >= NUM_CLASSES) & (m != IGNORE)) | (m < 0)
     if bool(bad.any()):
         i = int(bad.flatten(1).any(1).nonzero()[0, 0])
-        raise FSEError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected 0..{NUM_CLASSES - 1} "
-                         f"or {IGNORE}")
+        raise FSEError(f"{where}: mask {i} holds label {int(m[i][bad[i]][0])}, expected "
+                       f"0..{NUM_CLASSES - 1} or {IGNORE}")
     return m
 
 

@@ -1,4 +1,5 @@
-"""Every CAM method by name (``names.METHODS``), run on a chunk of images to per-region values and pixel maps."""
+"""Every CAM method by name (``names.METHODS``), run on a chunk of images to per-region values and
+pixel maps."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -30,11 +31,13 @@ def run_method(method: str, model: nn.Module, x: torch.Tensor, masks: torch.Tens
         scores, maps = fs_cam(model, x, masks, target, st.batch_size, st.precision)
         return RegionValues(normalise_scores(scores).numpy(), scores.numpy(), "score"), maps.numpy()
     if method == "ablation":
-        drops, maps = region_ablation(model, x, masks, target, st.fill, st.batch_size, st.seed, st.precision)
+        drops, maps = region_ablation(model, x, masks, target, st.fill, st.batch_size, st.seed,
+                                      st.precision)
         return RegionValues(normalise_scores(drops).numpy(), drops.numpy(), "drop"), maps.numpy()
     if cam is None:
         raise FSEError(f"pixel method {method!r} needs a CAM object (make_pixel_cam)")
     x = as_input(x)
-    maps = run_pixel_cam(cam, x, resolve_target(model, x, target), batch_size=max(1, min(len(x), 16)))
+    maps = run_pixel_cam(cam, x, resolve_target(model, x, target),
+                         batch_size=max(1, min(len(x), 16)))
     mean, share = aggregate_per_region(maps, masks)
     return RegionValues(mean, share, "share"), maps

@@ -14,7 +14,8 @@ from fse_plugin.cam.stats import RegionStats
 from fse_plugin.common.files import atomic_output
 from fse_plugin.labels import CLASSES, NUM_CLASSES, PALETTE, colorize
 
-__all__ = ["CMAP", "overlay", "overlay_strip", "overlay_grid_figure", "plot_overlay_grid", "plot_region_bars"]
+__all__ = ["CMAP", "overlay", "overlay_strip", "overlay_grid_figure", "plot_overlay_grid",
+           "plot_region_bars"]
 
 CMAP = "jet"
 """Colormap of every importance map (0 = least important region of the image, 1 = most)."""
@@ -61,7 +62,8 @@ def _add_colour_bar(fig, axes) -> None:
     """The importance scale of the overlays: the colormap from 0 to 1 beside the map columns."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axes, fraction=0.05, aspect=40, pad=0.02)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axes, fraction=0.05, aspect=40,
+                       pad=0.02)
     bar.set_label("importance (per image: 0 least, 1 most)", fontsize=7)
     bar.ax.tick_params(labelsize=6)
 
@@ -70,9 +72,11 @@ def _add_region_legend(fig, masks: np.ndarray) -> None:
     """Colour key of the regions present in the shown masks, under the grid."""
     from matplotlib.patches import Patch
     present = [k for k in range(NUM_CLASSES) if (masks == k).any()]
-    handles = [Patch(facecolor=PALETTE[k] / 255, edgecolor="0.5", linewidth=0.3, label=CLASSES[k]) for k in present]
+    handles = [Patch(facecolor=PALETTE[k] / 255, edgecolor="0.5", linewidth=0.3, label=CLASSES[k])
+               for k in present]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=6,
-               title="mask regions", title_fontsize=7, frameon=False, handlelength=1.2, columnspacing=1.0)
+               title="mask regions", title_fontsize=7, frameon=False, handlelength=1.2,
+               columnspacing=1.0)
 
 
 def overlay_grid_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray],
@@ -83,7 +87,8 @@ def overlay_grid_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str
     cols = ["image", "mask", *maps]
     n = len(images)
     legend_rows = -(-len(np.setdiff1d(np.unique(masks), [IGNORE])) // 5)
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols) + 0.9, 1.7 * n + 0.6 + 0.2 * legend_rows),
+    fig, axes = plt.subplots(n, len(cols),
+                             figsize=(1.6 * len(cols) + 0.9, 1.7 * n + 0.6 + 0.2 * legend_rows),
                              squeeze=False, layout="constrained")
     for i in range(n):
         pics = [images[i], _mask_picture(masks[i])] + [overlay(images[i], mp[i]) for mp in maps.values()]
@@ -102,20 +107,22 @@ def overlay_grid_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str
     return fig
 
 
-def plot_overlay_grid(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray], path: str | os.PathLike,
-                      row_labels: Sequence[str] | None = None, title: str = "") -> Path:
+def plot_overlay_grid(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray],
+                      path: str | os.PathLike, row_labels: Sequence[str] | None = None,
+                      title: str = "") -> Path:
     """PNG grid: one row per image, columns image, mask, then each method's map over the image;
     a colour bar gives the maps' scale and a legend names the mask's regions."""
     return _save_figure(overlay_grid_figure(images, masks, maps, row_labels), path, title)
 
 
-def plot_region_bars(stats: Mapping[str, Mapping[str, RegionStats]], path: str | os.PathLike, title: str = "",
-                     xlabel: str = "importance") -> Path:
+def plot_region_bars(stats: Mapping[str, Mapping[str, RegionStats]], path: str | os.PathLike,
+                     title: str = "", xlabel: str = "importance") -> Path:
     """Per-region bar chart with 95% intervals: ``stats[method][series]`` -> one panel per method,
     one bar colour per series (one model, or two models side by side)."""
     plt = _pyplot()
     methods = list(stats)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 7.0), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 7.0), squeeze=False,
+                             sharey=True)
     y = np.arange(NUM_CLASSES)
     for ax, method in zip(axes[0], methods):
         series = stats[method]

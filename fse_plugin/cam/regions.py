@@ -3,8 +3,8 @@
 FS-CAM asks, for each of the 25 face-parsing regions, how much of the model's score survives when
 only that region is kept: ``x_k = x * mask_k`` (everything else 0 in normalised space), ``s_k`` the
 target's score of ``x_k``, the map ``sum_k mask_k * s_k`` min-max normalised per image. Ablation is
-its complement: erase region k (FSErasing's erasure) and measure the drop of the score. Both send the
-clean image and one variant per present region through the model in one batch.
+its complement: erase region k (FSErasing's erasure) and measure the drop of the score. Both send
+the clean image and one variant per present region through the model in one batch.
 """
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def _keep_region(x: torch.Tensor, m: torch.Tensor, cls: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                   target: Target | None, batch_size: int, precision: str,
+def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray,
+                   masks: torch.Tensor | np.ndarray, target: Target | None, batch_size: int,
+                   precision: str,
                    variant: Variant) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loop shared by FS-CAM and ablation: per chunk of ~batch_size/26 images, the clean images and
     ``variant(images, masks, class)`` of every present region go through the model in one batch.
@@ -74,7 +75,8 @@ def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: t
         xb, mb = as_input(x[s:s + per_chunk]).to(dev).float(), m[s:s + per_chunk].to(dev)
         n = len(xb)
         img, cls = _present_regions(mb)
-        out = batched_forward(model, torch.cat([xb, variant(xb[img], mb[img], cls)]), batch_size, precision)
+        out = batched_forward(model, torch.cat([xb, variant(xb[img], mb[img], cls)]), batch_size,
+                              precision)
         t = target.take(slice(s, s + n)).resolve(out[:n])
         clean[s:s + n] = t.score(out[:n], torch.arange(n, device=dev)).cpu()
         scores[s + img.cpu(), cls.cpu()] = t.score(out[n:], img).cpu()
@@ -84,7 +86,8 @@ def _score_regions(model: nn.Module, images: torch.Tensor | np.ndarray, masks: t
 def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
            target: Target | None = None, batch_size: int = 260,
            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """FS-CAM of each image: ``(scores [N,25] float32, NaN where the class is absent; maps [N,H,W])``.
+    """FS-CAM of each image:
+    ``(scores [N,25] float32, NaN where the class is absent; maps [N,H,W])``.
 
     Per image, the original and one copy per present region (only that region kept, the rest 0 in
     normalised space) go through the model in the same batch (chunks of ~batch_size/26 images), so
@@ -97,13 +100,14 @@ def fs_cam(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Ten
     return scores, paint(normalise_scores(scores), m)
 
 
-def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
-                    target: Target | None = None, fill: str | float = 0.0, batch_size: int = 260,
-                    seed: int = 0, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray,
+                    masks: torch.Tensor | np.ndarray, target: Target | None = None,
+                    fill: str | float = 0.0, batch_size: int = 260, seed: int = 0,
+                    precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Complement of FS-CAM: ``(drops [N,25], NaN where absent; maps [N,H,W])``.
 
-    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase`` on a
-    batch) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
+    ``drop_k = s(x) - s(x with region k erased)``; the erasure is FSErasing's (``erasing.erase`` on
+    a batch) with ``fill`` (0.0 = the FS-CAM background; 'random', 'region_mean', ...),
     random fills drawn from a generator seeded with ``seed``. The map is the per-image min-max of
     the drops. Costs 1 + (present regions) forwards per image, like FS-CAM.
     """
@@ -113,6 +117,7 @@ def region_ablation(model: nn.Module, images: torch.Tensor | np.ndarray, masks: 
     def erase_region(x: torch.Tensor, m: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         return erase(x, m, F.one_hot(cls, NUM_CLASSES).bool(), fill=fill, generator=gen)
 
-    clean, scores, m = _score_regions(model, images, masks, target, batch_size, precision, erase_region)
+    clean, scores, m = _score_regions(model, images, masks, target, batch_size, precision,
+                                      erase_region)
     drops = clean[:, None] - scores
     return drops, paint(normalise_scores(drops), m)

@@ -1,4 +1,5 @@
-"""Faces to explain with their masks, from where they live: pairs of a ``.bin`` pack, or the first images of a rec."""
+"""Faces to explain with their masks, from where they live: pairs of a ``.bin`` pack, or the first
+images of a rec."""
 from __future__ import annotations
 
 import os
@@ -34,8 +35,8 @@ class PackPairs:
 
 @dataclass(frozen=True)
 class RecImages:
-    """The first images of a rec: ``images`` uint8 [n,H,W,3], ``masks`` [n,H,W], identity ``labels`` and
-    record ``keys`` [n], and ``masks_source`` (where the masks came from, in words)."""
+    """The first images of a rec: ``images`` uint8 [n,H,W,3], ``masks`` [n,H,W], identity ``labels``
+    and record ``keys`` [n], and ``masks_source`` (where the masks came from, in words)."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -49,13 +50,14 @@ def pack_masks_file(bin_path: str | os.PathLike, masks: str | os.PathLike | None
     """The masks file a pack's faces are explained with (None: ``parser`` predicts them): ``masks``,
     else ``<pack minus .bin>.masks.npy`` when no parser is given; refused when there are none."""
     if masks is not None and parser is not None:
-        raise FSEError("give the masks of the pack (--masks) or a parser to predict them (--parser), not both")
+        raise FSEError("give the masks of the pack (--masks) or a parser to predict them "
+                       "(--parser), not both")
     if masks is not None or parser is not None:
         return None if masks is None else Path(masks)
     beside = masks_path_for(bin_path)
     if not beside.is_file():
-        raise FSEError(f"{bin_path}: no masks: pass a masks .npy (--masks), a parser checkpoint (--parser), or put "
-                       f"{beside.name} beside the pack")
+        raise FSEError(f"{bin_path}: no masks: pass a masks .npy (--masks), a parser checkpoint "
+                       f"(--parser), or put {beside.name} beside the pack")
     return beside
 
 
@@ -88,18 +90,19 @@ def load_pack(bin_path: str | os.PathLike, masks: str | os.PathLike | None = Non
 
 def rec_masks(rec: str | os.PathLike, mask_cache: str | os.PathLike | None = None,
               parser: str | os.PathLike | None = None) -> tuple[MaskCache | None, str]:
-    """Where the masks of a rec (a directory or its .rec file) come from: the mask cache (``mask_cache`` or
-    ``<rec_dir>/fse_masks``, opened and checked against the rec) or, None, ``parser``; and that, in words."""
+    """Where the masks of a rec (a directory or its .rec file) come from: the mask cache
+    (``mask_cache`` or ``<rec_dir>/fse_masks``, opened and checked against the rec) or, None,
+    ``parser``; and that, in words."""
     if parser is not None:
         if mask_cache is not None:
-            raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its masks (--parser), "
-                           "not both")
+            raise FSEError("give the rec's mask cache (--mask-cache) or a parser to predict its "
+                           "masks (--parser), not both")
         return None, f"parser {parser}"
     rec_dir = Path(rec) if Path(rec).is_dir() else Path(rec).parent
     path = mask_cache or default_cache_path(rec_dir)
     if mask_cache is None and not Path(path).exists():
-        raise FSEError(f"{rec}: no mask cache at {path}: build it (fse cache build --rec {rec_dir} --parser CKPT), "
-                       "or pass --mask-cache DIR or --parser CKPT")
+        raise FSEError(f"{rec}: no mask cache at {path}: build it (fse cache build --rec {rec_dir} "
+                       "--parser CKPT), or pass --mask-cache DIR or --parser CKPT")
     cache = MaskCache(path)
     cache.check_source(rec_dir)
     return cache, f"mask cache {path}"
@@ -117,19 +120,23 @@ def _records(reader: RecordReader, cache: MaskCache | None,
             continue
         img = reader.read_image(key)
         if shape is not None and img.shape != shape:
-            raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier ones {shape}")
+            raise FSEError(f"{reader.rec_path}: record {key} has image shape {img.shape}, earlier "
+                           f"ones {shape}")
         if mask is not None and mask.shape != img.shape[:2]:
-            raise FSEError(f"{source}: record {key} mask {mask.shape} does not fit image {img.shape[:2]}")
+            raise FSEError(f"{source}: record {key} mask {mask.shape} does not fit image "
+                           f"{img.shape[:2]}")
         shape = img.shape
         yield key, label, img, mask
 
 
-def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str | os.PathLike | None = None,
-             parser: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64) -> RecImages:
+def load_rec(rec: str | os.PathLike, limit: int | None = None,
+             mask_cache: str | os.PathLike | None = None, parser: str | os.PathLike | None = None,
+             device: str = "cpu", batch_size: int = 64) -> RecImages:
     """The first ``limit`` images of a rec (all for None) with masks.
 
     Masks come from ``parser`` if given, else the mask cache (``mask_cache`` or the default
-    ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are skipped.
+    ``<rec_dir>/fse_masks``, checked against the rec); records the cache has no mask for are
+    skipped.
     """
     if limit is not None:
         checks.count(limit, "limit")
@@ -140,5 +147,6 @@ def load_rec(rec: str | os.PathLike, limit: int | None = None, mask_cache: str |
         raise FSEError(f"{rec}: no images with masks to explain")
     keys, labels, images, masks = (list(col) for col in zip(*rows))
     images_np = np.stack(images)
-    masks_np = masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None else np.stack(masks)
+    masks_np = (masks_from_checkpoint(parser, images_np, device, batch_size) if parser is not None
+                else np.stack(masks))
     return RecImages(images_np, masks_np, np.asarray(labels), np.asarray(keys), source)

@@ -1,4 +1,5 @@
-"""Dataset-level statistics of region tables ``[N,25]`` (NaN where a region is absent from an image).
+"""Dataset-level statistics of region tables ``[N,25]`` (NaN where a region is absent from an
+image).
 
 Each region's mean importance over the images where it is present, with a 95% interval: an image
 bootstrap (by hand: images are resampled with their regions together and absent regions skipped,
@@ -23,8 +24,9 @@ CI_METHODS: tuple[str, ...] = ("bootstrap", "t")
 
 @dataclass(frozen=True)
 class RegionStats:
-    """One value per region over a dataset: the mean over the images where the region is present, the
-    interval's bounds (float64 [25], NaN where fewer than 2 images have the region) and ``n`` [25]."""
+    """One value per region over a dataset: the mean over the images where the region is present,
+    the interval's bounds (float64 [25], NaN where fewer than 2 images have the region) and ``n``
+    [25]."""
 
     mean: np.ndarray
     lo: np.ndarray
@@ -39,7 +41,8 @@ def region_mean(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.nansum(v, 0) / np.maximum(n, 1), np.nan)
 
 
-def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray,
+                level: float) -> tuple[np.ndarray, np.ndarray]:
     """mean +- t * sd / sqrt(n) per region."""
     from scipy import stats
     present = ~np.isnan(v)
@@ -48,15 +51,17 @@ def _t_interval(v: np.ndarray, mean: np.ndarray, n: np.ndarray, level: float) ->
     return mean - half, mean + half
 
 
-def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of the image bootstrap: multinomial image weights, 250 resamples at a time
-    (bounded memory); a resample without the region gives NaN and is skipped."""
+def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of the image bootstrap: multinomial image weights, 250 resamples at a
+    time (bounded memory); a resample without the region gives NaN and is skipped."""
     present = ~np.isnan(v)
     filled = np.where(present, v, 0.0)
     rng = np.random.default_rng(seed)
     boots = []
     for b in range(0, n_boot, 250):
-        w = rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)), size=min(250, n_boot - b)).astype(np.float64)
+        w = rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)),
+                            size=min(250, n_boot - b)).astype(np.float64)
         boots.append((w @ filled) / (w @ present))
     lo, hi = np.nanpercentile(np.concatenate(boots), [50 * (1 - level), 50 * (1 + level)], axis=0)
     return lo, hi
@@ -64,11 +69,13 @@ def _bootstrap_interval(v: np.ndarray, level: float, n_boot: int, seed: int) -> 
 
 def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95, n_boot: int = 2000,
                  seed: int = 0) -> RegionStats:
-    """Per-region mean and ``level`` interval over images of ``values [N,25]`` (NaN = region absent).
+    """Per-region mean and ``level`` interval over images of ``values [N,25]`` (NaN = region
+    absent).
 
     ``ci='bootstrap'``: percentile interval of the image-level bootstrap (images resampled with
     replacement, ``n_boot`` times, seeded; the regions of one image stay together);
-    ``ci='t'``: Student-t interval mean +- t * sd / sqrt(n). Regions seen in < 2 images get NaN bounds.
+    ``ci='t'``: Student-t interval mean +- t * sd / sqrt(n). Regions seen in < 2 images get NaN
+    bounds.
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != NUM_CLASSES:
@@ -90,7 +97,8 @@ def region_stats(values: np.ndarray, ci: str = "bootstrap", level: float = 0.95,
 
 
 def compare_stats(a: np.ndarray, b: np.ndarray, **kwargs: Any) -> RegionStats:
-    """Paired difference b - a per region (same images, same masks: baseline vs FSErasing-trained)."""
+    """Paired difference b - a per region (same images, same masks: baseline vs
+    FSErasing-trained)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise FSEError(f"cannot compare region tables of shapes {a.shape} and {b.shape}")

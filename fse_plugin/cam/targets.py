@@ -3,10 +3,10 @@
 The reference FS-CAM explains classifiers: the softmax probability of the argmax class
 (``ClassTarget``). arcface_torch backbones output embeddings, so the score can also be the cosine
 similarity to a reference embedding (``EmbeddingTarget``): the other image of a verification pair
-(``pair_target``), the image's own clean embedding (``self_target``) or the centroid of its identity's
-other images (``identity_target``). One target object serves FS-CAM, ablation and RISE (``score``
-over batches of variants) and the pytorch-grad-cam methods (``target[i]`` is a callable on one
-image's output, the form the library takes as ``targets=[...]``).
+(``pair_target``), the image's own clean embedding (``self_target``) or the centroid of its
+identity's other images (``identity_target``). One target object serves FS-CAM, ablation and RISE
+(``score`` over batches of variants) and the pytorch-grad-cam methods (``target[i]`` is a callable
+on one image's output, the form the library takes as ``targets=[...]``).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from torch import nn
 from fse_plugin.cam.inputs import batched_forward
 from fse_plugin.common import FSEError
 
-__all__ = ["TARGETS", "Target", "ClassTarget", "EmbeddingTarget", "pair_target", "self_target", "identity_target",
-           "check_target", "resolve_target", "target_factory"]
+__all__ = ["TARGETS", "Target", "ClassTarget", "EmbeddingTarget", "pair_target", "self_target",
+           "identity_target", "check_target", "resolve_target", "target_factory"]
 
 TARGETS: dict[str, str] = {
     "class": "softmax probability of the argmax class of the clean image (classifier outputs)",
@@ -51,14 +51,16 @@ class Target:
         raise NotImplementedError
 
     def resolve(self, clean_outputs: torch.Tensor) -> "Target":
-        """Fix what depends on the clean output (the argmax class); the clean outputs are one per image."""
+        """Fix what depends on the clean output (the argmax class); the clean outputs are one per
+        image."""
         return self
 
     def take(self, idx: slice | Sequence[int] | torch.Tensor) -> "Target":
         """The targets of a subset of images (a target with one entry serves any subset)."""
         if len(self) == 1:
             return self
-        return self._take(torch.arange(len(self))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).long())
+        return self._take(torch.arange(len(self))[idx] if isinstance(idx, slice)
+                          else torch.as_tensor(idx).long())
 
     def __getitem__(self, i: int) -> "Target":
         return self.take([int(i)]) if len(self) != 1 else self
@@ -69,8 +71,8 @@ class Target:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         if len(self) != 1:
-            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores one image: "
-                             "use target[i]")
+            raise FSEError(f"{self!r} holds {len(self)} entries; a pytorch-grad-cam target scores "
+                           "one image: use target[i]")
         rows = output if output.ndim > 1 else output[None]
         s = self.score(rows, torch.zeros(len(rows), dtype=torch.long, device=rows.device))
         return s if output.ndim > 1 else s[0]
@@ -83,7 +85,8 @@ class ClassTarget(Target):
     images or one per image.
     """
 
-    def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None, softmax: bool = True) -> None:
+    def __init__(self, ids: int | Sequence[int] | torch.Tensor | None = None,
+                 softmax: bool = True) -> None:
         self.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long).reshape(-1).cpu()
         if self.ids is not None and bool((self.ids < 0).any()):
             raise FSEError(f"class ids must be >= 0, got {int(self.ids.min())}")
@@ -105,20 +108,24 @@ class ClassTarget(Target):
 
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.ids is None:
-            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first (target.resolve)")
+            raise FSEError("ClassTarget(None) must be resolved on the clean outputs first "
+                           "(target.resolve)")
         ids = self.ids.to(outputs.device)[self.entry(index)]
         if int(ids.max()) >= outputs.shape[1]:
-            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} outputs")
+            raise FSEError(f"class id {int(ids.max())} outside the model's {outputs.shape[1]} "
+                           "outputs")
         s = outputs.float().softmax(1) if self.softmax else outputs.float()
         return s.gather(1, ids[:, None])[:, 0]
 
     def __repr__(self) -> str:
-        ids = "argmax" if self.ids is None else (int(self.ids[0]) if len(self.ids) == 1 else f"{len(self.ids)} ids")
+        ids = ("argmax" if self.ids is None
+               else (int(self.ids[0]) if len(self.ids) == 1 else f"{len(self.ids)} ids"))
         return f"ClassTarget({ids}, softmax={self.softmax})"
 
 
 class EmbeddingTarget(Target):
-    """Cosine similarity of the embedding to a reference embedding (one for all, or one per image)."""
+    """Cosine similarity of the embedding to a reference embedding (one for all, or one per
+    image)."""
 
     def __init__(self, ref_embeddings: torch.Tensor | np.ndarray) -> None:
         ref = torch.as_tensor(ref_embeddings).float()
@@ -137,7 +144,8 @@ class EmbeddingTarget(Target):
     def score(self, outputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = outputs.float().flatten(1)
         if out.shape[1] != self.ref.shape[1]:
-            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings {self.ref.shape[1]}")
+            raise FSEError(f"model output has {out.shape[1]} features, reference embeddings "
+                           f"{self.ref.shape[1]}")
         ref = self.ref.to(out.device)[self.entry(index).to(out.device)]
         return (F.normalize(out, dim=1) * ref).sum(1)
 
@@ -145,10 +153,12 @@ class EmbeddingTarget(Target):
         return f"EmbeddingTarget({len(self.ref)} x {self.ref.shape[1]})"
 
 
-def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor, batch_size: int = 256,
-                precision: str = "fp32") -> EmbeddingTarget:
-    """Targets for ``cat([images1, images2])``: each image scored against its partner's clean embedding."""
-    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]), batch_size, precision)
+def pair_target(model: nn.Module, images1: torch.Tensor, images2: torch.Tensor,
+                batch_size: int = 256, precision: str = "fp32") -> EmbeddingTarget:
+    """Targets for ``cat([images1, images2])``: each image scored against its partner's clean
+    embedding."""
+    emb = batched_forward(model, torch.cat([torch.as_tensor(images1), torch.as_tensor(images2)]),
+                          batch_size, precision)
     p = len(images1)
     return EmbeddingTarget(torch.cat([emb[p:], emb[:p]]).cpu())
 
@@ -159,8 +169,8 @@ def self_target(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
     return EmbeddingTarget(batched_forward(model, images, batch_size, precision).cpu())
 
 
-def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int], batch_size: int = 256,
-                    precision: str = "fp32") -> EmbeddingTarget:
+def identity_target(model: nn.Module, images: torch.Tensor, labels: Sequence[int],
+                    batch_size: int = 256, precision: str = "fp32") -> EmbeddingTarget:
     """Each image scored against the centroid of the OTHER images of its identity (its own clean
     embedding when it is the only one), so the score measures identity, not self-similarity."""
     emb = F.normalize(batched_forward(model, images, batch_size, precision).cpu(), dim=1)
@@ -182,7 +192,8 @@ def check_target(target: Target, n: int) -> None:
         raise FSEError(f"{target!r} has {len(target)} entries for {n} images (need 1 or {n})")
 
 
-def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, batch_size: int = 256) -> Target:
+def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None,
+                   batch_size: int = 256) -> Target:
     """Target with the argmax filled in (one clean forward when a ClassTarget needs it)."""
     target = ClassTarget() if target is None else target
     check_target(target, len(x))
@@ -191,7 +202,8 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: Target | None, bat
     return target
 
 
-def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None, batch_size: int = 256,
+def target_factory(kind: str, allowed: Sequence[str], labels: Sequence[int] | None = None,
+                   batch_size: int = 256,
                    precision: str = "fp32") -> Callable[[nn.Module, torch.Tensor], Target]:
     """``make_target(model, images)`` for a target kind (``TARGETS``) among those a source allows.
 

@@ -1,4 +1,5 @@
-"""``fse cam``: FS-CAM and pixel CAMs per face region for one model or two: overlays, charts, CSV/JSON, report.
+"""``fse cam``: FS-CAM and pixel CAMs per face region for one model or two: overlays, charts,
+CSV/JSON, report.
 
 Every flag is checked while the command line is parsed, and the flags that only mean something
 together (the data and its masks, the target and the data, the two models' names) before any model
@@ -12,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fse_plugin.cam.names import HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARGETS, check_model_name
+from fse_plugin.cam.names import (HOOKED_METHODS, METHODS, PAIR_TARGETS, REC_TARGETS,
+                                  check_model_name)
 from fse_plugin.cli import types
 from fse_plugin.cli.grammar import command, fill_value, pack_flag, precision_flag, renamed
 from fse_plugin.common import FSEError, checks
@@ -32,7 +34,8 @@ def _methods(text: str) -> list[str]:
 
 
 def _fill(text: str) -> str | float:
-    """An ablation fill: a constant in normalised space or an FSErasing fill name (``fseconfig.check_fill``)."""
+    """An ablation fill: a constant in normalised space or an FSErasing fill name
+    (``fseconfig.check_fill``)."""
     try:
         return check_fill(fill_value(text))
     except ValueError as e:
@@ -56,11 +59,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     pack_flag(src, "verification pack (.bin); masks from --masks, --parser or <pack>.masks.npy",
               type=types.file_type())
-    src.add_argument("--rec", type=_rec_path,
-                     help="rec dir (train.rec/.idx) or .rec file; masks from its mask cache or --parser")
-    p.add_argument("--masks", type=types.file_type("npy"), help="masks .npy [2P,H,W] of the whole --pack")
-    p.add_argument("--mask-cache", type=types.dir_type(), help="mask cache of --rec (default: <rec_dir>/fse_masks)")
-    p.add_argument("--parser", type=types.file_type("checkpoint"), help="parser checkpoint: predict the masks instead")
+    src.add_argument("--rec", type=_rec_path, help="rec dir (train.rec/.idx) or .rec file; masks "
+                                                   "from its mask cache or --parser")
+    p.add_argument("--masks", type=types.file_type("npy"),
+                   help="masks .npy [2P,H,W] of the whole --pack")
+    p.add_argument("--mask-cache", type=types.dir_type(),
+                   help="mask cache of --rec (default: <rec_dir>/fse_masks)")
+    p.add_argument("--parser", type=types.file_type("checkpoint"),
+                   help="parser checkpoint: predict the masks instead")
     p.add_argument("--pairs", choices=("same", "diff", "all"), default=None,
                    help="which pairs of --pack (default: same)")
     p.add_argument("--limit", type=types.count_type(1), default=None,
@@ -68,38 +74,44 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", default="tiny", help="tiny | torchscript | arcface_torch name (r50, r100, ...)")
+    p.add_argument("--network", default="tiny",
+                   help="tiny | torchscript | arcface_torch name (r50, r100, ...)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", type=types.file_type("checkpoint"),
                    help="checkpoint: model.pt (backbone only) or one with the classifier head (see "
                         "fse_plugin.backbone.load_recognizer); plain, module.-prefixed, {'state_dict'|'model': ...}; "
                         "the scripted file for torchscript")
     w.add_argument("--random-weights", action="store_true",
-                   help="explain a randomly initialised model instead of --weights (a test and debugging aid)")
+                   help="explain a randomly initialised model instead of --weights (a test and "
+                        "debugging aid)")
     renamed(p, "--model2", p.add_argument("--weights2", type=types.file_type("checkpoint"),
                                           help="second model to compare (e.g. FSErasing-trained)"))
     p.add_argument("--network2", help="network of the second model (default: --network)")
     p.add_argument("--name", type=_model_name, default="baseline", help="label of the first model")
     p.add_argument("--name2", type=_model_name, default="fse", help="label of the second model")
-    p.add_argument("--arcface-dir", type=types.dir_type(), help="arcface_torch checkout (default: $ARCFACE_TORCH_DIR)")
-    renamed(p, "--num-features", p.add_argument("--embedding-size", type=types.count_type(1), default=512,
-                                                help="embedding size of the networks"))
+    p.add_argument("--arcface-dir", type=types.dir_type(),
+                   help="arcface_torch checkout (default: $ARCFACE_TORCH_DIR)")
+    renamed(p, "--num-features", p.add_argument("--embedding-size", type=types.count_type(1),
+                                                default=512, help="embedding size of the networks"))
 
 
 def _method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=_methods, default="fscam,ablation",
-                   help="comma list of fscam, ablation, gradcam, gradcam++, scorecam, xgradcam, layercam, eigencam, "
-                        "hirescam, eigengradcam, rise, groupcam")
+                   help="comma list of fscam, ablation, gradcam, gradcam++, scorecam, xgradcam, "
+                        "layercam, eigencam, hirescam, eigengradcam, rise, groupcam")
     p.add_argument("--target", choices=("class", "pair", "identity", "self"), default=None,
                    help="score explained: class (the reference: softmax of the argmax identity logit of the "
                         "checkpoint's classifier head; default when every checkpoint has one), else pair (other image "
                         "of the pair; default for --pack), identity (centroid of the identity's other images; default "
                         "for --rec), self (own clean embedding; zero gradient, so not for gradient CAMs)")
     p.add_argument("--logit-scale", type=types.number_type(lo=0, lo_open=True), default=64.0,
-                   help="s of the identity logits s * cos(embedding, head row) (arcface_torch's margin loss s)")
+                   help="s of the identity logits s * cos(embedding, head row) (arcface_torch's "
+                        "margin loss s)")
     p.add_argument("--fill", type=_fill, default=0.0,
-                   help="ablation fill: a number (normalised space), random, random_1, region_mean, image_mean")
-    p.add_argument("--target-layer", help="layer for pixel CAMs, dotted name (default: layer4 / layers[-1])")
+                   help="ablation fill: a number (normalised space), random, random_1, "
+                        "region_mean, image_mean")
+    p.add_argument("--target-layer",
+                   help="layer for pixel CAMs, dotted name (default: layer4 / layers[-1])")
     p.add_argument("--rise-n", type=types.count_type(1), default=8000, help="RISE masks")
     p.add_argument("--rise-s", type=types.count_type(1), default=7, help="RISE grid size")
     p.add_argument("--rise-p1", type=types.number_type(0, 1, lo_open=True), default=0.1,
@@ -115,13 +127,18 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                            help="images per step of each method (progress granularity, memory)")
     renamed(p, "--chunk-size", steps)
     renamed(p, "--chunk", steps)
-    p.add_argument("--device", type=types.device_type(), default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", type=types.device_type(), default="auto",
+                   help="auto, cpu, cuda, cuda:N")
     precision_flag(p, amp_meant="bf16")
-    p.add_argument("--ci", choices=("bootstrap", "t"), default="bootstrap", help="95%% interval: image bootstrap or t")
-    p.add_argument("--grid", type=types.count_type(1), default=8, help="images in the overlay grids")
+    p.add_argument("--ci", choices=("bootstrap", "t"), default="bootstrap",
+                   help="95%% interval: image bootstrap or t")
+    p.add_argument("--grid", type=types.count_type(1), default=8,
+                   help="images in the overlay grids")
     p.add_argument("--report", choices=("md", "html"), default="md", help="report page format")
-    p.add_argument("--seed", type=types.count_type(0), default=0, help="random fills, RISE masks, bootstrap")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or messages, warnings only")
+    p.add_argument("--seed", type=types.count_type(0), default=0,
+                   help="random fills, RISE masks, bootstrap")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or messages, warnings only")
     p.add_argument("--out", type=types.output_dir_type(), required=True, help="output folder")
 
 
@@ -133,8 +150,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _check_flags(args: argparse.Namespace) -> None:
     """The rules between flags (each flag alone was checked while parsing)."""
     if args.weights is None and not args.random_weights:
-        raise FSEError("no --weights: pass the checkpoint to explain (or --random-weights to explain an untrained "
-                       "model on purpose, for tests and debugging)")
+        raise FSEError("no --weights: pass the checkpoint to explain (or --random-weights to "
+                       "explain an untrained model on purpose, for tests and debugging)")
     source = "pack" if args.pack else "rec"
     for flag, value, only in (("--masks", args.masks, "pack"), ("--pairs", args.pairs, "pack"),
                               ("--mask-cache", args.mask_cache, "rec")):
@@ -146,12 +163,14 @@ def _check_flags(args: argparse.Namespace) -> None:
                        "not expose: use fscam, ablation or rise with --network torchscript, or load the backbone "
                        "with --network NAME")
     if args.target is not None:
-        checks.choice(args.target, f"--target (with --{source})", PAIR_TARGETS if args.pack else REC_TARGETS)
+        checks.choice(args.target, f"--target (with --{source})",
+                      PAIR_TARGETS if args.pack else REC_TARGETS)
     if args.weights2 is None:
         if args.network2 is not None:
             raise FSEError("--network2 without --weights2: give the second model's checkpoint")
     elif args.name == args.name2:
-        raise FSEError(f"--name and --name2 are both {args.name!r}: the two models need different names")
+        raise FSEError(f"--name and --name2 are both {args.name!r}: the two models need different "
+                       "names")
 
 
 def _check_sources(args: argparse.Namespace) -> None:
@@ -164,8 +183,8 @@ def _check_sources(args: argparse.Namespace) -> None:
         rec_masks(args.rec, args.mask_cache, args.parser)
     for network in {args.network, args.network2 or args.network} - {"tiny", "torchscript"}:
         if arcface_torch_dir(args.arcface_dir) is None:
-            raise FSEError(f"--network {network} is built by arcface_torch: pass --arcface-dir (or set "
-                           "ARCFACE_TORCH_DIR)")
+            raise FSEError(f"--network {network} is built by arcface_torch: pass --arcface-dir "
+                           "(or set ARCFACE_TORCH_DIR)")
 
 
 class Loaded(NamedTuple):
@@ -188,20 +207,23 @@ def _load_models(args: argparse.Namespace) -> list[Loaded]:
     specs = [(args.name, args.weights, args.network)]
     if args.weights2 is not None:
         specs.append((args.name2, args.weights2, args.network2 or args.network))
-    return [Loaded(name, None if weights is None else str(weights), network, *load(weights, network))
-            for name, weights, network in specs]
+    return [Loaded(name, None if weights is None else str(weights), network,
+                   *load(weights, network)) for name, weights, network in specs]
 
 
 def _settings(args: argparse.Namespace, kind: str, meta: dict[str, str]) -> Any:
     from fse_plugin import cam
     from fse_plugin.common import resolve_device
-    options = {"rise": {"n_masks": args.rise_n, "s": args.rise_s, "p1": args.rise_p1, "seed": args.seed,
-                        "precision": args.precision},
+    options = {"rise": {"n_masks": args.rise_n, "s": args.rise_s, "p1": args.rise_p1,
+                        "seed": args.seed, "precision": args.precision},
                "groupcam": {"groups": args.groupcam_groups}}
     return cam.ExplainSettings(
-        methods=tuple(args.methods), target=kind, device=str(resolve_device(args.device)), batch_size=args.batch_size,
-        images_per_step=args.images_per_step, grid=args.grid, precision=args.precision, fill=args.fill,
-        seed=args.seed, target_layer=args.target_layer, options=options, ci=args.ci, report=args.report, meta=meta,
+        methods=tuple(args.methods), target=kind, device=str(resolve_device(args.device)),
+        batch_size=args.batch_size,
+        images_per_step=args.images_per_step, grid=args.grid, precision=args.precision,
+        fill=args.fill,
+        seed=args.seed, target_layer=args.target_layer, options=options, ci=args.ci,
+        report=args.report, meta=meta,
         progress=not args.quiet)
 
 
@@ -226,14 +248,15 @@ def run(args: argparse.Namespace) -> int:
                                {m.name: m.weights for m in loaded}, args.logit_scale,
                                scripted=all(m.network == "torchscript" for m in loaded))
     log.info("FS-CAM target: %s", choice.description)
-    models = {m.name: cam.explained_model(m.backbone, m.head, choice.kind, args.logit_scale) for m in loaded}
+    models = {m.name: cam.explained_model(m.backbone, m.head, choice.kind, args.logit_scale)
+              for m in loaded}
     meta = {"target_description": choice.description,
             **{f"weights {m.name}": m.weights or "random (--random-weights)" for m in loaded}}
     settings = _settings(args, choice.kind, meta)
     _check_layer(list(models.values()), settings)
     if args.pack:
-        result = cam.explain_bin(models, args.pack, args.out, settings, masks=args.masks, parser=args.parser,
-                                 pairs=args.pairs or "same", limit=args.limit)
+        result = cam.explain_bin(models, args.pack, args.out, settings, masks=args.masks,
+                                 parser=args.parser, pairs=args.pairs or "same", limit=args.limit)
     else:
         result = cam.explain_rec(models, args.rec, args.out, settings, limit=args.limit or 256,
                                  mask_cache=args.mask_cache, parser=args.parser)

@@ -1,4 +1,5 @@
-"""``fse patch-arcface``: apply (check, reverse) the plugin's patches to an arcface_torch checkout."""
+"""``fse patch-arcface``: apply (check, reverse) the plugin's patches to an arcface_torch
+checkout."""
 from __future__ import annotations
 
 import argparse

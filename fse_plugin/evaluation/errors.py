@@ -1,4 +1,5 @@
-"""The user-facing errors of evaluation inputs: a bad verification pack, bad IJB meta files or images."""
+"""The user-facing errors of evaluation inputs: a bad verification pack, bad IJB meta files or
+images."""
 from __future__ import annotations
 
 from fse_plugin.common import FSEError
@@ -11,4 +12,5 @@ class PackError(FSEError):
 
 
 class MetaError(FSEError):
-    """IJB meta files or images that are missing or disagree; the message names the file and the row."""
+    """IJB meta files or images that are missing or disagree; the message names the file and the
+    row."""

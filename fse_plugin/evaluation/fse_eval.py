@@ -1,5 +1,6 @@
-"""``config.fse_eval``: what an arcface_torch config asks of evaluation besides the protocol itself - FS-CAM of the
-scored pairs, the semantic-occlusion benchmark, and where their masks come from:
+"""``config.fse_eval``: what an arcface_torch config asks of evaluation besides the protocol
+itself - FS-CAM of the scored pairs, the semantic-occlusion benchmark, and where their masks come
+from:
 
     config.fse_eval = dict(fscam=True, occlusion=dict(far=1e-4), parser="runs/parser/best.pt")
 
@@ -24,12 +25,14 @@ FSCAM_PAIRS = ("same", "diff", "all")
 
 
 def _cam_methods() -> tuple[str, ...]:
-    from fse_plugin.cam.names import METHODS  # cam imports evaluation: read its registry at call time
+    # cam imports evaluation: read its registry at call time
+    from fse_plugin.cam.names import METHODS
     return METHODS
 
 
 def _named(key: str, rule: Callable[..., Any], *args: Any) -> Any:
-    """``rule(*args)``, its ValueError or KeyError (labels' unknown class) an FSEError naming ``key``."""
+    """``rule(*args)``, its ValueError or KeyError (labels' unknown class) an FSEError naming
+    ``key``."""
     try:
         return rule(*args)
     except (ValueError, KeyError) as e:
@@ -41,7 +44,8 @@ def _options(value: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
     if value is True:
         return {}
     if not isinstance(value, Mapping):
-        raise FSEError(f"{key}: expected True, False or a dict with keys {', '.join(allowed)}; got {value!r}")
+        raise FSEError(f"{key}: expected True, False or a dict with keys {', '.join(allowed)}; got "
+                       f"{value!r}")
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise FSEError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(allowed)}")
@@ -50,8 +54,8 @@ def _options(value: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FSCAMOptions:
-    """FS-CAM of the first ``limit`` ``pairs`` the protocol scored, with ``methods`` (``cam``'s registry), into
-    ``out`` (default: ``fscam/`` in the results folder)."""
+    """FS-CAM of the first ``limit`` ``pairs`` the protocol scored, with ``methods`` (``cam``'s
+    registry), into ``out`` (default: ``fscam/`` in the results folder)."""
     out: str | None = None
     methods: tuple[str, ...] = ("fscam",)
     pairs: str = "same"
@@ -67,16 +71,17 @@ class FSCAMOptions:
         items = _options(value, key, [f for f in cls.__dataclass_fields__])
         options = cls()
         return cls(out=None if items.get("out") is None else os.fspath(items["out"]),
-                   methods=tuple(checks.name_list(items.get("methods", options.methods), f"{key}.methods",
-                                                  _cam_methods())),
-                   pairs=checks.choice(items.get("pairs", options.pairs), f"{key}.pairs", FSCAM_PAIRS),
+                   methods=tuple(checks.name_list(items.get("methods", options.methods),
+                                                  f"{key}.methods", _cam_methods())),
+                   pairs=checks.choice(items.get("pairs", options.pairs), f"{key}.pairs",
+                                       FSCAM_PAIRS),
                    limit=checks.count(items.get("limit", options.limit), f"{key}.limit"))
 
 
 @dataclass(frozen=True)
 class OcclusionOptions:
-    """The semantic-occlusion benchmark: ``classes`` one at a time and ``groups`` erased in the probe images with
-    ``fill`` (seeded by ``seed``); IJB reports TAR at ``far``."""
+    """The semantic-occlusion benchmark: ``classes`` one at a time and ``groups`` erased in the
+    probe images with ``fill`` (seeded by ``seed``); IJB reports TAR at ``far``."""
     classes: Any = None
     groups: Any = None
     fill: str | float = "random"
@@ -94,16 +99,19 @@ class OcclusionOptions:
         classes, groups = items.get("classes"), items.get("groups")
         _named(f"{key}.classes", occlusion_regions, classes, "none")
         regions = _named(f"{key}.groups", occlusion_regions, classes, groups)
-        return cls(classes=classes, groups=groups, fill=occlusion_fill(items.get("fill", options.fill), f"{key}.fill"),
+        return cls(classes=classes, groups=groups,
+                   fill=occlusion_fill(items.get("fill", options.fill), f"{key}.fill"),
                    seed=checks.count(items.get("seed", options.seed), f"{key}.seed", minimum=0),
-                   far=checks.open_fraction(items.get("far", options.far), f"{key}.far"), regions=tuple(regions))
+                   far=checks.open_fraction(items.get("far", options.far), f"{key}.far"),
+                   regions=tuple(regions))
 
 
 @dataclass(frozen=True)
 class FSEEvalConfig:
-    """A checked ``config.fse_eval``. ``parser`` (a checkpoint), ``masks`` (a ``.npy``, one mask per evaluated
-    image) or ``mask_cache`` (a cache dir) give the masks FS-CAM and occlusion need. ``flags``: the other keys,
-    defaults of ``fse eval``'s flags by their names (``fse eval`` only; the script refuses them)."""
+    """A checked ``config.fse_eval``. ``parser`` (a checkpoint), ``masks`` (a ``.npy``, one mask per
+    evaluated image) or ``mask_cache`` (a cache dir) give the masks FS-CAM and occlusion need.
+    ``flags``: the other keys, defaults of ``fse eval``'s flags by their names (``fse eval`` only;
+    the script refuses them)."""
     fscam: FSCAMOptions | None = None
     occlusion: OcclusionOptions | None = None
     parser: Path | None = None
@@ -116,8 +124,9 @@ class FSEEvalConfig:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], resolve: Callable[[Any], Path] = Path,
                     flags: Collection[str] = ()) -> FSEEvalConfig:
-        """Check ``cfg['fse_eval']`` (absent: nothing asked). ``resolve`` turns a path written in the config into
-        a path from here (relative to the arcface_torch tree); ``flags`` are other accepted keys."""
+        """Check ``cfg['fse_eval']`` (absent: nothing asked). ``resolve`` turns a path written in
+        the config into a path from here (relative to the arcface_torch tree); ``flags`` are other
+        accepted keys."""
         entry = cfg.get("fse_eval")
         if entry is None:
             return cls()
@@ -138,8 +147,9 @@ class FSEEvalConfig:
                 found, f"{KEY}.{name}", kind)
 
         return cls(fscam=FSCAMOptions.parse(entry.get("fscam")),
-                   occlusion=OcclusionOptions.parse(entry.get("occlusion")), parser=path("parser", "checkpoint"),
-                   masks=path("masks", "npy"), mask_cache=path("mask_cache", None),
+                   occlusion=OcclusionOptions.parse(entry.get("occlusion")),
+                   parser=path("parser", "checkpoint"), masks=path("masks", "npy"),
+                   mask_cache=path("mask_cache", None),
                    flags={k: v for k, v in entry.items() if k not in cls.KEYS})
 
     @property

@@ -1,10 +1,12 @@
-"""IJB-B/C 1:1 verification as arcface_torch's ``eval_ijbc.py`` computes it: image + flip embeddings times the
-faceness score, averaged per media, summed per template, L2-normalised; a cosine score per template pair; TAR at
-each FAR from sklearn's ROC. Same arithmetic in the same order as upstream, so the scores agree to the last bit.
+"""IJB-B/C 1:1 verification as arcface_torch's ``eval_ijbc.py`` computes it: image + flip embeddings
+times the faceness score, averaged per media, summed per template, L2-normalised; a cosine score per
+template pair; TAR at each FAR from sklearn's ROC. Same arithmetic in the same order as upstream, so
+the scores agree to the last bit.
 
-Faces are aligned as upstream aligns them (scikit-image's similarity transform estimated in float32 onto the
-template built as upstream builds it), so the aligned pixels are upstream's too. The difference, and why: the three
-meta files are checked against each other (upstream silently pairs rows by position).
+Faces are aligned as upstream aligns them (scikit-image's similarity transform estimated in float32
+onto the template built as upstream builds it), so the aligned pixels are upstream's too. The
+difference, and why: the three meta files are checked against each other (upstream silently pairs
+rows by position).
 """
 from __future__ import annotations
 
@@ -26,24 +28,25 @@ from fse_plugin.evaluation.outputs import atomic_figure, atomic_npy
 from fse_plugin.evaluation.protocols import IJB_FARS
 from fse_plugin.evaluation.tables import format_table
 
-__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features", "image_features",
-           "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far", "template_features"]
+__all__ = ["IJBFaces", "IJBMeta", "IJBResult", "evaluate_ijb", "ijb_image_features",
+           "image_features", "pair_scores", "read_ijb_meta", "roc_colours", "tar_at_far",
+           "template_features"]
 
 _BATCH_SIZE = 128
 """eval_ijbc.py's default batch: the IJB functions' default ``EmbedSettings(batch_size=128)``."""
 
-_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
-                      [62.7299, 92.2041]], dtype=np.float32)
+_TEMPLATE = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
+                      [33.5493, 92.3655], [62.7299, 92.2041]], dtype=np.float32)
 _TEMPLATE[:, 0] += 8.0
-"""The ArcFace 5-point template as eval_ijbc.py builds it (float32, x shifted in float32): it differs from
-``align.ARCFACE_TEMPLATE`` in the last bits, and skimage estimates in the points' float32, so this is what gives
-upstream's aligned pixels."""
+"""The ArcFace 5-point template as eval_ijbc.py builds it (float32, x shifted in float32): it
+differs from ``align.ARCFACE_TEMPLATE`` in the last bits, and skimage estimates in the points'
+float32, so this is what gives upstream's aligned pixels."""
 
 
 @dataclass
 class IJBMeta:
-    """The three meta files of an IJB-B/C release, checked against each other; row r of every per-image
-    array is row r of both ``{t}_face_tid_mid.txt`` and ``{t}_name_5pts_score.txt``."""
+    """The three meta files of an IJB-B/C release, checked against each other; row r of every
+    per-image array is row r of both ``{t}_face_tid_mid.txt`` and ``{t}_name_5pts_score.txt``."""
     root: Path
     target: str
     names: list[str]
@@ -74,7 +77,8 @@ def _meta_files(root: str | os.PathLike, target: str) -> dict[str, Path]:
 
 
 def _text_rows(path: Path, n_cols: int, layout: str) -> list[list[Any]]:
-    """The non-empty rows of a whitespace-separated file, split, each with its line number appended."""
+    """The non-empty rows of a whitespace-separated file, split, each with its line number
+    appended."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -82,8 +86,8 @@ def _text_rows(path: Path, n_cols: int, layout: str) -> list[list[Any]]:
             if not cols:
                 continue
             if len(cols) != n_cols:
-                raise MetaError(f"{path}: row {lineno}: expected {n_cols} columns ({layout}), got {len(cols)}: "
-                                f"{line.strip()[:80]!r}")
+                raise MetaError(f"{path}: row {lineno}: expected {n_cols} columns ({layout}), got "
+                                f"{len(cols)}: {line.strip()[:80]!r}")
             rows.append(cols + [lineno])
     if not rows:
         raise MetaError(f"{path}: no rows")
@@ -99,7 +103,8 @@ def _number(value: str, kind: type, path: Path, lineno: int, column: str) -> int
 
 
 def _int_table(path: Path, n_cols: int, layout: str) -> np.ndarray:
-    """Whole-number table; numpy's C reader for speed (IJB-C has 15.7M pairs), a line scan for the error."""
+    """Whole-number table; numpy's C reader for speed (IJB-C has 15.7M pairs), a line scan for the
+    error."""
     try:
         table = np.loadtxt(path, dtype=np.int64, ndmin=2)
         if table.shape[1] == n_cols and len(table):
@@ -108,17 +113,18 @@ def _int_table(path: Path, n_cols: int, layout: str) -> np.ndarray:
         pass
     names = layout.split()
     rows = _text_rows(path, n_cols, layout)
-    return np.asarray([[_number(v, int, path, r[-1], names[c]) for c, v in enumerate(r[:-1])] for r in rows],
-                      dtype=np.int64)
+    return np.asarray([[_number(v, int, path, r[-1], names[c]) for c, v in enumerate(r[:-1])]
+                       for r in rows], dtype=np.int64)
 
 
 def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(names, templates, medias, 5 points + faceness float64 [N, 11]) of the two per-image files, which must
-    list the same images in the same order."""
+    """(names, templates, medias, 5 points + faceness float64 [N, 11]) of the two per-image files,
+    which must list the same images in the same order."""
     tid_file, pts_file = files["face_tid_mid"], files["name_5pts_score"]
     tid_rows = _text_rows(tid_file, 3, "name tid mid")
     names = [r[0] for r in tid_rows]
-    tm = [[_number(r[1], int, tid_file, r[3], "tid"), _number(r[2], int, tid_file, r[3], "mid")] for r in tid_rows]
+    tm = [[_number(r[1], int, tid_file, r[3], "tid"), _number(r[2], int, tid_file, r[3], "mid")]
+          for r in tid_rows]
     templates, medias = np.asarray(tm, dtype=np.int64).T
     pts_rows = _text_rows(pts_file, 12, "name x1 y1 ... x5 y5 faceness")
     known = dict(zip(names, range(len(names))))
@@ -131,8 +137,8 @@ def _read_images(files: dict[str, Path]) -> tuple[list[str], np.ndarray, np.ndar
     if len(pts_rows) != len(names):
         raise MetaError(f"{pts_file}: {len(pts_rows)} rows but {tid_file} has {len(names)}; first image without "
                         f"landmarks: {names[len(pts_rows)]!r} (row {tid_rows[len(pts_rows)][3]})")
-    values = np.asarray([[_number(v, float, pts_file, r[-1], f"{c + 2}") for c, v in enumerate(r[1:-1])]
-                         for r in pts_rows], dtype=np.float64)
+    values = np.asarray([[_number(v, float, pts_file, r[-1], f"{c + 2}")
+                          for c, v in enumerate(r[1:-1])] for r in pts_rows], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values).all(1))
     if len(bad):
         raise MetaError(f"{pts_file}: row {pts_rows[bad[0]][-1]}: landmarks or score not finite")
@@ -147,7 +153,8 @@ def _read_pairs(files: dict[str, Path], templates: np.ndarray) -> np.ndarray:
         missing = ~np.isin(ids, templates)
         if missing.any():
             i = int(np.argmax(missing))
-            raise MetaError(f"{path}: row {i + 1}: template {ids[i]} ({col}) has no image in {files['face_tid_mid']}")
+            raise MetaError(f"{path}: row {i + 1}: template {ids[i]} ({col}) has no image in "
+                            f"{files['face_tid_mid']}")
     bad = ~np.isin(pairs[:, 2], (0, 1))
     if bad.any():
         i = int(np.argmax(bad))
@@ -166,17 +173,19 @@ def read_ijb_meta(root: str | os.PathLike, target: str = "IJBC") -> IJBMeta:
             raise FileNotFoundError(f"{path}: missing IJB meta file ({what}) under {root}")
     names, templates, medias, values = _read_images(files)
     p1, p2, label = _read_pairs(files, templates).T
-    return IJBMeta(Path(root), target.upper(), names, values[:, :10].reshape(-1, 5, 2).astype(np.float32),
+    return IJBMeta(Path(root), target.upper(), names,
+                   values[:, :10].reshape(-1, 5, 2).astype(np.float32),
                    values[:, 10].astype(np.float32), templates, medias, p1, p2, label, files)
 
 
 class IJBFaces(FaceImages):
-    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points, as eval_ijbc.py aligns them;
-    keys are meta rows."""
+    """IJB images (``loose_crop/<name>``) aligned to 112x112 by their 5 points, as eval_ijbc.py
+    aligns them; keys are meta rows."""
 
     def __init__(self, meta: IJBMeta, keys: Sequence[int] | None = None, masks: Any = None,
                  transform: Callable | None = None) -> None:
-        super().__init__(None, masks, transform, keys if keys is not None else np.arange(len(meta.names)))
+        super().__init__(None, masks, transform,
+                         keys if keys is not None else np.arange(len(meta.names)))
         self.meta = meta
 
     def image(self, key: int) -> np.ndarray:
@@ -188,14 +197,16 @@ class IJBFaces(FaceImages):
             raise MetaError(f"{path}: missing or undecodable image ({where})")
         transform = SimilarityTransform.from_estimate(self.meta.points5[key], _TEMPLATE)
         if not transform:
-            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an alignment")
-        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0), cv2.COLOR_BGR2RGB)
+            raise MetaError(f"{where}: the 5 points of {self.meta.names[key]} do not define an "
+                            "alignment")
+        return cv2.cvtColor(cv2.warpAffine(img, transform.params[:2], (112, 112), borderValue=0.0),
+                            cv2.COLOR_BGR2RGB)
 
 
 def ijb_image_features(model: nn.Module, meta: IJBMeta, settings: EmbedSettings | None = None,
                        desc: str = "IJB") -> np.ndarray:
-    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32 like upstream.
-    ``settings`` default: ``EmbedSettings(batch_size=128)``, eval_ijbc.py's batch."""
+    """float32 [N, D] of every image: (image + flip) * faceness, upstream's F2 + D1 mode, in float32
+    like upstream. ``settings`` default: ``EmbedSettings(batch_size=128)``, eval_ijbc.py's batch."""
     s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
     return image_features(embed(model, IJBFaces(meta), s, desc=desc), meta.faceness)
 
@@ -209,11 +220,12 @@ def template_features(img_feats: np.ndarray, templates: np.ndarray,
                       medias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upstream ``image2template_feature``: mean per media, sum per template, L2 normalise.
 
-    Returns (float64 [T, D], sorted unique template ids). Same arithmetic in the same order as upstream
-    (float32 media means and sums), grouped by one sort instead of a scan per template.
+    Returns (float64 [T, D], sorted unique template ids). Same arithmetic in the same order as
+    upstream (float32 media means and sums), grouped by one sort instead of a scan per template.
     """
     if not len(img_feats) == len(templates) == len(medias):
-        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} media ids")
+        raise FSEError(f"{len(img_feats)} features for {len(templates)} template and {len(medias)} "
+                       "media ids")
     unique_templates = np.unique(templates)
     feats = np.zeros((len(unique_templates), img_feats.shape[1]))
     order = np.argsort(templates, kind="stable")
@@ -237,11 +249,11 @@ def _template_index(unique_templates: np.ndarray, ids: np.ndarray) -> np.ndarray
     return index
 
 
-def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np.ndarray, p2: np.ndarray,
-                template_feats2: np.ndarray | None = None, unique_templates2: np.ndarray | None = None,
-                chunk: int = 100000) -> np.ndarray:
-    """Cosine score per template pair (upstream ``verification``); ``template_feats2`` (optional) holds the
-    second templates of the pairs, e.g. occluded probes against clean references."""
+def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np.ndarray,
+                p2: np.ndarray, template_feats2: np.ndarray | None = None,
+                unique_templates2: np.ndarray | None = None, chunk: int = 100000) -> np.ndarray:
+    """Cosine score per template pair (upstream ``verification``); ``template_feats2`` (optional)
+    holds the second templates of the pairs, e.g. occluded probes against clean references."""
     if template_feats2 is None:
         template_feats2, unique_templates2 = template_feats, unique_templates
     i1 = _template_index(unique_templates, p1)
@@ -253,8 +265,8 @@ def pair_scores(template_feats: np.ndarray, unique_templates: np.ndarray, p1: np
 
 
 def _roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(FPR, TPR) of sklearn's ROC flipped as upstream flips it, and the AUC: one ``roc_curve`` (a sort of
-    every pair score, 15.7M on IJB-C) for both the TAR table and the ROC figure."""
+    """(FPR, TPR) of sklearn's ROC flipped as upstream flips it, and the AUC: one ``roc_curve`` (a
+    sort of every pair score, 15.7M on IJB-C) for both the TAR table and the ROC figure."""
     fpr, tpr, _ = roc_curve(labels, scores)
     return np.flipud(fpr), np.flipud(tpr), float(auc(fpr, tpr))
 
@@ -263,29 +275,34 @@ def _tar_at(fpr: np.ndarray, tpr: np.ndarray, fars: Sequence[float]) -> np.ndarr
     return np.array([tpr[np.argmin(np.abs(fpr - far))] for far in fars])
 
 
-def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Sequence[float] = IJB_FARS) -> tuple[np.ndarray, float]:
-    """(TAR at each FAR, AUC) from sklearn's ROC, taking the point whose FPR is nearest each FAR - upstream's
-    pick, ties to the higher threshold index of the flipped curve, i.e. ``argmin`` after ``flipud``."""
+def tar_at_far(labels: np.ndarray, scores: np.ndarray,
+               fars: Sequence[float] = IJB_FARS) -> tuple[np.ndarray, float]:
+    """(TAR at each FAR, AUC) from sklearn's ROC, taking the point whose FPR is nearest each
+    FAR - upstream's pick, ties to the higher threshold index of the flipped curve, i.e. ``argmin``
+    after ``flipud``."""
     fpr, tpr, roc_auc = _roc(labels, scores)
     return _tar_at(fpr, tpr, fars), roc_auc
 
 
 def roc_colours(n_colours: int, colour_map: str) -> list[tuple[float, float, float]]:
-    """``n_colours`` RGB colours spread over a matplotlib colour map, as menpo's ``sample_colours_from_colourmap``
-    gives them: what the patched eval_ijbc.py colours its ROC curves with when menpo (unmaintained, built from an
-    sdist) is not installed."""
+    """``n_colours`` RGB colours spread over a matplotlib colour map, as menpo's
+    ``sample_colours_from_colourmap`` gives them: what the patched eval_ijbc.py colours its ROC
+    curves with when menpo (unmaintained, built from an sdist) is not installed."""
     import matplotlib
     cmap = matplotlib.colormaps[colour_map]
     return [tuple(cmap(i / n_colours)[:3]) for i in range(n_colours)]
 
 
-def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path, title: str) -> Path:
-    """Upstream's ROC figure (log FPR 1e-6..0.1, TPR 0.3..1, AUC in the legend) of the flipped curve."""
+def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, roc_auc: float, name: str, path: Path,
+              title: str) -> Path:
+    """Upstream's ROC figure (log FPR 1e-6..0.1, TPR 0.3..1, AUC in the legend) of the flipped
+    curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig = plt.figure()
-    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1, label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
+    plt.plot(fpr, tpr, color=roc_colours(1, "Set2")[0], lw=1,
+             label=f"[{name} (AUC = {roc_auc * 100:0.4f} %)]")
     plt.xlim([10 ** -6, 0.1])
     plt.ylim([0.3, 1.0])
     plt.grid(linestyle="--", linewidth=1)
@@ -321,7 +338,8 @@ class IJBResult:
 
 
 def _meta(root: str | os.PathLike | IJBMeta, target: str | None) -> IJBMeta:
-    """The meta of ``root`` (read, target default IJBC) or ``root`` itself, whose target must be ``target``."""
+    """The meta of ``root`` (read, target default IJBC) or ``root`` itself, whose target must be
+    ``target``."""
     if not isinstance(root, IJBMeta):
         return read_ijb_meta(root, "IJBC" if target is None else target)
     if target is not None and str(target).upper() != root.target:
@@ -335,12 +353,13 @@ def _fars(fars: Sequence[float]) -> list[float]:
     return [checks.open_fraction(f, f"fars[{i}]") for i, f in enumerate(fars)]
 
 
-def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: EmbedSettings | None = None,
-                 target: str | None = None, out_dir: str | os.PathLike | None = None, name: str = "model",
+def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta,
+                 settings: EmbedSettings | None = None, target: str | None = None,
+                 out_dir: str | os.PathLike | None = None, name: str = "model",
                  fars: Sequence[float] = IJB_FARS) -> IJBResult:
-    """IJB-B/C 1:1 verification of the set at ``root`` (``target`` IJBB or IJBC, default IJBC) or of an ``IJBMeta``
-    already read; TAR at each of ``fars``. ``settings`` as ``ijb_image_features``. With ``out_dir``, saves
-    ``<target>.npy`` scores (as upstream) and a ROC PNG."""
+    """IJB-B/C 1:1 verification of the set at ``root`` (``target`` IJBB or IJBC, default IJBC) or of
+    an ``IJBMeta`` already read; TAR at each of ``fars``. ``settings`` as ``ijb_image_features``.
+    With ``out_dir``, saves ``<target>.npy`` scores (as upstream) and a ROC PNG."""
     fars = _fars(fars)
     s = given_settings(settings, EmbedSettings, batch_size=_BATCH_SIZE)
     meta = _meta(root, target)
@@ -354,6 +373,7 @@ def evaluate_ijb(model: nn.Module, root: str | os.PathLike | IJBMeta, settings: 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         result.scores_path = str(atomic_npy(out_dir / f"{meta.target.lower()}.npy", scores))
-        result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name, out_dir / f"{meta.target.lower()}_roc.png",
+        result.roc_path = str(_plot_roc(fpr, tpr, roc_auc, name,
+                                        out_dir / f"{meta.target.lower()}_roc.png",
                                         f"ROC on {meta.target}"))
     return result

@@ -1,10 +1,11 @@
-"""What upstream's ``eval_ijbc.py`` calls once patch 0004 is applied: ``--config configs/NAME.py`` gives the network
-and the weights as ``fse eval --config`` does (``--network`` / ``--model-prefix`` win), and the config's
-``config.fse_eval`` adds FS-CAM and the semantic-occlusion benchmark after upstream's table, into the same result
-folder. Without ``--config`` the script is upstream's.
+"""What upstream's ``eval_ijbc.py`` calls once patch 0004 is applied: ``--config configs/NAME.py``
+gives the network and the weights as ``fse eval --config`` does (``--network`` / ``--model-prefix``
+win), and the config's ``config.fse_eval`` adds FS-CAM and the semantic-occlusion benchmark after
+upstream's table, into the same result folder. Without ``--config`` the script is upstream's.
 
-Everything a user can get wrong is checked by ``IJBCScriptHook.from_args``, before the script computes its first
-embedding; an error is one line on stderr and exit status 2, as ``fse`` reports it.
+Everything a user can get wrong is checked by ``IJBCScriptHook.from_args``, before the script
+computes its first embedding; an error is one line on stderr and exit status 2, as ``fse`` reports
+it.
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ __all__ = ["IJBCScriptHook"]
 log = logging.getLogger(__name__)
 SCRIPT = "eval_ijbc.py"
 EMBEDDING_SIZE = 512
-"""The only size upstream's script embeds with (``get_model``'s default, 1024 columns for image + flip)."""
+"""The only size upstream's script embeds with (``get_model``'s default, 1024 columns for
+image + flip)."""
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """An ``FSEError`` (or a missing file) ends the script as ``fse`` ends: one line, exit status 2."""
+    """An ``FSEError`` (or a missing file) ends the script as ``fse`` ends: one line, exit status
+    2."""
     try:
         yield
     except (FSEError, FileNotFoundError) as e:
@@ -57,15 +60,17 @@ def _log_to_stdout() -> None:
         root.setLevel(logging.INFO)
 
 
-def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
-    """``args.network`` and ``args.model_prefix`` from the config where the command line left their defaults."""
+def _model_from_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                       cfg: dict[str, Any]) -> None:
+    """``args.network`` and ``args.model_prefix`` from the config where the command line left their
+    defaults."""
     if args.network == parser.get_default("network") and cfg.get("network"):
         args.network = cfg["network"]
     if not args.model_prefix:
         weights = config_weights(cfg)
         if weights is None:
-            raise FSEError(f"{args.config}: no weights: {Path(cfg['output']) / 'model.pt'} does not exist; pass "
-                           "--model-prefix PATH/model.pt")
+            raise FSEError(f"{args.config}: no weights: {Path(cfg['output']) / 'model.pt'} does "
+                           "not exist; pass --model-prefix PATH/model.pt")
         args.model_prefix = str(weights)
     size = cfg.get("embedding_size", EMBEDDING_SIZE)
     if size != EMBEDDING_SIZE:
@@ -96,8 +101,9 @@ class IJBCScriptHook:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> IJBCScriptHook:
-        """Read and check ``--config`` (network and weights defaults into ``args``), its ``config.fse_eval``,
-        the masks it names and, when FS-CAM or occlusion is asked for, the IJB meta files."""
+        """Read and check ``--config`` (network and weights defaults into ``args``), its
+        ``config.fse_eval``, the masks it names and, when FS-CAM or occlusion is asked for, the IJB
+        meta files."""
         with _user_errors():
             _log_to_stdout()
             cfg = load_config(args.config)
@@ -107,17 +113,20 @@ class IJBCScriptHook:
             if settings.wants_masks:
                 meta = read_ijb_meta(args.image_path, args.target)
                 _check_masks(settings, meta)
-            return cls(args.config, settings, args.network, args.model_prefix, meta, args.batch_size, args.job)
+            return cls(args.config, settings, args.network, args.model_prefix, meta,
+                       args.batch_size, args.job)
 
     def __call__(self, save_path: str | os.PathLike, image_features: np.ndarray) -> None:
-        """After upstream's table: occlusion and FS-CAM into ``save_path``. ``image_features``: upstream's
-        (image + flip) x faceness features of every row, the occlusion benchmark's clean side."""
+        """After upstream's table: occlusion and FS-CAM into ``save_path``. ``image_features``:
+        upstream's (image + flip) x faceness features of every row, the occlusion benchmark's clean
+        side."""
         if not self.settings.wants_masks:
             return
         with _user_errors():
             from fse_plugin.backbone import load_backbone
             device = resolve_device("auto")
-            model = load_backbone(self.weights, self.network, EMBEDDING_SIZE, os.getcwd(), config_path=self.config_path)
+            model = load_backbone(self.weights, self.network, EMBEDDING_SIZE, os.getcwd(),
+                                  config_path=self.config_path)
             models, out = {self.name: model}, Path(save_path)
             masks = self._masks(out, device)
             if self.settings.occlusion is not None:
@@ -134,13 +143,17 @@ class IJBCScriptHook:
             from fse_plugin.cam import ijb_fscam_rows
             rows += list(ijb_fscam_rows(self.meta, s.fscam.pairs, s.fscam.limit))
         return predict_ijb_masks(s.parser, self.meta, np.unique(np.concatenate(rows)),
-                                 out / f"{self.meta.target.lower()}_masks.npy", self.batch_size, device, False)
+                                 out / f"{self.meta.target.lower()}_masks.npy", self.batch_size,
+                                 device, False)
 
-    def _occlusion(self, models: dict, masks: Any, image_features: np.ndarray, out: Path, device: Any) -> None:
+    def _occlusion(self, models: dict, masks: Any, image_features: np.ndarray, out: Path,
+                   device: Any) -> None:
         o = self.settings.occlusion
-        embedding = EmbedSettings(self.batch_size, device, embedding_size=EMBEDDING_SIZE, progress=False)
+        embedding = EmbedSettings(self.batch_size, device, embedding_size=EMBEDDING_SIZE,
+                                  progress=False)
         settings = OcclusionSettings(list(o.regions), o.fill, o.seed, embedding)
-        report = occlusion_ijb(models, self.meta, masks, settings, o.far, {self.name: image_features})
+        report = occlusion_ijb(models, self.meta, masks, settings, o.far,
+                               {self.name: image_features})
         log.info("%s", report.table())
         paths = write_occlusion_report(report, out, f"occlusion_{self.meta.target.lower()}")
         log.info("occlusion: %s", ", ".join(str(p) for p in paths.values()))
@@ -150,6 +163,6 @@ class IJBCScriptHook:
         f = self.settings.fscam
         log.info("FS-CAM target: %s", TARGETS["pair"])
         settings = ExplainSettings(methods=f.methods, device=str(device), progress=False)
-        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam", settings, f.pairs,
-                           f.limit)
+        report = fscam_ijb(models, self.meta, masks, Path(f.out) if f.out else out / "fscam",
+                           settings, f.pairs, f.limit)
         log.info("FS-CAM report: %s", report)

@@ -1,5 +1,5 @@
-"""What the occlusion benchmark reports: per region the score of each model and its drop from the clean score,
-as a text table, CSV, JSON and a bar chart."""
+"""What the occlusion benchmark reports: per region the score of each model and its drop from the
+clean score, as a text table, CSV, JSON and a bar chart."""
 from __future__ import annotations
 
 import csv
@@ -45,8 +45,8 @@ class OcclusionReport:
         rows = [["(clean)", self.n_probes] + [v for m in self.models for v in (f"{self.clean[m]:.2f}", "")]]
         rows += [[r.region, r.n_probes] + [v for m in self.models for v in (f"{r.score[m]:.2f}", f"{r.drop[m]:+.2f}")]
                  for r in self.rows]
-        text = (f"{self.benchmark}: {self.metric}, region erased in the probe image (fill={self.fill}, "
-                f"seed={self.seed})\n{format_table(rows, header)}")
+        text = (f"{self.benchmark}: {self.metric}, region erased in the probe image "
+                f"(fill={self.fill}, seed={self.seed})\n{format_table(rows, header)}")
         if self.skipped:
             text += f"\nskipped (absent in every probe): {', '.join(self.skipped)}"
         return text
@@ -81,7 +81,8 @@ def write_occlusion_report(report: OcclusionReport, out_dir: str | os.PathLike,
     """``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` (chart) under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png"}
+    paths = {"csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json",
+             "png": out_dir / f"{stem}.png"}
     models = report.models
     with atomic_output(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)

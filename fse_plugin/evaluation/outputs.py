@@ -1,5 +1,6 @@
-"""Result files of the evaluation written whole or not at all (``common.files.atomic_output``): arrays and figures,
-whose writers (``np.save``, ``savefig``) would otherwise leave half a file behind an interrupted run."""
+"""Result files of the evaluation written whole or not at all (``common.files.atomic_output``):
+arrays and figures, whose writers (``np.save``, ``savefig``) would otherwise leave half a file
+behind an interrupted run."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,8 @@ __all__ = ["atomic_npy", "atomic_figure"]
 
 
 def atomic_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """``np.save`` to ``path`` through a temporary file (through a handle: ``np.save`` would add ``.npy``)."""
+    """``np.save`` to ``path`` through a temporary file (through a handle: ``np.save`` would add
+    ``.npy``)."""
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
     return Path(path)

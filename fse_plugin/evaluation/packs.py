@@ -1,6 +1,7 @@
-"""Verification packs (``lfw.bin``, ``cfp_fp.bin`` ...): a pickle of (2P encoded images, P bools), pair i being
-images 2i and 2i+1. Read with the bounded, restricted unpickler (a pack is untrusted input) and decoded with
-OpenCV as mxnet's ``imdecode`` does (mxnet does not import with numpy >= 1.24)."""
+"""Verification packs (``lfw.bin``, ``cfp_fp.bin`` ...): a pickle of (2P encoded images, P bools),
+pair i being images 2i and 2i+1. Read with the bounded, restricted unpickler (a pack is untrusted
+input) and decoded with OpenCV as mxnet's ``imdecode`` does (mxnet does not import with
+numpy >= 1.24)."""
 from __future__ import annotations
 
 import os
@@ -32,7 +33,8 @@ def _as_bytes(item: Any, path: str, index: int) -> bytes:
 def _issame(issame: Any, path: str) -> np.ndarray:
     if isinstance(issame, np.ndarray):
         if issame.dtype != np.bool_ or issame.ndim != 1:
-            raise PackError(f"{path}: issame must be a 1-D bool array, got {issame.dtype} {issame.shape}")
+            raise PackError(f"{path}: issame must be a 1-D bool array, got {issame.dtype} "
+                            f"{issame.shape}")
         issame = issame.tolist()
     if not isinstance(issame, (list, tuple)):
         raise PackError(f"{path}: issame must be a list of bools, got {type(issame).__name__}")
@@ -56,10 +58,11 @@ def _read_pack(path: str) -> tuple[list[bytes], np.ndarray]:
     if not len(issame):
         raise PackError(f"{path}: holds no pairs")
     if len(bins) != 2 * len(issame):
-        raise PackError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected {2 * len(issame)})")
+        raise PackError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected "
+                        f"{2 * len(issame)})")
     if sum(len(b) if hasattr(b, "__len__") else 0 for b in bins) > len(data):
-        raise PackError(f"{path}: its images hold more bytes than the file: images repeat by reference, which a "
-                        "pack never does (a memory bomb?)")
+        raise PackError(f"{path}: its images hold more bytes than the file: images repeat by "
+                        "reference, which a pack never does (a memory bomb?)")
     return [_as_bytes(b, path, i) for i, b in enumerate(bins)], issame
 
 
@@ -68,20 +71,24 @@ def _pack_file(path: str | os.PathLike) -> str:
         raise PackError(f"path: expected the path of a .bin pack, got {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise PackError(f"{path}: a directory; a verification pack is a .bin file (a folder of packs is --data-dir)")
+        raise PackError(f"{path}: a directory; a verification pack is a .bin file (a folder of "
+                        "packs is --data-dir)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"verification pack not found: {path}")
     return path
 
 
 def pack_pairs(path: str | os.PathLike) -> int:
-    """The number of pairs of a pack, checked as ``load_bin`` checks it but without decoding an image."""
+    """The number of pairs of a pack, checked as ``load_bin`` checks it but without decoding an
+    image."""
     path = _pack_file(path)
     return len(_read_pack(path)[1])
 
 
-def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, np.ndarray]:
-    """A verification pack as (images uint8 [2P,H,W,3] RGB, issame bool [P]); pair i is images 2i, 2i+1.
+def load_bin(path: str | os.PathLike,
+             image_size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, np.ndarray]:
+    """A verification pack as (images uint8 [2P,H,W,3] RGB, issame bool [P]); pair i is images 2i,
+    2i+1.
 
     Images of another size are resized bicubically (mxnet's resize_short default) to ``image_size``.
     """
@@ -103,10 +110,12 @@ def load_bin(path: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) 
 
 
 def select_pairs(issame: np.ndarray, which: str = "same", limit: int | None = None) -> np.ndarray:
-    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first ``limit``."""
+    """Indices of pairs to explain: genuine ('same'), impostor ('diff') or 'all', the first
+    ``limit``."""
     issame = np.asarray(issame, dtype=bool)
     checks.choice(which, "pairs", ("same", "diff", "all"))
     if limit is not None:
         checks.count(limit, "limit", minimum=0)
-    idx = np.arange(len(issame)) if which == "all" else np.flatnonzero(issame if which == "same" else ~issame)
+    idx = (np.arange(len(issame)) if which == "all"
+           else np.flatnonzero(issame if which == "same" else ~issame))
     return idx[:limit] if limit is not None else idx

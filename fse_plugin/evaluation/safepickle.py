@@ -1,13 +1,15 @@
-"""Unpickling an untrusted verification pack, with what it may build and the memory it may take both bounded.
+"""Unpickling an untrusted verification pack, with what it may build and the memory it may take both
+bounded.
 
-A pack is a pickle, and a pickle can run code and ask for memory of its choosing: ``pickle.Unpickler`` sizes its
-memo table from the index a PUT opcode names, before any object is built, so a 10-byte file
-(``PROTO 2, BININT1 0, LONG_BINPUT 400000000, STOP``) takes gigabytes. So the bytes are first scanned with
-``pickletools.genops`` (no object is built): only the opcodes that build bytes, strings, numbers, lists, tuples,
-dicts and global lookups may occur, the protocol is at most 5, and a memo index may be at most the number of memo
-stores before it (what every pickler writes). Then a restricted ``pickle.Unpickler`` builds the content: every
-global is replaced by a checking wrapper, so no callable of the file's choosing ever runs, and only uint8/bool
-arrays can be made. Memory stays a small multiple of the file size.
+A pack is a pickle, and a pickle can run code and ask for memory of its choosing:
+``pickle.Unpickler`` sizes its memo table from the index a PUT opcode names, before any object is
+built, so a 10-byte file (``PROTO 2, BININT1 0, LONG_BINPUT 400000000, STOP``) takes gigabytes. So
+the bytes are first scanned with ``pickletools.genops`` (no object is built): only the opcodes that
+build bytes, strings, numbers, lists, tuples, dicts and global lookups may occur, the protocol is at
+most 5, and a memo index may be at most the number of memo stores before it (what every pickler
+writes). Then a restricted ``pickle.Unpickler`` builds the content: every global is replaced by a
+checking wrapper, so no callable of the file's choosing ever runs, and only uint8/bool arrays can be
+made. Memory stays a small multiple of the file size.
 """
 from __future__ import annotations
 
@@ -25,20 +27,23 @@ __all__ = ["load_pack_pickle"]
 
 _OPCODES = frozenset((
     "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
+    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+    "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
+    "BYTEARRAY8",
     "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
     "EMPTY_LIST", "APPEND", "APPENDS", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
     "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",
     "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"))
-"""Opcodes of the data a pack holds; object construction (INST, OBJ, NEWOBJ), extensions, persistent ids and
-out-of-band buffers are refused."""
+"""Opcodes of the data a pack holds; object construction (INST, OBJ, NEWOBJ), extensions, persistent
+ids and out-of-band buffers are refused."""
 _PUTS = frozenset(("PUT", "BINPUT", "LONG_BINPUT"))
 _PACK_DTYPES = (np.dtype(np.uint8), np.dtype(np.bool_))
 
 
 def _scan(data: bytes, path: str) -> None:
-    """Check the opcode stream of ``data`` without building anything; PackError on what the loader refuses."""
+    """Check the opcode stream of ``data`` without building anything; PackError on what the loader
+    refuses."""
     n_memo = 0
     try:
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
@@ -46,25 +51,28 @@ def _scan(data: bytes, path: str) -> None:
                 raise PackError(f"{path}: refusing to unpickle opcode {op.name} at byte {pos}: a verification pack "
                                 "holds only bytes, uint8 arrays, bools, lists and tuples")
             if op.name == "PROTO" and arg > pickle.HIGHEST_PROTOCOL:
-                raise PackError(f"{path}: pickle protocol {arg} at byte {pos} (at most {pickle.HIGHEST_PROTOCOL})")
+                raise PackError(f"{path}: pickle protocol {arg} at byte {pos} (at most "
+                                f"{pickle.HIGHEST_PROTOCOL})")
             if op.name == "FRAME" and arg > len(data) - pos:
-                raise PackError(f"{path}: not a readable verification pack (truncated: a frame of {arg} bytes at "
-                                f"byte {pos} runs past the end of the file)")
+                raise PackError(f"{path}: not a readable verification pack (truncated: a frame of "
+                                f"{arg} bytes at byte {pos} runs past the end of the file)")
             if op.name in _PUTS:
                 if arg > n_memo:
-                    raise PackError(f"{path}: memo index {arg} at byte {pos} after {n_memo} memo entries: not "
-                                    "written by a pickler (a memory bomb?)")
+                    raise PackError(f"{path}: memo index {arg} at byte {pos} after {n_memo} memo "
+                                    "entries: not written by a pickler (a memory bomb?)")
                 n_memo = max(n_memo, arg + 1)
             elif op.name == "MEMOIZE":
                 n_memo += 1
     except PackError:
         raise
     except Exception as e:  # truncated or garbled stream
-        raise PackError(f"{path}: not a readable verification pack ({type(e).__name__}: {e})") from None
+        raise PackError(f"{path}: not a readable verification pack "
+                        f"({type(e).__name__}: {e})") from None
 
 
 def _numpy_attr(name: str) -> Any:
-    for module in ("numpy._core.multiarray", "numpy._core.numeric", "numpy.core.multiarray", "numpy.core.numeric"):
+    for module in ("numpy._core.multiarray", "numpy._core.numeric", "numpy.core.multiarray",
+                   "numpy.core.numeric"):
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -73,20 +81,22 @@ def _numpy_attr(name: str) -> Any:
 
 
 class _PackUnpickler(pickle.Unpickler):
-    """Unpickler that can only build what a pack holds: bytes, lists, tuples, bools and uint8/bool arrays."""
+    """Unpickler that can only build what a pack holds: bytes, lists, tuples, bools and uint8/bool
+    arrays."""
 
     class _NDArrayToken:
         """Stands for numpy.ndarray: it may only be passed to _reconstruct, never called."""
 
     def __init__(self, file, path: str) -> None:
-        super().__init__(file, encoding="latin1")  # py2 packs: str -> latin1 str, converted back to bytes later
+        # py2 packs: str -> latin1 str, converted back to bytes later
+        super().__init__(file, encoding="latin1")
         self.path = path
         self._reconstruct = _numpy_attr("_reconstruct")
         self._frombuffer = _numpy_attr("_frombuffer")
 
     def _refuse(self, what: str) -> PackError:
-        return PackError(f"{self.path}: refusing to unpickle {what}: a verification pack holds only bytes, "
-                         "uint8 arrays, bools, lists and tuples")
+        return PackError(f"{self.path}: refusing to unpickle {what}: a verification pack holds "
+                         "only bytes, uint8 arrays, bools, lists and tuples")
 
     def _dtype(self, spec, align=False, copy=False) -> np.dtype:
         if not isinstance(spec, (str, bytes)):
@@ -97,7 +107,8 @@ class _PackUnpickler(pickle.Unpickler):
         return dt
 
     def _reconstruct_checked(self, subtype, shape, typecode):
-        # numpy always writes _reconstruct(ndarray, (0,), b'b'), then sets dtype and data from the state
+        # numpy always writes _reconstruct(ndarray, (0,), b'b'), then sets dtype and data from the
+        # state
         if subtype is not self._NDArrayToken or tuple(shape) != (0,) or typecode not in (b"b", "b"):
             raise self._refuse(f"numpy _reconstruct({subtype!r}, {shape!r}, {typecode!r})")
         return self._reconstruct(np.ndarray, (0,), b"b")
@@ -140,11 +151,14 @@ class _PackUnpickler(pickle.Unpickler):
 
 
 def load_pack_pickle(data: bytes, path: str) -> Any:
-    """The object a pack's bytes ``data`` hold; PackError (naming ``path``) on anything a pack cannot hold."""
+    """The object a pack's bytes ``data`` hold; PackError (naming ``path``) on anything a pack
+    cannot hold."""
     _scan(data, path)
     try:
         return _PackUnpickler(io.BytesIO(data), path).load()
     except PackError:
         raise
-    except Exception as e:  # inconsistent stream the scan cannot see (stack underflow, bad memo reference ...)
-        raise PackError(f"{path}: not a readable verification pack ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        # inconsistent stream the scan cannot see (stack underflow, bad memo reference ...)
+        raise PackError(f"{path}: not a readable verification pack "
+                        f"({type(e).__name__}: {e})") from None

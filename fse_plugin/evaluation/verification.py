@@ -1,12 +1,13 @@
-"""The ``.bin`` verification protocol of arcface_torch (``eval/verification.py``): 10-fold Accuracy-Flip, XNorm,
-VAL@FAR=1e-3, with upstream's numbers to the last bit on the same embeddings (the same float64 steps, folds,
-thresholds and point picking).
+"""The ``.bin`` verification protocol of arcface_torch (``eval/verification.py``): 10-fold
+Accuracy-Flip, XNorm, VAL@FAR=1e-3, with upstream's numbers to the last bit on the same embeddings
+(the same float64 steps, folds, thresholds and point picking).
 
-One deliberate difference: upstream sets the VAL threshold with ``interp1d(far_train, thresholds, 'slinear')``,
-which raises on repeated FAR values with current scipy (insightface #2152) - and FAR values always repeat.
-``far_threshold`` interpolates linearly between the last threshold of the FAR value below the target and the first
-threshold of the one above (what ``interp1d(kind='linear')`` does with repeats); where the FAR values are distinct
-that is upstream's 'slinear' interpolation.
+One deliberate difference: upstream sets the VAL threshold with
+``interp1d(far_train, thresholds, 'slinear')``, which raises on repeated FAR values with current
+scipy (insightface #2152) - and FAR values always repeat. ``far_threshold`` interpolates linearly
+between the last threshold of the FAR value below the target and the first threshold of the one
+above (what ``interp1d(kind='linear')`` does with repeats); where the FAR values are distinct that
+is upstream's 'slinear' interpolation.
 """
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def _folds(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if n_folds <= 1:  # upstream LFold: one "fold" trained and tested on everything
         return [(indices, indices)]
     if n < n_folds:
-        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a pack needs at least "
-                       "as many pairs as folds")
+        raise FSEError(f"{n} pair{'s' if n != 1 else ''} cannot be split into {n_folds} folds: a "
+                       "pack needs at least as many pairs as folds")
     return list(KFold(n_splits=n_folds, shuffle=False).split(indices))
 
 
 def _counts(thresholds: np.ndarray, dist: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(tp, fp, tn, fn) per threshold for the rule ``dist < threshold`` (counts exact, via sorted search)."""
+    """(tp, fp, tn, fn) per threshold for the rule ``dist < threshold`` (counts exact, via sorted
+    search)."""
     pos, neg = np.sort(dist[issame]), np.sort(dist[~issame])
     tp = np.searchsorted(pos, thresholds, side="left")
     fp = np.searchsorted(neg, thresholds, side="left")
@@ -58,8 +60,10 @@ def squared_distances(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
     return np.sum(np.square(np.subtract(emb1, emb2)), 1)
 
 
-def fold_accuracy(dist: np.ndarray, issame: np.ndarray, n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Upstream ``calculate_roc`` (pca=0): (accuracy per test fold, its threshold, the best on the other folds)."""
+def fold_accuracy(dist: np.ndarray, issame: np.ndarray,
+                  n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Upstream ``calculate_roc`` (pca=0): (accuracy per test fold, its threshold, the best on the
+    other folds)."""
     issame = np.asarray(issame, dtype=bool)
     folds = _folds(len(issame), n_folds)
     accuracy, best = np.zeros(len(folds)), np.zeros(len(folds))
@@ -73,12 +77,14 @@ def fold_accuracy(dist: np.ndarray, issame: np.ndarray, n_folds: int = 10) -> tu
 
 
 def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
-    """Threshold at which the training FAR reaches ``target``, robust to repeated FAR values (#2152).
+    """Threshold at which the training FAR reaches ``target``, robust to repeated FAR values
+    (#2152).
 
-    FAR is a non-decreasing step function of the threshold. Between two FAR values a < target < b the
-    threshold is interpolated linearly from the last threshold with FAR a to the first with FAR b (at
-    FAR == target exactly: the last threshold with that FAR) - upstream's 'slinear' interpolation where
-    the FAR values are distinct, ``interp1d(kind='linear')`` with repeats. 0.0 if FAR never reaches it.
+    FAR is a non-decreasing step function of the threshold. Between two FAR values a < target < b
+    the threshold is interpolated linearly from the last threshold with FAR a to the first with FAR
+    b (at FAR == target exactly: the last threshold with that FAR) - upstream's 'slinear'
+    interpolation where the FAR values are distinct, ``interp1d(kind='linear')`` with repeats. 0.0
+    if FAR never reaches it.
     """
     far = np.asarray(far, dtype=np.float64)
     if np.max(far) < target:
@@ -95,8 +101,10 @@ def far_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> flo
 
 
 def val_at_far(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3,
-               thresholds: np.ndarray = _VAL_THRESHOLDS, n_folds: int = 10) -> tuple[float, float, float]:
-    """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on the rest.
+               thresholds: np.ndarray = _VAL_THRESHOLDS,
+               n_folds: int = 10) -> tuple[float, float, float]:
+    """Upstream ``calculate_val``: (VAL mean, VAL std, FAR mean) over test folds, threshold set on
+    the rest.
 
     A test fold without genuine (or impostor) pairs has no VAL (FAR) and is left out of the means;
     upstream divides by zero there.
@@ -124,8 +132,8 @@ def _nan_mean_std(x: np.ndarray) -> tuple[float, float]:
 
 
 def _xnorm(views: np.ndarray) -> float:
-    """Mean L2 norm of every un-normalised embedding, flipped views included (upstream's ``_xnorm``, its loop
-    and float64 running sum kept for the last bit)."""
+    """Mean L2 norm of every un-normalised embedding, flipped views included (upstream's ``_xnorm``,
+    its loop and float64 running sum kept for the last bit)."""
     total, count = 0.0, 0
     for view in views:
         for row in np.asarray(view, dtype=np.float64):
@@ -158,40 +166,44 @@ def _issame(issame: Any) -> np.ndarray:
     """One bool per pair (0/1 accepted): any other value cannot say whether a pair is genuine."""
     flags = np.asarray(issame)
     if flags.ndim != 1 or not (flags.dtype == bool or (flags.dtype.kind in "iu" and np.isin(flags, (0, 1)).all())):
-        raise FSEError(f"issame: expected a 1-D sequence of bools (one per pair), got {flags.dtype} {flags.shape}")
+        raise FSEError("issame: expected a 1-D sequence of bools (one per pair), got "
+                       f"{flags.dtype} {flags.shape}")
     return flags.astype(bool)
 
 
-def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10, name: str = "pack",
-                        far_target: float = 1e-3) -> VerificationResult:
+def evaluate_embeddings(views: np.ndarray, issame: np.ndarray, n_folds: int = 10,
+                        name: str = "pack", far_target: float = 1e-3) -> VerificationResult:
     """The .bin protocol on un-normalised embeddings [V, 2P, D] (pairs are rows 2i, 2i+1)."""
     checks.count(n_folds, "n_folds", minimum=2)
     checks.open_fraction(far_target, "far_target")
     issame = _issame(issame)
     views = np.asarray(views)
     if views.ndim != 3 or views.shape[1] != 2 * len(issame):
-        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} pairs, "
-                         f"got {views.shape}")
+        raise FSEError(f"expected embeddings [views, {2 * len(issame)}, D] for {len(issame)} "
+                       f"pairs, got {views.shape}")
     emb = fuse_views(views)
     dist = squared_distances(emb[0::2], emb[1::2])
     acc, best = fold_accuracy(dist, issame, n_folds)
     val, val_std, far = val_at_far(dist, issame, far_target, n_folds=n_folds)
-    return VerificationResult(name, len(issame), float(np.mean(acc)), float(np.std(acc)), _xnorm(views), val,
-                              val_std, far, acc.tolist(), best.tolist())
+    return VerificationResult(name, len(issame), float(np.mean(acc)), float(np.std(acc)),
+                              _xnorm(views), val, val_std, far, acc.tolist(), best.tolist())
 
 
 def evaluate_pack(model: nn.Module, pack: str | os.PathLike | tuple[np.ndarray, np.ndarray],
                   settings: EmbedSettings | None = None, n_folds: int = 10,
                   name: str | None = None) -> VerificationResult:
-    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds`` protocol."""
+    """Load (or take) a pack, embed image + flip as ``settings`` says, and run the ``n_folds``
+    protocol."""
     s = given_settings(settings, EmbedSettings)
     checks.count(n_folds, "n_folds", minimum=2)
     if isinstance(pack, tuple):
         if len(pack) != 2:
-            raise FSEError(f"pack: expected a .bin path or (images, issame), got a tuple of {len(pack)}")
+            raise FSEError("pack: expected a .bin path or (images, issame), got a tuple of "
+                           f"{len(pack)}")
         images, issame = pack[0], _issame(pack[1])
         if len(images) != 2 * len(issame):
-            raise FSEError(f"pack: {len(images)} images for {len(issame)} pairs (expected {2 * len(issame)})")
+            raise FSEError(f"pack: {len(images)} images for {len(issame)} pairs (expected "
+                           f"{2 * len(issame)})")
         name = name or "pack"
     else:
         images, issame = load_bin(pack)
