@@ -141,15 +141,15 @@ class FSEMXFaceDataset(Dataset):
         erasing are done for the whole batch at once."""
         keys, offsets, labels = self._table[:, np.asarray(indices, np.intp)]
         if self.erasing is None:  # upstream's draws: one torch.rand(1) per sample, as RandomHorizontalFlip
-            samples = [_sample(self._image(k, o), float(torch.rand(1)) < self.flip_p)
+            samples = [torch.from_numpy(_sample(self._image(k, o), float(torch.rand(1)) < self.flip_p))
                        for k, o in zip(keys.tolist(), offsets.tolist())]
         else:
-            samples = self._erased_samples(keys, offsets)
+            samples = list(map(torch.from_numpy, self._erased_samples(keys, offsets)))
         if self.transform is not None:
             samples = [self.transform(s) for s in samples]
         return list(zip(samples, torch.from_numpy(labels).unbind(0)))
 
-    def _erased_samples(self, keys: np.ndarray, offsets: np.ndarray) -> list[torch.Tensor]:
+    def _erased_samples(self, keys: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
         """The samples of a batch with FSErasing, one set of draws for them all (which samples are flipped
         and erased, then their classes, then the fill's values), written straight into the samples (the
         engine of ``erase``, whose checks the dataset's samples pass by construction).
@@ -171,15 +171,15 @@ class FSEMXFaceDataset(Dataset):
                 maps = masks.masks()
             mirrored = flip[rows]
             selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
-            erase_numpy([s.numpy() for s in samples], maps, selected, self.erasing.fill, None, mirrored, at=rows)
+            erase_numpy(samples, maps, selected, self.erasing.fill, None, mirrored, at=rows)
         return samples
 
-    def _check_sizes(self, samples: list[torch.Tensor], rows: list[int], keys: np.ndarray) -> None:
-        size = (self.masks.height, self.masks.width)
+    def _check_sizes(self, samples: list[np.ndarray], rows: list[int], keys: np.ndarray) -> None:
+        size = (3, self.masks.height, self.masks.width)
         for b in rows:
-            if size != samples[b].shape[1:]:
+            if samples[b].shape != size:
                 raise maskcache.CacheError(
-                    f"{self.config.masks}: mask of record {keys[b]} is {size[1]}x{size[0]}, its image in "
+                    f"{self.config.masks}: mask of record {keys[b]} is {size[2]}x{size[1]}, its image in "
                     f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
 
@@ -263,7 +263,7 @@ def _log_to(files: list[tuple[str, int, str | None]]) -> None:
     log.setLevel(logging.INFO)
 
 
-def _sample(img: np.ndarray, flip: bool) -> torch.Tensor:
+def _sample(img: np.ndarray, flip: bool) -> np.ndarray:
     """HWC uint8 RGB -> CHW float32 in [-1, 1], flipped if asked: ToTensor + Normalize(0.5, 0.5), bit
     for bit, through a 256-entry lookup table per channel plane."""
     if flip:
@@ -271,4 +271,4 @@ def _sample(img: np.ndarray, flip: bool) -> torch.Tensor:
     out = np.empty((3, *img.shape[:2]), np.float32)
     for c in range(3):
         cv2.LUT(img[:, :, c], NORM_LUT, dst=out[c])
-    return torch.from_numpy(out)
+    return out

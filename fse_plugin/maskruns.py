@@ -55,22 +55,17 @@ class MaskRuns:
             raise FSEError("MaskRuns: runs need uint8 values and as many non-negative integer lengths, per map")
         if counts.sum() != len(values):
             raise FSEError(f"MaskRuns: the maps' run counts add up to {counts.sum()}, not the {len(values)} runs")
-        self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs are bounds[i]:bounds[i + 1]
-        if len(counts) and ((counts <= 0).any() or not (np.add.reduceat(lengths, self.bounds[:-1], dtype=np.int64)
-                                                        == self.height * self.width).all()):
-            raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels exactly")
+        self.bounds = np.concatenate(([0], np.cumsum(self.counts)))  # map i's runs: bounds[i]:bounds[i + 1]
+        # per run, where it ends in the maps laid end to end: what finding pixels needs, and the coverage check
+        self.ends = np.cumsum(lengths, dtype=np.int64)
+        if (counts <= 0).any() or (np.diff(self.ends[self.bounds[1:] - 1], prepend=0)
+                                    != self.height * self.width).any():
+            raise FSEError(f"MaskRuns: every map's runs must cover its {self.height}x{self.width} pixels "
+                           "exactly")
         self._keyed: np.ndarray | None = None
-        self._ends: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.counts)
-
-    @property
-    def ends(self) -> np.ndarray:
-        """Per run, where it ends in the maps laid end to end (int64)."""
-        if self._ends is None:
-            self._ends = np.cumsum(self.lengths, dtype=np.int64)
-        return self._ends
 
     @property
     def keyed(self) -> np.ndarray:
@@ -101,14 +96,20 @@ class MaskRuns:
 def _selected_runs(runs: MaskRuns, selected: np.ndarray, mirrored: np.ndarray) -> tuple[np.ndarray, ...]:
     """The runs of the selected classes: (map index, start and end within the map, value), in storage order.
     A mirrored map's image was flipped: its class k is MIRROR[k] of the unflipped map."""
-    table = np.zeros((len(runs), 256), bool)
-    K = min(selected.shape[1], 256)  # ids >= K are never erased
-    table[:, :K] = selected[:, :K]
-    if mirrored.any():
-        flip = np.flatnonzero(mirrored)
-        table[flip] = table[flip][:, MIRROR_LUT]
-    hit = np.flatnonzero(table.reshape(-1)[runs.keyed])
-    b = runs.keyed[hit] >> 8
+    if selected.shape[1] <= 256 and (selected.sum(1) == 1).all():  # one class each (the reference's)
+        shown = selected.argmax(1)
+        wanted = np.where(mirrored, MIRROR_LUT[shown], shown).astype(np.uint8)  # MIRROR is its own inverse
+        hit = np.flatnonzero(runs.values == np.repeat(wanted, runs.counts))  # no per-run int64 keys
+        b = np.searchsorted(runs.bounds, hit, "right") - 1
+    else:
+        table = np.zeros((len(runs), 256), bool)
+        K = min(selected.shape[1], 256)  # ids >= K are never erased
+        table[:, :K] = selected[:, :K]
+        if mirrored.any():
+            flip = np.flatnonzero(mirrored)
+            table[flip] = table[flip][:, MIRROR_LUT]
+        hit = np.flatnonzero(table.reshape(-1)[runs.keyed])
+        b = runs.keyed[hit] >> 8
     offset = b * (runs.height * runs.width)
     ends = runs.ends[hit] - offset
     return b, ends - runs.lengths[hit], ends, runs.values[hit]
