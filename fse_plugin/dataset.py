@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -155,33 +155,36 @@ class FSEMXFaceDataset(Dataset):
         engine of ``erase``, whose checks the dataset's samples pass by construction).
 
         The erased samples' masks stay runs (``MaskRuns``): only the chosen classes' runs are expanded, and
-        flipped images' masks are read mirrored instead of flipped."""
+        flipped images' masks are read mirrored instead of flipped. Masks, pixels and draws come before
+        the decoding, so that each image is erased right after it is decoded, while still in the caches."""
         flip, erased = (torch.rand(len(keys), 2).numpy() < self._cuts).T
         erased = np.flatnonzero(erased)
-        masks = self._masks(keys[erased]) if len(erased) else None  # before decoding: warm caches
+        masks = self._masks(keys[erased]) if len(erased) else None
         # one array per sample, as upstream: the allocator hands back memory that is still in the caches
-        samples = [_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip)]
-        if masks is not None and masks.found:
-            rows = erased[masks.found].tolist()
-            self._check_sizes(samples, rows, keys)
-            if len(rows) > _FEW:
-                maps = MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), masks.height,
-                                       masks.width)
-            else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
-                maps = masks.masks()
-            mirrored = flip[rows]
-            selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
-            erase_numpy(samples, maps, selected, self.erasing.fill, None, mirrored, at=rows)
-        return samples
+        samples = (_sample(self._image(k, o), f) for k, o, f in zip(keys.tolist(), offsets.tolist(), flip))
+        if masks is None or not masks.found:
+            return list(samples)
+        rows = erased[masks.found].tolist()
+        if len(rows) > _FEW:
+            maps = MaskRuns.joined(masks.values, masks.lengths, np.array(masks.counts), masks.height,
+                                   masks.width)
+        else:  # a few samples (a single dataset[i]): whole maps take fewer calls than the batched runs
+            maps = masks.masks()
+        mirrored = flip[rows]
+        selected = self.erasing.get_params(maps, mirrored=mirrored).numpy()
+        return erase_numpy(self._checked(samples, rows, keys), maps, selected, self.erasing.fill, None,
+                           mirrored, at=rows)
 
-    def _check_sizes(self, samples: list[np.ndarray], rows: list[int], keys: np.ndarray) -> None:
-        size = (3, self.masks.height, self.masks.width)
-        for b in rows:
-            if samples[b].shape != size:
+    def _checked(self, samples: Iterable[np.ndarray], rows: list[int], keys: np.ndarray) -> Iterator[np.ndarray]:
+        """The samples, each one to erase checked against the masks' size as it comes."""
+        size, rows = (3, self.masks.height, self.masks.width), set(rows)
+        for b, sample in enumerate(samples):
+            if sample.shape != size and b in rows:
                 raise maskcache.CacheError(
                     f"{self.config.masks}: mask of record {keys[b]} is {size[2]}x{size[1]}, its image in "
-                    f"{self._rec.path} {samples[b].shape[2]}x{samples[b].shape[1]}; rebuild the cache for "
+                    f"{self._rec.path} {sample.shape[2]}x{sample.shape[1]}; rebuild the cache for "
                     f"{self.root_dir}")
+            yield sample
 
     def _image(self, key: int, offset: int) -> np.ndarray:
         _, payload = recordio.unpack(self._rec.read_record(offset, key)[0])

@@ -11,14 +11,14 @@ Both hand the same ``ErasedPixels`` (rows with something selected, pixels in (im
 from __future__ import annotations
 
 from functools import cached_property
-from itertools import accumulate
-from typing import Sequence
+from itertools import accumulate, chain
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from fse_plugin.erasing.fills import PER_CLASS, fill_values
+from fse_plugin.erasing.fills import PER_CLASS, READS_IMAGES, fill_values
 from fse_plugin.fseconfig import Fill
 from fse_plugin.labels import MIRROR_LUT, flip_mask
 from fse_plugin.maskruns import MaskRuns, erased_pixels
@@ -45,10 +45,10 @@ class _NumpyPixels:
         return [self.images[i].reshape(self.C, -1) for i in self.at]
 
     @cached_property
-    def pixels(self) -> list[np.ndarray]:
-        """Each erased image's pixels (views of ``pix``)."""
+    def pixels(self) -> list[tuple[int, np.ndarray]]:
+        """Each erased image's first value in the fill's [C, N] and its pixels (views of ``pix``)."""
         ends = list(accumulate(self.sizes))
-        return [self.pix[a:b] for a, b in zip([0, *ends], ends)]
+        return [(a, self.pix[a:b]) for a, b in zip([0, *ends], ends)]
 
     def randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> np.ndarray:
         return torch.randn(shape, generator=generator).numpy()
@@ -67,7 +67,7 @@ class _NumpyPixels:
 
     def group_means(self, group: np.ndarray, n_groups: int) -> np.ndarray:
         counts = np.maximum(np.bincount(group, minlength=n_groups), 1)
-        values = np.concatenate([f[:, p] for f, p in zip(self.flat, self.pixels)], 1)
+        values = np.concatenate([f[:, p] for f, (_, p) in zip(self.flat, self.pixels)], 1)
         return np.stack([(np.bincount(group, v, n_groups) / counts)[group] for v in values]).astype(values.dtype)
 
     def write(self, values: np.ndarray) -> None:
@@ -83,11 +83,15 @@ class _NumpyPixels:
                 if k + 1 < self.C:
                     idx += plane
             return
-        start = 0
-        for f, pix in zip(self.flat, self.pixels):
-            for k in range(self.C):
-                f[k][pix] = values[k, start:start + len(pix)]
-            start += len(pix)
+        for r, i in enumerate(self.at):
+            self.write_one(r, self.images[i], values)
+
+    def write_one(self, r: int, image: np.ndarray, values: np.ndarray) -> None:
+        """Erased image ``r``'s values (its columns of ``values`` [C, N]) into ``image``."""
+        start, pix = self.pixels[r]
+        flat = image.reshape(self.C, -1)  # a view: the images are contiguous
+        for k in range(self.C):
+            flat[k][pix] = values[k, start:start + len(pix)]
 
 
 def _region(mask: np.ndarray, selected: np.ndarray, single: int) -> np.ndarray:
@@ -135,21 +139,36 @@ def _find(masks: Sequence[np.ndarray] | MaskRuns, selected: np.ndarray, rows: li
     return pix, [len(p) for p, _ in found], np.concatenate([c for _, c in found]) if with_classes else None
 
 
-def erase_numpy(images: np.ndarray | list[np.ndarray], masks: Sequence[np.ndarray] | MaskRuns,
+def erase_numpy(images: np.ndarray | list[np.ndarray] | Iterable[np.ndarray], masks: Sequence[np.ndarray] | MaskRuns,
                 selected: np.ndarray, fill: Fill, generator: torch.Generator | None, mirrored: np.ndarray,
-                at: Sequence[int] | None = None) -> None:
+                at: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
     """Erase images in place where ``selected`` [B, K] says: row ``b`` is for image ``images[at[b]]`` (``at``
     None: ``images[b]``), whose mask is ``masks[b]`` ([H,W] arrays or ``MaskRuns``), read mirrored where
-    ``mirrored[b]``. images: a [N,C,H,W] array or a list of contiguous [C,H,W] arrays. Shapes are the
-    caller's to check."""
+    ``mirrored[b]``. images: a [N,C,H,W] array, a list of contiguous [C,H,W] arrays, or an iterator of them
+    (a decoder): when the fill reads no image, the pixels are found and the values drawn first, and each
+    image is written as it comes, while still in the CPU's caches. Returns the images (a list for an
+    iterator). Shapes are the caller's to check."""
+    lazy = not isinstance(images, (list, np.ndarray)) and fill not in READS_IMAGES
+    if not lazy and not isinstance(images, np.ndarray):
+        images = list(images)
     rows = np.flatnonzero(selected.any(1)).tolist()
-    if not rows:
-        return
-    pix, sizes, cls = _find(masks, selected, rows, mirrored, fill in PER_CLASS)
+    pix, sizes, cls = _find(masks, selected, rows, mirrored, fill in PER_CLASS) if rows else ((), [], None)
     if not len(pix):  # only absent classes chosen: the images stay as they are (the reference), nothing drawn
-        return
-    px = _NumpyPixels(images, rows if at is None else [at[r] for r in rows], pix, sizes, cls, selected.shape[1])
-    px.write(fill_values(fill, px, generator))
+        return list(images) if lazy else images
+    at = rows if at is None else [at[r] for r in rows]
+    if not lazy:
+        px = _NumpyPixels(images, at, pix, sizes, cls, selected.shape[1])
+        px.write(fill_values(fill, px, generator))
+        return images
+    images = iter(images)
+    first = next(images)  # its channels and dtype are the values'
+    px = _NumpyPixels([first], at, pix, sizes, cls, selected.shape[1])
+    values, row, out = fill_values(fill, px, generator), dict(zip(at, range(len(at)))), []
+    for i, image in enumerate(chain([first], images)):
+        if i in row:
+            px.write_one(row[i], image, values)
+        out.append(image)
+    return out
 
 
 class _TorchPixels:

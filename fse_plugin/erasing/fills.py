@@ -15,7 +15,7 @@ import torch
 
 from fse_plugin.fseconfig import Fill
 
-__all__ = ["PER_CLASS", "ErasedPixels", "fill_values"]
+__all__ = ["PER_CLASS", "READS_IMAGES", "ErasedPixels", "fill_values"]
 
 Array = Any  # numpy.ndarray in the numpy engine, torch.Tensor in the torch engine
 
@@ -89,6 +89,7 @@ _TABLE: dict[str, Callable[[ErasedPixels, torch.Generator | None], Array]] = {  
     "image_mean": _image_mean,  # the image's mean colour
 }
 PER_CLASS = frozenset({"random_1", "random_mix", "random_mix_sample", "region_mean"})  # read ErasedPixels.cls
+READS_IMAGES = frozenset({"region_mean", "image_mean"})  # the fills whose values depend on the images
 
 
 def fill_values(fill: Fill, px: ErasedPixels, generator: torch.Generator | None) -> Array:
