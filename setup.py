@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="fse_plugin",
-    version="0.2.0",
+    version="0.3.0",
     description="FSErasing and FS-CAM for face recognition, as a plugin for insightface arcface_torch",
     packages=find_packages(include=["fse_plugin", "fse_plugin.*"]),
     data_files=[("share/fse_plugin/patches", sorted(glob.glob("patches/*.patch")))],

@@ -8,4 +8,4 @@ parser) -> ``erasing`` (FSErasing, set by ``fseconfig``: the ``config.fse`` line
 semantic-occlusion benchmark; ``study`` measures what FSErasing does over seeds. ``common`` is the
 helper layer all of them share; ``cli`` is the ``fse`` command.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
