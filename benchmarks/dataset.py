@@ -29,7 +29,9 @@ and p=1.0 the same way. ``--stages`` adds the erased path's stages at p=1.0, eac
 same batches right after their images were decoded (caches as the dataset leaves them, so each stage
 pays its own misses: their sum is more than the path costs): reading the masks (``get_runs_batch``,
 and ``get_runs`` per key as before), ``MaskRuns``, drawing the classes (``get_params``), finding the
-pixels, the reference's N(0,1) draw, and the whole erase (find, fill, write).
+pixels, the reference's N(0,1) draw, and the whole erase (find, fill, write). The dataset itself
+does all but the write before decoding and writes each image right after decoding it, so its write
+costs less than the stage's, which writes into images decoded a batch ago.
 
 With ``--mxnet-python PY`` (an interpreter that imports mxnet, e.g. a venv with numpy 1.23.5 and no
 torch), ``upstream (mxnet)`` adds mxnet's own read_idx + unpack + imdecode().asnumpy(), timed in a

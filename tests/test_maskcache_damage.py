@@ -257,22 +257,30 @@ def test_swapped_and_edited_files_are_caught(pristine, gappy, synth_rec, gt, tmp
         mc.MaskCache(g).get(int(keys[20]))
 
 
-def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
-    bomb = zlib.compress(b"\0" * (400 << 10), 9)
-    with pytest.raises(ValueError, match="longer than a mask"):
-        mc.decode_mask(bomb, 112, 112)
-    d = tmp_path / "cache"  # a crafted chunk: the bomb as entry 0, every checksum redone
+def _crafted(pristine, tmp_path, entries: dict[int, bytes]) -> Path:
+    """A copy of the pristine cache whose chunk 0 holds ``entries`` (row -> bytes) in place of its
+    own, every checksum redone: damage written as if sound."""
+    d = tmp_path / "cache"
     shutil.copytree(pristine[0], d)
     m = json.loads((d / mc.MANIFEST).read_bytes())
     path = d / m["chunks"][0]["file"]
     ch = chunk.ChunkFile(path)
-    entries = chunk.Entries.of([bomb] + [bytes(ch.entry(i)) for i in range(1, ch.rows)])
-    data = chunk.chunk_bytes(bytes.fromhex(m["spec_id"]), 0, 0, 112, 112, entries, ch.meta())
+    rows = [entries[i] if i in entries else bytes(ch.entry(i)) for i in range(ch.rows)]
+    data = chunk.chunk_bytes(bytes.fromhex(m["spec_id"]), 0, 0, 112, 112, chunk.Entries.of(rows),
+                             ch.meta())
     ch.close()
     path.write_bytes(data)
     m["chunks"][0].update(bytes=len(data),
                           crc32=struct.unpack_from("<I", data, _chunk_layout(path)[1] - 4)[0])
     (d / mc.MANIFEST).write_bytes(manifest_bytes(m))
+    return d
+
+
+def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
+    bomb = zlib.compress(b"\0" * (400 << 10), 9)
+    with pytest.raises(ValueError, match="longer than a mask"):
+        mc.decode_mask(bomb, 112, 112)
+    d = _crafted(pristine, tmp_path, {0: bomb})
     for read in (mc.MaskCache(d).get, mc.MaskCache(d).get_runs, _batch_of_one(mc.MaskCache(d))):
         with pytest.raises(mc.DamagedEntryError,
                            match="entry 0 .* does not decode: run stream longer than a mask"):
@@ -282,21 +290,8 @@ def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
 def test_runs_that_do_not_cover_the_mask_are_damaged_in_a_batch_too(pristine, tmp_path):
     """An entry whose crc32 matches but whose runs cover another size (written damaged): every read
     refuses it with one message; a batch still returns the other keys' masks."""
-    d = tmp_path / "cache"
-    shutil.copytree(pristine[0], d)
-    m = json.loads((d / mc.MANIFEST).read_bytes())
-    path = d / m["chunks"][0]["file"]
-    ch = chunk.ChunkFile(path)
     short = mc.encode_masks(np.zeros((1, 112, 111), np.uint8))[0]
-    entries = chunk.Entries.of([bytes(ch.entry(0)), short]
-                               + [bytes(ch.entry(i)) for i in range(2, ch.rows)])
-    data = chunk.chunk_bytes(bytes.fromhex(m["spec_id"]), 0, 0, 112, 112, entries, ch.meta())
-    ch.close()
-    path.write_bytes(data)
-    m["chunks"][0].update(bytes=len(data),
-                          crc32=struct.unpack_from("<I", data, _chunk_layout(path)[1] - 4)[0])
-    (d / mc.MANIFEST).write_bytes(manifest_bytes(m))
-    cache = mc.MaskCache(d)
+    cache = mc.MaskCache(_crafted(pristine, tmp_path, {1: short}))
     with pytest.raises(mc.DamagedEntryError, match=r"entry 1 \(row 1, key 2\) does not decode: "
                                                    r"runs cover 12432 pixels, expected 112x112") as e:
         _read_both(cache, 2)
