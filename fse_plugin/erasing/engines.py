@@ -33,8 +33,8 @@ class _NumpyPixels:
 
     def __init__(self, images: np.ndarray | list[np.ndarray], at: list[int], pix: np.ndarray,
                  sizes: list[int], cls: np.ndarray | None, K: int) -> None:
-        self.images, self.at, self.pix, self.sizes, self.cls, self.K = (images, at, pix, sizes, cls,
-                                                                        K)
+        self.images, self.at, self.pix, self.sizes, self.cls, self.K = (
+            images, at, pix, sizes, cls, K)
         self.C, self.R, self.N = images[0].shape[0], len(at), len(pix)
 
     @cached_property
