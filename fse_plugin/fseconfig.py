@@ -20,15 +20,17 @@ from fse_plugin.labels import CLASSES, NUM_CLASSES, class_ids, parse_class_list
 
 __all__ = ["FILLS", "FSEConfig", "Fill", "NErase", "check_fill"]
 
-FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "random_mix_sample", "region_mean", "image_mean")
-"""The named fills (``erasing.erase`` says what each does); a number, a constant in the normalised space,
-is a fill too."""
+FILLS: tuple[str, ...] = ("random", "random_1", "random_mix", "random_mix_sample", "region_mean",
+                          "image_mean")
+"""The named fills (``erasing.erase`` says what each does); a number, a constant in the normalised
+space, is a fill too."""
 Fill = str | float
 NErase = int | tuple[int, int] | list[str]
 
 
 def check_fill(fill: Any, name: str = "fill") -> Fill:
-    """``fill`` if it is one of ``FILLS``, or a finite number as a float; else FSEError naming ``name``.
+    """``fill`` if it is one of ``FILLS``, or a finite number as a float; else FSEError naming
+    ``name``.
 
     Example::
 
@@ -39,7 +41,8 @@ def check_fill(fill: Any, name: str = "fill") -> Fill:
     """
     if isinstance(fill, str):
         if fill not in FILLS:
-            raise FSEError(f"{name}: unknown fill {fill!r}; use one of {', '.join(FILLS)} or a number")
+            raise FSEError(f"{name}: unknown fill {fill!r}; use one of {', '.join(FILLS)} or a "
+                           "number")
         return fill
     if isinstance(fill, numbers.Real) and not isinstance(fill, bool):
         return checks.number(fill, name)
@@ -48,13 +51,15 @@ def check_fill(fill: Any, name: str = "fill") -> Fill:
 
 @dataclass(frozen=True)
 class FSEConfig:
-    """``config.fse``, checked and normalised (``from_mapping``); the defaults are the reference FSErasing.
+    """``config.fse``, checked and normalised (``from_mapping``); the defaults are the reference
+    FSErasing.
 
-    masks: the mask cache directory (None where no rec is known yet); p: probability that a sample is
-    erased; n_erase: how many regions, an int, a ``(lo, hi)`` range drawn uniformly (inclusive), or the
-    names of classes erased every time; classes: ids to draw from (None: all 25, background included);
-    present_only: draw only among the classes in the sample's mask; fill: see ``erasing.erase``;
-    flip: horizontal flip probability; verify: decode every mask of the cache at start-up.
+    masks: the mask cache directory (None where no rec is known yet); p: probability that a sample
+    is erased; n_erase: how many regions, an int, a ``(lo, hi)`` range drawn uniformly (inclusive),
+    or the names of classes erased every time; classes: ids to draw from (None: all 25, background
+    included); present_only: draw only among the classes in the sample's mask; fill: see
+    ``erasing.erase``; flip: horizontal flip probability; verify: decode every mask of the cache at
+    start-up.
 
     Example::
 
@@ -78,23 +83,28 @@ class FSEConfig:
                      prefix: str = "config.fse") -> FSEConfig:
         """Check ``mapping`` (the keys above, all optional) and return it normalised.
 
-        rec_dir: the rec the cache belongs to; ``masks`` defaults to ``<rec_dir>/fse_masks`` and must
-        exist. prefix: how errors name the keys (``config.fse.p``; ``FSErasing.p`` for the class).
+        rec_dir: the rec the cache belongs to; ``masks`` defaults to ``<rec_dir>/fse_masks`` and
+        must exist. prefix: how errors name the keys (``config.fse.p``; ``FSErasing.p`` for the
+        class).
         """
         if not isinstance(mapping, Mapping):
-            raise FSEError(f"{prefix} must be a dict such as dict(masks=..., p=0.5), got {mapping!r}")
+            raise FSEError(f"{prefix} must be a dict such as dict(masks=..., p=0.5), got "
+                           f"{mapping!r}")
         known = [f for f in cls.__dataclass_fields__ if f != "prefix"]
         unknown = sorted(set(mapping) - set(known), key=str)
         if unknown:
             raise FSEError(f"{prefix}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
         name = {k: f"{prefix}.{k}" for k in known}
         get = {**{k: getattr(cls, k) for k in known}, **mapping}.__getitem__
-        classes = None if get("classes") is None else parse_class_list(get("classes"), name["classes"])
+        classes = (None if get("classes") is None
+                   else parse_class_list(get("classes"), name["classes"]))
         n_erase = _n_erase(get("n_erase"), name["n_erase"])
         _check_counts(n_erase, classes, name)
-        return cls(masks=_masks_path(get("masks"), rec_dir, name["masks"]), p=checks.probability(get("p"), name["p"]),
-                   n_erase=n_erase, classes=classes, present_only=_bool(get("present_only"), name["present_only"]),
-                   fill=check_fill(get("fill"), name["fill"]), flip=checks.probability(get("flip"), name["flip"]),
+        return cls(masks=_masks_path(get("masks"), rec_dir, name["masks"]),
+                   p=checks.probability(get("p"), name["p"]), n_erase=n_erase, classes=classes,
+                   present_only=_bool(get("present_only"), name["present_only"]),
+                   fill=check_fill(get("fill"), name["fill"]),
+                   flip=checks.probability(get("flip"), name["flip"]),
                    verify=_bool(get("verify"), name["verify"]), prefix=prefix)
 
     @property
@@ -132,7 +142,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _n_erase(value: Any, name: str) -> NErase:
-    """An int count, a (lo, hi) tuple of ints, or class names (a list, or a comma string of names)."""
+    """An int count, a (lo, hi) tuple of ints, or class names (a list, or a comma string of
+    names)."""
     if _is_int(value):
         return checks.count(value, name, minimum=0)
     if isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value):
@@ -141,22 +152,25 @@ def _n_erase(value: Any, name: str) -> NErase:
             raise FSEError(f"{name}: range {value!r} must satisfy 0 <= lo <= hi")
         return lo, hi
     if isinstance(value, str) and any(t.strip().lstrip("+-").isdigit() for t in value.split(",")):
-        raise FSEError(f"{name}: {value!r} is a string, not a count or a class: write a number of regions as an "
-                       f"int (n_erase={value.strip()}) or the classes erased every time as a list of names")
+        raise FSEError(f"{name}: {value!r} is a string, not a count or a class: write a number of "
+                       f"regions as an int (n_erase={value.strip()}) or the classes erased every "
+                       "time as a list of names")
     if isinstance(value, list) and any(_is_int(v) for v in value):
-        raise FSEError(f"{name}: {value!r} holds ints: for a range of counts write a tuple, e.g. (1, 3); for "
-                       f"classes erased every time write their names, e.g. ['nose', 'mouth']")
+        raise FSEError(f"{name}: {value!r} holds ints: for a range of counts write a tuple, e.g. "
+                       "(1, 3); for classes erased every time write their names, e.g. ['nose', "
+                       "'mouth']")
     if isinstance(value, (list, str)):
         return [CLASSES[i] for i in parse_class_list(value, name)]
-    raise FSEError(f"{name}: must be an int (how many regions), a (lo, hi) tuple of ints or a list of class "
-                   f"names erased every time; got {type(value).__name__} {value!r}")
+    raise FSEError(f"{name}: must be an int (how many regions), a (lo, hi) tuple of ints or a list "
+                   f"of class names erased every time; got {type(value).__name__} {value!r}")
 
 
 def _check_counts(n_erase: NErase, classes: list[int] | None, name: dict[str, str]) -> None:
     if isinstance(n_erase, list):
         if classes is not None:
-            raise FSEError(f"{name['n_erase']}: lists the classes erased every time, so {name['classes']} "
-                           f"(classes to draw from) cannot be given too; drop one of them")
+            raise FSEError(f"{name['n_erase']}: lists the classes erased every time, so "
+                           f"{name['classes']} (classes to draw from) cannot be given too; drop "
+                           "one of them")
         return
     hi = n_erase[1] if isinstance(n_erase, tuple) else n_erase
     pool = NUM_CLASSES if classes is None else len(classes)
@@ -165,7 +179,8 @@ def _check_counts(n_erase: NErase, classes: list[int] | None, name: dict[str, st
 
 
 def _masks_path(value: Any, rec_dir: str | os.PathLike | None, name: str) -> str | None:
-    """The mask cache's path, existing; ``<rec_dir>/fse_masks`` when not given (None without a rec)."""
+    """The mask cache's path, existing; ``<rec_dir>/fse_masks`` when not given (None without a
+    rec)."""
     if value is None:
         if rec_dir is None:
             return None

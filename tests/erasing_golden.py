@@ -1,6 +1,6 @@
-"""Inputs of the golden-output test (tests/test_erasing_golden.py): faces, masks, selections and a small
-rec with its mask cache, all made here from numpy seeds (nothing from synth), so the recorded hashes
-depend only on the erasing code, cv2's JPEG codec and the rec/cache formats.
+"""Inputs of the golden-output test (tests/test_erasing_golden.py): faces, masks, selections and a
+small rec with its mask cache, all made here from numpy seeds (nothing from synth), so the recorded
+hashes depend only on the erasing code, cv2's JPEG codec and the rec/cache formats.
 
 ``erasing_golden.json`` holds hashes of the outputs recorded from main before the erasing engine was
 rewritten (issue 23); the test asserts the same seeds still give the same bytes.
@@ -31,8 +31,9 @@ def digest(*arrays) -> str:
 
 
 def label_maps(n: int, seed: int, odd: bool = True) -> np.ndarray:
-    """uint8 [n, 112, 112] maps of Voronoi cells with random class ids (sided ones included); ``odd``: a
-    patch of 255 (no class) in map 0 and many one-pixel runs of left_eye (12) in map 1."""
+    """uint8 [n, 112, 112] maps of Voronoi cells with random class ids (sided ones included);
+    ``odd``: a patch of 255 (no class) in map 0 and many one-pixel runs of left_eye (12) in map
+    1."""
     rng = np.random.default_rng(seed)
     yx = np.stack(np.mgrid[:SIZE, :SIZE], -1).reshape(-1, 1, 2)
     maps = np.empty((n, SIZE, SIZE), np.uint8)
@@ -64,8 +65,8 @@ def selections(n: int, seed: int) -> np.ndarray:
 
 
 def mask_runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's uint8 form:
-    runs cross image rows, equal neighbouring runs occur)."""
+    """Runs of equal pixels of ``mask`` in row-major order, lengths split at ``cut`` (the cache's
+    uint8 form: runs cross image rows, equal neighbouring runs occur)."""
     flat = np.asarray(mask).reshape(-1)
     start = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
     lengths = np.diff(start, append=flat.size)
@@ -77,8 +78,8 @@ def mask_runs(mask: np.ndarray, cut: int = 255) -> tuple[np.ndarray, np.ndarray]
 
 
 def write_rec(out: Path, n: int = 24, seed: int = 3) -> tuple[Path, np.ndarray, np.ndarray]:
-    """An im2rec-layout rec of ``n`` smooth random 112x112 JPEG faces (keys 0..n-1, labels key // 3) and
-    their masks. Returns (rec dir, keys, masks)."""
+    """An im2rec-layout rec of ``n`` smooth random 112x112 JPEG faces (keys 0..n-1, labels key // 3)
+    and their masks. Returns (rec dir, keys, masks)."""
     from fse_plugin.recordio import IRHeader, MXIndexedRecordIO, pack_img
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -93,18 +94,22 @@ def write_rec(out: Path, n: int = 24, seed: int = 3) -> tuple[Path, np.ndarray, 
 
 
 DATASET_CASES = {
-    **{f"p=1.0 fill={f!r} flip={flip}": dict(p=1.0, fill=f, flip=flip) for f in FILLS for flip in (0.0, 0.5, 1.0)},
+    **{f"p=1.0 fill={f!r} flip={flip}": dict(p=1.0, fill=f, flip=flip) for f in FILLS
+       for flip in (0.0, 0.5, 1.0)},
     "p=0.5": dict(p=0.5),
     "p=0.5 n_erase=(1, 25) random_mix": dict(p=0.5, n_erase=(1, 25), fill="random_mix"),
     "n_erase=(0, 3)": dict(n_erase=(0, 3)),
     "n_erase=(1, 4) random_1": dict(n_erase=(1, 4), fill="random_1"),
     "n_erase=2 present_only": dict(n_erase=2, present_only=True),
-    "n_erase=(1, 3) present_only random_mix": dict(n_erase=(1, 3), present_only=True, fill="random_mix"),
+    "n_erase=(1, 3) present_only random_mix": dict(n_erase=(1, 3), present_only=True,
+                                                   fill="random_mix"),
     "present_only": dict(present_only=True),
     "fixed region_mean": dict(n_erase=["left_eye", "right_cheek"], fill="region_mean"),
-    "classes n_erase=2 random_1": dict(classes=["left_eye", "right_eye", "hair"], n_erase=2, fill="random_1"),
-    "classes=1..24 n_erase=(1, 3) present_only image_mean": dict(classes=list(range(1, 25)), n_erase=(1, 3),
-                                                                  present_only=True, fill="image_mean"),
+    "classes n_erase=2 random_1": dict(classes=["left_eye", "right_eye", "hair"], n_erase=2,
+                                       fill="random_1"),
+    "classes=1..24 n_erase=(1, 3) present_only image_mean": dict(classes=list(range(1, 25)),
+                                                                 n_erase=(1, 3), present_only=True,
+                                                                 fill="image_mean"),
 }
 DATASET_BATCHES = ((0, list(range(0, 24, 2))), (1, [5]), (2, [7, 7, 20, 3, 11, 11]))
 
@@ -137,19 +142,24 @@ def record(path: Path = GOLDEN) -> None:
             sel = selections(len(masks), seed)
             mirrored = np.random.default_rng(seed).random(len(masks)) < 0.5
             g = torch.Generator().manual_seed(seed)
-            out[f"cpu list mirrored {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(), list(masks), sel, fill, g,
+            out[f"cpu list mirrored {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(),
+                                                                            list(masks), sel, fill,
+                                                                            g, mirrored=mirrored))
+            g = torch.Generator().manual_seed(seed)
+            out[f"cpu runs mirrored {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(), runs, sel,
+                                                                            fill, g,
                                                                             mirrored=mirrored))
             g = torch.Generator().manual_seed(seed)
-            out[f"cpu runs mirrored {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(), runs, sel, fill, g,
-                                                                            mirrored=mirrored))
+            out[f"cpu tensor {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(),
+                                                                     torch.from_numpy(masks),
+                                                                     torch.from_numpy(sel),
+                                                                     fill, g))
             g = torch.Generator().manual_seed(seed)
-            out[f"cpu tensor {fill!r} {seed}"] = digest(erase_batch_(imgs.clone(), torch.from_numpy(masks),
-                                                                     torch.from_numpy(sel), fill, g))
-            g = torch.Generator().manual_seed(seed)
-            out[f"torch {fill!r} {seed}"] = digest(erase_batch(imgs, torch.from_numpy(masks), torch.from_numpy(sel),
-                                                               fill, g))
+            out[f"torch {fill!r} {seed}"] = digest(erase_batch(imgs, torch.from_numpy(masks),
+                                                               torch.from_numpy(sel), fill, g))
         g = torch.Generator().manual_seed(7)
-        out[f"single {fill!r}"] = digest(*[erase(imgs[b], torch.from_numpy(masks[b]), [0, 12, 21][:b % 3 + 1], fill, g)
+        out[f"single {fill!r}"] = digest(*[erase(imgs[b], torch.from_numpy(masks[b]),
+                                                 [0, 12, 21][:b % 3 + 1], fill, g)
                                            for b in range(len(imgs))])
     for name, kw in DRAW_CASES.items():
         t = FSErasing(**kw)
@@ -161,18 +171,23 @@ def record(path: Path = GOLDEN) -> None:
         g = torch.Generator().manual_seed(18)
         out[f"call batch {name}"] = digest(t.batch(imgs, torch.from_numpy(masks), g))
         g = torch.Generator().manual_seed(19)
-        out[f"call single {name}"] = digest(*[t(imgs[b], torch.from_numpy(masks[b]), g) for b in range(len(imgs))])
+        out[f"call single {name}"] = digest(*[t(imgs[b], torch.from_numpy(masks[b]), g)
+                                              for b in range(len(imgs))])
     with tempfile.TemporaryDirectory() as tmp:
         rec, keys, rec_masks = write_rec(Path(tmp) / "rec")
-        cache = maskcache.build_from_labels(rec, keys, rec_masks, out=Path(tmp) / "cache", progress=False)
+        cache = maskcache.build_from_labels(rec, keys, rec_masks, out=Path(tmp) / "cache",
+                                            progress=False)
         for name, fse in {"off": None, **DATASET_CASES}.items():
-            ds = FSEMXFaceDataset(rec, 0, fse=None if fse is None else dict(masks=str(cache), **fse))
+            ds = FSEMXFaceDataset(rec, 0,
+                                  fse=None if fse is None else dict(masks=str(cache), **fse))
             for seed, indices in DATASET_BATCHES:
                 torch.manual_seed(seed)
                 batch = ds.__getitems__(indices)
-                out[f"dataset {name} {seed}"] = digest(*[x for s in batch for x in s], torch.rand(1))
+                out[f"dataset {name} {seed}"] = digest(*[x for s in batch for x in s],
+                                                       torch.rand(1))
             torch.manual_seed(5)
-            out[f"dataset {name} items"] = digest(*[x for i in (0, 3, 3) for x in ds[i]], torch.rand(1))
+            out[f"dataset {name} items"] = digest(*[x for i in (0, 3, 3) for x in ds[i]],
+                                                  torch.rand(1))
     path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 

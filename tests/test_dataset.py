@@ -1,6 +1,6 @@
-"""FSEMXFaceDataset: upstream's contract and pixels, erasing by the cache's masks (per sample and per
-batch), flips, workers, DistributedSampler, missing and damaged masks, broken images, stale caches
-and config validation."""
+"""FSEMXFaceDataset: upstream's contract and pixels, erasing by the cache's masks (per sample and
+per batch), flips, workers, DistributedSampler, missing and damaged masks, broken images, stale
+caches and config validation."""
 import logging
 import shutil
 from functools import partial
@@ -34,7 +34,8 @@ def cache(synth_cache) -> str:
     return str(synth_cache)
 
 
-NORMALISE = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
+NORMALISE = transforms.Compose([transforms.ToTensor(),
+                                transforms.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
 
 
 def record_image(rec_dir: Path, key: int) -> np.ndarray:
@@ -74,10 +75,12 @@ def test_erased_pixels_are_one_region_of_the_flipped_mask(synth_rec, cache, gt, 
     for i in range(0, 72, 3):
         key = int(ds.keys[i])
         img, _ = ds[i]
-        plain = NORMALISE(record_image(synth_rec, key)[:, ::-1].copy() if flip else record_image(synth_rec, key))
+        plain = NORMALISE(record_image(synth_rec, key)[:, ::-1].copy() if flip
+                          else record_image(synth_rec, key))
         mask = torch.from_numpy(flip_mask(gt[key]) if flip else gt[key])
         e = _erased(img)
-        assert torch.equal(img[:, ~e], plain[:, ~e])  # the rest is upstream's pixels, flipped with the mask
+        # the rest is upstream's pixels, flipped with the mask
+        assert torch.equal(img[:, ~e], plain[:, ~e])
         if e.any():
             assert torch.equal(e, mask == int(mask[e][0]))
             seen += 1
@@ -90,7 +93,8 @@ def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
     batch = ds.__getitems__(list(range(40)))  # what a DataLoader worker calls
     erased = 0
     for i, (img, label) in enumerate(batch):
-        assert img.shape == (3, 112, 112) and label.dtype == torch.long and int(label) == ds.labels[i]
+        assert (img.shape == (3, 112, 112) and label.dtype == torch.long
+                and int(label) == ds.labels[i])
         e = _erased(img)
         if e.any():  # whole regions (one or two) of the mask, flipped with the image or not
             m, region = gt[int(ds.keys[i])], e.numpy()
@@ -105,9 +109,10 @@ def test_batches_erase_each_sample_by_its_own_mask(synth_rec, cache, gt):
 
 
 def reference_batch(ds: FSEMXFaceDataset, indices: list[int]) -> list[torch.Tensor]:
-    """What ``__getitems__`` gave before it read masks as runs, from whole masks: the same draws (flip and
-    coin per row, then the classes and fills of the erased rows), upstream's pixels, each erased row's mask
-    from ``MaskCache.get`` flipped with its image, and erasing through ``erase`` on those masks."""
+    """What ``__getitems__`` gave before it read masks as runs, from whole masks: the same draws
+    (flip and coin per row, then the classes and fills of the erased rows), upstream's pixels, each
+    erased row's mask from ``MaskCache.get`` flipped with its image, and erasing through ``erase``
+    on those masks."""
     keys = [int(ds.keys[i]) for i in indices]
     flip, erased = (torch.rand(len(keys), 2).numpy() < (ds.flip_p, ds.erasing.p)).T
     masks = {b: ds.masks.get(keys[b]) for b in np.flatnonzero(erased).tolist()}
@@ -123,7 +128,8 @@ def reference_batch(ds: FSEMXFaceDataset, indices: list[int]) -> list[torch.Tens
     return samples
 
 
-FILL_CASES = [dict(p=1.0, fill=fill, flip=flip) for fill in FILLS + (0.25,) for flip in (0.0, 0.5, 1.0)]
+FILL_CASES = [dict(p=1.0, fill=fill, flip=flip) for fill in FILLS + (0.25,)
+              for flip in (0.0, 0.5, 1.0)]
 DRAW_CASES = [dict(p=0.5), dict(p=0.5, n_erase=(1, 25), fill="random_mix"), dict(n_erase=(0, 3)),
               dict(n_erase=(1, 4), fill="random_1"), dict(n_erase=2, present_only=True),
               dict(n_erase=(1, 3), present_only=True, fill="random_mix"), dict(present_only=True),
@@ -146,30 +152,41 @@ def test_batches_equal_the_whole_mask_reference(synth_rec, cache, fse):
 
 
 def test_flip_keeps_left_and_right(synth_rec, cache, gt):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, classes=["right_eye"], fill=SENTINEL, flip=1.0))
+    ds = FSEMXFaceDataset(synth_rec, 0,
+                          fse=dict(masks=cache, classes=["right_eye"], fill=SENTINEL, flip=1.0))
     checked = 0
     for i in range(0, 72, 4):
         e = _erased(ds[i][0])
         m = gt[int(ds.keys[i])]
-        assert torch.equal(e, torch.from_numpy(m == class_id("left_eye")).flip(-1))  # mirrored left eye
+        # mirrored left eye
+        assert torch.equal(e, torch.from_numpy(m == class_id("left_eye")).flip(-1))
         if e.any():
-            assert e.nonzero()[:, 1].float().mean() > 56  # right_eye (named by the image's side): still image-right
+            # right_eye (named by the image's side): still image-right
+            assert e.nonzero()[:, 1].float().mean() > 56
             checked += 1
     assert checked > 10
 
 
 class DropKeys:
-    """A MaskCache stand-in without masks for some keys (as for undecodable images) and damaged ones."""
+    """A MaskCache stand-in without masks for some keys (as for undecodable images) and damaged
+    ones."""
 
     def __init__(self, cache, drop=(), damaged=()):
         self.cache, self.drop, self.damaged = cache, set(drop), set(damaged)
         self.height, self.width = cache.height, cache.width
 
-    def get_runs(self, key):
-        if key in self.damaged:
-            raise maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {key} is damaged", key,
-                                              "chunks/000000.fsmc")
-        return None if key in self.drop else self.cache.get_runs(key)
+    def get_runs_batch(self, keys):
+        keys = keys.tolist()
+        damaged = {j: maskcache.DamagedEntryError(f"chunks/000000.fsmc: entry of key {k} is "
+                                                  "damaged", k, "chunks/000000.fsmc")
+                   for j, k in enumerate(keys) if k in self.damaged}
+        missing = [j for j, k in enumerate(keys) if k in self.drop]
+        found = [j for j in range(len(keys)) if j not in damaged and j not in missing]
+        runs = [self.cache.get_runs(keys[j]) for j in found] or [(np.zeros(0, np.uint8),) * 2]
+        return maskcache.RunsBatch(np.concatenate([v for v, _ in runs]),
+                                   np.concatenate([n for _, n in runs]),
+                                   [len(v) for v, _ in runs if len(v)], found, missing, damaged,
+                                   self.height, self.width)
 
 
 def _erased_per_sample(loader) -> torch.Tensor:
@@ -178,14 +195,18 @@ def _erased_per_sample(loader) -> torch.Tensor:
 
 
 def test_missing_and_damaged_masks_pass_unerased_and_are_counted_over_workers(synth_rec, cache):
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=1.0, fill=SENTINEL, classes=["background"]))
-    ds.masks = DropKeys(ds.masks, drop=[int(ds.keys[3]), int(ds.keys[40])], damaged=[int(ds.keys[9])])
-    erased = _erased_per_sample(DataLoader(ds, batch_size=8, sampler=SequentialSampler(ds), num_workers=2))
+    ds = FSEMXFaceDataset(synth_rec, 0,
+                          fse=dict(masks=cache, p=1.0, fill=SENTINEL, classes=["background"]))
+    ds.masks = DropKeys(ds.masks, drop=[int(ds.keys[3]), int(ds.keys[40])],
+                        damaged=[int(ds.keys[9])])
+    erased = _erased_per_sample(DataLoader(ds, batch_size=8, sampler=SequentialSampler(ds),
+                                           num_workers=2))
     assert (ds.missing_masks, ds.damaged_masks) == (2, 1)
     assert not erased[3] and not erased[40] and not erased[9] and erased.sum() == 69
     for _ in DataLoader(ds, batch_size=8, num_workers=0):
         pass
-    assert (ds.missing_masks, ds.damaged_masks) == (4, 2)  # counted per sample served, main process too
+    # counted per sample served, main process too
+    assert (ds.missing_masks, ds.damaged_masks) == (4, 2)
 
 
 def test_damaged_keys_are_logged_once_with_rec_and_chunk(synth_rec, cache, caplog):
@@ -196,9 +217,11 @@ def test_damaged_keys_are_logged_once_with_rec_and_chunk(synth_rec, cache, caplo
         for _ in range(3):  # three epochs
             ds.__getitems__(list(range(12)))
     damaged = [r.getMessage() for r in caplog.records if "damaged mask" in r.getMessage()]
-    assert len(damaged) == 2 and all("train.rec" in m and "chunks/000000.fsmc" in m for m in damaged)
+    assert len(damaged) == 2 and all("train.rec" in m and "chunks/000000.fsmc" in m
+                                     for m in damaged)
     assert [m for m in damaged if f"record {bad[0]} " in m]
-    assert sum("no mask for record" in r.getMessage() for r in caplog.records) == 1  # the first missing one
+    # the first missing one
+    assert sum("no mask for record" in r.getMessage() for r in caplog.records) == 1
     assert (ds.damaged_masks, ds.missing_masks) == (6, 6)
 
 
@@ -211,14 +234,17 @@ def _damage_entry(cache: Path, mask: np.ndarray) -> None:
     chunk.write_bytes(data.replace(blob, b"\xff" * len(blob)))
 
 
-def test_a_damaged_entry_is_found_by_verify_and_served_unerased_otherwise(synth_rec, cache, gt, tmp_path):
+def test_a_damaged_entry_is_found_by_verify_and_served_unerased_otherwise(synth_rec, cache, gt,
+                                                                          tmp_path):
     damaged = tmp_path / "fse_masks"
     shutil.copytree(cache, damaged)
     key = int(sorted(gt)[10])
     _damage_entry(damaged, gt[key])
     with pytest.raises(FSEError, match=r"config\.fse\.masks: .*damaged"):
-        FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), verify=True))  # before the first step
-    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), p=1.0, classes=["background"], fill=SENTINEL))
+        # before the first step
+        FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), verify=True))
+    ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=str(damaged), p=1.0, classes=["background"],
+                                                 fill=SENTINEL))
     erased = _erased_per_sample(DataLoader(ds, batch_size=8, num_workers=2))
     i = int(np.flatnonzero(ds.keys == key)[0])
     assert not erased[i] and erased.sum() == 71 and ds.damaged_masks == 1
@@ -237,15 +263,16 @@ def test_a_broken_image_names_the_rec_and_the_key(synth_rec, tmp_path):
         ds[4]
 
 
-def _seed_worker(worker_id, num_workers, rank, seed):  # arcface_torch's rule (num_workers * rank + worker_id + seed)
+def _seed_worker(worker_id, num_workers, rank, seed):
+    # arcface_torch's rule (num_workers * rank + worker_id + seed)
     torch.manual_seed(num_workers * rank + worker_id + seed)
 
 
 def _epoch(ds, rank, seed, num_workers=2):
     sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=seed)
     init = partial(_seed_worker, num_workers=num_workers, rank=rank, seed=seed)
-    loader = DataLoader(ds, batch_size=6, sampler=sampler, num_workers=num_workers, worker_init_fn=init,
-                        drop_last=True)
+    loader = DataLoader(ds, batch_size=6, sampler=sampler, num_workers=num_workers,
+                        worker_init_fn=init, drop_last=True)
     return [b for b in loader], list(sampler)
 
 
@@ -257,7 +284,8 @@ def test_distributed_sampler_workers_and_seeds(synth_rec, cache):
     labels = torch.cat([b[1] for r in (0, 1) for b in runs[r][0]])
     assert sorted(labels.tolist()) == sorted(ds.labels.tolist())
     again = _epoch(ds, 0, seed=2048)[0]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(runs[0][0], again))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(runs[0][0], again))
     other = _epoch(ds, 0, seed=7)
     by_index = dict(zip(runs[0][1], torch.cat([b[0] for b in runs[0][0]])))
     by_index_other = dict(zip(other[1], torch.cat([b[0] for b in other[0]])))
@@ -315,13 +343,15 @@ def test_config_errors_name_the_key(synth_rec, cache, fse, key, what):
 
 
 def test_config_normalised(synth_rec, cache, tmp_path):
-    cfg = FSEConfig.from_mapping(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0), rec_dir=synth_rec)
-    assert cfg.as_dict() == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17], present_only=False, fill=0.0,
-                                 flip=0.5, verify=False)
+    cfg = FSEConfig.from_mapping(dict(masks=cache, classes="nose, mouth", n_erase=(1, 2), fill=0),
+                                 rec_dir=synth_rec)
+    assert cfg.as_dict() == dict(masks=cache, p=1.0, n_erase=(1, 2), classes=[10, 17],
+                                 present_only=False, fill=0.0, flip=0.5, verify=False)
     fixed = FSEConfig.from_mapping(dict(masks=Path(cache), n_erase=["left_eye", "Right_Eye"]))
     assert fixed.n_erase == ["left_eye", "right_eye"] and fixed.fixed == [12, 11]
     assert FSEConfig.from_mapping(fixed.as_dict()) == fixed  # the normalised form reads back
-    assert FSEConfig.from_mapping(dict(masks=cache, classes=(0, "hair"), fill="random_mix_sample")).classes == [0, 21]
+    assert FSEConfig.from_mapping(dict(masks=cache, classes=(0, "hair"),
+                                       fill="random_mix_sample")).classes == [0, 21]
     assert FSEConfig.from_mapping({}).masks is None  # no rec known: the cache is named later
     with pytest.raises(FSEError, match="fse cache build --rec"):
         FSEConfig.from_mapping(dict(), rec_dir=tmp_path)  # default <rec>/fse_masks, not built
@@ -337,5 +367,6 @@ def test_transform_repr_and_settings_line(synth_rec, cache, caplog):
         ds = FSEMXFaceDataset(synth_rec, 0, fse=dict(masks=cache, p=0.5), transform=lambda x: x * 0)
     assert not ds[0][0].any()
     assert "FSErasing(p=0.5, n_erase=1, classes=all 25" in repr(ds) and "records=72" in repr(ds)
-    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("fse_plugin.dataset", logging.INFO,
-                                                                              repr(ds))]  # reaches training.log
+    # reaches training.log
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("fse_plugin.dataset", logging.INFO, repr(ds))]

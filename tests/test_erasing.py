@@ -1,4 +1,5 @@
-"""FSErasing: draw distributions, p, fill modes, locality, flips, determinism, batches, both engines."""
+"""FSErasing: draw distributions, p, fill modes, locality, flips, determinism, batches, both
+engines."""
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,8 @@ def faces():
     ids = synth.make_identities(3, seed=5)
     rng = np.random.default_rng(0)
     pairs = [synth.render_aligned(ids[i % 3], rng) for i in range(6)]
-    imgs = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im, _ in pairs])
+    imgs = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1
+                        for im, _ in pairs])
     return imgs, torch.from_numpy(np.stack([m for _, m in pairs]))
 
 
@@ -41,7 +43,8 @@ def test_range_and_without_replacement_and_subset():
     t = FSErasing(n_erase=(1, 3), classes=["nose", "mouth", "left_eye", "right_eye", 0])
     draws = drawn(t.get_params([np.zeros((2, 2), np.uint8)] * 3000, gen(2)))
     sizes = np.bincount([len(d) for d in draws], minlength=4)
-    assert sizes[0] == 0 and chisquare(sizes[1:]).pvalue > 1e-3  # 1, 2, 3 equally likely (inclusive)
+    # 1, 2, 3 equally likely (inclusive)
+    assert sizes[0] == 0 and chisquare(sizes[1:]).pvalue > 1e-3
     allowed = {class_id(c) for c in ["nose", "mouth", "left_eye", "right_eye"]} | {0}
     flat = [c for d in draws for c in d]
     assert set(flat) == allowed
@@ -56,18 +59,21 @@ def test_present_only_and_fixed(faces):
             assert len(d) == 2 and set(d) <= set(torch.unique(m).tolist())
     few = torch.zeros(1, 8, 8, dtype=torch.uint8)
     few[0, :2] = class_id("nose")
-    assert drawn(FSErasing(n_erase=3, present_only=True).get_params(few, gen(3))) == [[0, class_id("nose")]]
+    assert (drawn(FSErasing(n_erase=3, present_only=True).get_params(few, gen(3)))
+            == [[0, class_id("nose")]])
     fixed = FSErasing(n_erase=["left_eye", "right_eye"])
     assert drawn(fixed.get_params(masks, gen(3))) == [[11, 12]] * len(masks)
     assert fixed.fixed == [12, 11]
 
 
 def test_p_respected():
-    img, mask = torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8)  # small: many draws, quickly
+    # small: many draws, quickly
+    img, mask = torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8)
     g = gen(4)
     t = FSErasing(p=0.3, fill=1.0)
     changed = sum(bool(t(img, mask, g).any()) for _ in range(3000)) / 3000
-    assert abs(changed - 0.3 / NUM_CLASSES) < 4 * (0.012 * 0.988 / 3000) ** 0.5  # background drawn 1/25
+    # background drawn 1/25
+    assert abs(changed - 0.3 / NUM_CLASSES) < 4 * (0.012 * 0.988 / 3000) ** 0.5
     t = FSErasing(p=0.3, classes=["background"], fill=1.0)
     changed = sum(bool(t(img, mask, g).any()) for _ in range(3000)) / 3000
     assert abs(changed - 0.3) < 4 * (0.3 * 0.7 / 3000) ** 0.5
@@ -93,7 +99,8 @@ def test_each_fill_changes_only_its_regions(faces, fill):
         elif fill == "random_1":
             assert torch.equal(r, r[:, :1].expand_as(r))
         elif fill == "region_mean":
-            assert torch.allclose(r, img[:, mask == c].mean(1, keepdim=True).expand_as(r), atol=1e-5)
+            assert torch.allclose(r, img[:, mask == c].mean(1, keepdim=True).expand_as(r),
+                                  atol=1e-5)
         elif fill == "image_mean":
             assert torch.allclose(r, img.mean((1, 2)).unsqueeze(1).expand_as(r), atol=1e-5)
         elif fill == 0.25:
@@ -156,7 +163,8 @@ def test_flip_pair_swaps_left_right(faces):
     img, mask = imgs[0], masks[0]
     W = mask.shape[1]
     re, le = class_id("right_eye"), class_id("left_eye")
-    assert (mask == re).nonzero()[:, 1].float().mean() > W / 2  # right_eye (the image's side) on the image-right
+    # right_eye (the image's side) on the image-right
+    assert (mask == re).nonzero()[:, 1].float().mean() > W / 2
     fimg, fmask = flip_pair(img, mask)
     assert torch.equal(fimg, img.flip(-1))
     assert torch.equal(fmask, torch.from_numpy(MIRROR)[mask.long()].flip(-1).to(mask.dtype))
@@ -164,8 +172,10 @@ def test_flip_pair_swaps_left_right(faces):
     assert torch.equal((fmask == re), (mask == le).flip(-1))
     # numpy HWC path (the dataset's) agrees with the tensor path
     nimg, nmask = flip_pair(img.permute(1, 2, 0).numpy(), mask.numpy())
-    assert np.array_equal(nimg, fimg.permute(1, 2, 0).numpy()) and np.array_equal(nmask, fmask.numpy())
-    assert np.array_equal(flip_pair(img.numpy().transpose(1, 2, 0), mask.numpy().astype(np.int64))[1],
+    assert (np.array_equal(nimg, fimg.permute(1, 2, 0).numpy())
+            and np.array_equal(nmask, fmask.numpy()))
+    assert np.array_equal(flip_pair(img.numpy().transpose(1, 2, 0),
+                                    mask.numpy().astype(np.int64))[1],
                           fmask.numpy().astype(np.int64))
     # batched tensors and ids >= 25 (ignore) kept
     bm = masks.clone()
@@ -175,7 +185,8 @@ def test_flip_pair_swaps_left_right(faces):
 
 
 def test_repr():
-    assert repr(FSErasing()) == "FSErasing(p=1.0, n_erase=1, classes=all 25, present_only=False, fill='random')"
+    assert repr(FSErasing()) == ("FSErasing(p=1.0, n_erase=1, classes=all 25, present_only=False, "
+                                 "fill='random')")
     assert repr(FSErasing(p=0.5, n_erase=(1, 2), classes="nose,mouth", fill=0.0)) == (
         "FSErasing(p=0.5, n_erase=(1, 2), classes=['nose', 'mouth'], present_only=False, fill=0.0)")
     assert "n_erase=['left_eye']" in repr(FSErasing(n_erase=["left_eye"]))
@@ -184,7 +195,8 @@ def test_repr():
 def test_batch_draws_and_p():
     g = gen(9)
     t = FSErasing(n_erase=(0, 3), classes=list(range(1, NUM_CLASSES)), p=0.8, fill=2.0)
-    masks = torch.arange(4).view(1, 2, 2).expand(4000, 2, 2).to(torch.uint8)  # classes 0..3, one pixel each
+    # classes 0..3, one pixel each
+    masks = torch.arange(4).view(1, 2, 2).expand(4000, 2, 2).to(torch.uint8)
     out = t(torch.zeros(4000, 3, 2, 2), masks, g)
     erased = (out == 2.0).all(1).flatten(1)
     assert not erased[:, 0].any()  # class 0 is not among the classes to draw from
@@ -211,7 +223,8 @@ def test_batch_erase_changes_only_selected_regions(faces, fill):
     region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
     assert torch.equal(out.permute(1, 0, 2, 3)[:, ~region], imgs.permute(1, 0, 2, 3)[:, ~region])
     assert torch.equal(out[3:], imgs[3:])
-    if fill in ("region_mean", "image_mean", -0.5):  # deterministic fills equal the single-image core
+    if fill in ("region_mean", "image_mean", -0.5):
+        # deterministic fills equal the single-image core
         for b in range(3):
             ids = sel[b].nonzero().squeeze(1).tolist()
             assert torch.allclose(out[b], erase(imgs[b], masks[b], ids, fill), atol=1e-5)
@@ -239,7 +252,8 @@ def test_autograd_images_take_the_torch_engine(faces):
     imgs, masks = faces
     img = imgs[0].clone().requires_grad_(True)
     out = erase(img, masks[0], [0, class_id("hair")], "region_mean")
-    assert torch.allclose(out, erase(imgs[0], masks[0], [0, class_id("hair")], "region_mean"), atol=1e-5)
+    assert torch.allclose(out, erase(imgs[0], masks[0], [0, class_id("hair")], "region_mean"),
+                          atol=1e-5)
     out.sum().backward()  # gradients flow to the pixels that were kept
     kept = ~((masks[0] == 0) | (masks[0] == class_id("hair")))
     assert torch.all(img.grad[:, kept] == 1)
@@ -259,16 +273,19 @@ def test_random_mix_tosses_per_region(faces, fill, mixed_share):
     assert abs(mixed / n - mixed_share) < 0.08
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[:, ids] = True
-    outs = [erase(imgs, masks, sel, fill, gen(s)) for s in range(60)]  # the batched form tosses alike
+    # the batched form tosses alike
+    outs = [erase(imgs, masks, sel, fill, gen(s)) for s in range(60)]
     flat = torch.stack([torch.stack([(o[b][:, masks[b] == c] == o[b][:, masks[b] == c][:, :1]).all()
-                                     for b in range(len(imgs)) for c in ids]) for o in outs]).view(-1, 2)
+                                     for b in range(len(imgs)) for c in ids])
+                        for o in outs]).view(-1, 2)
     assert abs(float((flat[:, 0] != flat[:, 1]).float().mean()) - mixed_share) < 0.1
 
 
 @pytest.mark.parametrize("fill", FILLS + (0.5,))
 def test_forms_agree(faces, fill):
-    """In place on a list of samples (the dataset's call), on a copy, one image at a time and on the torch
-    engine (autograd): the same pixels, and the same values for one seed (the mean fills to rounding)."""
+    """In place on a list of samples (the dataset's call), on a copy, one image at a time and on the
+    torch engine (autograd): the same pixels, and the same values for one seed (the mean fills to
+    rounding)."""
     imgs, masks = faces
     sel = torch.zeros(len(imgs), NUM_CLASSES, dtype=torch.bool)
     sel[0, 0] = sel[1, class_id("hair")] = sel[2, [0, 10, 21]] = True
@@ -279,7 +296,8 @@ def test_forms_agree(faces, fill):
     assert torch.equal(torch.stack(rows), copy)
     assert torch.allclose(torch_engine, copy, atol=1e-6)
     region = sel.gather(1, masks.view(len(imgs), -1).long()).view(masks.shape)
-    assert torch.equal((copy != imgs).any(1), region) and torch.equal((torch_engine != imgs).any(1), region)
+    assert (torch.equal((copy != imgs).any(1), region)
+            and torch.equal((torch_engine != imgs).any(1), region))
     if fill in ("region_mean", "image_mean", 0.5):
         assert torch.allclose(erase(imgs[2], masks[2], [0, 10, 21], fill), copy[2], atol=1e-5)
     assert torch.equal(copy[3:], imgs[3:])
@@ -297,7 +315,8 @@ def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
     a = erase(flipped_imgs, list(masks.numpy()), sel, fill, gen(15), mirrored=[True] * len(imgs))
     b = erase(flipped_imgs, flipped_masks, sel, fill, gen(15))
     assert torch.equal(a, b) and not torch.equal(a, flipped_imgs)
-    c = erase(flipped_imgs.clone().requires_grad_(True), masks, sel, fill, gen(15), mirrored=[True] * len(imgs))
+    c = erase(flipped_imgs.clone().requires_grad_(True), masks, sel, fill, gen(15),
+              mirrored=[True] * len(imgs))
     assert torch.allclose(c, a, atol=1e-6)  # the torch engine reads mirrored masks alike
     t = FSErasing(n_erase=2, present_only=True)
     assert torch.equal(t.get_params(list(masks.numpy()), gen(16), mirrored=[True] * len(imgs)),
@@ -306,14 +325,15 @@ def test_mirrored_masks_erase_as_flipped_ones(faces, fill):
 
 @pytest.fixture(scope="module")
 def odd_masks(faces):
-    """The faces' masks plus ids outside the 25 classes (255) and a short-runs map, as arrays and as runs
-    with zero-length runs mixed in."""
+    """The faces' masks plus ids outside the 25 classes (255) and a short-runs map, as arrays and as
+    runs with zero-length runs mixed in."""
     _, masks = faces
     masks = masks.numpy().copy()
     masks[0, 5:9, 100:112] = 255
     masks[1, ::2, ::3] = class_id("left_eye")  # many one-pixel runs of a sided class
     runs = [_runs(m) for m in masks]
-    runs[2] = (np.r_[runs[2][0][:3], 7, runs[2][0][3:]].astype(np.uint8), np.r_[runs[2][1][:3], 0, runs[2][1][3:]])
+    runs[2] = (np.r_[runs[2][0][:3], 7, runs[2][0][3:]].astype(np.uint8),
+               np.r_[runs[2][1][:3], 0, runs[2][1][3:]])
     return masks, MaskRuns(runs, 112, 112)
 
 
@@ -331,6 +351,12 @@ def test_mask_runs_maps_present_and_checks(odd_masks):
         MaskRuns([(np.zeros(1, np.int64), np.full(1, 112 * 112))], 112, 112)
     with pytest.raises(FSEError, match="non-negative"):
         MaskRuns([(np.zeros(2, np.uint8), np.array([112 * 112 + 1, -1]))], 112, 112)
+    # the mask cache's batch form
+    joined = MaskRuns.joined(runs.values, runs.lengths, runs.counts, 112, 112)
+    assert all(np.array_equal(a, b) for a, b in zip(joined.maps(), masks))
+    for counts in (runs.counts[:-1], np.r_[runs.counts[:-1], 0, runs.counts[-1]], runs.counts + 1):
+        with pytest.raises(FSEError, match="add up to|cover"):
+            MaskRuns.joined(runs.values, runs.lengths, counts, 112, 112)
 
 
 def _selections(n: int, seed: int) -> np.ndarray:
@@ -358,7 +384,8 @@ def test_runs_erase_as_whole_masks(faces, odd_masks, fill):
         assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, imgs)
     rows = list(imgs.clone())  # a list of [C,H,W] tensors, as the dataset's samples
     assert erase(rows, runs, sel, fill, gen(9), mirrored=mirrored, inplace=True) is rows
-    assert torch.equal(torch.stack(rows), erase(imgs, list(masks), sel, fill, gen(9), mirrored=mirrored))
+    assert torch.equal(torch.stack(rows),
+                       erase(imgs, list(masks), sel, fill, gen(9), mirrored=mirrored))
     with pytest.raises(FSEError, match="mask shape"):
         erase(imgs[:, :, :100].contiguous(), runs, sel, fill)
 
@@ -367,7 +394,8 @@ def test_runs_on_the_torch_engine_and_get_params(faces, odd_masks):
     imgs, _ = faces
     masks, runs = odd_masks
     sel, mirrored = _selections(len(masks), 5), [True, False] * 3
-    graded = imgs.clone().requires_grad_(True)  # not the numpy engine: the torch one on the expanded maps
+    # not the numpy engine: the torch one on the expanded maps
+    graded = imgs.clone().requires_grad_(True)
     out = erase(graded, runs, sel, "region_mean", mirrored=mirrored).detach()
     ref = erase(imgs, list(masks), sel, "region_mean", mirrored=mirrored)
     assert torch.allclose(out, ref, atol=1e-5)

@@ -161,6 +161,25 @@ def test_get_runs_of_every_entry_are_the_runs_of_get(labels_cache, ref_cache, gt
         cache.get_runs(0)
 
 
+def test_get_runs_batch_is_get_runs_of_each_key(labels_cache, ref_cache, gt):
+    """Any order, repeats, list or array: the runs of get_runs laid end to end, key by key."""
+    keys = gt[0]
+    order = np.random.default_rng(0).permutation(np.concatenate([keys, keys[:5]]))
+    for cache in (mc.MaskCache(labels_cache), mc.MaskCache(ref_cache)):
+        for ks in (order, order.tolist(), order[:1], order[:0]):
+            batch = cache.get_runs_batch(ks)
+            singles = [cache.get_runs(k) for k in list(ks)]
+            assert batch.found == list(range(len(ks))) and not batch.missing and not batch.damaged
+            assert batch.counts == [len(v) for v, _ in singles]
+            none = [np.zeros(0, np.uint8)]
+            assert np.array_equal(batch.values, np.concatenate([v for v, _ in singles] or none))
+            assert np.array_equal(batch.lengths, np.concatenate([n for _, n in singles] or none))
+            assert batch.values.dtype == batch.lengths.dtype == np.uint8
+            assert all(np.array_equal(m, cache.get(k)) for m, k in zip(batch.masks(), list(ks)))
+    with pytest.raises(mc.UnknownKeyError, match="key 0 is not an image key"):
+        cache.get_runs_batch([int(keys[0]), 0])
+
+
 def test_from_labels_lossless_small_and_fingerprinted(labels_cache, synth_rec, gt):
     keys, masks = gt
     cache = mc.MaskCache(labels_cache)
@@ -204,7 +223,11 @@ def test_a_key_is_an_integer(labels_cache, gt):
             cache.get(bad)
         with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
             cache.get_runs(bad)
+        with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+            cache.get_runs_batch([k, bad])
         assert bad not in cache
+    with pytest.raises(mc.UnknownKeyError, match="is not an integer image key"):
+        cache.get_runs_batch(np.array([k + 0.5]))
 
 
 def test_from_labels_must_cover_the_rec(synth_rec, gt, tmp_path):
@@ -409,6 +432,8 @@ def test_undecodable_image_is_recorded(synth_rec, parsers, tmp_path, caplog):
     assert "undecodable images: 1" in caplog.text and "in 5 chunks" in caplog.text
     cache = mc.MaskCache(rec)  # a rec dir finds its default cache
     assert cache.get(key) is None and cache.get(key + 1) is not None
+    batch = cache.get_runs_batch([key + 1, key])
+    assert batch.missing == [1] and batch.found == [0] and not batch.damaged
     assert [d.key for d in cache.manifest.missing] == [key]
     assert "cannot decode image" in cache.manifest.missing[0].reason
     assert cache.verify(rec).missing == 1

@@ -67,21 +67,34 @@ def _files(d: Path) -> dict:
             if p.is_file() and p.name != mc.BUILD_INFO}
 
 
+def _batch_of_one(cache: mc.MaskCache):
+    """get_runs_batch([key]) as get_runs: the runs or None, its reported damage raised."""
+    def read(key: int):
+        batch = cache.get_runs_batch([key])
+        if batch.damaged:
+            raise batch.damaged[0]
+        return None if batch.missing else (batch.values, batch.lengths)
+    return read
+
+
 def _read_both(cache: mc.MaskCache, key: int) -> tuple:
-    """(get_runs(key), get(key)); get_runs must refuse a key exactly when get does,
-    with the same error, which is then raised."""
+    """(get_runs(key), get(key)); get_runs and get_runs_batch must refuse a key exactly when get
+    does, with the same error (get_runs_batch reports a damaged entry instead of raising), which is
+    then raised."""
     results, errors = [], []
-    for read in (cache.get_runs, cache.get):
+    for read in (cache.get_runs, cache.get, _batch_of_one(cache)):
         try:
             results.append(read(key))
             errors.append(None)
         except mc.CacheError as e:
             errors.append(e)
-    assert ([type(e) for e in errors] == [type(errors[0])] * 2
-            and str(errors[0]) == str(errors[1])), errors
+    assert ([type(e) for e in errors] == [type(errors[0])] * 3
+            and len({str(e) for e in errors}) == 1), errors
     if errors[0] is not None:
         raise errors[1]
-    return tuple(results)
+    assert (results[2] is None if results[0] is None
+            else all(map(np.array_equal, results[0], results[2])))
+    return tuple(results[:2])
 
 
 def _outcome(d: Path, truth: dict) -> str:
@@ -244,26 +257,48 @@ def test_swapped_and_edited_files_are_caught(pristine, gappy, synth_rec, gt, tmp
         mc.MaskCache(g).get(int(keys[20]))
 
 
-def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
-    bomb = zlib.compress(b"\0" * (400 << 10), 9)
-    with pytest.raises(ValueError, match="longer than a mask"):
-        mc.decode_mask(bomb, 112, 112)
-    d = tmp_path / "cache"  # a crafted chunk: the bomb as entry 0, every checksum redone
+def _crafted(pristine, tmp_path, entries: dict[int, bytes]) -> Path:
+    """A copy of the pristine cache whose chunk 0 holds ``entries`` (row -> bytes) in place of its
+    own, every checksum redone: damage written as if sound."""
+    d = tmp_path / "cache"
     shutil.copytree(pristine[0], d)
     m = json.loads((d / mc.MANIFEST).read_bytes())
     path = d / m["chunks"][0]["file"]
     ch = chunk.ChunkFile(path)
-    entries = chunk.Entries.of([bomb] + [bytes(ch.entry(i)) for i in range(1, ch.rows)])
-    data = chunk.chunk_bytes(bytes.fromhex(m["spec_id"]), 0, 0, 112, 112, entries, ch.meta())
+    rows = [entries[i] if i in entries else bytes(ch.entry(i)) for i in range(ch.rows)]
+    data = chunk.chunk_bytes(bytes.fromhex(m["spec_id"]), 0, 0, 112, 112, chunk.Entries.of(rows),
+                             ch.meta())
     ch.close()
     path.write_bytes(data)
     m["chunks"][0].update(bytes=len(data),
                           crc32=struct.unpack_from("<I", data, _chunk_layout(path)[1] - 4)[0])
     (d / mc.MANIFEST).write_bytes(manifest_bytes(m))
-    for read in (mc.MaskCache(d).get, mc.MaskCache(d).get_runs):
+    return d
+
+
+def test_zlib_bomb_is_refused_at_the_mask_size(pristine, tmp_path):
+    bomb = zlib.compress(b"\0" * (400 << 10), 9)
+    with pytest.raises(ValueError, match="longer than a mask"):
+        mc.decode_mask(bomb, 112, 112)
+    d = _crafted(pristine, tmp_path, {0: bomb})
+    for read in (mc.MaskCache(d).get, mc.MaskCache(d).get_runs, _batch_of_one(mc.MaskCache(d))):
         with pytest.raises(mc.DamagedEntryError,
                            match="entry 0 .* does not decode: run stream longer than a mask"):
             read(1)
+
+
+def test_runs_that_do_not_cover_the_mask_are_damaged_in_a_batch_too(pristine, tmp_path):
+    """An entry whose crc32 matches but whose runs cover another size (written damaged): every read
+    refuses it with one message; a batch still returns the other keys' masks."""
+    short = mc.encode_masks(np.zeros((1, 112, 111), np.uint8))[0]
+    cache = mc.MaskCache(_crafted(pristine, tmp_path, {1: short}))
+    with pytest.raises(mc.DamagedEntryError, match=r"entry 1 \(row 1, key 2\) does not decode: "
+                                                   r"runs cover 12432 pixels, expected 112x112") as e:
+        _read_both(cache, 2)
+    batch = cache.get_runs_batch(np.array([3, 2, 1]))
+    assert list(batch.damaged) == [1] and batch.damaged[1].key == 2
+    assert str(batch.damaged[1]) == str(e.value) and batch.found == [0, 2] and batch.missing == []
+    assert all(np.array_equal(got, pristine[1][k]) for got, k in zip(batch.masks(), (3, 1)))
 
 
 def test_old_format_names_the_exact_command(pristine, synth_rec, tmp_path):
@@ -298,11 +333,13 @@ def test_damaged_entry_error_and_check(pristine, tmp_path):
                        match=r"000004\.fsmc: header/offset table crc32 mismatch") as e:
         cache.check()
     assert e.value.path == path and e.value.key is None
-    for read in (cache.get, cache.get_runs):
+    for read in (cache.get, cache.get_runs, _batch_of_one(cache)):
         with pytest.raises(mc.DamagedEntryError) as e:
             read(70)
         assert e.value.key == 70 and e.value.path == path
         assert read(5) is not None
+    batch = cache.get_runs_batch([70, 5, 71])  # the chunk's other keys too; the rest still come
+    assert sorted(batch.damaged) == [0, 2] and batch.found == [1] and batch.damaged[2].key == 71
 
 
 # ---------------------------------------------------------------------------------------- build

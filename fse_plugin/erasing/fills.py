@@ -1,5 +1,5 @@
-"""What replaces the erased pixels: one small function per fill (``fseconfig.FILLS``), over the erased
-pixels of a batch.
+"""What replaces the erased pixels: one small function per fill (``fseconfig.FILLS``), over the
+erased pixels of a batch.
 
 Each fill is written once, against the few array operations an ``ErasedPixels`` provides; the
 numpy engine (the CPU fast path the dataset runs) and the torch engine (any device, autograd)
@@ -15,7 +15,7 @@ import torch
 
 from fse_plugin.fseconfig import Fill
 
-__all__ = ["ErasedPixels", "fill_values"]
+__all__ = ["PER_CLASS", "READS_IMAGES", "ErasedPixels", "fill_values"]
 
 Array = Any  # numpy.ndarray in the numpy engine, torch.Tensor in the torch engine
 
@@ -80,7 +80,8 @@ def _image_mean(px: ErasedPixels, generator: torch.Generator | None) -> Array:
     return px.means()[px.row].T
 
 
-_TABLE: dict[str, Callable[[ErasedPixels, torch.Generator | None], Array]] = {  # keys: fseconfig.FILLS
+# keys: fseconfig.FILLS
+_TABLE: dict[str, Callable[[ErasedPixels, torch.Generator | None], Array]] = {
     "random": _random,  # per-pixel N(0, 1)
     "random_1": _colours,  # one N(0, 1) colour per region
     "random_mix": _random_mix,  # per region, either of the two (the reference)
@@ -88,8 +89,15 @@ _TABLE: dict[str, Callable[[ErasedPixels, torch.Generator | None], Array]] = {  
     "region_mean": _region_mean,  # each region's own mean colour
     "image_mean": _image_mean,  # the image's mean colour
 }
+# read ErasedPixels.cls
+PER_CLASS = frozenset({"random_1", "random_mix", "random_mix_sample", "region_mean"})
+# the fills whose values depend on the images
+READS_IMAGES = frozenset({"region_mean", "image_mean"})
+
+
 def fill_values(fill: Fill, px: ErasedPixels, generator: torch.Generator | None) -> Array:
-    """[C, N] values of the erased pixels for ``fill`` (one of ``fseconfig.FILLS`` or a number, checked)."""
+    """[C, N] values of the erased pixels for ``fill`` (one of ``fseconfig.FILLS`` or a number,
+    checked)."""
     if isinstance(fill, str):
         return _TABLE[fill](px, generator)
     return px.full(fill)

@@ -20,7 +20,7 @@ reader side.
 from fse_plugin.common.lazy import lazy_exports
 
 lazy_exports(__name__, {
-    ".reader": ["MaskCache", "ClassFrequencies", "Verification"],
+    ".reader": ["MaskCache", "ClassFrequencies", "RunsBatch", "Verification"],
     ".manifest": ["Manifest", "MANIFEST", "KEYS_FILE", "BUILD_SPEC", "BUILD_INFO"],
     ".spec": ["CacheSpec", "Fingerprint", "DEFAULT_CHUNK_SIZE", "FORMAT_NAME", "FORMAT_VERSION"],
     ".errors": ["CacheError", "CacheMismatchError", "DamagedEntryError", "UnknownKeyError"],

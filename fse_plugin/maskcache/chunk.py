@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_runs
+from fse_plugin.maskcache.codec import CorruptEntryError, decode_mask, decode_runs, inflate_runs
 from fse_plugin.maskcache.errors import CacheError, DamagedEntryError
 from fse_plugin.maskcache.spec import ChunkExpect, JsonRecord, json_bytes
 
@@ -197,6 +197,16 @@ class ChunkFile:
         DamagedEntryError if it fails a check."""
         return self._decoded(decode_runs, i, height, width, key)
 
+    def stream(self, i: int, height: int, width: int, key: int | None = None) -> bytes | None:
+        """Run stream of entry ``i`` (``codec.inflate_runs``; None for an empty entry), before the
+        coverage check its caller makes (``decode_error``); DamagedEntryError if it fails a check."""
+        return self._decoded(inflate_runs, i, height, width, key)
+
+    def decode_error(self, i: int, why: str, key: int | None = None) -> DamagedEntryError:
+        """The error of entry ``i`` whose crc32 matched but whose content does not decode."""
+        where = f"entry {i} (row {self.row_start + i}, key {key})"
+        return self._error(f"{where} does not decode: {why}", key)
+
     def mask(self, i: int, height: int, width: int, key: int | None = None) -> np.ndarray | None:
         """Mask of entry ``i`` (None for an empty entry); DamagedEntryError if it fails a check."""
         return self._decoded(decode_mask, i, height, width, key)
@@ -208,9 +218,9 @@ class ChunkFile:
         try:
             return decode(blob, height, width)
         except CorruptEntryError as e:  # its crc32 matched: written damaged, or by something else
-            what = f"entry {i} (row {self.row_start + i}, key {key}) does not decode: {e}"
+            error = self.decode_error(i, str(e), key)
         blob.release()  # a traceback must not keep the map open
-        raise self._error(what, key)
+        raise error
 
     def check_data(self) -> None:
         """All entries at once against the data crc32 in the header

@@ -10,6 +10,8 @@ make a reader allocate or inflate more than one mask's worth.
 from __future__ import annotations
 
 import zlib
+from itertools import accumulate
+from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +19,8 @@ from fse_plugin.common.errors import FSEError
 from fse_plugin.labels import NUM_CLASSES
 
 __all__ = ["CODEC", "CorruptEntryError", "encode_masks", "decode_mask", "decode_runs",
-           "expand_runs", "encode_batch", "class_counts"]
+           "expand_runs", "encode_batch", "class_counts", "coverage_error", "inflate_runs",
+           "join_runs"]
 
 CODEC = "rle8+zlib"
 ZLIB_LEVEL = 9
@@ -75,10 +78,9 @@ def encode_masks(masks: np.ndarray) -> list[bytes]:
     return Runs(masks).entries()
 
 
-def _inflate_runs(blob: bytes | memoryview, height: int,
-                  width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An entry's run stream as (values, lengths), uint8 [n] each,
-    before the count of the pixels they cover.
+def inflate_runs(blob: bytes | memoryview, height: int, width: int) -> bytes:
+    """An entry's run stream, ``values || lengths`` (one uint8 each per run), before the count of
+    the pixels the runs cover.
 
     Inflates at most the ``2 * height * width`` bytes a mask's runs can take, so a damaged or
     hostile entry costs no more time or memory than a real one;
@@ -94,25 +96,50 @@ def _inflate_runs(blob: bytes | memoryview, height: int,
                                 else "zlib stream truncated")
     if z.unused_data:
         raise CorruptEntryError(f"{len(z.unused_data)} bytes after the zlib stream")
-    n = len(raw) // 2
-    if 2 * n != len(raw):
+    if len(raw) % 2:
         raise CorruptEntryError(f"run stream of odd length {len(raw)}")
+    return raw
+
+
+def _split(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     r = np.frombuffer(raw, np.uint8)
-    return r[:n], r[n:]
+    return r[:len(r) // 2], r[len(r) // 2:]
+
+
+def coverage_error(pixels: int, height: int, width: int) -> CorruptEntryError | None:
+    """The error of runs covering ``pixels`` pixels; None if they make a ``height x width`` mask."""
+    if pixels == height * width:
+        return None
+    return CorruptEntryError(f"runs cover {pixels} pixels, expected {height}x{width}")
 
 
 def _covers(pixels: int, height: int, width: int) -> None:
-    if pixels != height * width:
-        raise CorruptEntryError(f"runs cover {pixels} pixels, expected {height}x{width}")
+    error = coverage_error(pixels, height, width)
+    if error is not None:
+        raise error
 
 
 def decode_runs(blob: bytes | memoryview, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """An entry's runs: (values, lengths), uint8 [n] each (read-only), covering exactly
     ``height * width`` pixels; CorruptEntryError if it is damaged. What a reader needs when it wants
     a few classes' pixels, not the mask."""
-    values, lengths = _inflate_runs(blob, height, width)
+    values, lengths = _split(inflate_runs(blob, height, width))
     _covers(int(lengths.sum()), height, width)
     return values, lengths
+
+
+def join_runs(streams: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Run streams (``inflate_runs``) laid end to end: (values, lengths) uint8 arrays, and per
+    stream its number of runs and the pixels they cover; a few numpy calls for any number of
+    streams."""
+    counts = [len(s) >> 1 for s in streams]
+    values = np.frombuffer(b"".join([s[:n] for s, n in zip(streams, counts)]), np.uint8)
+    lengths = np.frombuffer(b"".join([s[n:] for s, n in zip(streams, counts)]), np.uint8)
+    starts = list(accumulate(counts, initial=0))[:-1]
+    if 0 in counts or not counts:  # reduceat would give a stream without runs its neighbour's run
+        pixels = [int(lengths[a:a + n].sum()) for a, n in zip(starts, counts)]
+        return values, lengths, counts, pixels
+    return values, lengths, counts, np.add.reduceat(lengths, starts, dtype=np.int64).tolist()
 
 
 def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -124,7 +151,7 @@ def expand_runs(values: np.ndarray, lengths: np.ndarray, height: int, width: int
 def decode_mask(blob: bytes | memoryview, height: int, width: int) -> np.ndarray:
     """An entry back to its uint8 ``[height, width]`` mask (writable); CorruptEntryError if it is
     damaged. The expanded size is the coverage check: no separate count of the runs' pixels."""
-    out = np.repeat(*_inflate_runs(blob, height, width))
+    out = np.repeat(*_split(inflate_runs(blob, height, width)))
     _covers(out.size, height, width)
     return out.reshape(height, width)
 
