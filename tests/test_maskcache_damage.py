@@ -292,8 +292,9 @@ def test_runs_that_do_not_cover_the_mask_are_damaged_in_a_batch_too(pristine, tm
     refuses it with one message; a batch still returns the other keys' masks."""
     short = mc.encode_masks(np.zeros((1, 112, 111), np.uint8))[0]
     cache = mc.MaskCache(_crafted(pristine, tmp_path, {1: short}))
-    with pytest.raises(mc.DamagedEntryError, match=r"entry 1 \(row 1, key 2\) does not decode: "
-                                                   r"runs cover 12432 pixels, expected 112x112") as e:
+    expected = (r"entry 1 \(row 1, key 2\) does not decode: "
+                r"runs cover 12432 pixels, expected 112x112")
+    with pytest.raises(mc.DamagedEntryError, match=expected) as e:
         _read_both(cache, 2)
     batch = cache.get_runs_batch(np.array([3, 2, 1]))
     assert list(batch.damaged) == [1] and batch.damaged[1].key == 2

@@ -209,14 +209,16 @@ DRIVER = textwrap.dedent('''
 
     def loader(name):
         cfg = get_config(f"configs/{name}.py")
-        return eval(train_v2_call, {"get_dataloader": dataset.get_dataloader, "cfg": cfg, "local_rank": 0})
+        names = {"get_dataloader": dataset.get_dataloader, "cfg": cfg, "local_rank": 0}
+        return eval(train_v2_call, names)
 
     out = {"mxnet": importlib.util.find_spec("mxnet") is not None}
     # vanilla first: get_config updates configs.base's dict in place, so keys of an earlier config
     # would stay (upstream loads one config per process)
     vanilla = loader("vanilla_test")
     img, label = next(iter(vanilla))
-    out["vanilla"] = [type(vanilla.dataset).__name__, list(img.shape), str(img.dtype), str(label.dtype)]
+    out["vanilla"] = [type(vanilla.dataset).__name__, list(img.shape), str(img.dtype),
+                      str(label.dtype)]
     fse = loader("fse_test")
     img, label = next(iter(fse))
     out["fse"] = [type(fse.dataset).__name__, list(img.shape), str(img.dtype), str(label.dtype),
@@ -236,7 +238,7 @@ DRIVER = textwrap.dedent('''
     data, issame = verification.load_bin(sys.argv[1], (112, 112))
     out["bin"] = [list(data[0].shape), len(issame), bool(torch.equal(data[1], data[0].flip(3)))]
     print("RESULT " + json.dumps(out))
-''')  # noqa: E501 (the script's text is kept as written: two of its lines are longer)
+''')
 
 
 def test_patched_arcface_reads_a_batch_with_the_one_config_line(arcface_torch_dir, synth_rec,

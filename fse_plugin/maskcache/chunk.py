@@ -199,7 +199,8 @@ class ChunkFile:
 
     def stream(self, i: int, height: int, width: int, key: int | None = None) -> bytes | None:
         """Run stream of entry ``i`` (``codec.inflate_runs``; None for an empty entry), before the
-        coverage check its caller makes (``decode_error``); DamagedEntryError if it fails a check."""
+        coverage check its caller makes (``decode_error``); DamagedEntryError if it fails a
+        check."""
         return self._decoded(inflate_runs, i, height, width, key)
 
     def decode_error(self, i: int, why: str, key: int | None = None) -> DamagedEntryError:
