@@ -19,7 +19,7 @@ benchmarks/README.md, GPU):
             benchmarks/maskcache.py --pipeline-only
   train_v2  upstream train_v2.py (the patched copy, torchrun, one GPU) r50 fp16 batch 256:
             samples/s from its own training.log without config.fse, with p=0.5 and with p=1.0
-  erasing   FSErasing.batch on GPU tensors (a batch of 256 with real region shapes),
+  erasing   FSErasing on GPU tensors (a batch of 256 with real region shapes),
             images/s per fill
   cam       FS-CAM images/s vs the plain forward, r50 bf16: benchmarks/cam.py
   study     ``fse study --trainer arcface``, variants off and fse, one seed, 300 steps
@@ -332,7 +332,7 @@ def child_data(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
 
 
 def child_erasing(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
-    """FSErasing.batch (p=1.0, one region) on a batch already on the device, images/s per fill."""
+    """FSErasing called (p=1.0, one region) on a batch already on the device, images/s per fill."""
     import numpy as np
     import torch
 
@@ -734,7 +734,7 @@ def _erasing_md(fig: dict, judged: bool) -> list[str]:
     r = fig.get("erasing") or {}
     if not r:
         return []
-    return ["", f"FSErasing.batch on {r['device']}, batch {r['batch']}, p=1.0", "",
+    return ["", f"FSErasing on {r['device']}, batch {r['batch']}, p=1.0", "",
             "| fill | images/s |", "|---|---:|",
             *[f"| {k} | {_n(v)} |" for k, v in r["images_per_s"].items()]]
 
