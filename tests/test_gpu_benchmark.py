@@ -73,7 +73,7 @@ def test_smoke_runs_every_stage_on_cpu(arcface_torch_dir, tmp_path):
     assert [(r["variant"], r["steps"]) for r in fig["study"]["runs"]] == [("off", 2), ("fse", 2)]
     table = (out / "gpu.md").read_text()
     for title in ("Parser forward-only vs", "Decode pipeline per worker", "Upstream train_v2.py",
-                  "FSErasing.batch", "FS-CAM vs plain forward", "`fse study --trainer arcface`",
+                  "FSErasing on ", "FS-CAM vs plain forward", "`fse study --trainer arcface`",
                   "both runs complete: met"):
         assert title in table
     assert table in run.stdout and "Traceback" not in run.stderr
