@@ -861,6 +861,9 @@ def _terminated(signum, frame) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminated)
+    # as the fse command does: Ctrl-C stops the run even when started from a shell that ignores
+    # SIGINT for its background jobs (the ignored disposition is inherited)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # the children were stopped on the way out
