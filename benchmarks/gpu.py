@@ -376,9 +376,11 @@ def child_study(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
     """``fse study --trainer arcface`` on CPU: the GPU run's command line, read by fse's own parser,
     then the library call the command makes, with train_v2.py launched through
     tests/arcface_harness.py (the command itself refuses to run without CUDA)."""
+    from dataclasses import replace
+
     from fse_plugin.cli import build_parser
-    from fse_plugin.cli.grammar import sizes_from
-    from fse_plugin.study import DEFAULT, run_study
+    from fse_plugin.cli.study import settings_from
+    from fse_plugin.study import run_study
 
     def launch(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
         # one process: the harness alone, without torchrun's start-up
@@ -386,10 +388,9 @@ def child_study(sizes: Sizes, work: Path, arcface: Path | None) -> dict:
         subprocess.run([sys.executable, str(HARNESS), str(cwd), config], cwd=cwd, env=env,
                        check=True)
     args = build_parser().parse_args(study_argv(sizes, arcface, work / "study", "cpu"))
-    run_study(args.out, sizes_from(args, DEFAULT), args.variants, masks=args.masks,
-              device=args.device, trainer=args.trainer, progress=not args.quiet,
-              arcface={"arcface_dir": args.arcface_dir, "network": args.network,
-                       "nproc_per_node": args.nproc_per_node, "fp16": False, "launch": launch})
+    settings = settings_from(args)
+    run_study(replace(settings, arcface=replace(settings.arcface, fp16=False, launch=launch)),
+              progress=not args.quiet)
     return {}
 
 
