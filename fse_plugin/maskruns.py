@@ -147,9 +147,9 @@ def _shown_pieces(runs: MaskRuns, b, start, end, mirrored: np.ndarray) -> tuple[
     e = np.where(m, np.minimum(end[piece], row * W + W), end[piece])
     # columns [x0, x1) of row y show at [W - x1, W - x0)
     shown = np.where(m, 2 * row * W + W - e, s)
-    # mirrored rows' pieces come right to
+    # mirrored rows' pieces come right to left: put them in pixel order
     order = np.argsort(b[piece] * (runs.height * W) + shown, kind="stable")
-    piece = piece[order]  # left: put them in pixel order
+    piece = piece[order]
     return b[piece], shown[order], (e - s)[order], piece
 
 
