@@ -137,16 +137,12 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _n_erase(value: Any, name: str) -> NErase:
     """An int count, a (lo, hi) tuple of ints, or class names (a list, or a comma string of
     names)."""
-    if _is_int(value):
+    if checks.is_integer(value):
         return checks.count(value, name, minimum=0)
-    if isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value):
+    if isinstance(value, tuple) and len(value) == 2 and all(checks.is_integer(v) for v in value):
         lo, hi = (checks.count(v, name, minimum=0) for v in value)
         if lo > hi:
             raise FSEError(f"{name}: range {value!r} must satisfy 0 <= lo <= hi")
@@ -155,7 +151,7 @@ def _n_erase(value: Any, name: str) -> NErase:
         raise FSEError(f"{name}: {value!r} is a string, not a count or a class: write a number of "
                        f"regions as an int (n_erase={value.strip()}) or the classes erased every "
                        "time as a list of names")
-    if isinstance(value, list) and any(_is_int(v) for v in value):
+    if isinstance(value, list) and any(checks.is_integer(v) for v in value):
         raise FSEError(f"{name}: {value!r} holds ints: for a range of counts write a tuple, e.g. "
                        "(1, 3); for classes erased every time write their names, e.g. ['nose', "
                        "'mouth']")

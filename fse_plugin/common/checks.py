@@ -15,11 +15,12 @@ from typing import Any, Iterable, Sequence
 
 from fse_plugin.common.errors import FSEError
 
-__all__ = ["count", "number", "probability", "open_fraction", "choice", "name_list",
+__all__ = ["is_integer", "count", "number", "probability", "open_fraction", "choice", "name_list",
            "existing_file", "existing_dir", "output_dir", "FILE_KINDS"]
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An integer (Python or numpy), never a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -29,7 +30,7 @@ def _is_real(value: Any) -> bool:
 
 def count(value: Any, name: str, minimum: int = 1) -> int:
     """A whole number >= ``minimum`` (sizes >= 1, limits >= 0)."""
-    if not _is_integer(value):
+    if not is_integer(value):
         raise FSEError(f"{name}: expected a whole number >= {minimum}, got {value!r}")
     if value < minimum:
         raise FSEError(f"{name}: must be >= {minimum}, got {value}")

@@ -25,13 +25,15 @@ import numpy as np
 
 from fse_plugin.common import FSEError
 
-__all__ = ["Interval", "PairedDifference", "mean_ci", "paired_difference", "sign_flip_p",
-           "detectable_effect", "seeds_needed"]
+__all__ = ["Interval", "PairedDifference", "json_number", "mean_ci", "paired_difference",
+           "sign_flip_p", "detectable_effect", "seeds_needed"]
 
 
-def _num(x: float) -> float | None:
-    """A float for JSON: None instead of NaN or infinity."""
-    return None if x is None or not math.isfinite(x) else float(x)
+def json_number(x: float | None, digits: int | None = None) -> float | None:
+    """A float for JSON (rounded to ``digits`` if given): None instead of NaN or infinity."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x) if digits is None else round(float(x), digits)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class Interval:
     confidence: float = 0.95
 
     def to_json(self) -> dict[str, Any]:
-        return {"mean": _num(self.mean), "ci95": [_num(self.lo), _num(self.hi)],
-                "std": _num(self.std), "n": self.n}
+        return {"mean": json_number(self.mean),
+                "ci95": [json_number(self.lo), json_number(self.hi)],
+                "std": json_number(self.std), "n": self.n}
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -108,8 +111,9 @@ class PairedDifference:
         return self.ci.n
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.ci.to_json(), "t_test_p": _num(self.t_test_p),
-                "sign_flip_p": _num(self.sign_flip_p), "values": [float(v) for v in self.values]}
+        return {**self.ci.to_json(), "t_test_p": json_number(self.t_test_p),
+                "sign_flip_p": json_number(self.sign_flip_p),
+                "values": [float(v) for v in self.values]}
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float],

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from fse_plugin.common.checks import is_integer
 from fse_plugin.common.text import plural
 from fse_plugin.labels import CLASSES, NUM_CLASSES
 from fse_plugin.maskcache.chunk import CHUNK_DIR, chunk_path
@@ -185,10 +186,6 @@ _FIELDS = (("height", int), ("width", int), ("count", int), ("chunk_size", int),
            ("meta", dict))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_fields(m: dict, mpath: Path, hint: str) -> None:
     for key, typ in _FIELDS:
         if key not in m or not isinstance(m[key], typ) or isinstance(m[key], bool) and typ is int:
@@ -202,7 +199,7 @@ def _check_fields(m: dict, mpath: Path, hint: str) -> None:
                          f"{plural(m['count'], 'mask')} of chunk size {m['chunk_size']} "
                          f"(corrupt manifest). {hint}")
     k = m["keys"]
-    ints = all(_is_int(k.get(f)) for f in ("first", "last"))
+    ints = all(is_integer(k.get(f)) for f in ("first", "last"))
     if (not ints or not isinstance(k.get("contiguous"), bool)
             or not isinstance(k.get("file_sha256"), str)):
         raise CacheError(f"{mpath}: field 'keys' lacks first/last/contiguous/file_sha256 "
@@ -214,16 +211,16 @@ def _check_fields(m: dict, mpath: Path, hint: str) -> None:
         start, stop = i * m["chunk_size"], min(m["count"], (i + 1) * m["chunk_size"])
         ok = (isinstance(c, dict) and c.get("file") == str(chunk_path(Path(), i))
               and c.get("row_start") == start)
-        if not (ok and c.get("rows") == stop - start and _is_int(c.get("bytes"))
-                and _is_int(c.get("crc32"))):
+        if not (ok and c.get("rows") == stop - start and is_integer(c.get("bytes"))
+                and is_integer(c.get("crc32"))):
             raise CacheError(f"{mpath}: chunk entry {i} is not rows {start}..{stop - 1} in "
                              f"{chunk_path(Path(), i)} with bytes and crc32 (corrupt manifest). "
                              f"{hint}")
-    if not all(isinstance(d, dict) and _is_int(d.get("key")) and isinstance(d.get("reason"), str)
+    if not all(isinstance(d, dict) and is_integer(d.get("key")) and isinstance(d.get("reason"), str)
                for d in m["missing"]):
         raise CacheError(f"{mpath}: field 'missing' is not a list of key and reason "
                          f"(corrupt manifest). {hint}")
-    if not all(len(m[f]) == NUM_CLASSES and all(map(_is_int, m[f]))
+    if not all(len(m[f]) == NUM_CLASSES and all(map(is_integer, m[f]))
                for f in ("class_pixels", "class_images")):
         raise CacheError(f"{mpath}: class counts are not {NUM_CLASSES} integers each "
                          f"(corrupt manifest). {hint}")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from fse_plugin.experiment.statistics import detectable_effect, seeds_needed
+from fse_plugin.experiment.statistics import detectable_effect, json_number, seeds_needed
 
 __all__ = ["RESAMPLES", "TARGETS", "Sensitivity", "pair_resamples", "resampled_scores",
            "sensitivity"]
@@ -35,10 +35,6 @@ TARGETS = (1.0, 2.0)
 them."""
 POWER = 0.8
 _STREAM = 20_241  # seeds the resamples apart from every other draw of the study
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 @dataclass(frozen=True)
@@ -64,8 +60,9 @@ class Sensitivity:
         return math.sqrt(self.sd_training ** 2 + self.sd_pairs ** 2 * self.pairs / pairs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sd_seeds": _num(self.sd_seeds), "sd_pairs": _num(self.sd_pairs),
-                "sd_training": _num(self.sd_training), "detectable_80": _num(self.detectable),
+        sds = {"sd_seeds": self.sd_seeds, "sd_pairs": self.sd_pairs,
+               "sd_training": self.sd_training, "detectable_80": self.detectable}
+        return {**{k: json_number(v, 6) for k, v in sds.items()},
                 "seeds": self.seeds, "pairs": self.pairs,
                 "seeds_needed_80": {f"{t:g}": self.seeds_for(t) for t in TARGETS}}
 
